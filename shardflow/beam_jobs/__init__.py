@@ -1,0 +1,1 @@
+"""The conversion job: sources -> validated images -> splits -> TFRecord shards + TFDS metadata."""

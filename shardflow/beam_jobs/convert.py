@@ -1,0 +1,440 @@
+"""`shardflow convert SRC OUT`: the Beam job from raw images to sharded, TFDS-compatible TFRecords.
+
+Stages (each a named transform, so runner UIs show them):
+  ReadAndPrepare  each worker reads a batch of inputs, validates/encodes them and appends the records to a
+                  spill file of its own; only small `RecordRef`s (where the bytes are, plus statistics) and
+                  rejects travel on, so memory never holds the images of the whole dataset.
+  AssignSplits    split by a stable hash of the path, by the source's own folders, or exact counts per class.
+  PlanShards      per split: records in hash order (classes mixed), cut into shards of ~--shard-size-mb,
+                  plus the split's statistics.
+  WriteShards     each shard copied from the spill files into place, with its SHA-256.
+  Summarize       shard list, statistics and rejects gathered into one summary file.
+The launching process then checks `inputs == records + rejects`, moves the shards into OUT and writes the
+metadata, `dataset_info.json` last: until then OUT is visibly incomplete.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from PIL import Image
+
+from shardflow import metadata, schema
+from shardflow.beam_jobs import splits as splits_lib
+from shardflow.beam_jobs.framing import frame
+from shardflow.beam_jobs.images import ImageOptions, Rejected, prepare_encoded, prepare_pixels
+from shardflow.beam_jobs.progress import ProgressDisplay, ProgressWriter, worker_logs_to
+from shardflow.beam_jobs.sources import ReadTask, SourceListing, list_source
+
+NO_CLASS = "no class in the file name (expected <class>.<id>.jpg, e.g. cat.123.jpg)"
+_GENERIC_NAMES = {"train", "test", "test1", "validation", "val", "data", "images", "raw"}
+SIZE_BINS = (64, 128, 256, 512, 1024, 2048)  # histogram of the longer side: <64, 64-127, ..., >=2048
+
+
+class ConversionError(RuntimeError):
+    """The job could not produce a complete dataset; OUT is left visibly incomplete."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertOptions:
+    """Options of `shardflow convert`; None means "the source's default" (IDX: 1 channel, PNG)."""
+
+    name: str | None = None
+    layout: str = "auto"
+    unlabeled: bool = False
+    class_names: tuple[str, ...] | None = None
+    splits: dict[str, float] = dataclasses.field(default_factory=lambda: dict(splits_lib.DEFAULT_SPLITS))
+    split_counts: dict[str, int] | None = None
+    channels: int | None = None
+    image_format: str | None = None
+    max_side: int | None = None
+    quality: int = 95
+    shard_size_mb: float = 128.0
+    workers: int = 0  # 0: one per core
+    overwrite: bool = False
+
+
+class RecordRef(NamedTuple):
+    """A prepared record: where its framed bytes sit in a spill file, and what statistics need."""
+
+    path: str
+    label: int
+    split: str | None
+    spill: str
+    offset: int
+    length: int
+    width: int
+    height: int
+    passthrough: bool
+    channel_sum: tuple[float, ...]
+    channel_sumsq: tuple[float, ...]
+    num_pixels: int
+
+
+class ShardJob(NamedTuple):
+    split: str
+    index: int
+    num_shards: int
+    records: list[RecordRef]
+
+
+# -- the Beam stages ------------------------------------------------------------------------------------------
+
+
+class PrepareRecords(beam.DoFn):
+    """ReadTask -> RecordRef per valid input (bytes appended to this bundle's spill file), or a reject."""
+
+    REJECTS = "rejects"
+
+    def __init__(self, class_names: list[str], image_options: ImageOptions, spill_dir: str, progress_dir: str | None):
+        self._class_names, self._options = class_names, image_options
+        self._spill_dir, self._progress_dir = spill_dir, progress_dir
+
+    def setup(self):
+        self._spec = schema.features(self._class_names, self._options.channels, self._options.image_format)
+        self._progress = ProgressWriter(self._progress_dir)
+
+    def start_bundle(self):
+        self._spill, self._spill_path, self._offset = None, "", 0
+
+    def process(self, task: ReadTask) -> Iterable[Any]:
+        for item, payload in task.read():
+            try:
+                prepared = self._prepare(payload)
+                if item.label is None:
+                    raise Rejected(NO_CLASS)
+            except Rejected as reason:
+                self._progress.add(rejected=True)
+                yield beam.pvalue.TaggedOutput(self.REJECTS, (item.path, str(reason)))
+                continue
+            framed = frame(schema.serialize(self._spec, prepared.data, item.label, item.path))
+            offset = self._append(framed)
+            self._progress.add(rejected=False)
+            yield RecordRef(item.path, item.label, item.split, self._spill_path, offset, len(framed),
+                            prepared.width, prepared.height, prepared.passthrough, prepared.channel_sum,
+                            prepared.channel_sumsq, prepared.num_pixels)
+
+    def _prepare(self, payload):
+        if isinstance(payload, OSError):
+            raise Rejected(f"cannot read file: {payload}")
+        try:
+            if isinstance(payload, np.ndarray):
+                return prepare_pixels(Image.fromarray(payload), self._options)
+            return prepare_encoded(payload, self._options)
+        except Rejected:
+            raise
+        except Exception as error:  # a decoder bug on hostile input must cost one file, not the job
+            raise Rejected(f"could not decode: {type(error).__name__}: {error}") from None
+
+    def _append(self, framed: bytes) -> int:
+        if self._spill is None:
+            self._spill_path = FileSystems.join(self._spill_dir, f"{uuid.uuid4().hex}.spill")
+            self._spill = FileSystems.create(self._spill_path)
+        offset = self._offset
+        self._spill.write(framed)
+        self._offset += len(framed)
+        return offset
+
+    def finish_bundle(self):
+        if self._spill is not None:
+            self._spill.close()
+        self._progress.flush()
+
+
+class AssignSplits(beam.PTransform):
+    """RecordRef -> (split, RecordRef); with exact counts, leftovers go to the "unselected" output."""
+
+    UNSELECTED = "unselected"
+
+    def __init__(self, fractions: dict[str, float], counts: dict[str, int] | None):
+        super().__init__()
+        self._fractions, self._counts = fractions, counts
+
+    def expand(self, refs):
+        if self._counts is None:
+            fractions = self._fractions
+            return refs | "BySplitRule" >> beam.Map(lambda r: (r.split or splits_lib.split_for(r.path, fractions), r))
+        counts = self._counts
+        return (
+            refs
+            | "ByClass" >> beam.Map(lambda r: (r.label, r))
+            | "GroupByClass" >> beam.GroupByKey()
+            | "TakeCounts" >> beam.FlatMap(_take_counts, counts).with_outputs(self.UNSELECTED, main="assigned")
+        )
+
+
+def _take_counts(label_refs, counts):
+    label, refs = label_refs
+    by_path = {r.path: r for r in refs}
+    taken, left = splits_lib.take_counts(by_path, counts)
+    for split, paths in taken.items():
+        yield from ((split, by_path[p]) for p in paths)
+    yield beam.pvalue.TaggedOutput(AssignSplits.UNSELECTED, len(left))
+
+
+def plan_shards(split_refs, shard_bytes: int) -> Iterable[Any]:
+    """Per split: the shard jobs (records in hash order, cut evenly) and, tagged "stats", the split statistics."""
+    split, refs = split_refs
+    refs = sorted(refs, key=lambda r: (splits_lib.stable_hash(r.path), r.path))
+    total = sum(r.length for r in refs)
+    num_shards = max(1, min(len(refs), math.ceil(total / shard_bytes)))
+    for index in range(num_shards):
+        chunk = refs[index * len(refs) // num_shards:(index + 1) * len(refs) // num_shards]
+        yield ShardJob(split, index, num_shards, chunk)
+    yield beam.pvalue.TaggedOutput("stats", split_statistics(split, refs))
+
+
+def split_statistics(split: str, refs: Sequence[RecordRef]) -> dict[str, Any]:
+    """Class counts, per-channel mean/std over all pixels, and the image-size histogram."""
+    sums = np.sum([r.channel_sum for r in refs], axis=0)
+    sumsq = np.sum([r.channel_sumsq for r in refs], axis=0)
+    pixels = max(1, sum(r.num_pixels for r in refs))
+    mean = sums / pixels
+    sides = np.array([max(r.width, r.height) for r in refs])
+    return {
+        "split": split,
+        "num_examples": len(refs),
+        "label_counts": dict(sorted(Counter(r.label for r in refs).items())),
+        "mean": mean.tolist(),
+        "std": np.sqrt(np.maximum(sumsq / pixels - mean**2, 0)).tolist(),
+        "size_histogram": np.bincount(np.searchsorted(SIZE_BINS, sides, side="right"),
+                                      minlength=len(SIZE_BINS) + 1).tolist(),
+        "width_range": [int(min(r.width for r in refs)), int(max(r.width for r in refs))],
+        "height_range": [int(min(r.height for r in refs)), int(max(r.height for r in refs))],
+        "passthrough": sum(r.passthrough for r in refs),
+    }
+
+
+class WriteShard(beam.DoFn):
+    """ShardJob -> the shard file in the staging folder (copied from spill files), and its description."""
+
+    def __init__(self, shard_dir: str, name: str):
+        self._shard_dir, self._name = shard_dir, name
+
+    def process(self, job: ShardJob) -> Iterable[dict[str, Any]]:
+        filename = metadata.shard_filename(self._name, job.split, job.index, job.num_shards)
+        digest, size, sources = hashlib.sha256(), 0, {}
+        try:
+            with FileSystems.create(FileSystems.join(self._shard_dir, filename)) as out:
+                for ref in job.records:
+                    if ref.spill not in sources:
+                        sources[ref.spill] = FileSystems.open(ref.spill)
+                    spill = sources[ref.spill]
+                    spill.seek(ref.offset)
+                    data = spill.read(ref.length)
+                    digest.update(data)
+                    out.write(data)
+                    size += len(data)
+        finally:
+            for handle in sources.values():
+                handle.close()
+        yield {"split": job.split, "index": job.index, "filename": filename, "num_records": len(job.records),
+               "num_bytes": size, "sha256": digest.hexdigest()}
+
+
+def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
+    summary: dict[str, Any] = {"shards": [], "splits": [], "rejects": [], "unselected": 0}
+    for kind, value in items:
+        if kind == "unselected":
+            summary["unselected"] += value
+        else:
+            summary[kind].append(value)
+    with FileSystems.create(path) as f:
+        f.write(json.dumps(summary).encode())
+
+
+def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptions, image_options: ImageOptions,
+          name: str, staging: str, progress_dir: str | None = None) -> None:
+    """Add the conversion stages to `pipeline`; running it fills `staging` (see `finalize`)."""
+    prepared = (
+        pipeline
+        | "ListInputs" >> beam.Create(listing.tasks, reshuffle=False)
+        | "SpreadInputs" >> beam.Reshuffle()
+        | "ReadAndPrepare" >> beam.ParDo(
+            PrepareRecords(listing.class_names, image_options, FileSystems.join(staging, "spill"), progress_dir)
+        ).with_outputs(PrepareRecords.REJECTS, main="records")
+    )
+    assigned = prepared.records | "AssignSplits" >> AssignSplits(options.splits, options.split_counts)
+    if options.split_counts is not None:
+        unselected = assigned[AssignSplits.UNSELECTED] | "TagUnselected" >> beam.Map(lambda n: ("unselected", n))
+        assigned = assigned.assigned
+    else:
+        unselected = pipeline | "NoneUnselected" >> beam.Create([])
+    planned = (
+        assigned
+        | "GroupBySplit" >> beam.GroupByKey()
+        | "PlanShards" >> beam.FlatMap(plan_shards, int(options.shard_size_mb * 2**20)).with_outputs("stats", main="jobs")
+    )
+    shards = (
+        planned.jobs
+        | "SpreadShards" >> beam.Reshuffle()
+        | "WriteShards" >> beam.ParDo(WriteShard(FileSystems.join(staging, "shards"), name))
+    )
+    _ = (
+        (
+            shards | "TagShards" >> beam.Map(lambda s: ("shards", s)),
+            planned.stats | "TagStats" >> beam.Map(lambda s: ("splits", s)),
+            prepared[PrepareRecords.REJECTS] | "TagRejects" >> beam.Map(lambda r: ("rejects", r)),
+            unselected,
+        )
+        | "Gather" >> beam.Flatten()
+        | "ToList" >> beam.combiners.ToList()
+        | "Summarize" >> beam.Map(_write_summary, FileSystems.join(staging, "summary.json"))
+    )
+
+
+# -- launching and finishing ----------------------------------------------------------------------------------
+
+
+def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
+            beam_args: Sequence[str] = ()) -> dict[str, Any]:
+    """Convert `src` into a dataset folder `out`; returns the dataset's shardflow.json content."""
+    started = time.time()
+    listing = list_source(src, options.layout, unlabeled=options.unlabeled, class_names=options.class_names)
+    if options.split_counts is not None and listing.fixed_splits:
+        raise ConversionError("--split-counts cannot be used on a source with its own train/validation/test folders")
+    image_options = ImageOptions(
+        channels=options.channels or listing.default_channels,
+        image_format=options.image_format or ("png" if listing.layout == "idx" else "passthrough"),
+        max_side=options.max_side,
+        quality=options.quality,
+    )
+    schema.stored_encoding(image_options.image_format)  # validates the name
+    name = options.name or _default_name(src)
+    _prepare_out(src, out, options.overwrite)
+    staging = FileSystems.join(out, metadata.STAGING)
+    pipeline_options, local = _pipeline_options(beam_args, options.workers)
+    progress_dir = os.path.join(staging, "progress") if local else None
+    print(f"{src}: {listing.num_inputs} inputs, layout {listing.layout}, classes {listing.class_names}"
+          + (f"; ignoring {len(listing.ignored)} file(s) beside the data: {', '.join(listing.ignored[:3])}"
+             if listing.ignored else ""), file=sys.stderr)
+    runner = FnApiRunner() if local else None
+    pipeline = beam.Pipeline(runner=runner, options=pipeline_options)
+    build(pipeline, listing, options, image_options, name, staging, progress_dir)
+    if progress_dir:
+        os.makedirs(progress_dir, exist_ok=True)
+        log = os.path.join(staging, "beam.log")
+        try:
+            with worker_logs_to(log) as stderr, ProgressDisplay(progress_dir, listing.num_inputs,
+                                                                len(listing.rejects), stderr):
+                pipeline.run().wait_until_finish()
+        except Exception as error:
+            raise ConversionError(f"the Beam job failed ({out} is left incomplete; Beam's log: {log}):\n{error}")
+    else:
+        pipeline.run().wait_until_finish()
+    return finalize(out, staging, listing, image_options, name, started)
+
+
+def finalize(out: str, staging: str, listing: SourceListing, image_options: ImageOptions, name: str,
+             started: float) -> dict[str, Any]:
+    """Check the counts, move shards into `out`, write rejects and metadata (dataset_info.json last)."""
+    with FileSystems.open(FileSystems.join(staging, "summary.json")) as f:
+        summary = json.loads(f.read())
+    rejects = sorted([tuple(r) for r in summary["rejects"]] + list(listing.rejects))
+    splits = {s["split"]: s for s in summary["splits"]}
+    records = sum(s["num_examples"] for s in splits.values())
+    if listing.num_inputs != records + len(rejects) + summary["unselected"]:
+        raise ConversionError(
+            f"lost inputs: {listing.num_inputs} inputs but {records} records + {len(rejects)} rejects"
+            f" + {summary['unselected']} unselected; {out} is left incomplete"
+        )
+    if not records:
+        raise ConversionError(f"no input became a record ({len(rejects)} rejected; see the reasons below)\n"
+                              + "\n".join(f"  {p}: {r}" for p, r in rejects[:10]))
+    for split in splits.values():
+        split["shards"] = sorted((s for s in summary["shards"] if s["split"] == split["split"]), key=lambda s: s["index"])
+        split["num_bytes"] = sum(s["num_bytes"] for s in split["shards"])
+        split["label_counts"] = {listing.class_names[int(k)] if int(k) >= 0 else "unlabeled": v
+                                 for k, v in split["label_counts"].items()}
+    for shard in summary["shards"]:
+        FileSystems.rename([FileSystems.join(staging, "shards", shard["filename"])],
+                           [FileSystems.join(out, shard["filename"])])
+    with FileSystems.create(FileSystems.join(out, metadata.REJECTS)) as f:
+        f.write("".join(json.dumps({"path": p, "reason": r}) + "\n" for p, r in rejects).encode())
+    elapsed = time.time() - started
+    info = {
+        "format_version": metadata.FORMAT_VERSION,
+        "name": name,
+        "class_names": listing.class_names,
+        "channels": image_options.channels,
+        "image_format": image_options.image_format,
+        "max_side": image_options.max_side,
+        "quality": image_options.quality,
+        "layout": listing.layout,
+        "num_inputs": listing.num_inputs,
+        "num_records": records,
+        "num_rejected": len(rejects),
+        "num_unselected": summary["unselected"],
+        "ignored": listing.ignored,
+        "splits": {n: splits[n] for n in _split_order(splits)},
+        "seconds": round(elapsed, 2),
+    }
+    description = (f"Converted by shardflow from {listing.num_inputs} inputs ({listing.layout} layout); "
+                   f"{len(rejects)} rejected, listed in {metadata.REJECTS}.")
+    metadata.write(out, info, description)
+    FileSystems.delete([staging])
+    return info
+
+
+def _split_order(splits: Iterable[str]) -> list[str]:
+    order = {name: i for i, name in enumerate(splits_lib.SPLIT_NAMES)}
+    return sorted(splits, key=lambda n: (order.get(n, len(order)), n))
+
+
+def _default_name(src: str) -> str:
+    """The dataset name from SRC's name; a generic one (Kaggle's `train`) gets its parent's name in front."""
+    path = os.path.normpath(os.path.abspath(src))
+    stem = os.path.basename(path)
+    for suffix in (".tar.gz", ".tgz", ".tar", ".zip"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+    if stem.lower() in _GENERIC_NAMES:
+        stem = f"{os.path.basename(os.path.dirname(path))}_{stem}"
+    name = re.sub(r"[^a-z0-9]+", "_", stem.lower()).strip("_")
+    return name if name and name[0].isalpha() else f"dataset_{name}".rstrip("_")
+
+
+def _prepare_out(src: str, out: str, overwrite: bool) -> None:
+    """Refuse a non-empty OUT unless --overwrite (and then only a shardflow dataset), or OUT inside SRC."""
+    if "://" in out:
+        return  # remote output: Beam's filesystems create it; overwrite rules apply to local folders
+    src_abs, out_abs = os.path.realpath(src), os.path.realpath(out)
+    if os.path.isdir(src_abs) and (out_abs == src_abs or out_abs.startswith(src_abs + os.sep)):
+        raise ConversionError(f"OUT {out!r} is inside SRC {src!r}; choose an output folder outside the source")
+    if os.path.isfile(out_abs):
+        raise ConversionError(f"OUT {out!r} is a file; give a folder")
+    if os.path.isdir(out_abs) and os.listdir(out_abs):
+        if not overwrite:
+            raise ConversionError(f"OUT {out!r} exists and is not empty; pass --overwrite to replace it")
+        if not metadata.is_dataset_dir(out_abs):
+            raise ConversionError(f"OUT {out!r} is not a shardflow dataset; refusing to delete it, even with --overwrite")
+        shutil.rmtree(out_abs)
+    os.makedirs(out_abs, exist_ok=True)
+
+
+def _pipeline_options(beam_args: Sequence[str], workers: int) -> tuple[PipelineOptions, bool]:
+    """Beam options; with no --runner, the in-process FnApiRunner with one worker process per core."""
+    beam_args = list(beam_args)
+    local = not any(a == "--runner" or a.startswith("--runner=") for a in beam_args)
+    if local:
+        workers = workers or os.cpu_count() or 1
+        mode = "multi_processing" if workers > 1 else "in_memory"
+        beam_args += [f"--direct_num_workers={workers}", f"--direct_running_mode={mode}",
+                      "--default_sdk_harness_log_level=WARNING"]
+    return PipelineOptions(beam_args), local

@@ -1,0 +1,166 @@
+"""Validate one input image and turn it into the bytes (or pixels) a record stores.
+
+Valid RGB JPEGs that need no change are kept byte for byte ("passthrough"); anything else that PIL can decode
+(PNG/GIF/BMP/WebP, CMYK, grayscale, alpha, 16-bit, EXIF-rotated) is converted; the rest raises `Rejected`
+with a reason a person can act on.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (~90 MP)
+MAX_FILE_BYTES = 256 * 1024 * 1024
+EXIF_ORIENTATION = 0x0112
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_LEVELS = np.arange(256, dtype=np.float64)
+
+
+class Rejected(Exception):
+    """An input that cannot become a record; the message is the reason written to rejects.jsonl."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageOptions:
+    """How images are stored: see `shardflow convert --help`."""
+
+    channels: int = 3
+    image_format: str = "passthrough"
+    max_side: int | None = None
+    quality: int = 95
+    max_pixels: int = MAX_PIXELS
+    max_file_bytes: int = MAX_FILE_BYTES
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedImage:
+    """What a record stores (`data`: encoded bytes, or uint8 pixels for raw) and its pixel statistics."""
+
+    data: bytes | np.ndarray
+    width: int
+    height: int
+    passthrough: bool
+    channel_sum: tuple[float, ...]
+    channel_sumsq: tuple[float, ...]
+    num_pixels: int
+
+
+def prepare_encoded(data: bytes, options: ImageOptions) -> PreparedImage:
+    """Validate an encoded image file and prepare what its record stores; raises `Rejected`."""
+    if not data:
+        raise Rejected("empty file (0 bytes)")
+    if len(data) > options.max_file_bytes:
+        raise Rejected(f"file too large: {len(data)} bytes exceeds the {options.max_file_bytes}-byte limit")
+    image = _open(data, options)
+    keep_bytes = (
+        options.image_format == "passthrough"
+        and image.format == "JPEG"
+        and image.mode == ("RGB" if options.channels == 3 else "L")
+        and _orientation(image) == 1
+        and not _too_big(image.size, options.max_side)
+    )
+    size = image.size
+    if keep_bytes:
+        # The entropy-coded data is decoded in full at any DCT scale (truncation and corruption still show);
+        # half scale only skips most of the IDCT. Statistics come from that half-size image.
+        image.draft(image.mode, (size[0] // 2, size[1] // 2))
+    elif options.max_side and image.format == "JPEG":
+        image.draft(image.mode, _fit(size, options.max_side))  # decode at a reduced DCT scale
+    _decode(image)
+    if keep_bytes:
+        return _prepared(data, image, passthrough=True, size=size)
+    if _orientation(image) != 1:
+        image = ImageOps.exif_transpose(image)
+    return prepare_pixels(image, options)
+
+
+def prepare_pixels(image: Image.Image, options: ImageOptions) -> PreparedImage:
+    """Convert a decoded image to 8-bit L/RGB, resize it (per `max_side`) and encode it."""
+    image = _normalize_mode(image, options.channels)
+    if _too_big(image.size, options.max_side):
+        image = image.resize(_fit(image.size, options.max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if options.image_format == "raw":
+        return _prepared(np.asarray(image).reshape(image.height, image.width, options.channels), image, False)
+    buffer = io.BytesIO()
+    if options.image_format == "png":
+        image.save(buffer, format="PNG", compress_level=1)
+    else:
+        image.save(buffer, format="JPEG", quality=options.quality)
+    return _prepared(buffer.getvalue(), image, passthrough=False)
+
+
+def _open(data: bytes, options: ImageOptions) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as error:
+        raise Rejected(f"decompression bomb: {error}") from None
+    except Image.UnidentifiedImageError:
+        raise Rejected("not an image: unrecognized file format") from None
+    except Exception as error:  # PIL raises many types on malformed headers
+        raise Rejected(f"unreadable image header: {error}") from None
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise Rejected(f"invalid image size {width}x{height}")
+    if width * height > options.max_pixels:
+        raise Rejected(
+            f"decompression bomb: {width}x{height} = {width * height / 1e6:.1f} MP exceeds the "
+            f"{options.max_pixels / 1e6:.1f} MP limit"
+        )
+    return image
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # a malformed EXIF block: treat as unrotated, the pixels are what matters
+        return 1
+
+
+def _decode(image: Image.Image) -> None:
+    try:
+        image.load()
+    except Exception as error:  # truncated data, broken streams, bad palettes...
+        raise Rejected(f"corrupt or truncated {image.format or 'image'} data: {error}") from None
+
+
+def _normalize_mode(image: Image.Image, channels: int) -> Image.Image:
+    """8-bit L or RGB: 16-bit scaled down, alpha and palettes flattened, CMYK converted."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        pixels = np.asarray(image).astype(np.float32)
+        scale = 255.0 / 65535.0 if pixels.max(initial=0) > 255 else 1.0
+        image = Image.fromarray(np.clip(pixels * scale + 0.5, 0, 255).astype(np.uint8), "L")
+    target = "RGB" if channels == 3 else "L"
+    return image if image.mode == target else image.convert(target)
+
+
+def _too_big(size: tuple[int, int], max_side: int | None) -> bool:
+    return bool(max_side) and max(size) > max_side
+
+
+def _fit(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    scale = max_side / max(size)
+    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+
+
+def _prepared(data: bytes | np.ndarray, image: Image.Image, passthrough: bool,
+              size: tuple[int, int] | None = None) -> PreparedImage:
+    """What the record stores, its size (`size` when `image` was decoded at a reduced scale), and pixel
+    statistics from PIL's per-band histogram, weighted as if taken at full size."""
+    width, height = size or image.size
+    histogram = np.asarray(image.histogram(), dtype=np.float64).reshape(-1, 256)
+    histogram *= (width * height) / (image.width * image.height)
+    return PreparedImage(
+        data=data,
+        width=width,
+        height=height,
+        passthrough=passthrough,
+        channel_sum=tuple((histogram @ _LEVELS).tolist()),
+        channel_sumsq=tuple((histogram @ np.square(_LEVELS)).tolist()),
+        num_pixels=width * height,
+    )

@@ -1,0 +1,370 @@
+"""Find the inputs of a source and read them back: folders, zip and tar archives (read in place), IDX files.
+
+`list_source` runs once, in the launching process: it detects the layout (Kaggle flat names, class folders,
+predefined train/validation/test folders, IDX pairs), fixes the class names and cuts the inputs into `ReadTask`s
+that Beam workers read independently. Nothing is extracted to disk.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import gzip
+import os
+import posixpath
+import re
+import tarfile
+import threading
+import zipfile
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from shardflow.schema import UNLABELED
+
+LAYOUTS = ("auto", "kaggle", "folders", "idx")
+SPLIT_FOLDERS = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+IDX_SPLITS = {"train": "train", "t10k": "test"}
+_IDX_IMAGES = re.compile(r"^(train|t10k)-images[.-]idx3-ubyte(\.gz)?$")
+FILES_PER_TASK = 32
+TAR_MEMBERS_PER_TASK = 1000
+
+
+class SourceError(ValueError):
+    """The source cannot be converted as asked; the message says what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InputFile:
+    """One input: `path` is relative to the source root (the record's `image/filename`)."""
+
+    path: str
+    label: int | None  # None: the file name carries no class (rejected once it is known to be an image)
+    split: str | None  # fixed by the source layout, else chosen by the split rules
+    member: str  # where the reader finds it: file path, archive member name or IDX index
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadTask:
+    """A batch of inputs a worker reads together from one container."""
+
+    kind: str  # "folder" | "zip" | "tar" | "idx"
+    container: str  # folder root, archive, or IDX images file
+    files: tuple[InputFile, ...]
+    labels_file: str = ""  # IDX only
+
+    def read(self) -> Iterator[tuple[InputFile, bytes | np.ndarray | OSError]]:
+        """Yield each input with its bytes (IDX: pixels), or the error that prevented reading it."""
+        yield from _READERS[self.kind](self)
+
+
+@dataclasses.dataclass
+class SourceListing:
+    """Everything the job needs to know about a source before reading any image."""
+
+    layout: str
+    class_names: list[str]
+    tasks: list[ReadTask]
+    rejects: list[tuple[str, str]]  # (path, reason) known from the listing alone
+    ignored: list[str]  # files beside the dataset that are not inputs (LICENSE.txt, readme...)
+    default_channels: int = 3
+
+    @property
+    def num_inputs(self) -> int:
+        return sum(len(task.files) for task in self.tasks) + len(self.rejects)
+
+    @property
+    def fixed_splits(self) -> bool:
+        return any(f.split for task in self.tasks for f in task.files)
+
+
+def list_source(
+    src: str,
+    layout: str = "auto",
+    *,
+    unlabeled: bool = False,
+    class_names: Sequence[str] | None = None,
+) -> SourceListing:
+    """Detect the layout of `src` (a folder, .zip, .tar[.gz] or a folder of IDX files) and list its inputs."""
+    if layout not in LAYOUTS:
+        raise SourceError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if not os.path.exists(src):
+        raise SourceError(f"source {src!r} does not exist")
+    src = os.path.abspath(src)
+    if os.path.isdir(src) and (layout == "idx" or (layout == "auto" and _idx_pairs(src))):
+        return _list_idx(src, class_names)
+    if layout == "idx":
+        raise SourceError(f"{src}: no IDX files (train-images-idx3-ubyte[.gz] + train-labels-idx1-ubyte[.gz])")
+    if os.path.isdir(src):
+        kind, members, rejects = "folder", _walk(src), []
+    elif zipfile.is_zipfile(src):
+        kind, (members, rejects) = "zip", _zip_members(src)
+    elif src.lower().endswith(TAR_SUFFIXES) and tarfile.is_tarfile(src):
+        kind, (members, rejects) = "tar", _tar_members(src)
+    else:
+        raise SourceError(f"{src}: not a folder, a .zip or a .tar/.tar.gz/.tgz archive")
+    listing = _label(src, kind, members, layout, unlabeled, class_names)
+    listing.rejects[:0] = rejects
+    return listing
+
+
+# -- listing --------------------------------------------------------------------------------------------------
+
+
+def _walk(root: str) -> list[str]:
+    """Relative POSIX paths of the regular files under root (symbolic links are not followed)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        relative = os.path.relpath(folder, root)
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                found.append(name if relative == "." else posixpath.join(relative.replace(os.sep, "/"), name))
+    return found
+
+
+def _zip_members(archive: str) -> tuple[list[str], list[tuple[str, str]]]:
+    with zipfile.ZipFile(archive) as zf:
+        names = [info.filename for info in zf.infolist() if not info.is_dir()]
+    return _safe_members(names)
+
+
+def _tar_members(archive: str) -> tuple[list[str], list[tuple[str, str]]]:
+    names, rejects = [], []
+    with tarfile.open(archive, "r:*") as tf:
+        for member in tf:
+            if member.isfile():
+                names.append(member.name)
+            elif not member.isdir():
+                rejects.append((member.name, "archive member is a link or special file, not a regular file"))
+    safe, unsafe = _safe_members(names)
+    return safe, rejects + unsafe
+
+
+def _safe_members(names: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Split archive member names into safe relative paths and rejects (absolute or `..` paths: zip-slip)."""
+    safe, rejects = [], []
+    for name in names:
+        parts = name.replace("\\", "/").split("/")
+        if name.startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", name):
+            rejects.append((name, "unsafe archive member path (absolute or containing '..')"))
+        else:
+            safe.append(name)
+    return sorted(safe), rejects
+
+
+def _is_junk(path: str) -> bool:
+    """macOS archive debris and hidden folders: never part of a dataset."""
+    return any(part == "__MACOSX" or (part.startswith(".") and part != path.rsplit("/", 1)[-1])
+               for part in path.split("/"))
+
+
+def _is_image_name(path: str) -> bool:
+    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _strip_wrapper(members: list[str]) -> tuple[str, list[str], list[str]]:
+    """Descend through single wrapper folders (`flower_photos/`, `PetImages/`, `train/` in Kaggle's zip).
+
+    Returns (prefix, member paths relative to it, ignored non-image files found beside the wrapper).
+    """
+    prefix, ignored = "", []
+    while True:
+        top_files = [m for m in members if "/" not in m[len(prefix):]]
+        top_dirs = {m[len(prefix):].split("/", 1)[0] for m in members if "/" in m[len(prefix):]}
+        if len(top_dirs) != 1 or any(_is_image_name(f) for f in top_files):
+            break
+        (wrapper,) = top_dirs
+        ignored += top_files
+        members = [m for m in members if m not in top_files]
+        prefix += wrapper + "/"
+    return prefix, members, ignored
+
+
+def _label(src, kind, members, layout, unlabeled, class_names) -> SourceListing:
+    members = [m for m in members if not _is_junk(m)]
+    if not members:
+        raise SourceError(f"source {src!r} is empty: no files to convert")
+    prefix, members, ignored = _strip_wrapper(members)
+    relative = [m[len(prefix):] for m in members]
+    top_dirs = sorted({r.split("/", 1)[0] for r in relative if "/" in r})
+    split_dirs = [d for d in top_dirs if d.lower() in SPLIT_FOLDERS]
+    split_dirs = split_dirs if len(split_dirs) >= 2 else []  # a lone train/ is just a wrapper (Kaggle's zip)
+    groups: list[tuple[str | None, str]] = [(SPLIT_FOLDERS[d.lower()], d + "/") for d in split_dirs] or [(None, "")]
+    if split_dirs:
+        ignored += [r for r in relative if not r.startswith(tuple(g for _, g in groups))]
+    labeled: list[tuple[str, str, str | None, str | None]] = []  # (relative path, member, class, split)
+    layouts_seen = set()
+    for split, group in groups:
+        inside = [r for r in relative if r.startswith(group)]
+        group_layout = layout if layout != "auto" else _detect(inside, group)
+        layouts_seen.add(group_layout)
+        for rel in inside:
+            name = rel[len(group):]
+            if group_layout == "folders" and "/" not in name:
+                if _is_image_name(name):
+                    raise SourceError(
+                        f"{src}: class folders are mixed with image files at the top level (e.g. {rel!r}); "
+                        "move those files into a class folder, or convert the folders separately"
+                    )
+                ignored.append(rel)
+                continue
+            labeled.append((rel, prefix + rel, _class_of(name, group_layout, unlabeled), split))
+    names = _class_names(src, labeled, unlabeled, class_names)
+    index = {name: i for i, name in enumerate(names)}
+    files = []
+    for rel, member, cls, split in labeled:
+        label = UNLABELED if unlabeled else index.get(cls)
+        location = os.path.join(src, *member.split("/")) if kind == "folder" else member
+        files.append(InputFile(path=rel, label=label, split=split, member=location))
+    detected = layouts_seen.pop() if len(layouts_seen) == 1 else "mixed"
+    return SourceListing(detected, names, _tasks(kind, src, files), [], sorted(ignored))
+
+
+def _detect(relative: list[str], group: str) -> str:
+    names = [r[len(group):] for r in relative]
+    return "folders" if any("/" in n for n in names) else "kaggle"
+
+
+def _class_of(name: str, layout: str, unlabeled: bool) -> str | None:
+    if unlabeled:
+        return None
+    if layout == "folders":
+        return name.split("/", 1)[0]
+    base = name.rsplit("/", 1)[-1]
+    return base.split(".", 1)[0] if base.count(".") >= 2 else None
+
+
+def _class_names(src, labeled, unlabeled, given) -> list[str]:
+    found = sorted({cls for _, _, cls, _ in labeled if cls is not None})
+    if given:
+        unknown = [c for c in found if c not in given]
+        if unknown:
+            raise SourceError(f"{src}: classes {unknown} are not in --class-names {list(given)}")
+        return list(given)
+    if unlabeled:
+        return []
+    if not found:
+        raise SourceError(
+            f"{src}: no class labels found (expected class folders or names like cat.123.jpg); "
+            "for an unlabeled folder such as Kaggle's test1/, pass --unlabeled"
+        )
+    if len(found) == 1:
+        raise SourceError(f"{src}: only one class ({found[0]!r}) found; a classifier needs at least two")
+    return found
+
+
+def _tasks(kind: str, container: str, files: list[InputFile]) -> list[ReadTask]:
+    size = TAR_MEMBERS_PER_TASK if kind == "tar" else FILES_PER_TASK
+    return [ReadTask(kind, container, tuple(files[i:i + size])) for i in range(0, len(files), size)]
+
+
+def _idx_pairs(folder: str) -> list[tuple[str, str, str]]:
+    """(split, images file, labels file) for each IDX pair in folder."""
+    pairs = []
+    for name in sorted(os.listdir(folder)):
+        match = _IDX_IMAGES.match(name)
+        if not match:
+            continue
+        labels = [n for n in os.listdir(folder) if re.match(rf"^{match.group(1)}-labels[.-]idx1-ubyte(\.gz)?$", n)]
+        if not labels:
+            raise SourceError(f"{folder}: {name} has no matching labels file ({match.group(1)}-labels-idx1-ubyte)")
+        pairs.append((IDX_SPLITS[match.group(1)], os.path.join(folder, name), os.path.join(folder, labels[0])))
+    return pairs
+
+
+def _list_idx(folder: str, class_names: Sequence[str] | None) -> SourceListing:
+    tasks = []
+    num_classes = 0
+    for split, images_file, labels_file in _idx_pairs(folder):
+        labels = _load_idx(labels_file)
+        images_shape = _load_idx(images_file).shape
+        if images_shape[0] != len(labels):
+            raise SourceError(f"{images_file}: {images_shape[0]} images but {len(labels)} labels in {labels_file}")
+        num_classes = max(num_classes, int(labels.max(initial=0)) + 1)
+        name = os.path.basename(images_file)
+        files = [InputFile(f"{name}#{i:05d}", int(label), split, str(i)) for i, label in enumerate(labels)]
+        for start in range(0, len(files), TAR_MEMBERS_PER_TASK):
+            chunk = tuple(files[start:start + TAR_MEMBERS_PER_TASK])
+            tasks.append(ReadTask("idx", images_file, chunk, labels_file))
+    names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+    if len(names) < num_classes:
+        raise SourceError(f"{folder}: labels go up to {num_classes - 1} but only {len(names)} class names given")
+    return SourceListing("idx", names, tasks, [], [], default_channels=1)
+
+
+# -- reading --------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=2)
+def _load_idx(path: str) -> np.ndarray:
+    """An IDX array (MNIST format: big-endian header, unsigned bytes), gzipped or not."""
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise SourceError(f"{path}: not an unsigned-byte IDX file")
+    dims = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims)
+    if body.size != int(np.prod(shape)):
+        raise SourceError(f"{path}: truncated IDX file ({body.size} bytes of pixels, header says {shape})")
+    return body.reshape(shape)
+
+
+def _read_folder(task: ReadTask):
+    for f in task.files:
+        try:
+            with open(f.member, "rb") as handle:
+                yield f, handle.read()
+        except OSError as error:
+            yield f, error
+
+
+_open_zips = threading.local()
+
+
+def _zip(path: str) -> zipfile.ZipFile:
+    """An open archive, kept per thread: parsing a 25,000-entry central directory per task would dominate."""
+    cache = _open_zips.__dict__.setdefault("archives", {})
+    if path not in cache:
+        cache[path] = zipfile.ZipFile(path)
+    return cache[path]
+
+
+def _read_zip(task: ReadTask):
+    zf = _zip(task.container)
+    for f in task.files:
+        try:
+            yield f, zf.read(f.member)
+        except (OSError, zipfile.BadZipFile, NotImplementedError, EOFError) as error:
+            yield f, OSError(f"cannot read archive member: {error}")
+
+
+def _read_tar(task: ReadTask):
+    wanted = {f.member: f for f in task.files}
+    try:
+        with tarfile.open(task.container, "r|*") as tf:
+            for member in tf:
+                f = wanted.pop(member.name, None)
+                if f is not None:
+                    yield f, tf.extractfile(member).read()
+                if not wanted:
+                    return
+    except (OSError, tarfile.TarError, EOFError) as error:
+        failure = OSError(f"cannot read archive member: {error}")
+    else:
+        failure = OSError("archive member not found when reading the archive")
+    for f in wanted.values():
+        yield f, failure
+
+
+def _read_idx(task: ReadTask):
+    images = _load_idx(task.container)
+    for f in task.files:
+        yield f, images[int(f.member)]
+
+
+_READERS = {"folder": _read_folder, "zip": _read_zip, "tar": _read_tar, "idx": _read_idx}

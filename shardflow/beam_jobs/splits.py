@@ -1,0 +1,72 @@
+"""Deterministic split assignment: by a stable hash of the relative path, or exact counts per class.
+
+A file's split depends only on its path (and, for `--split-counts`, on which files of its class are valid),
+never on the run, the runner, the worker count or the order in which workers see files.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+
+SPLIT_NAMES = ("train", "validation", "test")
+DEFAULT_SPLITS = {"train": 0.8, "validation": 0.1, "test": 0.1}
+
+
+def parse_splits(text: str) -> dict[str, float]:
+    """`train=0.8,validation=0.1,test=0.1` -> fractions that must add up to 1."""
+    fractions = _parse(text, float, "--splits")
+    if any(v < 0 for v in fractions.values()):
+        raise ValueError(f"--splits {text!r}: fractions must not be negative")
+    if abs(sum(fractions.values()) - 1.0) > 1e-6:
+        raise ValueError(f"--splits {text!r}: fractions add up to {sum(fractions.values()):g}, not 1")
+    return {name: value for name, value in fractions.items() if value > 0}
+
+
+def parse_split_counts(text: str) -> dict[str, int]:
+    """`train=1000,validation=500,test=500` -> exact number of records per class and split."""
+    counts = _parse(text, int, "--split-counts")
+    if any(v < 0 for v in counts.values()):
+        raise ValueError(f"--split-counts {text!r}: counts must not be negative")
+    return {name: value for name, value in counts.items() if value > 0}
+
+
+def _parse(text: str, kind: type, flag: str) -> dict:
+    values = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"{flag} {text!r}: expected NAME=VALUE pairs, e.g. train=0.8,validation=0.1,test=0.1")
+        try:
+            values[name.strip()] = kind(value)
+        except ValueError:
+            raise ValueError(f"{flag} {text!r}: {value!r} is not a valid {kind.__name__}") from None
+    if not values:
+        raise ValueError(f"{flag} {text!r}: no splits given")
+    return values
+
+
+def stable_hash(path: str) -> int:
+    """A 64-bit hash of a relative path, identical on every machine and Python version."""
+    data = path.encode("utf-8", "surrogateescape")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+def split_for(path: str, fractions: Mapping[str, float]) -> str:
+    """The split of `path` under `fractions` (cumulative, in the order given)."""
+    point = stable_hash(path) / 2**64
+    cumulative = 0.0
+    for name, fraction in fractions.items():
+        cumulative += fraction
+        if point < cumulative:
+            return name
+    return name  # rounding: the last split takes the remainder
+
+
+def take_counts(paths: Iterable[str], counts: Mapping[str, int]) -> tuple[dict[str, list[str]], list[str]]:
+    """Per split, the paths of one class taken in hash order; and those left over (not selected)."""
+    ordered = sorted(paths, key=lambda p: (stable_hash(p), p))
+    taken, start = {}, 0
+    for name, count in counts.items():
+        taken[name] = ordered[start:start + count]
+        start += count
+    return taken, ordered[start:]

@@ -1,0 +1,1 @@
+"""Models from the source tutorials, training, evaluation, prediction and reports."""

@@ -1,0 +1,112 @@
+"""Validation and conversion of single input images: what is kept, how, and what is rejected why."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from shardflow.beam_jobs.images import ImageOptions, Rejected, prepare_encoded
+from tests.conftest import encode, noise_image
+
+RGB = ImageOptions()
+
+
+def decoded(prepared) -> np.ndarray:
+    return tf.io.decode_image(prepared.data, expand_animations=False).numpy()
+
+
+def test_plain_jpeg_is_kept_byte_for_byte():
+    data = encode(noise_image(64, 48), quality=90)
+    prepared = prepare_encoded(data, RGB)
+    assert prepared.passthrough and prepared.data == data
+    assert (prepared.width, prepared.height) == (64, 48)
+
+
+def test_progressive_jpeg_is_kept_byte_for_byte():
+    data = encode(noise_image(64, 48), progressive=True)
+    assert prepare_encoded(data, RGB).data == data
+
+
+@pytest.mark.parametrize(
+    "data, kind",
+    [
+        (encode(noise_image(40, 30), "PNG"), "png"),
+        (encode(noise_image(40, 30), "GIF"), "gif"),
+        (encode(noise_image(40, 30), "BMP"), "bmp"),
+        (encode(noise_image(40, 30), "WEBP"), "webp"),
+        (encode(noise_image(40, 30, mode="CMYK"), "JPEG"), "cmyk"),
+        (encode(noise_image(40, 30, mode="L"), "JPEG"), "grayscale"),
+        (encode(noise_image(40, 30, mode="RGBA"), "PNG"), "rgba"),
+        (encode(Image.fromarray(np.full((30, 40), 40000, np.uint16)), "PNG"), "16-bit"),
+    ],
+)
+def test_other_formats_and_modes_become_rgb_jpeg(data, kind):
+    prepared = prepare_encoded(data, RGB)
+    assert not prepared.passthrough
+    pixels = decoded(prepared)
+    assert pixels.shape == (30, 40, 3), kind
+    if kind == "16-bit":
+        assert abs(int(pixels.mean()) - 40000 * 255 // 65535) <= 2  # scaled, not clipped to white
+
+
+def test_exif_rotation_is_applied():
+    image = noise_image(60, 20)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    prepared = prepare_encoded(encode(image, exif=exif.tobytes()), RGB)
+    assert not prepared.passthrough
+    assert decoded(prepared).shape == (60, 20, 3)
+
+
+def test_one_channel_option():
+    prepared = prepare_encoded(encode(noise_image(40, 30)), ImageOptions(channels=1))
+    assert decoded(prepared).shape == (30, 40, 1)
+
+
+@pytest.mark.parametrize("fmt, suffix", [("jpeg", b"\xff\xd8"), ("png", b"\x89PNG")])
+def test_reencoding_formats(fmt, suffix):
+    prepared = prepare_encoded(encode(noise_image(40, 30)), ImageOptions(image_format=fmt))
+    assert prepared.data.startswith(suffix)
+
+
+def test_raw_format_stores_pixels():
+    prepared = prepare_encoded(encode(noise_image(40, 30), "PNG"), ImageOptions(image_format="raw"))
+    assert prepared.data.shape == (30, 40, 3) and prepared.data.dtype == np.uint8
+
+
+def test_max_side_downscales_keeping_aspect():
+    prepared = prepare_encoded(encode(noise_image(400, 200)), ImageOptions(max_side=100))
+    assert (prepared.width, prepared.height) == (100, 50)
+    assert decoded(prepared).shape == (50, 100, 3)
+
+
+def truncated_jpeg() -> bytes:
+    data = encode(noise_image(200, 200))
+    return data[: len(data) // 2]
+
+
+def bomb_png() -> bytes:
+    return encode(Image.new("1", (10_000, 9_500)), "PNG")  # 95 MP of one-bit pixels: a few kB on disk
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "empty file"),
+        (truncated_jpeg(), "truncated"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(500), "not an image"),  # Thumbs.db (an OLE2 file)
+        (b"hello, I am a text file", "not an image"),
+        (bomb_png(), "decompression bomb"),
+    ],
+)
+def test_bad_inputs_are_rejected_with_a_reason(data, reason):
+    with pytest.raises(Rejected, match=reason):
+        prepare_encoded(data, RGB)
+
+
+def test_file_size_limit():
+    with pytest.raises(Rejected, match="too large"):
+        prepare_encoded(encode(noise_image(64, 64)), ImageOptions(max_file_bytes=100))
