@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import tensorflow_datasets as tfds
@@ -110,7 +110,7 @@ def read(data_dir: str) -> DatasetMetadata:
         class_names=info["class_names"],
         channels=info["channels"],
         image_format=info["image_format"],
-        splits=info["splits"],
+        splits={name: info["splits"][name] for name in split_names(info["splits"])},
         info=info,
     )
 
@@ -127,7 +127,7 @@ def is_dataset_dir(path: str) -> bool:
     return any(os.path.exists(os.path.join(path, n)) for n in (DATASET_INFO, SHARDFLOW_INFO, STAGING))
 
 
-def split_names(names: Sequence[str]) -> list[str]:
+def split_names(names: Iterable[str]) -> list[str]:
     """Splits in reading order: train, validation, test, then any others."""
     order = {"train": 0, "validation": 1, "test": 2}
     return sorted(names, key=lambda n: (order.get(n, 3), n))

@@ -382,7 +382,7 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
         "num_rejected": len(rejects),
         "num_unselected": summary["unselected"],
         "ignored": listing.ignored,
-        "splits": {n: splits[n] for n in _split_order(splits)},
+        "splits": {n: splits[n] for n in metadata.split_names(splits)},
         "seconds": round(elapsed, 2),
     }
     description = (f"Converted by shardflow from {listing.num_inputs} inputs ({listing.layout} layout); "
@@ -390,11 +390,6 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
     metadata.write(out, info, description)
     FileSystems.delete([staging])
     return info
-
-
-def _split_order(splits: Iterable[str]) -> list[str]:
-    order = {name: i for i, name in enumerate(splits_lib.SPLIT_NAMES)}
-    return sorted(splits, key=lambda n: (order.get(n, len(order)), n))
 
 
 def _default_name(src: str) -> str:
