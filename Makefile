@@ -19,9 +19,13 @@ test: $(STAMP)
 demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(BIN)/shardflow sample-data $(DEMO)/raw --layout kaggle --n 2000
-	$(BIN)/shardflow convert $(DEMO)/raw $(DEMO)/data --name sample_pets
+	$(BIN)/shardflow convert $(DEMO)/raw $(DEMO)/data --name sample_pets --max-side 160
 	$(BIN)/shardflow inspect $(DEMO)/data
-	@echo "demo dataset: $(DEMO)/data"
+	$(BIN)/shardflow train $(DEMO)/data --model small_convnet --augment seed004 --epochs 25 --patience 6 \
+		--seed 0 --out $(DEMO)/report
+	$(BIN)/shardflow evaluate $(DEMO)/report $(DEMO)/data --split test
+	$(BIN)/shardflow preview $(DEMO)/data --augment seed004 --out $(DEMO)/report/preview.png
+	@echo "report: $(DEMO)/report (history.png, preview.png, metrics.json, logs/ for TensorBoard)"
 
 clean:
 	rm -rf $(VENV) $(DEMO) *.egg-info

@@ -15,6 +15,7 @@ setup(
         "google-crc32c>=1.5,<2",
         "numpy>=1.26,<3",
         "pillow>=10.0,<13",
+        "tensorboard>=2.16,<3",
         "tensorflow>=2.16,<2.22",
         "tensorflow-datasets>=4.9.6,<5",
         "tqdm>=4.60",

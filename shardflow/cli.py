@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
-from shardflow import metadata
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
+
+from shardflow import metadata  # noqa: E402  (after the environment is set)
 
 
 class UsageError(Exception):
@@ -19,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and args.command != "convert":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return args.run(args, extra) or 0
+        return args.handler(args, extra) or 0
     except (UsageError, ValueError, RuntimeError, FileNotFoundError) as error:
         print(f"shardflow {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -35,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=int, default=2000, help="number of images (default 2000)")
     sample.add_argument("--classes", default="cat,dog", help="comma-separated class names (default cat,dog)")
     sample.add_argument("--seed", type=int, default=0)
-    sample.set_defaults(run=_sample_data)
+    sample.set_defaults(handler=_sample_data)
 
     convert = commands.add_parser(
         "convert",
@@ -60,12 +63,66 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--shard-size-mb", type=float, default=128.0, help="target shard size (default 128)")
     convert.add_argument("--workers", type=int, default=0, help="local worker processes (default: one per core)")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
-    convert.set_defaults(run=_convert)
+    convert.set_defaults(handler=_convert)
 
     inspect = commands.add_parser("inspect", help="show a dataset's splits, classes and statistics")
     inspect.add_argument("data")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
-    inspect.set_defaults(run=_inspect)
+    inspect.set_defaults(handler=_inspect)
+
+    preview = commands.add_parser("preview", help="a grid of images (and augmented versions) as a PNG")
+    preview.add_argument("data")
+    preview.add_argument("--out", required=True, help="the PNG file to write")
+    preview.add_argument("--split", default="train")
+    preview.add_argument("--augment", help="none, a preset (seed004) or ImageDataGenerator arguments as JSON")
+    preview.add_argument("--images", type=int, default=4, help="rows (default 4)")
+    preview.add_argument("--variants", type=int, default=5, help="augmented versions per image (default 5)")
+    preview.add_argument("--image-size", type=int, default=150)
+    preview.add_argument("--seed", type=int, default=0)
+    preview.set_defaults(handler=_preview)
+
+    serve = commands.add_parser("serve-data", help="start a tf.data service dispatcher and workers here")
+    serve.add_argument("--port", type=int, default=5050)
+    serve.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    serve.set_defaults(handler=_serve_data)
+
+    train = commands.add_parser("train", help="train a tutorial model on a converted dataset")
+    train.add_argument("data")
+    train.add_argument("--model", default="small_convnet",
+                       help="small_convnet (default), book_convnet, mnist_convnet, fashion_cnn, transfer, fine_tune, "
+                            "features")
+    train.add_argument("--out", required=True, help="the run folder to write")
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--image-size", type=int, help="default: 150 (28 for MNIST models, 160 for transfer)")
+    train.add_argument("--augment", default="none", help="none, seed004 or ImageDataGenerator arguments as JSON")
+    train.add_argument("--augment-on", default="auto", choices=("auto", "model", "pipeline"),
+                       help="auto: in the model with a GPU, else in the CPU pipeline")
+    train.add_argument("--optimizer", help="default: the tutorial's (rmsprop or adam)")
+    train.add_argument("--lr", type=float, help="learning rate (default: the tutorial's)")
+    train.add_argument("--patience", type=int, help="early stopping after N epochs without better val_loss")
+    train.add_argument("--mixed-precision", action="store_true")
+    train.add_argument("--jit", action="store_true", help="XLA-compile the model")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--base", default="vgg16", help="transfer base: vgg16, mobilenet_v2, efficientnet_b0, resnet50")
+    train.add_argument("--weights", default="imagenet", help="imagenet (downloads), a weights file, or none")
+    train.add_argument("--unfreeze", type=int, default=3, help="fine_tune: top layers of the base to train")
+    train.add_argument("--steps-per-epoch", type=int, help="limit each epoch (quick trials)")
+    train.add_argument("--cache", action="store_true", help="keep decoded images in memory after epoch 1")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser("evaluate", help="a run's loss and accuracy on a dataset split")
+    evaluate.add_argument("run")
+    evaluate.add_argument("data")
+    evaluate.add_argument("--split", default="test")
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser("predict", help="classify images, folders or a converted split with a run")
+    predict.add_argument("run")
+    predict.add_argument("paths", nargs="+")
+    predict.add_argument("--split", default="test", help="the split, when a path is a converted dataset")
+    predict.add_argument("--csv", help="write Kaggle's submission format (id,label) here")
+    predict.set_defaults(handler=_predict)
     return parser
 
 
@@ -112,6 +169,59 @@ def _inspect(args, _extra) -> None:
         print(json.dumps(_inspect_json(meta), indent=1))
     else:
         print(_inspect_text(meta))
+
+
+def _preview(args, _extra) -> None:
+    from shardflow.pipeline.preview import preview_grid
+
+    if args.images < 1 or args.variants < 0 or args.image_size < 8:
+        raise UsageError("--images must be >= 1, --variants >= 0 and --image-size >= 8")
+    out = preview_grid(args.data, args.out, split=args.split, augment=args.augment, images=args.images,
+                       variants=args.variants, image_size=args.image_size, seed=args.seed)
+    print(f"wrote {out}")
+
+
+def _serve_data(args, _extra) -> None:
+    from shardflow.pipeline.service import serve
+
+    serve(args.port, args.workers)
+
+
+def _train(args, _extra) -> None:
+    from shardflow.trainers.train import TrainOptions, train
+
+    options = TrainOptions(
+        model=args.model, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
+        augment=args.augment, augment_on=args.augment_on, optimizer=args.optimizer, lr=args.lr,
+        patience=args.patience, mixed_precision=args.mixed_precision, jit=args.jit, seed=args.seed,
+        base=args.base, weights=args.weights, unfreeze=args.unfreeze, steps_per_epoch=args.steps_per_epoch,
+        cache=args.cache,
+    )
+    metrics = train(args.data, args.out, options)
+    rates = metrics["images_per_second"]
+    wait = metrics["input_wait_fraction"]
+    print(f"{args.out}: test accuracy {metrics['test_accuracy']:.3f}, loss {metrics['test_loss']:.3f} "
+          f"({metrics['evaluated_on']} split), {metrics['epochs_run']} epochs in {metrics['seconds']:.0f} s; "
+          f"last epoch {rates[-1]:.0f} images/s" + (f", {wait[-1]:.0%} of step time waiting for input" if wait else ""))
+
+
+def _evaluate(args, _extra) -> None:
+    from shardflow.trainers.predict import evaluate
+
+    result = evaluate(args.run, args.data, args.split)
+    print(f"{args.split}: accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} "
+          f"on {result['num_examples']} images")
+
+
+def _predict(args, _extra) -> None:
+    from shardflow.trainers.predict import predict, run_info, write_submission
+
+    predictions = predict(args.run, args.paths, args.split)
+    for prediction in predictions:
+        print(prediction.sentence())
+    if args.csv:
+        write_submission(predictions, args.csv, run_info(args.run)["class_names"])
+        print(f"wrote {len(predictions)} predictions to {args.csv}")
 
 
 def _inspect_json(meta: metadata.DatasetMetadata) -> dict:

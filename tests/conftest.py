@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import io
 import pathlib
+import socket
 import struct
 
 import numpy as np
@@ -52,3 +53,14 @@ def folders_dir(tmp_path_factory) -> pathlib.Path:
     write_sample_data(photos, layout="folders", n=30, classes=("daisy", "roses", "tulips"), seed=2)
     (photos / "LICENSE.txt").write_text("All images are licensed under CC-BY.\n")
     return photos
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on localhost right now (for servers the tests start)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

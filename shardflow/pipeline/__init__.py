@@ -1,1 +1,4 @@
-"""The tf.data layer: shards -> decoded, resized uint8 batches; Augment and Normalize layers."""
+"""The tf.data layer: converted shards -> decoded, resized uint8 batches; Augment/Normalize for the model."""
+from shardflow.pipeline.reader import load, steps_per_epoch
+
+__all__ = ["load", "steps_per_epoch"]

@@ -1,0 +1,129 @@
+"""Input-pipeline throughput, side by side in one run on the same JPEG corpus: 150x150, batch 32.
+
+ImageDataGenerator.flow_from_directory (tf_keras, as the tutorials use it) with rescale only and with the
+tutorials' augmentation; keras.utils.image_dataset_from_directory (+ Keras augmentation layers in `map`);
+shardflow's `load` on converted shards (passthrough and --max-side 160); and the ceiling, a pure parallel JPEG
+decode of the same bytes. Usage:
+
+    .venv/bin/python benchmarks/pipeline.py [--n 3000] [--batches 40]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+
+import keras
+import tensorflow as tf
+
+from shardflow.beam_jobs.convert import ConvertOptions, convert
+from shardflow.pipeline import load
+from shardflow.pipeline.augment import PRESETS
+from shardflow.sample_data import write_sample_data
+
+SIZE, BATCH = 150, 32
+AUGMENT = PRESETS["seed004"]
+
+
+def generator_batches(src: str, augment: bool) -> Iterator:
+    from tf_keras.preprocessing.image import ImageDataGenerator
+
+    options = dict(AUGMENT) if augment else {}
+    generator = ImageDataGenerator(rescale=1.0 / 255, **options)
+    with contextlib.redirect_stdout(io.StringIO()):
+        flow = generator.flow_from_directory(src, target_size=(SIZE, SIZE), batch_size=BATCH, class_mode="binary")
+    return iter(flow)
+
+
+def keras_dataset_batches(src: str, augment: bool) -> Iterator:
+    with contextlib.redirect_stdout(io.StringIO()):
+        dataset = keras.utils.image_dataset_from_directory(src, image_size=(SIZE, SIZE), batch_size=BATCH,
+                                                           label_mode="binary")
+    if augment:
+        layers = keras.Sequential([
+            keras.layers.RandomRotation(40 / 360, fill_mode="nearest"),
+            keras.layers.RandomTranslation(0.2, 0.2, fill_mode="nearest"),
+            keras.layers.RandomShear(0.2 / 45, 0.2 / 45, fill_mode="nearest"),
+            keras.layers.RandomZoom(0.2, fill_mode="nearest"),
+            keras.layers.RandomFlip("horizontal"),
+        ])
+        dataset = dataset.map(lambda x, y: (layers(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+    return iter(dataset.repeat().prefetch(tf.data.AUTOTUNE))
+
+
+def shardflow_batches(data: str, augment: bool) -> Iterator:
+    return iter(load(data, "train", batch_size=BATCH, image_size=SIZE, repeat=True,
+                     augment=AUGMENT if augment else None))
+
+
+def decode_ceiling(data: str) -> Iterator:
+    """Pure parallel JPEG decode (full size) of the same record bytes, read into memory first."""
+    from shardflow import metadata
+
+    meta = metadata.read(data)
+    blobs = [tf.train.Example.FromString(r.numpy()).features.feature["image"].bytes_list.value[0]
+             for r in tf.data.TFRecordDataset(meta.shard_paths("train"))]
+    dataset = tf.data.Dataset.from_tensor_slices(blobs).repeat()
+    dataset = dataset.map(lambda b: tf.shape(tf.io.decode_jpeg(b, channels=3))[0],
+                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    return iter(dataset.batch(BATCH).prefetch(tf.data.AUTOTUNE))
+
+
+def images_per_second(batches: Iterator, count: int) -> float:
+    for _ in range(3):  # warm-up: start threads, fill buffers, trace functions
+        next(batches)
+    started = time.perf_counter()
+    for _ in range(count):
+        next(batches)
+    return count * BATCH / (time.perf_counter() - started)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=3000, help="sample images (default 3000)")
+    parser.add_argument("--batches", type=int, default=40, help="batches timed per method (default 40)")
+    args = parser.parse_args(argv)
+    work = tempfile.mkdtemp(prefix="shardflow-bench-")
+    try:
+        src = os.path.join(work, "raw")
+        print(f"writing {args.n} sample images and converting them...", file=sys.stderr)
+        write_sample_data(src, layout="folders", n=args.n)
+        data = {}
+        for name, max_side in (("passthrough", None), ("max-side 160", 160)):
+            data[name] = os.path.join(work, name.replace(" ", "_"))
+            with contextlib.redirect_stdout(io.StringIO()):
+                convert(src, data[name], ConvertOptions(max_side=max_side, splits={"train": 1.0}, workers=2))
+        methods: dict[str, Callable[[], Iterator]] = {
+            "ImageDataGenerator, augmented": lambda: generator_batches(src, True),
+            "ImageDataGenerator, rescale only": lambda: generator_batches(src, False),
+            "image_dataset_from_directory + Keras layers, augmented": lambda: keras_dataset_batches(src, True),
+            "image_dataset_from_directory": lambda: keras_dataset_batches(src, False),
+            "shardflow load, passthrough, augmented (CPU)": lambda: shardflow_batches(data["passthrough"], True),
+            "shardflow load, --max-side 160, augmented (CPU)": lambda: shardflow_batches(data["max-side 160"], True),
+            "shardflow load, passthrough": lambda: shardflow_batches(data["passthrough"], False),
+            "shardflow load, --max-side 160": lambda: shardflow_batches(data["max-side 160"], False),
+            "ceiling: parallel JPEG decode of the same bytes": lambda: decode_ceiling(data["passthrough"]),
+        }
+        rates = {}
+        for name, make in methods.items():
+            print(f"timing {name}...", file=sys.stderr)
+            rates[name] = images_per_second(make(), args.batches)
+        baseline = rates["ImageDataGenerator, augmented"]
+        plain = rates["ImageDataGenerator, rescale only"]
+        print(f"\n{args.n} JPEGs (200-500 px), {SIZE}x{SIZE}, batch {BATCH}, {os.cpu_count()} cores\n")
+        print(f"| {'input pipeline':<55} | {'images/s':>8} | {'vs IDG aug':>10} | {'vs IDG':>7} |")
+        print(f"|{'-' * 57}|{'-' * 10}|{'-' * 12}|{'-' * 9}|")
+        for name, rate in rates.items():
+            print(f"| {name:<55} | {rate:8.0f} | {rate / baseline:9.1f}x | {rate / plain:6.1f}x |")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

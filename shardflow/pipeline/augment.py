@@ -1,0 +1,282 @@
+"""ImageDataGenerator's random augmentation, each image resampled once: for tf.data and as a Keras layer.
+
+Rotation, shift, shear, zoom and flips compose into one matrix per image that maps output pixels to input
+pixels, with ImageDataGenerator's conventions (`apply_affine_transform`: degrees, about the image centre, flips
+after the transform). The same matrix can also change the image size, so the input pipeline's resize and the
+augmentation are a single bilinear resampling (`ImageProjectiveTransformV3`). Brightness and channel shift follow;
+pixel values are in 0..255 units throughout.
+
+Two conventions differ from tf_keras' ImageDataGenerator, whose versions only agree with ours on square images
+with equal width/height ranges (the tutorials' case): `width_shift_range` always shifts horizontally (tf_keras
+applies the height range horizontally), and non-square images turn about their true centre.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "seed004": {  # the tutorials' ImageDataGenerator(...) for cats vs dogs
+        "rotation_range": 40, "width_shift_range": 0.2, "height_shift_range": 0.2, "shear_range": 0.2,
+        "zoom_range": 0.2, "horizontal_flip": True, "fill_mode": "nearest",
+    },
+}
+FILL_MODES = ("constant", "nearest", "reflect", "wrap")
+DEFAULTS: dict[str, Any] = {
+    "rotation_range": 0.0, "width_shift_range": 0.0, "height_shift_range": 0.0, "shear_range": 0.0,
+    "zoom_range": [1.0, 1.0], "horizontal_flip": False, "vertical_flip": False, "brightness_range": None,
+    "channel_shift_range": 0.0, "fill_mode": "nearest", "cval": 0.0,
+}
+_RANGES = ("rotation_range", "width_shift_range", "height_shift_range", "shear_range", "channel_shift_range")
+_DRAWS = 9  # uniform numbers per image besides the channel shifts: see `random_transforms`
+
+
+def parse_augment(text: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    """ImageDataGenerator arguments from None/"none", a preset name, a JSON object or a dict; None for none.
+
+    The result has every argument, normalized (`zoom_range` as [low, high], floats for ranges); invalid names or
+    values raise ValueError naming them.
+
+    Example:
+      >>> parse_augment('{"rotation_range": 40, "zoom_range": 0.2}')["zoom_range"]
+      [0.8, 1.2]
+    """
+    if text is None or (isinstance(text, str) and text.strip().lower() in ("", "none")):
+        return None
+    if isinstance(text, str):
+        if text.strip() in PRESETS:
+            text = PRESETS[text.strip()]
+        else:
+            try:
+                text = json.loads(text)
+            except json.JSONDecodeError:
+                raise ValueError(f"augment must be 'none', a preset ({', '.join(PRESETS)}) or a JSON object of "
+                                 f"ImageDataGenerator arguments, got {text!r}") from None
+    if not isinstance(text, dict):
+        raise ValueError(f"augment must be a JSON object of ImageDataGenerator arguments, got {text!r}")
+    unknown = sorted(set(text) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown augmentation argument(s) {', '.join(map(repr, unknown))}; "
+                         f"ImageDataGenerator's are: {', '.join(DEFAULTS)}")
+    params = dict(DEFAULTS)
+    for key, value in text.items():
+        params[key] = _checked(key, value)
+    return params
+
+
+def _checked(key: str, value: Any) -> Any:
+    def fail(expected: str):
+        raise ValueError(f"augmentation argument {key}={value!r}: expected {expected}")
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if key in _RANGES:
+        if not number(value) or value < 0:
+            fail("a number >= 0")
+        return float(value)
+    if key in ("horizontal_flip", "vertical_flip"):
+        if not isinstance(value, bool):
+            fail("true or false")
+        return value
+    if key == "fill_mode":
+        if value not in FILL_MODES:
+            fail(f"one of {', '.join(FILL_MODES)}")
+        return value
+    if key == "cval":
+        if not number(value):
+            fail("a number")
+        return float(value)
+    if key == "zoom_range":
+        if number(value):
+            if not 0 <= value < 1:
+                fail("a number in [0, 1) or [low, high] with 0 < low <= high")
+            return [1.0 - value, 1.0 + value]
+    if value is None and key == "brightness_range":
+        return None
+    if (not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2
+            or not all(number(v) for v in value) or not 0 <= value[0] <= value[1]
+            or (key == "zoom_range" and value[0] <= 0)):
+        fail("[low, high] with 0 < low <= high" if key == "zoom_range" else "[low, high] with 0 <= low <= high")
+    return [float(value[0]), float(value[1])]
+
+
+def affine_transforms(input_size: Sequence, output_size: Sequence, *, theta: Any = 0.0, tx: Any = 0.0,
+                      ty: Any = 0.0, shear: Any = 0.0, zx: Any = 1.0, zy: Any = 1.0, flip_horizontal: Any = False,
+                      flip_vertical: Any = False) -> tf.Tensor:
+    """[N, 8] `ImageProjectiveTransformV3` transforms (output pixel -> input pixel) of an image stretched from
+    `input_size` to `output_size` (height, width) and transformed there like `apply_affine_transform`.
+
+    Each argument is a scalar or an [N] tensor: `theta` and `shear` in degrees, `tx` (horizontal) and `ty`
+    (vertical) shifts in output pixels, zooms > 1 shrink the content; flips come last (like ImageDataGenerator).
+    With the defaults this is a plain bilinear resize, pixel centres aligned like `tf.image.resize`.
+    """
+    values = [tf.cast(v, tf.float32) for v in (theta, tx, ty, shear, zx, zy, flip_horizontal, flip_vertical)]
+    shape = tf.shape(values[0])
+    for v in values[1:]:
+        shape = tf.broadcast_dynamic_shape(shape, tf.shape(v))
+    theta, tx, ty, shear, zx, zy, flip_x, flip_y = (tf.reshape(tf.broadcast_to(v, shape), [-1]) for v in values)
+    zero, one = tf.zeros_like(theta), tf.ones_like(theta)
+    in_h, in_w = tf.cast(input_size[0], tf.float32), tf.cast(input_size[1], tf.float32)
+    out_h, out_w = tf.cast(output_size[0], tf.float32), tf.cast(output_size[1], tf.float32)
+    cx, cy = (out_w - 1) / 2, (out_h - 1) / 2
+    theta, shear = theta * (math.pi / 180), shear * (math.pi / 180)
+    mirror_x, mirror_y = 1 - 2 * flip_x, 1 - 2 * flip_y
+    scale_x, scale_y = in_w / out_w, in_h / out_h
+    chain = [  # applied right to left to output coordinates (x, y)
+        _affine(scale_x * one, zero, (scale_x - 1) / 2 * one, zero, scale_y * one, (scale_y - 1) / 2 * one),
+        _affine(one, zero, cx * one, zero, one, cy * one),
+        _affine(tf.cos(theta), -tf.sin(theta), zero, tf.sin(theta), tf.cos(theta), zero),
+        _affine(one, zero, tx, zero, one, ty),
+        _affine(one, -tf.sin(shear), zero, zero, tf.cos(shear), zero),
+        _affine(zx, zero, zero, zero, zy, zero),
+        _affine(one, zero, -cx * one, zero, one, -cy * one),
+        _affine(mirror_x, zero, (1 - mirror_x) * cx, zero, mirror_y, (1 - mirror_y) * cy),
+    ]
+    matrix = chain[0]
+    for step in chain[1:]:
+        matrix = tf.linalg.matmul(matrix, step)
+    return tf.reshape(matrix, [-1, 9])[:, :8]
+
+
+def _affine(a, b, c, d, e, f) -> tf.Tensor:
+    """[N, 3, 3] matrices [[a, b, c], [d, e, f], [0, 0, 1]] from [N] tensors."""
+    zero, one = tf.zeros_like(a), tf.ones_like(a)
+    return tf.stack([tf.stack([a, b, c], -1), tf.stack([d, e, f], -1), tf.stack([zero, zero, one], -1)], -2)
+
+
+def random_transforms(params: dict[str, Any], count: Any, channels: Any, input_size: Sequence,
+                      output_size: Sequence, seed: Any) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """One random draw per image, like ImageDataGenerator.get_random_transform, from a stateless `seed` [2].
+
+    Returns the [count, 8] transforms (see `affine_transforms`), [count] brightness factors and
+    [count, channels] channel shifts.
+    """
+    u = tf.random.stateless_uniform(tf.stack([count, _DRAWS + channels]), seed=seed, dtype=tf.float32)
+    out_h, out_w = tf.cast(output_size[0], tf.float32), tf.cast(output_size[1], tf.float32)
+
+    def symmetric(column, limit):  # uniform in [-limit, limit]
+        return limit * (2 * column - 1)
+
+    def shift(column, limit, length):  # fractions of the size below 1, pixels from 1 on
+        return symmetric(column, limit) * (length if limit < 1 else 1.0)
+
+    zoom, brightness = params["zoom_range"], params["brightness_range"] or [1.0, 1.0]
+    transforms = affine_transforms(
+        input_size, output_size,
+        theta=symmetric(u[:, 0], params["rotation_range"]),
+        tx=shift(u[:, 1], params["width_shift_range"], out_w),
+        ty=shift(u[:, 2], params["height_shift_range"], out_h),
+        shear=symmetric(u[:, 3], params["shear_range"]),
+        zx=zoom[0] + (zoom[1] - zoom[0]) * u[:, 4],
+        zy=zoom[0] + (zoom[1] - zoom[0]) * u[:, 5],
+        flip_horizontal=tf.logical_and(u[:, 6] < 0.5, params["horizontal_flip"]),
+        flip_vertical=tf.logical_and(u[:, 7] < 0.5, params["vertical_flip"]),
+    )
+    factors = brightness[0] + (brightness[1] - brightness[0]) * u[:, 8]
+    return transforms, factors, symmetric(u[:, _DRAWS:], params["channel_shift_range"])
+
+
+def transform_images(images: tf.Tensor, transforms: tf.Tensor, output_size: Any, fill_mode: str = "nearest",
+                     cval: float = 0.0) -> tf.Tensor:
+    """Bilinear resampling of float images [N, H, W, C] by `transforms` [N, 8] to `output_size` (height, width)."""
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=tf.cast(output_size, tf.int32),
+        fill_value=tf.constant(cval, tf.float32), interpolation="BILINEAR", fill_mode=fill_mode.upper())
+
+
+def _augment(images: tf.Tensor, params: dict[str, Any], seed: Any, output_size: Any) -> tf.Tensor:
+    """Float images [N, H, W, C] -> augmented, resized float images of the same dtype."""
+    shape = tf.shape(images)
+    transforms, brightness, shifts = random_transforms(params, shape[0], shape[3], shape[1:3], output_size, seed)
+    images = transform_images(images, transforms, output_size, params["fill_mode"], params["cval"])
+    if params["channel_shift_range"]:
+        images = tf.clip_by_value(images + tf.cast(shifts[:, None, None, :], images.dtype), 0, 255)
+    if params["brightness_range"] is not None:
+        images = tf.minimum(images * tf.cast(brightness[:, None, None, None], images.dtype), 255)
+    return images
+
+
+def _like_input(images: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+    """uint8 when the input was uint8 (rounded), else float32."""
+    if dtype == tf.uint8:
+        return tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
+    return images
+
+
+def augment_and_resize(image: tf.Tensor, size: Sequence[int], params: dict[str, Any] | None,
+                       seed: Any = None) -> tf.Tensor:
+    """One image [H, W, C] of any size -> augmented and stretched to `size` (height, width) in one resampling.
+
+    `params` from `parse_augment` (None: a plain bilinear resize, like `tf.image.resize`); `seed` a stateless
+    random key [2] (None: a fresh one). Returns uint8 for uint8 input, else float32 (0..255 units).
+    Works in graph mode with a dynamic input shape (inside `tf.data.Dataset.map`).
+    """
+    image = tf.convert_to_tensor(image)
+    images = tf.cast(image, tf.float32)[None]
+    if params is None:
+        transforms = affine_transforms(tf.shape(image)[:2], size)
+        resized = transform_images(images, transforms, size)
+    else:
+        if seed is None:
+            seed = tf.random.uniform([2], maxval=tf.int64.max, dtype=tf.int64)
+        resized = _augment(images, params, seed, size)
+    return _like_input(resized[0], image.dtype)
+
+
+def augment_batch(images: tf.Tensor, params: dict[str, Any], seed: Any) -> tf.Tensor:
+    """A batch [B, H, W, C] augmented with a stateless random key `seed` [2]; uint8 stays uint8, else float32."""
+    images = tf.convert_to_tensor(images)
+    return _like_input(_augment(tf.cast(images, tf.float32), params, seed, tf.shape(images)[1:3]), images.dtype)
+
+
+@keras.saving.register_keras_serializable(package="shardflow")
+class Augment(keras.layers.Layer):
+    """ImageDataGenerator's random augmentation as a layer: active with `training=True`, identity otherwise.
+
+    Takes ImageDataGenerator's keyword arguments (see `parse_augment`) and batches [B, H, W, C] of uint8 or float
+    pixels in 0..255; returns the layer's compute dtype (float16 under `mixed_float16`), one resampling per image.
+
+    Example:
+      >>> layer = Augment(rotation_range=40, zoom_range=0.2, horizontal_flip=True, seed=1)
+      >>> images = np.random.randint(0, 256, (2, 64, 64, 3), dtype="uint8")
+      >>> layer(images, training=True).shape
+      TensorShape([2, 64, 64, 3])
+      >>> bool(np.all(layer(images).numpy() == images))
+      True
+    """
+
+    def __init__(self, rotation_range: float = 0.0, width_shift_range: float = 0.0, height_shift_range: float = 0.0,
+                 shear_range: float = 0.0, zoom_range: float | Sequence[float] = 0.0, horizontal_flip: bool = False,
+                 vertical_flip: bool = False, brightness_range: Sequence[float] | None = None,
+                 channel_shift_range: float = 0.0, fill_mode: str = "nearest", cval: float = 0.0,
+                 seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.params = parse_augment({
+            "rotation_range": rotation_range, "width_shift_range": width_shift_range,
+            "height_shift_range": height_shift_range, "shear_range": shear_range, "zoom_range": zoom_range,
+            "horizontal_flip": horizontal_flip, "vertical_flip": vertical_flip,
+            "brightness_range": brightness_range, "channel_shift_range": channel_shift_range,
+            "fill_mode": fill_mode, "cval": cval,
+        })
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=None):
+        if not training:
+            return tf.cast(inputs, self.compute_dtype)
+        # The projective transform has float16/32/64 kernels; other compute dtypes resample in float32.
+        dtype = self.compute_dtype if self.compute_dtype in ("float16", "float32", "float64") else "float32"
+        images = _augment(tf.cast(inputs, dtype), self.params, self.seed_generator.next(), tf.shape(inputs)[1:3])
+        return tf.cast(images, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **self.params, "seed": self.seed}

@@ -1,0 +1,82 @@
+"""Decode one stored image to the size a model needs, decoding no more pixels than that size requires.
+
+JPEGs are decoded at the largest DCT scale (1/1, 1/2, 1/4, 1/8) that still covers the target size, read from the
+header first; with `crop_to_aspect_ratio`, only the central crop of the target aspect is decoded
+(`decode_and_crop_jpeg`). PNG and raw records decode in full.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from shardflow import schema
+
+DCT_RATIOS = (1, 2, 4, 8)
+
+
+def dct_ratio(height: tf.Tensor, width: tf.Tensor, target: tuple[int, int]) -> tf.Tensor:
+    """Index into DCT_RATIOS of the largest ratio whose scaled image still covers `target` (height, width)."""
+    index = tf.constant(0)
+    for i, ratio in enumerate(DCT_RATIOS[1:], start=1):
+        covers = tf.logical_and((height + ratio - 1) // ratio >= target[0], (width + ratio - 1) // ratio >= target[1])
+        index = tf.where(covers, i, index)
+    return index
+
+
+def central_crop_window(height: tf.Tensor, width: tf.Tensor, aspect: float) -> tf.Tensor:
+    """[y, x, h, w] of the largest central window with width / height == aspect."""
+    crop_h = tf.minimum(height, tf.cast(tf.round(tf.cast(width, tf.float32) / aspect), tf.int32))
+    crop_w = tf.minimum(width, tf.cast(tf.round(tf.cast(height, tf.float32) * aspect), tf.int32))
+    crop_h, crop_w = tf.maximum(crop_h, 1), tf.maximum(crop_w, 1)
+    return tf.stack([(height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w])
+
+
+def decode_jpeg(data: tf.Tensor, channels: int, target: tuple[int, int], crop_to_aspect_ratio: bool) -> tf.Tensor:
+    """A JPEG decoded at the cheapest DCT scale that covers `target`; uint8 [h, w, channels]."""
+    shape = tf.image.extract_jpeg_shape(data)
+    height, width = shape[0], shape[1]
+    if crop_to_aspect_ratio:
+        window = central_crop_window(height, width, target[1] / target[0])
+        index = dct_ratio(window[2], window[3], target)
+
+        def branch(ratio: int):
+            # The crop window applies to the scaled image: scale it the way libjpeg scales the image.
+            scaled = (window + ratio - 1) // ratio
+            scaled_size = (shape[:2] + ratio - 1) // ratio
+            box = tf.concat([tf.minimum(scaled[:2], scaled_size - 1),
+                             tf.maximum(1, tf.minimum(scaled[2:], scaled_size - scaled[:2]))], axis=0)
+            return lambda: tf.image.decode_and_crop_jpeg(data, box, channels=channels, ratio=ratio,
+                                                         dct_method="INTEGER_FAST")
+    else:
+        index = dct_ratio(height, width, target)
+
+        def branch(ratio: int):
+            return lambda: tf.io.decode_jpeg(data, channels=channels, ratio=ratio, dct_method="INTEGER_FAST")
+
+    image = tf.switch_case(index, [branch(r) for r in DCT_RATIOS])
+    return tf.ensure_shape(image, [None, None, channels])
+
+
+def decode(data: tf.Tensor, shape: tf.Tensor | None, encoding: str, channels: int, target: tuple[int, int],
+           crop_to_aspect_ratio: bool = False) -> tf.Tensor:
+    """One stored image (`data`: encoded bytes, or raw pixel bytes with their `shape`) as uint8 [h, w, channels].
+
+    JPEGs come back already cropped to the target aspect when asked; for PNG and raw the caller crops.
+    """
+    if encoding == "jpeg":
+        return decode_jpeg(data, channels, target, crop_to_aspect_ratio)
+    if encoding == "png":
+        image = tf.io.decode_png(data, channels=channels)
+    elif encoding == "raw":
+        image = tf.reshape(tf.io.decode_raw(data, tf.uint8), tf.cast(shape, tf.int32))
+    else:
+        raise ValueError(f"unknown stored encoding {encoding!r}; expected one of jpeg, png, raw")
+    image = tf.ensure_shape(image, [None, None, channels])
+    if crop_to_aspect_ratio:
+        window = central_crop_window(tf.shape(image)[0], tf.shape(image)[1], target[1] / target[0])
+        image = image[window[0]:window[0] + window[2], window[1]:window[1] + window[3]]
+    return image
+
+
+def raw_keys() -> tuple[str, str]:
+    """The record keys TFDS uses for a raw (`--image-format raw`) image: bytes and shape."""
+    return f"{schema.IMAGE}/value", f"{schema.IMAGE}/shape"

@@ -1,0 +1,49 @@
+"""`shardflow preview`: a picture of what the model will see, each image next to augmented versions of itself."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image, ImageDraw
+
+from shardflow import metadata
+from shardflow.pipeline import augment as augment_lib
+from shardflow.pipeline.reader import load
+
+CAPTION_HEIGHT = 16
+GAP = 4
+
+
+def preview_grid(data_dir: str, out: str, *, split: str = "train", augment: str | dict[str, Any] | None = None,
+                 images: int = 4, variants: int = 5, image_size: int = 150, seed: int = 0) -> str:
+    """Write a PNG grid to `out`: one row per image, its class name above; with `augment`, the original then
+    `variants` augmented versions (like the augmented-cat figure of Deep Learning with Python)."""
+    meta = metadata.read(data_dir)
+    params = augment_lib.parse_augment(augment)
+    batch, labels = next(iter(load(data_dir, split, batch_size=images, image_size=image_size, seed=seed)))
+    columns = [batch.numpy()]
+    if params:
+        layer = augment_lib.Augment(**params, seed=seed)
+        columns += [_as_uint8(layer(batch, training=True)) for _ in range(variants)]
+    rows, cols = len(batch), len(columns)
+    cell = image_size + GAP
+    grid = Image.new("RGB", (cols * cell + GAP, rows * (cell + CAPTION_HEIGHT) + GAP), "white")
+    draw = ImageDraw.Draw(grid)
+    for row in range(rows):
+        label = int(labels[row])
+        name = meta.class_names[label] if 0 <= label < len(meta.class_names) else "unlabeled"
+        top = GAP + row * (cell + CAPTION_HEIGHT)
+        draw.text((GAP, top), name + ("  (original, then augmented)" if params and row == 0 else ""), fill="black")
+        for col, column in enumerate(columns):
+            pixels = column[row]
+            tile = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+            grid.paste(tile, (GAP + col * cell, top + CAPTION_HEIGHT))
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    grid.save(out)
+    return out
+
+
+def _as_uint8(images: tf.Tensor) -> np.ndarray:
+    return np.clip(np.round(images.numpy()), 0, 255).astype(np.uint8)

@@ -1,0 +1,206 @@
+"""`load`: a converted split as a `tf.data.Dataset` of `(images, labels)` batches, read the fast way.
+
+Shard order is shuffled, shards are read in parallel (`interleave`), records pass a shuffle buffer, are parsed a
+batch at a time, decoded at the cheapest JPEG DCT scale and resized (optionally augmented in the same single
+resampling), and batches are prefetched. Order is non-deterministic (faster) unless a `seed` asks for repeatable
+batches.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import tensorflow as tf
+from apache_beam.io.filesystems import FileSystems
+
+from shardflow import metadata, schema
+from shardflow.pipeline import augment as augment_lib
+from shardflow.pipeline.decode import decode, raw_keys
+
+AUTOTUNE = tf.data.AUTOTUNE
+READ_BUFFER_BYTES = 8 * 2**20
+
+
+def load(
+    data_dir: str,
+    split: str,
+    *,
+    batch_size: int,
+    image_size: int | tuple[int, int],
+    shuffle: bool | None = None,
+    seed: int | None = None,
+    augment: str | dict[str, Any] | None = None,
+    crop_to_aspect_ratio: bool = False,
+    repeat: bool = False,
+    cache: bool | str = False,
+    take: int | None = None,
+    drop_remainder: bool = False,
+    shuffle_buffer: int = 2048,
+    input_context: tf.distribute.InputContext | None = None,
+    data_service: str | None = None,
+) -> tf.data.Dataset:
+    """`(images, labels)` batches of one split: images uint8 [B, H, W, C], labels int64 [B].
+
+    Args:
+      data_dir: a folder written by `shardflow convert`.
+      split: "train", "validation", "test", ...
+      batch_size: images per batch (the global batch size when `input_context` is given).
+      image_size: output size, an int or (height, width). Images are stretched to it (like Keras), or
+        centre-cropped to its aspect ratio first with `crop_to_aspect_ratio=True`.
+      shuffle: shuffle shards and records (default: only for "train"); unshuffled splits keep the stored order.
+      seed: makes the order (and augmentation) repeatable: the same seed gives the same batches.
+      augment: ImageDataGenerator keyword arguments (a dict, a JSON string or a preset name such as "seed004"),
+        applied on the CPU, fused with the resize into one resampling. For the GPU, use the `Augment` layer.
+      repeat: repeat forever (use `steps_per_epoch`).
+      cache: keep the decoded, resized images in memory (True) or in files at this path prefix; augmentation
+        still varies per epoch.
+      take: only the first N records (after shuffling), e.g. for a quick trial run.
+      input_context: from `strategy.distribute_datasets_from_function`; each input pipeline reads its own shards.
+      data_service: "grpc://host:port" of a `shardflow serve-data` dispatcher to decode on its workers.
+    """
+    meta = metadata.read(data_dir)
+    size = _image_size(image_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive number of images, got {batch_size}")
+    params = augment_lib.parse_augment(augment)
+    shuffle = split == "train" if shuffle is None else shuffle
+    deterministic = seed is not None or not shuffle
+    shards = _shards(meta, split)
+    if input_context is not None:
+        shards = _shards_for_pipeline(shards, input_context, data_dir, split)
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+
+    if shuffle:
+        files = tf.data.Dataset.from_tensor_slices(shards).shuffle(len(shards), seed=seed)
+        records = files.interleave(
+            lambda path: tf.data.TFRecordDataset(path, buffer_size=READ_BUFFER_BYTES),
+            cycle_length=min(len(shards), 8),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=deterministic,
+        )
+    else:  # the stored order, shard after shard (evaluation, prediction)
+        records = tf.data.TFRecordDataset(shards, buffer_size=READ_BUFFER_BYTES)
+    if take is not None:
+        records = records.take(take)
+    decoder = _Decoder(meta, size, crop_to_aspect_ratio)
+    if cache:
+        dataset = records.map(decoder.decode_serialized, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        dataset = dataset.cache(cache if isinstance(cache, str) else "")
+        dataset = _shuffle_repeat(dataset, shuffle, shuffle_buffer, seed, repeat)
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+        if params:
+            dataset = _with_seeds(dataset, seed).map(
+                lambda batch, key: (augment_lib.augment_batch(batch[0], params, key), batch[1]),
+                num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    else:
+        dataset = _shuffle_repeat(records, shuffle, shuffle_buffer, seed, repeat)
+        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+        dataset = _with_seeds(dataset, seed).map(
+            lambda serialized, key: decoder.decode_batch(serialized, params, key),
+            num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    if data_service:
+        from shardflow.pipeline.service import distribute
+
+        dataset = distribute(dataset, data_service)
+    return dataset.prefetch(AUTOTUNE)
+
+
+def steps_per_epoch(data_dir: str, split: str, batch_size: int, drop_remainder: bool = False) -> int:
+    """Batches in one pass over a split, from the metadata (no reading)."""
+    examples = metadata.read(data_dir).split(split)["num_examples"]
+    return examples // batch_size if drop_remainder else math.ceil(examples / batch_size)
+
+
+class _Decoder:
+    """Parses serialized records and turns their images into uint8 [H, W, C] of the target size."""
+
+    def __init__(self, meta: metadata.DatasetMetadata, size: tuple[int, int], crop_to_aspect_ratio: bool):
+        self.encoding, self.channels, self.size = meta.encoding, meta.channels, size
+        self.crop = crop_to_aspect_ratio
+        self.spec = {schema.LABEL: tf.io.FixedLenFeature([], tf.int64)}
+        if self.encoding == "raw":
+            value, shape = raw_keys()
+            self.spec[value] = tf.io.FixedLenFeature([], tf.string)
+            self.spec[shape] = tf.io.FixedLenFeature([3], tf.int64)
+        else:
+            self.spec[schema.IMAGE] = tf.io.FixedLenFeature([], tf.string)
+
+    def _parse(self, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor]:
+        features = tf.io.parse_example(serialized, self.spec)
+        if self.encoding == "raw":
+            value, shape = raw_keys()
+            return features[value], features[shape], features[schema.LABEL]
+        return features[schema.IMAGE], None, features[schema.LABEL]
+
+    def _image(self, data: tf.Tensor, shape: tf.Tensor | None, params: dict | None, key: tf.Tensor | None):
+        image = decode(data, shape, self.encoding, self.channels, self.size, self.crop)
+        if params:
+            return augment_lib.augment_and_resize(image, self.size, params, key)
+        resized = tf.image.resize(image, self.size, method="bilinear")
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+    def decode_serialized(self, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """One record -> (image, label), no augmentation (what `cache` keeps)."""
+        data, shape, label = self._parse(serialized)
+        return self._image(data, shape, None, None), label
+
+    def decode_batch(self, serialized: tf.Tensor, params: dict | None, key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """A batch of records, parsed together, each image decoded and resized (and augmented) on its own."""
+        data, shape, labels = self._parse(serialized)
+        count = tf.shape(data)[0]
+        keys = tf.random.experimental.stateless_split(key, num=count)
+        shapes = shape if shape is not None else tf.zeros([count, 3], tf.int64)
+
+        def one(args):
+            item, item_shape, item_key = args
+            return self._image(item, item_shape if shape is not None else None, params, item_key)
+
+        images = tf.map_fn(one, (data, shapes, keys), fn_output_signature=tf.TensorSpec(
+            [*self.size, self.channels], tf.uint8), parallel_iterations=16)
+        return images, labels
+
+
+def _image_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if len(size) != 2 or not all(isinstance(s, int) and 1 <= s <= 8192 for s in size):
+        raise ValueError(f"image_size must be an int or (height, width) between 1 and 8192, got {image_size!r}")
+    return size
+
+
+def _shards(meta: metadata.DatasetMetadata, split: str) -> list[str]:
+    """The split's shard paths, each checked to exist with the size the metadata records."""
+    shards = meta.split(split)["shards"]
+    paths = []
+    for shard in shards:
+        path = FileSystems.join(meta.data_dir, shard["filename"])
+        if not FileSystems.exists(path):
+            raise metadata.DatasetError(f"{meta.data_dir}: split {split!r}: shard {shard['filename']} is missing")
+        if "://" not in path and os.path.getsize(path) != shard["num_bytes"]:
+            raise metadata.DatasetError(
+                f"{meta.data_dir}: split {split!r}: shard {shard['filename']} has {os.path.getsize(path)} bytes, "
+                f"the metadata says {shard['num_bytes']} (truncated or replaced); run `shardflow verify`")
+        paths.append(path)
+    return paths
+
+
+def _shards_for_pipeline(shards: list[str], context: tf.distribute.InputContext, data_dir: str,
+                         split: str) -> list[str]:
+    if len(shards) < context.num_input_pipelines:
+        raise metadata.DatasetError(
+            f"{data_dir}: split {split!r} has {len(shards)} shard(s) for {context.num_input_pipelines} input "
+            "pipelines; convert with a smaller --shard-size-mb so each pipeline gets at least one")
+    return shards[context.input_pipeline_id::context.num_input_pipelines]
+
+
+def _shuffle_repeat(dataset: tf.data.Dataset, shuffle: bool, buffer: int, seed: int | None,
+                    repeat: bool) -> tf.data.Dataset:
+    if shuffle:
+        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    return dataset.repeat() if repeat else dataset
+
+
+def _with_seeds(dataset: tf.data.Dataset, seed: int | None) -> tf.data.Dataset:
+    """Pair each element with a stateless random key [2]: fixed by `seed`, else fresh every run."""
+    keys = tf.data.Dataset.random(seed=seed).batch(2)
+    return tf.data.Dataset.zip((dataset, keys))

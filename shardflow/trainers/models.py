@@ -1,0 +1,165 @@
+"""The architectures the tutorials teach, bare (no preprocessing layers), with their parameter counts intact.
+
+`build(name, input_shape, num_classes)` returns the model; `TRAINING_DEFAULTS[name]` the optimizer and learning
+rate the tutorial compiles it with, and `NORMALIZATION[name]` the input scaling it expects.
+Two classes get one sigmoid unit (binary crossentropy), more get a softmax.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+from keras import layers
+
+BASES: dict[str, tuple[str, str]] = {  # --base: (keras.applications constructor, its input preprocessing)
+    "vgg16": ("VGG16", "vgg16"),
+    "mobilenet_v2": ("MobileNetV2", "mobilenet_v2"),
+    "efficientnet_b0": ("EfficientNetB0", "efficientnet_b0"),
+    "resnet50": ("ResNet50", "resnet50"),
+}
+TRAINING_DEFAULTS: dict[str, tuple[str, float]] = {
+    "small_convnet": ("rmsprop", 1e-3),
+    "book_convnet": ("rmsprop", 1e-4),
+    "mnist_convnet": ("rmsprop", 1e-3),
+    "fashion_cnn": ("adam", 1e-3),
+    "transfer": ("rmsprop", 1e-4),
+    "fine_tune": ("rmsprop", 1e-5),
+    "features": ("adam", 1e-4),
+}
+MODELS = tuple(TRAINING_DEFAULTS)
+
+
+def output_layer(num_classes: int) -> layers.Dense:
+    if num_classes < 2:
+        raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
+    return layers.Dense(1, activation="sigmoid") if num_classes == 2 else layers.Dense(num_classes, activation="softmax")
+
+
+def loss_for(num_classes: int) -> str:
+    return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
+
+
+def normalization_for(name: str, base: str = "vgg16") -> str:
+    """The `Normalize` mode a model expects: the base's own preprocessing for transfer models, else x/255."""
+    if name in ("transfer", "fine_tune", "features"):
+        return BASES[base][1]
+    return "rescale"
+
+
+def build(name: str, input_shape: tuple[int, int, int], num_classes: int, *, base: str = "vgg16",
+          weights: str | None = None, unfreeze: int = 3) -> keras.Model:
+    """The bare architecture `name` for images of `input_shape`.
+
+    Example:
+      >>> build("small_convnet", (150, 150, 3), 2).count_params()
+      9494561
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    if name in ("transfer", "fine_tune"):
+        model = transfer(input_shape, num_classes, base=base, weights=weights)
+        if name == "fine_tune":
+            unfreeze_top(model, unfreeze)
+        return model
+    if name == "features":
+        raise ValueError("the 'features' model trains on extracted features: use features_head() "
+                         "on the output of feature_extractor()")
+    inputs = keras.Input(input_shape)
+    return keras.Model(inputs, _CONVNETS[name](inputs, num_classes), name=name)
+
+
+def _small_convnet(x, num_classes):
+    for filters in (16, 32, 64):
+        x = layers.Conv2D(filters, 3, activation="relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(512, activation="relu")(x)
+    return output_layer(num_classes)(x)
+
+
+def _book_convnet(x, num_classes):
+    for filters in (32, 64, 128, 128):
+        x = layers.Conv2D(filters, 3, activation="relu")(x)
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.5)(x)
+    x = layers.Dense(512, activation="relu")(x)
+    return output_layer(num_classes)(x)
+
+
+def _mnist_convnet(x, num_classes):
+    x = layers.Conv2D(32, 3, activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(64, 3, activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(64, 3, activation="relu")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(64, activation="relu")(x)
+    return output_layer(num_classes)(x)
+
+
+def _fashion_cnn(x, num_classes):
+    x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    x = layers.MaxPooling2D(2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(100, activation="relu")(x)
+    x = layers.Dropout(0.4)(x)
+    return output_layer(num_classes)(x)
+
+
+_CONVNETS: dict[str, Callable] = {
+    "small_convnet": _small_convnet,
+    "book_convnet": _book_convnet,
+    "mnist_convnet": _mnist_convnet,
+    "fashion_cnn": _fashion_cnn,
+}
+
+
+def base_model(base: str, input_shape: tuple[int, int, int], weights: str | None) -> keras.Model:
+    """A Keras-applications convolutional base without its classifier, frozen.
+
+    `weights`: "imagenet" (downloads where there is internet), a local weights file, or None/"none".
+    """
+    if base not in BASES:
+        raise ValueError(f"unknown base {base!r}; choose one of {', '.join(BASES)}")
+    weights = None if weights in (None, "none") else weights
+    constructor = getattr(keras.applications, BASES[base][0])
+    model = constructor(include_top=False, weights=weights, input_shape=input_shape)
+    model.trainable = False
+    return model
+
+
+def transfer(input_shape: tuple[int, int, int], num_classes: int, *, base: str = "vgg16",
+             weights: str | None = None) -> keras.Model:
+    """Frozen base + GlobalAveragePooling2D + Dense output (the tfds cats_vs_dogs / tf_flowers tutorial)."""
+    inputs = keras.Input(input_shape)
+    convolutional = base_model(base, input_shape, weights)
+    x = convolutional(inputs, training=False)  # keeps BatchNormalization in inference mode when fine-tuning
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, output_layer(num_classes)(x), name=f"transfer_{base}")
+
+
+def unfreeze_top(model: keras.Model, layers_to_unfreeze: int) -> None:
+    """Make the top `layers_to_unfreeze` weighted layers of the base trainable (fine-tuning; 3 is VGG16's block5,
+    as in Deep Learning with Python)."""
+    convolutional = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    convolutional.trainable = True
+    weighted = [layer for layer in convolutional.layers if layer.weights]
+    for layer in weighted[:-layers_to_unfreeze] if layers_to_unfreeze > 0 else weighted:
+        layer.trainable = False
+
+
+def feature_extractor(base: str, input_shape: tuple[int, int, int], weights: str | None) -> keras.Model:
+    """The frozen base alone: run once per split to turn images into features (e.g. 4x4x512 for VGG16 at 150)."""
+    return base_model(base, input_shape, weights)
+
+
+def features_head(feature_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+    """Dense 256 + Dropout 0.5 + output on flattened features (Deep Learning with Python, 5.3.1)."""
+    inputs = keras.Input(feature_shape)
+    x = layers.Flatten()(inputs)
+    x = layers.Dense(256, activation="relu")(x)
+    x = layers.Dropout(0.5)(x)
+    return keras.Model(inputs, output_layer(num_classes)(x), name="features_head")

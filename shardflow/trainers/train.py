@@ -1,0 +1,235 @@
+"""`shardflow train`: a tutorial model on `load` streams, with checkpoints, early stopping, plots and throughput.
+
+The model's first layers are `Augment` (when asked) and `Normalize`, so they run on the GPU when there is one.
+Without a GPU, augmentation moves into the CPU input pipeline, fused with the resize (`augment_on="auto"`).
+Everything a run produces goes to its folder: model.keras, run.json, history.json, history.png, metrics.json, logs/.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from shardflow import metadata
+from shardflow.pipeline import load, steps_per_epoch
+from shardflow.pipeline.augment import Augment, parse_augment
+from shardflow.pipeline.normalize import Normalize
+from shardflow.trainers import models
+from shardflow.trainers.plots import plot_history
+from shardflow.trainers.throughput import EpochThroughput, compute_seconds_per_step, input_wait_fractions
+
+MODEL_FILE, RUN_FILE, HISTORY_FILE, PLOT_FILE, METRICS_FILE, LOGS = (
+    "model.keras", "run.json", "history.json", "history.png", "metrics.json", "logs")
+DEFAULT_IMAGE_SIZE = {"mnist_convnet": 28, "fashion_cnn": 28, "transfer": 160, "fine_tune": 160}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+    """See `shardflow train --help`; None means the model's default."""
+
+    model: str = "small_convnet"
+    epochs: int = 30
+    batch_size: int = 32
+    image_size: int | None = None
+    augment: str | dict[str, Any] | None = None
+    augment_on: str = "auto"  # auto: the model with a GPU, else the CPU pipeline; or "model" / "pipeline"
+    optimizer: str | None = None
+    lr: float | None = None
+    patience: int | None = None
+    mixed_precision: bool = False
+    jit: bool = False
+    seed: int | None = None
+    base: str = "vgg16"
+    weights: str | None = None
+    unfreeze: int = 3
+    steps_per_epoch: int | None = None
+    cache: bool = False
+    verbose: int = 2
+
+
+def train(data_dir: str, out: str, options: TrainOptions = TrainOptions()) -> dict[str, Any]:
+    """Train `options.model` on the dataset in `data_dir`, write the run to `out`; returns metrics.json's content."""
+    started = time.time()
+    meta = metadata.read(data_dir)
+    _check(meta, options)
+    os.makedirs(out, exist_ok=True)
+    if options.seed is not None:
+        keras.utils.set_random_seed(options.seed)
+    keras.mixed_precision.set_global_policy("mixed_float16" if options.mixed_precision else "float32")
+    size = options.image_size or DEFAULT_IMAGE_SIZE.get(options.model, 150)
+    params = parse_augment(options.augment)
+    on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    augment_on = _augment_placement(options, params, on_gpu)
+    strategy = distribution_strategy()
+    validation = "validation" if "validation" in meta.splits else ("test" if "test" in meta.splits else None)
+    evaluation = "test" if "test" in meta.splits else validation
+
+    def stream(split: str, training: bool) -> tf.data.Dataset:
+        dataset = load(data_dir, split, batch_size=options.batch_size, image_size=size, shuffle=training,
+                       seed=options.seed, augment=params if training and augment_on == "pipeline" else None,
+                       cache=options.cache)
+        return _shard_policy(dataset, len(meta.split(split)["shards"]), strategy.num_replicas_in_sync)
+
+    input_shape = (size, size, meta.channels)
+    normalize = Normalize(models.normalization_for(options.model, options.base))
+    with strategy.scope():
+        if options.model == "features":
+            model, history, throughput = _train_on_features(meta, options, size, normalize, stream, validation,
+                                                            out)
+        else:
+            bare = models.build(options.model, input_shape, len(meta.class_names), base=options.base,
+                                weights=options.weights, unfreeze=options.unfreeze)
+            model = assemble(bare, input_shape, normalize, params if augment_on == "model" else None, options)
+            _compile(model, options, len(meta.class_names))
+            throughput = EpochThroughput(options.batch_size)
+            history = model.fit(
+                stream("train", True),
+                validation_data=stream(validation, False) if validation else None,
+                epochs=options.epochs, steps_per_epoch=options.steps_per_epoch,
+                callbacks=_callbacks(out, options, validation) + [throughput], verbose=options.verbose,
+            ).history
+    if not os.path.exists(os.path.join(out, MODEL_FILE)) or not validation:
+        model.save(os.path.join(out, MODEL_FILE))
+    _write_json(os.path.join(out, HISTORY_FILE), history)
+    plot_history(history, os.path.join(out, PLOT_FILE))
+    with strategy.scope():
+        best = keras.models.load_model(os.path.join(out, MODEL_FILE))
+        _compile(best, options, len(meta.class_names))
+    test_loss, test_accuracy = best.evaluate(stream(evaluation, False), verbose=0) if evaluation else (None, None)
+    compute = None  # the compute-only probe measures one device; with several replicas it would mislead
+    if options.model != "features" and strategy.num_replicas_in_sync == 1:
+        compute = compute_seconds_per_step(best, next(iter(stream("train", False))))
+    run = {"data_dir": os.path.abspath(data_dir), "class_names": meta.class_names, "image_size": size,
+           "channels": meta.channels, "model": options.model, "options": dataclasses.asdict(options)}
+    _write_json(os.path.join(out, RUN_FILE), run)
+    metrics = {
+        "test_accuracy": test_accuracy, "test_loss": test_loss, "evaluated_on": evaluation,
+        "epochs_run": len(history.get("loss", [])),
+        "best_epoch": int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else None,
+        "images_per_second": [round(e["images_per_second"], 1) for e in throughput.epochs],
+        "input_wait_fraction": [round(f, 3) for f in input_wait_fractions(throughput.epochs, compute)]
+        if compute else None,
+        "compute_only_images_per_second": round(options.batch_size / compute, 1) if compute else None,
+        "augment_on": augment_on if params else None, "device": "GPU" if on_gpu else "CPU",
+        "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
+        "params": best.count_params(), "seconds": round(time.time() - started, 1),
+    }
+    _write_json(os.path.join(out, METRICS_FILE), metrics)
+    return metrics
+
+
+def assemble(bare: keras.Model, input_shape: tuple[int, int, int], normalize: Normalize,
+             augment: dict[str, Any] | None, options: TrainOptions) -> keras.Model:
+    """uint8 images -> [Augment] -> Normalize -> the bare model (-> float32 output under mixed precision)."""
+    inputs = keras.Input(input_shape, dtype="uint8", name="image")
+    x = Augment(**augment, seed=options.seed)(inputs) if augment else inputs
+    x = bare(normalize(x))
+    if options.mixed_precision:
+        x = keras.layers.Activation("linear", dtype="float32", name="float32_output")(x)
+    return keras.Model(inputs, x, name=f"shardflow_{options.model}")
+
+
+def distribution_strategy() -> tf.distribute.Strategy:
+    """MultiWorkerMirroredStrategy from TF_CONFIG, MirroredStrategy with several GPUs, else the default."""
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_physical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _shard_policy(dataset: tf.data.Dataset, shards: int, replicas: int) -> tf.data.Dataset:
+    """Across workers, split by shard file when there are enough files, else by record."""
+    if replicas == 1:
+        return dataset
+    options = tf.data.Options()
+    policy = tf.data.experimental.AutoShardPolicy
+    options.experimental_distribute.auto_shard_policy = policy.FILE if shards >= replicas else policy.DATA
+    return dataset.with_options(options)
+
+
+def _check(meta: metadata.DatasetMetadata, options: TrainOptions) -> None:
+    if options.model not in models.MODELS:
+        raise ValueError(f"unknown model {options.model!r}; choose one of {', '.join(models.MODELS)}")
+    if "train" not in meta.splits:
+        raise metadata.DatasetError(f"{meta.data_dir}: no 'train' split to train on")
+    if len(meta.class_names) < 2:
+        raise metadata.DatasetError(f"{meta.data_dir}: unlabeled or single-class data cannot train a classifier")
+    if options.epochs < 1 or options.batch_size < 1:
+        raise ValueError("--epochs and --batch-size must be at least 1")
+    if options.image_size is not None and not 8 <= options.image_size <= 4096:
+        raise ValueError(f"--image-size must be between 8 and 4096 pixels, got {options.image_size}")
+    if options.model in ("transfer", "fine_tune", "features") and meta.channels != 3:
+        raise ValueError(f"{options.model} needs RGB images; this dataset has {meta.channels} channel(s)")
+    if options.augment_on not in ("auto", "model", "pipeline"):
+        raise ValueError(f"augment_on must be auto, model or pipeline, got {options.augment_on!r}")
+
+
+def _augment_placement(options: TrainOptions, params: dict | None, on_gpu: bool) -> str:
+    """Where augmentation runs: in the model (GPU), or fused into the CPU pipeline. XLA cannot compile the
+    projective transform, so with --jit it stays out of the compiled model."""
+    if not params:
+        return "none"
+    if options.jit or options.model == "features":
+        return "pipeline"
+    if options.augment_on == "auto":
+        return "model" if on_gpu else "pipeline"
+    return options.augment_on
+
+
+def _compile(model: keras.Model, options: TrainOptions, num_classes: int) -> None:
+    name, lr = models.TRAINING_DEFAULTS[options.model]
+    optimizer = keras.optimizers.get({"class_name": options.optimizer or name,
+                                      "config": {"learning_rate": options.lr or lr}})
+    model.compile(optimizer=optimizer, loss=models.loss_for(num_classes), metrics=["accuracy"],
+                  jit_compile=options.jit)
+
+
+def _callbacks(out: str, options: TrainOptions, validation: str | None) -> list[keras.callbacks.Callback]:
+    monitor = "val_loss" if validation else "loss"
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(os.path.join(out, MODEL_FILE), monitor=monitor, save_best_only=True),
+        keras.callbacks.TensorBoard(os.path.join(out, LOGS)),
+    ]
+    if options.patience is not None:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=options.patience,
+                                                       restore_best_weights=True))
+    return callbacks
+
+
+def _train_on_features(meta, options, size, normalize, stream, validation, out):
+    """Feature extraction: run the frozen base once per split, then train a small head on the features."""
+    extractor_input = keras.Input((size, size, 3), dtype="uint8", name="image")
+    base = models.feature_extractor(options.base, (size, size, 3), options.weights)
+    extractor = keras.Model(extractor_input, base(normalize(extractor_input)))
+
+    def features(split: str) -> tf.data.Dataset:
+        outputs, labels = [], []
+        for images, batch_labels in stream(split, False):
+            outputs.append(extractor(images, training=False).numpy())
+            labels.append(batch_labels.numpy())
+        return tf.data.Dataset.from_tensor_slices((np.concatenate(outputs), np.concatenate(labels)))
+
+    train_features = features("train").shuffle(4096, seed=options.seed).batch(options.batch_size)
+    head = models.features_head(tuple(base.output.shape[1:]), len(meta.class_names))
+    _compile(head, options, len(meta.class_names))
+    throughput = EpochThroughput(options.batch_size)
+    history = head.fit(train_features, epochs=options.epochs,
+                       validation_data=features(validation).batch(options.batch_size) if validation else None,
+                       callbacks=[throughput] + ([keras.callbacks.EarlyStopping(
+                           patience=options.patience, restore_best_weights=True)] if options.patience else []),
+                       verbose=options.verbose).history
+    model = keras.Model(extractor_input, head(extractor(extractor_input)), name="shardflow_features")
+    model.save(os.path.join(out, MODEL_FILE))
+    return model, history, throughput
+
+
+def _write_json(path: str, value: Any) -> None:
+    with open(path, "w") as f:
+        json.dump(value, f, indent=1, default=float)

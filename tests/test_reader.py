@@ -1,0 +1,178 @@
+"""`shardflow.pipeline.load`: batches, formats, decoding, order, options and errors, on converted datasets."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from shardflow import metadata
+from shardflow.cli import main
+from shardflow.pipeline import load, steps_per_epoch
+from shardflow.pipeline.decode import dct_ratio
+from tests.conftest import encode, noise_image, write_idx
+
+
+def convert(src, out, *flags):
+    assert main(["convert", str(src), str(out), "--workers", "1", *map(str, flags)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def pets(kaggle_dir, tmp_path_factory):
+    """The 60-image Kaggle sample, passthrough, split train/test, several shards per split."""
+    return convert(kaggle_dir, tmp_path_factory.mktemp("reader") / "pets", "--splits", "train=0.5,test=0.5",
+                   "--shard-size-mb", "0.3")
+
+
+def all_batches(dataset):
+    return [(images.numpy(), labels.numpy()) for images, labels in dataset]
+
+
+def test_batches_are_uint8_with_labels(pets):
+    meta = metadata.read(str(pets))
+    batches = all_batches(load(str(pets), "train", batch_size=8, image_size=(48, 64)))
+    images = np.concatenate([b[0] for b in batches])
+    labels = np.concatenate([b[1] for b in batches])
+    assert images.dtype == np.uint8 and images.shape[1:] == (48, 64, 3)
+    assert len(images) == meta.splits["train"]["num_examples"] == sum(meta.splits["train"]["label_counts"].values())
+    assert sorted(np.bincount(labels).tolist()) == sorted(meta.splits["train"]["label_counts"].values())
+    assert len(batches) == steps_per_epoch(str(pets), "train", 8)
+
+
+def test_pixels_match_a_full_decode_and_resize(kaggle_dir, pets):
+    """At a size needing the full decode, pixels equal decode + bilinear resize; smaller sizes stay close."""
+    source = {}
+    for path in kaggle_dir.glob("*.jpg"):
+        source[path.name] = tf.io.decode_jpeg(path.read_bytes(), dct_method="INTEGER_FAST")
+    dataset = load(str(pets), "test", batch_size=64, image_size=600, shuffle=False)
+    images, _ = next(iter(dataset))
+    stored_order = meta_filenames(pets, "test")  # shuffle=False keeps the stored order
+    expected = tf.cast(tf.round(tf.image.resize(source[stored_order[0]], (600, 600))), tf.uint8).numpy()
+    np.testing.assert_allclose(images[0].numpy(), expected, atol=1)
+    small, _ = next(iter(load(str(pets), "test", batch_size=64, image_size=64, shuffle=False)))
+    reference = tf.image.resize(source[stored_order[0]], (64, 64), antialias=True).numpy()
+    assert np.abs(small[0].numpy().astype(float) - reference).mean() < 12
+
+
+def meta_filenames(out, split):
+    meta = metadata.read(str(out))
+    names = []
+    for serialized in tf.data.TFRecordDataset(meta.shard_paths(split)):
+        example = tf.train.Example.FromString(serialized.numpy())
+        names.append(example.features.feature["image/filename"].bytes_list.value[0].decode())
+    return names
+
+
+def test_dct_ratio_picks_the_cheapest_scale_that_covers_the_target():
+    assert int(dct_ratio(tf.constant(375), tf.constant(500), (150, 150))) == 1  # 1/2 scale: 188x250
+    assert int(dct_ratio(tf.constant(375), tf.constant(500), (40, 40))) == 3  # 1/8 scale: 47x63
+    assert int(dct_ratio(tf.constant(100), tf.constant(500), (150, 150))) == 0  # upscaling: full decode
+
+
+@pytest.mark.parametrize("fmt", ["png", "raw", "jpeg"])
+def test_every_stored_format_reads(kaggle_dir, tmp_path, fmt):
+    out = convert(kaggle_dir, tmp_path / fmt, "--image-format", fmt, "--max-side", "80", "--splits", "train=1")
+    images, labels = next(iter(load(str(out), "train", batch_size=60, image_size=32)))
+    assert images.shape == (60, 32, 32, 3) and images.dtype == tf.uint8 and set(labels.numpy()) == {0, 1}
+
+
+def test_one_channel_idx(tmp_path):
+    (tmp_path / "mnist").mkdir()
+    digits = np.zeros((20, 28, 28), np.uint8)
+    digits[:, 10:18, 10:18] = 255
+    write_idx(tmp_path / "mnist", "train", digits, np.arange(20) % 10, gz=True)
+    write_idx(tmp_path / "mnist", "t10k", digits[:4], np.arange(4), gz=True)
+    out = convert(tmp_path / "mnist", tmp_path / "out")
+    images, labels = next(iter(load(str(out), "train", batch_size=20, image_size=28, shuffle=False)))
+    assert images.shape == (20, 28, 28, 1)
+    np.testing.assert_array_equal(images.numpy()[..., 0], digits)
+    assert sorted(labels.numpy().tolist()) == sorted((np.arange(20) % 10).tolist())
+
+
+def test_seed_gives_repeatable_batches(pets):
+    def labels_of(seed):
+        return np.concatenate([b[1] for b in all_batches(load(str(pets), "train", batch_size=4, image_size=16,
+                                                              seed=seed))])
+
+    first, again, other = labels_of(7), labels_of(7), labels_of(8)
+    np.testing.assert_array_equal(first, again)
+    images_a = all_batches(load(str(pets), "train", batch_size=4, image_size=16, seed=7))
+    images_b = all_batches(load(str(pets), "train", batch_size=4, image_size=16, seed=7))
+    np.testing.assert_array_equal(images_a[0][0], images_b[0][0])
+    assert sorted(first) == sorted(other)
+
+
+def test_repeat_take_cache(pets):
+    train = metadata.read(str(pets)).splits["train"]["num_examples"]
+    repeated = load(str(pets), "train", batch_size=5, image_size=16, repeat=True).take(20)
+    assert sum(len(b[1]) for b in all_batches(repeated)) == 100 > train
+    assert sum(len(b[1]) for b in all_batches(load(str(pets), "train", batch_size=4, image_size=16, take=9))) == 9
+    cached = load(str(pets), "test", batch_size=8, image_size=16, cache=True, shuffle=False)
+    first, second = all_batches(cached), all_batches(cached)
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in first]), np.concatenate([b[0] for b in second]))
+
+
+def test_input_context_splits_shards_between_pipelines(pets):
+    meta = metadata.read(str(pets))
+    assert len(meta.splits["train"]["shards"]) >= 2
+    seen = []
+    for pipeline in range(2):
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline,
+                                             num_replicas_in_sync=2)
+        dataset = load(str(pets), "train", batch_size=8, image_size=16, input_context=context)
+        seen.append(sum(len(b[1]) for b in all_batches(dataset)))
+        assert next(iter(dataset))[0].shape[0] <= 4  # per-replica batch
+    assert sum(seen) == meta.splits["train"]["num_examples"] and all(seen)
+
+
+def test_crop_to_aspect_ratio_keeps_the_centre(tmp_path):
+    root = tmp_path / "wide"
+    root.mkdir()
+    pixels = np.zeros((100, 300, 3), np.uint8)
+    pixels[:, 100:200] = (255, 255, 255)  # a white centre square between black sides
+    for i, cls in enumerate(("a", "b")):
+        (root / f"{cls}.{i}.jpg").write_bytes(encode(Image.fromarray(pixels), quality=100))
+    out = convert(root, tmp_path / "out", "--splits", "train=1")
+    cropped, _ = next(iter(load(str(out), "train", batch_size=2, image_size=32, crop_to_aspect_ratio=True)))
+    stretched, _ = next(iter(load(str(out), "train", batch_size=2, image_size=32)))
+    assert cropped.numpy()[:, 4:-4, 4:-4].min() > 200  # the white centre fills the square
+    assert stretched.numpy()[:, :, :8].max() < 60  # stretched keeps the black sides
+
+
+def test_augment_in_the_pipeline(pets):
+    plain = next(iter(load(str(pets), "test", batch_size=8, image_size=32, shuffle=False)))[0].numpy()
+    augmented = [next(iter(load(str(pets), "test", batch_size=8, image_size=32, shuffle=False, seed=3,
+                                augment="seed004")))[0].numpy() for _ in range(2)]
+    assert augmented[0].shape == plain.shape and augmented[0].dtype == np.uint8
+    assert not np.array_equal(augmented[0], plain)
+    np.testing.assert_array_equal(augmented[0], augmented[1])
+
+
+def test_errors_name_what_is_wrong(pets, tmp_path):
+    with pytest.raises(metadata.DatasetError, match="no split 'validation'"):
+        load(str(pets), "validation", batch_size=4, image_size=16)
+    with pytest.raises(metadata.DatasetError, match="no such dataset directory"):
+        load(str(tmp_path / "nope"), "train", batch_size=4, image_size=16)
+    with pytest.raises(metadata.DatasetError, match="not a shardflow dataset"):
+        load(str(tmp_path), "train", batch_size=4, image_size=16)
+    with pytest.raises(ValueError, match="batch_size"):
+        load(str(pets), "train", batch_size=0, image_size=16)
+    with pytest.raises(ValueError, match="image_size"):
+        load(str(pets), "train", batch_size=4, image_size=(16, -1))
+    broken = tmp_path / "broken"
+    shutil.copytree(pets, broken)
+    shard = metadata.read(str(broken)).splits["train"]["shards"][1]["filename"]
+    data = (broken / shard).read_bytes()
+    (broken / shard).write_bytes(data[: len(data) // 2])
+    with pytest.raises(metadata.DatasetError, match=f"train.*{shard}.*truncated"):
+        load(str(broken), "train", batch_size=4, image_size=16)
+    (broken / shard).unlink()
+    with pytest.raises(metadata.DatasetError, match=f"{shard} is missing"):
+        load(str(broken), "train", batch_size=4, image_size=16)
+    (broken / metadata.DATASET_INFO).unlink()
+    (broken / metadata.STAGING).mkdir()
+    with pytest.raises(metadata.DatasetError, match="incomplete"):
+        load(str(broken), "train", batch_size=4, image_size=16)

@@ -1,0 +1,43 @@
+"""The tf.data service on loopback: `shardflow serve-data` with 2 worker processes decodes one epoch."""
+from __future__ import annotations
+
+import hashlib
+import signal
+import subprocess
+import sys
+
+import pytest
+import tensorflow as tf
+
+from shardflow.cli import main
+from shardflow.pipeline import load
+from shardflow.pipeline.service import distribute
+from tests.conftest import free_ports
+
+
+def fingerprints(dataset) -> list[str]:
+    return sorted(hashlib.sha1(image.tobytes()).hexdigest() + str(label)
+                  for images, labels in dataset for image, label in zip(images.numpy(), labels.numpy()))
+
+
+def test_one_epoch_through_the_service_yields_every_record_once(kaggle_dir, tmp_path):
+    assert main(["convert", str(kaggle_dir), str(tmp_path / "data"), "--splits", "train=1",
+                 "--shard-size-mb", "0.3", "--workers", "1"]) == 0
+    (port,) = free_ports(1)
+    server = subprocess.Popen([sys.executable, "-m", "shardflow.cli", "serve-data", "--port", str(port),
+                               "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert "dispatcher at grpc://" in server.stdout.readline()
+        remote = load(str(tmp_path / "data"), "train", batch_size=7, image_size=24, shuffle=False,
+                      data_service=f"grpc://localhost:{port}")
+        local = load(str(tmp_path / "data"), "train", batch_size=7, image_size=24, shuffle=False)
+        assert fingerprints(remote) == fingerprints(local)
+        assert len(fingerprints(local)) == 60
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_bad_service_address():
+    with pytest.raises(ValueError, match="grpc://host:port"):
+        distribute(tf.data.Dataset.range(3), "localhost:5000")

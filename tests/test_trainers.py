@@ -1,0 +1,148 @@
+"""Trainers: the tutorials' architectures, training runs and their outputs, evaluate and predict."""
+from __future__ import annotations
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from shardflow.cli import main
+from shardflow.sample_data import write_sample_data
+from shardflow.trainers import models
+from shardflow.trainers.train import TrainOptions, train
+from tests.conftest import write_idx
+
+
+@pytest.mark.parametrize("name, shape, classes, params", [
+    ("small_convnet", (150, 150, 3), 2, 9_494_561),
+    ("book_convnet", (150, 150, 3), 2, 3_453_121),
+    ("mnist_convnet", (28, 28, 1), 10, 93_322),
+    ("fashion_cnn", (28, 28, 1), 10, 333_526),
+])
+def test_parameter_counts_match_the_tutorials(name, shape, classes, params):
+    model = models.build(name, shape, classes)
+    assert model.count_params() == params
+    assert model.output_shape == ((None, 1) if classes == 2 else (None, classes))
+
+
+def test_transfer_fine_tune_and_feature_models():
+    transfer = models.build("transfer", (160, 160, 3), 5, base="mobilenet_v2", weights="none")
+    trainable = sum(int(np.prod(w.shape)) for w in transfer.trainable_weights)
+    assert trainable == 1280 * 5 + 5  # only the new Dense head trains
+    fine = models.build("fine_tune", (150, 150, 3), 2, base="vgg16", weights="none", unfreeze=3)
+    assert sum(int(np.prod(w.shape)) for w in fine.trainable_weights) == 3 * (3 * 3 * 512 * 512 + 512) + 513
+    extractor = models.feature_extractor("vgg16", (150, 150, 3), None)
+    assert extractor.output_shape == (None, 4, 4, 512)
+    assert models.features_head((4, 4, 512), 2).count_params() == 4 * 4 * 512 * 256 + 256 + 257
+
+
+def test_local_weight_files_load(tmp_path):
+    source = models.base_model("mobilenet_v2", (32, 32, 3), None)
+    source.save_weights(tmp_path / "base.weights.h5")
+    loaded = models.base_model("mobilenet_v2", (32, 32, 3), str(tmp_path / "base.weights.h5"))
+    np.testing.assert_array_equal(loaded.weights[0].numpy(), source.weights[0].numpy())
+
+
+@pytest.fixture(scope="module")
+def small_pets(tmp_path_factory):
+    """800 sample images, converted at --max-side 96 (quick to decode)."""
+    root = tmp_path_factory.mktemp("pets")
+    write_sample_data(root / "raw", n=800, seed=11)
+    assert main(["convert", str(root / "raw"), str(root / "data"), "--max-side", "96", "--workers", "1"]) == 0
+    return root / "data"
+
+
+def test_small_convnet_learns_and_writes_its_run(small_pets, tmp_path):
+    run = tmp_path / "run"
+    metrics = train(str(small_pets), str(run), TrainOptions(
+        model="small_convnet", epochs=15, image_size=64, seed=1, patience=4, verbose=0))
+    assert metrics["test_accuracy"] > 0.75, metrics
+    for name in ("model.keras", "run.json", "history.json", "history.png", "metrics.json"):
+        assert (run / name).exists(), name
+    assert any((run / "logs").rglob("events.out.tfevents.*"))
+    history = json.loads((run / "history.json").read_text())
+    assert {"accuracy", "loss", "val_accuracy", "val_loss"} <= set(history)
+    assert len(metrics["images_per_second"]) == metrics["epochs_run"] and min(metrics["images_per_second"]) > 0
+    assert all(0 <= f <= 1 for f in metrics["input_wait_fraction"])
+    assert metrics["device"] == "CPU"
+    assert Image.open(run / "history.png").size[0] > 400
+
+
+def test_early_stopping_keeps_the_best_epoch(small_pets, tmp_path):
+    metrics = train(str(small_pets), str(tmp_path / "run"), TrainOptions(
+        model="small_convnet", epochs=8, image_size=32, lr=0.5, patience=1, seed=2, verbose=0))
+    assert metrics["epochs_run"] < 8  # a learning rate this large diverges: stopped early
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    best = int(np.argmin(history["val_loss"]))
+    assert metrics["best_epoch"] == best + 1
+    reloaded = keras.models.load_model(tmp_path / "run" / "model.keras")
+    assert reloaded.input.dtype == "uint8"
+
+
+@pytest.mark.parametrize("model, options", [
+    ("book_convnet", {"image_size": 64, "augment": "seed004", "augment_on": "model"}),
+    ("transfer", {"image_size": 32, "base": "mobilenet_v2", "weights": "none"}),
+    ("fine_tune", {"image_size": 32, "base": "vgg16", "weights": "none", "jit": True, "augment": "seed004"}),
+    ("features", {"image_size": 32, "base": "vgg16", "weights": "none"}),
+    ("small_convnet", {"image_size": 32, "mixed_precision": True}),
+])
+def test_every_model_trains_a_few_steps(small_pets, tmp_path, model, options):
+    metrics = train(str(small_pets), str(tmp_path / "run"), TrainOptions(
+        model=model, epochs=1, steps_per_epoch=3, batch_size=8, verbose=0, **options))
+    assert 0 <= metrics["test_accuracy"] <= 1 and np.isfinite(metrics["test_loss"])
+    if "augment" in options:  # in the model when asked; XLA (--jit) keeps it in the CPU pipeline
+        assert metrics["augment_on"] == ("pipeline" if options.get("jit") else options.get("augment_on", "pipeline"))
+    assert keras.models.load_model(tmp_path / "run" / "model.keras").input.shape[1] == options["image_size"]
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_mnist_models_on_idx(tmp_path):
+    (tmp_path / "mnist").mkdir()
+    rng = np.random.default_rng(0)
+    labels = np.arange(200) % 10
+    digits = (rng.random((200, 28, 28)) * 40).astype(np.uint8)
+    for i, label in enumerate(labels):  # a bright bar whose position is the class
+        digits[i, 2 + 2 * label:4 + 2 * label, 4:24] = 255
+    write_idx(tmp_path / "mnist", "train", digits, labels, gz=True)
+    write_idx(tmp_path / "mnist", "t10k", digits[:50], labels[:50], gz=True)
+    assert main(["convert", str(tmp_path / "mnist"), str(tmp_path / "data"), "--workers", "1"]) == 0
+    for model in ("mnist_convnet", "fashion_cnn"):
+        metrics = train(str(tmp_path / "data"), str(tmp_path / model), TrainOptions(
+            model=model, epochs=8, batch_size=16, seed=0, verbose=0))
+        assert metrics["test_accuracy"] > 0.5, (model, metrics)
+
+
+def test_evaluate_and_predict(small_pets, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", str(small_pets), "--out", str(run), "--epochs", "2", "--image-size", "32",
+                 "--seed", "0"]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert main(["evaluate", str(run), str(small_pets), "--split", "validation"]) == 0
+    assert "validation: accuracy" in capsys.readouterr().out
+    test1 = tmp_path / "test1"
+    write_sample_data(test1, n=4, seed=99)
+    for i, path in enumerate(sorted(test1.iterdir())):
+        path.rename(test1 / f"{i + 1}.jpg")
+    assert main(["predict", str(run), str(test1), "--csv", str(tmp_path / "submission.csv")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum("this image is" in line and ("% cat" in line or "% dog" in line) for line in lines) == 4
+    rows = list(csv.reader(open(tmp_path / "submission.csv")))
+    assert rows[0] == ["id", "label"] and sorted(r[0] for r in rows[1:]) == ["1", "2", "3", "4"]
+    assert all(0 <= float(r[1]) <= 1 for r in rows[1:])
+    assert main(["predict", str(run), str(small_pets), "--split", "test"]) == 0
+    assert capsys.readouterr().out.count("this image is") == json.loads(
+        (small_pets / "shardflow.json").read_text())["splits"]["test"]["num_examples"]
+
+
+def test_user_mistakes(small_pets, tmp_path, capsys):
+    assert main(["train", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
+    assert "not a shardflow dataset" in capsys.readouterr().err
+    assert main(["train", str(small_pets), "--out", str(tmp_path / "run"), "--image-size", "2"]) == 2
+    assert "--image-size" in capsys.readouterr().err
+    assert main(["train", str(small_pets), "--out", str(tmp_path / "run"), "--model", "resnet9000"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "nothing"), "x.jpg"]) == 2
+    assert "not a finished training run" in capsys.readouterr().err
