@@ -26,6 +26,7 @@ from shardflow.beam_jobs.images import ImageOptions, Rejected, prepare_encoded
 from shardflow.beam_jobs.sources import list_source
 from shardflow.beam_jobs.splits import DEFAULT_SPLITS, split_for
 from shardflow.sample_data import write_sample_data
+from common import markdown_table
 
 
 def plain_loop(src: str, out: str) -> int:
@@ -113,10 +114,9 @@ def main(argv: list[str] | None = None) -> None:
                 results[name] = min(results.get(name, float("inf")), time.perf_counter() - started)
         baseline = results[next(iter(methods))]
         print(f"\n{records} images, {megabytes:.0f} MB of JPEG, {os.cpu_count()} cores\n")
-        print(f"| {'method':<54} | {'seconds':>7} | {'images/s':>8} | {'vs loop':>7} |")
-        print(f"|{'-' * 56}|{'-' * 9}|{'-' * 10}|{'-' * 9}|")
-        for name, seconds in results.items():
-            print(f"| {name:<54} | {seconds:7.1f} | {records / seconds:8.0f} | {baseline / seconds:6.2f}x |")
+        print(markdown_table(["method", "seconds", "images/s", "vs loop"],
+                             [[name, f"{seconds:.1f}", f"{records / seconds:.0f}", f"{baseline / seconds:.2f}x"]
+                              for name, seconds in results.items()]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -1,7 +1,6 @@
 """Validation and conversion of single input images: what is kept, how, and what is rejected why."""
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest

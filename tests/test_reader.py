@@ -12,7 +12,7 @@ from shardflow import metadata
 from shardflow.cli import main
 from shardflow.pipeline import load, steps_per_epoch
 from shardflow.pipeline.decode import dct_ratio
-from tests.conftest import encode, noise_image, write_idx
+from tests.conftest import encode, write_idx
 
 
 def convert(src, out, *flags):

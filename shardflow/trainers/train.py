@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from shardflow import metadata
-from shardflow.pipeline import load, steps_per_epoch
+from shardflow.pipeline import load
 from shardflow.pipeline.augment import Augment, parse_augment
 from shardflow.pipeline.normalize import Normalize
 from shardflow.trainers import models
@@ -112,6 +112,7 @@ def train(data_dir: str, out: str, options: TrainOptions = TrainOptions()) -> di
         "test_accuracy": test_accuracy, "test_loss": test_loss, "evaluated_on": evaluation,
         "epochs_run": len(history.get("loss", [])),
         "best_epoch": int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else None,
+        "epoch_seconds": [round(e["seconds"], 2) for e in throughput.epochs],
         "images_per_second": [round(e["images_per_second"], 1) for e in throughput.epochs],
         "input_wait_fraction": [round(f, 3) for f in input_wait_fractions(throughput.epochs, compute)]
         if compute else None,
