@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     inspect.set_defaults(handler=_inspect)
 
+    verify = commands.add_parser("verify", help="check checksums, record CRCs, counts and images of a dataset")
+    verify.add_argument("data")
+    verify.add_argument("--no-decode", action="store_true", help="skip decoding the images (faster)")
+    verify.set_defaults(handler=_verify)
+
     preview = commands.add_parser("preview", help="a grid of images (and augmented versions) as a PNG")
     preview.add_argument("data")
     preview.add_argument("--out", required=True, help="the PNG file to write")
@@ -169,6 +174,23 @@ def _inspect(args, _extra) -> None:
         print(json.dumps(_inspect_json(meta), indent=1))
     else:
         print(_inspect_text(meta))
+
+
+def _verify(args, _extra) -> int:
+    from shardflow.verify import verify
+
+    report = verify(args.data, decode_images=not args.no_decode)
+    for problem in report.problems:
+        print(f"{args.data}: {problem}")
+    for shard in report.shards:
+        for problem in shard.problems:
+            print(f"{shard.split}: {shard.filename}: {problem}")
+    if report.ok:
+        print(f"{args.data}: OK, {report.records} records in {len(report.shards)} shards verified")
+        return 0
+    bad = sum(1 for s in report.shards if s.problems)
+    print(f"{args.data}: FAILED, {bad} of {len(report.shards)} shards damaged", file=sys.stderr)
+    return 1
 
 
 def _preview(args, _extra) -> None:

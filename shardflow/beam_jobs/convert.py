@@ -73,7 +73,7 @@ class ConvertOptions:
 class RecordRef(NamedTuple):
     """A prepared record: where its framed bytes sit in a spill file, and what statistics need."""
 
-    path: str
+    path: bytes  # UTF-8 (surrogate-escaped): Beam's coders refuse str with the surrogates of non-UTF-8 names
     label: int
     split: str | None
     spill: str
@@ -121,12 +121,12 @@ class PrepareRecords(beam.DoFn):
                     raise Rejected(NO_CLASS)
             except Rejected as reason:
                 self._progress.add(rejected=True)
-                yield beam.pvalue.TaggedOutput(self.REJECTS, (item.path, str(reason)))
+                yield beam.pvalue.TaggedOutput(self.REJECTS, (_transportable(item.path), str(reason)))
                 continue
             framed = frame(schema.serialize(self._spec, prepared.data, item.label, item.path))
             offset = self._append(framed)
             self._progress.add(rejected=False)
-            yield RecordRef(item.path, item.label, item.split, self._spill_path, offset, len(framed),
+            yield RecordRef(_transportable(item.path), item.label, item.split, self._spill_path, offset, len(framed),
                             prepared.width, prepared.height, prepared.passthrough, prepared.channel_sum,
                             prepared.channel_sumsq, prepared.num_pixels)
 
@@ -248,11 +248,17 @@ class WriteShard(beam.DoFn):
                "num_bytes": size, "sha256": digest.hexdigest()}
 
 
+def _transportable(path: str) -> bytes:
+    return path.encode("utf-8", "surrogateescape")
+
+
 def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
     summary: dict[str, Any] = {"shards": [], "splits": [], "rejects": [], "unselected": 0}
     for kind, value in items:
         if kind == "unselected":
             summary["unselected"] += value
+        elif kind == "rejects":
+            summary["rejects"].append((value[0].decode("utf-8", "surrogateescape"), value[1]))
         else:
             summary[kind].append(value)
     with FileSystems.create(path) as f:

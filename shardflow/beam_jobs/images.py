@@ -62,6 +62,7 @@ def prepare_encoded(data: bytes, options: ImageOptions) -> PreparedImage:
         and image.mode == ("RGB" if options.channels == 3 else "L")
         and _orientation(image) == 1
         and not _too_big(image.size, options.max_side)
+        and data.rstrip(b"\x00").endswith(b"\xff\xd9")  # no end-of-image marker: TF refuses what PIL repairs
     )
     size = image.size
     if keep_bytes:

@@ -97,7 +97,7 @@ def list_source(
     if layout == "idx":
         raise SourceError(f"{src}: no IDX files (train-images-idx3-ubyte[.gz] + train-labels-idx1-ubyte[.gz])")
     if os.path.isdir(src):
-        kind, members, rejects = "folder", _walk(src), []
+        kind, (members, rejects) = "folder", _walk(src)
     elif zipfile.is_zipfile(src):
         kind, (members, rejects) = "zip", _zip_members(src)
     elif src.lower().endswith(TAR_SUFFIXES) and tarfile.is_tarfile(src):
@@ -112,17 +112,28 @@ def list_source(
 # -- listing --------------------------------------------------------------------------------------------------
 
 
-def _walk(root: str) -> list[str]:
-    """Relative POSIX paths of the regular files under root (symbolic links are not followed)."""
-    found = []
+def _walk(root: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Relative POSIX paths of the regular files under root, and rejects for symbolic links (never followed:
+    they may point outside the source or loop) and other special files."""
+    found, rejects = [], []
     for folder, dirs, files in os.walk(root):
         dirs.sort()
         relative = os.path.relpath(folder, root)
+
+        def rel(name: str) -> str:
+            return name if relative == "." else posixpath.join(relative.replace(os.sep, "/"), name)
+
+        for name in [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+            rejects.append((rel(name), "symbolic link to a folder, not followed"))
         for name in sorted(files):
             path = os.path.join(folder, name)
-            if os.path.isfile(path) and not os.path.islink(path):
-                found.append(name if relative == "." else posixpath.join(relative.replace(os.sep, "/"), name))
-    return found
+            if os.path.islink(path):
+                rejects.append((rel(name), "symbolic link, not followed"))
+            elif os.path.isfile(path):
+                found.append(rel(name))
+            else:
+                rejects.append((rel(name), "not a regular file"))
+    return found, rejects
 
 
 def _zip_members(archive: str) -> tuple[list[str], list[tuple[str, str]]]:

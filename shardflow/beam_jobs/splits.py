@@ -45,13 +45,13 @@ def _parse(text: str, kind: type, flag: str) -> dict:
     return values
 
 
-def stable_hash(path: str) -> int:
-    """A 64-bit hash of a relative path, identical on every machine and Python version."""
-    data = path.encode("utf-8", "surrogateescape")
+def stable_hash(path: str | bytes) -> int:
+    """A 64-bit hash of a relative path (str, or its UTF-8 bytes), identical on every machine and Python version."""
+    data = path if isinstance(path, bytes) else path.encode("utf-8", "surrogateescape")
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
-def split_for(path: str, fractions: Mapping[str, float]) -> str:
+def split_for(path: str | bytes, fractions: Mapping[str, float]) -> str:
     """The split of `path` under `fractions` (cumulative, in the order given)."""
     point = stable_hash(path) / 2**64
     cumulative = 0.0

@@ -11,6 +11,7 @@ import tensorflow as tf
 from shardflow import schema
 
 DCT_RATIOS = (1, 2, 4, 8)
+MAX_PIXELS = 89_478_485  # the converter's limit too: a shard crafted elsewhere cannot make us decode a bomb
 
 
 def dct_ratio(height: tf.Tensor, width: tf.Tensor, target: tuple[int, int]) -> tf.Tensor:
@@ -34,6 +35,7 @@ def decode_jpeg(data: tf.Tensor, channels: int, target: tuple[int, int], crop_to
     """A JPEG decoded at the cheapest DCT scale that covers `target`; uint8 [h, w, channels]."""
     shape = tf.image.extract_jpeg_shape(data)
     height, width = shape[0], shape[1]
+    data = _within_budget(data, height, width)
     if crop_to_aspect_ratio:
         window = central_crop_window(height, width, target[1] / target[0])
         index = dct_ratio(window[2], window[3], target)
@@ -65,7 +67,10 @@ def decode(data: tf.Tensor, shape: tf.Tensor | None, encoding: str, channels: in
     if encoding == "jpeg":
         return decode_jpeg(data, channels, target, crop_to_aspect_ratio)
     if encoding == "png":
-        image = tf.io.decode_png(data, channels=channels)
+        header = tf.cast(tf.io.decode_raw(tf.strings.substr(data, 16, 8), tf.uint8), tf.int32)  # IHDR size
+        width = ((header[0] * 256 + header[1]) * 256 + header[2]) * 256 + header[3]
+        height = ((header[4] * 256 + header[5]) * 256 + header[6]) * 256 + header[7]
+        image = tf.io.decode_png(_within_budget(data, height, width), channels=channels)
     elif encoding == "raw":
         image = tf.reshape(tf.io.decode_raw(data, tf.uint8), tf.cast(shape, tf.int32))
     else:
@@ -75,6 +80,16 @@ def decode(data: tf.Tensor, shape: tf.Tensor | None, encoding: str, channels: in
         window = central_crop_window(tf.shape(image)[0], tf.shape(image)[1], target[1] / target[0])
         image = image[window[0]:window[0] + window[2], window[1]:window[1] + window[3]]
     return image
+
+
+def _within_budget(data: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+    """`data`, once its header's size is known to be within MAX_PIXELS (else InvalidArgumentError)."""
+    pixels = tf.cast(height, tf.int64) * tf.cast(width, tf.int64)
+    check = tf.debugging.assert_less_equal(
+        pixels, tf.constant(MAX_PIXELS, tf.int64),
+        message=f"image larger than the {MAX_PIXELS / 1e6:.0f} MP pixel budget (decompression bomb?)")
+    with tf.control_dependencies([check]):
+        return tf.identity(data)
 
 
 def raw_keys() -> tuple[str, str]:

@@ -7,8 +7,10 @@ batches.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import tensorflow as tf
@@ -70,6 +72,8 @@ def load(
     if input_context is not None:
         shards = _shards_for_pipeline(shards, input_context, data_dir, split)
         batch_size = input_context.get_per_replica_batch_size(batch_size)
+    count = sum(n for _, n in shards) if take is None else min(take, sum(n for _, n in shards))
+    shards = [path for path, _ in shards]
 
     if shuffle:
         files = tf.data.Dataset.from_tensor_slices(shards).shuffle(len(shards), seed=seed)
@@ -99,11 +103,33 @@ def load(
         dataset = _with_seeds(dataset, seed).map(
             lambda serialized, key: decoder.decode_batch(serialized, params, key),
             num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    if not repeat and not data_service:  # the number of batches is known from the metadata (Keras uses it)
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(
+            count // batch_size if drop_remainder else math.ceil(count / batch_size)))
     if data_service:
         from shardflow.pipeline.service import distribute
 
         dataset = distribute(dataset, data_service)
     return dataset.prefetch(AUTOTUNE)
+
+
+@contextlib.contextmanager
+def damaged_shards_named(data_dir: str) -> Iterator[None]:
+    """Turn TensorFlow's "corrupted record at N" (which names no file) into an error naming the damaged shards.
+
+    Wrap the loop that iterates a `load` dataset (`model.fit`, `model.evaluate`, a for loop) in it.
+    """
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+        from shardflow.verify import damaged_shards
+
+        meta = metadata.read(data_dir)
+        damaged = [f"{split}: {d}" for split in meta.splits for d in damaged_shards(data_dir, split)]
+        if not damaged:
+            raise
+        raise metadata.DatasetError(f"{data_dir}: damaged shard(s) {'; '.join(damaged)}; "
+                                    f"`shardflow verify {data_dir}` checks them all") from error
 
 
 def steps_per_epoch(data_dir: str, split: str, batch_size: int, drop_remainder: bool = False) -> int:
@@ -168,8 +194,8 @@ def _image_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
     return size
 
 
-def _shards(meta: metadata.DatasetMetadata, split: str) -> list[str]:
-    """The split's shard paths, each checked to exist with the size the metadata records."""
+def _shards(meta: metadata.DatasetMetadata, split: str) -> list[tuple[str, int]]:
+    """The split's (shard path, records), each shard checked to exist with the size the metadata records."""
     shards = meta.split(split)["shards"]
     paths = []
     for shard in shards:
@@ -180,12 +206,12 @@ def _shards(meta: metadata.DatasetMetadata, split: str) -> list[str]:
             raise metadata.DatasetError(
                 f"{meta.data_dir}: split {split!r}: shard {shard['filename']} has {os.path.getsize(path)} bytes, "
                 f"the metadata says {shard['num_bytes']} (truncated or replaced); run `shardflow verify`")
-        paths.append(path)
+        paths.append((path, shard["num_records"]))
     return paths
 
 
-def _shards_for_pipeline(shards: list[str], context: tf.distribute.InputContext, data_dir: str,
-                         split: str) -> list[str]:
+def _shards_for_pipeline(shards: list[tuple[str, int]], context: tf.distribute.InputContext, data_dir: str,
+                         split: str) -> list[tuple[str, int]]:
     if len(shards) < context.num_input_pipelines:
         raise metadata.DatasetError(
             f"{data_dir}: split {split!r} has {len(shards)} shard(s) for {context.num_input_pipelines} input "

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from shardflow import metadata, schema
 from shardflow.beam_jobs.sources import IMAGE_EXTENSIONS
-from shardflow.pipeline import augment, load, normalize  # noqa: F401  (registers the layers for loading)
+from shardflow.pipeline import damaged_shards_named, load  # importing the package registers Augment, Normalize
 from shardflow.trainers import models
 from shardflow.trainers.train import MODEL_FILE, RUN_FILE
 
@@ -57,8 +57,9 @@ def evaluate(run: str, data_dir: str, split: str = "test") -> dict[str, float]:
     if meta.class_names != info["class_names"]:
         raise ValueError(f"{data_dir} has classes {meta.class_names}, the model was trained on {info['class_names']}")
     model.compile(loss=models.loss_for(len(meta.class_names)), metrics=["accuracy"])
-    loss, accuracy = model.evaluate(load(data_dir, split, batch_size=BATCH_SIZE, image_size=info["image_size"]),
-                                    verbose=0)
+    with damaged_shards_named(data_dir):
+        loss, accuracy = model.evaluate(load(data_dir, split, batch_size=BATCH_SIZE, image_size=info["image_size"]),
+                                        verbose=0)
     return {"split": split, "loss": float(loss), "accuracy": float(accuracy),
             "num_examples": meta.split(split)["num_examples"]}
 

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from shardflow import metadata
-from shardflow.pipeline import load
+from shardflow.pipeline import damaged_shards_named, load
 from shardflow.pipeline.augment import Augment, parse_augment
 from shardflow.pipeline.normalize import Normalize
 from shardflow.trainers import models
@@ -55,6 +55,11 @@ class TrainOptions:
 
 def train(data_dir: str, out: str, options: TrainOptions = TrainOptions()) -> dict[str, Any]:
     """Train `options.model` on the dataset in `data_dir`, write the run to `out`; returns metrics.json's content."""
+    with damaged_shards_named(data_dir):
+        return _train(data_dir, out, options)
+
+
+def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
     started = time.time()
     meta = metadata.read(data_dir)
     _check(meta, options)

@@ -1,0 +1,102 @@
+"""`shardflow verify` and the reader on damaged or hostile shards: every problem named, nothing skipped."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from shardflow import metadata, schema
+from shardflow.beam_jobs.framing import frame
+from shardflow.cli import main
+from shardflow.pipeline import damaged_shards_named, load
+from tests.conftest import encode
+
+
+@pytest.fixture(scope="module")
+def dataset(kaggle_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("verify") / "pets"
+    assert main(["convert", str(kaggle_dir), str(out), "--splits", "train=0.5,test=0.5", "--shard-size-mb", "0.3",
+                 "--workers", "1"]) == 0
+    return out
+
+
+@pytest.fixture
+def copy(dataset, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(dataset, target)
+    return target
+
+
+def first_shard(data, split="train"):
+    return data / metadata.read(str(data)).splits[split]["shards"][0]["filename"]
+
+
+def test_a_good_dataset_verifies(dataset, capsys):
+    assert main(["verify", str(dataset)]) == 0
+    assert "OK, 60 records" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda path: path.write_bytes(_flip(path.read_bytes(), 5000)), "CRC mismatch"),
+    (lambda path: path.write_bytes(path.read_bytes()[:-100]), "truncated"),
+    (lambda path: path.unlink(), "missing"),
+])
+def test_damage_is_named(copy, capsys, damage, message):
+    shard = first_shard(copy)
+    damage(shard)
+    assert main(["verify", str(copy)]) == 1
+    out = capsys.readouterr().out
+    assert f"train: {shard.name}: " in out and message in out
+    assert len(out.splitlines()) == 1  # only the damaged shard is reported
+
+
+def test_an_image_that_does_not_decode_is_named(copy, capsys):
+    shard = first_shard(copy, "test")
+    spec = schema.features(["cat", "dog"], 3, "passthrough")
+    shard.write_bytes(frame(schema.serialize(spec, b"\xff\xd8 not really a jpeg", 0, "cat.1.jpg")))
+    assert main(["verify", str(copy)]) == 1
+    assert "record 0: image does not decode" in capsys.readouterr().out
+
+
+def test_the_reader_names_a_corrupted_shard(copy):
+    shard = first_shard(copy)
+    shard.write_bytes(_flip(shard.read_bytes(), 5000))
+    with pytest.raises(metadata.DatasetError, match=f"{shard.name}.*CRC mismatch"):
+        with damaged_shards_named(str(copy)):
+            for _ in load(str(copy), "train", batch_size=4, image_size=16):
+                pass
+
+
+def test_the_reader_refuses_a_decompression_bomb(tmp_path):
+    """A shard crafted elsewhere with a 95 MP PNG: refused from its header, before any pixel is decoded."""
+    root = tmp_path / "src"
+    root.mkdir()
+    for name in ("cat.0.png", "dog.0.png"):
+        (root / name).write_bytes(encode(Image.new("RGB", (8, 8)), "PNG"))
+    assert main(["convert", str(root), str(tmp_path / "data"), "--image-format", "png", "--splits", "train=1",
+                 "--workers", "1"]) == 0
+    shard = first_shard(tmp_path / "data")
+    spec = schema.features(["cat", "dog"], 3, "png")
+    bomb = encode(Image.new("1", (10_000, 9_500)), "PNG")
+    shard.write_bytes(frame(schema.serialize(spec, bomb, 0, "cat.0.png")) * 2)
+    info_path = tmp_path / "data" / metadata.SHARDFLOW_INFO  # the metadata is crafted to match, too
+    info = json.loads(info_path.read_text())
+    info["splits"]["train"]["shards"][0]["num_bytes"] = shard.stat().st_size
+    info_path.write_text(json.dumps(info))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="pixel budget"):
+        for _ in load(str(tmp_path / "data"), "train", batch_size=2, image_size=16):
+            pass
+
+
+def test_counts_must_add_up(copy, capsys):
+    rejects = copy / metadata.REJECTS
+    rejects.write_text(rejects.read_text() + '{"path": "ghost.jpg", "reason": "invented"}\n')
+    assert main(["verify", str(copy)]) == 1
+    assert "rejects.jsonl lists 1 files, the metadata says 0" in capsys.readouterr().out
+
+
+def _flip(data: bytes, offset: int) -> bytes:
+    return data[:offset] + bytes([data[offset] ^ 0xFF]) + data[offset + 1:]
