@@ -1,0 +1,75 @@
+"""User mistakes get one line saying what is wrong and what to do: exit status 2, no traceback."""
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+
+from shardflow.cli import main
+from tests.conftest import encode, noise_image
+
+
+@pytest.fixture
+def tree(tmp_path):
+    def make(*names):
+        for name in names:
+            path = tmp_path / "src" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(encode(noise_image(8, 8)))
+        return tmp_path / "src"
+    return make
+
+
+@pytest.mark.parametrize("files, extra, expected", [
+    (None, [], "does not exist"),
+    ((), [], "empty"),
+    (("cat.0.jpg", "dog.0.jpg"), ["--layout", "csv"], "invalid choice"),
+    (("cat/0.jpg", "dog/0.jpg", "stray.jpg"), [], "mixed"),
+    (("cat.0.jpg", "cat.1.jpg"), [], "only one class"),
+    (("1.jpg", "2.jpg"), [], "--unlabeled"),
+    (("cat.0.jpg", "dog.0.jpg"), ["--splits", "train=0.7,test=0.2"], "add up to 0.9"),
+    (("cat.0.jpg", "dog.0.jpg"), ["--splits", "train"], "NAME=VALUE"),
+    (("cat.0.jpg", "dog.0.jpg"), ["--max-side", "0"], "--max-side"),
+    (("cat.0.jpg", "dog.0.jpg"), ["--quality", "101"], "--quality"),
+])
+def test_convert_mistakes(tree, tmp_path, capsys, files, extra, expected):
+    src = tree(*files) if files is not None else tmp_path / "missing"
+    if files == ():
+        src.mkdir()
+    with pytest.raises(SystemExit) if "invalid choice" in expected else contextlib.nullcontext():  # argparse
+        assert main(["convert", str(src), str(tmp_path / "out"), *extra]) == 2
+    error = capsys.readouterr().err
+    assert expected in error and "Traceback" not in error
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_out_inside_src(tree, capsys):
+    src = tree("cat.0.jpg", "dog.0.jpg")
+    assert main(["convert", str(src), str(src / "out")]) == 2
+    assert "inside SRC" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "{dir}", "--out", "{dir}/run"],
+    ["inspect", "{dir}"],
+    ["verify", "{dir}"],
+    ["preview", "{dir}", "--out", "{dir}/grid.png"],
+])
+def test_not_a_dataset(tmp_path, capsys, command):
+    assert main([part.format(dir=tmp_path) for part in command]) == 2
+    error = capsys.readouterr().err
+    assert "not a shardflow dataset" in error and len(error.splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--batch-size", "0"], "--batch-size"),
+    (["--image-size", "3"], "--image-size"),
+    (["--epochs", "0"], "--epochs"),
+    (["--augment", '{"rotation": 40}'], "rotation"),
+])
+def test_training_mistakes(kaggle_dir, tmp_path, capsys, flags, expected):
+    assert main(["convert", str(kaggle_dir), str(tmp_path / "data"), "--workers", "1"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(tmp_path / "data"), "--out", str(tmp_path / "run"), *flags]) == 2
+    error = capsys.readouterr().err
+    assert expected in error and len(error.splitlines()) == 1
