@@ -22,6 +22,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "tf-keras>=2.16,<2.22", "scipy>=1.11"],
+        "gcp": ["apache-beam[gcp]>=2.60,<3"],  # Dataflow and gs:// paths
     },
     entry_points={"console_scripts": ["shardflow=shardflow.cli:main"]},
 )
