@@ -21,6 +21,7 @@ from shardflow.pipeline import damaged_shards_named, load
 from shardflow.pipeline.augment import Augment, parse_augment
 from shardflow.pipeline.normalize import Normalize
 from shardflow.trainers import models
+from shardflow.trainers.multi_worker import MultiWorkerLoop
 from shardflow.trainers.plots import plot_history
 from shardflow.trainers.throughput import EpochThroughput, compute_seconds_per_step, input_wait_fractions
 
@@ -72,6 +73,7 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
     on_gpu = bool(tf.config.list_physical_devices("GPU"))
     augment_on = _augment_placement(options, params, on_gpu)
     strategy = distribution_strategy()
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     validation = "validation" if "validation" in meta.splits else ("test" if "test" in meta.splits else None)
     evaluation = "test" if "test" in meta.splits else validation
 
@@ -92,21 +94,33 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
                                 weights=options.weights, unfreeze=options.unfreeze)
             model = assemble(bare, input_shape, normalize, params if augment_on == "model" else None, options)
             _compile(model, options, len(meta.class_names))
-            throughput = EpochThroughput(options.batch_size)
-            history = model.fit(
-                stream("train", True),
-                validation_data=stream(validation, False) if validation else None,
-                epochs=options.epochs, steps_per_epoch=options.steps_per_epoch,
-                callbacks=_callbacks(out, options, validation) + [throughput], verbose=options.verbose,
-            ).history
-    if not os.path.exists(os.path.join(out, MODEL_FILE)) or not validation:
-        model.save(os.path.join(out, MODEL_FILE))
+            if multi_worker:
+                loop = MultiWorkerLoop(model, strategy, models.loss_for(len(meta.class_names)))
+                history, epochs = loop.fit(
+                    stream("train", True), stream(validation, False) if validation else None,
+                    epochs=options.epochs, steps_per_epoch=options.steps_per_epoch, patience=options.patience,
+                    checkpoint=os.path.join(out, MODEL_FILE), verbose=options.verbose)
+                throughput = EpochThroughput(options.batch_size)
+                throughput.epochs = epochs
+            else:
+                throughput = EpochThroughput(options.batch_size)
+                history = model.fit(
+                    stream("train", True),
+                    validation_data=stream(validation, False) if validation else None,
+                    epochs=options.epochs, steps_per_epoch=options.steps_per_epoch,
+                    callbacks=_callbacks(out, options, validation) + [throughput], verbose=options.verbose,
+                ).history
+    if not multi_worker and (not os.path.exists(os.path.join(out, MODEL_FILE)) or not validation):
+        model.save(os.path.join(out, MODEL_FILE))  # (the multi-worker loop saves on every improvement)
     _write_json(os.path.join(out, HISTORY_FILE), history)
     plot_history(history, os.path.join(out, PLOT_FILE))
-    with strategy.scope():
+    if multi_worker:  # the loop restored the best weights; Keras' evaluate fails under this strategy
+        scores = loop.evaluate(stream(evaluation, False)) if evaluation else {"loss": None, "accuracy": None}
+        best, test_loss, test_accuracy = model, scores["loss"], scores["accuracy"]
+    else:
         best = keras.models.load_model(os.path.join(out, MODEL_FILE))
         _compile(best, options, len(meta.class_names))
-    test_loss, test_accuracy = best.evaluate(stream(evaluation, False), verbose=0) if evaluation else (None, None)
+        test_loss, test_accuracy = best.evaluate(stream(evaluation, False), verbose=0) if evaluation else (None, None)
     compute = None  # the compute-only probe measures one device; with several replicas it would mislead
     if options.model != "features" and strategy.num_replicas_in_sync == 1:
         compute = compute_seconds_per_step(best, next(iter(stream("train", False))))
@@ -123,7 +137,7 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
         if compute else None,
         "compute_only_images_per_second": round(options.batch_size / compute, 1) if compute else None,
         "augment_on": augment_on if params else None, "device": "GPU" if on_gpu else "CPU",
-        "strategy": type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
+        "strategy": "MultiWorkerMirroredStrategy" if multi_worker else type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
         "params": best.count_params(), "seconds": round(time.time() - started, 1),
     }
     _write_json(os.path.join(out, METRICS_FILE), metrics)
