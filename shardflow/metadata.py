@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 from collections.abc import Iterable
 from typing import Any
 
@@ -65,27 +66,42 @@ def shard_filename(name: str, split: str, index: int, num_shards: int) -> str:
 
 
 def write(data_dir: str, info: dict[str, Any], description: str) -> None:
-    """Write shardflow.json, then the TFDS metadata with dataset_info.json last (the completion mark)."""
+    """Write shardflow.json, then the TFDS metadata with dataset_info.json last (the completion mark).
+
+    TFDS writes its files to a local scratch folder; Beam's filesystems copy them, so `data_dir` may be remote.
+    """
     with FileSystems.create(FileSystems.join(data_dir, SHARDFLOW_INFO)) as f:
         f.write(json.dumps(info, indent=1, sort_keys=True).encode())
-    split_infos = [
+    with tempfile.TemporaryDirectory(prefix="shardflow-metadata-") as scratch:
+        _tfds_info(scratch, info, description).write_to_directory(scratch)
+        names = sorted(os.listdir(scratch), key=lambda n: n == DATASET_INFO)  # dataset_info.json last
+        for name in names:
+            with open(os.path.join(scratch, name), "rb") as source, \
+                    FileSystems.create(FileSystems.join(data_dir, name)) as target:
+                target.write(source.read())
+
+
+def _tfds_info(scratch: str, info: dict[str, Any], description: str) -> tfds.core.DatasetInfo:
+    """What `tfds.folder_dataset.write_metadata` builds, without its listing of the shard files."""
+    identity = tfds.core.DatasetIdentity(name=info["name"], version=tfds.core.Version("1.0.0"), data_dir=scratch,
+                                         module_name="")
+    dataset_info = tfds.core.DatasetInfo(
+        builder=identity,
+        features=schema.features(info["class_names"], info["channels"], info["image_format"]),
+        description=description,
+        supervised_keys=(schema.IMAGE, schema.LABEL),
+    )
+    dataset_info.set_file_format(tfds.core.file_adapters.FileFormat.TFRECORD)
+    dataset_info.set_splits(tfds.core.SplitDict([
         tfds.core.SplitInfo(
             name=split,
             shard_lengths=[s["num_records"] for s in stats["shards"]],
             num_bytes=stats["num_bytes"],
-            filename_template=shard_template(data_dir, info["name"], split),
+            filename_template=shard_template(scratch, info["name"], split),
         )
         for split, stats in info["splits"].items()
-    ]
-    tfds.folder_dataset.write_metadata(
-        data_dir=data_dir,
-        features=schema.features(info["class_names"], info["channels"], info["image_format"]),
-        split_infos=split_infos,
-        filename_template=shard_template(data_dir, info["name"], split_infos[0].name if split_infos else "train"),
-        check_data=False,
-        description=description,
-        supervised_keys=(schema.IMAGE, schema.LABEL),
-    )
+    ]))
+    return dataset_info
 
 
 def read(data_dir: str) -> DatasetMetadata:

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import sys
+import tempfile
 import time
 import uuid
 from collections import Counter
@@ -326,7 +327,8 @@ def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
     _prepare_out(src, out, options.overwrite)
     staging = FileSystems.join(out, metadata.STAGING)
     pipeline_options, local = _pipeline_options(beam_args, options.workers)
-    progress_dir = os.path.join(staging, "progress") if local else None
+    scratch = staging if "://" not in out else tempfile.mkdtemp(prefix="shardflow-")  # progress and log: local
+    progress_dir = os.path.join(scratch, "progress") if local else None
     print(f"{src}: {listing.num_inputs} inputs, layout {listing.layout}, classes {listing.class_names}"
           + (f"; ignoring {len(listing.ignored)} file(s) beside the data: {', '.join(listing.ignored[:3])}"
              if listing.ignored else ""), file=sys.stderr)
@@ -335,7 +337,7 @@ def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
     build(pipeline, listing, options, image_options, name, staging, progress_dir)
     if progress_dir:
         os.makedirs(progress_dir, exist_ok=True)
-        log = os.path.join(staging, "beam.log")
+        log = os.path.join(scratch, "beam.log")
         try:
             with worker_logs_to(log) as stderr, ProgressDisplay(progress_dir, listing.num_inputs,
                                                                 len(listing.rejects), stderr):
@@ -344,7 +346,10 @@ def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
             raise ConversionError(f"the Beam job failed ({out} is left incomplete; Beam's log: {log}):\n{error}")
     else:
         pipeline.run().wait_until_finish()
-    return finalize(out, staging, listing, image_options, name, started)
+    info = finalize(out, staging, listing, image_options, name, started)
+    if scratch != staging:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return info
 
 
 def finalize(out: str, staging: str, listing: SourceListing, image_options: ImageOptions, name: str,

@@ -55,5 +55,6 @@ def _panel(draw: ImageDraw.ImageDraw, left: int, title: str, series: dict[str, S
             draw.line(xy, fill=colour, width=2)
         for x, y in xy:
             draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
-        draw.line((x1 - 110, y0 + 14 + 14 * row, x1 - 90, y0 + 14 + 14 * row), fill=colour, width=2)
-        draw.text((x1 - 84, y0 + 8 + 14 * row), name, fill="black")
+        legend_y = 10 + 14 * row  # above the plot area, right of the title: never over the lines
+        draw.line((x1 - 110, legend_y + 6, x1 - 90, legend_y + 6), fill=colour, width=2)
+        draw.text((x1 - 84, legend_y), name, fill="black")
