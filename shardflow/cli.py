@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
 
-from shardflow import metadata  # noqa: E402  (after the environment is set)
+import shardflow  # noqa: E402  (after the environment is set)
+from shardflow import metadata  # noqa: E402
 
 
 class UsageError(Exception):
@@ -29,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shardflow", description=__doc__)
+    parser = argparse.ArgumentParser(prog="shardflow", description=shardflow.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     sample = commands.add_parser("sample-data", help="write a learnable synthetic JPEG dataset")
