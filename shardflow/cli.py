@@ -99,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
                             "features")
     train.add_argument("--out", required=True, help="the run folder to write")
     train.add_argument("--epochs", type=int, default=30)
-    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--batch-size", type=int, help="default 32 (64 for the features head)")
     train.add_argument("--image-size", type=int, help="default: 150 (28 for MNIST models, 160 for transfer)")
     train.add_argument("--augment", default="none", help="none, seed004 or ImageDataGenerator arguments as JSON")
     train.add_argument("--augment-on", default="auto", choices=("auto", "model", "pipeline"),
@@ -113,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--base", default="vgg16", help="transfer base: vgg16, mobilenet_v2, efficientnet_b0, resnet50")
     train.add_argument("--weights", default="imagenet", help="imagenet (downloads), a weights file, or none")
     train.add_argument("--unfreeze", type=int, default=3, help="fine_tune: top layers of the base to train")
+    train.add_argument("--init-from", help="fine_tune: a finished transfer run to continue from (its model.keras)")
     train.add_argument("--steps-per-epoch", type=int, help="limit each epoch (quick trials)")
     train.add_argument("--cache", action="store_true", help="keep decoded images in memory after epoch 1")
     train.set_defaults(handler=_train)
@@ -217,7 +218,8 @@ def _train(args, _extra) -> None:
         model=args.model, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
         augment=args.augment, augment_on=args.augment_on, optimizer=args.optimizer, lr=args.lr,
         patience=args.patience, mixed_precision=args.mixed_precision, jit=args.jit, seed=args.seed,
-        base=args.base, weights=args.weights, unfreeze=args.unfreeze, steps_per_epoch=args.steps_per_epoch,
+        base=args.base, weights=args.weights, unfreeze=args.unfreeze, init_from=args.init_from,
+        steps_per_epoch=args.steps_per_epoch,
         cache=args.cache,
     )
     metrics = train(args.data, args.out, options)

@@ -99,6 +99,21 @@ def test_every_model_trains_a_few_steps(small_pets, tmp_path, model, options):
     keras.mixed_precision.set_global_policy("float32")
 
 
+def test_fine_tune_continues_a_transfer_run(small_pets, tmp_path, capsys):
+    common = ["--image-size", "32", "--base", "mobilenet_v2", "--weights", "none", "--epochs", "1",
+              "--steps-per-epoch", "2", "--batch-size", "8"]
+    assert main(["train", str(small_pets), "--model", "transfer", "--out", str(tmp_path / "transfer"), *common]) == 0
+    transfer = keras.models.load_model(tmp_path / "transfer" / "model.keras")
+    assert main(["train", str(small_pets), "--model", "fine_tune", "--init-from", str(tmp_path / "transfer"),
+                 "--unfreeze", "5", "--out", str(tmp_path / "fine"), *common]) == 0
+    fine = keras.models.load_model(tmp_path / "fine" / "model.keras")
+    assert sum(int(np.prod(w.shape)) for w in fine.trainable_weights) > \
+        sum(int(np.prod(w.shape)) for w in transfer.trainable_weights)
+    assert main(["train", str(small_pets), "--model", "small_convnet", "--init-from", str(tmp_path / "transfer"),
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "--init-from is for --model fine_tune" in capsys.readouterr().err
+
+
 def test_mnist_models_on_idx(tmp_path):
     (tmp_path / "mnist").mkdir()
     rng = np.random.default_rng(0)

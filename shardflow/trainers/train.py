@@ -28,6 +28,7 @@ from shardflow.trainers.throughput import EpochThroughput, compute_seconds_per_s
 MODEL_FILE, RUN_FILE, HISTORY_FILE, PLOT_FILE, METRICS_FILE, LOGS = (
     "model.keras", "run.json", "history.json", "history.png", "metrics.json", "logs")
 DEFAULT_IMAGE_SIZE = {"mnist_convnet": 28, "fashion_cnn": 28, "transfer": 160, "fine_tune": 160}
+DEFAULT_BATCH_SIZE = {"features": 64}  # the book trains the feature-extraction head with batch 64; others 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +37,7 @@ class TrainOptions:
 
     model: str = "small_convnet"
     epochs: int = 30
-    batch_size: int = 32
+    batch_size: int | None = None
     image_size: int | None = None
     augment: str | dict[str, Any] | None = None
     augment_on: str = "auto"  # auto: the model with a GPU, else the CPU pipeline; or "model" / "pipeline"
@@ -49,6 +50,7 @@ class TrainOptions:
     base: str = "vgg16"
     weights: str | None = None
     unfreeze: int = 3
+    init_from: str | None = None  # fine_tune: a finished transfer run to start from
     steps_per_epoch: int | None = None
     cache: bool = False
     verbose: int = 2
@@ -64,11 +66,13 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
     started = time.time()
     meta = metadata.read(data_dir)
     _check(meta, options)
+    options = dataclasses.replace(options, batch_size=options.batch_size or DEFAULT_BATCH_SIZE.get(options.model, 32),
+                                  image_size=options.image_size or DEFAULT_IMAGE_SIZE.get(options.model, 150))
     os.makedirs(out, exist_ok=True)
     if options.seed is not None:
         keras.utils.set_random_seed(options.seed)
     keras.mixed_precision.set_global_policy("mixed_float16" if options.mixed_precision else "float32")
-    size = options.image_size or DEFAULT_IMAGE_SIZE.get(options.model, 150)
+    size = options.image_size
     params = parse_augment(options.augment)
     on_gpu = bool(tf.config.list_physical_devices("GPU"))
     augment_on = _augment_placement(options, params, on_gpu)
@@ -87,11 +91,11 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
     normalize = Normalize(models.normalization_for(options.model, options.base))
     with strategy.scope():
         if options.model == "features":
-            model, history, throughput = _train_on_features(meta, options, size, normalize, stream, validation,
-                                                            out)
+            model, history, epochs = _train_on_features(meta, options, size, normalize, stream, validation, out)
         else:
-            bare = models.build(options.model, input_shape, len(meta.class_names), base=options.base,
-                                weights=options.weights, unfreeze=options.unfreeze)
+            bare = _bare_from_run(options, input_shape) if options.init_from else models.build(
+                options.model, input_shape, len(meta.class_names), base=options.base, weights=options.weights,
+                unfreeze=options.unfreeze)
             model = assemble(bare, input_shape, normalize, params if augment_on == "model" else None, options)
             _compile(model, options, len(meta.class_names))
             if multi_worker:
@@ -100,8 +104,6 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
                     stream("train", True), stream(validation, False) if validation else None,
                     epochs=options.epochs, steps_per_epoch=options.steps_per_epoch, patience=options.patience,
                     checkpoint=os.path.join(out, MODEL_FILE), verbose=options.verbose)
-                throughput = EpochThroughput(options.batch_size)
-                throughput.epochs = epochs
             else:
                 throughput = EpochThroughput(options.batch_size)
                 history = model.fit(
@@ -110,6 +112,7 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
                     epochs=options.epochs, steps_per_epoch=options.steps_per_epoch,
                     callbacks=_callbacks(out, options, validation) + [throughput], verbose=options.verbose,
                 ).history
+                epochs = throughput.epochs
     if not multi_worker and (not os.path.exists(os.path.join(out, MODEL_FILE)) or not validation):
         model.save(os.path.join(out, MODEL_FILE))  # (the multi-worker loop saves on every improvement)
     _write_json(os.path.join(out, HISTORY_FILE), history)
@@ -131,9 +134,9 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
         "test_accuracy": test_accuracy, "test_loss": test_loss, "evaluated_on": evaluation,
         "epochs_run": len(history.get("loss", [])),
         "best_epoch": int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else None,
-        "epoch_seconds": [round(e["seconds"], 2) for e in throughput.epochs],
-        "images_per_second": [round(e["images_per_second"], 1) for e in throughput.epochs],
-        "input_wait_fraction": [round(f, 3) for f in input_wait_fractions(throughput.epochs, compute)]
+        "epoch_seconds": [round(e["seconds"], 2) for e in epochs],
+        "images_per_second": [round(e["images_per_second"], 1) for e in epochs],
+        "input_wait_fraction": [round(f, 3) for f in input_wait_fractions(epochs, compute)]
         if compute else None,
         "compute_only_images_per_second": round(options.batch_size / compute, 1) if compute else None,
         "augment_on": augment_on if params else None, "device": "GPU" if on_gpu else "CPU",
@@ -164,6 +167,18 @@ def distribution_strategy() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def _bare_from_run(options: TrainOptions, input_shape: tuple[int, int, int]) -> keras.Model:
+    """The trained bare transfer model inside a finished run, with the top of its base unfrozen (fine-tuning
+    after transfer learning, as the tutorials do)."""
+    saved = keras.models.load_model(os.path.join(options.init_from, MODEL_FILE))
+    bare = next(layer for layer in saved.layers if isinstance(layer, keras.Model))
+    if tuple(bare.input_shape[1:]) != input_shape:
+        raise ValueError(f"{options.init_from} was trained on {bare.input_shape[1:]} images, not {input_shape}; "
+                         "pass the same --image-size")
+    models.unfreeze_top(bare, options.unfreeze)
+    return bare
+
+
 def _shard_policy(dataset: tf.data.Dataset, shards: int, replicas: int) -> tf.data.Dataset:
     """Across workers, split by shard file when there are enough files, else by record."""
     if replicas == 1:
@@ -181,7 +196,9 @@ def _check(meta: metadata.DatasetMetadata, options: TrainOptions) -> None:
         raise metadata.DatasetError(f"{meta.data_dir}: no 'train' split to train on")
     if len(meta.class_names) < 2:
         raise metadata.DatasetError(f"{meta.data_dir}: unlabeled or single-class data cannot train a classifier")
-    if options.epochs < 1 or options.batch_size < 1:
+    if options.init_from and options.model != "fine_tune":
+        raise ValueError("--init-from is for --model fine_tune (it continues a finished transfer run)")
+    if options.epochs < 1 or (options.batch_size is not None and options.batch_size < 1):
         raise ValueError("--epochs and --batch-size must be at least 1")
     if options.image_size is not None and not 8 <= options.image_size <= 4096:
         raise ValueError(f"--image-size must be between 8 and 4096 pixels, got {options.image_size}")
@@ -247,7 +264,7 @@ def _train_on_features(meta, options, size, normalize, stream, validation, out):
                        verbose=options.verbose).history
     model = keras.Model(extractor_input, head(extractor(extractor_input)), name="shardflow_features")
     model.save(os.path.join(out, MODEL_FILE))
-    return model, history, throughput
+    return model, history, throughput.epochs
 
 
 def _write_json(path: str, value: Any) -> None:
