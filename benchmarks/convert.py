@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import tensorflow as tf
 from PIL import Image
@@ -23,60 +24,56 @@ from PIL import Image
 from shardflow import schema
 from shardflow.beam_jobs.convert import ConvertOptions, convert
 from shardflow.beam_jobs.images import ImageOptions, Rejected, prepare_encoded
-from shardflow.beam_jobs.sources import list_source
+from shardflow.beam_jobs.sources import InputFile, list_source
 from shardflow.beam_jobs.splits import DEFAULT_SPLITS, split_for
 from shardflow.sample_data import write_sample_data
 from common import markdown_table
 
 
-def plain_loop(src: str, out: str) -> int:
-    """What users write today: validate each file by decoding it with PIL, write tf.train.Examples, one process."""
+def loop(src: str, out: str, to_record: Callable[[InputFile, bytes], bytes | None]) -> int:
+    """One process: every input through `to_record` (None: rejected), records written per split."""
     listing = list_source(src)
     os.makedirs(out, exist_ok=True)
     writers = {s: tf.io.TFRecordWriter(os.path.join(out, f"{s}.tfrecord")) for s in DEFAULT_SPLITS}
     records = 0
     for task in listing.tasks:
         for item, data in task.read():
-            try:
-                with Image.open(io.BytesIO(data)) as image:
-                    image.load()
-                    if image.format != "JPEG" or image.mode != "RGB":
-                        buffer = io.BytesIO()
-                        image.convert("RGB").save(buffer, "JPEG", quality=95)
-                        data = buffer.getvalue()
-            except Exception:
-                continue
-            example = tf.train.Example(features=tf.train.Features(feature={
-                "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[data])),
-                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[item.label])),
-                "image/filename": tf.train.Feature(bytes_list=tf.train.BytesList(value=[item.path.encode()])),
-            }))
-            writers[split_for(item.path, DEFAULT_SPLITS)].write(example.SerializeToString())
-            records += 1
+            record = to_record(item, data)
+            if record is not None:
+                writers[split_for(item.path, DEFAULT_SPLITS)].write(record)
+                records += 1
     for writer in writers.values():
         writer.close()
     return records
 
 
-def shardflow_loop(src: str, out: str) -> int:
-    """The job's own per-image code (validation, statistics, serialization) in a plain loop: Beam's overhead."""
-    listing = list_source(src)
-    spec = schema.features(listing.class_names, 3, "passthrough")
-    os.makedirs(out, exist_ok=True)
-    writers = {s: tf.io.TFRecordWriter(os.path.join(out, f"{s}.tfrecord")) for s in DEFAULT_SPLITS}
-    records = 0
-    for task in listing.tasks:
-        for item, data in task.read():
-            try:
-                prepared = prepare_encoded(data, ImageOptions())
-            except Rejected:
-                continue
-            writers[split_for(item.path, DEFAULT_SPLITS)].write(
-                schema.serialize(spec, prepared.data, item.label, item.path))
-            records += 1
-    for writer in writers.values():
-        writer.close()
-    return records
+def plain_record(item: InputFile, data: bytes) -> bytes | None:
+    """What users write today: validate by decoding with PIL, build a tf.train.Example."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            if image.format != "JPEG" or image.mode != "RGB":
+                buffer = io.BytesIO()
+                image.convert("RGB").save(buffer, "JPEG", quality=95)
+                data = buffer.getvalue()
+    except Exception:
+        return None
+    return tf.train.Example(features=tf.train.Features(feature={
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[data])),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[item.label])),
+        "image/filename": tf.train.Feature(bytes_list=tf.train.BytesList(value=[item.path.encode()])),
+    })).SerializeToString()
+
+
+def shardflow_record(spec) -> Callable[[InputFile, bytes], bytes | None]:
+    """The job's own per-image code (validation, statistics, serialization), to show Beam's overhead."""
+    def to_record(item: InputFile, data: bytes) -> bytes | None:
+        try:
+            prepared = prepare_encoded(data, ImageOptions())
+        except Rejected:
+            return None
+        return schema.serialize(spec, prepared.data, item.label, item.path)
+    return to_record
 
 
 def beam_job(src: str, out: str, workers: int) -> int:
@@ -99,8 +96,9 @@ def main(argv: list[str] | None = None) -> None:
             write_sample_data(src, n=args.n)
         megabytes = sum(e.stat().st_size for e in os.scandir(src) if e.is_file()) / 2**20
         methods = {
-            "plain loop (PIL + tf.io.TFRecordWriter), 1 process": lambda out: plain_loop(src, out),
-            "shardflow's per-image code in a plain loop, 1 process": lambda out: shardflow_loop(src, out),
+            "plain loop (PIL + tf.io.TFRecordWriter), 1 process": lambda out: loop(src, out, plain_record),
+            "shardflow's per-image code in a plain loop, 1 process": lambda out: loop(src, out, shardflow_record(
+                schema.features(list_source(src).class_names, 3, "passthrough"))),
             "shardflow convert --workers 1": lambda out: beam_job(src, out, 1),
             "shardflow convert --workers 2": lambda out: beam_job(src, out, 2),
         }

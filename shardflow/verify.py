@@ -13,6 +13,7 @@ import os
 import struct
 from collections.abc import Iterator
 
+import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
 
 from shardflow import metadata, schema
@@ -112,8 +113,6 @@ def _records(path: str, digest) -> Iterator[bytes]:
 
 
 def _check_record(record: bytes, meta: metadata.DatasetMetadata, report: ShardReport) -> None:
-    import tensorflow as tf
-
     where = f"record {report.records - 1}"
     try:
         features = tf.train.Example.FromString(record).features.feature

@@ -20,8 +20,8 @@ def decoded(prepared) -> np.ndarray:
 def test_plain_jpeg_is_kept_byte_for_byte():
     data = encode(noise_image(64, 48), quality=90)
     prepared = prepare_encoded(data, RGB)
-    assert prepared.passthrough and prepared.data == data
-    assert (prepared.width, prepared.height) == (64, 48)
+    assert prepared.stats.passthrough and prepared.data == data
+    assert (prepared.stats.width, prepared.stats.height) == (64, 48)
 
 
 def test_progressive_jpeg_is_kept_byte_for_byte():
@@ -44,7 +44,7 @@ def test_progressive_jpeg_is_kept_byte_for_byte():
 )
 def test_other_formats_and_modes_become_rgb_jpeg(data, kind):
     prepared = prepare_encoded(data, RGB)
-    assert not prepared.passthrough
+    assert not prepared.stats.passthrough
     pixels = decoded(prepared)
     assert pixels.shape == (30, 40, 3), kind
     if kind == "16-bit":
@@ -56,7 +56,7 @@ def test_exif_rotation_is_applied():
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display"
     prepared = prepare_encoded(encode(image, exif=exif.tobytes()), RGB)
-    assert not prepared.passthrough
+    assert not prepared.stats.passthrough
     assert decoded(prepared).shape == (60, 20, 3)
 
 
@@ -78,7 +78,7 @@ def test_raw_format_stores_pixels():
 
 def test_max_side_downscales_keeping_aspect():
     prepared = prepare_encoded(encode(noise_image(400, 200)), ImageOptions(max_side=100))
-    assert (prepared.width, prepared.height) == (100, 50)
+    assert (prepared.stats.width, prepared.stats.height) == (100, 50)
     assert decoded(prepared).shape == (50, 100, 3)
 
 

@@ -39,7 +39,7 @@ from PIL import Image
 from shardflow import metadata, schema
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.beam_jobs.framing import frame
-from shardflow.beam_jobs.images import ImageOptions, Rejected, prepare_encoded, prepare_pixels
+from shardflow.beam_jobs.images import ImageOptions, ImageStats, Rejected, prepare_encoded, prepare_pixels
 from shardflow.beam_jobs.progress import ProgressDisplay, ProgressWriter, worker_logs_to
 from shardflow.beam_jobs.sources import ReadTask, SourceListing, list_source
 
@@ -80,12 +80,7 @@ class RecordRef(NamedTuple):
     spill: str
     offset: int
     length: int
-    width: int
-    height: int
-    passthrough: bool
-    channel_sum: tuple[float, ...]
-    channel_sumsq: tuple[float, ...]
-    num_pixels: int
+    stats: ImageStats
 
 
 class ShardJob(NamedTuple):
@@ -128,8 +123,7 @@ class PrepareRecords(beam.DoFn):
             offset = self._append(framed)
             self._progress.add(rejected=False)
             yield RecordRef(_transportable(item.path), item.label, item.split, self._spill_path, offset, len(framed),
-                            prepared.width, prepared.height, prepared.passthrough, prepared.channel_sum,
-                            prepared.channel_sumsq, prepared.num_pixels)
+                            prepared.stats)
 
     def _prepare(self, payload):
         if isinstance(payload, OSError):
@@ -203,11 +197,12 @@ def plan_shards(split_refs, shard_bytes: int) -> Iterable[Any]:
 
 def split_statistics(split: str, refs: Sequence[RecordRef]) -> dict[str, Any]:
     """Class counts, per-channel mean/std over all pixels, and the image-size histogram."""
-    sums = np.sum([r.channel_sum for r in refs], axis=0)
-    sumsq = np.sum([r.channel_sumsq for r in refs], axis=0)
-    pixels = max(1, sum(r.num_pixels for r in refs))
+    stats = [r.stats for r in refs]
+    sums = np.sum([s.channel_sum for s in stats], axis=0)
+    sumsq = np.sum([s.channel_sumsq for s in stats], axis=0)
+    pixels = max(1, sum(s.num_pixels for s in stats))
     mean = sums / pixels
-    sides = np.array([max(r.width, r.height) for r in refs])
+    sides = np.array([max(s.width, s.height) for s in stats])
     return {
         "split": split,
         "num_examples": len(refs),
@@ -216,9 +211,9 @@ def split_statistics(split: str, refs: Sequence[RecordRef]) -> dict[str, Any]:
         "std": np.sqrt(np.maximum(sumsq / pixels - mean**2, 0)).tolist(),
         "size_histogram": np.bincount(np.searchsorted(SIZE_BINS, sides, side="right"),
                                       minlength=len(SIZE_BINS) + 1).tolist(),
-        "width_range": [int(min(r.width for r in refs)), int(max(r.width for r in refs))],
-        "height_range": [int(min(r.height for r in refs)), int(max(r.height for r in refs))],
-        "passthrough": sum(r.passthrough for r in refs),
+        "width_range": [min(s.width for s in stats), max(s.width for s in stats)],
+        "height_range": [min(s.height for s in stats), max(s.height for s in stats)],
+        "passthrough": sum(s.passthrough for s in stats),
     }
 
 

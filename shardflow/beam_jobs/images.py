@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -36,17 +37,23 @@ class ImageOptions:
     max_file_bytes: int = MAX_FILE_BYTES
 
 
-@dataclasses.dataclass(frozen=True)
-class PreparedImage:
-    """What a record stores (`data`: encoded bytes, or uint8 pixels for raw) and its pixel statistics."""
+class ImageStats(NamedTuple):
+    """What the split statistics need of one stored image: its size, how it was stored, its pixel sums."""
 
-    data: bytes | np.ndarray
     width: int
     height: int
     passthrough: bool
     channel_sum: tuple[float, ...]
     channel_sumsq: tuple[float, ...]
     num_pixels: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedImage:
+    """What a record stores (`data`: encoded bytes, or uint8 pixels for raw) and its statistics."""
+
+    data: bytes | np.ndarray
+    stats: ImageStats
 
 
 def prepare_encoded(data: bytes, options: ImageOptions) -> PreparedImage:
@@ -156,12 +163,11 @@ def _prepared(data: bytes | np.ndarray, image: Image.Image, passthrough: bool,
     width, height = size or image.size
     histogram = np.asarray(image.histogram(), dtype=np.float64).reshape(-1, 256)
     histogram *= (width * height) / (image.width * image.height)
-    return PreparedImage(
-        data=data,
+    return PreparedImage(data, ImageStats(
         width=width,
         height=height,
         passthrough=passthrough,
         channel_sum=tuple((histogram @ _LEVELS).tolist()),
         channel_sumsq=tuple((histogram @ np.square(_LEVELS)).tolist()),
         num_pixels=width * height,
-    )
+    ))

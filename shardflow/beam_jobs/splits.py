@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 
-SPLIT_NAMES = ("train", "validation", "test")
 DEFAULT_SPLITS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw
 
@@ -25,8 +24,8 @@ def preview_grid(data_dir: str, out: str, *, split: str = "train", augment: str 
     batch, labels = next(iter(load(data_dir, split, batch_size=images, image_size=image_size, seed=seed)))
     columns = [batch.numpy()]
     if params:
-        layer = augment_lib.Augment(**params, seed=seed)
-        columns += [_as_uint8(layer(batch, training=True)) for _ in range(variants)]
+        keys = tf.random.experimental.stateless_split(tf.constant([seed, 0], tf.int64), num=variants)
+        columns += [augment_lib.augment_batch(batch, params, key).numpy() for key in keys]
     rows, cols = len(batch), len(columns)
     cell = image_size + GAP
     grid = Image.new("RGB", (cols * cell + GAP, rows * (cell + CAPTION_HEIGHT) + GAP), "white")
@@ -43,7 +42,3 @@ def preview_grid(data_dir: str, out: str, *, split: str = "train", augment: str 
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     grid.save(out)
     return out
-
-
-def _as_uint8(images: tf.Tensor) -> np.ndarray:
-    return np.clip(np.round(images.numpy()), 0, 255).astype(np.uint8)
