@@ -273,7 +273,7 @@ def _summary_text(info: dict, out: str) -> str:
 
 
 def _inspect_text(meta: metadata.DatasetMetadata) -> str:
-    from shardflow.beam_jobs.convert import SIZE_BINS
+    from shardflow.beam_jobs.records import SIZE_BINS
 
     info = meta.info
     lines = [

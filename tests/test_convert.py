@@ -172,12 +172,13 @@ def test_every_input_is_a_record_or_a_reject(hard_corpus, tmp_path, capsys):
     assert f"{len(kept)} records, {len(rejected)} rejected" in summary
 
 
-def test_folders_zip_and_tgz_give_the_same_records(folders_dir, tmp_path):
+def test_folders_zip_tgz_and_tar_give_the_same_records(folders_dir, tmp_path):
     shutil.make_archive(str(tmp_path / "flower_photos"), "zip", folders_dir.parent, "flower_photos")
-    with tarfile.open(tmp_path / "flower_photos.tgz", "w:gz") as tar:
-        tar.add(folders_dir, arcname="flower_photos")
+    for name, mode in (("flower_photos.tgz", "w:gz"), ("flower_photos.tar", "w")):
+        with tarfile.open(tmp_path / name, mode) as tar:
+            tar.add(folders_dir, arcname="flower_photos")
     outputs = {}
-    for source in (folders_dir, tmp_path / "flower_photos.zip", tmp_path / "flower_photos.tgz"):
+    for source in (folders_dir, *(tmp_path / f"flower_photos.{suffix}" for suffix in ("zip", "tgz", "tar"))):
         out = tmp_path / f"out-{source.name}"
         run_cli(source, out, "--workers", "2")
         outputs[source.name] = records(out)

@@ -35,4 +35,4 @@ def test_the_dataflow_pipeline_constructs_and_pickles(kaggle_dir, tmp_path):
     build(pipeline, list_source(str(kaggle_dir)), ConvertOptions(), ImageOptions(), "pets", staging)
     proto = pipeline.to_runner_api()  # pickles every DoFn, as submission does
     names = {t.unique_name for t in proto.components.transforms.values()}
-    assert {"ReadAndPrepare", "AssignSplits", "WriteShards", "Summarize"} <= {n.split("/")[0] for n in names}
+    assert {"ReadAndPrepare", "PlanShards", "WriteShards", "Summarize"} <= {n.split("/")[0] for n in names}

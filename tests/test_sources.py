@@ -71,11 +71,14 @@ def test_zip_and_tar_list_the_same_files_as_the_folder(tmp_path):
     for name in ("flower_photos/daisy/0.jpg", "flower_photos/roses/0.jpg", "flower_photos/LICENSE.txt"):
         put(src, name)
     shutil.make_archive(str(tmp_path / "flowers"), "zip", src)
-    with tarfile.open(tmp_path / "flowers.tgz", "w:gz") as tar:
-        tar.add(src / "flower_photos", arcname="flower_photos")
+    for name, mode in (("flowers.tgz", "w:gz"), ("flowers.tar", "w")):
+        with tarfile.open(tmp_path / name, mode) as tar:
+            tar.add(src / "flower_photos", arcname="flower_photos")
     expected = files(list_source(str(src)))
-    assert files(list_source(str(tmp_path / "flowers.zip"))) == expected
-    assert files(list_source(str(tmp_path / "flowers.tgz"))) == expected
+    for name in ("flowers.zip", "flowers.tgz", "flowers.tar"):
+        assert files(list_source(str(tmp_path / name))) == expected, name
+    assert list_source(str(tmp_path / "flowers.tgz")).tasks[0].kind == "tar-stream"
+    assert list_source(str(tmp_path / "flowers.tar")).tasks[0].kind == "tar"  # read by seeking to each member
 
 
 def test_unsafe_archive_members_are_rejected(tmp_path):

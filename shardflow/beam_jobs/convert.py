@@ -1,10 +1,11 @@
 """`shardflow convert SRC OUT`: the Beam job from raw images to sharded, TFDS-compatible TFRecords.
 
 Stages (each a named transform, so runner UIs show them):
-  ReadAndPrepare  each worker reads a batch of inputs, validates/encodes them and appends the records to a
-                  spill file of its own; only small `RecordRef`s (where the bytes are, plus statistics) and
-                  rejects travel on, so memory never holds the images of the whole dataset.
-  AssignSplits    split by a stable hash of the path, by the source's own folders, or exact counts per class.
+  ReadAndPrepare  each worker reads a task of inputs, validates/encodes them and appends the records to a
+                  spill file of its own; `RecordBatch` files (where the bytes are, plus statistics, in columns)
+                  in the staging folder describe them, so the runner's memory stays flat (see `staged`).
+                  Each record's split (a stable hash of its path, or the source's own folders) is chosen there.
+  TakeCounts      only with --split-counts: exact counts per class, in hash order.
   PlanShards      per split: records in hash order (classes mixed), cut into shards of ~--shard-size-mb,
                   plus the split's statistics.
   WriteShards     each shard copied from the spill files into place, with its SHA-256.
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -34,18 +35,20 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.transforms.window import GlobalWindows
 from PIL import Image
 
 from shardflow import metadata, schema
+from shardflow.beam_jobs import records, staged
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.beam_jobs.framing import frame
-from shardflow.beam_jobs.images import ImageOptions, ImageStats, Rejected, prepare_encoded, prepare_pixels
+from shardflow.beam_jobs.images import ImageOptions, Rejected, prepare_encoded, prepare_pixels
 from shardflow.beam_jobs.progress import ProgressDisplay, ProgressWriter, worker_logs_to
-from shardflow.beam_jobs.sources import ReadTask, SourceListing, list_source
+from shardflow.beam_jobs.sources import SourceListing, list_source
+from shardflow.beam_jobs.staged import StagedTask
 
 NO_CLASS = "no class in the file name (expected <class>.<id>.jpg, e.g. cat.123.jpg)"
 _GENERIC_NAMES = {"train", "test", "test1", "validation", "val", "data", "images", "raw"}
-SIZE_BINS = (64, 128, 256, 512, 1024, 2048)  # histogram of the longer side: <64, 64-127, ..., >=2048
 
 
 class ConversionError(RuntimeError):
@@ -71,59 +74,57 @@ class ConvertOptions:
     overwrite: bool = False
 
 
-class RecordRef(NamedTuple):
-    """A prepared record: where its framed bytes sit in a spill file, and what statistics need."""
-
-    path: bytes  # UTF-8 (surrogate-escaped): Beam's coders refuse str with the surrogates of non-UTF-8 names
-    label: int
-    split: str | None
-    spill: str
-    offset: int
-    length: int
-    stats: ImageStats
-
-
-class ShardJob(NamedTuple):
-    split: str
-    index: int
-    num_shards: int
-    records: list[RecordRef]
-
-
 # -- the Beam stages ------------------------------------------------------------------------------------------
 
 
 class PrepareRecords(beam.DoFn):
-    """ReadTask -> RecordRef per valid input (bytes appended to this bundle's spill file), or a reject."""
+    """StagedTask -> per split, record batches saved in the staging folder (their bytes appended to this
+    bundle's spill file); the main output names each batch file as (split, path), the other lists rejects.
+
+    With `fractions` None (exact counts per class), the split is left to AssignSplits (key None)."""
 
     REJECTS = "rejects"
+    RECORDS_PER_BATCH = 65536  # a worker holds at most this many records' columns per split
 
-    def __init__(self, class_names: list[str], image_options: ImageOptions, spill_dir: str, progress_dir: str | None):
-        self._class_names, self._options = class_names, image_options
-        self._spill_dir, self._progress_dir = spill_dir, progress_dir
+    def __init__(self, class_names: list[str], image_options: ImageOptions, fractions: dict[str, float] | None,
+                 staging: str, progress_dir: str | None):
+        self._class_names, self._options, self._fractions = class_names, image_options, fractions
+        self._staging, self._progress_dir = staging, progress_dir
 
     def setup(self):
         self._spec = schema.features(self._class_names, self._options.channels, self._options.image_format)
+        self._dtype = records.row_dtype(self._options.channels)
         self._progress = ProgressWriter(self._progress_dir)
 
     def start_bundle(self):
         self._spill, self._spill_path, self._offset = None, "", 0
+        self._pending: dict[str | None, list[records.RecordBatch]] = defaultdict(list)
 
-    def process(self, task: ReadTask) -> Iterable[Any]:
-        for item, payload in task.read():
+    def process(self, staged_task: StagedTask) -> Iterable[Any]:
+        paths, rows = defaultdict(list), defaultdict(list)
+        for item, payload in staged_task.load().read():
+            path = _transportable(item.path)
             try:
                 prepared = self._prepare(payload)
                 if item.label is None:
                     raise Rejected(NO_CLASS)
             except Rejected as reason:
                 self._progress.add(rejected=True)
-                yield beam.pvalue.TaggedOutput(self.REJECTS, (_transportable(item.path), str(reason)))
+                yield beam.pvalue.TaggedOutput(self.REJECTS, (path, str(reason)))
                 continue
             framed = frame(schema.serialize(self._spec, prepared.data, item.label, item.path))
             offset = self._append(framed)
             self._progress.add(rejected=False)
-            yield RecordRef(_transportable(item.path), item.label, item.split, self._spill_path, offset, len(framed),
-                            prepared.stats)
+            split = item.split or (splits_lib.split_for(path, self._fractions) if self._fractions else None)
+            paths[split].append(path)
+            rows[split].append(records.row(splits_lib.stable_hash(path), item.label, offset, len(framed),
+                                           prepared.stats))
+        for split in paths:
+            pending = self._pending[split]
+            pending.append(records.RecordBatch(split, (self._spill_path,), tuple(paths[split]),
+                                               np.array(rows[split], dtype=self._dtype)))
+            if sum(map(len, pending)) >= self.RECORDS_PER_BATCH:
+                yield self._save(split)
 
     def _prepare(self, payload):
         if isinstance(payload, OSError):
@@ -139,82 +140,62 @@ class PrepareRecords(beam.DoFn):
 
     def _append(self, framed: bytes) -> int:
         if self._spill is None:
-            self._spill_path = FileSystems.join(self._spill_dir, f"{uuid.uuid4().hex}.spill")
+            self._spill_path = FileSystems.join(self._staging, "spill", f"{uuid.uuid4().hex}.spill")
             self._spill = FileSystems.create(self._spill_path)
         offset = self._offset
         self._spill.write(framed)
         self._offset += len(framed)
         return offset
 
+    def _save(self, split: str | None) -> tuple[str | None, str]:
+        batch = records.concat(self._pending.pop(split), split)
+        return split, staged.save(batch, FileSystems.join(self._staging, "batches"))
+
     def finish_bundle(self):
         if self._spill is not None:
             self._spill.close()
+        for split in list(self._pending):
+            yield GlobalWindows.windowed_value(self._save(split))
         self._progress.flush()
 
 
-class AssignSplits(beam.PTransform):
-    """RecordRef -> (split, RecordRef); with exact counts, leftovers go to the "unselected" output."""
-
-    UNSELECTED = "unselected"
-
-    def __init__(self, fractions: dict[str, float], counts: dict[str, int] | None):
-        super().__init__()
-        self._fractions, self._counts = fractions, counts
-
-    def expand(self, refs):
-        if self._counts is None:
-            fractions = self._fractions
-            return refs | "BySplitRule" >> beam.Map(lambda r: (r.split or splits_lib.split_for(r.path, fractions), r))
-        counts = self._counts
-        return (
-            refs
-            | "ByClass" >> beam.Map(lambda r: (r.label, r))
-            | "GroupByClass" >> beam.GroupByKey()
-            | "TakeCounts" >> beam.FlatMap(_take_counts, counts).with_outputs(self.UNSELECTED, main="assigned")
-        )
+def take_counts(none_paths, counts: dict[str, int], batch_dir: str) -> Iterable[Any]:
+    """All batch files (key None) -> (split, batch file) with exactly `counts` records of each class per split,
+    taken in hash order; tagged "unselected", the number of records left over."""
+    _, paths = none_paths
+    batch = records.concat([staged.load(p) for p in paths])
+    taken: dict[str, list[records.RecordBatch]] = defaultdict(list)
+    unselected, labels = 0, batch.rows["label"]
+    for label in np.unique(labels).tolist():
+        of_class = batch.take(np.flatnonzero(labels == label))
+        order, start = of_class.hash_order(), 0
+        for split, count in counts.items():
+            if order[start:start + count].size:
+                taken[split].append(of_class.take(order[start:start + count]))
+            start += count
+        unselected += max(0, len(order) - start)
+    for split, parts in taken.items():
+        yield split, staged.save(records.concat(parts, split), batch_dir)
+    yield beam.pvalue.TaggedOutput("unselected", unselected)
 
 
-def _take_counts(label_refs, counts):
-    label, refs = label_refs
-    by_path = {r.path: r for r in refs}
-    taken, left = splits_lib.take_counts(by_path, counts)
-    for split, paths in taken.items():
-        yield from ((split, by_path[p]) for p in paths)
-    yield beam.pvalue.TaggedOutput(AssignSplits.UNSELECTED, len(left))
+class ShardJob(NamedTuple):
+    split: str
+    index: int
+    num_shards: int
+    batch_file: str  # the shard's records, in order
 
 
-def plan_shards(split_refs, shard_bytes: int) -> Iterable[Any]:
+def plan_shards(split_paths, shard_bytes: int, batch_dir: str) -> Iterable[Any]:
     """Per split: the shard jobs (records in hash order, cut evenly) and, tagged "stats", the split statistics."""
-    split, refs = split_refs
-    refs = sorted(refs, key=lambda r: (splits_lib.stable_hash(r.path), r.path))
-    total = sum(r.length for r in refs)
-    num_shards = max(1, min(len(refs), math.ceil(total / shard_bytes)))
+    split, paths = split_paths
+    batch = records.concat([staged.load(p) for p in paths], split)
+    batch = batch.take(batch.hash_order())
+    num_shards = max(1, min(len(batch), math.ceil(int(batch.rows["length"].sum()) / shard_bytes)))
     for index in range(num_shards):
-        chunk = refs[index * len(refs) // num_shards:(index + 1) * len(refs) // num_shards]
-        yield ShardJob(split, index, num_shards, chunk)
-    yield beam.pvalue.TaggedOutput("stats", split_statistics(split, refs))
-
-
-def split_statistics(split: str, refs: Sequence[RecordRef]) -> dict[str, Any]:
-    """Class counts, per-channel mean/std over all pixels, and the image-size histogram."""
-    stats = [r.stats for r in refs]
-    sums = np.sum([s.channel_sum for s in stats], axis=0)
-    sumsq = np.sum([s.channel_sumsq for s in stats], axis=0)
-    pixels = max(1, sum(s.num_pixels for s in stats))
-    mean = sums / pixels
-    sides = np.array([max(s.width, s.height) for s in stats])
-    return {
-        "split": split,
-        "num_examples": len(refs),
-        "label_counts": dict(sorted(Counter(r.label for r in refs).items())),
-        "mean": mean.tolist(),
-        "std": np.sqrt(np.maximum(sumsq / pixels - mean**2, 0)).tolist(),
-        "size_histogram": np.bincount(np.searchsorted(SIZE_BINS, sides, side="right"),
-                                      minlength=len(SIZE_BINS) + 1).tolist(),
-        "width_range": [min(s.width for s in stats), max(s.width for s in stats)],
-        "height_range": [min(s.height for s in stats), max(s.height for s in stats)],
-        "passthrough": sum(s.passthrough for s in stats),
-    }
+        shard = batch.take(slice(index * len(batch) // num_shards, (index + 1) * len(batch) // num_shards))
+        yield ShardJob(split, index, num_shards, staged.save(shard, batch_dir))
+    yield beam.pvalue.TaggedOutput("stats", records.split_statistics(split, batch))
 
 
 class WriteShard(beam.DoFn):
@@ -224,23 +205,24 @@ class WriteShard(beam.DoFn):
         self._shard_dir, self._name = shard_dir, name
 
     def process(self, job: ShardJob) -> Iterable[dict[str, Any]]:
+        batch = staged.load(job.batch_file)
         filename = metadata.shard_filename(self._name, job.split, job.index, job.num_shards)
-        digest, size, sources = hashlib.sha256(), 0, {}
+        digest, size = hashlib.sha256(), 0
+        spills = [FileSystems.open(path) for path in batch.spills]
         try:
             with FileSystems.create(FileSystems.join(self._shard_dir, filename)) as out:
-                for ref in job.records:
-                    if ref.spill not in sources:
-                        sources[ref.spill] = FileSystems.open(ref.spill)
-                    spill = sources[ref.spill]
-                    spill.seek(ref.offset)
-                    data = spill.read(ref.length)
+                rows = batch.rows
+                for spill, offset, length in zip(rows["spill"].tolist(), rows["offset"].tolist(),
+                                                 rows["length"].tolist()):
+                    spills[spill].seek(offset)
+                    data = spills[spill].read(length)
                     digest.update(data)
                     out.write(data)
                     size += len(data)
         finally:
-            for handle in sources.values():
+            for handle in spills:
                 handle.close()
-        yield {"split": job.split, "index": job.index, "filename": filename, "num_records": len(job.records),
+        yield {"split": job.split, "index": job.index, "filename": filename, "num_records": len(batch),
                "num_bytes": size, "sha256": digest.hexdigest()}
 
 
@@ -264,24 +246,34 @@ def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
 def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptions, image_options: ImageOptions,
           name: str, staging: str, progress_dir: str | None = None) -> None:
     """Add the conversion stages to `pipeline`; running it fills `staging` (see `finalize`)."""
+    tasks = staged.stage_tasks(listing.tasks, FileSystems.join(staging, "tasks.pickle"))
+    fractions = options.splits if options.split_counts is None else None
+    batch_dir = FileSystems.join(staging, "batches")
     prepared = (
         pipeline
-        | "ListInputs" >> beam.Create(listing.tasks, reshuffle=False)
+        | "ListInputs" >> beam.Create(tasks, reshuffle=False)
         | "SpreadInputs" >> beam.Reshuffle()
         | "ReadAndPrepare" >> beam.ParDo(
-            PrepareRecords(listing.class_names, image_options, FileSystems.join(staging, "spill"), progress_dir)
+            PrepareRecords(listing.class_names, image_options, fractions, staging, progress_dir)
         ).with_outputs(PrepareRecords.REJECTS, main="records")
     )
-    assigned = prepared.records | "AssignSplits" >> AssignSplits(options.splits, options.split_counts)
-    if options.split_counts is not None:
-        unselected = assigned[AssignSplits.UNSELECTED] | "TagUnselected" >> beam.Map(lambda n: ("unselected", n))
-        assigned = assigned.assigned
-    else:
+    if options.split_counts is None:
+        assigned = prepared.records  # the split was chosen while preparing
         unselected = pipeline | "NoneUnselected" >> beam.Create([])
+    else:
+        counted = (
+            prepared.records
+            | "GroupAll" >> beam.GroupByKey()
+            | "TakeCounts" >> beam.FlatMap(take_counts, options.split_counts, batch_dir).with_outputs(
+                "unselected", main="assigned")
+        )
+        assigned = counted.assigned
+        unselected = counted.unselected | "TagUnselected" >> beam.Map(lambda n: ("unselected", n))
     planned = (
         assigned
         | "GroupBySplit" >> beam.GroupByKey()
-        | "PlanShards" >> beam.FlatMap(plan_shards, int(options.shard_size_mb * 2**20)).with_outputs("stats", main="jobs")
+        | "PlanShards" >> beam.FlatMap(plan_shards, int(options.shard_size_mb * 2**20), batch_dir).with_outputs(
+            "stats", main="jobs")
     )
     shards = (
         planned.jobs

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
+import io
 import os
 import posixpath
 import re
@@ -35,7 +36,7 @@ class SourceError(ValueError):
     """The source cannot be converted as asked; the message says what to do."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)  # slots: the launcher holds one per input
 class InputFile:
     """One input: `path` is relative to the source root (the record's `image/filename`)."""
 
@@ -49,7 +50,7 @@ class InputFile:
 class ReadTask:
     """A batch of inputs a worker reads together from one container."""
 
-    kind: str  # "folder" | "zip" | "tar" | "idx"
+    kind: str  # "folder" | "zip" | "tar" (uncompressed: seek to each member) | "tar-stream" | "idx"
     container: str  # folder root, archive, or IDX images file
     files: tuple[InputFile, ...]
     labels_file: str = ""  # IDX only
@@ -96,15 +97,18 @@ def list_source(
         return _list_idx(src, class_names)
     if layout == "idx":
         raise SourceError(f"{src}: no IDX files (train-images-idx3-ubyte[.gz] + train-labels-idx1-ubyte[.gz])")
+    locations: dict[str, str] | None = None  # where each member is, when not at its own name
     if os.path.isdir(src):
         kind, (members, rejects) = "folder", _walk(src)
+        locations = {m: os.path.join(src, *m.split("/")) for m in members}
     elif zipfile.is_zipfile(src):
         kind, (members, rejects) = "zip", _zip_members(src)
     elif src.lower().endswith(TAR_SUFFIXES) and tarfile.is_tarfile(src):
-        kind, (members, rejects) = "tar", _tar_members(src)
+        members, rejects, locations = _tar_members(src)
+        kind = "tar" if locations else "tar-stream"
     else:
         raise SourceError(f"{src}: not a folder, a .zip or a .tar/.tar.gz/.tgz archive")
-    listing = _label(src, kind, members, layout, unlabeled, class_names)
+    listing = _label(src, kind, members, layout, unlabeled, class_names, locations or {})
     listing.rejects[:0] = rejects
     return listing
 
@@ -142,16 +146,21 @@ def _zip_members(archive: str) -> tuple[list[str], list[tuple[str, str]]]:
     return _safe_members(names)
 
 
-def _tar_members(archive: str) -> tuple[list[str], list[tuple[str, str]]]:
-    names, rejects = [], []
+def _tar_members(archive: str) -> tuple[list[str], list[tuple[str, str]], dict[str, str] | None]:
+    """Member names, rejects, and for an uncompressed tar where each member's data is ("OFFSET:SIZE"), so that
+    workers seek to it; a compressed tar (None) can only be streamed from its start."""
+    names, rejects, locations = [], [], {}
     with tarfile.open(archive, "r:*") as tf:
+        seekable = tf.fileobj is not None and isinstance(tf.fileobj, io.BufferedReader)
         for member in tf:
             if member.isfile():
                 names.append(member.name)
+                locations[member.name] = f"{member.offset_data}:{member.size}"
+                seekable = seekable and not member.issparse()
             elif not member.isdir():
                 rejects.append((member.name, "archive member is a link or special file, not a regular file"))
     safe, unsafe = _safe_members(names)
-    return safe, rejects + unsafe
+    return safe, rejects + unsafe, locations if seekable else None
 
 
 def _safe_members(names: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -194,7 +203,7 @@ def _strip_wrapper(members: list[str]) -> tuple[str, list[str], list[str]]:
     return prefix, members, ignored
 
 
-def _label(src, kind, members, layout, unlabeled, class_names) -> SourceListing:
+def _label(src, kind, members, layout, unlabeled, class_names, locations) -> SourceListing:
     members = [m for m in members if not _is_junk(m)]
     if not members:
         raise SourceError(f"source {src!r} is empty: no files to convert")
@@ -228,8 +237,7 @@ def _label(src, kind, members, layout, unlabeled, class_names) -> SourceListing:
     files = []
     for rel, member, cls, split in labeled:
         label = UNLABELED if unlabeled else index.get(cls)
-        location = os.path.join(src, *member.split("/")) if kind == "folder" else member
-        files.append(InputFile(path=rel, label=label, split=split, member=location))
+        files.append(InputFile(path=rel, label=label, split=split, member=locations.get(member, member)))
     detected = layouts_seen.pop() if len(layouts_seen) == 1 else "mixed"
     return SourceListing(detected, names, _tasks(kind, src, files), [], sorted(ignored))
 
@@ -268,7 +276,7 @@ def _class_names(src, labeled, unlabeled, given) -> list[str]:
 
 
 def _tasks(kind: str, container: str, files: list[InputFile]) -> list[ReadTask]:
-    size = TAR_MEMBERS_PER_TASK if kind == "tar" else FILES_PER_TASK
+    size = TAR_MEMBERS_PER_TASK if kind == "tar-stream" else FILES_PER_TASK
     return [ReadTask(kind, container, tuple(files[i:i + size])) for i in range(0, len(files), size)]
 
 
@@ -355,6 +363,19 @@ def _read_zip(task: ReadTask):
 
 
 def _read_tar(task: ReadTask):
+    with open(task.container, "rb") as archive:
+        for f in task.files:
+            offset, size = map(int, f.member.split(":"))
+            try:
+                archive.seek(offset)
+                data = archive.read(size)
+                yield f, data if len(data) == size else OSError(f"archive member truncated: {len(data)} of {size} bytes")
+            except OSError as error:
+                yield f, OSError(f"cannot read archive member: {error}")
+
+
+def _read_tar_stream(task: ReadTask):
+    """Compressed tars cannot seek: stream from the start until every member of the task is found."""
     wanted = {f.member: f for f in task.files}
     try:
         with tarfile.open(task.container, "r|*") as tf:
@@ -378,4 +399,5 @@ def _read_idx(task: ReadTask):
         yield f, images[int(f.member)]
 
 
-_READERS = {"folder": _read_folder, "zip": _read_zip, "tar": _read_tar, "idx": _read_idx}
+_READERS = {"folder": _read_folder, "zip": _read_zip, "tar": _read_tar, "tar-stream": _read_tar_stream,
+            "idx": _read_idx}
