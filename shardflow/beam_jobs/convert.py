@@ -44,7 +44,7 @@ from shardflow.beam_jobs import splits as splits_lib
 from shardflow.beam_jobs.framing import frame
 from shardflow.beam_jobs.images import ImageOptions, Rejected, prepare_encoded, prepare_pixels
 from shardflow.beam_jobs.progress import ProgressDisplay, ProgressWriter, worker_logs_to
-from shardflow.beam_jobs.sources import SourceListing, list_source
+from shardflow.beam_jobs.sources import SourceListing, is_remote, list_source
 from shardflow.beam_jobs.staged import StagedTask
 
 NO_CLASS = "no class in the file name (expected <class>.<id>.jpg, e.g. cat.123.jpg)"
@@ -392,7 +392,7 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
 
 def _default_name(src: str) -> str:
     """The dataset name from SRC's name; a generic one (Kaggle's `train`) gets its parent's name in front."""
-    path = os.path.normpath(os.path.abspath(src))
+    path = src.rstrip("/") if is_remote(src) else os.path.normpath(os.path.abspath(src))
     stem = os.path.basename(path)
     for suffix in (".tar.gz", ".tgz", ".tar", ".zip"):
         if stem.lower().endswith(suffix):
@@ -408,7 +408,7 @@ def _prepare_out(src: str, out: str, overwrite: bool) -> None:
     if "://" in out:
         return  # remote output: Beam's filesystems create it; overwrite rules apply to local folders
     src_abs, out_abs = os.path.realpath(src), os.path.realpath(out)
-    if os.path.isdir(src_abs) and (out_abs == src_abs or out_abs.startswith(src_abs + os.sep)):
+    if not is_remote(src) and os.path.isdir(src_abs) and (out_abs == src_abs or out_abs.startswith(src_abs + os.sep)):
         raise ConversionError(f"OUT {out!r} is inside SRC {src!r}; choose an output folder outside the source")
     if os.path.isfile(out_abs):
         raise ConversionError(f"OUT {out!r} is a file; give a folder")

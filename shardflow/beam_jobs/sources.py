@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
-import io
+import math
 import os
 import posixpath
 import re
@@ -17,8 +17,11 @@ import tarfile
 import threading
 import zipfile
 from collections.abc import Iterator, Sequence
+from typing import BinaryIO
 
 import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 from shardflow.schema import UNLABELED
 
@@ -29,7 +32,8 @@ TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 IDX_SPLITS = {"train": "train", "t10k": "test"}
 _IDX_IMAGES = re.compile(r"^(train|t10k)-images[.-]idx3-ubyte(\.gz)?$")
 FILES_PER_TASK = 32
-TAR_MEMBERS_PER_TASK = 1000
+TAR_MEMBERS_PER_TASK = 1000  # IDX arrays are in memory: cheap to index
+STREAM_TASKS = 4  # a compressed tar is decompressed from its start by each task: few tasks, few passes
 
 
 class SourceError(ValueError):
@@ -90,20 +94,29 @@ def list_source(
     """Detect the layout of `src` (a folder, .zip, .tar[.gz] or a folder of IDX files) and list its inputs."""
     if layout not in LAYOUTS:
         raise SourceError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    if not os.path.exists(src):
+    remote = is_remote(src)
+    src = src.rstrip("/") if remote else os.path.abspath(src)
+    archive = src.lower().endswith((".zip", *TAR_SUFFIXES))
+    if remote:
+        folder_files = [] if archive else _match_all(src)
+        if not (folder_files or (archive and FileSystems.exists(src))):
+            raise SourceError(f"source {src!r} does not exist (or holds no files)")
+    elif not os.path.exists(src):
         raise SourceError(f"source {src!r} does not exist")
-    src = os.path.abspath(src)
-    if os.path.isdir(src) and (layout == "idx" or (layout == "auto" and _idx_pairs(src))):
-        return _list_idx(src, class_names)
+    is_folder = not archive if remote else os.path.isdir(src)
+    if is_folder:
+        members, rejects = (folder_files, []) if remote else _walk(src)
+        top_names = [m for m in members if "/" not in m]
+        if layout == "idx" or (layout == "auto" and _idx_pairs(src, top_names)):
+            return _list_idx(src, top_names, class_names)
     if layout == "idx":
         raise SourceError(f"{src}: no IDX files (train-images-idx3-ubyte[.gz] + train-labels-idx1-ubyte[.gz])")
     locations: dict[str, str] | None = None  # where each member is, when not at its own name
-    if os.path.isdir(src):
-        kind, (members, rejects) = "folder", _walk(src)
-        locations = {m: os.path.join(src, *m.split("/")) for m in members}
-    elif zipfile.is_zipfile(src):
+    if is_folder:
+        kind, locations = "folder", {m: _join(src, m) for m in members}
+    elif _is_zip(src):
         kind, (members, rejects) = "zip", _zip_members(src)
-    elif src.lower().endswith(TAR_SUFFIXES) and tarfile.is_tarfile(src):
+    elif src.lower().endswith(TAR_SUFFIXES) and _is_tar(src):
         members, rejects, locations = _tar_members(src)
         kind = "tar" if locations else "tar-stream"
     else:
@@ -114,6 +127,41 @@ def list_source(
 
 
 # -- listing --------------------------------------------------------------------------------------------------
+
+
+def is_remote(path: str) -> bool:
+    """A path for Beam's filesystems (gs://, s3://, ...) rather than the local disk."""
+    return "://" in path
+
+
+def _open(path: str) -> BinaryIO:
+    """Open a local or remote file for reading bytes (remote: through Beam's filesystems, as stored)."""
+    if is_remote(path):
+        return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    return open(path, "rb")
+
+
+def _join(root: str, relative: str) -> str:
+    return f"{root}/{relative}" if is_remote(root) else os.path.join(root, *relative.split("/"))
+
+
+def _match_all(root: str) -> list[str]:
+    """Relative paths of every file under a remote folder (object stores have no links or special files)."""
+    try:
+        matched = FileSystems.match([f"{root}/**"])[0].metadata_list
+    except Exception as error:  # Beam raises BeamIOError for a missing bucket, ValueError for an unknown scheme
+        raise SourceError(f"cannot list {root!r}: {error}") from None
+    return sorted(m.path[len(root) + 1:] for m in matched if not m.path.endswith("/"))
+
+
+def _is_zip(path: str) -> bool:
+    with _open(path) as f:
+        return zipfile.is_zipfile(f)
+
+
+def _is_tar(path: str) -> bool:
+    with _open(path) as f:
+        return tarfile.is_tarfile(f)
 
 
 def _walk(root: str) -> tuple[list[str], list[tuple[str, str]]]:
@@ -141,7 +189,7 @@ def _walk(root: str) -> tuple[list[str], list[tuple[str, str]]]:
 
 
 def _zip_members(archive: str) -> tuple[list[str], list[tuple[str, str]]]:
-    with zipfile.ZipFile(archive) as zf:
+    with _open(archive) as raw, zipfile.ZipFile(raw) as zf:
         names = [info.filename for info in zf.infolist() if not info.is_dir()]
     return _safe_members(names)
 
@@ -150,8 +198,8 @@ def _tar_members(archive: str) -> tuple[list[str], list[tuple[str, str]], dict[s
     """Member names, rejects, and for an uncompressed tar where each member's data is ("OFFSET:SIZE"), so that
     workers seek to it; a compressed tar (None) can only be streamed from its start."""
     names, rejects, locations = [], [], {}
-    with tarfile.open(archive, "r:*") as tf:
-        seekable = tf.fileobj is not None and isinstance(tf.fileobj, io.BufferedReader)
+    with _open(archive) as raw, tarfile.open(fileobj=raw, mode="r:*") as tf:
+        seekable = tf.fileobj is raw  # no decompressing wrapper
         for member in tf:
             if member.isfile():
                 names.append(member.name)
@@ -276,28 +324,28 @@ def _class_names(src, labeled, unlabeled, given) -> list[str]:
 
 
 def _tasks(kind: str, container: str, files: list[InputFile]) -> list[ReadTask]:
-    size = TAR_MEMBERS_PER_TASK if kind == "tar-stream" else FILES_PER_TASK
+    size = max(1, math.ceil(len(files) / STREAM_TASKS)) if kind == "tar-stream" else FILES_PER_TASK
     return [ReadTask(kind, container, tuple(files[i:i + size])) for i in range(0, len(files), size)]
 
 
-def _idx_pairs(folder: str) -> list[tuple[str, str, str]]:
-    """(split, images file, labels file) for each IDX pair in folder."""
+def _idx_pairs(folder: str, names: list[str]) -> list[tuple[str, str, str]]:
+    """(split, images file, labels file) for each IDX pair among `names`, the files directly in folder."""
     pairs = []
-    for name in sorted(os.listdir(folder)):
+    for name in sorted(names):
         match = _IDX_IMAGES.match(name)
         if not match:
             continue
-        labels = [n for n in os.listdir(folder) if re.match(rf"^{match.group(1)}-labels[.-]idx1-ubyte(\.gz)?$", n)]
+        labels = [n for n in names if re.match(rf"^{match.group(1)}-labels[.-]idx1-ubyte(\.gz)?$", n)]
         if not labels:
             raise SourceError(f"{folder}: {name} has no matching labels file ({match.group(1)}-labels-idx1-ubyte)")
-        pairs.append((IDX_SPLITS[match.group(1)], os.path.join(folder, name), os.path.join(folder, labels[0])))
+        pairs.append((IDX_SPLITS[match.group(1)], _join(folder, name), _join(folder, labels[0])))
     return pairs
 
 
-def _list_idx(folder: str, class_names: Sequence[str] | None) -> SourceListing:
+def _list_idx(folder: str, names: list[str], class_names: Sequence[str] | None) -> SourceListing:
     tasks = []
     num_classes = 0
-    for split, images_file, labels_file in _idx_pairs(folder):
+    for split, images_file, labels_file in _idx_pairs(folder, names):
         labels = _load_idx(labels_file)
         images_shape = _load_idx(images_file).shape
         if images_shape[0] != len(labels):
@@ -320,9 +368,8 @@ def _list_idx(folder: str, class_names: Sequence[str] | None) -> SourceListing:
 @functools.lru_cache(maxsize=2)
 def _load_idx(path: str) -> np.ndarray:
     """An IDX array (MNIST format: big-endian header, unsigned bytes), gzipped or not."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    with _open(path) as f:
+        data = gzip.decompress(f.read()) if path.endswith(".gz") else f.read()
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise SourceError(f"{path}: not an unsigned-byte IDX file")
     dims = data[3]
@@ -336,7 +383,7 @@ def _load_idx(path: str) -> np.ndarray:
 def _read_folder(task: ReadTask):
     for f in task.files:
         try:
-            with open(f.member, "rb") as handle:
+            with _open(f.member) as handle:
                 yield f, handle.read()
         except OSError as error:
             yield f, error
@@ -349,7 +396,7 @@ def _zip(path: str) -> zipfile.ZipFile:
     """An open archive, kept per thread: parsing a 25,000-entry central directory per task would dominate."""
     cache = _open_zips.__dict__.setdefault("archives", {})
     if path not in cache:
-        cache[path] = zipfile.ZipFile(path)
+        cache[path] = zipfile.ZipFile(_open(path))
     return cache[path]
 
 
@@ -363,7 +410,7 @@ def _read_zip(task: ReadTask):
 
 
 def _read_tar(task: ReadTask):
-    with open(task.container, "rb") as archive:
+    with _open(task.container) as archive:
         for f in task.files:
             offset, size = map(int, f.member.split(":"))
             try:
@@ -378,7 +425,7 @@ def _read_tar_stream(task: ReadTask):
     """Compressed tars cannot seek: stream from the start until every member of the task is found."""
     wanted = {f.member: f for f in task.files}
     try:
-        with tarfile.open(task.container, "r|*") as tf:
+        with _open(task.container) as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
             for member in tf:
                 f = wanted.pop(member.name, None)
                 if f is not None:

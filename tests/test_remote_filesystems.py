@@ -1,0 +1,60 @@
+"""SRC and OUT on a non-local filesystem (gs://, s3://): everything goes through Beam's FileSystems."""
+from __future__ import annotations
+
+import io
+import shutil
+import tarfile
+
+import pytest
+import tensorflow_datasets as tfds
+
+from shardflow import metadata
+from shardflow.beam_jobs.convert import ConvertOptions, convert
+from shardflow.beam_jobs.sources import SourceError
+from shardflow.verify import verify
+from tests.memory_filesystem import MemoryFileSystem
+from tests.test_convert import records
+
+
+def test_convert_to_a_remote_filesystem(kaggle_dir, tmp_path):
+    out = "memfs://bucket/datasets/pets"
+    info = convert(str(kaggle_dir), out, ConvertOptions(name="pets", workers=1))
+    assert info["num_records"] == 60
+    names = {path[len(out) + 1:] for path in MemoryFileSystem.files if path.startswith(out + "/")}
+    assert {metadata.DATASET_INFO, metadata.FEATURES, metadata.SHARDFLOW_INFO, metadata.REJECTS} <= names
+    assert not any(name.startswith(metadata.STAGING) for name in names)  # staging cleaned up remotely
+    assert metadata.read(out).splits["train"]["num_examples"] > 0
+    assert verify(out).ok
+    local = tmp_path / "copy"  # the same bytes, brought home, load with TFDS
+    local.mkdir()
+    for name in names:
+        (local / name).write_bytes(MemoryFileSystem.files[f"{out}/{name}"])
+    builder = tfds.builder_from_directory(str(local))
+    assert sum(builder.info.splits[s].num_examples for s in builder.info.splits) == 60
+    assert len(list(builder.as_dataset(split="test"))) == builder.info.splits["test"].num_examples
+
+
+def test_convert_from_a_remote_filesystem(folders_dir, tmp_path):
+    """A folder, a zip and a tar on the remote filesystem give the records of the local folder."""
+    src = "memfs://bucket/raw/flower_photos"
+    for path in folders_dir.rglob("*"):
+        if path.is_file():
+            MemoryFileSystem.files[f"{src}/{path.relative_to(folders_dir).as_posix()}"] = path.read_bytes()
+    archive = shutil.make_archive(str(tmp_path / "flower_photos"), "zip", folders_dir.parent, "flower_photos")
+    MemoryFileSystem.files[f"{src}.zip"] = open(archive, "rb").read()
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as writer:
+        writer.add(folders_dir, arcname="flower_photos")
+    MemoryFileSystem.files[f"{src}.tar"] = tar.getvalue()
+    convert(str(folders_dir), str(tmp_path / "local"), ConvertOptions(workers=1))
+    expected = records(tmp_path / "local")
+    for source in (src, f"{src}.zip", f"{src}.tar"):
+        out = tmp_path / f"out-{source.rsplit('/', 1)[-1]}"
+        info = convert(source, str(out), ConvertOptions(workers=1))
+        assert info["name"] == "flower_photos" and info["ignored"] == ["LICENSE.txt"], source
+        assert records(out) == expected, source
+
+
+def test_a_missing_remote_source_is_a_clear_error(tmp_path):
+    with pytest.raises(SourceError, match="does not exist"):
+        convert("memfs://bucket/nothing-here", str(tmp_path / "out"), ConvertOptions(workers=1))
