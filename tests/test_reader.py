@@ -11,7 +11,7 @@ from PIL import Image
 from shardflow import metadata
 from shardflow.cli import main
 from shardflow.pipeline import load, steps_per_epoch
-from shardflow.pipeline.decode import dct_ratio
+from shardflow.pipeline.decode import dct_ratio, usable_ratios
 from tests.conftest import encode, write_idx
 
 
@@ -70,6 +70,9 @@ def test_dct_ratio_picks_the_cheapest_scale_that_covers_the_target():
     assert int(dct_ratio(tf.constant(375), tf.constant(500), (150, 150))) == 1  # 1/2 scale: 188x250
     assert int(dct_ratio(tf.constant(375), tf.constant(500), (40, 40))) == 3  # 1/8 scale: 47x63
     assert int(dct_ratio(tf.constant(100), tf.constant(500), (150, 150))) == 0  # upscaling: full decode
+    # stored with --max-side 160, no image can be halved and still cover 150x150: no choice to make per image
+    assert usable_ratios((150, 150), 160) == (1,) and usable_ratios((40, 40), 160) == (1, 2, 4)
+    assert usable_ratios((150, 150), None) == (1, 2, 4, 8)
 
 
 @pytest.mark.parametrize("fmt", ["png", "raw", "jpeg"])

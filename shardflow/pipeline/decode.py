@@ -14,10 +14,21 @@ DCT_RATIOS = (1, 2, 4, 8)
 MAX_PIXELS = 89_478_485  # the converter's limit too: a shard crafted elsewhere cannot make us decode a bomb
 
 
-def dct_ratio(height: tf.Tensor, width: tf.Tensor, target: tuple[int, int]) -> tf.Tensor:
-    """Index into DCT_RATIOS of the largest ratio whose scaled image still covers `target` (height, width)."""
+def usable_ratios(target: tuple[int, int], max_side: int | None) -> tuple[int, ...]:
+    """The DCT ratios that can cover `target` for images whose longer side is at most `max_side` (None: any).
+
+    With `--max-side 160` and a 150x150 target only 1 is left, and decoding skips choosing (a larger image in a
+    shard made elsewhere is then decoded in full: slower, never wrong)."""
+    if max_side is None:
+        return DCT_RATIOS
+    return tuple(r for r in DCT_RATIOS if r == 1 or (max_side + r - 1) // r >= max(target))
+
+
+def dct_ratio(height: tf.Tensor, width: tf.Tensor, target: tuple[int, int],
+              ratios: tuple[int, ...] = DCT_RATIOS) -> tf.Tensor:
+    """Index into `ratios` of the largest ratio whose scaled image still covers `target` (height, width)."""
     index = tf.constant(0)
-    for i, ratio in enumerate(DCT_RATIOS[1:], start=1):
+    for i, ratio in enumerate(ratios[1:], start=1):
         covers = tf.logical_and((height + ratio - 1) // ratio >= target[0], (width + ratio - 1) // ratio >= target[1])
         index = tf.where(covers, i, index)
     return index
@@ -31,14 +42,16 @@ def central_crop_window(height: tf.Tensor, width: tf.Tensor, aspect: float) -> t
     return tf.stack([(height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w])
 
 
-def decode_jpeg(data: tf.Tensor, channels: int, target: tuple[int, int], crop_to_aspect_ratio: bool) -> tf.Tensor:
+def decode_jpeg(data: tf.Tensor, channels: int, target: tuple[int, int], crop_to_aspect_ratio: bool,
+                max_side: int | None = None) -> tf.Tensor:
     """A JPEG decoded at the cheapest DCT scale that covers `target`; uint8 [h, w, channels]."""
     shape = tf.image.extract_jpeg_shape(data)
     height, width = shape[0], shape[1]
     data = _within_budget(data, height, width)
+    ratios = usable_ratios(target, max_side)
     if crop_to_aspect_ratio:
         window = central_crop_window(height, width, target[1] / target[0])
-        index = dct_ratio(window[2], window[3], target)
+        index = dct_ratio(window[2], window[3], target, ratios)
 
         def branch(ratio: int):
             # The crop window applies to the scaled image: scale it the way libjpeg scales the image.
@@ -49,23 +62,23 @@ def decode_jpeg(data: tf.Tensor, channels: int, target: tuple[int, int], crop_to
             return lambda: tf.image.decode_and_crop_jpeg(data, box, channels=channels, ratio=ratio,
                                                          dct_method="INTEGER_FAST")
     else:
-        index = dct_ratio(height, width, target)
+        index = dct_ratio(height, width, target, ratios)
 
         def branch(ratio: int):
             return lambda: tf.io.decode_jpeg(data, channels=channels, ratio=ratio, dct_method="INTEGER_FAST")
 
-    image = tf.switch_case(index, [branch(r) for r in DCT_RATIOS])
+    image = branch(1)() if len(ratios) == 1 else tf.switch_case(index, [branch(r) for r in ratios])
     return tf.ensure_shape(image, [None, None, channels])
 
 
 def decode(data: tf.Tensor, shape: tf.Tensor | None, encoding: str, channels: int, target: tuple[int, int],
-           crop_to_aspect_ratio: bool = False) -> tf.Tensor:
+           crop_to_aspect_ratio: bool = False, max_side: int | None = None) -> tf.Tensor:
     """One stored image (`data`: encoded bytes, or raw pixel bytes with their `shape`) as uint8 [h, w, channels].
 
     JPEGs come back already cropped to the target aspect when asked; for PNG and raw the caller crops.
     """
     if encoding == "jpeg":
-        return decode_jpeg(data, channels, target, crop_to_aspect_ratio)
+        return decode_jpeg(data, channels, target, crop_to_aspect_ratio, max_side)
     if encoding == "png":
         header = tf.cast(tf.io.decode_raw(tf.strings.substr(data, 16, 8), tf.uint8), tf.int32)  # IHDR size
         width = ((header[0] * 256 + header[1]) * 256 + header[2]) * 256 + header[3]

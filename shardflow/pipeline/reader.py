@@ -143,7 +143,7 @@ class _Decoder:
 
     def __init__(self, meta: metadata.DatasetMetadata, size: tuple[int, int], crop_to_aspect_ratio: bool):
         self.encoding, self.channels, self.size = meta.encoding, meta.channels, size
-        self.crop = crop_to_aspect_ratio
+        self.crop, self.max_side = crop_to_aspect_ratio, meta.info.get("max_side")
         self.spec = {schema.LABEL: tf.io.FixedLenFeature([], tf.int64)}
         if self.encoding == "raw":
             value, shape = raw_keys()
@@ -160,7 +160,7 @@ class _Decoder:
         return features[schema.IMAGE], None, features[schema.LABEL]
 
     def _image(self, data: tf.Tensor, shape: tf.Tensor | None, params: dict | None, key: tf.Tensor | None):
-        image = decode(data, shape, self.encoding, self.channels, self.size, self.crop)
+        image = decode(data, shape, self.encoding, self.channels, self.size, self.crop, self.max_side)
         if params:
             return augment_lib.augment_and_resize(image, self.size, params, key)
         resized = tf.image.resize(image, self.size, method="bilinear")
