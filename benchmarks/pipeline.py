@@ -2,8 +2,8 @@
 
 ImageDataGenerator.flow_from_directory (tf_keras, as the tutorials use it) with rescale only and with the
 tutorials' augmentation; keras.utils.image_dataset_from_directory (+ Keras augmentation layers in `map`);
-shardflow's `load` on converted shards (passthrough and --max-side 160); and the ceiling, a pure parallel JPEG
-decode of the same bytes. Usage:
+shardflow's `load` on converted shards (passthrough and --max-side 160); and the ceilings, a pure parallel JPEG
+decode of the same bytes, alone and followed by the resize to 150x150. Usage:
 
     .venv/bin/python benchmarks/pipeline.py [--n 3000] [--batches 40]
 """
@@ -60,16 +60,21 @@ def shardflow_batches(data: str, augment: bool) -> Iterator:
                      augment=AUGMENT if augment else None))
 
 
-def decode_ceiling(data: str) -> Iterator:
-    """Pure parallel JPEG decode (full size) of the same record bytes, read into memory first."""
+def decode_ceiling(data: str, resize: bool = False) -> Iterator:
+    """Pure parallel JPEG decode (full size) of the same record bytes, read into memory first; with `resize`,
+    each image also resized to SIZE x SIZE (what any pipeline must do to batch them)."""
     from shardflow import metadata
 
     meta = metadata.read(data)
     blobs = [tf.train.Example.FromString(r.numpy()).features.feature["image"].bytes_list.value[0]
              for r in tf.data.TFRecordDataset(meta.shard_paths("train"))]
     dataset = tf.data.Dataset.from_tensor_slices(blobs).repeat()
-    dataset = dataset.map(lambda b: tf.shape(tf.io.decode_jpeg(b, channels=3))[0],
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    if resize:
+        dataset = dataset.map(lambda b: tf.image.resize(tf.io.decode_jpeg(b, channels=3), (SIZE, SIZE)),
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    else:
+        dataset = dataset.map(lambda b: tf.shape(tf.io.decode_jpeg(b, channels=3))[0],
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     return iter(dataset.batch(BATCH).prefetch(tf.data.AUTOTUNE))
 
 
@@ -104,6 +109,10 @@ def main(argv: list[str] | None = None) -> None:
             "shardflow load, --max-side 160": lambda: shardflow_batches(data["max-side 160"], False),
             "ceiling: parallel JPEG decode, passthrough bytes": lambda: decode_ceiling(data["passthrough"]),
             "ceiling: parallel JPEG decode, --max-side 160 bytes": lambda: decode_ceiling(data["max-side 160"]),
+            "ceiling: parallel JPEG decode + resize, passthrough bytes": lambda: decode_ceiling(
+                data["passthrough"], resize=True),
+            "ceiling: parallel JPEG decode + resize, --max-side 160 bytes": lambda: decode_ceiling(
+                data["max-side 160"], resize=True),
         }
         rates = {}
         for name, make in methods.items():
@@ -116,10 +125,12 @@ def main(argv: list[str] | None = None) -> None:
         print(markdown_table(["input pipeline", "images/s", "vs IDG aug", "vs IDG", "vs image_dataset"],
                              [[name, f"{rate:.0f}", f"{rate / baseline:.1f}x", f"{rate / plain:.1f}x",
                                f"{rate / keras_plain:.2f}x"] for name, rate in rates.items()]))
-        for name, ceiling in (("passthrough", "ceiling: parallel JPEG decode, passthrough bytes"),
-                              ("max-side 160", "ceiling: parallel JPEG decode, --max-side 160 bytes")):
-            share = rates[f"shardflow load, {'--' if name != 'passthrough' else ''}{name}"] / rates[ceiling]
-            print(f"shardflow load, {name}: {share:.0%} of its decode ceiling")
+        for name in ("passthrough", "--max-side 160"):
+            rate = rates[f"shardflow load, {name}"]
+            decode_only = rate / rates[f"ceiling: parallel JPEG decode, {name} bytes"]
+            with_resize = rate / rates[f"ceiling: parallel JPEG decode + resize, {name} bytes"]
+            print(f"shardflow load, {name}: {decode_only:.0%} of its decode ceiling, "
+                  f"{with_resize:.0%} of its decode + resize ceiling")
 
 
 if __name__ == "__main__":
