@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
+_CHATTER = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IW]\d{4} )")
 
 import shardflow  # noqa: E402  (after the environment is set)
 from shardflow import metadata  # noqa: E402
@@ -23,10 +27,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and args.command != "convert":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        if getattr(args, "uses_tensorflow", False):
+            _start_tensorflow_quietly()
         return args.handler(args, extra) or 0
     except (UsageError, ValueError, RuntimeError, FileNotFoundError) as error:
         print(f"shardflow {args.command}: error: {error}", file=sys.stderr)
         return 2
+
+
+def _start_tensorflow_quietly() -> None:
+    """Import TensorFlow and find its devices without the INFO/WARNING lines TF_CPP_MIN_LOG_LEVEL=2 promises to
+    hide: since TF 2.19 its C++ start-up lines (oneDNN, CUDA probing) ignore it (tensorflow/tensorflow#100442)."""
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] not in ("1", "2", "3"):
+        return
+    with _stderr_filtered(_CHATTER):
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+
+
+@contextlib.contextmanager
+def _stderr_filtered(pattern: re.Pattern) -> Iterator[None]:
+    """Capture file descriptor 2 (C++ code writes there directly), then pass on the lines `pattern` does not match."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().splitlines(keepends=True)
+                    if not pattern.match(line.decode("utf-8", "replace"))]
+            os.write(2, b"".join(kept))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="check checksums, record CRCs, counts and images of a dataset")
     verify.add_argument("data")
     verify.add_argument("--no-decode", action="store_true", help="skip decoding the images (faster)")
-    verify.set_defaults(handler=_verify)
+    verify.set_defaults(handler=_verify, uses_tensorflow=True)
 
     preview = commands.add_parser("preview", help="a grid of images (and augmented versions) as a PNG")
     preview.add_argument("data")
@@ -85,12 +121,12 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("--variants", type=int, default=5, help="augmented versions per image (default 5)")
     preview.add_argument("--image-size", type=int, default=150)
     preview.add_argument("--seed", type=int, default=0)
-    preview.set_defaults(handler=_preview)
+    preview.set_defaults(handler=_preview, uses_tensorflow=True)
 
     serve = commands.add_parser("serve-data", help="start a tf.data service dispatcher and workers here")
     serve.add_argument("--port", type=int, default=5050)
     serve.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    serve.set_defaults(handler=_serve_data)
+    serve.set_defaults(handler=_serve_data, uses_tensorflow=True)
 
     train = commands.add_parser("train", help="train a tutorial model on a converted dataset")
     train.add_argument("data")
@@ -116,20 +152,20 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--init-from", help="fine_tune: a finished transfer run to continue from (its model.keras)")
     train.add_argument("--steps-per-epoch", type=int, help="limit each epoch (quick trials)")
     train.add_argument("--cache", action="store_true", help="keep decoded images in memory after epoch 1")
-    train.set_defaults(handler=_train)
+    train.set_defaults(handler=_train, uses_tensorflow=True)
 
     evaluate = commands.add_parser("evaluate", help="a run's loss and accuracy on a dataset split")
     evaluate.add_argument("run")
     evaluate.add_argument("data")
     evaluate.add_argument("--split", default="test")
-    evaluate.set_defaults(handler=_evaluate)
+    evaluate.set_defaults(handler=_evaluate, uses_tensorflow=True)
 
     predict = commands.add_parser("predict", help="classify images, folders or a converted split with a run")
     predict.add_argument("run")
     predict.add_argument("paths", nargs="+")
     predict.add_argument("--split", default="test", help="the split, when a path is a converted dataset")
     predict.add_argument("--csv", help="write Kaggle's submission format (id,label) here")
-    predict.set_defaults(handler=_predict)
+    predict.set_defaults(handler=_predict, uses_tensorflow=True)
     return parser
 
 

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 
@@ -73,3 +77,14 @@ def test_training_mistakes(kaggle_dir, tmp_path, capsys, flags, expected):
     assert main(["train", str(tmp_path / "data"), "--out", str(tmp_path / "run"), *flags]) == 2
     error = capsys.readouterr().err
     assert expected in error and len(error.splitlines()) == 1
+
+
+def test_the_error_is_all_a_command_prints(tmp_path):
+    """In a fresh process, TensorFlow's C++ start-up lines (which ignore TF_CPP_MIN_LOG_LEVEL since TF 2.19)
+    stay off the terminal: the user's one line is not buried under them."""
+    result = subprocess.run([sys.executable, "-m", "shardflow.cli", "verify", str(tmp_path / "nothing")],
+                            capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert any("shardflow verify: error:" in line for line in lines)
+    assert not [line for line in lines if re.match(r"^([IW]\d{4} |WARNING: All log messages)", line)], lines

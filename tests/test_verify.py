@@ -70,6 +70,14 @@ def test_the_reader_names_a_corrupted_shard(copy):
                 pass
 
 
+def test_preview_names_a_corrupted_shard_instead_of_a_traceback(copy, tmp_path, capsys):
+    shard = first_shard(copy)
+    shard.write_bytes(_flip(shard.read_bytes(), 5000))
+    assert main(["preview", str(copy), "--out", str(tmp_path / "grid.png")]) == 2
+    error = capsys.readouterr().err
+    assert f"damaged shard(s) train: {shard.name}" in error and "Traceback" not in error
+
+
 def test_the_reader_refuses_a_decompression_bomb(tmp_path):
     """A shard crafted elsewhere with a 95 MP PNG: refused from its header, before any pixel is decoded."""
     root = tmp_path / "src"

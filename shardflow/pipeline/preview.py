@@ -9,7 +9,7 @@ from PIL import Image, ImageDraw
 
 from shardflow import metadata
 from shardflow.pipeline import augment as augment_lib
-from shardflow.pipeline.reader import load
+from shardflow.pipeline.reader import damaged_shards_named, load
 
 CAPTION_HEIGHT = 16
 GAP = 4
@@ -21,7 +21,8 @@ def preview_grid(data_dir: str, out: str, *, split: str = "train", augment: str 
     `variants` augmented versions (like the augmented-cat figure of Deep Learning with Python)."""
     meta = metadata.read(data_dir)
     params = augment_lib.parse_augment(augment)
-    batch, labels = next(iter(load(data_dir, split, batch_size=images, image_size=image_size, seed=seed)))
+    with damaged_shards_named(data_dir):
+        batch, labels = next(iter(load(data_dir, split, batch_size=images, image_size=image_size, seed=seed)))
     columns = [batch.numpy()]
     if params:
         keys = tf.random.experimental.stateless_split(tf.constant([seed, 0], tf.int64), num=variants)

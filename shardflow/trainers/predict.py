@@ -121,5 +121,6 @@ def _dataset_batches(data_dir: str, split: str, size: int) -> Iterator[tuple[lis
         lambda r: tf.io.parse_single_example(r, {schema.FILENAME: tf.io.FixedLenFeature([], tf.string)})[
             schema.FILENAME]).batch(BATCH_SIZE)
     images = load(data_dir, split, batch_size=BATCH_SIZE, image_size=size, shuffle=False)
-    for names, (batch, _) in zip(filenames, images):
-        yield [n.decode("utf-8", "surrogateescape") for n in names.numpy()], batch
+    with damaged_shards_named(data_dir):
+        for names, (batch, _) in zip(filenames, images):
+            yield [n.decode("utf-8", "surrogateescape") for n in names.numpy()], batch
