@@ -81,7 +81,7 @@ class PrepareRecords(beam.DoFn):
     """StagedTask -> per split, record batches saved in the staging folder (their bytes appended to this
     bundle's spill file); the main output names each batch file as (split, path), the other lists rejects.
 
-    With `fractions` None (exact counts per class), the split is left to AssignSplits (key None)."""
+    With `fractions` None (exact counts per class), the split is left to `take_counts` (key None)."""
 
     REJECTS = "rejects"
     RECORDS_PER_BATCH = 65536  # a worker holds at most this many records' columns per split
@@ -180,6 +180,8 @@ def take_counts(none_paths, counts: dict[str, int], batch_dir: str) -> Iterable[
 
 
 class ShardJob(NamedTuple):
+    """One shard to write: its place among the split's shards and the file listing its records."""
+
     split: str
     index: int
     num_shards: int
