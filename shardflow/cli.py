@@ -2,19 +2,15 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import re
 import sys
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
-_CHATTER = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IW]\d{4} )")
 
 import shardflow  # noqa: E402  (after the environment is set)
-from shardflow import metadata  # noqa: E402
+from shardflow import metadata, quiet  # noqa: E402
 
 
 class UsageError(Exception):
@@ -28,41 +24,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if getattr(args, "uses_tensorflow", False):
-            _start_tensorflow_quietly()
+            quiet.start_tensorflow()
         return args.handler(args, extra) or 0
     except (UsageError, ValueError, RuntimeError, FileNotFoundError) as error:
         print(f"shardflow {args.command}: error: {error}", file=sys.stderr)
         return 2
-
-
-def _start_tensorflow_quietly() -> None:
-    """Import TensorFlow and find its devices without the INFO/WARNING lines TF_CPP_MIN_LOG_LEVEL=2 promises to
-    hide: since TF 2.19 its C++ start-up lines (oneDNN, CUDA probing) ignore it (tensorflow/tensorflow#100442)."""
-    if os.environ["TF_CPP_MIN_LOG_LEVEL"] not in ("1", "2", "3"):
-        return
-    with _stderr_filtered(_CHATTER):
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()
-
-
-@contextlib.contextmanager
-def _stderr_filtered(pattern: re.Pattern) -> Iterator[None]:
-    """Capture file descriptor 2 (C++ code writes there directly), then pass on the lines `pattern` does not match."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            kept = [line for line in captured.read().splitlines(keepends=True)
-                    if not pattern.match(line.decode("utf-8", "replace"))]
-            os.write(2, b"".join(kept))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""The tf.data service on loopback: `shardflow serve-data` with 2 worker processes decodes one epoch."""
+"""The tf.data service on loopback: `shardflow serve-data` with 2 worker processes decodes one epoch, quietly."""
 from __future__ import annotations
 
 import hashlib
@@ -25,7 +25,7 @@ def test_one_epoch_through_the_service_yields_every_record_once(kaggle_dir, tmp_
                  "--shard-size-mb", "0.3", "--workers", "1"]) == 0
     (port,) = free_ports(1)
     server = subprocess.Popen([sys.executable, "-m", "shardflow.cli", "serve-data", "--port", str(port),
-                               "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                               "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert "dispatcher at grpc://" in server.stdout.readline()
         remote = load(str(tmp_path / "data"), "train", batch_size=7, image_size=24, shuffle=False,
@@ -35,7 +35,8 @@ def test_one_epoch_through_the_service_yields_every_record_once(kaggle_dir, tmp_
         assert len(fingerprints(local)) == 60
     finally:
         server.send_signal(signal.SIGTERM)
-        server.wait(timeout=30)
+        _, stderr = server.communicate(timeout=30)
+    assert stderr == "", "TensorFlow's start-up chatter from the worker processes reached the terminal"
 
 
 def test_bad_service_address():

@@ -7,6 +7,7 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from shardflow.cli import main
@@ -134,7 +135,11 @@ def test_evaluate_and_predict(small_pets, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", str(small_pets), "--out", str(run), "--epochs", "2", "--image-size", "32",
                  "--seed", "0"]) == 0
-    assert "test accuracy" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "test accuracy" in printed.out
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    device = f"{gpus} GPU(s)" if gpus else "the CPU (no GPU visible to TensorFlow)"
+    assert f"training small_convnet on {device}" in printed.err  # says where it trains, before the epochs
     assert main(["evaluate", str(run), str(small_pets), "--split", "validation"]) == 0
     assert "validation: accuracy" in capsys.readouterr().out
     test1 = tmp_path / "test1"

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from shardflow import quiet
+
 PROTOCOL = "grpc"
 
 
@@ -33,8 +35,10 @@ def serve(port: int, workers: int, host: str = "localhost") -> None:
     dispatcher = tf.data.experimental.service.DispatchServer(
         tf.data.experimental.service.DispatcherConfig(port=port, protocol=PROTOCOL))
     address = f"{host}:{port}"
-    processes = [subprocess.Popen([sys.executable, "-m", "shardflow.pipeline.service", "--dispatcher", address])
-                 for _ in range(workers)]
+    processes = [subprocess.Popen([sys.executable, "-m", "shardflow.pipeline.service", "--dispatcher", address],
+                                  stderr=subprocess.PIPE) for _ in range(workers)]
+    for process in processes:
+        quiet.forward_filtered(process.stderr)
     print(f"tf.data service: dispatcher at {PROTOCOL}://{address}, {workers} worker process(es); "
           f"load(..., data_service=\"{PROTOCOL}://{address}\")", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -74,8 +75,13 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
     keras.mixed_precision.set_global_policy("mixed_float16" if options.mixed_precision else "float32")
     size = options.image_size
     params = parse_augment(options.augment)
-    on_gpu = bool(tf.config.list_physical_devices("GPU"))
+    gpus = tf.config.list_physical_devices("GPU")
+    on_gpu = bool(gpus)
     augment_on = _augment_placement(options, params, on_gpu)
+    if options.verbose:
+        where = f"{len(gpus)} GPU(s)" if gpus else "the CPU (no GPU visible to TensorFlow)"
+        placement = f"; augmentation in the {'model' if augment_on == 'model' else 'input pipeline'}" if params else ""
+        print(f"training {options.model} on {where}{placement}", file=sys.stderr)
     strategy = distribution_strategy()
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     validation = "validation" if "validation" in meta.splits else ("test" if "test" in meta.splits else None)
