@@ -40,9 +40,9 @@ def compute_seconds_per_step(model: keras.Model, batch: tuple[tf.Tensor, tf.Tens
     probe.compile(optimizer=model.optimizer.__class__.from_config(model.optimizer.get_config()),
                   loss=model.loss, jit_compile=model.jit_compile)
     data = tf.data.Dataset.from_tensors(batch).repeat()
-    probe.fit(data, steps_per_epoch=2, epochs=1, verbose=0)  # trace and warm up
+    probe.fit(data, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)  # trace and warm up
     started = time.perf_counter()
-    probe.fit(data, steps_per_epoch=PROBE_STEPS, epochs=1, verbose=0)
+    probe.fit(data, steps_per_epoch=PROBE_STEPS, epochs=1, verbose=0, shuffle=False)
     return (time.perf_counter() - started) / PROBE_STEPS
 
 

@@ -117,6 +117,7 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
                     validation_data=stream(validation, False) if validation else None,
                     epochs=options.epochs, steps_per_epoch=options.steps_per_epoch,
                     callbacks=_callbacks(out, options, validation) + [throughput], verbose=options.verbose,
+                    shuffle=False,  # `load` shuffles (Keras would only warn that it cannot)
                 ).history
                 epochs = throughput.epochs
     if not multi_worker and (not os.path.exists(os.path.join(out, MODEL_FILE)) or not validation):
@@ -267,7 +268,7 @@ def _train_on_features(meta, options, size, normalize, stream, validation, out):
                        validation_data=features(validation).batch(options.batch_size) if validation else None,
                        callbacks=[throughput] + ([keras.callbacks.EarlyStopping(
                            patience=options.patience, restore_best_weights=True)] if options.patience else []),
-                       verbose=options.verbose).history
+                       verbose=options.verbose, shuffle=False).history
     model = keras.Model(extractor_input, head(extractor(extractor_input)), name="shardflow_features")
     model.save(os.path.join(out, MODEL_FILE))
     return model, history, throughput.epochs
