@@ -69,12 +69,12 @@ def decode_ceiling(data: str, resize: bool = False) -> Iterator:
     blobs = [tf.train.Example.FromString(r.numpy()).features.feature["image"].bytes_list.value[0]
              for r in tf.data.TFRecordDataset(meta.shard_paths("train"))]
     dataset = tf.data.Dataset.from_tensor_slices(blobs).repeat()
-    if resize:
-        dataset = dataset.map(lambda b: tf.image.resize(tf.io.decode_jpeg(b, channels=3), (SIZE, SIZE)),
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    else:
-        dataset = dataset.map(lambda b: tf.shape(tf.io.decode_jpeg(b, channels=3))[0],
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+
+    def per_image(blob):
+        image = tf.io.decode_jpeg(blob, channels=3)
+        return tf.image.resize(image, (SIZE, SIZE)) if resize else tf.shape(image)[0]
+
+    dataset = dataset.map(per_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     return iter(dataset.batch(BATCH).prefetch(tf.data.AUTOTUNE))
 
 

@@ -16,7 +16,9 @@ import threading
 from collections.abc import Iterator
 from typing import IO
 
-CHATTER = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|[IW]\d{4} |E\d{4} .*failed call to cuInit)")
+CHATTER = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)"
+                     r"|[IW]\d{4} "  # INFO and WARNING lines
+                     r"|E\d{4} .*failed call to cuInit)")  # "no GPU driver", said as an error
 
 
 def start_tensorflow() -> None:
@@ -47,15 +49,13 @@ def stderr_filtered() -> Iterator[None]:
             os.write(2, b"".join(_kept(captured)))
 
 
-def forward_filtered(stream: IO[bytes]) -> threading.Thread:
+def forward_filtered(stream: IO[bytes]) -> None:
     """Copy a child process's stderr pipe to ours, line by line, without the chatter (in a daemon thread)."""
     def copy() -> None:
         for line in _kept(stream):
             os.write(2, line)
 
-    thread = threading.Thread(target=copy, daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=copy, daemon=True).start()
 
 
 def _kept(lines: IO[bytes]) -> Iterator[bytes]:

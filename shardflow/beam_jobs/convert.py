@@ -115,10 +115,10 @@ class PrepareRecords(beam.DoFn):
             framed = frame(schema.serialize(self._spec, prepared.data, item.label, item.path))
             offset = self._append(framed)
             self._progress.add(rejected=False)
-            split = item.split or (splits_lib.split_for(path, self._fractions) if self._fractions else None)
+            path_hash = splits_lib.stable_hash(path)
+            split = item.split or (splits_lib.split_for_hash(path_hash, self._fractions) if self._fractions else None)
             paths[split].append(path)
-            rows[split].append(records.row(splits_lib.stable_hash(path), item.label, offset, len(framed),
-                                           prepared.stats))
+            rows[split].append(records.row(path_hash, item.label, offset, len(framed), prepared.stats))
         for split in paths:
             pending = self._pending[split]
             pending.append(records.RecordBatch(split, (self._spill_path,), tuple(paths[split]),
@@ -316,7 +316,7 @@ def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
     _prepare_out(src, out, options.overwrite)
     staging = FileSystems.join(out, metadata.STAGING)
     pipeline_options, local = _pipeline_options(beam_args, options.workers)
-    scratch = staging if "://" not in out else tempfile.mkdtemp(prefix="shardflow-")  # progress and log: local
+    scratch = staging if not is_remote(out) else tempfile.mkdtemp(prefix="shardflow-")  # progress and log: local
     progress_dir = os.path.join(scratch, "progress") if local else None
     print(f"{src}: {listing.num_inputs} inputs, layout {listing.layout}, classes {listing.class_names}"
           + (f"; ignoring {len(listing.ignored)} file(s) beside the data: {', '.join(listing.ignored[:3])}"
@@ -407,7 +407,7 @@ def _default_name(src: str) -> str:
 
 def _prepare_out(src: str, out: str, overwrite: bool) -> None:
     """Refuse a non-empty OUT unless --overwrite (and then only a shardflow dataset), or OUT inside SRC."""
-    if "://" in out:
+    if is_remote(out):
         return  # remote output: Beam's filesystems create it; overwrite rules apply to local folders
     src_abs, out_abs = os.path.realpath(src), os.path.realpath(out)
     if not is_remote(src) and os.path.isdir(src_abs) and (out_abs == src_abs or out_abs.startswith(src_abs + os.sep)):

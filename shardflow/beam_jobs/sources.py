@@ -32,7 +32,7 @@ TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 IDX_SPLITS = {"train": "train", "t10k": "test"}
 _IDX_IMAGES = re.compile(r"^(train|t10k)-images[.-]idx3-ubyte(\.gz)?$")
 FILES_PER_TASK = 32
-TAR_MEMBERS_PER_TASK = 1000  # IDX arrays are in memory: cheap to index
+IDX_IMAGES_PER_TASK = 1000  # IDX arrays are in memory: cheap to index
 STREAM_TASKS = 4  # a compressed tar is decompressed from its start by each task: few tasks, few passes
 
 
@@ -353,8 +353,8 @@ def _list_idx(folder: str, names: list[str], class_names: Sequence[str] | None) 
         num_classes = max(num_classes, int(labels.max(initial=0)) + 1)
         name = os.path.basename(images_file)
         files = [InputFile(f"{name}#{i:05d}", int(label), split, str(i)) for i, label in enumerate(labels)]
-        for start in range(0, len(files), TAR_MEMBERS_PER_TASK):
-            chunk = tuple(files[start:start + TAR_MEMBERS_PER_TASK])
+        for start in range(0, len(files), IDX_IMAGES_PER_TASK):
+            chunk = tuple(files[start:start + IDX_IMAGES_PER_TASK])
             tasks.append(ReadTask("idx", images_file, chunk, labels_file))
     names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
     if len(names) < num_classes:
@@ -416,7 +416,9 @@ def _read_tar(task: ReadTask):
             try:
                 archive.seek(offset)
                 data = archive.read(size)
-                yield f, data if len(data) == size else OSError(f"archive member truncated: {len(data)} of {size} bytes")
+                if len(data) != size:
+                    data = OSError(f"archive member truncated: {len(data)} of {size} bytes")
+                yield f, data
             except OSError as error:
                 yield f, OSError(f"cannot read archive member: {error}")
 

@@ -1,4 +1,5 @@
-"""Deterministic split assignment: by a stable hash of the relative path, or exact counts per class.
+"""Deterministic split assignment by a stable hash of the relative path (exact counts per class take records in
+that hash order: `convert.take_counts`).
 
 A file's split depends only on its path (and, for `--split-counts`, on which files of its class are valid),
 never on the run, the runner, the worker count or the order in which workers see files.
@@ -6,7 +7,7 @@ never on the run, the runner, the worker count or the order in which workers see
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 DEFAULT_SPLITS = {"train": 0.8, "validation": 0.1, "test": 0.1}
 
@@ -52,20 +53,15 @@ def stable_hash(path: str | bytes) -> int:
 
 def split_for(path: str | bytes, fractions: Mapping[str, float]) -> str:
     """The split of `path` under `fractions` (cumulative, in the order given)."""
-    point = stable_hash(path) / 2**64
+    return split_for_hash(stable_hash(path), fractions)
+
+
+def split_for_hash(path_hash: int, fractions: Mapping[str, float]) -> str:
+    """`split_for`, given the path's `stable_hash`."""
+    point = path_hash / 2**64
     cumulative = 0.0
     for name, fraction in fractions.items():
         cumulative += fraction
         if point < cumulative:
             return name
     return name  # rounding: the last split takes the remainder
-
-
-def take_counts(paths: Iterable[str], counts: Mapping[str, int]) -> tuple[dict[str, list[str]], list[str]]:
-    """Per split, the paths of one class taken in hash order; and those left over (not selected)."""
-    ordered = sorted(paths, key=lambda p: (stable_hash(p), p))
-    taken, start = {}, 0
-    for name, count in counts.items():
-        taken[name] = ordered[start:start + count]
-        start += count
-    return taken, ordered[start:]
