@@ -26,7 +26,7 @@ from PIL import Image
 
 from shardflow import schema
 from shardflow.beam_jobs.convert import ConvertOptions, convert
-from shardflow.beam_jobs.images import ImageOptions, Rejected, prepare_encoded
+from shardflow.images import ImageOptions, Rejected, prepare_encoded
 from shardflow.beam_jobs.sources import InputFile, list_source
 from shardflow.beam_jobs.splits import DEFAULT_SPLITS, split_for
 from shardflow.sample_data import write_sample_data

@@ -275,8 +275,6 @@ def _summary_text(info: dict, out: str) -> str:
 
 
 def _inspect_text(meta: metadata.DatasetMetadata) -> str:
-    from shardflow.beam_jobs.records import SIZE_BINS
-
     info = meta.info
     lines = [
         f"{meta.data_dir}: dataset {meta.name!r}",
@@ -286,7 +284,7 @@ def _inspect_text(meta: metadata.DatasetMetadata) -> str:
         f"  inputs: {info['num_inputs']}  records: {info['num_records']}  rejected: {info['num_rejected']}"
         + (f"  unselected: {info['num_unselected']}" if info.get("num_unselected") else ""),
     ]
-    labels = [f"<{SIZE_BINS[0]}"] + [f"{a}-{b - 1}" for a, b in zip(SIZE_BINS, SIZE_BINS[1:])] + [f">={SIZE_BINS[-1]}"]
+    labels = [f"<{metadata.SIZE_BINS[0]}"] + [f"{a}-{b - 1}" for a, b in zip(metadata.SIZE_BINS, metadata.SIZE_BINS[1:])] + [f">={metadata.SIZE_BINS[-1]}"]
     for name, split in meta.splits.items():
         mb = split["num_bytes"] / 2**20
         lines.append(f"\n  {name}: {split['num_examples']} records, {len(split['shards'])} shard(s), {mb:.1f} MB")

@@ -23,6 +23,7 @@ SHARDFLOW_INFO = "shardflow.json"
 REJECTS = "rejects.jsonl"
 STAGING = ".shardflow-staging"
 FORMAT_VERSION = 1
+SIZE_BINS = (64, 128, 256, 512, 1024, 2048)  # histogram of the longer side: <64, 64-127, ..., >=2048
 
 
 class DatasetError(ValueError):

@@ -17,7 +17,7 @@ import tensorflow as tf
 from apache_beam.io.filesystems import FileSystems
 
 from shardflow import metadata, schema
-from shardflow.beam_jobs.framing import masked_crc
+from shardflow.framing import masked_crc
 
 READ_CHUNK = 8 * 2**20
 

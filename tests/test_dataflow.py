@@ -10,7 +10,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from shardflow.beam_jobs.convert import ConvertOptions, build
-from shardflow.beam_jobs.images import ImageOptions
+from shardflow.images import ImageOptions
 from shardflow.beam_jobs.sources import list_source
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

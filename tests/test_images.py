@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from shardflow.beam_jobs.images import ImageOptions, Rejected, prepare_encoded
+from shardflow.images import ImageOptions, Rejected, prepare_encoded
 from tests.conftest import encode, noise_image
 
 RGB = ImageOptions()

@@ -9,7 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 from shardflow import metadata, schema
-from shardflow.beam_jobs.framing import frame
+from shardflow.framing import frame
 from shardflow.cli import main
 from shardflow.pipeline import damaged_shards_named, load
 from tests.conftest import encode

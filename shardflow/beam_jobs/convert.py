@@ -41,8 +41,8 @@ from PIL import Image
 from shardflow import metadata, schema
 from shardflow.beam_jobs import records, staged
 from shardflow.beam_jobs import splits as splits_lib
-from shardflow.beam_jobs.framing import frame
-from shardflow.beam_jobs.images import ImageOptions, Rejected, prepare_encoded, prepare_pixels
+from shardflow.framing import frame
+from shardflow.images import ImageOptions, Rejected, prepare_encoded, prepare_pixels
 from shardflow.beam_jobs.progress import ProgressDisplay, ProgressWriter, worker_logs_to
 from shardflow.beam_jobs.sources import SourceListing, is_remote, list_source
 from shardflow.beam_jobs.staged import StagedTask

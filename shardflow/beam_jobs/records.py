@@ -12,9 +12,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from shardflow.beam_jobs.images import ImageStats
-
-SIZE_BINS = (64, 128, 256, 512, 1024, 2048)  # histogram of the longer side: <64, 64-127, ..., >=2048
+from shardflow.images import ImageStats
+from shardflow.metadata import SIZE_BINS
 
 
 def row_dtype(channels: int) -> np.dtype:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import tensorflow as tf
 
 from shardflow import schema
+from shardflow.images import MAX_PIXELS  # the converter's limit: a shard crafted elsewhere cannot make us decode a bomb
 
 DCT_RATIOS = (1, 2, 4, 8)
-MAX_PIXELS = 89_478_485  # the converter's limit too: a shard crafted elsewhere cannot make us decode a bomb
 
 
 def usable_ratios(target: tuple[int, int], max_side: int | None) -> tuple[int, ...]:

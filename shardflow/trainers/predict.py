@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from shardflow import metadata, schema
-from shardflow.beam_jobs.sources import IMAGE_EXTENSIONS
+from shardflow.images import IMAGE_EXTENSIONS
 from shardflow.pipeline import damaged_shards_named, load  # importing the package registers Augment, Normalize
 from shardflow.trainers import models
 from shardflow.trainers.train import MODEL_FILE, RUN_FILE

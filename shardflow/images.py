@@ -1,5 +1,8 @@
 """Validate one input image and turn it into the bytes (or pixels) a record stores.
 
+The conversion runs this on every input; prediction runs it on every file it is given, with the dataset's
+recorded options, so a model sees the same pixels from a file as from its record. It needs no Beam and no TF.
+
 Valid RGB JPEGs that need no change are kept byte for byte ("passthrough"); anything else that PIL can decode
 (PNG/GIF/BMP/WebP, CMYK, grayscale, alpha, 16-bit, EXIF-rotated) is converted; the rest raises `Rejected`
 with a reason a person can act on.
@@ -16,6 +19,7 @@ from PIL import Image, ImageOps
 
 MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (~90 MP)
 MAX_FILE_BYTES = 256 * 1024 * 1024
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 EXIF_ORIENTATION = 0x0112
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _LEVELS = np.arange(256, dtype=np.float64)
