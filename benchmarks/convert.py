@@ -68,14 +68,14 @@ def plain_record(item: InputFile, data: bytes) -> bytes | None:
     })).SerializeToString()
 
 
-def shardflow_record(spec) -> Callable[[InputFile, bytes], bytes | None]:
+def shardflow_record(records: schema.RecordSchema) -> Callable[[InputFile, bytes], bytes | None]:
     """The job's own per-image code (validation, statistics, serialization), to show Beam's overhead."""
     def to_record(item: InputFile, data: bytes) -> bytes | None:
         try:
             prepared = prepare_encoded(data, ImageOptions())
         except Rejected:
             return None
-        return schema.serialize(spec, prepared.data, item.label, item.path)
+        return records.serialize(prepared.data, item.label, item.path)
     return to_record
 
 
@@ -90,7 +90,7 @@ def empty_beam_job(workers: int) -> None:
 def beam_job(src: str, out: str, workers: int) -> int:
     with contextlib.redirect_stdout(io.StringIO()):
         info = convert(src, out, ConvertOptions(workers=workers, overwrite=True))
-    return info["num_records"]
+    return info.num_records
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
         methods = {
             "plain loop (PIL + tf.io.TFRecordWriter), 1 process": lambda out: loop(src, out, plain_record),
             "shardflow's per-image code in a plain loop, 1 process": lambda out: loop(src, out, shardflow_record(
-                schema.features(list_source(src).class_names, 3, "passthrough"))),
+                schema.RecordSchema(tuple(list_source(src).class_names), 3, "passthrough"))),
             "shardflow convert --workers 1": lambda out: beam_job(src, out, 1),
             "shardflow convert --workers 2": lambda out: beam_job(src, out, 2),
         }

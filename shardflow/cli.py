@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -10,7 +11,7 @@ from collections.abc import Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
 
 import shardflow  # noqa: E402  (after the environment is set)
-from shardflow import metadata, quiet  # noqa: E402
+from shardflow import metadata, quiet, schema  # noqa: E402
 
 
 class UsageError(Exception):
@@ -22,6 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "convert":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    quiet.quiet_beam_imports()
     try:
         if getattr(args, "uses_tensorflow", False):
             quiet.start_tensorflow()
@@ -32,107 +34,126 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    """Every default and choice comes from the Python API's own (options dataclasses, function signatures)."""
+    from shardflow.beam_jobs import splits
+    from shardflow.beam_jobs.options import CHANNELS, LAYOUTS, ConvertOptions
+    from shardflow.preview import preview_grid
+    from shardflow.sample_data import write_sample_data
+    from shardflow.trainers.options import AUGMENT_PLACES, BASES, MODELS, TrainOptions
+
     parser = argparse.ArgumentParser(prog="shardflow", description=shardflow.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    sample = commands.add_parser("sample-data", help="write a learnable synthetic JPEG dataset")
-    sample.add_argument("out")
-    sample.add_argument("--layout", choices=("kaggle", "folders"), default="kaggle")
-    sample.add_argument("--n", type=int, default=2000, help="number of images (default 2000)")
-    sample.add_argument("--classes", default="cat,dog", help="comma-separated class names (default cat,dog)")
-    sample.add_argument("--seed", type=int, default=0)
-    sample.set_defaults(handler=_sample_data)
+    def command(name: str, handler, help: str, uses_tensorflow: bool = False, **kwargs) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
+        sub.set_defaults(handler=handler, uses_tensorflow=uses_tensorflow)
+        return sub
 
-    convert = commands.add_parser(
-        "convert",
-        help="convert images (folder, .zip, .tar[.gz], IDX) to sharded TFRecords",
+    sample_defaults = _defaults(write_sample_data)
+    sample = command("sample-data", _sample_data, "write a learnable synthetic JPEG dataset")
+    sample.add_argument("out", help="the folder to write the images to")
+    sample.add_argument("--layout", choices=("kaggle", "folders"), default=sample_defaults["layout"],
+                        help="kaggle: cat.0.jpg names in one folder; folders: one folder per class")
+    sample.add_argument("--n", type=int, default=sample_defaults["n"], help="number of images")
+    sample.add_argument("--classes", default=",".join(sample_defaults["classes"]), help="comma-separated class names")
+    sample.add_argument("--seed", type=int, default=sample_defaults["seed"], help="the same seed, the same images")
+
+    convert = command(
+        "convert", _convert, "convert images (folder, .zip, .tar[.gz], IDX) to sharded TFRecords",
         description="Convert raw images into a sharded, TFDS-compatible TFRecord dataset with Apache Beam. "
         "Unknown flags (--runner, --project, --job_endpoint, ...) go to Beam unchanged.",
     )
+    defaults = ConvertOptions()
     convert.add_argument("src", help="a folder, a .zip, a .tar/.tar.gz/.tgz, or a folder of IDX files")
     convert.add_argument("out", help="the dataset folder to create")
     convert.add_argument("--name", help="dataset name used in shard file names (default: from SRC)")
-    convert.add_argument("--layout", default="auto", choices=("auto", "kaggle", "folders", "idx"))
+    convert.add_argument("--layout", default=defaults.layout, choices=LAYOUTS,
+                         help="how labels are found: auto detects Kaggle names, class folders or IDX files")
     convert.add_argument("--unlabeled", action="store_true", help="no labels (e.g. Kaggle's test1/): label -1")
     convert.add_argument("--class-names", help="comma-separated class order (default: sorted)")
-    convert.add_argument("--splits", default="train=0.8,validation=0.1,test=0.1",
-                         help="fractions by a stable hash of the path (default %(default)s)")
+    convert.add_argument("--splits", default=splits.format_splits(defaults.splits),
+                         help="fractions by a stable hash of the path")
     convert.add_argument("--split-counts", help="exact records per class, e.g. train=1000,validation=500,test=500")
-    convert.add_argument("--channels", type=int, choices=(1, 3), help="3 = RGB (default; IDX: 1)")
-    convert.add_argument("--image-format", choices=("passthrough", "jpeg", "png", "raw"),
+    convert.add_argument("--channels", type=int, choices=CHANNELS, help="3 = RGB (default; IDX: 1)")
+    convert.add_argument("--image-format", choices=schema.IMAGE_FORMATS,
                          help="passthrough (default) keeps valid JPEGs byte for byte; IDX default: png")
     convert.add_argument("--max-side", type=int, help="downscale so the longer side is at most N pixels")
-    convert.add_argument("--quality", type=int, default=95, help="JPEG quality when re-encoding (default 95)")
-    convert.add_argument("--shard-size-mb", type=float, default=128.0, help="target shard size (default 128)")
-    convert.add_argument("--workers", type=int, default=0, help="local worker processes (default: one per core)")
+    convert.add_argument("--quality", type=int, default=defaults.quality, help="JPEG quality when re-encoding")
+    convert.add_argument("--shard-size-mb", type=float, default=defaults.shard_size_mb, help="target shard size")
+    convert.add_argument("--workers", type=int, default=defaults.workers,
+                         help="local worker processes (0: one per core)")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
-    convert.set_defaults(handler=_convert)
 
-    inspect = commands.add_parser("inspect", help="show a dataset's splits, classes and statistics")
-    inspect.add_argument("data")
+    inspect = command("inspect", _inspect, "show a dataset's splits, classes and statistics")
+    inspect.add_argument("data", help="a dataset folder written by `shardflow convert`")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
-    inspect.set_defaults(handler=_inspect)
 
-    verify = commands.add_parser("verify", help="check checksums, record CRCs, counts and images of a dataset")
-    verify.add_argument("data")
+    verify = command("verify", _verify, "check checksums, record CRCs, counts and images of a dataset",
+                     uses_tensorflow=True)
+    verify.add_argument("data", help="a dataset folder written by `shardflow convert`")
     verify.add_argument("--no-decode", action="store_true", help="skip decoding the images (faster)")
-    verify.set_defaults(handler=_verify, uses_tensorflow=True)
 
-    preview = commands.add_parser("preview", help="a grid of images (and augmented versions) as a PNG")
-    preview.add_argument("data")
+    preview_defaults = _defaults(preview_grid)
+    preview = command("preview", _preview, "a grid of images (and augmented versions) as a PNG", uses_tensorflow=True)
+    preview.add_argument("data", help="a dataset folder written by `shardflow convert`")
     preview.add_argument("--out", required=True, help="the PNG file to write")
-    preview.add_argument("--split", default="train")
+    preview.add_argument("--split", default=preview_defaults["split"], help="the split to show")
     preview.add_argument("--augment", help="none, a preset (seed004) or ImageDataGenerator arguments as JSON")
-    preview.add_argument("--images", type=int, default=4, help="rows (default 4)")
-    preview.add_argument("--variants", type=int, default=5, help="augmented versions per image (default 5)")
-    preview.add_argument("--image-size", type=int, default=150)
-    preview.add_argument("--seed", type=int, default=0)
-    preview.set_defaults(handler=_preview, uses_tensorflow=True)
+    preview.add_argument("--images", type=int, default=preview_defaults["images"], help="rows")
+    preview.add_argument("--variants", type=int, default=preview_defaults["variants"],
+                         help="augmented versions per image")
+    preview.add_argument("--image-size", type=int, default=preview_defaults["image_size"], help="pixels per side")
+    preview.add_argument("--seed", type=int, default=preview_defaults["seed"], help="which images and augmentations")
 
-    serve = commands.add_parser("serve-data", help="start a tf.data service dispatcher and workers here")
-    serve.add_argument("--port", type=int, default=5050)
-    serve.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    serve.set_defaults(handler=_serve_data, uses_tensorflow=True)
+    serve = command("serve-data", _serve_data, "start a tf.data service dispatcher and workers here",
+                    uses_tensorflow=True)
+    serve.add_argument("--port", type=int, default=5050, help="the dispatcher's port")
+    serve.add_argument("--workers", type=int, default=2, help="worker processes")
 
-    train = commands.add_parser("train", help="train a tutorial model on a converted dataset")
-    train.add_argument("data")
-    train.add_argument("--model", default="small_convnet",
-                       help="small_convnet (default), book_convnet, mnist_convnet, fashion_cnn, transfer, fine_tune, "
-                            "features")
+    train = command("train", _train, "train a tutorial model on a converted dataset", uses_tensorflow=True)
+    options = TrainOptions()
+    train.add_argument("data", help="a dataset folder written by `shardflow convert`")
+    train.add_argument("--model", default=options.model, choices=MODELS, help="the tutorial architecture")
     train.add_argument("--out", required=True, help="the run folder to write")
-    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--epochs", type=int, default=options.epochs)
     train.add_argument("--batch-size", type=int, help="default 32 (64 for the features head)")
     train.add_argument("--image-size", type=int, help="default: 150 (28 for MNIST models, 160 for transfer)")
-    train.add_argument("--augment", default="none", help="none, seed004 or ImageDataGenerator arguments as JSON")
-    train.add_argument("--augment-on", default="auto", choices=("auto", "model", "pipeline"),
+    train.add_argument("--augment", default=options.augment,
+                       help="none, seed004 or ImageDataGenerator arguments as JSON")
+    train.add_argument("--augment-on", default=options.augment_on, choices=AUGMENT_PLACES,
                        help="auto: in the model with a GPU, else in the CPU pipeline")
     train.add_argument("--optimizer", help="default: the tutorial's (rmsprop or adam)")
     train.add_argument("--lr", type=float, help="learning rate (default: the tutorial's)")
     train.add_argument("--patience", type=int, help="early stopping after N epochs without better val_loss")
     train.add_argument("--mixed-precision", action="store_true")
     train.add_argument("--jit", action="store_true", help="XLA-compile the model")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--base", default="vgg16", help="transfer base: vgg16, mobilenet_v2, efficientnet_b0, resnet50")
-    train.add_argument("--weights", default="imagenet", help="imagenet (downloads), a weights file, or none")
-    train.add_argument("--unfreeze", type=int, default=3, help="fine_tune: top layers of the base to train")
+    train.add_argument("--seed", type=int, help="repeatable shuffling, augmentation and initial weights")
+    train.add_argument("--base", default=options.base, choices=tuple(BASES),
+                       help="the Keras-applications base of transfer, fine_tune and features")
+    train.add_argument("--weights", default=options.weights, help="imagenet (downloads), a weights file, or none")
+    train.add_argument("--unfreeze", type=int, default=options.unfreeze, help="fine_tune: top layers of the base to train")
     train.add_argument("--init-from", help="fine_tune: a finished transfer run to continue from (its model.keras)")
     train.add_argument("--steps-per-epoch", type=int, help="limit each epoch (quick trials)")
     train.add_argument("--cache", action="store_true", help="keep decoded images in memory after epoch 1")
-    train.set_defaults(handler=_train, uses_tensorflow=True)
 
-    evaluate = commands.add_parser("evaluate", help="a run's loss and accuracy on a dataset split")
-    evaluate.add_argument("run")
-    evaluate.add_argument("data")
-    evaluate.add_argument("--split", default="test")
-    evaluate.set_defaults(handler=_evaluate, uses_tensorflow=True)
+    evaluate = command("evaluate", _evaluate, "a run's loss and accuracy on a dataset split", uses_tensorflow=True)
+    evaluate.add_argument("run", help="a run folder written by `shardflow train`")
+    evaluate.add_argument("data", help="a dataset folder written by `shardflow convert`")
+    evaluate.add_argument("--split", default=metadata.TEST, help="the split to evaluate on")
 
-    predict = commands.add_parser("predict", help="classify images, folders or a converted split with a run")
-    predict.add_argument("run")
-    predict.add_argument("paths", nargs="+")
-    predict.add_argument("--split", default="test", help="the split, when a path is a converted dataset")
+    predict = command("predict", _predict, "classify images, folders or a converted split with a run",
+                      uses_tensorflow=True)
+    predict.add_argument("run", help="a run folder written by `shardflow train`")
+    predict.add_argument("paths", nargs="+", help="image files, folders of images, or dataset folders")
+    predict.add_argument("--split", default=metadata.TEST, help="the split, when a path is a converted dataset")
     predict.add_argument("--csv", help="write Kaggle's submission format (id,label) here")
-    predict.set_defaults(handler=_predict, uses_tensorflow=True)
     return parser
+
+
+def _defaults(function) -> dict:
+    """A function's keyword defaults, so the CLI shows (and uses) the API's own."""
+    return {name: p.default for name, p in inspect.signature(function).parameters.items()
+            if p.default is not inspect.Parameter.empty}
 
 
 def _sample_data(args, _extra) -> None:
@@ -145,7 +166,8 @@ def _sample_data(args, _extra) -> None:
 
 def _convert(args, beam_args) -> None:
     from shardflow.beam_jobs import splits
-    from shardflow.beam_jobs.convert import ConvertOptions, convert
+    from shardflow.beam_jobs.convert import convert
+    from shardflow.beam_jobs.options import ConvertOptions
 
     if args.max_side is not None and args.max_side < 1:
         raise UsageError("--max-side must be a positive number of pixels")
@@ -173,11 +195,11 @@ def _convert(args, beam_args) -> None:
 
 
 def _inspect(args, _extra) -> None:
-    meta = metadata.read(args.data)
+    info = metadata.read(args.data)
     if args.json:
-        print(json.dumps(_inspect_json(meta), indent=1))
+        print(json.dumps(_inspect_json(info), indent=1))
     else:
-        print(_inspect_text(meta))
+        print(_inspect_text(info))
 
 
 def _verify(args, _extra) -> int:
@@ -198,7 +220,7 @@ def _verify(args, _extra) -> int:
 
 
 def _preview(args, _extra) -> None:
-    from shardflow.pipeline.preview import preview_grid
+    from shardflow.preview import preview_grid
 
     if args.images < 1 or args.variants < 0 or args.image_size < 8:
         raise UsageError("--images must be >= 1, --variants >= 0 and --image-size >= 8")
@@ -214,7 +236,8 @@ def _serve_data(args, _extra) -> None:
 
 
 def _train(args, _extra) -> None:
-    from shardflow.trainers.train import TrainOptions, train
+    from shardflow.trainers.options import TrainOptions
+    from shardflow.trainers.train import train
 
     options = TrainOptions(
         model=args.model, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
@@ -241,59 +264,59 @@ def _evaluate(args, _extra) -> None:
 
 
 def _predict(args, _extra) -> None:
-    from shardflow.trainers.predict import predict, run_info, write_submission
+    from shardflow.trainers.predict import predict, run_preprocessing, write_submission
 
     predictions = predict(args.run, args.paths, args.split)
+    unread = [p for p in predictions if p.problem]
     for prediction in predictions:
-        print(prediction.sentence())
+        print(prediction.sentence(), file=sys.stderr if prediction.problem else sys.stdout)
     if args.csv:
-        write_submission(predictions, args.csv, run_info(args.run)["class_names"])
-        print(f"wrote {len(predictions)} predictions to {args.csv}")
+        write_submission(predictions, args.csv, run_preprocessing(args.run).class_names)
+        print(f"wrote {len(predictions)} predictions to {args.csv}"
+              + (f" ({len(unread)} without a label: their files could not be read)" if unread else ""))
+    if unread:
+        print(f"{len(unread)} of {len(predictions)} inputs could not be read (listed above)", file=sys.stderr)
 
 
-def _inspect_json(meta: metadata.DatasetMetadata) -> dict:
-    info = dict(meta.info)
-    info["splits"] = {
-        name: {key: value for key, value in split.items() if key != "split"} for name, split in meta.splits.items()
-    }
-    return info
+def _inspect_json(info: metadata.DatasetInfo) -> dict:
+    return json.loads(info.to_json())
 
 
-def _summary_text(info: dict, out: str) -> str:
-    rate = info["num_inputs"] / max(info["seconds"], 1e-9)
+def _summary_text(info: metadata.DatasetInfo, out: str) -> str:
+    rate = info.num_inputs / max(info.seconds, 1e-9)
     lines = [
-        f"converted {info['num_inputs']} inputs in {info['seconds']:.1f} s ({rate:.0f} inputs/s): "
-        f"{info['num_records']} records, {info['num_rejected']} rejected"
-        + (f" (reasons in {out}/{metadata.REJECTS})" if info["num_rejected"] else "")
-        + (f", {info['num_unselected']} not selected by --split-counts" if info["num_unselected"] else "")
+        f"converted {info.num_inputs} inputs in {info.seconds:.1f} s ({rate:.0f} inputs/s): "
+        f"{info.num_records} records, {info.num_rejected} rejected"
+        + (f" (reasons in {out}/{metadata.REJECTS})" if info.num_rejected else "")
+        + (f", {info.num_unselected} not selected by --split-counts" if info.num_unselected else "")
     ]
-    for name, split in info["splits"].items():
-        counts = ", ".join(f"{c} {n}" for c, n in split["label_counts"].items())
-        lines.append(f"  {name:<11} {split['num_examples']:>7} records in {len(split['shards'])} shard(s)  ({counts})")
+    for name, split in info.splits.items():
+        counts = ", ".join(f"{c} {n}" for c, n in split.label_counts.items())
+        lines.append(f"  {name:<11} {split.num_examples:>7} records in {len(split.shards)} shard(s)  ({counts})")
     lines.append(f"dataset: {out}")
     return "\n".join(lines)
 
 
-def _inspect_text(meta: metadata.DatasetMetadata) -> str:
-    info = meta.info
+def _inspect_text(info: metadata.DatasetInfo) -> str:
     lines = [
-        f"{meta.data_dir}: dataset {meta.name!r}",
-        f"  classes ({len(meta.class_names)}): {', '.join(meta.class_names) or '(unlabeled)'}",
-        f"  images: {info['image_format']}, {meta.channels} channel(s)"
-        + (f", longer side <= {info['max_side']}" if info.get("max_side") else ""),
-        f"  inputs: {info['num_inputs']}  records: {info['num_records']}  rejected: {info['num_rejected']}"
-        + (f"  unselected: {info['num_unselected']}" if info.get("num_unselected") else ""),
+        f"{info.data_dir}: dataset {info.name!r}",
+        f"  classes ({len(info.class_names)}): {', '.join(info.class_names) or '(unlabeled)'}",
+        f"  images: {info.image_format}, {info.channels} channel(s)"
+        + (f", longer side <= {info.max_side}" if info.max_side else ""),
+        f"  inputs: {info.num_inputs}  records: {info.num_records}  rejected: {info.num_rejected}"
+        + (f"  unselected: {info.num_unselected}" if info.num_unselected else ""),
     ]
-    labels = [f"<{metadata.SIZE_BINS[0]}"] + [f"{a}-{b - 1}" for a, b in zip(metadata.SIZE_BINS, metadata.SIZE_BINS[1:])] + [f">={metadata.SIZE_BINS[-1]}"]
-    for name, split in meta.splits.items():
-        mb = split["num_bytes"] / 2**20
-        lines.append(f"\n  {name}: {split['num_examples']} records, {len(split['shards'])} shard(s), {mb:.1f} MB")
-        lines.append("    per class: " + ", ".join(f"{c} {n}" for c, n in split["label_counts"].items()))
-        lines.append("    mean: " + " ".join(f"{v:.1f}" for v in split["mean"])
-                     + "   std: " + " ".join(f"{v:.1f}" for v in split["std"]))
-        peak = max(split["size_histogram"]) or 1
+    bins = metadata.SIZE_BINS
+    labels = [f"<{bins[0]}"] + [f"{a}-{b - 1}" for a, b in zip(bins, bins[1:])] + [f">={bins[-1]}"]
+    for name, split in info.splits.items():
+        mb = split.num_bytes / 2**20
+        lines.append(f"\n  {name}: {split.num_examples} records, {len(split.shards)} shard(s), {mb:.1f} MB")
+        lines.append("    per class: " + ", ".join(f"{c} {n}" for c, n in split.label_counts.items()))
+        lines.append("    mean: " + " ".join(f"{v:.1f}" for v in split.mean)
+                     + "   std: " + " ".join(f"{v:.1f}" for v in split.std))
+        peak = max(split.size_histogram) or 1
         lines.append("    longer side (px):")
-        for label, count in zip(labels, split["size_histogram"]):
+        for label, count in zip(labels, split.size_histogram):
             if count:
                 lines.append(f"      {label:>9} {count:>7}  {'#' * max(1, round(30 * count / peak))}")
     return "\n".join(lines)

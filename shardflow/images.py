@@ -175,3 +175,16 @@ def _prepared(data: bytes | np.ndarray, image: Image.Image, passthrough: bool,
         channel_sumsq=tuple((histogram @ np.square(_LEVELS)).tolist()),
         num_pixels=width * height,
     ))
+
+
+def prepare(payload: bytes | np.ndarray, options: ImageOptions) -> PreparedImage:
+    """An encoded file (`prepare_encoded`) or decoded pixels (`prepare_pixels`); every failure, even a decoder's
+    bug on hostile input, is `Rejected`: one bad file costs that file, never the run."""
+    try:
+        if isinstance(payload, np.ndarray):
+            return prepare_pixels(Image.fromarray(payload), options)
+        return prepare_encoded(payload, options)
+    except Rejected:
+        raise
+    except Exception as error:
+        raise Rejected(f"could not decode: {type(error).__name__}: {error}") from None

@@ -1,21 +1,19 @@
-"""A converted dataset's metadata: TFDS's `dataset_info.json` + `features.json`, and our `shardflow.json`.
+"""A converted dataset's metadata: TFDS's `dataset_info.json` + `features.json`, and shardflow's `shardflow.json`.
 
-`dataset_info.json` is written last: a folder without it (an interrupted run) is never taken as a dataset,
-by TFDS or by `read`.
+`DatasetInfo` is `shardflow.json` as a typed object, with its invariants: `read` is its one reader (local files,
+or remote ones through `tf.io.gfile`: no Beam needed), `DatasetInfo.to_json` what the conversion writes.
+`dataset_info.json` is written last: a folder without it (an interrupted run) is never taken as a dataset, by
+TFDS or by `read`.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from typing import Any
 
-import tensorflow_datasets as tfds
-from apache_beam.io.filesystems import FileSystems
-
-from shardflow import schema
+from shardflow import files, schema
+from shardflow.images import ImageOptions
 
 DATASET_INFO = "dataset_info.json"
 FEATURES = "features.json"
@@ -23,6 +21,8 @@ SHARDFLOW_INFO = "shardflow.json"
 REJECTS = "rejects.jsonl"
 STAGING = ".shardflow-staging"
 FORMAT_VERSION = 1
+TRAIN, VALIDATION, TEST = "train", "validation", "test"
+SPLITS = (TRAIN, VALIDATION, TEST)  # the usual splits, in reading order
 SIZE_BINS = (64, 128, 256, 512, 1024, 2048)  # histogram of the longer side: <64, 64-127, ..., >=2048
 
 
@@ -31,120 +31,147 @@ class DatasetError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class DatasetMetadata:
-    """What a reader needs to know about a converted dataset."""
+class Shard:
+    filename: str
+    num_records: int
+    num_bytes: int
+    sha256: str
 
-    data_dir: str
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """One split: its shards and statistics (per-channel mean/std over all pixels, sizes)."""
+
     name: str
-    class_names: list[str]
-    channels: int
-    image_format: str
-    splits: dict[str, dict[str, Any]]  # num_examples, shards [{filename, num_records, num_bytes, sha256}], ...
-    info: dict[str, Any]  # the whole of shardflow.json
+    shards: tuple[Shard, ...]
+    label_counts: dict[str, int]  # class name (or "unlabeled") -> records
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    size_histogram: tuple[int, ...]  # longer side, binned by SIZE_BINS
+    width_range: tuple[int, int]
+    height_range: tuple[int, int]
+    passthrough: int  # records whose bytes are the source file's
 
     @property
-    def encoding(self) -> str:
-        return schema.stored_encoding(self.image_format)
+    def num_examples(self) -> int:
+        return sum(s.num_records for s in self.shards)
 
-    def split(self, name: str) -> dict[str, Any]:
+    @property
+    def num_bytes(self) -> int:
+        return sum(s.num_bytes for s in self.shards)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What `shardflow.json` records about a dataset, and where it was read from (`data_dir`)."""
+
+    name: str
+    class_names: tuple[str, ...]
+    channels: int
+    image_format: str
+    max_side: int | None
+    quality: int
+    layout: str
+    num_inputs: int
+    num_rejected: int
+    num_unselected: int
+    ignored: tuple[str, ...]  # files beside the data, skipped by rule
+    splits: dict[str, Split]  # in reading order (split_names)
+    seconds: float
+    format_version: int = FORMAT_VERSION
+    data_dir: str = ""
+
+    @property
+    def num_records(self) -> int:
+        return sum(s.num_examples for s in self.splits.values())
+
+    @property
+    def schema(self) -> schema.RecordSchema:
+        return schema.RecordSchema(self.class_names, self.channels, self.image_format)
+
+    @property
+    def image_options(self) -> ImageOptions:
+        """The per-image preparation the conversion applied (prediction applies it to files)."""
+        return ImageOptions(channels=self.channels, image_format=self.image_format, max_side=self.max_side,
+                            quality=self.quality)
+
+    def split(self, name: str) -> Split:
         if name not in self.splits:
             raise DatasetError(f"{self.data_dir}: no split {name!r}; it has {', '.join(self.splits) or 'none'}")
         return self.splits[name]
 
     def shard_paths(self, split: str) -> list[str]:
-        return [FileSystems.join(self.data_dir, s["filename"]) for s in self.split(split)["shards"]]
+        return [files.join(self.data_dir, s.filename) for s in self.split(split).shards]
+
+    def problems(self) -> list[str]:
+        """Broken invariants: every input is a record, a reject or unselected, each exactly once."""
+        accounted = self.num_records + self.num_rejected + self.num_unselected
+        if self.num_inputs != accounted:
+            return [f"inputs ({self.num_inputs}) != records ({self.num_records}) + rejects ({self.num_rejected})"
+                    f" + unselected ({self.num_unselected})"]
+        return []
+
+    def to_json(self) -> str:
+        value = dataclasses.asdict(self)
+        del value["data_dir"]
+        value["num_records"] = self.num_records
+        for split, stats in zip(value["splits"].values(), self.splits.values()):
+            split.update(num_examples=stats.num_examples, num_bytes=stats.num_bytes)
+        return json.dumps(value, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, data_dir: str = "") -> DatasetInfo:
+        """The inverse of `to_json`; the counts it derives must equal those written beside them."""
+        value = json.loads(text)
+        splits = {name: _typed(Split, value["splits"][name], name=name,
+                               shards=tuple(_typed(Shard, s) for s in value["splits"][name]["shards"]))
+                  for name in split_names(value["splits"])}
+        info = _typed(cls, value, splits=splits, data_dir=data_dir)
+        written = [("num_records", value.get("num_records"), info.num_records)] + [
+            (f"{name} {key}", value["splits"][name].get(key), getattr(split, key))
+            for name, split in splits.items() for key in ("num_examples", "num_bytes")]
+        wrong = [f"{what} is {stored}, its shards add up to {derived}"
+                 for what, stored, derived in written if stored is not None and stored != derived]
+        if wrong:
+            raise DatasetError(f"{data_dir}: {SHARDFLOW_INFO} contradicts itself: {'; '.join(wrong)}")
+        return info
 
 
-def shard_template(data_dir: str, name: str, split: str) -> tfds.core.ShardedFileTemplate:
-    """TFDS's file naming: NAME-SPLIT.tfrecord-00000-of-000NN."""
-    return tfds.core.ShardedFileTemplate(
-        data_dir=data_dir, dataset_name=name, split=split, filetype_suffix="tfrecord"
-    )
+def _typed(kind: type, value: dict[str, Any], **given: Any) -> Any:
+    """`kind` from the fields of `value` it declares (lists as tuples), `given` taking precedence."""
+    fields = {f.name for f in dataclasses.fields(kind)}
+    return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items() if k in fields} | given)
 
 
-def shard_filename(name: str, split: str, index: int, num_shards: int) -> str:
-    return shard_template("/", name, split).sharded_filepath(shard_index=index, num_shards=num_shards).name
-
-
-def write(data_dir: str, info: dict[str, Any], description: str) -> None:
-    """Write shardflow.json, then the TFDS metadata with dataset_info.json last (the completion mark).
-
-    TFDS writes its files to a local scratch folder; Beam's filesystems copy them, so `data_dir` may be remote.
-    """
-    with FileSystems.create(FileSystems.join(data_dir, SHARDFLOW_INFO)) as f:
-        f.write(json.dumps(info, indent=1, sort_keys=True).encode())
-    with tempfile.TemporaryDirectory(prefix="shardflow-metadata-") as scratch:
-        _tfds_info(scratch, info, description).write_to_directory(scratch)
-        names = sorted(os.listdir(scratch), key=lambda n: n == DATASET_INFO)  # dataset_info.json last
-        for name in names:
-            with open(os.path.join(scratch, name), "rb") as source, \
-                    FileSystems.create(FileSystems.join(data_dir, name)) as target:
-                target.write(source.read())
-
-
-def _tfds_info(scratch: str, info: dict[str, Any], description: str) -> tfds.core.DatasetInfo:
-    """What `tfds.folder_dataset.write_metadata` builds, without its listing of the shard files."""
-    identity = tfds.core.DatasetIdentity(name=info["name"], version=tfds.core.Version("1.0.0"), data_dir=scratch,
-                                         module_name="")
-    dataset_info = tfds.core.DatasetInfo(
-        builder=identity,
-        features=schema.features(info["class_names"], info["channels"], info["image_format"]),
-        description=description,
-        supervised_keys=(schema.IMAGE, schema.LABEL),
-    )
-    dataset_info.set_file_format(tfds.core.file_adapters.FileFormat.TFRECORD)
-    dataset_info.set_splits(tfds.core.SplitDict([
-        tfds.core.SplitInfo(
-            name=split,
-            shard_lengths=[s["num_records"] for s in stats["shards"]],
-            num_bytes=stats["num_bytes"],
-            filename_template=shard_template(scratch, info["name"], split),
-        )
-        for split, stats in info["splits"].items()
-    ]))
-    return dataset_info
-
-
-def read(data_dir: str) -> DatasetMetadata:
+def read(data_dir: str) -> DatasetInfo:
     """The metadata of a finished dataset; `DatasetError` naming the folder if it is not one."""
-    info_path = FileSystems.join(data_dir, SHARDFLOW_INFO)
-    if not FileSystems.exists(data_dir):
+    info_path = files.join(data_dir, SHARDFLOW_INFO)
+    if not files.exists(data_dir):
         raise DatasetError(f"{data_dir}: no such dataset directory")
-    if not FileSystems.exists(FileSystems.join(data_dir, DATASET_INFO)):
-        if FileSystems.exists(FileSystems.join(data_dir, STAGING)) or FileSystems.exists(info_path):
+    if not files.exists(files.join(data_dir, DATASET_INFO)):
+        if files.exists(files.join(data_dir, STAGING)) or files.exists(info_path):
             raise DatasetError(
                 f"{data_dir}: incomplete dataset (the conversion did not finish); "
                 "run `shardflow convert ... --overwrite` again"
             )
         raise DatasetError(f"{data_dir}: not a shardflow dataset (no {DATASET_INFO}); create one with `shardflow convert`")
-    if not FileSystems.exists(info_path):
+    if not files.exists(info_path):
         raise DatasetError(f"{data_dir}: a TFDS dataset, but not written by shardflow (no {SHARDFLOW_INFO})")
-    with FileSystems.open(info_path) as f:
-        info = json.loads(f.read())
-    return DatasetMetadata(
-        data_dir=data_dir,
-        name=info["name"],
-        class_names=info["class_names"],
-        channels=info["channels"],
-        image_format=info["image_format"],
-        splits={name: info["splits"][name] for name in split_names(info["splits"])},
-        info=info,
-    )
+    return DatasetInfo.from_json(files.read_text(info_path), data_dir)
 
 
 def read_rejects(data_dir: str) -> list[dict[str, str]]:
     """The rejected inputs of a dataset, as written to rejects.jsonl."""
-    path = FileSystems.join(data_dir, REJECTS)
-    with FileSystems.open(path) as f:
-        return [json.loads(line) for line in f.read().decode().splitlines() if line.strip()]
+    text = files.read_text(files.join(data_dir, REJECTS))
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def is_dataset_dir(path: str) -> bool:
     """Whether `path` holds a shardflow dataset, finished or not (so --overwrite may delete it)."""
-    return any(os.path.exists(os.path.join(path, n)) for n in (DATASET_INFO, SHARDFLOW_INFO, STAGING))
+    return any(files.exists(files.join(path, n)) for n in (DATASET_INFO, SHARDFLOW_INFO, STAGING))
 
 
 def split_names(names: Iterable[str]) -> list[str]:
     """Splits in reading order: train, validation, test, then any others."""
-    order = {"train": 0, "validation": 1, "test": 2}
-    return sorted(names, key=lambda n: (order.get(n, 3), n))
+    return sorted(names, key=lambda n: (SPLITS.index(n) if n in SPLITS else len(SPLITS), n))
+

@@ -1,4 +1,4 @@
-"""TensorFlow without its C++ start-up chatter on the user's terminal.
+"""TensorFlow (and Beam) without start-up chatter on the user's terminal; the CLI, an application, asks for it.
 
 TF_CPP_MIN_LOG_LEVEL=2 promises to hide INFO and WARNING lines, but since TF 2.19 the start-up lines (oneDNN, CUDA
 probing) ignore it (tensorflow/tensorflow#100442). On a machine without a GPU driver, CUDA-built TensorFlow also
@@ -8,6 +8,7 @@ words. Every other line, errors included, still reaches the terminal.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -60,3 +61,15 @@ def forward_filtered(stream: IO[bytes]) -> None:
 
 def _kept(lines: IO[bytes]) -> Iterator[bytes]:
     return (line for line in lines if not CHATTER.match(line.decode("utf-8", "replace")))
+
+
+class _OptionalGcpClientsMissing(logging.Filter):
+    """Beam's filesystem import warns that BigQuery's optional apitools client is missing; we never use it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "apitools not found" not in record.getMessage()
+
+
+def quiet_beam_imports() -> None:
+    """Keep Beam's warning about optional Google Cloud clients off the terminal (a root-logger filter)."""
+    logging.getLogger().addFilter(_OptionalGcpClientsMissing())

@@ -1,17 +1,21 @@
-"""The record schema, defined once: the converter writes it, the reader parses it, TFDS documents it.
+"""The record schema, defined once as a TFDS feature spec: the converter serializes with it, the reader's parse
+spec and the record keys are derived from it, and TFDS documents it in `features.json`.
 
 Records are `tf.train.Example`s with the keys of TFDS `cats_vs_dogs`: `image` (encoded bytes), `label`
 (int64 class index, -1 when unlabeled) and `image/filename` (path relative to the source root). With
-`--image-format raw`, the image is TFDS's dynamic-shape tensor: `image/value` (uint8 bytes) + `image/shape`.
-Serialization goes through the TFDS feature spec, which needs no TensorFlow import (cheap Beam workers).
+`--image-format raw`, the image is TFDS's dynamic-shape tensor, stored under two keys (its bytes and its shape).
+Serialization needs no TensorFlow import (cheap Beam workers); parsing does.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import functools
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import example_serializer
+from tensorflow_datasets.core.utils import py_utils
 
 IMAGE = "image"
 LABEL = "label"
@@ -27,25 +31,50 @@ def stored_encoding(image_format: str) -> str:
     return "jpeg" if image_format == "passthrough" else image_format
 
 
-def features(class_names: Sequence[str], channels: int, image_format: str) -> tfds.features.FeaturesDict:
-    """The TFDS feature spec of a shardflow dataset."""
-    encoding = stored_encoding(image_format)
-    if encoding == "raw":
-        image = tfds.features.Tensor(shape=(None, None, channels), dtype=np.uint8, encoding="bytes")
-    else:
-        image = tfds.features.Image(shape=(None, None, channels), encoding_format=encoding)
-    return tfds.features.FeaturesDict(
-        {
+@dataclasses.dataclass(frozen=True)
+class RecordSchema:
+    """The records of one dataset: its classes, channels and stored image format."""
+
+    class_names: tuple[str, ...]
+    channels: int
+    image_format: str
+
+    @property
+    def encoding(self) -> str:
+        return stored_encoding(self.image_format)
+
+    @functools.cached_property
+    def features(self) -> tfds.features.FeaturesDict:
+        """The TFDS feature spec."""
+        if self.encoding == "raw":
+            image = tfds.features.Tensor(shape=(None, None, self.channels), dtype=np.uint8, encoding="bytes")
+        else:
+            image = tfds.features.Image(shape=(None, None, self.channels), encoding_format=self.encoding)
+        return tfds.features.FeaturesDict({
             IMAGE: image,
-            LABEL: tfds.features.ClassLabel(names=list(class_names)),
+            LABEL: tfds.features.ClassLabel(names=list(self.class_names)),
             FILENAME: tfds.features.Text(),
-        }
-    )
+        })
 
+    @functools.cached_property
+    def _serializer(self) -> example_serializer.ExampleSerializer:
+        return example_serializer.ExampleSerializer(self.features.get_serialized_info())
 
-def serialize(spec: tfds.features.FeaturesDict, image: bytes | np.ndarray, label: int, filename: str) -> bytes:
-    """One serialized `tf.train.Example`; `filename` may hold surrogate escapes (non-UTF-8 names)."""
-    encoded = spec.encode_example({IMAGE: image, LABEL: label, FILENAME: filename.encode("utf-8", "surrogateescape")})
-    # Deterministic: protobuf map order otherwise varies between processes, and so would the shards' checksums.
-    serializer = example_serializer.ExampleSerializer(spec.get_serialized_info())
-    return serializer.get_tf_example(encoded).SerializeToString(deterministic=True)
+    def serialize(self, image: bytes | np.ndarray, label: int, filename: str) -> bytes:
+        """One serialized `tf.train.Example`; `filename` may hold surrogate escapes (non-UTF-8 names)."""
+        encoded = self.features.encode_example(
+            {IMAGE: image, LABEL: label, FILENAME: filename.encode("utf-8", "surrogateescape")})
+        # Deterministic: protobuf map order otherwise varies between processes, and so would the shards' checksums.
+        return self._serializer.get_tf_example(encoded).SerializeToString(deterministic=True)
+
+    @property
+    def image_keys(self) -> tuple[str, ...]:
+        """The record keys that hold the image: (`image`,), or its bytes and shape for raw images."""
+        return tuple(sorted(py_utils.flatten_nest_dict({IMAGE: self.features[IMAGE].get_serialized_info()})))
+
+    def parse_spec(self) -> dict[str, Any]:
+        """`tf.io.parse_example`'s features argument for these records, as TFDS builds it from the spec."""
+        from tensorflow_datasets.core import example_parser
+
+        return example_parser.ExampleParser(self.features.get_serialized_info()).flat_feature_specs
+

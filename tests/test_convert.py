@@ -20,6 +20,7 @@ from shardflow import metadata
 from shardflow.beam_jobs.convert import ConversionError, ConvertOptions, convert
 from shardflow.beam_jobs.splits import split_for
 from shardflow.cli import main
+from shardflow.pipeline.decoder import Decoder
 from shardflow.verify import verify
 from tests.conftest import encode, noise_image, write_idx
 
@@ -30,17 +31,14 @@ def run_cli(*args: str) -> None:
 
 def records(out, split: str | None = None) -> list[dict]:
     """Every record of a dataset (or one split) as {split, filename, label, image bytes}."""
-    meta = metadata.read(str(out))
-    spec = {metadata.schema.FILENAME: tf.io.FixedLenFeature([], tf.string),
-            metadata.schema.LABEL: tf.io.FixedLenFeature([], tf.int64)}
-    if meta.image_format != "raw":
-        spec[metadata.schema.IMAGE] = tf.io.FixedLenFeature([], tf.string)
+    info = metadata.read(str(out))
+    decoder = Decoder(info.schema)
     found = []
-    for name in [split] if split else list(meta.splits):
-        for serialized in tf.data.TFRecordDataset(meta.shard_paths(name)):
-            example = tf.io.parse_single_example(serialized, spec)
-            found.append({"split": name, "filename": example["image/filename"].numpy().decode(),
-                          "label": int(example["label"]), "image": example.get("image", tf.constant(b"")).numpy()})
+    for name in [split] if split else list(info.splits):
+        for serialized in tf.data.TFRecordDataset(info.shard_paths(name)):
+            fields = decoder.parse(serialized)
+            found.append({"split": name, "filename": fields.filename.numpy().decode(), "label": int(fields.label),
+                          "image": fields.data.numpy()})
     return sorted(found, key=lambda r: r["filename"])
 
 
@@ -77,15 +75,15 @@ def test_passthrough_keeps_source_bytes_and_pixels(kaggle_dir, kaggle_out):
 
 def test_statistics_checksums_and_inspect(kaggle_out, capsys):
     meta = metadata.read(str(kaggle_out))
-    assert meta.info["num_inputs"] == meta.info["num_records"] == 60 and meta.info["num_rejected"] == 0
+    assert meta.num_inputs == meta.num_records == 60 and meta.num_rejected == 0
     for name, split in meta.splits.items():
-        assert sum(split["label_counts"].values()) == split["num_examples"]
-        assert len(split["mean"]) == 3 and all(0 < m < 255 for m in split["mean"])
-        assert sum(split["size_histogram"]) == split["num_examples"]
-        for shard in split["shards"]:
-            assert shard["filename"] == f"pets-{name}.tfrecord-{shard['index']:05d}-of-{len(split['shards']):05d}"
-            data = (kaggle_out / shard["filename"]).read_bytes()
-            assert hashlib.sha256(data).hexdigest() == shard["sha256"]
+        assert sum(split.label_counts.values()) == split.num_examples
+        assert len(split.mean) == 3 and all(0 < m < 255 for m in split.mean)
+        assert sum(split.size_histogram) == split.num_examples
+        for index, shard in enumerate(split.shards):
+            assert shard.filename == f"pets-{name}.tfrecord-{index:05d}-of-{len(split.shards):05d}"
+            data = (kaggle_out / shard.filename).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == shard.sha256
     assert main(["inspect", str(kaggle_out), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["class_names"] == ["cat", "dog"] and shown["num_rejected"] == 0
@@ -117,8 +115,8 @@ def test_worker_count_and_runner_do_not_change_the_output(kaggle_dir, kaggle_out
     reference = metadata.read(str(kaggle_out)).splits
     for out in ("one", "named"):
         splits = metadata.read(str(tmp_path / out)).splits
-        assert {n: [s["sha256"] for s in v["shards"]] for n, v in splits.items()} == \
-               {n: [s["sha256"] for s in v["shards"]] for n, v in reference.items()}
+        assert {n: [s.sha256 for s in v.shards] for n, v in splits.items()} == \
+               {n: [s.sha256 for s in v.shards] for n, v in reference.items()}
 
 
 @pytest.fixture(scope="module")
@@ -166,8 +164,8 @@ def test_every_input_is_a_record_or_a_reject(hard_corpus, tmp_path, capsys):
     assert set(rejects) == set(rejected)
     for name, reason in rejected.items():
         assert reason in rejects[name]
-    info = metadata.read(str(tmp_path / "out")).info
-    assert info["num_inputs"] == info["num_records"] + info["num_rejected"] == len(kept) + len(rejected)
+    info = metadata.read(str(tmp_path / "out"))
+    assert info.num_inputs == info.num_records + info.num_rejected == len(kept) + len(rejected)
     summary = capsys.readouterr().out
     assert f"{len(kept)} records, {len(rejected)} rejected" in summary
 
@@ -182,7 +180,7 @@ def test_folders_zip_tgz_and_tar_give_the_same_records(folders_dir, tmp_path):
         out = tmp_path / f"out-{source.name}"
         run_cli(source, out, "--workers", "2")
         outputs[source.name] = records(out)
-        assert metadata.read(str(out)).info["ignored"] == ["LICENSE.txt"]
+        assert metadata.read(str(out)).ignored == ("LICENSE.txt",)
     reference = outputs.pop("flower_photos")
     assert len(reference) == 30 and {r["label"] for r in reference} == {0, 1, 2}
     assert reference[0]["filename"].startswith("daisy/")
@@ -199,7 +197,7 @@ def test_idx_conversion(tmp_path, capsys):
     run_cli(tmp_path / "mnist", tmp_path / "out", "--workers", "1")
     meta = metadata.read(str(tmp_path / "out"))
     assert set(meta.splits) == {"train", "test"} and meta.channels == 1 and meta.image_format == "png"
-    assert meta.class_names == [str(i) for i in range(10)]
+    assert meta.class_names == tuple(str(i) for i in range(10))
     for record in records(tmp_path / "out", "train"):
         index = int(record["filename"].rsplit("#", 1)[1])
         np.testing.assert_array_equal(tf.io.decode_png(record["image"]).numpy()[..., 0], train[index])
@@ -210,8 +208,8 @@ def test_split_counts_take_exact_numbers_per_class(kaggle_dir, tmp_path):
     run_cli(kaggle_dir, tmp_path / "out", "--split-counts", "train=10,validation=5,test=5", "--workers", "1")
     meta = metadata.read(str(tmp_path / "out"))
     for split, count in {"train": 10, "validation": 5, "test": 5}.items():
-        assert meta.splits[split]["label_counts"] == {"cat": count, "dog": count}
-    assert meta.info["num_unselected"] == 60 - 40
+        assert meta.splits[split].label_counts == {"cat": count, "dog": count}
+    assert meta.num_unselected == 60 - 40
     run_cli(kaggle_dir, tmp_path / "again", "--split-counts", "train=10,validation=5,test=5", "--workers", "2")
     assert records(tmp_path / "out") == records(tmp_path / "again")
 
@@ -223,9 +221,9 @@ def test_max_side_and_formats_with_several_shards(kaggle_dir, tmp_path, fmt):
             "--splits", "train=0.5,test=0.5", "--workers", "1")
     meta = metadata.read(str(out))
     assert set(meta.splits) == {"train", "test"}
-    assert len(meta.splits["train"]["shards"]) > 1
+    assert len(meta.splits["train"].shards) > 1
     examples = list(tfds.builder_from_directory(str(out)).as_dataset(split="train"))
-    assert len(examples) == meta.splits["train"]["num_examples"]
+    assert len(examples) == meta.splits["train"].num_examples
     assert all(max(e["image"].shape[:2]) == 64 for e in examples)
 
 
@@ -269,8 +267,8 @@ def test_a_killed_run_never_looks_complete(kaggle_dir, kaggle_out, tmp_path, kil
     else:  # killed after dataset_info.json was written (cleaning up, exiting): then it must be whole
         assert verify(str(out)).ok
     run_cli(kaggle_dir, out, "--workers", "1", "--overwrite", "--name", "pets")
-    assert {n: [s["sha256"] for s in v["shards"]] for n, v in metadata.read(str(out)).splits.items()} == \
-        {n: [s["sha256"] for s in v["shards"]] for n, v in metadata.read(str(kaggle_out)).splits.items()}
+    assert {n: [s.sha256 for s in v.shards] for n, v in metadata.read(str(out)).splits.items()} == \
+        {n: [s.sha256 for s in v.shards] for n, v in metadata.read(str(kaggle_out)).splits.items()}
 
 
 def test_user_mistakes_are_one_line_errors(kaggle_dir, tmp_path, capsys):

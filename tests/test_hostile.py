@@ -38,9 +38,9 @@ def fuzz_corpus(tmp_path_factory):
 
 def test_fuzzed_images_never_crash_the_job(fuzz_corpus, tmp_path, capsys):
     assert main(["convert", str(fuzz_corpus), str(tmp_path / "out"), "--workers", "2"]) == 0
-    info = metadata.read(str(tmp_path / "out")).info
-    assert info["num_inputs"] == FUZZ_CASES == info["num_records"] + info["num_rejected"]
-    assert info["num_records"] > 20 and info["num_rejected"] > 20  # both outcomes are exercised
+    info = metadata.read(str(tmp_path / "out"))
+    assert info.num_inputs == FUZZ_CASES == info.num_records + info.num_rejected
+    assert info.num_records > 20 and info.num_rejected > 20  # both outcomes are exercised
     reasons = {r["reason"].split(":")[0] for r in metadata.read_rejects(str(tmp_path / "out"))}
     assert reasons  # every reject carries a reason
     report = verify(str(tmp_path / "out"))  # every stored record decodes with tf.io.decode_image
@@ -61,7 +61,7 @@ def test_symbolic_links_are_listed_not_followed(tmp_path):
     rejects = {r["path"]: r["reason"] for r in metadata.read_rejects(str(tmp_path / "out"))}
     assert rejects == {"cat/1.jpg": "symbolic link, not followed",
                        "dog/loop": "symbolic link to a folder, not followed"}
-    assert metadata.read(str(tmp_path / "out")).info["num_records"] == 2
+    assert metadata.read(str(tmp_path / "out")).num_records == 2
 
 
 def test_non_utf8_and_unusual_file_names_are_kept_faithfully(tmp_path):

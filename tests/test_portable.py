@@ -46,6 +46,6 @@ def test_portable_runner_gives_the_same_dataset(kaggle_dir, tmp_path):
             service.wait(timeout=30)
     assert main(["convert", str(kaggle_dir), str(tmp_path / "local"), "--name", "pets", "--workers", "2"]) == 0
     portable, local = (metadata.read(str(tmp_path / name)) for name in ("portable", "local"))
-    assert {n: [s["sha256"] for s in v["shards"]] for n, v in portable.splits.items()} == \
-        {n: [s["sha256"] for s in v["shards"]] for n, v in local.splits.items()}
-    assert portable.info["num_records"] == 60
+    assert {n: [s.sha256 for s in v.shards] for n, v in portable.splits.items()} == \
+        {n: [s.sha256 for s in v.shards] for n, v in local.splits.items()}
+    assert portable.num_records == 60

@@ -11,7 +11,7 @@ from PIL import Image
 from shardflow import metadata
 from shardflow.cli import main
 from shardflow.pipeline import load, steps_per_epoch
-from shardflow.pipeline.decode import dct_ratio, usable_ratios
+from shardflow.pipeline.decoder import dct_ratio, usable_ratios
 from tests.conftest import encode, write_idx
 
 
@@ -37,8 +37,8 @@ def test_batches_are_uint8_with_labels(pets):
     images = np.concatenate([b[0] for b in batches])
     labels = np.concatenate([b[1] for b in batches])
     assert images.dtype == np.uint8 and images.shape[1:] == (48, 64, 3)
-    assert len(images) == meta.splits["train"]["num_examples"] == sum(meta.splits["train"]["label_counts"].values())
-    assert sorted(np.bincount(labels).tolist()) == sorted(meta.splits["train"]["label_counts"].values())
+    assert len(images) == meta.splits["train"].num_examples == sum(meta.splits["train"].label_counts.values())
+    assert sorted(np.bincount(labels).tolist()) == sorted(meta.splits["train"].label_counts.values())
     assert len(batches) == steps_per_epoch(str(pets), "train", 8)
 
 
@@ -109,7 +109,7 @@ def test_seed_gives_repeatable_batches(pets):
 
 
 def test_repeat_take_cache(pets):
-    train = metadata.read(str(pets)).splits["train"]["num_examples"]
+    train = metadata.read(str(pets)).splits["train"].num_examples
     repeated = load(str(pets), "train", batch_size=5, image_size=16, repeat=True).take(20)
     assert sum(len(b[1]) for b in all_batches(repeated)) == 100 > train
     assert sum(len(b[1]) for b in all_batches(load(str(pets), "train", batch_size=4, image_size=16, take=9))) == 9
@@ -120,7 +120,7 @@ def test_repeat_take_cache(pets):
 
 def test_input_context_splits_shards_between_pipelines(pets):
     meta = metadata.read(str(pets))
-    assert len(meta.splits["train"]["shards"]) >= 2
+    assert len(meta.splits["train"].shards) >= 2
     seen = []
     for pipeline in range(2):
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline,
@@ -128,7 +128,7 @@ def test_input_context_splits_shards_between_pipelines(pets):
         dataset = load(str(pets), "train", batch_size=8, image_size=16, input_context=context)
         seen.append(sum(len(b[1]) for b in all_batches(dataset)))
         assert next(iter(dataset))[0].shape[0] <= 4  # per-replica batch
-    assert sum(seen) == meta.splits["train"]["num_examples"] and all(seen)
+    assert sum(seen) == meta.splits["train"].num_examples and all(seen)
 
 
 def test_crop_to_aspect_ratio_keeps_the_centre(tmp_path):
@@ -167,7 +167,7 @@ def test_errors_name_what_is_wrong(pets, tmp_path):
         load(str(pets), "train", batch_size=4, image_size=(16, -1))
     broken = tmp_path / "broken"
     shutil.copytree(pets, broken)
-    shard = metadata.read(str(broken)).splits["train"]["shards"][1]["filename"]
+    shard = metadata.read(str(broken)).splits["train"].shards[1].filename
     data = (broken / shard).read_bytes()
     (broken / shard).write_bytes(data[: len(data) // 2])
     with pytest.raises(metadata.DatasetError, match=f"train.*{shard}.*truncated"):

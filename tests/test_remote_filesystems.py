@@ -1,4 +1,5 @@
-"""SRC and OUT on a non-local filesystem (gs://, s3://): everything goes through Beam's FileSystems."""
+"""SRC and OUT on a non-local filesystem (gs://, s3://): the conversion goes through Beam's FileSystems, the
+read side (metadata, verify, load) through tf.io.gfile."""
 from __future__ import annotations
 
 import io
@@ -6,11 +7,13 @@ import shutil
 import tarfile
 
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from shardflow import metadata
 from shardflow.beam_jobs.convert import ConvertOptions, convert
 from shardflow.beam_jobs.sources import SourceError
+from shardflow.pipeline import load
 from shardflow.verify import verify
 from tests.memory_filesystem import MemoryFileSystem
 from tests.test_convert import records
@@ -19,19 +22,33 @@ from tests.test_convert import records
 def test_convert_to_a_remote_filesystem(kaggle_dir, tmp_path):
     out = "memfs://bucket/datasets/pets"
     info = convert(str(kaggle_dir), out, ConvertOptions(name="pets", workers=1))
-    assert info["num_records"] == 60
+    assert info.num_records == 60
     names = {path[len(out) + 1:] for path in MemoryFileSystem.files if path.startswith(out + "/")}
     assert {metadata.DATASET_INFO, metadata.FEATURES, metadata.SHARDFLOW_INFO, metadata.REJECTS} <= names
     assert not any(name.startswith(metadata.STAGING) for name in names)  # staging cleaned up remotely
-    assert metadata.read(out).splits["train"]["num_examples"] > 0
-    assert verify(out).ok
-    local = tmp_path / "copy"  # the same bytes, brought home, load with TFDS
+    local = tmp_path / "copy"  # the same bytes, brought home: they verify and load with TFDS
     local.mkdir()
     for name in names:
         (local / name).write_bytes(MemoryFileSystem.files[f"{out}/{name}"])
+    assert verify(str(local)).ok
     builder = tfds.builder_from_directory(str(local))
     assert sum(builder.info.splits[s].num_examples for s in builder.info.splits) == 60
     assert len(list(builder.as_dataset(split="test"))) == builder.info.splits["test"].num_examples
+
+
+def test_a_remote_dataset_reads_through_tf_gfile(kaggle_dir, tmp_path):
+    """TensorFlow's in-memory filesystem (ram://) stands in for gs://: metadata, verify and load read it."""
+    kaggle_out = tmp_path / "pets"
+    convert(str(kaggle_dir), str(kaggle_out), ConvertOptions(workers=1))
+    remote = "ram://bucket/datasets/pets"
+    tf.io.gfile.makedirs(remote)
+    for path in kaggle_out.iterdir():
+        tf.io.gfile.copy(str(path), f"{remote}/{path.name}", overwrite=True)
+    info = metadata.read(remote)
+    assert info.num_records == 60 and info.shard_paths("train")[0].startswith(remote + "/")
+    assert verify(remote).ok
+    local = sum(len(labels) for _, labels in load(str(kaggle_out), "train", batch_size=8, image_size=16))
+    assert sum(len(labels) for _, labels in load(remote, "train", batch_size=8, image_size=16)) == local
 
 
 def test_convert_from_a_remote_filesystem(folders_dir, tmp_path):
@@ -51,7 +68,7 @@ def test_convert_from_a_remote_filesystem(folders_dir, tmp_path):
     for source in (src, f"{src}.zip", f"{src}.tar"):
         out = tmp_path / f"out-{source.rsplit('/', 1)[-1]}"
         info = convert(source, str(out), ConvertOptions(workers=1))
-        assert info["name"] == "flower_photos" and info["ignored"] == ["LICENSE.txt"], source
+        assert info.name == "flower_photos" and info.ignored == ("LICENSE.txt",), source
         assert records(out) == expected, source
 
 

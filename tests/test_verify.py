@@ -31,7 +31,7 @@ def copy(dataset, tmp_path):
 
 
 def first_shard(data, split="train"):
-    return data / metadata.read(str(data)).splits[split]["shards"][0]["filename"]
+    return data / metadata.read(str(data)).splits[split].shards[0].filename
 
 
 def test_a_good_dataset_verifies(dataset, capsys):
@@ -55,8 +55,8 @@ def test_damage_is_named(copy, capsys, damage, message):
 
 def test_an_image_that_does_not_decode_is_named(copy, capsys):
     shard = first_shard(copy, "test")
-    spec = schema.features(["cat", "dog"], 3, "passthrough")
-    shard.write_bytes(frame(schema.serialize(spec, b"\xff\xd8 not really a jpeg", 0, "cat.1.jpg")))
+    records = schema.RecordSchema(("cat", "dog"), 3, "passthrough")
+    shard.write_bytes(frame(records.serialize(b"\xff\xd8 not really a jpeg", 0, "cat.1.jpg")))
     assert main(["verify", str(copy)]) == 1
     assert "record 0: image does not decode" in capsys.readouterr().out
 
@@ -87,12 +87,11 @@ def test_the_reader_refuses_a_decompression_bomb(tmp_path):
     assert main(["convert", str(root), str(tmp_path / "data"), "--image-format", "png", "--splits", "train=1",
                  "--workers", "1"]) == 0
     shard = first_shard(tmp_path / "data")
-    spec = schema.features(["cat", "dog"], 3, "png")
     bomb = encode(Image.new("1", (10_000, 9_500)), "PNG")
-    shard.write_bytes(frame(schema.serialize(spec, bomb, 0, "cat.0.png")) * 2)
+    shard.write_bytes(frame(schema.RecordSchema(("cat", "dog"), 3, "png").serialize(bomb, 0, "cat.0.png")) * 2)
     info_path = tmp_path / "data" / metadata.SHARDFLOW_INFO  # the metadata is crafted to match, too
     info = json.loads(info_path.read_text())
-    info["splits"]["train"]["shards"][0]["num_bytes"] = shard.stat().st_size
+    info["splits"]["train"]["shards"][0]["num_bytes"] = info["splits"]["train"]["num_bytes"] = shard.stat().st_size
     info_path.write_text(json.dumps(info))
     with pytest.raises(tf.errors.InvalidArgumentError, match="pixel budget"):
         for _ in load(str(tmp_path / "data"), "train", batch_size=2, image_size=16):

@@ -15,7 +15,6 @@ metadata, `dataset_info.json` last: until then OUT is visibly incomplete.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -36,15 +35,15 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.transforms.window import GlobalWindows
-from PIL import Image
 
 from shardflow import metadata, schema
-from shardflow.beam_jobs import records, staged
+from shardflow.beam_jobs import metadata_writer, records, staged
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.framing import frame
-from shardflow.images import ImageOptions, Rejected, prepare_encoded, prepare_pixels
+from shardflow.images import ImageOptions, Rejected, prepare
 from shardflow.beam_jobs.progress import ProgressDisplay, ProgressWriter, worker_logs_to
 from shardflow.beam_jobs.sources import SourceListing, is_remote, list_source
+from shardflow.beam_jobs.options import ConvertOptions
 from shardflow.beam_jobs.staged import StagedTask
 
 NO_CLASS = "no class in the file name (expected <class>.<id>.jpg, e.g. cat.123.jpg)"
@@ -53,25 +52,6 @@ _GENERIC_NAMES = {"train", "test", "test1", "validation", "val", "data", "images
 
 class ConversionError(RuntimeError):
     """The job could not produce a complete dataset; OUT is left visibly incomplete."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ConvertOptions:
-    """Options of `shardflow convert`; None means "the source's default" (IDX: 1 channel, PNG)."""
-
-    name: str | None = None
-    layout: str = "auto"
-    unlabeled: bool = False
-    class_names: tuple[str, ...] | None = None
-    splits: dict[str, float] = dataclasses.field(default_factory=lambda: dict(splits_lib.DEFAULT_SPLITS))
-    split_counts: dict[str, int] | None = None
-    channels: int | None = None
-    image_format: str | None = None
-    max_side: int | None = None
-    quality: int = 95
-    shard_size_mb: float = 128.0
-    workers: int = 0  # 0: one per core
-    overwrite: bool = False
 
 
 # -- the Beam stages ------------------------------------------------------------------------------------------
@@ -92,7 +72,8 @@ class PrepareRecords(beam.DoFn):
         self._staging, self._progress_dir = staging, progress_dir
 
     def setup(self):
-        self._spec = schema.features(self._class_names, self._options.channels, self._options.image_format)
+        self._schema = schema.RecordSchema(tuple(self._class_names), self._options.channels,
+                                           self._options.image_format)
         self._dtype = records.row_dtype(self._options.channels)
         self._progress = ProgressWriter(self._progress_dir)
 
@@ -112,7 +93,7 @@ class PrepareRecords(beam.DoFn):
                 self._progress.add(rejected=True)
                 yield beam.pvalue.TaggedOutput(self.REJECTS, (path, str(reason)))
                 continue
-            framed = frame(schema.serialize(self._spec, prepared.data, item.label, item.path))
+            framed = frame(self._schema.serialize(prepared.data, item.label, item.path))
             offset = self._append(framed)
             self._progress.add(rejected=False)
             path_hash = splits_lib.stable_hash(path)
@@ -129,14 +110,7 @@ class PrepareRecords(beam.DoFn):
     def _prepare(self, payload):
         if isinstance(payload, OSError):
             raise Rejected(f"cannot read file: {payload}")
-        try:
-            if isinstance(payload, np.ndarray):
-                return prepare_pixels(Image.fromarray(payload), self._options)
-            return prepare_encoded(payload, self._options)
-        except Rejected:
-            raise
-        except Exception as error:  # a decoder bug on hostile input must cost one file, not the job
-            raise Rejected(f"could not decode: {type(error).__name__}: {error}") from None
+        return prepare(payload, self._options)
 
     def _append(self, framed: bytes) -> int:
         if self._spill is None:
@@ -208,7 +182,7 @@ class WriteShard(beam.DoFn):
 
     def process(self, job: ShardJob) -> Iterable[dict[str, Any]]:
         batch = staged.load(job.batch_file)
-        filename = metadata.shard_filename(self._name, job.split, job.index, job.num_shards)
+        filename = metadata_writer.shard_filename(self._name, job.split, job.index, job.num_shards)
         digest, size = hashlib.sha256(), 0
         spills = [FileSystems.open(path) for path in batch.spills]
         try:
@@ -299,8 +273,8 @@ def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptio
 
 
 def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
-            beam_args: Sequence[str] = ()) -> dict[str, Any]:
-    """Convert `src` into a dataset folder `out`; returns the dataset's shardflow.json content."""
+            beam_args: Sequence[str] = ()) -> metadata.DatasetInfo:
+    """Convert `src` into a dataset folder `out`; returns what its shardflow.json records."""
     started = time.time()
     listing = list_source(src, options.layout, unlabeled=options.unlabeled, class_names=options.class_names)
     if options.split_counts is not None and listing.fixed_splits:
@@ -342,54 +316,58 @@ def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
 
 
 def finalize(out: str, staging: str, listing: SourceListing, image_options: ImageOptions, name: str,
-             started: float) -> dict[str, Any]:
+             started: float) -> metadata.DatasetInfo:
     """Check the counts, move shards into `out`, write rejects and metadata (dataset_info.json last)."""
     with FileSystems.open(FileSystems.join(staging, "summary.json")) as f:
         summary = json.loads(f.read())
     rejects = sorted([tuple(r) for r in summary["rejects"]] + list(listing.rejects))
-    splits = {s["split"]: s for s in summary["splits"]}
-    records = sum(s["num_examples"] for s in splits.values())
-    if listing.num_inputs != records + len(rejects) + summary["unselected"]:
-        raise ConversionError(
-            f"lost inputs: {listing.num_inputs} inputs but {records} records + {len(rejects)} rejects"
-            f" + {summary['unselected']} unselected; {out} is left incomplete"
-        )
-    if not records:
+    info = metadata.DatasetInfo(
+        name=name,
+        class_names=tuple(listing.class_names),
+        channels=image_options.channels,
+        image_format=image_options.image_format,
+        max_side=image_options.max_side,
+        quality=image_options.quality,
+        layout=listing.layout,
+        num_inputs=listing.num_inputs,
+        num_rejected=len(rejects),
+        num_unselected=summary["unselected"],
+        ignored=tuple(listing.ignored),
+        splits=_splits(summary, listing.class_names),
+        seconds=round(time.time() - started, 2),
+        data_dir=out,
+    )
+    if info.problems():
+        raise ConversionError(f"lost inputs: {info.problems()[0]}; {out} is left incomplete")
+    if not info.num_records:
         raise ConversionError(f"no input became a record ({len(rejects)} rejected; see the reasons below)\n"
                               + "\n".join(f"  {p}: {r}" for p, r in rejects[:10]))
-    for split in splits.values():
-        split["shards"] = sorted((s for s in summary["shards"] if s["split"] == split["split"]), key=lambda s: s["index"])
-        split["num_bytes"] = sum(s["num_bytes"] for s in split["shards"])
-        split["label_counts"] = {listing.class_names[int(k)] if int(k) >= 0 else "unlabeled": v
-                                 for k, v in split["label_counts"].items()}
     for shard in summary["shards"]:
         FileSystems.rename([FileSystems.join(staging, "shards", shard["filename"])],
                            [FileSystems.join(out, shard["filename"])])
     with FileSystems.create(FileSystems.join(out, metadata.REJECTS)) as f:
         f.write("".join(json.dumps({"path": p, "reason": r}) + "\n" for p, r in rejects).encode())
-    elapsed = time.time() - started
-    info = {
-        "format_version": metadata.FORMAT_VERSION,
-        "name": name,
-        "class_names": listing.class_names,
-        "channels": image_options.channels,
-        "image_format": image_options.image_format,
-        "max_side": image_options.max_side,
-        "quality": image_options.quality,
-        "layout": listing.layout,
-        "num_inputs": listing.num_inputs,
-        "num_records": records,
-        "num_rejected": len(rejects),
-        "num_unselected": summary["unselected"],
-        "ignored": listing.ignored,
-        "splits": {n: splits[n] for n in metadata.split_names(splits)},
-        "seconds": round(elapsed, 2),
-    }
     description = (f"Converted by shardflow from {listing.num_inputs} inputs ({listing.layout} layout); "
                    f"{len(rejects)} rejected, listed in {metadata.REJECTS}.")
-    metadata.write(out, info, description)
+    metadata_writer.write(out, info, description)
     FileSystems.delete([staging])
     return info
+
+
+def _splits(summary: dict[str, Any], class_names: Sequence[str]) -> dict[str, metadata.Split]:
+    """The summary's split statistics and shard descriptions as typed splits, in reading order."""
+    splits = {}
+    for stats in summary["splits"]:
+        shards = sorted((s for s in summary["shards"] if s["split"] == stats["split"]), key=lambda s: s["index"])
+        label_counts = {class_names[int(k)] if int(k) >= 0 else "unlabeled": v
+                        for k, v in stats["label_counts"].items()}
+        splits[stats["split"]] = metadata.Split(
+            name=stats["split"],
+            shards=tuple(metadata.Shard(s["filename"], s["num_records"], s["num_bytes"], s["sha256"]) for s in shards),
+            label_counts=label_counts, mean=tuple(stats["mean"]), std=tuple(stats["std"]),
+            size_histogram=tuple(stats["size_histogram"]), width_range=tuple(stats["width_range"]),
+            height_range=tuple(stats["height_range"]), passthrough=stats["passthrough"])
+    return {name: splits[name] for name in metadata.split_names(splits)}
 
 
 def _default_name(src: str) -> str:

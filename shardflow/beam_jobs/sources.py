@@ -23,10 +23,10 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from shardflow.beam_jobs.options import LAYOUTS
 from shardflow.images import IMAGE_EXTENSIONS
 from shardflow.schema import UNLABELED
 
-LAYOUTS = ("auto", "kaggle", "folders", "idx")
 SPLIT_FOLDERS = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 IDX_SPLITS = {"train": "train", "t10k": "test"}

@@ -9,7 +9,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-DEFAULT_SPLITS = {"train": 0.8, "validation": 0.1, "test": 0.1}
+from shardflow.metadata import TEST, TRAIN, VALIDATION
+
+DEFAULT_SPLITS = {TRAIN: 0.8, VALIDATION: 0.1, TEST: 0.1}
 
 
 def parse_splits(text: str) -> dict[str, float]:
@@ -20,6 +22,11 @@ def parse_splits(text: str) -> dict[str, float]:
     if abs(sum(fractions.values()) - 1.0) > 1e-6:
         raise ValueError(f"--splits {text!r}: fractions add up to {sum(fractions.values()):g}, not 1")
     return {name: value for name, value in fractions.items() if value > 0}
+
+
+def format_splits(values: Mapping[str, float | int]) -> str:
+    """The inverse of `parse_splits` / `parse_split_counts`: `train=0.8,validation=0.1,test=0.1`."""
+    return ",".join(f"{name}={value:g}" for name, value in values.items())
 
 
 def parse_split_counts(text: str) -> dict[str, int]:
@@ -35,7 +42,7 @@ def _parse(text: str, kind: type, flag: str) -> dict:
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
         if not sep or not name.strip():
-            raise ValueError(f"{flag} {text!r}: expected NAME=VALUE pairs, e.g. train=0.8,validation=0.1,test=0.1")
+            raise ValueError(f"{flag} {text!r}: expected NAME=VALUE pairs, e.g. {format_splits(DEFAULT_SPLITS)}")
         try:
             values[name.strip()] = kind(value)
         except ValueError:

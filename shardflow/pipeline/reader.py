@@ -1,4 +1,4 @@
-"""`load`: a converted split as a `tf.data.Dataset` of `(images, labels)` batches, read the fast way.
+"""The reader: a converted split's files -> a `tf.data.Dataset` of `(images, labels)` batches, read the fast way.
 
 Shard order is shuffled, shards are read in parallel (`interleave`), records pass a shuffle buffer, are parsed a
 batch at a time, decoded at the cheapest JPEG DCT scale and resized (optionally augmented in the same single
@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import tensorflow as tf
-from apache_beam.io.filesystems import FileSystems
 
-from shardflow import metadata, schema
+from shardflow import files, metadata
 from shardflow.pipeline import augment as augment_lib
-from shardflow.pipeline.decode import decode, raw_keys
+from shardflow.pipeline.decoder import Decoder
+from shardflow.pipeline.parser import Parser
 
 AUTOTUNE = tf.data.AUTOTUNE
 READ_BUFFER_BYTES = 8 * 2**20
@@ -61,14 +60,14 @@ def load(
       input_context: from `strategy.distribute_datasets_from_function`; each input pipeline reads its own shards.
       data_service: "grpc://host:port" of a `shardflow serve-data` dispatcher to decode on its workers.
     """
-    meta = metadata.read(data_dir)
+    info = metadata.read(data_dir)
     size = _image_size(image_size)
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive number of images, got {batch_size}")
     params = augment_lib.parse_augment(augment)
-    shuffle = split == "train" if shuffle is None else shuffle
+    shuffle = split == metadata.TRAIN if shuffle is None else shuffle
     deterministic = seed is not None or not shuffle
-    shards = _shards(meta, split)
+    shards = _shards(info, split)
     if input_context is not None:
         shards = _shards_for_pipeline(shards, input_context, data_dir, split)
         batch_size = input_context.get_per_replica_batch_size(batch_size)
@@ -76,8 +75,8 @@ def load(
     shards = [path for path, _ in shards]
 
     if shuffle:
-        files = tf.data.Dataset.from_tensor_slices(shards).shuffle(len(shards), seed=seed)
-        records = files.interleave(
+        shard_files = tf.data.Dataset.from_tensor_slices(shards).shuffle(len(shards), seed=seed)
+        records = shard_files.interleave(
             lambda path: tf.data.TFRecordDataset(path, buffer_size=READ_BUFFER_BYTES),
             cycle_length=min(len(shards), 8),
             num_parallel_calls=AUTOTUNE,
@@ -87,9 +86,9 @@ def load(
         records = tf.data.TFRecordDataset(shards, buffer_size=READ_BUFFER_BYTES)
     if take is not None:
         records = records.take(take)
-    decoder = _Decoder(meta, size, crop_to_aspect_ratio)
+    parser = Parser(Decoder(info.schema, info.max_side), size, crop_to_aspect_ratio)
     if cache:
-        dataset = records.map(decoder.decode_serialized, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        dataset = records.map(parser.parse_record, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         dataset = dataset.cache(cache if isinstance(cache, str) else "")
         dataset = _shuffle_repeat(dataset, shuffle, shuffle_buffer, seed, repeat)
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
@@ -100,9 +99,12 @@ def load(
     else:
         dataset = _shuffle_repeat(records, shuffle, shuffle_buffer, seed, repeat)
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-        dataset = _with_seeds(dataset, seed).map(
-            lambda serialized, key: decoder.decode_batch(serialized, params, key),
-            num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        if params:
+            dataset = _with_seeds(dataset, seed).map(
+                lambda serialized, key: parser.parse_batch(serialized, params, key),
+                num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        else:
+            dataset = dataset.map(parser.parse_batch, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     if not repeat and not data_service:  # the number of batches is known from the metadata (Keras uses it)
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(
             count // batch_size if drop_remainder else math.ceil(count / batch_size)))
@@ -111,6 +113,11 @@ def load(
 
         dataset = distribute(dataset, data_service)
     return dataset.prefetch(AUTOTUNE)
+
+
+def stored_records(info: metadata.DatasetInfo, split: str) -> tf.data.Dataset:
+    """A split's serialized records in their stored order, each shard checked first (see `load`)."""
+    return tf.data.TFRecordDataset([path for path, _ in _shards(info, split)], buffer_size=READ_BUFFER_BYTES)
 
 
 @contextlib.contextmanager
@@ -124,8 +131,8 @@ def damaged_shards_named(data_dir: str) -> Iterator[None]:
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
         from shardflow.verify import damaged_shards
 
-        meta = metadata.read(data_dir)
-        damaged = [f"{split}: {d}" for split in meta.splits for d in damaged_shards(data_dir, split)]
+        info = metadata.read(data_dir)
+        damaged = [f"{split}: {d}" for split in info.splits for d in damaged_shards(data_dir, split)]
         if not damaged:
             raise
         raise metadata.DatasetError(f"{data_dir}: damaged shard(s) {'; '.join(damaged)}; "
@@ -134,57 +141,8 @@ def damaged_shards_named(data_dir: str) -> Iterator[None]:
 
 def steps_per_epoch(data_dir: str, split: str, batch_size: int, drop_remainder: bool = False) -> int:
     """Batches in one pass over a split, from the metadata (no reading)."""
-    examples = metadata.read(data_dir).split(split)["num_examples"]
+    examples = metadata.read(data_dir).split(split).num_examples
     return examples // batch_size if drop_remainder else math.ceil(examples / batch_size)
-
-
-class _Decoder:
-    """Parses serialized records and turns their images into uint8 [H, W, C] of the target size."""
-
-    def __init__(self, meta: metadata.DatasetMetadata, size: tuple[int, int], crop_to_aspect_ratio: bool):
-        self.encoding, self.channels, self.size = meta.encoding, meta.channels, size
-        self.crop, self.max_side = crop_to_aspect_ratio, meta.info.get("max_side")
-        self.spec = {schema.LABEL: tf.io.FixedLenFeature([], tf.int64)}
-        if self.encoding == "raw":
-            value, shape = raw_keys()
-            self.spec[value] = tf.io.FixedLenFeature([], tf.string)
-            self.spec[shape] = tf.io.FixedLenFeature([3], tf.int64)
-        else:
-            self.spec[schema.IMAGE] = tf.io.FixedLenFeature([], tf.string)
-
-    def _parse(self, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor]:
-        features = tf.io.parse_example(serialized, self.spec)
-        if self.encoding == "raw":
-            value, shape = raw_keys()
-            return features[value], features[shape], features[schema.LABEL]
-        return features[schema.IMAGE], None, features[schema.LABEL]
-
-    def _image(self, data: tf.Tensor, shape: tf.Tensor | None, params: dict | None, key: tf.Tensor | None):
-        image = decode(data, shape, self.encoding, self.channels, self.size, self.crop, self.max_side)
-        if params:
-            return augment_lib.augment_and_resize(image, self.size, params, key)
-        resized = tf.image.resize(image, self.size, method="bilinear")
-        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
-
-    def decode_serialized(self, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """One record -> (image, label), no augmentation (what `cache` keeps)."""
-        data, shape, label = self._parse(serialized)
-        return self._image(data, shape, None, None), label
-
-    def decode_batch(self, serialized: tf.Tensor, params: dict | None, key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """A batch of records, parsed together, each image decoded and resized (and augmented) on its own."""
-        data, shape, labels = self._parse(serialized)
-        count = tf.shape(data)[0]
-        keys = tf.random.experimental.stateless_split(key, num=count)
-        shapes = shape if shape is not None else tf.zeros([count, 3], tf.int64)
-
-        def one(args):
-            item, item_shape, item_key = args
-            return self._image(item, item_shape if shape is not None else None, params, item_key)
-
-        images = tf.map_fn(one, (data, shapes, keys), fn_output_signature=tf.TensorSpec(
-            [*self.size, self.channels], tf.uint8), parallel_iterations=16)
-        return images, labels
 
 
 def _image_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
@@ -194,19 +152,18 @@ def _image_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
     return size
 
 
-def _shards(meta: metadata.DatasetMetadata, split: str) -> list[tuple[str, int]]:
+def _shards(info: metadata.DatasetInfo, split: str) -> list[tuple[str, int]]:
     """The split's (shard path, records), each shard checked to exist with the size the metadata records."""
-    shards = meta.split(split)["shards"]
     paths = []
-    for shard in shards:
-        path = FileSystems.join(meta.data_dir, shard["filename"])
-        if not FileSystems.exists(path):
-            raise metadata.DatasetError(f"{meta.data_dir}: split {split!r}: shard {shard['filename']} is missing")
-        if "://" not in path and os.path.getsize(path) != shard["num_bytes"]:
+    for shard in info.split(split).shards:
+        path = files.join(info.data_dir, shard.filename)
+        if not files.exists(path):
+            raise metadata.DatasetError(f"{info.data_dir}: split {split!r}: shard {shard.filename} is missing")
+        if files.size(path) != shard.num_bytes:
             raise metadata.DatasetError(
-                f"{meta.data_dir}: split {split!r}: shard {shard['filename']} has {os.path.getsize(path)} bytes, "
-                f"the metadata says {shard['num_bytes']} (truncated or replaced); run `shardflow verify`")
-        paths.append((path, shard["num_records"]))
+                f"{info.data_dir}: split {split!r}: shard {shard.filename} has {files.size(path)} bytes, "
+                f"the metadata says {shard.num_bytes} (truncated or replaced); run `shardflow verify`")
+        paths.append((path, shard.num_records))
     return paths
 
 

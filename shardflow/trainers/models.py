@@ -1,7 +1,7 @@
 """The architectures the tutorials teach, bare (no preprocessing layers), with their parameter counts intact.
 
-`build(name, input_shape, num_classes)` returns the model; `TRAINING_DEFAULTS[name]` the optimizer and learning
-rate the tutorial compiles it with, and `NORMALIZATION[name]` the input scaling it expects.
+`build(name, input_shape, num_classes)` returns the model, `normalization_for(name)` the input scaling it
+expects (the names, bases and the tutorials' optimizers are in `shardflow.trainers.options`).
 Two classes get one sigmoid unit (binary crossentropy), more get a softmax.
 """
 from __future__ import annotations
@@ -11,22 +11,8 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
-BASES: dict[str, tuple[str, str]] = {  # --base: (keras.applications constructor, its input preprocessing)
-    "vgg16": ("VGG16", "vgg16"),
-    "mobilenet_v2": ("MobileNetV2", "mobilenet_v2"),
-    "efficientnet_b0": ("EfficientNetB0", "efficientnet_b0"),
-    "resnet50": ("ResNet50", "resnet50"),
-}
-TRAINING_DEFAULTS: dict[str, tuple[str, float]] = {
-    "small_convnet": ("rmsprop", 1e-3),
-    "book_convnet": ("rmsprop", 1e-4),
-    "mnist_convnet": ("rmsprop", 1e-3),
-    "fashion_cnn": ("adam", 1e-3),
-    "transfer": ("rmsprop", 1e-4),
-    "fine_tune": ("rmsprop", 1e-5),
-    "features": ("adam", 1e-4),
-}
-MODELS = tuple(TRAINING_DEFAULTS)
+from shardflow.trainers.options import BASES, MODELS
+
 
 
 def output_layer(num_classes: int) -> layers.Dense:

@@ -1,4 +1,9 @@
-"""`shardflow evaluate` and `shardflow predict`: use a finished run on a dataset split, or on image files."""
+"""`shardflow evaluate` and `shardflow predict`: use a finished run on a dataset split, or on image files.
+
+Files go through the run's `Preprocessing` (the conversion's preparation with the dataset's options, then the
+reader's parse + decode + resize), so a file and its record give the same probabilities. A file that cannot be
+read is reported with its reason; the others are predicted.
+"""
 from __future__ import annotations
 
 import csv
@@ -11,9 +16,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from shardflow import metadata, schema
+from shardflow import metadata
 from shardflow.images import IMAGE_EXTENSIONS
-from shardflow.pipeline import damaged_shards_named, load  # importing the package registers Augment, Normalize
+from shardflow.pipeline import Preprocessing, damaged_shards_named, load  # (registers Augment, Normalize)
+from shardflow.pipeline import preprocessing as preprocessing_lib
+from shardflow.pipeline.reader import stored_records
 from shardflow.trainers import models
 from shardflow.trainers.train import MODEL_FILE, RUN_FILE
 
@@ -22,15 +29,20 @@ BATCH_SIZE = 64
 
 @dataclasses.dataclass(frozen=True)
 class Prediction:
+    """One input's class probabilities, or why it could not be read (`problem`, like a line of rejects.jsonl)."""
+
     path: str
-    probabilities: list[float]  # per class
-    class_name: str
+    probabilities: list[float] | None  # per class
+    class_name: str | None
+    problem: str | None = None
 
     @property
     def confidence(self) -> float:
         return max(self.probabilities)
 
     def sentence(self) -> str:
+        if self.problem:
+            return f"{self.path}: not predicted: {self.problem}"
         return f"{self.path}: this image is {self.confidence:.0%} {self.class_name}"
 
 
@@ -44,56 +56,84 @@ def run_info(run: str) -> dict:
         return json.load(f)
 
 
-def load_run(run: str) -> tuple[keras.Model, dict]:
-    """The best model of a run folder, and its run.json."""
-    info = run_info(run)
-    return keras.models.load_model(os.path.join(run, MODEL_FILE)), info
+def run_preprocessing(run: str) -> Preprocessing:
+    """The preprocessing a run's model was trained with (its preprocessing.json)."""
+    path = os.path.join(run, preprocessing_lib.FILE)
+    if os.path.exists(path):
+        return Preprocessing.read(path)
+    info = run_info(run)  # a run from before preprocessing.json: its dataset still says how images were stored
+    size = info["image_size"]
+    return Preprocessing.of_dataset(metadata.read(info["data_dir"]), (size, size))
 
 
-def evaluate(run: str, data_dir: str, split: str = "test") -> dict[str, float]:
+def load_run(run: str) -> tuple[keras.Model, Preprocessing]:
+    """The best model of a run folder, and the preprocessing it expects."""
+    preprocessing = run_preprocessing(run)
+    return keras.models.load_model(os.path.join(run, MODEL_FILE)), preprocessing
+
+
+def evaluate(run: str, data_dir: str, split: str = metadata.TEST) -> dict[str, float]:
     """Loss and accuracy of a run's model on a split of a converted dataset."""
-    model, info = load_run(run)
-    meta = metadata.read(data_dir)
-    if meta.class_names != info["class_names"]:
-        raise ValueError(f"{data_dir} has classes {meta.class_names}, the model was trained on {info['class_names']}")
-    model.compile(loss=models.loss_for(len(meta.class_names)), metrics=["accuracy"])
+    model, preprocessing = load_run(run)
+    info = metadata.read(data_dir)
+    if info.class_names != preprocessing.class_names:
+        raise ValueError(f"{data_dir} has classes {list(info.class_names)}, the model was trained on "
+                         f"{list(preprocessing.class_names)}")
+    model.compile(loss=models.loss_for(len(info.class_names)), metrics=["accuracy"])
     with damaged_shards_named(data_dir):
-        loss, accuracy = model.evaluate(load(data_dir, split, batch_size=BATCH_SIZE, image_size=info["image_size"]),
-                                        verbose=0)
+        loss, accuracy = model.evaluate(load(data_dir, split, batch_size=BATCH_SIZE, image_size=preprocessing.image_size,
+                                             crop_to_aspect_ratio=preprocessing.crop_to_aspect_ratio), verbose=0)
     return {"split": split, "loss": float(loss), "accuracy": float(accuracy),
-            "num_examples": meta.split(split)["num_examples"]}
+            "num_examples": info.split(split).num_examples}
 
 
-def predict(run: str, inputs: Sequence[str], split: str = "test") -> list[Prediction]:
-    """Class probabilities for image files, folders of images, or a converted dataset's split (in stored order)."""
-    model, info = load_run(run)
-    names = info["class_names"]
+def predict(run: str, inputs: Sequence[str], split: str = metadata.TEST) -> list[Prediction]:
+    """Class probabilities for image files, folders of images, or a converted dataset's split (in stored order);
+    inputs that cannot be read come back with their `problem` instead."""
+    model, preprocessing = load_run(run)
+    names = preprocessing.class_names
     predictions = []
-    for paths, images in _batches(inputs, info["image_size"], info["channels"], split):
-        outputs = model.predict(images, verbose=0).astype(np.float64)
-        if outputs.shape[-1] == 1:  # one sigmoid unit: the probability of the second class
-            outputs = np.concatenate([1 - outputs, outputs], axis=-1)
-        for path, probabilities in zip(paths, outputs):
-            predictions.append(Prediction(path, probabilities.tolist(), names[int(np.argmax(probabilities))]))
+    for paths, images, problems in _batches(inputs, preprocessing, split):
+        outputs = iter(_probabilities(model, images))
+        for path, problem in zip(paths, problems):
+            if problem:
+                predictions.append(Prediction(path, None, None, problem))
+            else:
+                probabilities = next(outputs)
+                predictions.append(Prediction(path, probabilities.tolist(), names[int(np.argmax(probabilities))]))
     return predictions
 
 
 def write_submission(predictions: Sequence[Prediction], path: str, class_names: Sequence[str]) -> None:
     """Kaggle's submission format, `id,label`: id from the file name (123.jpg -> 123); label = the probability
-    of the second class for two classes (dogs-vs-cats: P(dog)), else the predicted class name."""
+    of the second class for two classes (dogs-vs-cats: P(dog)), else the predicted class name; empty for an
+    input that could not be read."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "label"])
         for p in predictions:
             identifier = os.path.splitext(os.path.basename(p.path))[0]
-            writer.writerow([identifier, f"{p.probabilities[1]:.6f}" if len(class_names) == 2 else p.class_name])
+            if p.problem:
+                writer.writerow([identifier, ""])
+            else:
+                writer.writerow([identifier, f"{p.probabilities[1]:.6f}" if len(class_names) == 2 else p.class_name])
 
 
-def _batches(inputs: Sequence[str], size: int, channels: int, split: str) -> Iterator[tuple[list[str], tf.Tensor]]:
+def _probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    if not len(images):
+        return images
+    outputs = model.predict(images, verbose=0).astype(np.float64)
+    if outputs.shape[-1] == 1:  # one sigmoid unit: the probability of the second class
+        outputs = np.concatenate([1 - outputs, outputs], axis=-1)
+    return outputs
+
+
+def _batches(inputs: Sequence[str], preprocessing: Preprocessing,
+             split: str) -> Iterator[tuple[list[str], np.ndarray, list[str | None]]]:
     files = []
     for item in inputs:
         if metadata.is_dataset_dir(item):
-            yield from _dataset_batches(item, split, size)
+            yield from _dataset_batches(item, split, preprocessing)
         elif os.path.isdir(item):
             files += sorted(os.path.join(folder, name) for folder, _, names in os.walk(item) for name in names
                             if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS)
@@ -103,24 +143,27 @@ def _batches(inputs: Sequence[str], size: int, channels: int, split: str) -> Ite
             raise FileNotFoundError(f"{item}: no such image, folder or dataset")
     for start in range(0, len(files), BATCH_SIZE):
         chunk = files[start:start + BATCH_SIZE]
-        yield chunk, tf.stack([_read_image(path, size, channels) for path in chunk])
+        contents = [_read(path) for path in chunk]
+        batch = preprocessing.images([data if isinstance(data, bytes) else b"" for data in contents])
+        yield chunk, batch.images, [f"cannot read file: {data}" if isinstance(data, OSError) else problem
+                                    for data, problem in zip(contents, batch.problems)]
 
 
-def _read_image(path: str, size: int, channels: int) -> tf.Tensor:
+def _read(path: str) -> bytes | OSError:
     try:
-        image = tf.io.decode_image(tf.io.read_file(path), channels=channels, expand_animations=False)
-    except tf.errors.InvalidArgumentError as error:
-        raise ValueError(f"{path}: not an image TensorFlow can decode ({error.message.splitlines()[0]})") from None
-    return tf.cast(tf.round(tf.image.resize(image, (size, size))), tf.uint8)
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as error:
+        return error
 
 
-def _dataset_batches(data_dir: str, split: str, size: int) -> Iterator[tuple[list[str], tf.Tensor]]:
-    """A converted split in stored order, with each record's source path."""
-    meta = metadata.read(data_dir)
-    filenames = tf.data.TFRecordDataset(meta.shard_paths(split)).map(
-        lambda r: tf.io.parse_single_example(r, {schema.FILENAME: tf.io.FixedLenFeature([], tf.string)})[
-            schema.FILENAME]).batch(BATCH_SIZE)
-    images = load(data_dir, split, batch_size=BATCH_SIZE, image_size=size, shuffle=False)
+def _dataset_batches(data_dir: str, split: str,
+                     preprocessing: Preprocessing) -> Iterator[tuple[list[str], np.ndarray, list[None]]]:
+    """A converted split in stored order, with each record's source path, read as `load` reads it."""
+    info = metadata.read(data_dir)
+    parser = Preprocessing.of_dataset(info, preprocessing.image_size, preprocessing.crop_to_aspect_ratio).parser
+    batches = stored_records(info, split).batch(BATCH_SIZE).map(
+        lambda records: parser.parse_batch(records, with_filenames=True), num_parallel_calls=tf.data.AUTOTUNE)
     with damaged_shards_named(data_dir):
-        for names, (batch, _) in zip(filenames, images):
-            yield [n.decode("utf-8", "surrogateescape") for n in names.numpy()], batch
+        for images, names in batches:
+            yield [n.decode("utf-8", "surrogateescape") for n in names.numpy()], images.numpy(), [None] * len(names)

@@ -2,7 +2,8 @@
 
 The model's first layers are `Augment` (when asked) and `Normalize`, so they run on the GPU when there is one.
 Without a GPU, augmentation moves into the CPU input pipeline, fused with the resize (`augment_on="auto"`).
-Everything a run produces goes to its folder: model.keras, run.json, history.json, history.png, metrics.json, logs/.
+Everything a run produces goes to its folder: model.keras, run.json, preprocessing.json (what prediction and
+serving repeat), history.json, history.png, metrics.json, logs/.
 """
 from __future__ import annotations
 
@@ -18,43 +19,18 @@ import numpy as np
 import tensorflow as tf
 
 from shardflow import metadata
-from shardflow.pipeline import damaged_shards_named, load
+from shardflow.pipeline import Preprocessing, damaged_shards_named, load
+from shardflow.pipeline import preprocessing as preprocessing_lib
 from shardflow.pipeline.augment import Augment, parse_augment
 from shardflow.pipeline.normalize import Normalize
 from shardflow.trainers import models
 from shardflow.trainers.multi_worker import MultiWorkerLoop
+from shardflow.trainers.options import AUGMENT_PLACES, MODELS, TRAINING_DEFAULTS, TrainOptions
 from shardflow.trainers.plots import plot_history
 from shardflow.trainers.throughput import EpochThroughput, compute_seconds_per_step, input_wait_fractions
 
 MODEL_FILE, RUN_FILE, HISTORY_FILE, PLOT_FILE, METRICS_FILE, LOGS = (
     "model.keras", "run.json", "history.json", "history.png", "metrics.json", "logs")
-DEFAULT_IMAGE_SIZE = {"mnist_convnet": 28, "fashion_cnn": 28, "transfer": 160, "fine_tune": 160}
-DEFAULT_BATCH_SIZE = {"features": 64}  # the book trains the feature-extraction head with batch 64; others 32
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainOptions:
-    """See `shardflow train --help`; None means the model's default."""
-
-    model: str = "small_convnet"
-    epochs: int = 30
-    batch_size: int | None = None
-    image_size: int | None = None
-    augment: str | dict[str, Any] | None = None
-    augment_on: str = "auto"  # auto: the model with a GPU, else the CPU pipeline; or "model" / "pipeline"
-    optimizer: str | None = None
-    lr: float | None = None
-    patience: int | None = None
-    mixed_precision: bool = False
-    jit: bool = False
-    seed: int | None = None
-    base: str = "vgg16"
-    weights: str | None = None
-    unfreeze: int = 3
-    init_from: str | None = None  # fine_tune: a finished transfer run to start from
-    steps_per_epoch: int | None = None
-    cache: bool = False
-    verbose: int = 2
 
 
 def train(data_dir: str, out: str, options: TrainOptions = TrainOptions()) -> dict[str, Any]:
@@ -65,10 +41,9 @@ def train(data_dir: str, out: str, options: TrainOptions = TrainOptions()) -> di
 
 def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
     started = time.time()
-    meta = metadata.read(data_dir)
-    _check(meta, options)
-    options = dataclasses.replace(options, batch_size=options.batch_size or DEFAULT_BATCH_SIZE.get(options.model, 32),
-                                  image_size=options.image_size or DEFAULT_IMAGE_SIZE.get(options.model, 150))
+    info = metadata.read(data_dir)
+    _check(info, options)
+    options = options.with_model_defaults()
     os.makedirs(out, exist_ok=True)
     if options.seed is not None:
         keras.utils.set_random_seed(options.seed)
@@ -84,36 +59,36 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
         print(f"training {options.model} on {where}{placement}", file=sys.stderr)
     strategy = distribution_strategy()
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    validation = "validation" if "validation" in meta.splits else ("test" if "test" in meta.splits else None)
-    evaluation = "test" if "test" in meta.splits else validation
+    validation = next((s for s in (metadata.VALIDATION, metadata.TEST) if s in info.splits), None)
+    evaluation = metadata.TEST if metadata.TEST in info.splits else validation
 
     def stream(split: str, training: bool) -> tf.data.Dataset:
         dataset = load(data_dir, split, batch_size=options.batch_size, image_size=size, shuffle=training,
                        seed=options.seed, augment=params if training and augment_on == "pipeline" else None,
                        cache=options.cache)
-        return _shard_policy(dataset, len(meta.split(split)["shards"]), strategy.num_replicas_in_sync)
+        return _shard_policy(dataset, len(info.split(split).shards), strategy.num_replicas_in_sync)
 
-    input_shape = (size, size, meta.channels)
+    input_shape = (size, size, info.channels)
     normalize = Normalize(models.normalization_for(options.model, options.base))
     with strategy.scope():
         if options.model == "features":
-            model, history, epochs = _train_on_features(meta, options, size, normalize, stream, validation, out)
+            model, history, epochs = _train_on_features(info, options, size, normalize, stream, validation, out)
         else:
             bare = _bare_from_run(options, input_shape) if options.init_from else models.build(
-                options.model, input_shape, len(meta.class_names), base=options.base, weights=options.weights,
+                options.model, input_shape, len(info.class_names), base=options.base, weights=options.weights,
                 unfreeze=options.unfreeze)
             model = assemble(bare, input_shape, normalize, params if augment_on == "model" else None, options)
-            _compile(model, options, len(meta.class_names))
+            _compile(model, options, len(info.class_names))
             if multi_worker:
-                loop = MultiWorkerLoop(model, strategy, models.loss_for(len(meta.class_names)))
+                loop = MultiWorkerLoop(model, strategy, models.loss_for(len(info.class_names)))
                 history, epochs = loop.fit(
-                    stream("train", True), stream(validation, False) if validation else None,
+                    stream(metadata.TRAIN, True), stream(validation, False) if validation else None,
                     epochs=options.epochs, steps_per_epoch=options.steps_per_epoch, patience=options.patience,
                     checkpoint=os.path.join(out, MODEL_FILE), verbose=options.verbose)
             else:
                 throughput = EpochThroughput(options.batch_size)
                 history = model.fit(
-                    stream("train", True),
+                    stream(metadata.TRAIN, True),
                     validation_data=stream(validation, False) if validation else None,
                     epochs=options.epochs, steps_per_epoch=options.steps_per_epoch,
                     callbacks=_callbacks(out, options, validation) + [throughput], verbose=options.verbose,
@@ -129,14 +104,16 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
         best, test_loss, test_accuracy = model, scores["loss"], scores["accuracy"]
     else:
         best = keras.models.load_model(os.path.join(out, MODEL_FILE))
-        _compile(best, options, len(meta.class_names))
+        _compile(best, options, len(info.class_names))
         test_loss, test_accuracy = best.evaluate(stream(evaluation, False), verbose=0) if evaluation else (None, None)
     compute = None  # the compute-only probe measures one device; with several replicas it would mislead
     if options.model != "features" and strategy.num_replicas_in_sync == 1:
-        compute = compute_seconds_per_step(best, next(iter(stream("train", False))))
-    run = {"data_dir": os.path.abspath(data_dir), "class_names": meta.class_names, "image_size": size,
-           "channels": meta.channels, "model": options.model, "options": dataclasses.asdict(options)}
+        compute = compute_seconds_per_step(best, next(iter(stream(metadata.TRAIN, False))))
+    run = {"data_dir": os.path.abspath(data_dir), "class_names": info.class_names, "image_size": size,
+           "channels": info.channels, "model": options.model, "options": dataclasses.asdict(options)}
     _write_json(os.path.join(out, RUN_FILE), run)
+    with open(os.path.join(out, preprocessing_lib.FILE), "w") as f:
+        f.write(Preprocessing.of_dataset(info, (size, size)).to_json())
     metrics = {
         "test_accuracy": test_accuracy, "test_loss": test_loss, "evaluated_on": evaluation,
         "epochs_run": len(history.get("loss", [])),
@@ -196,23 +173,23 @@ def _shard_policy(dataset: tf.data.Dataset, shards: int, replicas: int) -> tf.da
     return dataset.with_options(options)
 
 
-def _check(meta: metadata.DatasetMetadata, options: TrainOptions) -> None:
-    if options.model not in models.MODELS:
-        raise ValueError(f"unknown model {options.model!r}; choose one of {', '.join(models.MODELS)}")
-    if "train" not in meta.splits:
-        raise metadata.DatasetError(f"{meta.data_dir}: no 'train' split to train on")
-    if len(meta.class_names) < 2:
-        raise metadata.DatasetError(f"{meta.data_dir}: unlabeled or single-class data cannot train a classifier")
+def _check(info: metadata.DatasetInfo, options: TrainOptions) -> None:
+    if options.model not in MODELS:
+        raise ValueError(f"unknown model {options.model!r}; choose one of {', '.join(MODELS)}")
+    if metadata.TRAIN not in info.splits:
+        raise metadata.DatasetError(f"{info.data_dir}: no {metadata.TRAIN!r} split to train on")
+    if len(info.class_names) < 2:
+        raise metadata.DatasetError(f"{info.data_dir}: unlabeled or single-class data cannot train a classifier")
     if options.init_from and options.model != "fine_tune":
         raise ValueError("--init-from is for --model fine_tune (it continues a finished transfer run)")
     if options.epochs < 1 or (options.batch_size is not None and options.batch_size < 1):
         raise ValueError("--epochs and --batch-size must be at least 1")
     if options.image_size is not None and not 8 <= options.image_size <= 4096:
         raise ValueError(f"--image-size must be between 8 and 4096 pixels, got {options.image_size}")
-    if options.model in ("transfer", "fine_tune", "features") and meta.channels != 3:
-        raise ValueError(f"{options.model} needs RGB images; this dataset has {meta.channels} channel(s)")
-    if options.augment_on not in ("auto", "model", "pipeline"):
-        raise ValueError(f"augment_on must be auto, model or pipeline, got {options.augment_on!r}")
+    if options.model in ("transfer", "fine_tune", "features") and info.channels != 3:
+        raise ValueError(f"{options.model} needs RGB images; this dataset has {info.channels} channel(s)")
+    if options.augment_on not in AUGMENT_PLACES:
+        raise ValueError(f"augment_on must be one of {', '.join(AUGMENT_PLACES)}, got {options.augment_on!r}")
 
 
 def _augment_placement(options: TrainOptions, params: dict | None, on_gpu: bool) -> str:
@@ -228,7 +205,7 @@ def _augment_placement(options: TrainOptions, params: dict | None, on_gpu: bool)
 
 
 def _compile(model: keras.Model, options: TrainOptions, num_classes: int) -> None:
-    name, lr = models.TRAINING_DEFAULTS[options.model]
+    name, lr = TRAINING_DEFAULTS[options.model]
     optimizer = keras.optimizers.get({"class_name": options.optimizer or name,
                                       "config": {"learning_rate": options.lr or lr}})
     model.compile(optimizer=optimizer, loss=models.loss_for(num_classes), metrics=["accuracy"],
@@ -247,7 +224,7 @@ def _callbacks(out: str, options: TrainOptions, validation: str | None) -> list[
     return callbacks
 
 
-def _train_on_features(meta, options, size, normalize, stream, validation, out):
+def _train_on_features(info, options, size, normalize, stream, validation, out):
     """Feature extraction: run the frozen base once per split, then train a small head on the features."""
     extractor_input = keras.Input((size, size, 3), dtype="uint8", name="image")
     base = models.feature_extractor(options.base, (size, size, 3), options.weights)
@@ -260,9 +237,9 @@ def _train_on_features(meta, options, size, normalize, stream, validation, out):
             labels.append(batch_labels.numpy())
         return tf.data.Dataset.from_tensor_slices((np.concatenate(outputs), np.concatenate(labels)))
 
-    train_features = features("train").shuffle(4096, seed=options.seed).batch(options.batch_size)
-    head = models.features_head(tuple(base.output.shape[1:]), len(meta.class_names))
-    _compile(head, options, len(meta.class_names))
+    train_features = features(metadata.TRAIN).shuffle(4096, seed=options.seed).batch(options.batch_size)
+    head = models.features_head(tuple(base.output.shape[1:]), len(info.class_names))
+    _compile(head, options, len(info.class_names))
     throughput = EpochThroughput(options.batch_size)
     history = head.fit(train_features, epochs=options.epochs,
                        validation_data=features(validation).batch(options.batch_size) if validation else None,

@@ -1,10 +1,13 @@
-"""Decode one stored image to the size a model needs, decoding no more pixels than that size requires.
+"""The decoder: serialized records -> their fields (by the schema's parse spec), and a stored image -> uint8
+pixels, decoding no more pixels than the size a model needs.
 
 JPEGs are decoded at the largest DCT scale (1/1, 1/2, 1/4, 1/8) that still covers the target size, read from the
 header first; with `crop_to_aspect_ratio`, only the central crop of the target aspect is decoded
 (`decode_and_crop_jpeg`). PNG and raw records decode in full.
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import tensorflow as tf
 
@@ -14,11 +17,14 @@ from shardflow.images import MAX_PIXELS  # the converter's limit: a shard crafte
 DCT_RATIOS = (1, 2, 4, 8)
 
 
-def usable_ratios(target: tuple[int, int], max_side: int | None) -> tuple[int, ...]:
-    """The DCT ratios that can cover `target` for images whose longer side is at most `max_side` (None: any).
+def usable_ratios(target: tuple[int, int] | None, max_side: int | None) -> tuple[int, ...]:
+    """The DCT ratios that can cover `target` (None: full size) for images whose longer side is at most
+    `max_side` (None: any).
 
     With `--max-side 160` and a 150x150 target only 1 is left, and decoding skips choosing (a larger image in a
     shard made elsewhere is then decoded in full: slower, never wrong)."""
+    if target is None:
+        return (1,)
     if max_side is None:
         return DCT_RATIOS
     return tuple(r for r in DCT_RATIOS if r == 1 or (max_side + r - 1) // r >= max(target))
@@ -42,7 +48,7 @@ def central_crop_window(height: tf.Tensor, width: tf.Tensor, aspect: float) -> t
     return tf.stack([(height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w])
 
 
-def decode_jpeg(data: tf.Tensor, channels: int, target: tuple[int, int], crop_to_aspect_ratio: bool,
+def decode_jpeg(data: tf.Tensor, channels: int, target: tuple[int, int] | None, crop_to_aspect_ratio: bool,
                 max_side: int | None = None) -> tf.Tensor:
     """A JPEG decoded at the cheapest DCT scale that covers `target`; uint8 [h, w, channels]."""
     shape = tf.image.extract_jpeg_shape(data)
@@ -71,11 +77,12 @@ def decode_jpeg(data: tf.Tensor, channels: int, target: tuple[int, int], crop_to
     return tf.ensure_shape(image, [None, None, channels])
 
 
-def decode(data: tf.Tensor, shape: tf.Tensor | None, encoding: str, channels: int, target: tuple[int, int],
+def decode(data: tf.Tensor, shape: tf.Tensor | None, encoding: str, channels: int, target: tuple[int, int] | None,
            crop_to_aspect_ratio: bool = False, max_side: int | None = None) -> tf.Tensor:
     """One stored image (`data`: encoded bytes, or raw pixel bytes with their `shape`) as uint8 [h, w, channels].
 
-    JPEGs come back already cropped to the target aspect when asked; for PNG and raw the caller crops.
+    JPEGs come back already cropped to the target aspect when asked; for PNG and raw the caller crops. With no
+    `target`, the whole image at full size.
     """
     if encoding == "jpeg":
         return decode_jpeg(data, channels, target, crop_to_aspect_ratio, max_side)
@@ -105,6 +112,30 @@ def _within_budget(data: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.T
         return tf.identity(data)
 
 
-def raw_keys() -> tuple[str, str]:
-    """The record keys TFDS uses for a raw (`--image-format raw`) image: bytes and shape."""
-    return f"{schema.IMAGE}/value", f"{schema.IMAGE}/shape"
+class Fields(NamedTuple):
+    """A record's (or a batch's) fields: the stored image (`data`, plus `shape` for raw pixels), label, filename."""
+
+    data: tf.Tensor
+    shape: tf.Tensor | None
+    label: tf.Tensor
+    filename: tf.Tensor
+
+
+class Decoder:
+    """Records of one dataset -> fields -> uint8 images; everything it knows of the layout comes from the schema."""
+
+    def __init__(self, record_schema: schema.RecordSchema, max_side: int | None = None):
+        self.schema, self.max_side = record_schema, max_side
+        self._spec = record_schema.parse_spec()
+
+    def parse(self, serialized: tf.Tensor) -> Fields:
+        """Fields of one serialized record (a scalar) or of a batch (a vector)."""
+        parsed = tf.io.parse_example(serialized, self._spec)
+        image = {key.removeprefix(schema.IMAGE).lstrip("/") or "value": parsed[key] for key in self.schema.image_keys}
+        return Fields(image["value"], image.get("shape"), parsed[schema.LABEL], parsed[schema.FILENAME])
+
+    def image(self, data: tf.Tensor, shape: tf.Tensor | None, target: tuple[int, int] | None = None,
+              crop_to_aspect_ratio: bool = False) -> tf.Tensor:
+        """One stored image as uint8 [h, w, channels], decoded at the cheapest scale that covers `target`."""
+        return decode(data, shape, self.schema.encoding, self.schema.channels, target, crop_to_aspect_ratio,
+                      self.max_side)

@@ -1,0 +1,30 @@
+"""The options of `shardflow convert` and their defaults, in one place (the CLI takes its defaults from here).
+Importing this needs no Apache Beam."""
+from __future__ import annotations
+
+import dataclasses
+
+from shardflow.beam_jobs import splits as splits_lib
+from shardflow.images import ImageOptions
+
+LAYOUTS = ("auto", "kaggle", "folders", "idx")
+CHANNELS = (1, 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvertOptions:
+    """Options of `shardflow convert`; None means "the source's default" (IDX: 1 channel, PNG)."""
+
+    name: str | None = None
+    layout: str = "auto"
+    unlabeled: bool = False
+    class_names: tuple[str, ...] | None = None
+    splits: dict[str, float] = dataclasses.field(default_factory=lambda: dict(splits_lib.DEFAULT_SPLITS))
+    split_counts: dict[str, int] | None = None
+    channels: int | None = None
+    image_format: str | None = None
+    max_side: int | None = None
+    quality: int = ImageOptions.quality
+    shard_size_mb: float = 128.0
+    workers: int = 0  # 0: one per core
+    overwrite: bool = False
