@@ -162,7 +162,8 @@ def test_user_mistakes(small_pets, tmp_path, capsys):
     assert "not a shardflow dataset" in capsys.readouterr().err
     assert main(["train", str(small_pets), "--out", str(tmp_path / "run"), "--image-size", "2"]) == 2
     assert "--image-size" in capsys.readouterr().err
-    assert main(["train", str(small_pets), "--out", str(tmp_path / "run"), "--model", "resnet9000"]) == 2
-    assert "unknown model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse names the choices
+        main(["train", str(small_pets), "--out", str(tmp_path / "run"), "--model", "resnet9000"])
+    assert "invalid choice: 'resnet9000' (choose from 'small_convnet'" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "nothing"), "x.jpg"]) == 2
     assert "not a finished training run" in capsys.readouterr().err

@@ -1,0 +1,96 @@
+"""Dependencies run one way and every default has one home: reading a dataset needs no Apache Beam, the read
+side never imports the conversion job, the CLI's defaults are the Python API's, importing shardflow changes no
+global state."""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+from shardflow.beam_jobs.convert import ConvertOptions, convert
+from shardflow.beam_jobs.splits import parse_splits
+from shardflow.cli import _parser
+from shardflow.trainers.options import TrainOptions
+
+PACKAGE = pathlib.Path(__file__).parent.parent / "shardflow"
+READ_SIDE = ["pipeline", "trainers", "verify.py", "preview.py", "metadata.py", "schema.py", "images.py", "files.py",
+             "framing.py"]
+
+
+def test_the_read_side_never_imports_the_conversion_job():
+    for part in READ_SIDE:
+        for path in [PACKAGE / part] if part.endswith(".py") else (PACKAGE / part).glob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                for name in names:
+                    assert not name.startswith(("apache_beam", "shardflow.beam_jobs")), f"{path}: imports {name}"
+
+
+def test_reading_training_and_predicting_work_without_beam(kaggle_dir, tmp_path):
+    data = tmp_path / "data"
+    convert(str(kaggle_dir), str(data), ConvertOptions(workers=1, max_side=64))
+    script = textwrap.dedent(f"""
+        import importlib.abc, sys
+
+        class NoBeam(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name == "apache_beam" or name.startswith("apache_beam."):
+                    raise ImportError(f"{{name}} is blocked: reading must not need Beam")
+
+        sys.meta_path.insert(0, NoBeam())
+        import shardflow.pipeline
+        from shardflow.cli import main
+        from shardflow.pipeline import load
+        from shardflow.trainers.predict import predict
+        from shardflow.trainers.train import TrainOptions, train
+
+        batches = sum(len(labels) for _, labels in load({str(data)!r}, "train", batch_size=8, image_size=32))
+        assert main(["verify", {str(data)!r}]) == 0
+        assert main(["inspect", {str(data)!r}]) == 0
+        train({str(data)!r}, {str(tmp_path / "run")!r}, TrainOptions(epochs=1, steps_per_epoch=1, batch_size=4,
+                                                                    image_size=32, verbose=0))
+        predictions = predict({str(tmp_path / "run")!r}, [{str(kaggle_dir / "cat.0.jpg")!r}])
+        assert predictions[0].problem is None
+        assert not any(m.startswith("apache_beam") for m in sys.modules)
+        print("read", batches, "records without Beam")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "without Beam" in done.stdout
+
+
+def test_importing_shardflow_changes_no_global_state():
+    """Beyond what TensorFlow, Keras and Beam change when imported: logging, the environment, warnings filters."""
+    script = textwrap.dedent("""
+        import logging, os, warnings
+        import apache_beam.io.filesystems, apache_beam.runners.portability.fn_api_runner  # their own changes
+        import keras, tensorflow, tensorflow_datasets
+        before = (list(logging.getLogger().filters), list(logging.getLogger().handlers), dict(os.environ),
+                  list(warnings.filters))
+        import shardflow, shardflow.pipeline, shardflow.trainers.train, shardflow.trainers.predict, shardflow.verify
+        import shardflow.beam_jobs.convert
+        after = (list(logging.getLogger().filters), list(logging.getLogger().handlers), dict(os.environ),
+                 list(warnings.filters))
+        print("same" if before == after else "changed: " + str([b for b, a in zip(before, after) if b != a]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "same", done.stdout + done.stderr[-2000:]
+
+
+def test_the_cli_defaults_are_the_api_defaults():
+    train = vars(_parser().parse_args(["train", "data", "--out", "run"]))
+    for field in dataclasses.fields(TrainOptions):
+        if field.name in train:
+            assert train[field.name] == getattr(TrainOptions(), field.name), field.name
+    assert TrainOptions().weights == "imagenet"  # a frozen random base is never a silent default
+    convert_args = vars(_parser().parse_args(["convert", "src", "out"]))
+    defaults = ConvertOptions()
+    for field in dataclasses.fields(ConvertOptions):
+        if field.name == "splits":
+            assert parse_splits(convert_args["splits"]) == defaults.splits
+        elif field.name in convert_args and field.name != "class_names":
+            assert convert_args[field.name] == getattr(defaults, field.name), field.name

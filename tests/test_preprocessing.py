@@ -1,0 +1,115 @@
+"""One preprocessing path: a file given to prediction (or to `Preprocessing.images`, for serving) reaches the model
+as exactly the pixels its record gives in training, whatever the conversion did to it."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shardflow import metadata
+from shardflow.cli import main
+from shardflow.pipeline import Preprocessing, load
+from shardflow.pipeline.reader import stored_records
+from shardflow.sample_data import write_sample_data
+from shardflow.trainers.predict import predict
+from shardflow.trainers.train import TrainOptions, train
+from tests.conftest import encode, noise_image
+
+IMAGE_SIZE = 48
+
+
+@pytest.fixture(scope="module")
+def hard_run(tmp_path_factory):
+    """Sample photos plus files the conversion changes (EXIF-rotated, CMYK, PNG, oversized), converted with
+    --max-side, and a model trained on them."""
+    root = tmp_path_factory.mktemp("parity")
+    raw = root / "raw"
+    write_sample_data(raw, n=60, seed=5)
+    photo = Image.open(raw / "cat.0.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated by 90 degrees
+    special = {
+        "cat.rotated.jpg": encode(photo, exif=exif.tobytes()),
+        "dog.cmyk.jpg": encode(Image.open(raw / "dog.1.jpg").convert("CMYK")),
+        "cat.drawing.png": encode(Image.open(raw / "cat.2.jpg"), "PNG"),
+        "dog.oversized.jpg": encode(Image.open(raw / "dog.3.jpg").resize((400, 250))),
+        "cat.gray.jpg": encode(noise_image(70, 50, seed=3, mode="L")),
+    }
+    for name, data in special.items():
+        (raw / name).write_bytes(data)
+    data = root / "data"
+    assert main(["convert", str(raw), str(data), "--max-side", "64", "--splits", "train=0.5,test=0.5",
+                 "--workers", "1"]) == 0
+    run = root / "run"
+    train(str(data), str(run), TrainOptions(model="small_convnet", epochs=1, steps_per_epoch=2, batch_size=8,
+                                            image_size=IMAGE_SIZE, seed=0, verbose=0))
+    return raw, data, run, sorted(special)
+
+
+def test_a_file_and_its_record_give_the_model_the_same_pixels(hard_run):
+    raw, data, run, special = hard_run
+    info = metadata.read(str(data))
+    preprocessing = Preprocessing.read(str(run / "preprocessing.json"))
+    assert preprocessing == Preprocessing.of_dataset(info, (IMAGE_SIZE, IMAGE_SIZE))
+    parser = preprocessing.parser
+    for split in info.splits:
+        for records in stored_records(info, split).batch(64):
+            images, names = parser.parse_batch(records, with_filenames=True)
+            names = [n.decode() for n in names.numpy()]
+            from_files = preprocessing.images([(raw / name).read_bytes() for name in names])
+            assert from_files.problems == [None] * len(names)
+            np.testing.assert_array_equal(from_files.images, images.numpy())
+    rotated = preprocessing.images([(raw / "cat.rotated.jpg").read_bytes()]).images[0].astype(float)
+    plain = preprocessing.images([(raw / "cat.0.jpg").read_bytes()]).images[0].astype(float)
+    # EXIF orientation 6 applied, as in conversion (which re-encodes the turned image: JPEG noise remains)
+    assert np.abs(rotated - np.rot90(plain, k=-1)).mean() < 3 < np.abs(rotated - plain).mean()
+
+
+def test_predicting_files_equals_predicting_their_records(hard_run):
+    raw, data, run, special = hard_run
+    from_records = {p.path: p.probabilities for split in ("train", "test") for p in predict(str(run), [str(data)], split)}
+    from_files = {p.path.rsplit("/", 1)[1]: p.probabilities for p in predict(str(run), [str(raw)])}
+    assert set(from_files) == set(from_records) and set(special) <= set(from_files)
+    difference = max(abs(a - b) for name in from_files for a, b in zip(from_files[name], from_records[name]))
+    assert difference <= 1e-4
+
+
+def test_one_bad_file_does_not_stop_a_prediction_run(hard_run, tmp_path, capsys):
+    raw, data, run, _ = hard_run
+    folder = tmp_path / "test1"
+    folder.mkdir()
+    (folder / "1.jpg").write_bytes((raw / "cat.0.jpg").read_bytes())
+    (folder / "2.jpg").write_bytes(b"")
+    (folder / "3.jpg").write_bytes((raw / "dog.1.jpg").read_bytes()[:300])
+    (folder / "4.jpg").write_bytes((raw / "cat.rotated.jpg").read_bytes())
+    assert main(["predict", str(run), str(folder), "--csv", str(tmp_path / "submission.csv")]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.count("this image is") == 2
+    assert f"{folder / '2.jpg'}: not predicted: empty file" in printed.err
+    assert f"{folder / '3.jpg'}: not predicted: " in printed.err
+    assert "2 of 4 inputs could not be read" in printed.err
+    rows = {row[0]: row[1] for row in list(csv.reader(open(tmp_path / "submission.csv")))[1:]}
+    assert rows["2"] == rows["3"] == "" and 0 <= float(rows["1"]) <= 1 and 0 <= float(rows["4"]) <= 1
+
+
+def test_evaluate_reads_like_training(hard_run):
+    """`load` with the run's preprocessing is what evaluation sees: the same batches as the parser on records."""
+    _, data, run, _ = hard_run
+    preprocessing = Preprocessing.read(str(run / "preprocessing.json"))
+    images = np.concatenate([b.numpy() for b, _ in load(str(data), "test", batch_size=16,
+                                                       image_size=preprocessing.image_size)])
+    info = metadata.read(str(data))
+    parsed = np.concatenate([preprocessing.parser.parse_batch(r)[0].numpy()
+                             for r in stored_records(info, "test").batch(16)])
+    np.testing.assert_array_equal(images, parsed)
+
+
+def test_preprocessing_round_trips_through_json(hard_run):
+    _, _, run, _ = hard_run
+    text = (run / "preprocessing.json").read_text()
+    value = json.loads(text)
+    assert value["image"]["max_side"] == 64 and value["image_size"] == [IMAGE_SIZE, IMAGE_SIZE]
+    assert Preprocessing.from_json(Preprocessing.from_json(text).to_json()) == Preprocessing.from_json(text)
