@@ -142,14 +142,21 @@ class _RecordCheck:
         try:
             label, data, shape = self._parse(tf.constant(record))
         except tf.errors.OpError as error:
-            return f"not a record of this dataset ({error.message.splitlines()[0]})"
+            return f"not a record of this dataset ({_reason(error)})"
         if not (int(label) == schema.UNLABELED or 0 <= int(label) < self._classes):
             return f"label {int(label)} out of range"
         try:
             self._decode(data, shape)
         except tf.errors.OpError as error:
-            return f"image does not decode ({error.message.splitlines()[0]})"
+            return f"image does not decode ({_reason(error)})"
         return None
+
+
+def _reason(error: tf.errors.OpError) -> str:
+    """The op's own words from a graph error (without "Graph execution error", the Python stack, node names)."""
+    lines = [line for line in error.message.splitlines() if line and not line[0].isspace()
+             and not line.startswith(("Graph execution error", "Detected at node"))]
+    return lines[0] if lines else error.message
 
 
 def _dataset_problems(info: metadata.DatasetInfo) -> list[str]:

@@ -107,3 +107,22 @@ def test_counts_must_add_up(copy, capsys):
 
 def _flip(data: bytes, offset: int) -> bytes:
     return data[:offset] + bytes([data[offset] ^ 0xFF]) + data[offset + 1:]
+
+
+def test_metadata_that_contradicts_itself_is_refused(copy):
+    info_path = copy / metadata.SHARDFLOW_INFO
+    info = json.loads(info_path.read_text())
+    info["num_records"] += 1
+    info_path.write_text(json.dumps(info))
+    with pytest.raises(metadata.DatasetError, match="contradicts itself: num_records is 61, its shards add up to 60"):
+        metadata.read(str(copy))
+
+
+def test_a_record_without_a_key_of_the_schema_is_named(copy, capsys):
+    shard = first_shard(copy, "test")
+    example = tf.train.Example()
+    example.features.feature["image"].bytes_list.value.append(encode(Image.new("RGB", (4, 4))))
+    shard.write_bytes(frame(example.SerializeToString()))
+    assert main(["verify", str(copy)]) == 1
+    out = capsys.readouterr().out
+    assert "record 0: not a record of this dataset (Feature: image/filename (data type: string) is required" in out
