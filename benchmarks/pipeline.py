@@ -64,10 +64,11 @@ def decode_ceiling(data: str, resize: bool = False) -> Iterator:
     """Pure parallel JPEG decode (full size) of the same record bytes, read into memory first; with `resize`,
     each image also resized to SIZE x SIZE (what any pipeline must do to batch them)."""
     from shardflow import metadata
+    from shardflow.pipeline.decoder import Decoder
 
-    meta = metadata.read(data)
-    blobs = [tf.train.Example.FromString(r.numpy()).features.feature["image"].bytes_list.value[0]
-             for r in tf.data.TFRecordDataset(meta.shard_paths("train"))]
+    info = metadata.read(data)
+    decoder = Decoder(info.schema)
+    blobs = [decoder.parse(r).data.numpy() for r in tf.data.TFRecordDataset(info.shard_paths("train"))]
     dataset = tf.data.Dataset.from_tensor_slices(blobs).repeat()
 
     def per_image(blob):
