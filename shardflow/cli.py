@@ -31,6 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError, RuntimeError, FileNotFoundError) as error:
         print(f"shardflow {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `shardflow inspect DATA | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -135,6 +138,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--init-from", help="fine_tune: a finished transfer run to continue from (its model.keras)")
     train.add_argument("--steps-per-epoch", type=int, help="limit each epoch (quick trials)")
     train.add_argument("--cache", action="store_true", help="keep decoded images in memory after epoch 1")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run in OUT")
 
     evaluate = command("evaluate", _evaluate, "a run's loss and accuracy on a dataset split", uses_tensorflow=True)
     evaluate.add_argument("run", help="a run folder written by `shardflow train`")
@@ -244,14 +248,14 @@ def _train(args, _extra) -> None:
         augment=args.augment, augment_on=args.augment_on, optimizer=args.optimizer, lr=args.lr,
         patience=args.patience, mixed_precision=args.mixed_precision, jit=args.jit, seed=args.seed,
         base=args.base, weights=args.weights, unfreeze=args.unfreeze, init_from=args.init_from,
-        steps_per_epoch=args.steps_per_epoch,
-        cache=args.cache,
+        steps_per_epoch=args.steps_per_epoch, cache=args.cache, overwrite=args.overwrite,
     )
     metrics = train(args.data, args.out, options)
     rates = metrics["images_per_second"]
     wait = metrics["input_wait_fraction"]
-    print(f"{args.out}: test accuracy {metrics['test_accuracy']:.3f}, loss {metrics['test_loss']:.3f} "
-          f"({metrics['evaluated_on']} split), {metrics['epochs_run']} epochs in {metrics['seconds']:.0f} s; "
+    scores = (f"test accuracy {metrics['test_accuracy']:.3f}, loss {metrics['test_loss']:.3f} "
+              f"({metrics['evaluated_on']} split)" if metrics["evaluated_on"] else "not evaluated (no test split)")
+    print(f"{args.out}: {scores}, {metrics['epochs_run']} epochs in {metrics['seconds']:.0f} s; "
           f"last epoch {rates[-1]:.0f} images/s" + (f", {wait[-1]:.0%} of step time waiting for input" if wait else ""))
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -167,3 +169,48 @@ def test_user_mistakes(small_pets, tmp_path, capsys):
     assert "invalid choice: 'resnet9000' (choose from 'small_convnet'" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "nothing"), "x.jpg"]) == 2
     assert "not a finished training run" in capsys.readouterr().err
+
+
+def test_a_run_is_never_silently_replaced(small_pets, tmp_path, capsys):
+    quick = ["--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4", "--image-size", "24"]
+    run = tmp_path / "run"
+    assert main(["train", str(small_pets), "--out", str(run), *quick]) == 0
+    first = (run / "model.keras").stat().st_mtime_ns
+    assert main(["train", str(small_pets), "--out", str(run), *quick]) == 2
+    assert "holds a training run; pass --overwrite" in capsys.readouterr().err
+    assert (run / "model.keras").stat().st_mtime_ns == first
+    assert main(["train", str(small_pets), "--out", str(run), "--overwrite", *quick]) == 0
+    assert len(list((run / "logs" / "train").glob("events.out.tfevents.*"))) == 1  # no logs mixed from run 1
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    assert main(["train", str(small_pets), "--out", str(tmp_path / "notes"), "--overwrite", *quick]) == 2
+    assert "is not a training run; refusing to delete it" in capsys.readouterr().err
+
+
+def test_mistakes_that_train_but_not_as_meant_are_said(small_pets, kaggle_dir, tmp_path, capsys):
+    assert main(["train", str(small_pets), "--out", str(tmp_path / "tiny"), "--image-size", "16"]) == 2
+    assert "16x16 are too small for small_convnet: its convolutions and poolings need at least 22x22" in \
+        capsys.readouterr().err
+    assert main(["train", str(small_pets), "--out", str(tmp_path / "random"), "--model", "transfer", "--base",
+                 "mobilenet_v2", "--weights", "none", "--image-size", "32", "--epochs", "1", "--steps-per-epoch",
+                 "1"]) == 0
+    assert "warning: --weights none: the mobilenet_v2 base starts from random weights and stays frozen" in \
+        capsys.readouterr().err
+    only_train = tmp_path / "only_train"
+    assert main(["convert", str(kaggle_dir), str(only_train), "--splits", "train=1", "--workers", "1"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(only_train), "--out", str(tmp_path / "run"), "--image-size", "24", "--epochs", "1"]) == 0
+    printed = capsys.readouterr()
+    assert "has no validation or test split" in printed.err and "not evaluated (no test split)" in printed.out
+    assert main(["evaluate", str(tmp_path / "run"), str(only_train)]) == 2
+    assert "no split 'test'; it has train" in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_inspect_quietly(small_pets):
+    """`shardflow inspect DATA | head`: the reader goes away; no BrokenPipeError traceback."""
+    reader = subprocess.Popen([sys.executable, "-m", "shardflow.cli", "inspect", str(small_pets)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader.stdout.close()  # before the command prints its first line
+    _, stderr = reader.communicate(timeout=120)
+    assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr
+    assert reader.returncode == 141

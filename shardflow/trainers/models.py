@@ -6,6 +6,7 @@ Two classes get one sigmoid unit (binary crossentropy), more get a softmax.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import keras
@@ -51,7 +52,26 @@ def build(name: str, input_shape: tuple[int, int, int], num_classes: int, *, bas
         raise ValueError("the 'features' model trains on extracted features: use features_head() "
                          "on the output of feature_extractor()")
     inputs = keras.Input(input_shape)
-    return keras.Model(inputs, _CONVNETS[name](inputs, num_classes), name=name)
+    try:
+        return keras.Model(inputs, _CONVNETS[name](inputs, num_classes), name=name)
+    except ValueError as error:
+        if "output size would be zero or negative" not in str(error):
+            raise
+        raise ValueError(f"images of {input_shape[0]}x{input_shape[1]} are too small for {name}: its convolutions "
+                         f"and poolings need at least {minimum_image_size(name)}x{minimum_image_size(name)} "
+                         "(--image-size)") from None
+
+
+@functools.cache
+def minimum_image_size(name: str) -> int:
+    """The smallest square input the convnet `name` can take (each convolution and pooling shrinks it)."""
+    for size in range(1, 1024):
+        try:
+            _CONVNETS[name](keras.Input((size, size, 1)), 2)
+            return size
+        except ValueError:
+            continue
+    raise ValueError(f"{name}: no input size up to 1024 fits")
 
 
 def _small_convnet(x, num_classes):

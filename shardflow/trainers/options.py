@@ -50,6 +50,7 @@ class TrainOptions:
     init_from: str | None = None  # fine_tune: a finished transfer run to start from
     steps_per_epoch: int | None = None
     cache: bool = False
+    overwrite: bool = False  # replace an existing run folder
     verbose: int = 2
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 from typing import Any
@@ -44,7 +45,7 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
     info = metadata.read(data_dir)
     _check(info, options)
     options = options.with_model_defaults()
-    os.makedirs(out, exist_ok=True)
+    _prepare_run_folder(out, options.overwrite)
     if options.seed is not None:
         keras.utils.set_random_seed(options.seed)
     keras.mixed_precision.set_global_policy("mixed_float16" if options.mixed_precision else "float32")
@@ -61,6 +62,8 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     validation = next((s for s in (metadata.VALIDATION, metadata.TEST) if s in info.splits), None)
     evaluation = metadata.TEST if metadata.TEST in info.splits else validation
+    for warning in _warnings(info, options, validation):
+        print(f"warning: {warning}", file=sys.stderr)
 
     def stream(split: str, training: bool) -> tf.data.Dataset:
         dataset = load(data_dir, split, batch_size=options.batch_size, image_size=size, shuffle=training,
@@ -171,6 +174,32 @@ def _shard_policy(dataset: tf.data.Dataset, shards: int, replicas: int) -> tf.da
     policy = tf.data.experimental.AutoShardPolicy
     options.experimental_distribute.auto_shard_policy = policy.FILE if shards >= replicas else policy.DATA
     return dataset.with_options(options)
+
+
+def _prepare_run_folder(out: str, overwrite: bool) -> None:
+    """Refuse to write into an existing run (or any non-empty folder) unless `overwrite`, and then only a run."""
+    if os.path.isdir(out) and os.listdir(out):
+        is_run = any(os.path.exists(os.path.join(out, name)) for name in (MODEL_FILE, RUN_FILE, LOGS))
+        if not overwrite:
+            what = "holds a training run" if is_run else "exists and is not empty"
+            raise ValueError(f"{out} {what}; pass --overwrite to replace it, or choose another --out")
+        if not is_run:
+            raise ValueError(f"{out} is not a training run; refusing to delete it, even with --overwrite")
+        shutil.rmtree(out)
+    os.makedirs(out, exist_ok=True)
+
+
+def _warnings(info: metadata.DatasetInfo, options: TrainOptions, validation: str | None) -> list[str]:
+    """What the user should know before training starts: choices that work, but probably not as meant."""
+    warnings = []
+    if validation is None:
+        warnings.append(f"{info.data_dir} has no validation or test split: checkpoints and early stopping follow "
+                        "the training loss, and there is no test accuracy (convert with --splits to make one)")
+    if options.model in ("transfer", "fine_tune", "features") and options.weights == "none" and not options.init_from:
+        warnings.append(f"--weights none: the {options.base} base starts from random weights"
+                        + (" and stays frozen, so only the head learns" if options.model != "fine_tune" else "")
+                        + "; pass --weights imagenet (or a weights file) for transfer learning")
+    return warnings
 
 
 def _check(info: metadata.DatasetInfo, options: TrainOptions) -> None:
