@@ -13,6 +13,9 @@ import shardflow  # noqa: E402  (after the environment is set)
 from shardflow import metadata, quiet  # noqa: E402
 
 
+INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
+
+
 class UsageError(Exception):
     """A mistake the user can fix; printed as one line, without a traceback."""
 
@@ -143,9 +146,17 @@ def _sample_data(args, _extra) -> None:
     print(f"wrote {len(paths)} images ({', '.join(classes)}) to {args.out}")
 
 
-def _convert(args, beam_args) -> None:
+def _convert(args, beam_args) -> int | None:
+    try:
+        return _convert_now(args, beam_args)
+    except KeyboardInterrupt:  # before OUT was touched (while importing Beam, listing the source)
+        print("shardflow convert: interrupted", file=sys.stderr)
+        return INTERRUPTED
+
+
+def _convert_now(args, beam_args) -> int | None:
     from shardflow.beam_jobs import splits
-    from shardflow.beam_jobs.convert import ConvertOptions, convert
+    from shardflow.beam_jobs.convert import ConversionInterrupted, ConvertOptions, convert
 
     if args.max_side is not None and args.max_side < 1:
         raise UsageError("--max-side must be a positive number of pixels")
@@ -168,7 +179,11 @@ def _convert(args, beam_args) -> None:
         workers=args.workers,
         overwrite=args.overwrite,
     )
-    info = convert(args.src, args.out, options, beam_args)
+    try:
+        info = convert(args.src, args.out, options, beam_args)
+    except ConversionInterrupted as interrupted:
+        print(f"shardflow convert: {interrupted}", file=sys.stderr)
+        return INTERRUPTED
     print(_summary_text(info, args.out))
 
 

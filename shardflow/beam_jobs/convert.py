@@ -16,6 +16,7 @@ metadata, `dataset_info.json` last: until then OUT is visibly incomplete.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import math
@@ -45,14 +46,22 @@ from shardflow.framing import frame
 from shardflow.images import ImageOptions, Rejected, prepare_encoded, prepare_pixels
 from shardflow.beam_jobs.progress import ProgressDisplay, ProgressWriter, worker_logs_to
 from shardflow.beam_jobs.sources import SourceListing, is_remote, list_source
+from shardflow.beam_jobs.local_workers import workers_stopped_on_interrupt
+from shardflow.beam_jobs.out_lock import LOCK_NAME, OutputLock, OutputLocked
 from shardflow.beam_jobs.staged import StagedTask
 
 NO_CLASS = "no class in the file name (expected <class>.<id>.jpg, e.g. cat.123.jpg)"
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(: .*)?$")
 _GENERIC_NAMES = {"train", "test", "test1", "validation", "val", "data", "images", "raw"}
 
 
 class ConversionError(RuntimeError):
     """The job could not produce a complete dataset; OUT is left visibly incomplete."""
+
+
+class ConversionInterrupted(ConversionError):
+    """The user stopped the conversion (Ctrl-C); OUT is left visibly incomplete."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -313,32 +322,69 @@ def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
     )
     schema.stored_encoding(image_options.image_format)  # validates the name
     name = options.name or _default_name(src)
-    _prepare_out(src, out, options.overwrite)
+    lock = _prepare_out(src, out, options.overwrite)
+    try:
+        print(f"{src}: {listing.num_inputs} inputs, layout {listing.layout}, classes {listing.class_names}"
+              + (f"; ignoring {len(listing.ignored)} file(s) beside the data: {', '.join(listing.ignored[:3])}"
+                 if listing.ignored else ""), file=sys.stderr)
+        return _run_and_finalize(listing, options, image_options, name, out, beam_args, started, lock)
+    except KeyboardInterrupt:
+        raise ConversionInterrupted(f"interrupted; {out} is incomplete, rerun with --overwrite") from None
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_and_finalize(listing: SourceListing, options: ConvertOptions, image_options: ImageOptions, name: str,
+                      out: str, beam_args: Sequence[str], started: float, lock: OutputLock | None) -> dict[str, Any]:
     staging = FileSystems.join(out, metadata.STAGING)
     pipeline_options, local = _pipeline_options(beam_args, options.workers)
     scratch = staging if not is_remote(out) else tempfile.mkdtemp(prefix="shardflow-")  # progress and log: local
     progress_dir = os.path.join(scratch, "progress") if local else None
-    print(f"{src}: {listing.num_inputs} inputs, layout {listing.layout}, classes {listing.class_names}"
-          + (f"; ignoring {len(listing.ignored)} file(s) beside the data: {', '.join(listing.ignored[:3])}"
-             if listing.ignored else ""), file=sys.stderr)
+    log = os.path.join(scratch, "beam.log") if local else None
     runner = FnApiRunner() if local else None
     pipeline = beam.Pipeline(runner=runner, options=pipeline_options)
-    build(pipeline, listing, options, image_options, name, staging, progress_dir)
-    if progress_dir:
-        os.makedirs(progress_dir, exist_ok=True)
-        log = os.path.join(scratch, "beam.log")
-        try:
-            with worker_logs_to(log) as stderr, ProgressDisplay(progress_dir, listing.num_inputs,
-                                                                len(listing.rejects), stderr):
+    try:
+        build(pipeline, listing, options, image_options, name, staging, progress_dir)
+        if progress_dir:
+            os.makedirs(progress_dir, exist_ok=True)
+            with worker_logs_to(log) as stderr, workers_stopped_on_interrupt(), \
+                    ProgressDisplay(progress_dir, listing.num_inputs, len(listing.rejects), stderr):
                 pipeline.run().wait_until_finish()
-        except Exception as error:
-            raise ConversionError(f"the Beam job failed ({out} is left incomplete; Beam's log: {log}):\n{error}")
-    else:
-        pipeline.run().wait_until_finish()
-    info = finalize(out, staging, listing, image_options, name, started)
+        else:
+            pipeline.run().wait_until_finish()
+        if lock is not None:
+            lock.check()
+        info = finalize(out, staging, listing, image_options, name, started)
+    except (ConversionError, OutputLocked):
+        raise
+    except Exception as error:  # a worker's error is the job's error: one line, the log has the rest
+        raise _job_error(error, out, log) from None
     if scratch != staging:
         shutil.rmtree(scratch, ignore_errors=True)
     return info
+
+
+def _job_error(error: Exception, out: str, log: str | None) -> ConversionError:
+    """One line for a failed job: a full disk says so and where; anything else names the worker's exception."""
+    text = f"{type(error).__name__}: {error}"
+    if isinstance(error, OSError) and error.errno in _DISK_FULL or any(f"[Errno {n}]" in text for n in _DISK_FULL):
+        where = os.path.abspath(out) if not is_remote(out) else out
+        return ConversionError(f"disk full: no space left on {_mount_point(where)} while writing {where}; "
+                               f"{out} is left incomplete (free some space, then rerun with --overwrite)")
+    raised = [line.strip() for line in text.splitlines() if _EXCEPTION_LINE.match(line.strip())]
+    return ConversionError(f"the Beam job failed: {raised[-1] if raised else text.splitlines()[0]} "
+                           f"({out} is left incomplete" + (f"; Beam's log: {log})" if log else ")"))
+
+
+def _mount_point(path: str) -> str:
+    """The mount point of the filesystem holding `path` (remote paths: the path itself)."""
+    if is_remote(path):
+        return path
+    path = os.path.realpath(path)
+    while not os.path.ismount(path):
+        path = os.path.dirname(path)
+    return path
 
 
 def finalize(out: str, staging: str, listing: SourceListing, image_options: ImageOptions, name: str,
@@ -405,22 +451,31 @@ def _default_name(src: str) -> str:
     return name if name and name[0].isalpha() else f"dataset_{name}".rstrip("_")
 
 
-def _prepare_out(src: str, out: str, overwrite: bool) -> None:
-    """Refuse a non-empty OUT unless --overwrite (and then only a shardflow dataset), or OUT inside SRC."""
+def _prepare_out(src: str, out: str, overwrite: bool) -> OutputLock | None:
+    """Refuse OUT inside SRC, or a non-empty OUT unless --overwrite (and then only a shardflow dataset); take
+    OUT's lock (local folders; raises `OutputLocked` while another conversion writes there)."""
     if is_remote(out):
-        return  # remote output: Beam's filesystems create it; overwrite rules apply to local folders
+        return None  # remote output: Beam's filesystems create it; overwrite rules apply to local folders
     src_abs, out_abs = os.path.realpath(src), os.path.realpath(out)
     if not is_remote(src) and os.path.isdir(src_abs) and (out_abs == src_abs or out_abs.startswith(src_abs + os.sep)):
         raise ConversionError(f"OUT {out!r} is inside SRC {src!r}; choose an output folder outside the source")
     if os.path.isfile(out_abs):
         raise ConversionError(f"OUT {out!r} is a file; give a folder")
-    if os.path.isdir(out_abs) and os.listdir(out_abs):
-        if not overwrite:
-            raise ConversionError(f"OUT {out!r} exists and is not empty; pass --overwrite to replace it")
-        if not metadata.is_dataset_dir(out_abs):
-            raise ConversionError(f"OUT {out!r} is not a shardflow dataset; refusing to delete it, even with --overwrite")
-        shutil.rmtree(out_abs)
     os.makedirs(out_abs, exist_ok=True)
+    lock = OutputLock(out_abs).acquire()
+    try:
+        entries = [e for e in os.listdir(out_abs) if e != LOCK_NAME]
+        if entries and not overwrite:
+            raise ConversionError(f"OUT {out!r} exists and is not empty; pass --overwrite to replace it")
+        if entries and not metadata.is_dataset_dir(out_abs):
+            raise ConversionError(f"OUT {out!r} is not a shardflow dataset; refusing to delete it, even with --overwrite")
+        for entry in entries:
+            path = os.path.join(out_abs, entry)
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def _pipeline_options(beam_args: Sequence[str], workers: int) -> tuple[PipelineOptions, bool]:
