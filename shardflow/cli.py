@@ -13,6 +13,7 @@ import shardflow  # noqa: E402  (after the environment is set)
 from shardflow import metadata, quiet  # noqa: E402
 
 
+SUMMARY_MAX_CLASSES = 12  # more classes: the end-of-run summary gives their range per split
 INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
 
 
@@ -61,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--splits", default="train=0.8,validation=0.1,test=0.1",
                          help="fractions by a stable hash of the path (default %(default)s)")
     convert.add_argument("--split-counts", help="exact records per class, e.g. train=1000,validation=500,test=500")
+    convert.add_argument("--split-counts-allow-fewer", action="store_true",
+                         help="with --split-counts: a class with fewer images fills the splits in order with what "
+                              "it has (default: refuse)")
     convert.add_argument("--channels", type=int, choices=(1, 3), help="3 = RGB (default; IDX: 1)")
     convert.add_argument("--image-format", choices=("passthrough", "jpeg", "png", "raw"),
                          help="passthrough (default) keeps valid JPEGs byte for byte; IDX default: png")
@@ -164,6 +168,8 @@ def _convert_now(args, beam_args) -> int | None:
         raise UsageError("--quality must be between 1 and 100")
     if args.shard_size_mb <= 0:
         raise UsageError("--shard-size-mb must be positive")
+    if args.split_counts_allow_fewer and not args.split_counts:
+        raise UsageError("--split-counts-allow-fewer goes with --split-counts")
     options = ConvertOptions(
         name=args.name,
         layout=args.layout,
@@ -171,6 +177,7 @@ def _convert_now(args, beam_args) -> int | None:
         class_names=tuple(c.strip() for c in args.class_names.split(",")) if args.class_names else None,
         splits=splits.parse_splits(args.splits),
         split_counts=splits.parse_split_counts(args.split_counts) if args.split_counts else None,
+        split_counts_allow_fewer=args.split_counts_allow_fewer,
         channels=args.channels,
         image_format=args.image_format,
         max_side=args.max_side,
@@ -282,11 +289,25 @@ def _summary_text(info: dict, out: str) -> str:
         + (f" (reasons in {out}/{metadata.REJECTS})" if info["num_rejected"] else "")
         + (f", {info['num_unselected']} not selected by --split-counts" if info["num_unselected"] else "")
     ]
+    if info.get("debris"):
+        lines.append(f"  skipped {len(info['debris'])} macOS/Windows system file(s) such as {info['debris'][0]!r} "
+                     f"(listed in {out}/{metadata.SHARDFLOW_INFO})")
     for name, split in info["splits"].items():
-        counts = ", ".join(f"{c} {n}" for c, n in split["label_counts"].items())
-        lines.append(f"  {name:<11} {split['num_examples']:>7} records in {len(split['shards'])} shard(s)  ({counts})")
+        lines.append(f"  {name:<11} {split['num_examples']:>7} records in {len(split['shards'])} shard(s)  "
+                     f"({_class_counts(split['label_counts'], info['class_names'])})")
+    lines += [f"warning: {warning}" for warning in info.get("warnings", [])]
     lines.append(f"dataset: {out}")
     return "\n".join(lines)
+
+
+def _class_counts(counts: dict[str, int], class_names: list[str]) -> str:
+    """Records per class of one split; with many classes, their range instead of every class."""
+    if len(counts) <= SUMMARY_MAX_CLASSES and len(class_names) <= SUMMARY_MAX_CLASSES:
+        return ", ".join(f"{c} {n}" for c, n in counts.items())
+    values = [counts.get(c, 0) for c in class_names] or list(counts.values())
+    present = sum(1 for v in values if v)
+    return (f"{present} of {len(values)} classes, {min(values)}-{max(values)} per class; "
+            "`shardflow inspect` lists them")
 
 
 def _inspect_text(meta: metadata.DatasetMetadata) -> str:

@@ -74,6 +74,7 @@ class ConvertOptions:
     class_names: tuple[str, ...] | None = None
     splits: dict[str, float] = dataclasses.field(default_factory=lambda: dict(splits_lib.DEFAULT_SPLITS))
     split_counts: dict[str, int] | None = None
+    split_counts_allow_fewer: bool = False  # take what exists when a class has fewer images than asked
     channels: int | None = None
     image_format: str | None = None
     max_side: int | None = None
@@ -314,6 +315,8 @@ def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
     listing = list_source(src, options.layout, unlabeled=options.unlabeled, class_names=options.class_names)
     if options.split_counts is not None and listing.fixed_splits:
         raise ConversionError("--split-counts cannot be used on a source with its own train/validation/test folders")
+    if options.split_counts is not None and not options.split_counts_allow_fewer:
+        _check_split_counts(_inputs_per_class(listing), options.split_counts, listing.class_names, "inputs")
     image_options = ImageOptions(
         channels=options.channels or listing.default_channels,
         image_format=options.image_format or ("png" if listing.layout == "idx" else "passthrough"),
@@ -355,7 +358,8 @@ def _run_and_finalize(listing: SourceListing, options: ConvertOptions, image_opt
             pipeline.run().wait_until_finish()
         if lock is not None:
             lock.check()
-        info = finalize(out, staging, listing, image_options, name, started)
+        info = finalize(out, staging, listing, image_options, name, started,
+                        None if options.split_counts_allow_fewer else options.split_counts)
     except (ConversionError, OutputLocked):
         raise
     except Exception as error:  # a worker's error is the job's error: one line, the log has the rest
@@ -388,8 +392,9 @@ def _mount_point(path: str) -> str:
 
 
 def finalize(out: str, staging: str, listing: SourceListing, image_options: ImageOptions, name: str,
-             started: float) -> dict[str, Any]:
-    """Check the counts, move shards into `out`, write rejects and metadata (dataset_info.json last)."""
+             started: float, split_counts: dict[str, int] | None = None) -> dict[str, Any]:
+    """Check the counts (with `split_counts`: every class filled every split), move shards into `out`, write
+    rejects and metadata (dataset_info.json last)."""
     with FileSystems.open(FileSystems.join(staging, "summary.json")) as f:
         summary = json.loads(f.read())
     rejects = sorted([tuple(r) for r in summary["rejects"]] + list(listing.rejects))
@@ -408,6 +413,12 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
         split["num_bytes"] = sum(s["num_bytes"] for s in split["shards"])
         split["label_counts"] = {listing.class_names[int(k)] if int(k) >= 0 else "unlabeled": v
                                  for k, v in split["label_counts"].items()}
+    if split_counts is not None:
+        valid = defaultdict(int)
+        for split in splits.values():
+            for cls, count in split["label_counts"].items():
+                valid[listing.class_names.index(cls)] += count
+        _check_split_counts(valid, split_counts, listing.class_names, "valid images (after rejects)")
     for shard in summary["shards"]:
         FileSystems.rename([FileSystems.join(staging, "shards", shard["filename"])],
                            [FileSystems.join(out, shard["filename"])])
@@ -428,6 +439,8 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
         "num_rejected": len(rejects),
         "num_unselected": summary["unselected"],
         "ignored": listing.ignored,
+        "debris": listing.debris,
+        "warnings": listing.warnings + _untrained_classes(listing.class_names, splits),
         "splits": {n: splits[n] for n in metadata.split_names(splits)},
         "seconds": round(elapsed, 2),
     }
@@ -436,6 +449,37 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
     metadata.write(out, info, description)
     FileSystems.delete([staging])
     return info
+
+
+def _inputs_per_class(listing: SourceListing) -> dict[int, int]:
+    counts: dict[int, int] = defaultdict(int)
+    for task in listing.tasks:
+        for f in task.files:
+            if f.label is not None:
+                counts[f.label] += 1
+    return counts
+
+
+def _check_split_counts(have: dict[int, int], asked: dict[str, int], class_names: list[str], what: str) -> None:
+    """Raise for the first class with fewer `what` than --split-counts asks for in all splits together."""
+    wanted = sum(asked.values())
+    for label, name in enumerate(class_names):
+        if have.get(label, 0) < wanted:
+            text = ",".join(f"{split}={count}" for split, count in asked.items())
+            raise ConversionError(
+                f"class {name!r} has {have.get(label, 0)} {what} but --split-counts {text} asks for {wanted}; "
+                "lower the counts, or pass --split-counts-allow-fewer to take what exists")
+
+
+def _untrained_classes(class_names: list[str], splits: dict[str, dict]) -> list[str]:
+    """A warning naming the classes without any training record (a model cannot learn them)."""
+    if "train" not in splits or not class_names:
+        return []
+    missing = [c for c in class_names if not splits["train"]["label_counts"].get(c)]
+    if not missing:
+        return []
+    shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+    return [f"{len(missing)} class(es) have no training image: {shown}"]
 
 
 def _default_name(src: str) -> str:
