@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
         "convert",
         help="convert images (folder, .zip, .tar[.gz], IDX) to sharded TFRecords",
         description="Convert raw images into a sharded, TFDS-compatible TFRecord dataset with Apache Beam. "
-        "Unknown flags (--runner, --project, --job_endpoint, ...) go to Beam unchanged.",
+        "Beam pipeline options (--runner, --project, --job_endpoint, ...) go to Beam unchanged; any other "
+        "option is refused.",
     )
     convert.add_argument("src", help="a folder, a .zip, a .tar/.tar.gz/.tgz, or a folder of IDX files")
     convert.add_argument("out", help="the dataset folder to create")

@@ -16,9 +16,11 @@ metadata, `dataset_info.json` last: until then OUT is visibly incomplete.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import errno
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -310,8 +312,14 @@ def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptio
 
 def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
             beam_args: Sequence[str] = ()) -> dict[str, Any]:
-    """Convert `src` into a dataset folder `out`; returns the dataset's shardflow.json content."""
+    """Convert `src` into a dataset folder `out`; returns the dataset's shardflow.json content.
+
+    `beam_args` are Beam pipeline options (`--runner`, `--project`, ...); any other option is refused."""
     started = time.time()
+    unknown = unknown_beam_options(beam_args)
+    if unknown:
+        raise ConversionError(f"unknown option(s) {', '.join(unknown)}: neither a shardflow convert option nor a "
+                              f"registered Beam pipeline option (see shardflow convert --help){_did_you_mean(unknown)}")
     listing = list_source(src, options.layout, unlabeled=options.unlabeled, class_names=options.class_names)
     if options.split_counts is not None and listing.fixed_splits:
         raise ConversionError("--split-counts cannot be used on a source with its own train/validation/test folders")
@@ -520,6 +528,37 @@ def _prepare_out(src: str, out: str, overwrite: bool) -> OutputLock | None:
         lock.release()
         raise
     return lock
+
+
+def unknown_beam_options(beam_args: Sequence[str]) -> list[str]:
+    """The arguments that no registered Beam pipeline option takes (Beam itself would drop them silently)."""
+    options = PipelineOptions(list(beam_args))
+    beam_logger = logging.getLogger("apache_beam.options.pipeline_options")
+    level = beam_logger.level
+    beam_logger.setLevel(logging.ERROR)  # its own "Discarding unparseable args" warning
+    try:
+        known = options.get_all_options()
+        retained = options.get_all_options(retain_unknown_options=True)
+    finally:
+        beam_logger.setLevel(level)
+    unknown = []
+    for arg in beam_args:
+        name = arg[2:].split("=", 1)[0] if arg.startswith("--") else None
+        if (name is None and arg.startswith("-")) or (name and name.replace("-", "_") in retained
+                                                      and name.replace("-", "_") not in known):
+            unknown.append(arg.split("=", 1)[0])  # single-dash flags: Beam drops those too
+    return list(dict.fromkeys(unknown))
+
+
+def _did_you_mean(unknown: list[str]) -> str:
+    """`; did you mean --max-side?` for the first unknown option close to a shardflow or Beam option."""
+    names = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(ConvertOptions)]
+    names += [f"--{name}" for name in PipelineOptions([]).get_all_options()]
+    for option in unknown:
+        close = difflib.get_close_matches(option.replace("_", "-"), names, n=1, cutoff=0.75)
+        if close:
+            return f"; did you mean {close[0]}?"
+    return ""
 
 
 def _pipeline_options(beam_args: Sequence[str], workers: int) -> tuple[PipelineOptions, bool]:
