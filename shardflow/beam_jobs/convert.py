@@ -333,7 +333,10 @@ def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
     )
     schema.stored_encoding(image_options.image_format)  # validates the name
     name = options.name or _default_name(src)
-    lock = _prepare_out(src, out, options.overwrite)
+    try:
+        lock = _prepare_out(src, out, options.overwrite)
+    except OSError as error:
+        raise _disk_full(error, out) or error
     try:
         print(f"{src}: {listing.num_inputs} inputs, layout {listing.layout}, classes {listing.class_names}"
               + (f"; ignoring {len(listing.ignored)} file(s) beside the data: {', '.join(listing.ignored[:3])}"
@@ -380,13 +383,23 @@ def _run_and_finalize(listing: SourceListing, options: ConvertOptions, image_opt
 def _job_error(error: Exception, out: str, log: str | None) -> ConversionError:
     """One line for a failed job: a full disk says so and where; anything else names the worker's exception."""
     text = f"{type(error).__name__}: {error}"
-    if isinstance(error, OSError) and error.errno in _DISK_FULL or any(f"[Errno {n}]" in text for n in _DISK_FULL):
-        where = os.path.abspath(out) if not is_remote(out) else out
-        return ConversionError(f"disk full: no space left on {_mount_point(where)} while writing {where}; "
-                               f"{out} is left incomplete (free some space, then rerun with --overwrite)")
+    full = _disk_full(error, out)
+    if full:
+        return full
     raised = [line.strip() for line in text.splitlines() if _EXCEPTION_LINE.match(line.strip())]
     return ConversionError(f"the Beam job failed: {raised[-1] if raised else text.splitlines()[0]} "
                            f"({out} is left incomplete" + (f"; Beam's log: {log})" if log else ")"))
+
+
+def _disk_full(error: Exception, out: str) -> ConversionError | None:
+    """The one-line error for a full disk (or quota) seen by the launcher or, in Beam's message, by a worker."""
+    text = str(error)
+    if not (isinstance(error, OSError) and error.errno in _DISK_FULL
+            or any(f"[Errno {n}]" in text for n in _DISK_FULL)):
+        return None
+    where = os.path.abspath(out) if not is_remote(out) else out
+    return ConversionError(f"disk full: no space left on {_mount_point(where)} while writing {where}; "
+                           f"{out} is left incomplete (free some space, then rerun with --overwrite)")
 
 
 def _mount_point(path: str) -> str:

@@ -39,8 +39,12 @@ class OutputLock:
                     raise OutputLocked(self._refusal(holder)) from None
                 _remove_stale(self.path, holder)
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.owner, f)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(self.owner, f)
+            except OSError:  # a full disk: no half-written lock stays behind
+                os.remove(self.path)
+                raise
             return self
         raise OutputLocked(f"{os.path.dirname(self.path)}: could not take the lock {self.path}; try again")
 
