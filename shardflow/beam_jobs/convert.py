@@ -10,8 +10,9 @@ Stages (each a named transform, so runner UIs show them):
                   plus the split's statistics.
   WriteShards     each shard copied from the spill files into place, with its SHA-256.
   Summarize       shard list, statistics and rejects gathered into one summary file.
-The launching process then checks `inputs == records + rejects`, moves the shards into OUT and writes the
-metadata, `dataset_info.json` last: until then OUT is visibly incomplete.
+The launching process holds OUT's lock throughout (`out_lock`), then checks `inputs == records + rejects`, moves
+the shards into OUT and writes the metadata, `dataset_info.json` last: until then OUT is visibly incomplete.
+Any worker error, a full disk included, ends the job with one line; Ctrl-C stops the workers (`local_workers`).
 """
 from __future__ import annotations
 
@@ -536,7 +537,10 @@ def _prepare_out(src: str, out: str, overwrite: bool) -> OutputLock | None:
             raise ConversionError(f"OUT {out!r} is not a shardflow dataset; refusing to delete it, even with --overwrite")
         for entry in entries:
             path = os.path.join(out_abs, entry)
-            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
     except BaseException:
         lock.release()
         raise
