@@ -81,9 +81,11 @@ def test_split_counts_beyond_the_data_are_refused_unless_allowed(kaggle_with_deb
         "for 10; lower the counts, or pass --split-counts-allow-fewer to take what exists")
     assert not (tmp_path / "out").exists()
     assert main(["convert", str(kaggle_with_debris), str(tmp_path / "out"), *asked, "--split-counts-allow-fewer"]) == 0
-    splits = metadata.read(str(tmp_path / "out")).splits
-    assert {name: split["label_counts"] for name, split in splits.items()} == {
+    meta = metadata.read(str(tmp_path / "out"))
+    assert {name: split["label_counts"] for name, split in meta.splits.items()} == {
         "train": {"cat": 6, "dog": 6}, "validation": {"cat": 2, "dog": 2}}
+    assert meta.info["warnings"] == [
+        "split 'test' has fewer than the 2 records per class asked for 2 class(es), e.g. 'cat' with 0"]
 
 
 def test_split_counts_beyond_the_valid_images_are_refused_before_the_dataset_is_written(tmp_path, capsys):

@@ -370,8 +370,8 @@ def _run_and_finalize(listing: SourceListing, options: ConvertOptions, image_opt
             pipeline.run().wait_until_finish()
         if lock is not None:
             lock.check()
-        info = finalize(out, staging, listing, image_options, name, started,
-                        None if options.split_counts_allow_fewer else options.split_counts)
+        info = finalize(out, staging, listing, image_options, name, started, options.split_counts,
+                        options.split_counts_allow_fewer)
     except (ConversionError, OutputLocked):
         raise
     except Exception as error:  # a worker's error is the job's error: one line, the log has the rest
@@ -414,9 +414,10 @@ def _mount_point(path: str) -> str:
 
 
 def finalize(out: str, staging: str, listing: SourceListing, image_options: ImageOptions, name: str,
-             started: float, split_counts: dict[str, int] | None = None) -> dict[str, Any]:
-    """Check the counts (with `split_counts`: every class filled every split), move shards into `out`, write
-    rejects and metadata (dataset_info.json last)."""
+             started: float, split_counts: dict[str, int] | None = None,
+             allow_fewer: bool = False) -> dict[str, Any]:
+    """Check the counts (with `split_counts`: every class filled every split, else an error or, with
+    `allow_fewer`, a warning), move shards into `out`, write rejects and metadata (dataset_info.json last)."""
     with FileSystems.open(FileSystems.join(staging, "summary.json")) as f:
         summary = json.loads(f.read())
     rejects = sorted([tuple(r) for r in summary["rejects"]] + list(listing.rejects))
@@ -435,7 +436,8 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
         split["num_bytes"] = sum(s["num_bytes"] for s in split["shards"])
         split["label_counts"] = {listing.class_names[int(k)] if int(k) >= 0 else "unlabeled": v
                                  for k, v in split["label_counts"].items()}
-    if split_counts is not None:
+    short = _short_splits(splits, split_counts or {}, listing.class_names) if allow_fewer else []
+    if split_counts is not None and not allow_fewer:
         valid = defaultdict(int)
         for split in splits.values():
             for cls, count in split["label_counts"].items():
@@ -462,7 +464,7 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
         "num_unselected": summary["unselected"],
         "ignored": listing.ignored,
         "debris": listing.debris,
-        "warnings": listing.warnings + _untrained_classes(listing.class_names, splits),
+        "warnings": listing.warnings + short + _untrained_classes(listing.class_names, splits),
         "splits": {n: splits[n] for n in metadata.split_names(splits)},
         "seconds": round(elapsed, 2),
     }
@@ -491,6 +493,18 @@ def _check_split_counts(have: dict[int, int], asked: dict[str, int], class_names
             raise ConversionError(
                 f"class {name!r} has {have.get(label, 0)} {what} but --split-counts {text} asks for {wanted}; "
                 "lower the counts, or pass --split-counts-allow-fewer to take what exists")
+
+
+def _short_splits(splits: dict[str, dict], asked: dict[str, int], class_names: list[str]) -> list[str]:
+    """Warnings for the splits that --split-counts-allow-fewer left short of what was asked."""
+    warnings = []
+    for split, count in asked.items():
+        counts = splits.get(split, {}).get("label_counts", {})
+        short = [c for c in class_names if counts.get(c, 0) < count]
+        if short:
+            warnings.append(f"split {split!r} has fewer than the {count} records per class asked for "
+                            f"{len(short)} class(es), e.g. {short[0]!r} with {counts.get(short[0], 0)}")
+    return warnings
 
 
 def _untrained_classes(class_names: list[str], splits: dict[str, dict]) -> list[str]:
