@@ -124,7 +124,7 @@ def test_missing_source_and_unknown_layout(tmp_path):
 
 
 DEBRIS = ("._cat.0.jpg", ".DS_Store", "__MACOSX/._dog.0.jpg", "__MACOSX/cat.9.jpg", "Thumbs.db", "desktop.ini",
-          ".Spotlight-V100/store.db", "$RECYCLE.BIN/dog.7.jpg")
+          ".Spotlight-V100/store.db", "$RECYCLE.BIN/dog.7.jpg", ".gitkeep")
 
 
 def test_macos_and_windows_debris_is_skipped_and_listed_in_folders_zips_and_tars(tmp_path):

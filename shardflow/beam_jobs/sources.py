@@ -36,11 +36,10 @@ _IDX_IMAGES = re.compile(r"^(train|t10k)-images[.-]idx3-ubyte(\.gz)?$")
 FILES_PER_TASK = 32
 IDX_IMAGES_PER_TASK = 1000  # IDX arrays are in memory: cheap to index
 STREAM_TASKS = 4  # a compressed tar is decompressed from its start by each task: few tasks, few passes
-# What macOS and Windows leave beside files (AppleDouble `._x` twins, Finder/Explorer caches): never data.
-DEBRIS_FILES = {".ds_store", "thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", ".directory",
-                ".localized", "icon\r", ".apdisk"}
-DEBRIS_FOLDERS = {"__macosx", ".spotlight-v100", ".trashes", ".fseventsd", ".temporaryitems", "$recycle.bin",
-                  "system volume information"}
+# What operating systems leave beside files, besides hidden (dot) files and folders such as AppleDouble `._x`
+# twins, `.DS_Store` and `.Spotlight-V100/`: never data.
+DEBRIS_FILES = {"thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "icon\r"}
+DEBRIS_FOLDERS = {"__macosx", "$recycle.bin", "system volume information"}
 ENCRYPTED = "encrypted, password required"
 
 
@@ -264,9 +263,9 @@ def _safe_members(names: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
 
 def _is_debris(path: str) -> bool:
     """What operating systems leave beside files (AppleDouble `._x`, `.DS_Store`, `Thumbs.db`, `__MACOSX/`,
-    ...) and anything in a hidden folder: never part of a dataset."""
+    ...) and any hidden file or folder: never part of a dataset."""
     *folders, name = path.split("/")  # a folder entry (`__MACOSX/`) has the name ""
-    return (name.startswith("._") or name.lower() in DEBRIS_FILES
+    return (name.startswith(".") or name.lower() in DEBRIS_FILES
             or any(f.lower() in DEBRIS_FOLDERS or f.startswith(".") for f in folders))
 
 
