@@ -99,12 +99,12 @@ def test_split_counts_beyond_the_valid_images_are_refused_before_the_dataset_is_
     assert not (tmp_path / "out" / metadata.DATASET_INFO).exists()
 
 
-@pytest.mark.parametrize("typo", [["--max_sid", "100"], ["--max-size=100"], ["-q", "80"]])
+@pytest.mark.parametrize("typo", [["--max_sid", "100"], ["--max-size=100"], ["-q", "80"], ["stray", "--overwrite"]])
 def test_option_typos_are_refused_before_any_work(kaggle_with_debris, tmp_path, capsys, typo):
     assert main(["convert", str(kaggle_with_debris), str(tmp_path / "out"), *typo]) == 2
     error = capsys.readouterr().err
-    assert f"unknown option(s) {typo[0].split('=')[0]}: neither a shardflow convert option nor a registered " \
-           "Beam pipeline option" in error and len(error.splitlines()) == 1
+    assert f"unknown option(s) {typo[0].split('=')[0]}" in error and len(error.splitlines()) == 1
+    assert "neither a shardflow convert option nor a registered Beam pipeline option" in error
     assert not (tmp_path / "out").exists()
 
 

@@ -562,7 +562,8 @@ def _prepare_out(src: str, out: str, overwrite: bool) -> OutputLock | None:
 
 
 def unknown_beam_options(beam_args: Sequence[str]) -> list[str]:
-    """The arguments that no registered Beam pipeline option takes (Beam itself would drop them silently)."""
+    """The arguments that no registered Beam pipeline option takes (Beam itself would drop them silently):
+    unknown options, single-dash flags and stray words that are no option's value."""
     options = PipelineOptions(list(beam_args))
     beam_logger = logging.getLogger("apache_beam.options.pipeline_options")
     level = beam_logger.level
@@ -572,12 +573,15 @@ def unknown_beam_options(beam_args: Sequence[str]) -> list[str]:
         retained = options.get_all_options(retain_unknown_options=True)
     finally:
         beam_logger.setLevel(level)
+    values = {str(item) for value in retained.values()
+              for item in (value if isinstance(value, list) else [value])}
     unknown = []
     for arg in beam_args:
-        name = arg[2:].split("=", 1)[0] if arg.startswith("--") else None
-        if (name is None and arg.startswith("-")) or (name and name.replace("-", "_") in retained
-                                                      and name.replace("-", "_") not in known):
-            unknown.append(arg.split("=", 1)[0])  # single-dash flags: Beam drops those too
+        name = arg[2:].split("=", 1)[0].replace("-", "_") if arg.startswith("--") else None
+        if name is None and (arg.startswith("-") or arg not in values):
+            unknown.append(arg)
+        elif name and name in retained and name not in known:
+            unknown.append(arg.split("=", 1)[0])
     return list(dict.fromkeys(unknown))
 
 
