@@ -18,6 +18,7 @@ import pytest
 
 from shardflow import metadata
 from shardflow.beam_jobs.out_lock import LOCK_NAME
+from shardflow.cli import main
 from shardflow.sample_data import write_sample_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -132,26 +133,27 @@ def test_a_second_conversion_into_the_same_out_is_refused(corpus, tmp_path):
     assert not (out / LOCK_NAME).exists()
 
 
-def test_a_stale_lock_from_a_killed_run_is_taken_over(corpus, tmp_path):
+def test_a_stale_lock_from_a_killed_run_is_taken_over(tmp_path):
+    src = tmp_path / "src"
+    write_sample_data(src, layout="kaggle", n=6, seed=3)
     out = tmp_path / "out"
     out.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (out / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "started": 0,
                                              "run": "killed"}))
-    run = start_convert(corpus, out, "--workers", "1", "--max-side", "16")
-    _, err = run.communicate(timeout=120)
-    assert run.returncode == 0, err[-2000:]
-    assert metadata.read(str(out)).info["num_records"] == 250
+    assert main(["convert", str(src), str(out), "--workers", "1"]) == 0
+    assert metadata.read(str(out)).info["num_records"] == 6
     assert not (out / LOCK_NAME).exists()
 
 
-def test_a_lock_held_on_another_host_is_reported_not_taken(tmp_path, corpus):
+def test_a_lock_held_on_another_host_is_reported_not_taken(tmp_path, capsys):
+    src = tmp_path / "src"
+    write_sample_data(src, layout="kaggle", n=6, seed=3)
     out = tmp_path / "out"
     out.mkdir()
     (out / LOCK_NAME).write_text(json.dumps({"host": "other-host", "pid": 1, "started": 0, "run": "x"}))
-    run = start_convert(corpus, out, "--workers", "1")
-    _, err = run.communicate(timeout=60)
-    assert run.returncode == 2
-    assert "pid 1 on other-host" in last_line(err) and f"delete {out / LOCK_NAME}" in last_line(err)
+    assert main(["convert", str(src), str(out), "--workers", "1"]) == 2
+    error = capsys.readouterr().err
+    assert "pid 1 on other-host" in last_line(error) and f"delete {out / LOCK_NAME}" in last_line(error)
     assert (out / LOCK_NAME).exists()
