@@ -110,6 +110,29 @@ def test_ctrl_c_stops_the_workers_and_exits_130(corpus, tmp_path):
         os.environ.pop("SHARDFLOW_TEST_RUN")
 
 
+def test_a_killed_worker_process_ends_the_job_with_one_line(corpus, tmp_path):
+    out = tmp_path / "out"
+    os.environ["SHARDFLOW_TEST_RUN"] = str(os.getpid())
+    try:
+        run = start_convert(corpus, out, "--workers", "2", "--image-format", "png")
+        deadline = time.monotonic() + 60
+        while not beam_workers_of(os.getpid()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        python_workers = [w for w in beam_workers_of(os.getpid()) if "python" in w.cmdline()[0]]
+        python_workers[0].kill()  # what the out-of-memory killer does
+        try:
+            _, err = run.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            run.kill()
+            pytest.fail("the conversion hung after a worker process was killed")
+    finally:
+        os.environ.pop("SHARDFLOW_TEST_RUN")
+    assert run.returncode == 2
+    assert last_line(err).startswith("shardflow convert: error: the Beam job failed: a Beam worker process died")
+    assert not (out / metadata.DATASET_INFO).exists() and not beam_workers_of(os.getpid())
+
+
 def test_a_second_conversion_into_the_same_out_is_refused(corpus, tmp_path):
     out = tmp_path / "out"
     first = start_convert(corpus, out, "--workers", "1", "--overwrite")

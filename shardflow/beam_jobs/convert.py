@@ -49,13 +49,14 @@ from shardflow.framing import frame
 from shardflow.images import ImageOptions, Rejected, prepare_encoded, prepare_pixels
 from shardflow.beam_jobs.progress import ProgressDisplay, ProgressWriter, worker_logs_to
 from shardflow.beam_jobs.sources import SourceListing, is_remote, list_source
-from shardflow.beam_jobs.local_workers import workers_stopped_on_interrupt
+from shardflow.beam_jobs.local_workers import WorkerDied, watched_workers
 from shardflow.beam_jobs.out_lock import LOCK_NAME, OutputLock, OutputLocked
 from shardflow.beam_jobs.staged import StagedTask
 
 NO_CLASS = "no class in the file name (expected <class>.<id>.jpg, e.g. cat.123.jpg)"
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(: .*)?$")
+_WORKER_GONE = "Channel closed prematurely"  # the runner's words when a worker process vanished
 _GENERIC_NAMES = {"train", "test", "test1", "validation", "val", "data", "images", "raw"}
 
 
@@ -363,7 +364,7 @@ def _run_and_finalize(listing: SourceListing, options: ConvertOptions, image_opt
         build(pipeline, listing, options, image_options, name, staging, progress_dir)
         if progress_dir:
             os.makedirs(progress_dir, exist_ok=True)
-            with worker_logs_to(log) as stderr, workers_stopped_on_interrupt(), \
+            with worker_logs_to(log) as stderr, watched_workers(), \
                     ProgressDisplay(progress_dir, listing.num_inputs, len(listing.rejects), stderr):
                 pipeline.run().wait_until_finish()
         else:
@@ -387,6 +388,10 @@ def _job_error(error: Exception, out: str, log: str | None) -> ConversionError:
     full = _disk_full(error, out)
     if full:
         return full
+    if isinstance(error, WorkerDied):
+        return ConversionError(f"the Beam job failed: {error} ({out} is left incomplete; Beam's log: {log})")
+    if _WORKER_GONE in text:
+        text = "a Beam worker process died (killed, or out of memory?)"
     raised = [line.strip() for line in text.splitlines() if _EXCEPTION_LINE.match(line.strip())]
     return ConversionError(f"the Beam job failed: {raised[-1] if raised else text.splitlines()[0]} "
                            f"({out} is left incomplete" + (f"; Beam's log: {log})" if log else ")"))

@@ -1,12 +1,15 @@
-"""Ctrl-C during a local run: stop Beam's worker processes first, then interrupt the launcher.
+"""Beam's local worker processes, watched: Ctrl-C stops them, and a worker that dies fails the job.
 
 Beam's in-process runner answers an interrupt by closing its workers and waiting for each worker process to
-exit, but a worker in the middle of a bundle never does: the launcher would wait forever. The worker
-processes are this process's children (`sh -c python -m ...sdk_worker_main`), so they are stopped here.
+exit, but a worker in the middle of a bundle never does; and when a worker process is killed (the
+out-of-memory killer, `kill -9`) the runner may wait for its answer forever. The worker processes are this
+process's children (`sh -c python -m ...sdk_worker_main`), so they are watched and stopped here.
 """
 from __future__ import annotations
 
+import _thread
 import contextlib
+import re
 import signal
 import threading
 from collections.abc import Iterator
@@ -14,11 +17,29 @@ from collections.abc import Iterator
 import psutil  # a dependency of tensorflow-datasets
 
 STOP_SECONDS = 3.0
+WORKER_MODULE = "sdk_worker_main"  # in the command line of every local Beam worker
 
 
-def stop_child_processes() -> None:
-    """Terminate every descendant of this process; kill those still alive after a few seconds."""
-    children = psutil.Process().children(recursive=True)
+class WorkerDied(RuntimeError):
+    """A Beam worker process ended abnormally while the job ran."""
+
+
+def beam_worker_shells() -> list[psutil.Process]:
+    """This process's children that run a Beam worker (`sh -c python -m ...sdk_worker_main`)."""
+    shells = []
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if WORKER_MODULE in " ".join(child.cmdline()):
+                shells.append(child)
+    return shells
+
+
+def stop_workers() -> None:
+    """Terminate the Beam worker processes; kill those still alive after a few seconds."""
+    children = []
+    for shell in beam_worker_shells():
+        with contextlib.suppress(psutil.Error):
+            children += [shell, *shell.children(recursive=True)]
     for child in children:
         with contextlib.suppress(psutil.Error):
             child.terminate()
@@ -29,25 +50,52 @@ def stop_child_processes() -> None:
 
 
 @contextlib.contextmanager
-def workers_stopped_on_interrupt() -> Iterator[None]:
-    """While inside, SIGINT stops the worker processes, then raises KeyboardInterrupt as usual."""
+def watched_workers() -> Iterator[None]:
+    """While inside, SIGINT stops the worker processes, then raises KeyboardInterrupt as usual; a worker
+    process that exits abnormally stops the others and raises `WorkerDied`."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def interrupt(signum, frame):
-        stop_child_processes()
-        raise KeyboardInterrupt
-
     previous = signal.getsignal(signal.SIGINT)
     if previous is signal.SIG_IGN:  # started in the background: Ctrl-C is not meant for us
         yield
         return
+    watch = _WorkerWatch()
+
+    def interrupt(signum, frame):
+        watch.stopping = True  # the workers stopped here exit by a signal: not a death to report
+        stop_workers()
+        raise KeyboardInterrupt
+
     signal.signal(signal.SIGINT, interrupt)
+    previous_hook, threading.excepthook = threading.excepthook, watch.excepthook
     try:
         yield
     except KeyboardInterrupt:
-        stop_child_processes()  # workers Beam was still starting when the interrupt came
+        watch.stopping = True
+        stop_workers()  # workers Beam was still starting when the interrupt came
+        if watch.died:
+            raise WorkerDied(watch.died) from None
         raise
     finally:
+        threading.excepthook = previous_hook
         signal.signal(signal.SIGINT, previous)
+
+
+class _WorkerWatch:
+    """Beam runs each worker process from a thread named `run_worker` that raises "Worker subprocess exited
+    with return code N" when the process ends abnormally (and nothing else notices): that interrupts the
+    launcher's main thread here, which then stops the other workers."""
+
+    def __init__(self):
+        self.died = ""
+        self.stopping = False
+        self._default_hook = threading.excepthook
+
+    def excepthook(self, args: threading.ExceptHookArgs) -> None:
+        code = re.search(r"exited with return code (-?\d+)", str(args.exc_value))
+        if args.thread is not None and args.thread.name == "run_worker" and code and not self.stopping:
+            self.stopping = True
+            self.died = f"a Beam worker process died (exit status {code.group(1)}: killed, or out of memory?)"
+            _thread.interrupt_main()
+        self._default_hook(args)
