@@ -211,11 +211,12 @@ def _zip_members(archive: str) -> tuple[list[str], list[tuple[str, str]], list[s
     """Member names, rejects (unsafe paths, encrypted members) and folder entries of a zip archive."""
     with _open(archive) as raw, zipfile.ZipFile(raw) as zf:
         infos = zf.infolist()
-    encrypted = [i.filename for i in infos if not i.is_dir() and i.flag_bits & 0x1]
-    names = [i.filename for i in infos if not i.is_dir() and not i.flag_bits & 0x1]
-    safe, rejects = _safe_members(names)
+    files = [i for i in infos if not i.is_dir()]
+    encrypted = [i.filename for i in files if i.flag_bits & 0x1 and not _is_debris(i.filename)]
+    locked = set(encrypted)
+    safe, rejects = _safe_members([i.filename for i in files if i.filename not in locked])
     folders = [i.filename for i in infos if i.is_dir()]
-    return safe, rejects + [(name, ENCRYPTED) for name in encrypted if not _is_debris(name)], folders
+    return safe, rejects + [(name, ENCRYPTED) for name in encrypted], folders
 
 
 def _tar_members(archive: str) -> tuple[list[str], list[tuple[str, str]], dict[str, str] | None, list[str]]:
@@ -227,7 +228,7 @@ def _tar_members(archive: str) -> tuple[list[str], list[tuple[str, str]], dict[s
         with _open(archive) as raw, tarfile.open(fileobj=raw, mode="r:*") as tf:
             seekable = tf.fileobj is raw  # no decompressing wrapper
             for member in tf:
-                name = tar_member_name(member.name)
+                name = _tar_member_name(member.name)
                 if member.isfile():
                     names.append(name)
                     locations[name] = f"{member.offset_data}:{member.size}"
@@ -242,7 +243,7 @@ def _tar_members(archive: str) -> tuple[list[str], list[tuple[str, str]], dict[s
     return safe, rejects + unsafe, locations if seekable else None, folders
 
 
-def tar_member_name(name: str) -> str:
+def _tar_member_name(name: str) -> str:
     """A tar member's path without `./` parts: `tar czf x.tgz -C dir .` names members `./cat.1.jpg`."""
     if name.startswith("/"):
         return name  # left for `_safe_members` to reject
@@ -500,7 +501,7 @@ def _read_tar_stream(task: ReadTask):
     try:
         with _open(task.container) as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
             for member in tf:
-                f = wanted.pop(tar_member_name(member.name), None)
+                f = wanted.pop(_tar_member_name(member.name), None)
                 if f is not None:
                     yield f, tf.extractfile(member).read()
                 if not wanted:
