@@ -86,15 +86,16 @@ def test_full_disk_stops_with_one_line_and_leaves_out_incomplete(corpus, small_f
     assert not (out / LOCK_NAME).exists()
 
 
-def test_ctrl_c_stops_the_workers_and_exits_130(corpus, tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])  # 1: Beam runs the job in this process
+def test_ctrl_c_stops_the_workers_and_exits_130(corpus, tmp_path, workers):
     out = tmp_path / "out"
+    progress = out / metadata.STAGING / "progress"
     os.environ["SHARDFLOW_TEST_RUN"] = str(os.getpid())  # marks the workers of this run (they inherit it)
     try:
-        run = start_convert(corpus, out, "--workers", "2", "--image-format", "png")  # PNG: slow enough to stop
+        run = start_convert(corpus, out, "--workers", workers, "--image-format", "png")  # PNG: slow enough
         deadline = time.monotonic() + 60
-        while not beam_workers_of(os.getpid()) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(0.5)  # the workers are converting now
+        while not (progress.is_dir() and any(progress.glob("*.json"))) and time.monotonic() < deadline:
+            time.sleep(0.1)  # until images are being converted
         run.send_signal(signal.SIGINT)
         try:
             _, err = run.communicate(timeout=30)

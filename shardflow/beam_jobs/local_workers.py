@@ -63,7 +63,7 @@ def watched_workers() -> Iterator[None]:
     watch = _WorkerWatch()
 
     def interrupt(signum, frame):
-        watch.stopping = True  # the workers stopped here exit by a signal: not a death to report
+        watch.stopping = watch.interrupted = True  # workers stopped here exit by a signal: no death to report
         stop_workers()
         raise KeyboardInterrupt
 
@@ -77,6 +77,10 @@ def watched_workers() -> Iterator[None]:
         if watch.died:
             raise WorkerDied(watch.died) from None
         raise
+    except Exception:
+        if watch.interrupted:  # Beam's in-process mode (one worker) wraps the interrupt in a RuntimeError
+            raise KeyboardInterrupt from None
+        raise
     finally:
         threading.excepthook = previous_hook
         signal.signal(signal.SIGINT, previous)
@@ -89,7 +93,7 @@ class _WorkerWatch:
 
     def __init__(self):
         self.died = ""
-        self.stopping = False
+        self.stopping = self.interrupted = False
         self._default_hook = threading.excepthook
 
     def excepthook(self, args: threading.ExceptHookArgs) -> None:
