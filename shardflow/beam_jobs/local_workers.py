@@ -7,7 +7,6 @@ process's children (`sh -c python -m ...sdk_worker_main`), so they are watched a
 """
 from __future__ import annotations
 
-import _thread
 import contextlib
 import re
 import signal
@@ -89,7 +88,8 @@ def watched_workers() -> Iterator[None]:
 class _WorkerWatch:
     """Beam runs each worker process from a thread named `run_worker` that raises "Worker subprocess exited
     with return code N" when the process ends abnormally (and nothing else notices): that interrupts the
-    launcher's main thread here, which then stops the other workers."""
+    launcher's main thread here (a real SIGINT: `_thread.interrupt_main` would not wake a blocked wait),
+    which then stops the other workers."""
 
     def __init__(self):
         self.died = ""
@@ -101,5 +101,5 @@ class _WorkerWatch:
         if args.thread is not None and args.thread.name == "run_worker" and code and not self.stopping:
             self.stopping = True
             self.died = f"a Beam worker process died (exit status {code.group(1)}: killed, or out of memory?)"
-            _thread.interrupt_main()
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # wakes a blocked wait too
         self._default_hook(args)
