@@ -21,7 +21,7 @@ setup(
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=8", "tf-keras>=2.16,<2.22", "scipy>=1.11"],
+        "test": ["pytest>=8", "tf-keras>=2.16,<2.22", "scipy>=1.11", "psutil>=5"],
         "gcp": ["apache-beam[gcp]>=2.60,<3"],  # Dataflow and gs:// paths
     },
     entry_points={"console_scripts": ["shardflow=shardflow.cli:main"]},

@@ -14,6 +14,10 @@ import shardflow  # noqa: E402  (after the environment is set)
 from shardflow import metadata, quiet, schema  # noqa: E402
 
 
+SUMMARY_MAX_CLASSES = 12  # more classes: the end-of-run summary gives their range per split
+INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
+
+
 class UsageError(Exception):
     """A mistake the user can fix; printed as one line, without a traceback."""
 
@@ -64,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     convert = command(
         "convert", _convert, "convert images (folder, .zip, .tar[.gz], IDX) to sharded TFRecords",
         description="Convert raw images into a sharded, TFDS-compatible TFRecord dataset with Apache Beam. "
-        "Unknown flags (--runner, --project, --job_endpoint, ...) go to Beam unchanged.",
+        "Beam pipeline options (--runner, --project, --job_endpoint, ...) go to Beam unchanged; any other "
+        "option is refused.",
     )
     defaults = ConvertOptions()
     convert.add_argument("src", help="a folder, a .zip, a .tar/.tar.gz/.tgz, or a folder of IDX files")
@@ -77,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--splits", default=splits.format_splits(defaults.splits),
                          help="fractions by a stable hash of the path")
     convert.add_argument("--split-counts", help="exact records per class, e.g. train=1000,validation=500,test=500")
+    convert.add_argument("--split-counts-allow-fewer", action="store_true",
+                         help="with --split-counts: a class with fewer images fills the splits in order with what "
+                              "it has (default: refuse)")
     convert.add_argument("--channels", type=int, choices=CHANNELS, help="3 = RGB (default; IDX: 1)")
     convert.add_argument("--image-format", choices=schema.IMAGE_FORMATS,
                          help="passthrough (default) keeps valid JPEGs byte for byte; IDX default: png")
@@ -168,9 +176,17 @@ def _sample_data(args, _extra) -> None:
     print(f"wrote {len(paths)} images ({', '.join(classes)}) to {args.out}")
 
 
-def _convert(args, beam_args) -> None:
+def _convert(args, beam_args) -> int | None:
+    try:
+        return _convert_now(args, beam_args)
+    except KeyboardInterrupt:  # before OUT was touched (while importing Beam, listing the source)
+        print("shardflow convert: interrupted", file=sys.stderr)
+        return INTERRUPTED
+
+
+def _convert_now(args, beam_args) -> int | None:
     from shardflow.beam_jobs import splits
-    from shardflow.beam_jobs.convert import convert
+    from shardflow.beam_jobs.convert import ConversionInterrupted, convert
     from shardflow.beam_jobs.options import ConvertOptions
 
     if args.max_side is not None and args.max_side < 1:
@@ -179,6 +195,8 @@ def _convert(args, beam_args) -> None:
         raise UsageError("--quality must be between 1 and 100")
     if args.shard_size_mb <= 0:
         raise UsageError("--shard-size-mb must be positive")
+    if args.split_counts_allow_fewer and not args.split_counts:
+        raise UsageError("--split-counts-allow-fewer goes with --split-counts")
     options = ConvertOptions(
         name=args.name,
         layout=args.layout,
@@ -186,6 +204,7 @@ def _convert(args, beam_args) -> None:
         class_names=tuple(c.strip() for c in args.class_names.split(",")) if args.class_names else None,
         splits=splits.parse_splits(args.splits),
         split_counts=splits.parse_split_counts(args.split_counts) if args.split_counts else None,
+        split_counts_allow_fewer=args.split_counts_allow_fewer,
         channels=args.channels,
         image_format=args.image_format,
         max_side=args.max_side,
@@ -194,7 +213,11 @@ def _convert(args, beam_args) -> None:
         workers=args.workers,
         overwrite=args.overwrite,
     )
-    info = convert(args.src, args.out, options, beam_args)
+    try:
+        info = convert(args.src, args.out, options, beam_args)
+    except ConversionInterrupted as interrupted:
+        print(f"shardflow convert: {interrupted}", file=sys.stderr)
+        return INTERRUPTED
     print(_summary_text(info, args.out))
 
 
@@ -294,11 +317,25 @@ def _summary_text(info: metadata.DatasetInfo, out: str) -> str:
         + (f" (reasons in {out}/{metadata.REJECTS})" if info.num_rejected else "")
         + (f", {info.num_unselected} not selected by --split-counts" if info.num_unselected else "")
     ]
+    if info.debris:
+        lines.append(f"  skipped {len(info.debris)} macOS/Windows system file(s) such as {info.debris[0]!r} "
+                     f"(listed in {out}/{metadata.SHARDFLOW_INFO})")
     for name, split in info.splits.items():
-        counts = ", ".join(f"{c} {n}" for c, n in split.label_counts.items())
-        lines.append(f"  {name:<11} {split.num_examples:>7} records in {len(split.shards)} shard(s)  ({counts})")
+        lines.append(f"  {name:<11} {split.num_examples:>7} records in {len(split.shards)} shard(s)  "
+                     f"({_class_counts(split.label_counts, info.class_names)})")
+    lines += [f"warning: {warning}" for warning in info.warnings]
     lines.append(f"dataset: {out}")
     return "\n".join(lines)
+
+
+def _class_counts(counts: dict[str, int], class_names: Sequence[str]) -> str:
+    """Records per class of one split; with many classes, their range instead of every class."""
+    if len(counts) <= SUMMARY_MAX_CLASSES and len(class_names) <= SUMMARY_MAX_CLASSES:
+        return ", ".join(f"{c} {n}" for c, n in counts.items())
+    values = [counts.get(c, 0) for c in class_names] or list(counts.values())
+    present = sum(1 for v in values if v)
+    return (f"{present} of {len(values)} classes, {min(values)}-{max(values)} per class; "
+            "`shardflow inspect` lists them")
 
 
 def _inspect_text(info: metadata.DatasetInfo) -> str:

@@ -9,6 +9,7 @@ from typing import IO
 
 
 def is_remote(path: str) -> bool:
+    """A path on another filesystem (gs://, s3://, ...) rather than the local disk."""
     return "://" in path
 
 

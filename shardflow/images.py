@@ -79,7 +79,7 @@ def prepare_encoded(data: bytes, options: ImageOptions) -> PreparedImage:
     if keep_bytes:
         # The entropy-coded data is decoded in full at any DCT scale (truncation and corruption still show);
         # half scale only skips most of the IDCT. Statistics come from that half-size image.
-        image.draft(image.mode, (size[0] // 2, size[1] // 2))
+        image.draft(image.mode, (max(1, size[0] // 2), max(1, size[1] // 2)))  # 1-pixel sides: full scale
     elif options.max_side and image.format == "JPEG":
         image.draft(image.mode, _fit(size, options.max_side))  # decode at a reduced DCT scale
     _decode(image)

@@ -78,6 +78,8 @@ class DatasetInfo:
     ignored: tuple[str, ...]  # files beside the data, skipped by rule
     splits: dict[str, Split]  # in reading order (split_names)
     seconds: float
+    debris: tuple[str, ...] = ()  # macOS/Windows system files (._*, .DS_Store, Thumbs.db, ...), skipped by rule
+    warnings: tuple[str, ...] = ()  # what the conversion warned about (case-twin classes, short splits, ...)
     format_version: int = FORMAT_VERSION
     data_dir: str = ""
 

@@ -142,11 +142,12 @@ def hard_corpus(tmp_path_factory):
     rejected = {
         "cat.empty.jpg": (b"", "empty file"),
         "dog.truncated.jpg": (truncated[: len(truncated) // 3], "truncated"),
-        "Thumbs.db": (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(1000), "not an image"),
+        "cat.office.jpg": (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(1000), "not an image"),
         "cat.bomb.png": (encode(Image.new("1", (10_000, 9_500)), "PNG"), "decompression bomb"),
     }
     for name, data in {**good, **kept, **{n: d for n, (d, _) in rejected.items()}}.items():
         (root / name).write_bytes(data)
+    (root / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(1000))  # debris: no input
     return root, {**good, **kept}, {n: reason for n, (_, reason) in rejected.items()}
 
 
@@ -166,6 +167,7 @@ def test_every_input_is_a_record_or_a_reject(hard_corpus, tmp_path, capsys):
         assert reason in rejects[name]
     info = metadata.read(str(tmp_path / "out"))
     assert info.num_inputs == info.num_records + info.num_rejected == len(kept) + len(rejected)
+    assert info.debris == ("Thumbs.db",)
     summary = capsys.readouterr().out
     assert f"{len(kept)} records, {len(rejected)} rejected" in summary
 

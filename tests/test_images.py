@@ -109,3 +109,37 @@ def test_bad_inputs_are_rejected_with_a_reason(data, reason):
 def test_file_size_limit():
     with pytest.raises(Rejected, match="too large"):
         prepare_encoded(encode(noise_image(64, 64)), ImageOptions(max_file_bytes=100))
+
+
+TINY_SIZES = [(1, 1), (1, 9), (9, 1), (2, 1), (1, 300)]
+
+
+@pytest.mark.parametrize("size", TINY_SIZES)
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_tiny_and_thin_images_are_kept(size, fmt):
+    prepared = prepare_encoded(encode(noise_image(*size), fmt), RGB)
+    assert (prepared.stats.width, prepared.stats.height) == size
+    assert decoded(prepared).shape == (size[1], size[0], 3)
+
+
+def test_tiny_and_thin_images_convert_load_and_train(tmp_path):
+    from shardflow import metadata
+    from shardflow.cli import main
+    from shardflow.pipeline import load
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, size in enumerate(TINY_SIZES * 2):
+        (src / f"{('cat', 'dog')[i % 2]}.{i}.{'jpg' if i < 5 else 'png'}").write_bytes(
+            encode(noise_image(*size, seed=i), "JPEG" if i < 5 else "PNG"))
+    out = tmp_path / "out"
+    assert main(["convert", str(src), str(out), "--splits", "train=1", "--workers", "1"]) == 0
+    info = metadata.read(str(out))
+    assert info.num_records == 10 and info.num_rejected == 0
+    images, labels = next(iter(load(str(out), "train", batch_size=10, image_size=8)))
+    assert images.shape == (10, 8, 8, 3) and labels.shape == (10,)
+    model = tf.keras.Sequential([tf.keras.Input((8, 8, 3)), tf.keras.layers.Rescaling(1 / 255),
+                                 tf.keras.layers.Flatten(), tf.keras.layers.Dense(2)])
+    model.compile("sgd", tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(load(str(out), "train", batch_size=5, image_size=8), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tarfile
 import zipfile
 
@@ -36,8 +37,8 @@ def test_class_folders_with_wrapper_and_license(tmp_path):
     (tmp_path / "readme.txt").write_text("hi")
     listing = list_source(str(tmp_path))
     assert listing.layout == "folders" and listing.class_names == ["Cat", "Dog"]
-    assert files(listing) == [("Cat/0.jpg", 0, None), ("Cat/Thumbs.db", 0, None), ("Dog/0.jpg", 1, None)]
-    assert listing.ignored == ["readme.txt"]
+    assert files(listing) == [("Cat/0.jpg", 0, None), ("Dog/0.jpg", 1, None)]
+    assert listing.ignored == ["readme.txt"] and listing.debris == ["PetImages/Cat/Thumbs.db"]
 
 
 def test_class_names_option_sets_the_order(tmp_path):
@@ -120,3 +121,76 @@ def test_missing_source_and_unknown_layout(tmp_path):
         list_source(str(tmp_path / "nope"))
     with pytest.raises(SourceError, match="unknown layout"):
         list_source(str(tmp_path), layout="csv")
+
+
+DEBRIS = ("._cat.0.jpg", ".DS_Store", "__MACOSX/._dog.0.jpg", "__MACOSX/cat.9.jpg", "Thumbs.db", "desktop.ini",
+          ".Spotlight-V100/store.db", "$RECYCLE.BIN/dog.7.jpg", ".gitkeep")
+
+
+def test_macos_and_windows_debris_is_skipped_and_listed_in_folders_zips_and_tars(tmp_path):
+    src = tmp_path / "src"
+    for name in ("cat.0.jpg", "dog.0.jpg", "cat.1.jpg"):
+        put(src, name)
+    for name in DEBRIS:
+        put(src, name, b"\x00\x05\x16\x07AppleDouble" if "._" in name else None)
+    shutil.make_archive(str(tmp_path / "kaggle"), "zip", src)
+    with tarfile.open(tmp_path / "kaggle.tgz", "w:gz") as tar:
+        tar.add(src, arcname=".")
+    subprocess.run(["tar", "cf", str(tmp_path / "kaggle.tar"), "-C", str(src), "."], check=True)
+    for source in (src, tmp_path / "kaggle.zip", tmp_path / "kaggle.tgz", tmp_path / "kaggle.tar"):
+        listing = list_source(str(source))
+        assert listing.class_names == ["cat", "dog"], source  # no phantom class '' from ._cat.0.jpg
+        assert files(listing) == [("cat.0.jpg", 0, None), ("cat.1.jpg", 0, None), ("dog.0.jpg", 1, None)], source
+        assert listing.debris == sorted(DEBRIS) and listing.num_inputs == 3, source
+
+
+@pytest.mark.parametrize("command", [["tar", "czf"], ["tar", "cf"], ["tar", "cjf"]])
+def test_tars_made_by_the_tar_command_list_like_the_folder(tmp_path, command):
+    src = tmp_path / "src"
+    for name in ("daisy/0.jpg", "roses/0.jpg", "roses/1.jpg"):
+        put(src, name)
+    archive = tmp_path / "flowers.tar"
+    subprocess.run([*command, str(archive), "-C", str(src), "."], check=True)  # members ./daisy/0.jpg and ./
+    listing = list_source(str(archive))
+    assert files(listing) == files(list_source(str(src))) and listing.warnings == []
+
+
+def test_encrypted_zip_members_are_rejects(tmp_path):
+    src = tmp_path / "src"
+    for name in ("cat.0.jpg", "dog.0.jpg", "dog.1.jpg"):
+        put(src, name)
+    if shutil.which("zip") is None:
+        pytest.skip("the zip command is needed to write an encrypted zip")
+    subprocess.run(["zip", "-q", "-P", "secret", str(tmp_path / "locked.zip"), "dog.1.jpg"], cwd=src, check=True)
+    subprocess.run(["zip", "-q", str(tmp_path / "locked.zip"), "cat.0.jpg", "dog.0.jpg"], cwd=src, check=True)
+    listing = list_source(str(tmp_path / "locked.zip"))
+    assert listing.rejects == [("dog.1.jpg", "encrypted, password required")]
+    assert files(listing) == [("cat.0.jpg", 0, None), ("dog.0.jpg", 1, None)] and listing.num_inputs == 3
+
+
+@pytest.mark.parametrize("name, kind", [("x.zip", ".zip"), ("x.tar", "tar"), ("x.tgz", "tar"), ("x.tar.gz", "tar")])
+def test_truncated_archives_are_named_damaged(tmp_path, name, kind):
+    src = tmp_path / "src"
+    for i in range(6):
+        put(src, f"{('cat', 'dog')[i % 2]}.{i}.jpg", encode(noise_image(64, 64, seed=i)))
+    whole = tmp_path / ("whole" + name[1:])
+    if kind == ".zip":
+        shutil.make_archive(str(whole)[:-4], "zip", src)
+    else:
+        subprocess.run(["tar", "czf" if name.endswith("gz") else "cf", str(whole), "-C", str(src), "."], check=True)
+    data = whole.read_bytes()
+    (tmp_path / name).write_bytes(data[: len(data) // 2])
+    with pytest.raises(SourceError, match=rf"x\.(zip|tar|tgz|tar\.gz): damaged or truncated {kind}"):
+        list_source(str(tmp_path / name))
+
+
+def test_case_twins_and_empty_class_folders_are_warned_about(tmp_path):
+    for name in ("Cat/0.jpg", "cat/1.jpg", "dog/0.jpg"):
+        put(tmp_path, name)
+    (tmp_path / "bird").mkdir()
+    listing = list_source(str(tmp_path))
+    assert listing.class_names == ["Cat", "cat", "dog"]
+    assert listing.warnings == [
+        "classes 'Cat' and 'cat' differ only in case; they are kept as 2 classes (rename or merge the folders "
+        "if they are one)",
+        "class folder 'bird/' is empty; no class is made for it"]

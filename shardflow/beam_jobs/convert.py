@@ -10,13 +10,18 @@ Stages (each a named transform, so runner UIs show them):
                   plus the split's statistics.
   WriteShards     each shard copied from the spill files into place, with its SHA-256.
   Summarize       shard list, statistics and rejects gathered into one summary file.
-The launching process then checks `inputs == records + rejects`, moves the shards into OUT and writes the
-metadata, `dataset_info.json` last: until then OUT is visibly incomplete.
+The launching process holds OUT's lock throughout (`out_lock`), then checks `inputs == records + rejects`, moves
+the shards into OUT and writes the metadata, `dataset_info.json` last: until then OUT is visibly incomplete.
+Any worker error, a full disk included, ends the job with one line; Ctrl-C stops the workers (`local_workers`).
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import errno
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -43,15 +48,24 @@ from shardflow.framing import frame
 from shardflow.images import ImageOptions, Rejected, prepare
 from shardflow.beam_jobs.progress import ProgressDisplay, ProgressWriter, worker_logs_to
 from shardflow.beam_jobs.sources import SourceListing, is_remote, list_source
+from shardflow.beam_jobs.local_workers import WorkerDied, watched_workers
 from shardflow.beam_jobs.options import ConvertOptions
+from shardflow.beam_jobs.out_lock import LOCK_NAME, OutputLock, OutputLocked
 from shardflow.beam_jobs.staged import StagedTask
 
 NO_CLASS = "no class in the file name (expected <class>.<id>.jpg, e.g. cat.123.jpg)"
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(: .*)?$")
+_WORKER_GONE = "Channel closed prematurely"  # the runner's words when a worker process vanished
 _GENERIC_NAMES = {"train", "test", "test1", "validation", "val", "data", "images", "raw"}
 
 
 class ConversionError(RuntimeError):
     """The job could not produce a complete dataset; OUT is left visibly incomplete."""
+
+
+class ConversionInterrupted(ConversionError):
+    """The user stopped the conversion (Ctrl-C); OUT is left visibly incomplete."""
 
 
 # -- the Beam stages ------------------------------------------------------------------------------------------
@@ -274,11 +288,19 @@ def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptio
 
 def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
             beam_args: Sequence[str] = ()) -> metadata.DatasetInfo:
-    """Convert `src` into a dataset folder `out`; returns what its shardflow.json records."""
+    """Convert `src` into a dataset folder `out`; returns what its shardflow.json records.
+
+    `beam_args` are Beam pipeline options (`--runner`, `--project`, ...); any other option is refused."""
     started = time.time()
+    unknown = unknown_beam_options(beam_args)
+    if unknown:
+        raise ConversionError(f"unknown option(s) {', '.join(unknown)}: neither a shardflow convert option nor a "
+                              f"registered Beam pipeline option (see shardflow convert --help){_did_you_mean(unknown)}")
     listing = list_source(src, options.layout, unlabeled=options.unlabeled, class_names=options.class_names)
     if options.split_counts is not None and listing.fixed_splits:
         raise ConversionError("--split-counts cannot be used on a source with its own train/validation/test folders")
+    if options.split_counts is not None and not options.split_counts_allow_fewer:
+        _check_split_counts(_inputs_per_class(listing), options.split_counts, listing.class_names, "inputs")
     image_options = ImageOptions(
         channels=options.channels or listing.default_channels,
         image_format=options.image_format or ("png" if listing.layout == "idx" else "passthrough"),
@@ -287,37 +309,94 @@ def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
     )
     schema.stored_encoding(image_options.image_format)  # validates the name
     name = options.name or _default_name(src)
-    _prepare_out(src, out, options.overwrite)
+    try:
+        lock = _prepare_out(src, out, options.overwrite)
+    except OSError as error:
+        raise _disk_full(error, out) or error
+    try:
+        print(f"{src}: {listing.num_inputs} inputs, layout {listing.layout}, classes {listing.class_names}"
+              + (f"; ignoring {len(listing.ignored)} file(s) beside the data: {', '.join(listing.ignored[:3])}"
+                 if listing.ignored else ""), file=sys.stderr)
+        return _run_and_finalize(listing, options, image_options, name, out, beam_args, started, lock)
+    except KeyboardInterrupt:
+        raise ConversionInterrupted(f"interrupted; {out} is incomplete, rerun with --overwrite") from None
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_and_finalize(listing: SourceListing, options: ConvertOptions, image_options: ImageOptions, name: str,
+                      out: str, beam_args: Sequence[str], started: float, lock: OutputLock | None) -> dict[str, Any]:
     staging = FileSystems.join(out, metadata.STAGING)
     pipeline_options, local = _pipeline_options(beam_args, options.workers)
     scratch = staging if not is_remote(out) else tempfile.mkdtemp(prefix="shardflow-")  # progress and log: local
     progress_dir = os.path.join(scratch, "progress") if local else None
-    print(f"{src}: {listing.num_inputs} inputs, layout {listing.layout}, classes {listing.class_names}"
-          + (f"; ignoring {len(listing.ignored)} file(s) beside the data: {', '.join(listing.ignored[:3])}"
-             if listing.ignored else ""), file=sys.stderr)
+    log = os.path.join(scratch, "beam.log") if local else None
     runner = FnApiRunner() if local else None
     pipeline = beam.Pipeline(runner=runner, options=pipeline_options)
-    build(pipeline, listing, options, image_options, name, staging, progress_dir)
-    if progress_dir:
-        os.makedirs(progress_dir, exist_ok=True)
-        log = os.path.join(scratch, "beam.log")
-        try:
-            with worker_logs_to(log) as stderr, ProgressDisplay(progress_dir, listing.num_inputs,
-                                                                len(listing.rejects), stderr):
+    try:
+        build(pipeline, listing, options, image_options, name, staging, progress_dir)
+        if progress_dir:
+            os.makedirs(progress_dir, exist_ok=True)
+            with worker_logs_to(log) as stderr, watched_workers(), \
+                    ProgressDisplay(progress_dir, listing.num_inputs, len(listing.rejects), stderr):
                 pipeline.run().wait_until_finish()
-        except Exception as error:
-            raise ConversionError(f"the Beam job failed ({out} is left incomplete; Beam's log: {log}):\n{error}")
-    else:
-        pipeline.run().wait_until_finish()
-    info = finalize(out, staging, listing, image_options, name, started)
+        else:
+            pipeline.run().wait_until_finish()
+        if lock is not None:
+            lock.check()
+        info = finalize(out, staging, listing, image_options, name, started, options.split_counts,
+                        options.split_counts_allow_fewer)
+    except (ConversionError, OutputLocked):
+        raise
+    except Exception as error:  # a worker's error is the job's error: one line, the log has the rest
+        raise _job_error(error, out, log) from None
     if scratch != staging:
         shutil.rmtree(scratch, ignore_errors=True)
     return info
 
 
+def _job_error(error: Exception, out: str, log: str | None) -> ConversionError:
+    """One line for a failed job: a full disk says so and where; anything else names the worker's exception."""
+    text = f"{type(error).__name__}: {error}"
+    full = _disk_full(error, out)
+    if full:
+        return full
+    if isinstance(error, WorkerDied):
+        return ConversionError(f"the Beam job failed: {error} ({out} is left incomplete; Beam's log: {log})")
+    if _WORKER_GONE in text:
+        text = "a Beam worker process died (killed, or out of memory?)"
+    raised = [line.strip() for line in text.splitlines() if _EXCEPTION_LINE.match(line.strip())]
+    return ConversionError(f"the Beam job failed: {raised[-1] if raised else text.splitlines()[0]} "
+                           f"({out} is left incomplete" + (f"; Beam's log: {log})" if log else ")"))
+
+
+def _disk_full(error: Exception, out: str) -> ConversionError | None:
+    """The one-line error for a full disk (or quota) seen by the launcher or, in Beam's message, by a worker."""
+    text = str(error)
+    if not (isinstance(error, OSError) and error.errno in _DISK_FULL
+            or any(f"[Errno {n}]" in text for n in _DISK_FULL)):
+        return None
+    where = os.path.abspath(out) if not is_remote(out) else out
+    return ConversionError(f"disk full: no space left on {_mount_point(where)} while writing {where}; "
+                           f"{out} is left incomplete (free some space, then rerun with --overwrite)")
+
+
+def _mount_point(path: str) -> str:
+    """The mount point of the filesystem holding `path` (remote paths: the path itself)."""
+    if is_remote(path):
+        return path
+    path = os.path.realpath(path)
+    while not os.path.ismount(path):
+        path = os.path.dirname(path)
+    return path
+
+
 def finalize(out: str, staging: str, listing: SourceListing, image_options: ImageOptions, name: str,
-             started: float) -> metadata.DatasetInfo:
-    """Check the counts, move shards into `out`, write rejects and metadata (dataset_info.json last)."""
+             started: float, split_counts: dict[str, int] | None = None,
+             allow_fewer: bool = False) -> metadata.DatasetInfo:
+    """Check the counts (with `split_counts`: every class filled every split, else an error or, with
+    `allow_fewer`, a warning), move shards into `out`, write rejects and metadata (dataset_info.json last)."""
     with FileSystems.open(FileSystems.join(staging, "summary.json")) as f:
         summary = json.loads(f.read())
     rejects = sorted([tuple(r) for r in summary["rejects"]] + list(listing.rejects))
@@ -333,6 +412,7 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
         num_rejected=len(rejects),
         num_unselected=summary["unselected"],
         ignored=tuple(listing.ignored),
+        debris=tuple(listing.debris),
         splits=_splits(summary, listing.class_names),
         seconds=round(time.time() - started, 2),
         data_dir=out,
@@ -342,6 +422,15 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
     if not info.num_records:
         raise ConversionError(f"no input became a record ({len(rejects)} rejected; see the reasons below)\n"
                               + "\n".join(f"  {p}: {r}" for p, r in rejects[:10]))
+    if split_counts is not None and not allow_fewer:
+        valid: dict[int, int] = defaultdict(int)
+        for split in info.splits.values():
+            for cls, count in split.label_counts.items():
+                valid[listing.class_names.index(cls)] += count
+        _check_split_counts(valid, split_counts, listing.class_names, "valid images (after rejects)")
+    short = _short_splits(info.splits, split_counts or {}, listing.class_names) if allow_fewer else []
+    info = dataclasses.replace(info, warnings=tuple(
+        listing.warnings + short + _untrained_classes(listing.class_names, info.splits)))
     for shard in summary["shards"]:
         FileSystems.rename([FileSystems.join(staging, "shards", shard["filename"])],
                            [FileSystems.join(out, shard["filename"])])
@@ -368,6 +457,47 @@ def _splits(summary: dict[str, Any], class_names: Sequence[str]) -> dict[str, me
             size_histogram=tuple(stats["size_histogram"]), width_range=tuple(stats["width_range"]),
             height_range=tuple(stats["height_range"]), passthrough=stats["passthrough"])
     return {name: splits[name] for name in metadata.split_names(splits)}
+def _inputs_per_class(listing: SourceListing) -> dict[int, int]:
+    counts: dict[int, int] = defaultdict(int)
+    for task in listing.tasks:
+        for f in task.files:
+            if f.label is not None:
+                counts[f.label] += 1
+    return counts
+
+
+def _check_split_counts(have: dict[int, int], asked: dict[str, int], class_names: list[str], what: str) -> None:
+    """Raise for the first class with fewer `what` than --split-counts asks for in all splits together."""
+    wanted = sum(asked.values())
+    for label, name in enumerate(class_names):
+        if have.get(label, 0) < wanted:
+            text = ",".join(f"{split}={count}" for split, count in asked.items())
+            raise ConversionError(
+                f"class {name!r} has {have.get(label, 0)} {what} but --split-counts {text} asks for {wanted}; "
+                "lower the counts, or pass --split-counts-allow-fewer to take what exists")
+
+
+def _short_splits(splits: dict[str, metadata.Split], asked: dict[str, int], class_names: list[str]) -> list[str]:
+    """Warnings for the splits that --split-counts-allow-fewer left short of what was asked."""
+    warnings = []
+    for split, count in asked.items():
+        counts = splits[split].label_counts if split in splits else {}
+        short = [c for c in class_names if counts.get(c, 0) < count]
+        if short:
+            warnings.append(f"split {split!r} has fewer than the {count} records per class asked for "
+                            f"{len(short)} class(es), e.g. {short[0]!r} with {counts.get(short[0], 0)}")
+    return warnings
+
+
+def _untrained_classes(class_names: list[str], splits: dict[str, metadata.Split]) -> list[str]:
+    """A warning naming the classes without any training record (a model cannot learn them)."""
+    if metadata.TRAIN not in splits or not class_names:
+        return []
+    missing = [c for c in class_names if not splits[metadata.TRAIN].label_counts.get(c)]
+    if not missing:
+        return []
+    shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+    return [f"{len(missing)} class(es) have no training image: {shown}"]
 
 
 def _default_name(src: str) -> str:
@@ -383,22 +513,69 @@ def _default_name(src: str) -> str:
     return name if name and name[0].isalpha() else f"dataset_{name}".rstrip("_")
 
 
-def _prepare_out(src: str, out: str, overwrite: bool) -> None:
-    """Refuse a non-empty OUT unless --overwrite (and then only a shardflow dataset), or OUT inside SRC."""
+def _prepare_out(src: str, out: str, overwrite: bool) -> OutputLock | None:
+    """Refuse OUT inside SRC, or a non-empty OUT unless --overwrite (and then only a shardflow dataset); take
+    OUT's lock (local folders; raises `OutputLocked` while another conversion writes there)."""
     if is_remote(out):
-        return  # remote output: Beam's filesystems create it; overwrite rules apply to local folders
+        return None  # remote output: Beam's filesystems create it; overwrite rules apply to local folders
     src_abs, out_abs = os.path.realpath(src), os.path.realpath(out)
     if not is_remote(src) and os.path.isdir(src_abs) and (out_abs == src_abs or out_abs.startswith(src_abs + os.sep)):
         raise ConversionError(f"OUT {out!r} is inside SRC {src!r}; choose an output folder outside the source")
     if os.path.isfile(out_abs):
         raise ConversionError(f"OUT {out!r} is a file; give a folder")
-    if os.path.isdir(out_abs) and os.listdir(out_abs):
-        if not overwrite:
-            raise ConversionError(f"OUT {out!r} exists and is not empty; pass --overwrite to replace it")
-        if not metadata.is_dataset_dir(out_abs):
-            raise ConversionError(f"OUT {out!r} is not a shardflow dataset; refusing to delete it, even with --overwrite")
-        shutil.rmtree(out_abs)
     os.makedirs(out_abs, exist_ok=True)
+    lock = OutputLock(out_abs).acquire()
+    try:
+        entries = [e for e in os.listdir(out_abs) if e != LOCK_NAME]
+        if entries and not overwrite:
+            raise ConversionError(f"OUT {out!r} exists and is not empty; pass --overwrite to replace it")
+        if entries and not metadata.is_dataset_dir(out_abs):
+            raise ConversionError(f"OUT {out!r} is not a shardflow dataset; refusing to delete it, even with --overwrite")
+        for entry in entries:
+            path = os.path.join(out_abs, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def unknown_beam_options(beam_args: Sequence[str]) -> list[str]:
+    """The arguments that no registered Beam pipeline option takes (Beam itself would drop them silently):
+    unknown options, single-dash flags and stray words that are no option's value."""
+    options = PipelineOptions(list(beam_args))
+    beam_logger = logging.getLogger("apache_beam.options.pipeline_options")
+    level = beam_logger.level
+    beam_logger.setLevel(logging.ERROR)  # its own "Discarding unparseable args" warning
+    try:
+        known = options.get_all_options()
+        retained = options.get_all_options(retain_unknown_options=True)
+    finally:
+        beam_logger.setLevel(level)
+    values = {str(item) for value in retained.values()
+              for item in (value if isinstance(value, list) else [value])}
+    unknown = []
+    for arg in beam_args:
+        name = arg[2:].split("=", 1)[0].replace("-", "_") if arg.startswith("--") else None
+        if name is None and (arg.startswith("-") or arg not in values):
+            unknown.append(arg)
+        elif name and name in retained and name not in known:
+            unknown.append(arg.split("=", 1)[0])
+    return list(dict.fromkeys(unknown))
+
+
+def _did_you_mean(unknown: list[str]) -> str:
+    """`; did you mean --max-side?` for the first unknown option close to a shardflow or Beam option."""
+    names = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(ConvertOptions)]
+    names += [f"--{name}" for name in PipelineOptions([]).get_all_options()]
+    for option in unknown:
+        close = difflib.get_close_matches(option.replace("_", "-"), names, n=1, cutoff=0.75)
+        if close:
+            return f"; did you mean {close[0]}?"
+    return ""
 
 
 def _pipeline_options(beam_args: Sequence[str], workers: int) -> tuple[PipelineOptions, bool]:

@@ -21,6 +21,7 @@ class ConvertOptions:
     class_names: tuple[str, ...] | None = None
     splits: dict[str, float] = dataclasses.field(default_factory=lambda: dict(splits_lib.DEFAULT_SPLITS))
     split_counts: dict[str, int] | None = None
+    split_counts_allow_fewer: bool = False  # take what exists when a class has fewer images than asked
     channels: int | None = None
     image_format: str | None = None
     max_side: int | None = None

@@ -18,6 +18,7 @@ from typing import TextIO
 from tqdm import tqdm
 
 FLUSH_SECONDS = 0.5
+PUMP_JOIN_SECONDS = 2.0
 
 
 class ProgressWriter:
@@ -94,20 +95,44 @@ class ProgressDisplay:
 
 @contextlib.contextmanager
 def worker_logs_to(path: str) -> Iterator[TextIO]:
-    """Send file descriptor 2, which Beam's worker processes inherit, to a log file; yield the real stderr.
+    """Send file descriptor 2, which Beam's worker processes inherit, through a pipe that a thread copies into
+    the log file at `path`; yield the real stderr.
 
     Beam's local workers log at INFO before they read any option; a user should see a progress bar instead.
+    A pipe, not the file itself: a worker reports a failed bundle only after printing its traceback to stderr,
+    and when that print fails (the log's disk is full, the very error being reported) the worker never answers
+    and the runner waits forever. A pipe write cannot fail that way; the thread drops what the file refuses.
     """
     sys.stderr.flush()
     saved = os.dup(2)
-    with open(path, "ab") as log:
-        os.dup2(log.fileno(), 2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    pump = threading.Thread(target=_copy_pipe, args=(read_end, path), daemon=True)
+    pump.start()
     real_stderr = os.fdopen(os.dup(saved), "w")
     try:
         yield real_stderr
     finally:
         real_stderr.flush()
         sys.stderr.flush()
-        os.dup2(saved, 2)
+        os.dup2(saved, 2)  # closes the launcher's write end: the pump ends once the workers are gone
         os.close(saved)
         real_stderr.close()
+        pump.join(timeout=PUMP_JOIN_SECONDS)
+
+
+def _copy_pipe(read_end: int, path: str) -> None:
+    """Copy everything from the pipe to the log file until every writer is gone; never stop draining."""
+    try:
+        log = open(path, "ab", buffering=0)
+    except OSError:
+        log = None
+    with os.fdopen(read_end, "rb", buffering=0) as pipe:
+        while chunk := pipe.read(65536):
+            if log is None:
+                continue
+            try:
+                log.write(chunk)
+            except OSError:  # disk full: keep draining so no writer ever blocks
+                log = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
+import lzma
 import math
 import os
 import posixpath
@@ -16,6 +17,7 @@ import re
 import tarfile
 import threading
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
@@ -24,6 +26,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from shardflow.beam_jobs.options import LAYOUTS
+from shardflow.files import is_remote
 from shardflow.images import IMAGE_EXTENSIONS
 from shardflow.schema import UNLABELED
 
@@ -34,6 +37,11 @@ _IDX_IMAGES = re.compile(r"^(train|t10k)-images[.-]idx3-ubyte(\.gz)?$")
 FILES_PER_TASK = 32
 IDX_IMAGES_PER_TASK = 1000  # IDX arrays are in memory: cheap to index
 STREAM_TASKS = 4  # a compressed tar is decompressed from its start by each task: few tasks, few passes
+# What operating systems leave beside files, besides hidden (dot) files and folders such as AppleDouble `._x`
+# twins, `.DS_Store` and `.Spotlight-V100/`: never data.
+DEBRIS_FILES = {"thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "icon\r"}
+DEBRIS_FOLDERS = {"__macosx", "$recycle.bin", "system volume information"}
+ENCRYPTED = "encrypted, password required"
 
 
 class SourceError(ValueError):
@@ -74,6 +82,8 @@ class SourceListing:
     rejects: list[tuple[str, str]]  # (path, reason) known from the listing alone
     ignored: list[str]  # files beside the dataset that are not inputs (LICENSE.txt, readme...)
     default_channels: int = 3
+    debris: list[str] = dataclasses.field(default_factory=list)  # OS and hidden files, skipped by rule
+    warnings: list[str] = dataclasses.field(default_factory=list)  # likely mistakes in the source
 
     @property
     def num_inputs(self) -> int:
@@ -104,8 +114,9 @@ def list_source(
     elif not os.path.exists(src):
         raise SourceError(f"source {src!r} does not exist")
     is_folder = not archive if remote else os.path.isdir(src)
+    folders: list[str] = []  # folder entries, to report empty class folders
     if is_folder:
-        members, rejects = (folder_files, []) if remote else _walk(src)
+        members, rejects, folders = (folder_files, [], []) if remote else _walk(src)
         top_names = [m for m in members if "/" not in m]
         if layout == "idx" or (layout == "auto" and _idx_pairs(src, top_names)):
             return _list_idx(src, top_names, class_names)
@@ -115,23 +126,21 @@ def list_source(
     if is_folder:
         kind, locations = "folder", {m: _join(src, m) for m in members}
     elif _is_zip(src):
-        kind, (members, rejects) = "zip", _zip_members(src)
+        kind, (members, rejects, folders) = "zip", _zip_members(src)
     elif src.lower().endswith(TAR_SUFFIXES) and _is_tar(src):
-        members, rejects, locations = _tar_members(src)
+        members, rejects, locations, folders = _tar_members(src)
         kind = "tar" if locations else "tar-stream"
+    elif src.lower().endswith((".zip", *TAR_SUFFIXES)):
+        raise SourceError(f"{src}: damaged or truncated archive: it cannot be read as a "
+                          f"{'.zip' if src.lower().endswith('.zip') else 'tar'} file")
     else:
         raise SourceError(f"{src}: not a folder, a .zip or a .tar/.tar.gz/.tgz archive")
-    listing = _label(src, kind, members, layout, unlabeled, class_names, locations or {})
+    listing = _label(src, kind, members, layout, unlabeled, class_names, locations or {}, folders)
     listing.rejects[:0] = rejects
     return listing
 
 
 # -- listing --------------------------------------------------------------------------------------------------
-
-
-def is_remote(path: str) -> bool:
-    """A path for Beam's filesystems (gs://, s3://, ...) rather than the local disk."""
-    return "://" in path
 
 
 def _open(path: str) -> BinaryIO:
@@ -155,8 +164,13 @@ def _match_all(root: str) -> list[str]:
 
 
 def _is_zip(path: str) -> bool:
+    """A readable zip archive; a file named .zip that starts like one but is not readable is damaged."""
     with _open(path) as f:
-        return zipfile.is_zipfile(f)
+        readable = zipfile.is_zipfile(f)
+        f.seek(0)
+        if not readable and f.read(4) == b"PK\x03\x04":
+            raise SourceError(f"{path}: damaged or truncated .zip archive (its central directory is missing)")
+    return readable
 
 
 def _is_tar(path: str) -> bool:
@@ -164,10 +178,10 @@ def _is_tar(path: str) -> bool:
         return tarfile.is_tarfile(f)
 
 
-def _walk(root: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """Relative POSIX paths of the regular files under root, and rejects for symbolic links (never followed:
-    they may point outside the source or loop) and other special files."""
-    found, rejects = [], []
+def _walk(root: str) -> tuple[list[str], list[tuple[str, str]], list[str]]:
+    """Relative POSIX paths of the regular files under root, rejects for symbolic links (never followed:
+    they may point outside the source or loop) and other special files, and the folders (`name/`)."""
+    found, rejects, folders = [], [], []
     for folder, dirs, files in os.walk(root):
         dirs.sort()
         relative = os.path.relpath(folder, root)
@@ -185,30 +199,51 @@ def _walk(root: str) -> tuple[list[str], list[tuple[str, str]]]:
                 found.append(rel(name))
             else:
                 rejects.append((rel(name), "not a regular file"))
-    return found, rejects
+        folders += [rel(name) + "/" for name in dirs]
+    return found, rejects, folders
 
 
-def _zip_members(archive: str) -> tuple[list[str], list[tuple[str, str]]]:
+def _zip_members(archive: str) -> tuple[list[str], list[tuple[str, str]], list[str]]:
+    """Member names, rejects (unsafe paths, encrypted members) and folder entries of a zip archive."""
     with _open(archive) as raw, zipfile.ZipFile(raw) as zf:
-        names = [info.filename for info in zf.infolist() if not info.is_dir()]
-    return _safe_members(names)
+        infos = zf.infolist()
+    files = [i for i in infos if not i.is_dir()]
+    encrypted = [i.filename for i in files if i.flag_bits & 0x1 and not _is_debris(i.filename)]
+    locked = set(encrypted)
+    safe, rejects = _safe_members([i.filename for i in files if i.filename not in locked])
+    folders = [i.filename for i in infos if i.is_dir()]
+    return safe, rejects + [(name, ENCRYPTED) for name in encrypted], folders
 
 
-def _tar_members(archive: str) -> tuple[list[str], list[tuple[str, str]], dict[str, str] | None]:
-    """Member names, rejects, and for an uncompressed tar where each member's data is ("OFFSET:SIZE"), so that
-    workers seek to it; a compressed tar (None) can only be streamed from its start."""
-    names, rejects, locations = [], [], {}
-    with _open(archive) as raw, tarfile.open(fileobj=raw, mode="r:*") as tf:
-        seekable = tf.fileobj is raw  # no decompressing wrapper
-        for member in tf:
-            if member.isfile():
-                names.append(member.name)
-                locations[member.name] = f"{member.offset_data}:{member.size}"
-                seekable = seekable and not member.issparse()
-            elif not member.isdir():
-                rejects.append((member.name, "archive member is a link or special file, not a regular file"))
+def _tar_members(archive: str) -> tuple[list[str], list[tuple[str, str]], dict[str, str] | None, list[str]]:
+    """Member names (normalized: `./cat.1.jpg` is `cat.1.jpg`), rejects, for an uncompressed tar where each
+    member's data is ("OFFSET:SIZE") so that workers seek to it (a compressed tar, None, can only be streamed
+    from its start), and the folder entries."""
+    names, rejects, locations, folders = [], [], {}, []
+    try:
+        with _open(archive) as raw, tarfile.open(fileobj=raw, mode="r:*") as tf:
+            seekable = tf.fileobj is raw  # no decompressing wrapper
+            for member in tf:
+                name = _tar_member_name(member.name)
+                if member.isfile():
+                    names.append(name)
+                    locations[name] = f"{member.offset_data}:{member.size}"
+                    seekable = seekable and not member.issparse()
+                elif member.isdir():
+                    folders += [name + "/"] if name else []  # `./` is the archive's root
+                else:
+                    rejects.append((name, "archive member is a link or special file, not a regular file"))
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as error:
+        raise SourceError(f"{archive}: damaged or truncated tar archive ({error})") from None
     safe, unsafe = _safe_members(names)
-    return safe, rejects + unsafe, locations if seekable else None
+    return safe, rejects + unsafe, locations if seekable else None, folders
+
+
+def _tar_member_name(name: str) -> str:
+    """A tar member's path without `./` parts: `tar czf x.tgz -C dir .` names members `./cat.1.jpg`."""
+    if name.startswith("/"):
+        return name  # left for `_safe_members` to reject
+    return "/".join(part for part in name.split("/") if part not in ("", "."))
 
 
 def _safe_members(names: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
@@ -223,10 +258,12 @@ def _safe_members(names: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     return sorted(safe), rejects
 
 
-def _is_junk(path: str) -> bool:
-    """macOS archive debris and hidden folders: never part of a dataset."""
-    return any(part == "__MACOSX" or (part.startswith(".") and part != path.rsplit("/", 1)[-1])
-               for part in path.split("/"))
+def _is_debris(path: str) -> bool:
+    """What operating systems leave beside files (AppleDouble `._x`, `.DS_Store`, `Thumbs.db`, `__MACOSX/`,
+    ...) and any hidden file or folder: never part of a dataset."""
+    *folders, name = path.split("/")  # a folder entry (`__MACOSX/`) has the name ""
+    return (name.startswith(".") or name.lower() in DEBRIS_FILES
+            or any(f.lower() in DEBRIS_FOLDERS or f.startswith(".") for f in folders))
 
 
 def _is_image_name(path: str) -> bool:
@@ -251,10 +288,12 @@ def _strip_wrapper(members: list[str]) -> tuple[str, list[str], list[str]]:
     return prefix, members, ignored
 
 
-def _label(src, kind, members, layout, unlabeled, class_names, locations) -> SourceListing:
-    members = [m for m in members if not _is_junk(m)]
+def _label(src, kind, members, layout, unlabeled, class_names, locations, folders) -> SourceListing:
+    debris = sorted(m for m in members if _is_debris(m))
+    members = [m for m in members if not _is_debris(m)]
     if not members:
-        raise SourceError(f"source {src!r} is empty: no files to convert")
+        raise SourceError(f"source {src!r} is empty: no files to convert"
+                          + (f" (only {len(debris)} system file(s) such as {debris[0]})" if debris else ""))
     prefix, members, ignored = _strip_wrapper(members)
     relative = [m[len(prefix):] for m in members]
     top_dirs = sorted({r.split("/", 1)[0] for r in relative if "/" in r})
@@ -281,13 +320,40 @@ def _label(src, kind, members, layout, unlabeled, class_names, locations) -> Sou
                 continue
             labeled.append((rel, prefix + rel, _class_of(name, group_layout, unlabeled), split))
     names = _class_names(src, labeled, unlabeled, class_names)
+    warnings = _case_twins(names) + (_empty_class_folders(folders, members, prefix, groups)
+                                     if "folders" in layouts_seen else [])
     index = {name: i for i, name in enumerate(names)}
     files = []
     for rel, member, cls, split in labeled:
         label = UNLABELED if unlabeled else index.get(cls)
         files.append(InputFile(path=rel, label=label, split=split, member=locations.get(member, member)))
     detected = layouts_seen.pop() if len(layouts_seen) == 1 else "mixed"
-    return SourceListing(detected, names, _tasks(kind, src, files), [], sorted(ignored))
+    return SourceListing(detected, names, _tasks(kind, src, files), [], sorted(ignored), debris=debris,
+                         warnings=warnings)
+
+
+def _case_twins(names: list[str]) -> list[str]:
+    """A warning for classes whose names differ only in case (`Cat/` and `cat/`): most likely one class."""
+    by_lower: dict[str, list[str]] = {}
+    for name in names:
+        by_lower.setdefault(name.lower(), []).append(name)
+    return [f"classes {' and '.join(repr(n) for n in twins)} differ only in case; they are kept as "
+            f"{len(twins)} classes (rename or merge the folders if they are one)"
+            for twins in by_lower.values() if len(twins) > 1]
+
+
+def _empty_class_folders(folders: list[str], members: list[str], prefix: str, groups) -> list[str]:
+    """A warning for each class folder without any file (it cannot become a class)."""
+    warnings = []
+    for _, group in groups:
+        for folder in sorted(folders):
+            relative = folder[len(prefix):] if folder.startswith(prefix) else None
+            if relative is None or not relative.startswith(group) or relative[len(group):].count("/") != 1:
+                continue
+            if _is_debris(folder) or any(m.startswith(folder) for m in members):
+                continue
+            warnings.append(f"class folder {relative!r} is empty; no class is made for it")
+    return warnings
 
 
 def _detect(relative: list[str], group: str) -> str:
@@ -407,6 +473,8 @@ def _read_zip(task: ReadTask):
             yield f, zf.read(f.member)
         except (OSError, zipfile.BadZipFile, NotImplementedError, EOFError) as error:
             yield f, OSError(f"cannot read archive member: {error}")
+        except RuntimeError as error:  # zipfile's "is encrypted, password required for extraction"
+            yield f, OSError(ENCRYPTED if "encrypted" in str(error) else f"cannot read archive member: {error}")
 
 
 def _read_tar(task: ReadTask):
@@ -429,7 +497,7 @@ def _read_tar_stream(task: ReadTask):
     try:
         with _open(task.container) as raw, tarfile.open(fileobj=raw, mode="r|*") as tf:
             for member in tf:
-                f = wanted.pop(member.name, None)
+                f = wanted.pop(_tar_member_name(member.name), None)
                 if f is not None:
                     yield f, tf.extractfile(member).read()
                 if not wanted:

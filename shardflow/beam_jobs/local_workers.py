@@ -1,0 +1,105 @@
+"""Beam's local worker processes, watched: Ctrl-C stops them, and a worker that dies fails the job.
+
+Beam's in-process runner answers an interrupt by closing its workers and waiting for each worker process to
+exit, but a worker in the middle of a bundle never does; and when a worker process is killed (the
+out-of-memory killer, `kill -9`) the runner may wait for its answer forever. The worker processes are this
+process's children (`sh -c python -m ...sdk_worker_main`), so they are watched and stopped here.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+import signal
+import threading
+from collections.abc import Iterator
+
+import psutil  # a dependency of tensorflow-datasets
+
+STOP_SECONDS = 3.0
+WORKER_MODULE = "sdk_worker_main"  # in the command line of every local Beam worker
+
+
+class WorkerDied(RuntimeError):
+    """A Beam worker process ended abnormally while the job ran."""
+
+
+def beam_worker_shells() -> list[psutil.Process]:
+    """This process's children that run a Beam worker (`sh -c python -m ...sdk_worker_main`)."""
+    shells = []
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            if WORKER_MODULE in " ".join(child.cmdline()):
+                shells.append(child)
+    return shells
+
+
+def stop_workers() -> None:
+    """Terminate the Beam worker processes; kill those still alive after a few seconds."""
+    children = []
+    for shell in beam_worker_shells():
+        with contextlib.suppress(psutil.Error):
+            children += [shell, *shell.children(recursive=True)]
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.terminate()
+    _, alive = psutil.wait_procs(children, timeout=STOP_SECONDS)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+
+
+@contextlib.contextmanager
+def watched_workers() -> Iterator[None]:
+    """While inside, SIGINT stops the worker processes, then raises KeyboardInterrupt as usual; a worker
+    process that exits abnormally stops the others and raises `WorkerDied`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.SIG_IGN:  # started in the background: Ctrl-C is not meant for us
+        yield
+        return
+    watch = _WorkerWatch()
+
+    def interrupt(signum, frame):
+        watch.stopping = watch.interrupted = True  # workers stopped here exit by a signal: no death to report
+        stop_workers()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    previous_hook, threading.excepthook = threading.excepthook, watch.excepthook
+    try:
+        yield
+    except KeyboardInterrupt:
+        watch.stopping = True
+        stop_workers()  # workers Beam was still starting when the interrupt came
+        if watch.died:
+            raise WorkerDied(watch.died) from None
+        raise
+    except Exception:
+        if watch.interrupted:  # Beam's in-process mode (one worker) wraps the interrupt in a RuntimeError
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        threading.excepthook = previous_hook
+        signal.signal(signal.SIGINT, previous)
+
+
+class _WorkerWatch:
+    """Beam runs each worker process from a thread named `run_worker` that raises "Worker subprocess exited
+    with return code N" when the process ends abnormally (and nothing else notices): that interrupts the
+    launcher's main thread here (a real SIGINT: `_thread.interrupt_main` would not wake a blocked wait),
+    which then stops the other workers."""
+
+    def __init__(self):
+        self.died = ""
+        self.stopping = self.interrupted = False
+        self._default_hook = threading.excepthook
+
+    def excepthook(self, args: threading.ExceptHookArgs) -> None:
+        code = re.search(r"exited with return code (-?\d+)", str(args.exc_value))
+        if args.thread is not None and args.thread.name == "run_worker" and code and not self.stopping:
+            self.stopping = True
+            self.died = f"a Beam worker process died (exit status {code.group(1)}: killed, or out of memory?)"
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # wakes a blocked wait too
+        self._default_hook(args)

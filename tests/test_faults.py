@@ -1,0 +1,183 @@
+"""Faults around a conversion, built for real: a full disk, Ctrl-C, two conversions into one OUT.
+
+Each runs the CLI as a separate process (`python -m shardflow.cli`), so a hang shows as a timeout, not as a
+stuck test run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from shardflow import metadata
+from shardflow.beam_jobs.out_lock import LOCK_NAME
+from shardflow.cli import main
+from shardflow.sample_data import write_sample_data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def start_convert(*args: str) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, "-m", "shardflow.cli", "convert", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+
+
+def last_line(text: str) -> str:
+    return text.replace("\r", "\n").strip().splitlines()[-1]
+
+
+def beam_workers_of(pid: int) -> list[psutil.Process]:
+    """Beam worker processes still running that this test's conversion started (orphans included)."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "environ"]):
+        try:
+            if "sdk_worker_main" in " ".join(process.info["cmdline"] or ()) and \
+                    (process.info["environ"] or {}).get("SHARDFLOW_TEST_RUN") == str(pid):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """250 sample JPEGs (about 7 MB): enough to overflow a 1 MB filesystem."""
+    root = tmp_path_factory.mktemp("faults") / "raw"
+    write_sample_data(root, layout="kaggle", n=250, seed=7)
+    return root
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """A 1 MB tmpfs mounted for this test (needs root); skipped where no such filesystem can be made."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if made.returncode:
+        pytest.skip(f"cannot mount a 1 MB tmpfs to fill up (needs root): {made.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_full_disk_stops_with_one_line_and_leaves_out_incomplete(corpus, small_filesystem):
+    out = small_filesystem / "out"
+    started = time.monotonic()
+    run = start_convert(corpus, out, "--workers", "2")
+    try:
+        _, err = run.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        run.kill()
+        pytest.fail("the conversion hung on a full disk")
+    assert run.returncode == 2
+    assert time.monotonic() - started < 60
+    line = last_line(err)
+    assert line.startswith("shardflow convert: error: disk full: no space left on ")
+    assert str(small_filesystem) in line and "Traceback" not in err
+    assert not (out / metadata.DATASET_INFO).exists() and (out / metadata.STAGING).exists()
+    assert not (out / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])  # 1: Beam runs the job in this process
+def test_ctrl_c_stops_the_workers_and_exits_130(corpus, tmp_path, workers):
+    out = tmp_path / "out"
+    progress = out / metadata.STAGING / "progress"
+    os.environ["SHARDFLOW_TEST_RUN"] = str(os.getpid())  # marks the workers of this run (they inherit it)
+    try:
+        run = start_convert(corpus, out, "--workers", workers, "--image-format", "png")  # PNG: slow enough
+        deadline = time.monotonic() + 60
+        while not (progress.is_dir() and any(progress.glob("*.json"))) and time.monotonic() < deadline:
+            time.sleep(0.1)  # until images are being converted
+        run.send_signal(signal.SIGINT)
+        try:
+            _, err = run.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            run.kill()
+            pytest.fail("the conversion did not stop after Ctrl-C")
+        assert run.returncode == 130, err[-2000:]
+        assert last_line(err) == f"shardflow convert: interrupted; {out} is incomplete, rerun with --overwrite"
+        assert "Traceback" not in err
+        assert not beam_workers_of(os.getpid())
+        assert not (out / metadata.DATASET_INFO).exists() and not (out / LOCK_NAME).exists()
+    finally:
+        os.environ.pop("SHARDFLOW_TEST_RUN")
+
+
+def test_a_killed_worker_process_ends_the_job_with_one_line(corpus, tmp_path):
+    out = tmp_path / "out"
+    os.environ["SHARDFLOW_TEST_RUN"] = str(os.getpid())
+    try:
+        run = start_convert(corpus, out, "--workers", "2", "--image-format", "png")
+        deadline = time.monotonic() + 60
+        while not beam_workers_of(os.getpid()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        python_workers = [w for w in beam_workers_of(os.getpid()) if "python" in w.cmdline()[0]]
+        python_workers[0].kill()  # what the out-of-memory killer does
+        try:
+            _, err = run.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            run.kill()
+            pytest.fail("the conversion hung after a worker process was killed")
+    finally:
+        os.environ.pop("SHARDFLOW_TEST_RUN")
+    assert run.returncode == 2
+    assert last_line(err).startswith("shardflow convert: error: the Beam job failed: a Beam worker process died")
+    assert not (out / metadata.DATASET_INFO).exists() and not beam_workers_of(os.getpid())
+
+
+def test_a_second_conversion_into_the_same_out_is_refused(corpus, tmp_path):
+    out = tmp_path / "out"
+    first = start_convert(corpus, out, "--workers", "1", "--overwrite")
+    deadline = time.monotonic() + 60
+    while not (out / LOCK_NAME).exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGSTOP)  # paused while it holds the lock: the second run meets it for sure
+    try:
+        second = start_convert(corpus, out, "--workers", "1", "--overwrite", "--max-side", "32")
+        _, second_err = second.communicate(timeout=120)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    _, first_err = first.communicate(timeout=120)
+    assert first.returncode == 0, first_err[-2000:]
+    assert second.returncode == 2
+    assert last_line(second_err).startswith(
+        f"shardflow convert: error: {out} is being written by another conversion (pid {first.pid} on "
+        f"{socket.gethostname()}, started ")
+    info = metadata.read(str(out))
+    assert info.max_side is None and info.num_records == 250  # the first run's dataset, whole
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_a_stale_lock_from_a_killed_run_is_taken_over(tmp_path):
+    src = tmp_path / "src"
+    write_sample_data(src, layout="kaggle", n=6, seed=3)
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "started": 0,
+                                             "run": "killed"}))
+    assert main(["convert", str(src), str(out), "--workers", "1"]) == 0
+    assert metadata.read(str(out))["num_records"] == 6
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_a_lock_held_on_another_host_is_reported_not_taken(tmp_path, capsys):
+    src = tmp_path / "src"
+    write_sample_data(src, layout="kaggle", n=6, seed=3)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_NAME).write_text(json.dumps({"host": "other-host", "pid": 1, "started": 0, "run": "x"}))
+    assert main(["convert", str(src), str(out), "--workers", "1"]) == 2
+    error = capsys.readouterr().err
+    assert "pid 1 on other-host" in last_line(error) and f"delete {out / LOCK_NAME}" in last_line(error)
+    assert (out / LOCK_NAME).exists()
