@@ -15,13 +15,14 @@ setup(
         "google-crc32c>=1.5,<2",
         "numpy>=1.26,<3",
         "pillow>=10.0,<13",
+        "psutil>=5",  # stopping Beam's local worker processes on Ctrl-C or a dead worker
         "tensorboard>=2.16,<3",
         "tensorflow>=2.16,<2.22",
         "tensorflow-datasets>=4.9.6,<5",
         "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=8", "tf-keras>=2.16,<2.22", "scipy>=1.11", "psutil>=5"],
+        "test": ["pytest>=8", "tf-keras>=2.16,<2.22", "scipy>=1.11"],
         "gcp": ["apache-beam[gcp]>=2.60,<3"],  # Dataflow and gs:// paths
     },
     entry_points={"console_scripts": ["shardflow=shardflow.cli:main"]},
