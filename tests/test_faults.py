@@ -167,7 +167,7 @@ def test_a_stale_lock_from_a_killed_run_is_taken_over(tmp_path):
     (out / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "started": 0,
                                              "run": "killed"}))
     assert main(["convert", str(src), str(out), "--workers", "1"]) == 0
-    assert metadata.read(str(out))["num_records"] == 6
+    assert metadata.read(str(out)).num_records == 6
     assert not (out / LOCK_NAME).exists()
 
 
