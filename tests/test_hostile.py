@@ -43,7 +43,7 @@ def test_fuzzed_images_never_crash_the_job(fuzz_corpus, tmp_path, capsys):
     assert info.num_records > 20 and info.num_rejected > 20  # both outcomes are exercised
     reasons = {r["reason"].split(":")[0] for r in metadata.read_rejects(str(tmp_path / "out"))}
     assert reasons  # every reject carries a reason
-    report = verify(str(tmp_path / "out"))  # every stored record decodes with tf.io.decode_image
+    report = verify(str(tmp_path / "out"))  # every stored record decodes with the reader's decoder
     assert report.ok, [p for s in report.shards for p in s.problems]
 
 
