@@ -6,6 +6,7 @@ import inspect
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
@@ -153,6 +154,12 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("data", help="a dataset folder written by `shardflow convert`")
     evaluate.add_argument("--split", default=metadata.TEST, help="the split to evaluate on")
 
+    diff = command("diff", _diff, "what changed between two versions of a dataset (exit 1 if anything did)",
+                   uses_tensorflow=True)
+    diff.add_argument("old", help="the earlier dataset folder")
+    diff.add_argument("new", help="the later dataset folder")
+    diff.add_argument("--json", action="store_true", help="machine-readable output")
+
     predict = command("predict", _predict, "classify images, folders or a converted split with a run",
                       uses_tensorflow=True)
     predict.add_argument("run", help="a run folder written by `shardflow train`")
@@ -288,6 +295,25 @@ def _evaluate(args, _extra) -> None:
     result = evaluate(args.run, args.data, args.split)
     print(f"{args.split}: accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} "
           f"on {result['num_examples']} images")
+
+
+def _diff(args, _extra) -> int:
+    from shardflow.diff import KINDS, diff
+
+    result = diff(args.old, args.new)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=1))
+        return 0 if result.identical else 1
+    totals = sum(result.counts.values(), Counter())
+    print(f"{args.old} -> {args.new}: " + ", ".join(f"{totals[k]} {k}" for k in KINDS)
+          + f"; {result.moved} file(s) moved to another split")
+    print(f"  {'split/class':<24}" + "".join(f"{k:>11}" for k in KINDS))
+    for key, counts in result.counts.items():
+        print(f"  {key:<24}" + "".join(f"{counts[k]:>11}" for k in KINDS))
+    for kind, paths in result.examples.items():
+        if paths:
+            print(f"  {kind}: {', '.join(paths)}" + (" ..." if totals[kind] > len(paths) else ""))
+    return 0 if result.identical else 1
 
 
 def _predict(args, _extra) -> None:
