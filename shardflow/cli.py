@@ -95,6 +95,13 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--workers", type=int, default=defaults.workers,
                          help="local worker processes (0: one per core)")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
+    card = convert.add_argument_group("dataset card", "what TFDS's DatasetInfo and OUT/README.md say")
+    card.add_argument("--version", default=defaults.card.version,
+                      help="MAJOR.MINOR.PATCH; with OUT at ROOT/NAME/VERSION, tfds.load('NAME:VERSION', data_dir=ROOT)")
+    card.add_argument("--description", help="what the data is (default: counts and layout)")
+    card.add_argument("--homepage", help="where the data comes from")
+    card.add_argument("--license", help="e.g. CC-BY-4.0")
+    card.add_argument("--citation", help="a BibTeX file, or the citation text")
 
     inspect = command("inspect", _inspect, "show a dataset's splits, classes and statistics")
     inspect.add_argument("data", help="a dataset folder written by `shardflow convert`")
@@ -195,6 +202,7 @@ def _convert_now(args, beam_args) -> int | None:
     from shardflow.beam_jobs import splits
     from shardflow.beam_jobs.convert import ConversionInterrupted, convert
     from shardflow.beam_jobs.options import ConvertOptions
+    from shardflow.metadata import DatasetCard
 
     if args.max_side is not None and args.max_side < 1:
         raise UsageError("--max-side must be a positive number of pixels")
@@ -219,6 +227,8 @@ def _convert_now(args, beam_args) -> int | None:
         shard_size_mb=args.shard_size_mb,
         workers=args.workers,
         overwrite=args.overwrite,
+        card=DatasetCard(version=args.version, description=args.description or "", homepage=args.homepage or "",
+                         license=args.license or "", citation=_text_or_file(args.citation)),
     )
     try:
         info = convert(args.src, args.out, options, beam_args)
@@ -226,6 +236,14 @@ def _convert_now(args, beam_args) -> int | None:
         print(f"shardflow convert: {interrupted}", file=sys.stderr)
         return INTERRUPTED
     print(_summary_text(info, args.out))
+
+
+def _text_or_file(value: str | None) -> str:
+    """--citation takes a file (a .bib, say) or the text itself."""
+    if value and os.path.isfile(value):
+        with open(value) as f:
+            return f.read()
+    return value or ""
 
 
 def _inspect(args, _extra) -> None:

@@ -62,6 +62,28 @@ class Split:
 
 
 @dataclasses.dataclass(frozen=True)
+class DatasetCard:
+    """What a team receiving the dataset reads first (TFDS's DatasetInfo fields, and OUT/README.md)."""
+
+    version: str = "1.0.0"  # TFDS's MAJOR.MINOR.PATCH: OUT can be ROOT/NAME/VERSION for tfds.load("NAME:VERSION")
+    description: str = ""
+    homepage: str = ""
+    license: str = ""
+    citation: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Provenance:
+    """How the dataset was made."""
+
+    shardflow_version: str
+    source: str  # SRC as given
+    created: str  # ISO 8601, UTC
+    runner: str
+    options: dict[str, Any]  # every option that shaped the records
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     """What `shardflow.json` records about a dataset, and where it was read from (`data_dir`)."""
 
@@ -80,6 +102,8 @@ class DatasetInfo:
     seconds: float
     debris: tuple[str, ...] = ()  # macOS/Windows system files (._*, .DS_Store, Thumbs.db, ...), skipped by rule
     warnings: tuple[str, ...] = ()  # what the conversion warned about (case-twin classes, short splits, ...)
+    card: DatasetCard = DatasetCard()
+    provenance: Provenance | None = None  # None: converted by a shardflow before 0.2
     format_version: int = FORMAT_VERSION
     data_dir: str = ""
 
@@ -128,7 +152,9 @@ class DatasetInfo:
         splits = {name: _typed(Split, value["splits"][name], name=name,
                                shards=tuple(_typed(Shard, s) for s in value["splits"][name]["shards"]))
                   for name in split_names(value["splits"])}
-        info = _typed(cls, value, splits=splits, data_dir=data_dir)
+        provenance = _typed(Provenance, value["provenance"]) if value.get("provenance") else None
+        info = _typed(cls, value, splits=splits, data_dir=data_dir, card=_typed(DatasetCard, value.get("card", {})),
+                      provenance=provenance)
         written = [("num_records", value.get("num_records"), info.num_records)] + [
             (f"{name} {key}", value["splits"][name].get(key), getattr(split, key))
             for name, split in splits.items() for key in ("num_examples", "num_bytes")]

@@ -17,6 +17,7 @@ Any worker error, a full disk included, ends the job with one line; Ctrl-C stops
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import errno
 import hashlib
@@ -37,10 +38,11 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.transforms.window import GlobalWindows
 
+import shardflow
 from shardflow import metadata, schema
 from shardflow.beam_jobs import metadata_writer, records, staged
 from shardflow.beam_jobs import splits as splits_lib
@@ -308,6 +310,7 @@ def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
         quality=options.quality,
     )
     schema.stored_encoding(image_options.image_format)  # validates the name
+    metadata_writer.check_version(options.card.version)
     name = options.name or _default_name(src)
     try:
         lock = _prepare_out(src, out, options.overwrite)
@@ -317,7 +320,7 @@ def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
         print(f"{src}: {listing.num_inputs} inputs, layout {listing.layout}, classes {listing.class_names}"
               + (f"; ignoring {len(listing.ignored)} file(s) beside the data: {', '.join(listing.ignored[:3])}"
                  if listing.ignored else ""), file=sys.stderr)
-        return _run_and_finalize(listing, options, image_options, name, out, beam_args, started, lock)
+        return _run_and_finalize(src, listing, options, image_options, name, out, beam_args, started, lock)
     except KeyboardInterrupt:
         raise ConversionInterrupted(f"interrupted; {out} is incomplete, rerun with --overwrite") from None
     finally:
@@ -325,8 +328,9 @@ def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
             lock.release()
 
 
-def _run_and_finalize(listing: SourceListing, options: ConvertOptions, image_options: ImageOptions, name: str,
-                      out: str, beam_args: Sequence[str], started: float, lock: OutputLock | None) -> dict[str, Any]:
+def _run_and_finalize(src: str, listing: SourceListing, options: ConvertOptions, image_options: ImageOptions,
+                      name: str, out: str, beam_args: Sequence[str], started: float,
+                      lock: OutputLock | None) -> metadata.DatasetInfo:
     staging = FileSystems.join(out, metadata.STAGING)
     pipeline_options, local = _pipeline_options(beam_args, options.workers)
     scratch = staging if not is_remote(out) else tempfile.mkdtemp(prefix="shardflow-")  # progress and log: local
@@ -345,8 +349,12 @@ def _run_and_finalize(listing: SourceListing, options: ConvertOptions, image_opt
             pipeline.run().wait_until_finish()
         if lock is not None:
             lock.check()
-        info = finalize(out, staging, listing, image_options, name, started, options.split_counts,
-                        options.split_counts_allow_fewer)
+        provenance = metadata.Provenance(
+            shardflow_version=shardflow.__version__, source=src,
+            created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            runner=type(runner).__name__ if runner else pipeline_options.view_as(StandardOptions).runner,
+            options={**dataclasses.asdict(options), "image": dataclasses.asdict(image_options), "name": name})
+        info = finalize(out, staging, listing, image_options, name, started, options, provenance)
     except (ConversionError, OutputLocked):
         raise
     except Exception as error:  # a worker's error is the job's error: one line, the log has the rest
@@ -393,10 +401,11 @@ def _mount_point(path: str) -> str:
 
 
 def finalize(out: str, staging: str, listing: SourceListing, image_options: ImageOptions, name: str,
-             started: float, split_counts: dict[str, int] | None = None,
-             allow_fewer: bool = False) -> metadata.DatasetInfo:
-    """Check the counts (with `split_counts`: every class filled every split, else an error or, with
-    `allow_fewer`, a warning), move shards into `out`, write rejects and metadata (dataset_info.json last)."""
+             started: float, options: ConvertOptions, provenance: metadata.Provenance) -> metadata.DatasetInfo:
+    """Check the counts (with --split-counts: every class filled every split, else an error or, with
+    --split-counts-allow-fewer, a warning), move shards into `out`, write rejects, the dataset card and the
+    metadata (dataset_info.json last)."""
+    split_counts, allow_fewer = options.split_counts, options.split_counts_allow_fewer
     with FileSystems.open(FileSystems.join(staging, "summary.json")) as f:
         summary = json.loads(f.read())
     rejects = sorted([tuple(r) for r in summary["rejects"]] + list(listing.rejects))
@@ -416,6 +425,8 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
         splits=_splits(summary, listing.class_names),
         seconds=round(time.time() - started, 2),
         data_dir=out,
+        card=options.card,
+        provenance=provenance,
     )
     if info.problems():
         raise ConversionError(f"lost inputs: {info.problems()[0]}; {out} is left incomplete")
@@ -436,9 +447,7 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
                            [FileSystems.join(out, shard["filename"])])
     with FileSystems.create(FileSystems.join(out, metadata.REJECTS)) as f:
         f.write("".join(json.dumps({"path": p, "reason": r}) + "\n" for p, r in rejects).encode())
-    description = (f"Converted by shardflow from {listing.num_inputs} inputs ({listing.layout} layout); "
-                   f"{len(rejects)} rejected, listed in {metadata.REJECTS}.")
-    metadata_writer.write(out, info, description)
+    metadata_writer.write(out, info, rejects)
     FileSystems.delete([staging])
     return info
 

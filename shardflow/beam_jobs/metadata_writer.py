@@ -1,14 +1,16 @@
-"""The one writer of a dataset's metadata: `shardflow.json`, then TFDS's files with `dataset_info.json` last
-(the completion mark). Through Beam's filesystems, so OUT may be remote."""
+"""The one writer of a dataset's metadata: `shardflow.json`, the dataset card `README.md`, then TFDS's files with
+`dataset_info.json` last (the completion mark). Through Beam's filesystems, so OUT may be remote."""
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 
 import tensorflow_datasets as tfds
 from apache_beam.io.filesystems import FileSystems
 
 from shardflow import metadata, schema
+from shardflow.beam_jobs import dataset_card
 
 
 def shard_template(data_dir: str, name: str, split: str) -> tfds.core.ShardedFileTemplate:
@@ -22,15 +24,25 @@ def shard_filename(name: str, split: str, index: int, num_shards: int) -> str:
     return shard_template("/", name, split).sharded_filepath(shard_index=index, num_shards=num_shards).name
 
 
-def write(data_dir: str, info: metadata.DatasetInfo, description: str) -> None:
-    """Write shardflow.json, then the TFDS metadata with dataset_info.json last.
+def check_version(version: str) -> None:
+    """TFDS versions are MAJOR.MINOR.PATCH (e.g. 1.0.0); anything else is refused before any work."""
+    try:
+        tfds.core.Version(version)
+    except ValueError:
+        raise ValueError(f"--version {version!r}: expected MAJOR.MINOR.PATCH, e.g. 1.0.0 (TFDS's format)") from None
+
+
+def write(data_dir: str, info: metadata.DatasetInfo, rejects: Sequence[tuple[str, str]]) -> None:
+    """Write shardflow.json, the dataset card, then the TFDS metadata with dataset_info.json last.
 
     TFDS writes its files to a local scratch folder; Beam's filesystems copy them, so `data_dir` may be remote.
     """
     with FileSystems.create(FileSystems.join(data_dir, metadata.SHARDFLOW_INFO)) as f:
         f.write(info.to_json().encode())
+    with FileSystems.create(FileSystems.join(data_dir, dataset_card.CARD)) as f:
+        f.write(dataset_card.markdown(info, rejects).encode())
     with tempfile.TemporaryDirectory(prefix="shardflow-metadata-") as scratch:
-        _tfds_info(scratch, info, description).write_to_directory(scratch)
+        _tfds_info(scratch, info).write_to_directory(scratch)
         names = sorted(os.listdir(scratch), key=lambda n: n == metadata.DATASET_INFO)  # dataset_info.json last
         for name in names:
             with open(os.path.join(scratch, name), "rb") as source, \
@@ -38,14 +50,18 @@ def write(data_dir: str, info: metadata.DatasetInfo, description: str) -> None:
                 target.write(source.read())
 
 
-def _tfds_info(scratch: str, info: metadata.DatasetInfo, description: str) -> tfds.core.DatasetInfo:
+def _tfds_info(scratch: str, info: metadata.DatasetInfo) -> tfds.core.DatasetInfo:
     """What `tfds.folder_dataset.write_metadata` builds, without its listing of the shard files."""
-    identity = tfds.core.DatasetIdentity(name=info.name, version=tfds.core.Version("1.0.0"), data_dir=scratch,
+    card = info.card
+    identity = tfds.core.DatasetIdentity(name=info.name, version=tfds.core.Version(card.version), data_dir=scratch,
                                          module_name="")
     dataset_info = tfds.core.DatasetInfo(
         builder=identity,
         features=info.schema.features,
-        description=description,
+        description=card.description or dataset_card.summary(info),
+        homepage=card.homepage or None,
+        citation=card.citation or None,
+        redistribution_info={"license": card.license} if card.license else None,
         supervised_keys=(schema.IMAGE, schema.LABEL),
     )
     dataset_info.set_file_format(tfds.core.file_adapters.FileFormat.TFRECORD)

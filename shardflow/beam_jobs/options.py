@@ -6,6 +6,7 @@ import dataclasses
 
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.images import ImageOptions
+from shardflow.metadata import DatasetCard
 
 LAYOUTS = ("auto", "kaggle", "folders", "idx")
 CHANNELS = (1, 3)
@@ -29,3 +30,4 @@ class ConvertOptions:
     shard_size_mb: float = 128.0
     workers: int = 0  # 0: one per core
     overwrite: bool = False
+    card: DatasetCard = DatasetCard()  # version, description, homepage, license, citation

@@ -1,0 +1,64 @@
+"""The dataset card, `OUT/README.md`: what a team receiving the dataset needs to know, in one page: what it is,
+its classes and splits, statistics, what was rejected and why, how to load it and how it was made."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Sequence
+
+from shardflow import metadata
+
+CARD = "README.md"
+
+
+def summary(info: metadata.DatasetInfo) -> str:
+    """One sentence: the description TFDS shows when none was given."""
+    return (f"{info.num_records} images of {len(info.class_names)} classes converted by shardflow from "
+            f"{info.num_inputs} inputs ({info.layout} layout); {info.num_rejected} rejected, listed in "
+            f"{metadata.REJECTS}.")
+
+
+def markdown(info: metadata.DatasetInfo, rejects: Sequence[tuple[str, str]]) -> str:
+    card = info.card
+    lines = [f"# {info.name} {card.version}", "", card.description or summary(info), ""]
+    lines += [f"- {label}: {value}" for label, value in
+              (("Homepage", card.homepage), ("License", card.license)) if value]
+    if card.citation:
+        lines += ["", "Cite as:", "", "```", card.citation.strip(), "```"]
+    storage = f"{info.image_format}, {info.channels} channel(s)" + (
+        f", longer side at most {info.max_side} px" if info.max_side else "")
+    lines += ["", "## Contents", "", f"Classes ({len(info.class_names)}): {', '.join(info.class_names) or '-'}.",
+              f"Images: {storage}.", "",
+              "| split | records | shards | MB | per class | mean (0-255) | std |", "|---|---|---|---|---|---|---|"]
+    for name, split in info.splits.items():
+        classes = ", ".join(f"{c} {n}" for c, n in split.label_counts.items())
+        lines.append(f"| {name} | {split.num_examples} | {len(split.shards)} | {split.num_bytes / 2**20:.1f} | "
+                     f"{classes} | {_numbers(split.mean)} | {_numbers(split.std)} |")
+    lines += ["", "## Rejected inputs", ""]
+    if rejects:
+        reasons = Counter(reason.split(":")[0] for _, reason in rejects)
+        lines += [f"{len(rejects)} of {info.num_inputs} inputs could not become records (each is listed with its "
+                  f"reason in `{metadata.REJECTS}`):", ""]
+        lines += [f"- {reason}: {count}" for reason, count in reasons.most_common()]
+    else:
+        lines.append(f"None: all {info.num_inputs} inputs became records.")
+    if info.warnings:
+        lines += ["", "## Warnings", ""] + [f"- {warning}" for warning in info.warnings]
+    lines += ["", "## Loading", "", "```python", "import tensorflow_datasets as tfds", "",
+              'ds = tfds.builder_from_directory("THIS_FOLDER").as_dataset(split="train")',
+              f'# or, with this folder at ROOT/{info.name}/{card.version}: '
+              f'tfds.load("{info.name}:{card.version}", data_dir="ROOT")', "",
+              "from shardflow.pipeline import load  # the fast path: parallel reads, DCT-scaled decode", "",
+              'train = load("THIS_FOLDER", "train", batch_size=32, image_size=150)', "```", ""]
+    if info.provenance:
+        made = info.provenance
+        lines += ["## How it was made", "",
+                  f"shardflow {made.shardflow_version} converted `{made.source}` on {made.created} with the "
+                  f"{made.runner}. `shardflow verify THIS_FOLDER` checks every shard against the checksums in "
+                  f"`{metadata.SHARDFLOW_INFO}`. Options:", "", "```json",
+                  json.dumps(made.options, indent=1, sort_keys=True), "```", ""]
+    return "\n".join(lines)
+
+
+def _numbers(values: Sequence[float]) -> str:
+    return " ".join(f"{v:.1f}" for v in values)

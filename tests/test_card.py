@@ -1,0 +1,39 @@
+"""A dataset a team can share: TFDS's DatasetInfo and OUT/README.md say what it is, how it was made and how to
+load it; `tfds.load("NAME:VERSION")` finds it under ROOT/NAME/VERSION."""
+from __future__ import annotations
+
+import tensorflow_datasets as tfds
+
+import shardflow
+from shardflow import metadata
+from shardflow.cli import main
+from shardflow.sample_data import write_sample_data
+
+
+def test_the_card_and_tfds_metadata_describe_the_dataset(tmp_path, capsys):
+    raw = tmp_path / "raw"
+    write_sample_data(raw, n=30, seed=8)
+    (raw / "cat.broken.jpg").write_bytes(b"")
+    (tmp_path / "pets.bib").write_text("@misc{pets, title={Synthetic pets}}\n")
+    out = tmp_path / "root" / "pets" / "1.2.0"
+    assert main(["convert", str(raw), str(out), "--name", "pets", "--version", "1.2.0", "--max-side", "64",
+                 "--description", "Synthetic cats and dogs.", "--license", "CC-BY-4.0", "--homepage",
+                 "https://example.org/pets", "--citation", str(tmp_path / "pets.bib"), "--workers", "1"]) == 0
+    dataset, info = tfds.load("pets:1.2.0", data_dir=str(tmp_path / "root"), split="train", with_info=True)
+    assert str(info.version) == "1.2.0" and info.description == "Synthetic cats and dogs."
+    assert info.homepage == "https://example.org/pets" and info.redistribution_info.license == "CC-BY-4.0"
+    assert "Synthetic pets" in info.citation and len(list(dataset)) == info.splits["train"].num_examples
+    card = (out / "README.md").read_text()
+    for text in ("# pets 1.2.0", "Synthetic cats and dogs.", "License: CC-BY-4.0", "| train |",
+                 "1 of 31 inputs could not become records", "- empty file (0 bytes): 1",
+                 'tfds.load("pets:1.2.0", data_dir="ROOT")', f"shardflow {shardflow.__version__} converted"):
+        assert text in card, text
+    made = metadata.read(str(out)).provenance
+    assert made.source == str(raw) and made.runner == "FnApiRunner" and made.options["max_side"] == 64
+
+
+def test_a_version_tfds_cannot_read_is_refused_before_any_work(tmp_path, capsys):
+    write_sample_data(tmp_path / "raw", n=4, seed=8)
+    assert main(["convert", str(tmp_path / "raw"), str(tmp_path / "out"), "--version", "2"]) == 2
+    assert "--version '2': expected MAJOR.MINOR.PATCH" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
