@@ -1,16 +1,6 @@
 """`shardflow convert SRC OUT`: the Beam job from raw images to sharded, TFDS-compatible TFRecords.
 
-Stages (each a named transform, so runner UIs show them):
-  ReadAndPrepare  each worker reads a task of inputs, validates/encodes them and appends the records to a
-                  spill file of its own; `RecordBatch` files (where the bytes are, plus statistics, in columns)
-                  in the staging folder describe them, so the runner's memory stays flat (see `staged`).
-                  Each record's split (a stable hash of its path, or the source's own folders) is chosen there.
-  TakeCounts      only with --split-counts: exact counts per class, in hash order.
-  PlanShards      per split: records in hash order (classes mixed), cut into shards of ~--shard-size-mb,
-                  plus the split's statistics.
-  WriteShards     each shard copied from the spill files into place, with its SHA-256.
-  Summarize       shard list, statistics and rejects gathered into one summary file.
-The launching process holds OUT's lock throughout (`out_lock`), then checks `inputs == records + rejects`, moves
+`build` chains the stages of `stages` (ReadAndPrepare, TakeCounts, PlanShards, WriteShards, Summarize). The launching process holds OUT's lock throughout (`out_lock`), then checks `inputs == records + rejects`, moves
 the shards into OUT and writes the metadata, `dataset_info.json` last: until then OUT is visibly incomplete.
 Any worker error, a full disk included, ends the job with one line; Ctrl-C stops the workers (`local_workers`).
 """
@@ -20,42 +10,33 @@ import dataclasses
 import datetime
 import difflib
 import errno
-import hashlib
 import json
 import logging
-import math
 import os
 import re
 import shutil
 import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Sequence
+from typing import Any
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from apache_beam.transforms.window import GlobalWindows
 
 import shardflow
 from shardflow import metadata, schema
-from shardflow.beam_jobs import metadata_writer, records, staged
-from shardflow.beam_jobs import splits as splits_lib
-from shardflow.framing import frame
-from shardflow.images import ImageOptions, Rejected, prepare
-from shardflow.beam_jobs.progress import ProgressDisplay, ProgressWriter, worker_logs_to
+from shardflow.beam_jobs import metadata_writer, staged, stages
+from shardflow.images import ImageOptions
+from shardflow.beam_jobs.progress import ProgressDisplay, worker_logs_to
 from shardflow.beam_jobs.sources import SourceListing, is_remote, list_source
 from shardflow.beam_jobs.local_workers import WorkerDied, watched_workers
 from shardflow.beam_jobs.options import ConvertOptions
 from shardflow.beam_jobs.out_lock import LOCK_NAME, OutputLock, OutputLocked
-from shardflow.beam_jobs.staged import StagedTask
 
-NO_CLASS = "no class in the file name (expected <class>.<id>.jpg, e.g. cat.123.jpg)"
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(: .*)?$")
 _WORKER_GONE = "Channel closed prematurely"  # the runner's words when a worker process vanished
@@ -70,219 +51,33 @@ class ConversionInterrupted(ConversionError):
     """The user stopped the conversion (Ctrl-C); OUT is left visibly incomplete."""
 
 
-# -- the Beam stages ------------------------------------------------------------------------------------------
-
-
-class PrepareRecords(beam.DoFn):
-    """StagedTask -> per split, record batches saved in the staging folder (their bytes appended to this
-    bundle's spill file); the main output names each batch file as (split, path), the other lists rejects.
-
-    With `fractions` None (exact counts per class), the split is left to `take_counts` (key None)."""
-
-    REJECTS = "rejects"
-    RECORDS_PER_BATCH = 65536  # a worker holds at most this many records' columns per split
-
-    def __init__(self, class_names: list[str], image_options: ImageOptions, fractions: dict[str, float] | None,
-                 staging: str, progress_dir: str | None):
-        self._class_names, self._options, self._fractions = class_names, image_options, fractions
-        self._staging, self._progress_dir = staging, progress_dir
-
-    def setup(self):
-        self._schema = schema.RecordSchema(tuple(self._class_names), self._options.channels,
-                                           self._options.image_format)
-        self._dtype = records.row_dtype(self._options.channels)
-        self._progress = ProgressWriter(self._progress_dir)
-
-    def start_bundle(self):
-        self._spill, self._spill_path, self._offset = None, "", 0
-        self._pending: dict[str | None, list[records.RecordBatch]] = defaultdict(list)
-
-    def process(self, staged_task: StagedTask) -> Iterable[Any]:
-        paths, rows = defaultdict(list), defaultdict(list)
-        for item, payload in staged_task.load().read():
-            path = _transportable(item.path)
-            try:
-                prepared = self._prepare(payload)
-                if item.label is None:
-                    raise Rejected(NO_CLASS)
-            except Rejected as reason:
-                self._progress.add(rejected=True)
-                yield beam.pvalue.TaggedOutput(self.REJECTS, (path, str(reason)))
-                continue
-            framed = frame(self._schema.serialize(prepared.data, item.label, item.path))
-            offset = self._append(framed)
-            self._progress.add(rejected=False)
-            path_hash = splits_lib.stable_hash(path)
-            split = item.split or (splits_lib.split_for_hash(path_hash, self._fractions) if self._fractions else None)
-            paths[split].append(path)
-            rows[split].append(records.row(path_hash, item.label, offset, len(framed), prepared.stats))
-        for split in paths:
-            pending = self._pending[split]
-            pending.append(records.RecordBatch(split, (self._spill_path,), tuple(paths[split]),
-                                               np.array(rows[split], dtype=self._dtype)))
-            if sum(map(len, pending)) >= self.RECORDS_PER_BATCH:
-                yield self._save(split)
-
-    def _prepare(self, payload):
-        if isinstance(payload, OSError):
-            raise Rejected(f"cannot read file: {payload}")
-        return prepare(payload, self._options)
-
-    def _append(self, framed: bytes) -> int:
-        if self._spill is None:
-            self._spill_path = FileSystems.join(self._staging, "spill", f"{uuid.uuid4().hex}.spill")
-            self._spill = FileSystems.create(self._spill_path)
-        offset = self._offset
-        self._spill.write(framed)
-        self._offset += len(framed)
-        return offset
-
-    def _save(self, split: str | None) -> tuple[str | None, str]:
-        batch = records.concat(self._pending.pop(split), split)
-        return split, staged.save(batch, FileSystems.join(self._staging, "batches"))
-
-    def finish_bundle(self):
-        if self._spill is not None:
-            self._spill.close()
-        for split in list(self._pending):
-            yield GlobalWindows.windowed_value(self._save(split))
-        self._progress.flush()
-
-
-def take_counts(none_paths, counts: dict[str, int], batch_dir: str) -> Iterable[Any]:
-    """All batch files (key None) -> (split, batch file) with exactly `counts` records of each class per split,
-    taken in hash order; tagged "unselected", the number of records left over."""
-    _, paths = none_paths
-    batch = records.concat([staged.load(p) for p in paths])
-    taken: dict[str, list[records.RecordBatch]] = defaultdict(list)
-    unselected, labels = 0, batch.rows["label"]
-    for label in np.unique(labels).tolist():
-        of_class = batch.take(np.flatnonzero(labels == label))
-        order, start = of_class.hash_order(), 0
-        for split, count in counts.items():
-            if order[start:start + count].size:
-                taken[split].append(of_class.take(order[start:start + count]))
-            start += count
-        unselected += max(0, len(order) - start)
-    for split, parts in taken.items():
-        yield split, staged.save(records.concat(parts, split), batch_dir)
-    yield beam.pvalue.TaggedOutput("unselected", unselected)
-
-
-class ShardJob(NamedTuple):
-    """One shard to write: its place among the split's shards and the file listing its records."""
-
-    split: str
-    index: int
-    num_shards: int
-    batch_file: str  # the shard's records, in order
-
-
-def plan_shards(split_paths, shard_bytes: int, batch_dir: str) -> Iterable[Any]:
-    """Per split: the shard jobs (records in hash order, cut evenly) and, tagged "stats", the split statistics."""
-    split, paths = split_paths
-    batch = records.concat([staged.load(p) for p in paths], split)
-    batch = batch.take(batch.hash_order())
-    num_shards = max(1, min(len(batch), math.ceil(int(batch.rows["length"].sum()) / shard_bytes)))
-    for index in range(num_shards):
-        shard = batch.take(slice(index * len(batch) // num_shards, (index + 1) * len(batch) // num_shards))
-        yield ShardJob(split, index, num_shards, staged.save(shard, batch_dir))
-    yield beam.pvalue.TaggedOutput("stats", records.split_statistics(split, batch))
-
-
-class WriteShard(beam.DoFn):
-    """ShardJob -> the shard file in the staging folder (copied from spill files), and its description."""
-
-    def __init__(self, shard_dir: str, name: str):
-        self._shard_dir, self._name = shard_dir, name
-
-    def process(self, job: ShardJob) -> Iterable[dict[str, Any]]:
-        batch = staged.load(job.batch_file)
-        filename = metadata_writer.shard_filename(self._name, job.split, job.index, job.num_shards)
-        digest, size = hashlib.sha256(), 0
-        spills = [FileSystems.open(path) for path in batch.spills]
-        try:
-            with FileSystems.create(FileSystems.join(self._shard_dir, filename)) as out:
-                rows = batch.rows
-                for spill, offset, length in zip(rows["spill"].tolist(), rows["offset"].tolist(),
-                                                 rows["length"].tolist()):
-                    spills[spill].seek(offset)
-                    data = spills[spill].read(length)
-                    digest.update(data)
-                    out.write(data)
-                    size += len(data)
-        finally:
-            for handle in spills:
-                handle.close()
-        yield {"split": job.split, "index": job.index, "filename": filename, "num_records": len(batch),
-               "num_bytes": size, "sha256": digest.hexdigest()}
-
-
-def _transportable(path: str) -> bytes:
-    return path.encode("utf-8", "surrogateescape")
-
-
-def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
-    summary: dict[str, Any] = {"shards": [], "splits": [], "rejects": [], "unselected": 0}
-    for kind, value in items:
-        if kind == "unselected":
-            summary["unselected"] += value
-        elif kind == "rejects":
-            summary["rejects"].append((value[0].decode("utf-8", "surrogateescape"), value[1]))
-        else:
-            summary[kind].append(value)
-    with FileSystems.create(path) as f:
-        f.write(json.dumps(summary).encode())
-
-
 def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptions, image_options: ImageOptions,
           name: str, staging: str, progress_dir: str | None = None) -> None:
-    """Add the conversion stages to `pipeline`; running it fills `staging` (see `finalize`)."""
+    """Add the conversion stages (`stages`) to `pipeline`; running it fills `staging` (see `finalize`)."""
     tasks = staged.stage_tasks(listing.tasks, FileSystems.join(staging, "tasks.pickle"))
     fractions = options.splits if options.split_counts is None else None
     batch_dir = FileSystems.join(staging, "batches")
     prepared = (
         pipeline
         | "ListInputs" >> beam.Create(tasks, reshuffle=False)
-        | "SpreadInputs" >> beam.Reshuffle()
-        | "ReadAndPrepare" >> beam.ParDo(
-            PrepareRecords(listing.class_names, image_options, fractions, staging, progress_dir)
-        ).with_outputs(PrepareRecords.REJECTS, main="records")
+        | "ReadAndPrepare" >> stages.ReadAndPrepare(listing.class_names, image_options, fractions, staging,
+                                                    progress_dir)
     )
     if options.split_counts is None:
         assigned = prepared.records  # the split was chosen while preparing
         unselected = pipeline | "NoneUnselected" >> beam.Create([])
     else:
-        counted = (
-            prepared.records
-            | "GroupAll" >> beam.GroupByKey()
-            | "TakeCounts" >> beam.FlatMap(take_counts, options.split_counts, batch_dir).with_outputs(
-                "unselected", main="assigned")
-        )
+        counted = prepared.records | "TakeCounts" >> stages.TakeCounts(options.split_counts, batch_dir)
         assigned = counted.assigned
         unselected = counted.unselected | "TagUnselected" >> beam.Map(lambda n: ("unselected", n))
-    planned = (
-        assigned
-        | "GroupBySplit" >> beam.GroupByKey()
-        | "PlanShards" >> beam.FlatMap(plan_shards, int(options.shard_size_mb * 2**20), batch_dir).with_outputs(
-            "stats", main="jobs")
-    )
-    shards = (
-        planned.jobs
-        | "SpreadShards" >> beam.Reshuffle()
-        | "WriteShards" >> beam.ParDo(WriteShard(FileSystems.join(staging, "shards"), name))
-    )
+    planned = assigned | "PlanShards" >> stages.PlanShards(int(options.shard_size_mb * 2**20), batch_dir)
+    shards = planned.jobs | "WriteShards" >> stages.WriteShards(FileSystems.join(staging, "shards"), name)
     _ = (
-        (
-            shards | "TagShards" >> beam.Map(lambda s: ("shards", s)),
-            planned.stats | "TagStats" >> beam.Map(lambda s: ("splits", s)),
-            prepared[PrepareRecords.REJECTS] | "TagRejects" >> beam.Map(lambda r: ("rejects", r)),
-            unselected,
-        )
-        | "Gather" >> beam.Flatten()
-        | "ToList" >> beam.combiners.ToList()
-        | "Summarize" >> beam.Map(_write_summary, FileSystems.join(staging, "summary.json"))
-    )
+        shards | "TagShards" >> beam.Map(lambda s: ("shards", s)),
+        planned.stats | "TagStats" >> beam.Map(lambda s: ("splits", s)),
+        prepared[stages.PrepareRecords.REJECTS] | "TagRejects" >> beam.Map(lambda r: ("rejects", r)),
+        unselected,
+    ) | "Summarize" >> stages.Summarize(FileSystems.join(staging, "summary.json"))
 
 
 # -- launching and finishing ----------------------------------------------------------------------------------
@@ -344,9 +139,13 @@ def _run_and_finalize(src: str, listing: SourceListing, options: ConvertOptions,
             os.makedirs(progress_dir, exist_ok=True)
             with worker_logs_to(log) as stderr, watched_workers(), \
                     ProgressDisplay(progress_dir, listing.num_inputs, len(listing.rejects), stderr):
-                pipeline.run().wait_until_finish()
+                result = pipeline.run()
+                result.wait_until_finish()
         else:
-            pipeline.run().wait_until_finish()
+            result = pipeline.run()
+            result.wait_until_finish()
+        print("Beam counters: " + ", ".join(f"{name} {value}" for name, value in stages.counters(result).items()),
+              file=sys.stderr)
         if lock is not None:
             lock.check()
         provenance = metadata.Provenance(
