@@ -95,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--workers", type=int, default=defaults.workers,
                          help="local worker processes (0: one per core)")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
+    convert.add_argument("--like", metavar="DATASET",
+                         help="repeat DATASET's conversion: every option from its shardflow.json (only --workers and "
+                              "--overwrite apply); says whether the shards came out byte-identical, or what changed")
     card = convert.add_argument_group("dataset card", "what TFDS's DatasetInfo and OUT/README.md say")
     card.add_argument("--version", default=defaults.card.version,
                       help="MAJOR.MINOR.PATCH; with OUT at ROOT/NAME/VERSION, tfds.load('NAME:VERSION', data_dir=ROOT)")
@@ -102,6 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     card.add_argument("--homepage", help="where the data comes from")
     card.add_argument("--license", help="e.g. CC-BY-4.0")
     card.add_argument("--citation", help="a BibTeX file, or the citation text")
+
+    convert.set_defaults(shaping_defaults={dest: convert.get_default(dest) for dest in _SHAPING})
 
     inspect = command("inspect", _inspect, "show a dataset's splits, classes and statistics")
     inspect.add_argument("data", help="a dataset folder written by `shardflow convert`")
@@ -212,6 +217,8 @@ def _convert_now(args, beam_args) -> int | None:
         raise UsageError("--shard-size-mb must be positive")
     if args.split_counts_allow_fewer and not args.split_counts:
         raise UsageError("--split-counts-allow-fewer goes with --split-counts")
+    if args.like:
+        return _convert_like(args, beam_args)
     options = ConvertOptions(
         name=args.name,
         layout=args.layout,
@@ -236,6 +243,42 @@ def _convert_now(args, beam_args) -> int | None:
         print(f"shardflow convert: {interrupted}", file=sys.stderr)
         return INTERRUPTED
     print(_summary_text(info, args.out))
+
+
+def _convert_like(args, beam_args) -> int:
+    """`convert SRC OUT --like DATASET`: DATASET's options on SRC, then whether the result is the same."""
+    from shardflow.beam_jobs.convert import convert
+    from shardflow.beam_jobs.options import ConvertOptions
+    from shardflow.diff import diff, same_shards
+
+    given = [f"--{dest.replace('_', '-')}" for dest, default in args.shaping_defaults.items()
+             if getattr(args, dest) != default]
+    if given:
+        raise UsageError(f"--like takes every option from {args.like}; drop {', '.join(given)}")
+    recorded = metadata.read(args.like)
+    if recorded.provenance is None:
+        raise UsageError(f"{args.like} records no conversion options (made by a shardflow before 0.2)")
+    info = convert(args.src, args.out, ConvertOptions.like(recorded.provenance.options, workers=args.workers,
+                                                           overwrite=args.overwrite), beam_args)
+    print(_summary_text(info, args.out))
+    same_source = info.provenance.source_fingerprint == recorded.provenance.source_fingerprint
+    if same_shards(recorded, info):
+        print(f"identical to {args.like}: every shard byte for byte" + ("" if same_source else
+              " (the source's fingerprint differs: files changed that no record depends on)"))
+        return 0
+    changes = diff(args.like, args.out)
+    print(f"differs from {args.like}: " + ("the same source (same fingerprint), other shards: "
+                                          "made by another shardflow version?" if same_source else
+                                          "the source changed since it was made"))
+    for kind, paths in changes.examples.items():
+        if paths:
+            print(f"  {kind}: {', '.join(paths)}")
+    return 1
+
+
+_SHAPING = ("name", "layout", "unlabeled", "class_names", "splits", "split_counts", "split_counts_allow_fewer",
+            "channels", "image_format", "max_side", "quality", "shard_size_mb", "version", "description", "homepage",
+            "license", "citation")  # convert's options that shape a dataset (--like takes them all from it)
 
 
 def _text_or_file(value: str | None) -> str:

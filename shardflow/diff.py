@@ -96,3 +96,11 @@ def _image_bytes(fields: Fields) -> list[bytes]:
     if fields.shape is None:
         return list(data)
     return [repr(shape.tolist()).encode() + blob for shape, blob in zip(fields.shape.numpy(), data)]
+
+
+def same_shards(old: metadata.DatasetInfo, new: metadata.DatasetInfo) -> bool:
+    """Whether two datasets hold byte-identical shards (by their recorded SHA-256s), split by split."""
+    def checksums(info: metadata.DatasetInfo) -> dict[str, list[str]]:
+        return {name: [shard.sha256 for shard in split.shards] for name, split in info.splits.items()}
+
+    return checksums(old) == checksums(new)

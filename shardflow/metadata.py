@@ -81,6 +81,7 @@ class Provenance:
     created: str  # ISO 8601, UTC
     runner: str
     options: dict[str, Any]  # every option that shaped the records
+    source_fingerprint: str = ""  # SHA-256 based: the inputs' paths, sizes and contents (same source, same value)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -37,3 +37,22 @@ def test_a_version_tfds_cannot_read_is_refused_before_any_work(tmp_path, capsys)
     assert main(["convert", str(tmp_path / "raw"), str(tmp_path / "out"), "--version", "2"]) == 2
     assert "--version '2': expected MAJOR.MINOR.PATCH" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_like_repeats_a_conversion_and_says_whether_it_came_out_the_same(tmp_path, capsys):
+    raw = tmp_path / "raw"
+    write_sample_data(raw, n=24, seed=10)
+    first = tmp_path / "v1"
+    assert main(["convert", str(raw), str(first), "--splits", "test=0.3,train=0.7", "--max-side", "48",
+                 "--workers", "2"]) == 0
+    assert main(["convert", str(raw), str(tmp_path / "again"), "--like", str(first), "--workers", "1"]) == 0
+    assert f"identical to {first}: every shard byte for byte" in capsys.readouterr().out
+    again = metadata.read(str(tmp_path / "again"))
+    assert again.max_side == 48 and list(again.splits) == ["train", "test"]
+    assert again.provenance.source_fingerprint == metadata.read(str(first)).provenance.source_fingerprint
+    (raw / "dog.0.jpg").unlink()
+    assert main(["convert", str(raw), str(tmp_path / "changed"), "--like", str(first), "--workers", "1"]) == 1
+    out = capsys.readouterr().out
+    assert f"differs from {first}: the source changed since it was made" in out and "removed: dog.0.jpg" in out
+    assert main(["convert", str(raw), str(tmp_path / "x"), "--like", str(first), "--max-side", "32"]) == 2
+    assert f"--like takes every option from {first}; drop --max-side" in capsys.readouterr().err

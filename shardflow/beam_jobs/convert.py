@@ -76,6 +76,7 @@ def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptio
         shards | "TagShards" >> beam.Map(lambda s: ("shards", s)),
         planned.stats | "TagStats" >> beam.Map(lambda s: ("splits", s)),
         prepared[stages.PrepareRecords.REJECTS] | "TagRejects" >> beam.Map(lambda r: ("rejects", r)),
+        prepared[stages.PrepareRecords.FINGERPRINT] | "TagFingerprint" >> beam.Map(lambda h: ("fingerprint", h)),
         unselected,
     ) | "Summarize" >> stages.Summarize(FileSystems.join(staging, "summary.json"))
 
@@ -152,7 +153,7 @@ def _run_and_finalize(src: str, listing: SourceListing, options: ConvertOptions,
             shardflow_version=shardflow.__version__, source=src,
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             runner=type(runner).__name__ if runner else pipeline_options.view_as(StandardOptions).runner,
-            options={**dataclasses.asdict(options), "image": dataclasses.asdict(image_options), "name": name})
+            options=options.recorded() | {"image": dataclasses.asdict(image_options), "name": name})
         info = finalize(out, staging, listing, image_options, name, started, options, provenance)
     except (ConversionError, OutputLocked):
         raise
@@ -225,7 +226,7 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
         seconds=round(time.time() - started, 2),
         data_dir=out,
         card=options.card,
-        provenance=provenance,
+        provenance=dataclasses.replace(provenance, source_fingerprint=summary["fingerprint"]),
     )
     if info.problems():
         raise ConversionError(f"lost inputs: {info.problems()[0]}; {out} is left incomplete")

@@ -3,6 +3,7 @@ Importing this needs no Apache Beam."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.images import ImageOptions
@@ -31,3 +32,19 @@ class ConvertOptions:
     workers: int = 0  # 0: one per core
     overwrite: bool = False
     card: DatasetCard = DatasetCard()  # version, description, homepage, license, citation
+
+    def recorded(self) -> dict[str, Any]:
+        """These options as JSON values for a dataset's provenance (splits as text: their order matters)."""
+        return dataclasses.asdict(self) | {
+            "splits": splits_lib.format_splits(self.splits),
+            "split_counts": splits_lib.format_splits(self.split_counts) if self.split_counts else None}
+
+    @classmethod
+    def like(cls, recorded: dict[str, Any], **given: Any) -> ConvertOptions:
+        """The inverse of `recorded`, `given` options (workers, overwrite) replacing the recorded ones."""
+        value = {f.name: recorded[f.name] for f in dataclasses.fields(cls) if f.name in recorded}
+        value["card"] = DatasetCard(**value["card"])
+        value["class_names"] = tuple(value["class_names"]) if value.get("class_names") else None
+        value["splits"] = splits_lib.parse_splits(value["splits"])
+        value["split_counts"] = splits_lib.parse_split_counts(value["split_counts"]) if value["split_counts"] else None
+        return cls(**value | given)

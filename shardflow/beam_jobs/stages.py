@@ -50,6 +50,7 @@ class PrepareRecords(beam.DoFn):
     With `fractions` None (exact counts per class), the split is left to `take_counts` (key None)."""
 
     REJECTS = "rejects"
+    FINGERPRINT = "fingerprint"  # per bundle: the XOR of its inputs' `input_hash`
     RECORDS_PER_BATCH = 65536  # a worker holds at most this many records' columns per split
 
     def __init__(self, class_names: list[str], image_options: ImageOptions, fractions: dict[str, float] | None,
@@ -66,13 +67,14 @@ class PrepareRecords(beam.DoFn):
         self._record_bytes = Metrics.counter(NAMESPACE, "record bytes")
 
     def start_bundle(self):
-        self._spill, self._spill_path, self._offset = None, "", 0
+        self._spill, self._spill_path, self._offset, self._fingerprint = None, "", 0, 0
         self._pending: dict[str | None, list[records.RecordBatch]] = defaultdict(list)
 
     def process(self, staged_task: StagedTask) -> Iterable[Any]:
         paths, rows = defaultdict(list), defaultdict(list)
         for item, payload in staged_task.load().read():
             path = _transportable(item.path)
+            self._fingerprint ^= input_hash(path, payload)
             try:
                 prepared = self._prepare(payload)
                 if item.label is None:
@@ -121,6 +123,7 @@ class PrepareRecords(beam.DoFn):
             self._spill.close()
         for split in list(self._pending):
             yield GlobalWindows.windowed_value(self._save(split))
+        yield beam.pvalue.TaggedOutput(self.FINGERPRINT, GlobalWindows.windowed_value(self._fingerprint))
         self._progress.flush()
 
 
@@ -201,19 +204,33 @@ def _transportable(path: str) -> bytes:
 
 def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
     summary: dict[str, Any] = {"shards": [], "splits": [], "rejects": [], "unselected": 0}
+    fingerprint = 0
     for kind, value in items:
         if kind == "unselected":
             summary["unselected"] += value
+        elif kind == "fingerprint":
+            fingerprint ^= value
         elif kind == "rejects":
             summary["rejects"].append((value[0].decode("utf-8", "surrogateescape"), value[1]))
         else:
             summary[kind].append(value)
+    summary["fingerprint"] = f"{fingerprint:064x}"
     with FileSystems.create(path) as f:
         f.write(json.dumps(summary).encode())
 
 
+def input_hash(path: bytes, payload: bytes | np.ndarray | OSError) -> int:
+    """One input's share of the source fingerprint, from its path, size and content. Shares are combined by XOR,
+    so the fingerprint does not depend on which worker read what, or in which order."""
+    content = payload.tobytes() if isinstance(payload, np.ndarray) else b"" if isinstance(payload, OSError) else payload
+    digest = hashlib.sha256(hashlib.sha256(path).digest() + len(content).to_bytes(8, "big")
+                            + hashlib.sha256(content).digest())
+    return int.from_bytes(digest.digest(), "big")
+
+
 class ReadAndPrepare(beam.PTransform):
-    """Staged read tasks -> (split, record batch file), and tagged `PrepareRecords.REJECTS`, (path, reason)."""
+    """Staged read tasks -> (split, record batch file); tagged `PrepareRecords.REJECTS`, (path, reason), and
+    `PrepareRecords.FINGERPRINT`, shares of the source fingerprint."""
 
     def __init__(self, class_names: list[str], image_options: ImageOptions, fractions: dict[str, float] | None,
                  staging: str, progress_dir: str | None = None):
@@ -223,7 +240,8 @@ class ReadAndPrepare(beam.PTransform):
     def expand(self, tasks):
         return (tasks
                 | "SpreadInputs" >> beam.Reshuffle()
-                | "Prepare" >> beam.ParDo(self._prepare).with_outputs(PrepareRecords.REJECTS, main="records"))
+                | "Prepare" >> beam.ParDo(self._prepare).with_outputs(
+                    PrepareRecords.REJECTS, PrepareRecords.FINGERPRINT, main="records"))
 
 
 class TakeCounts(beam.PTransform):
