@@ -137,7 +137,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--augment", default=options.augment,
                        help="none, seed004 or ImageDataGenerator arguments as JSON")
     train.add_argument("--augment-on", default=options.augment_on, choices=AUGMENT_PLACES,
-                       help="auto: in the model with a GPU, else in the CPU pipeline")
+                       help="where the resize to --image-size and the augmentation run; auto: in the model (the "
+                            "pipeline only decodes the stored size) with a GPU, else in the CPU pipeline")
     train.add_argument("--optimizer", help="default: the tutorial's (rmsprop or adam)")
     train.add_argument("--lr", type=float, help="learning rate (default: the tutorial's)")
     train.add_argument("--patience", type=int, help="early stopping after N epochs without better val_loss")
