@@ -1,4 +1,5 @@
-"""Augment / Resize / Normalize: ImageDataGenerator parity, the fused resize, the Keras layers, and GPU kernel coverage."""
+"""Augment / Resize / Normalize: ImageDataGenerator parity, the fused resize, the Keras layers, and GPU kernel
+coverage."""
 from __future__ import annotations
 
 import json

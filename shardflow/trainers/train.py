@@ -134,7 +134,8 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
         "input_wait_fraction": [round(f, 3) for f in input_wait_fractions(epochs, compute)]
         if compute else None,
         "compute_only_images_per_second": round(options.batch_size / compute, 1) if compute else None,
-        "augment_on": augment_on if params else None, "resize_on": None if info.stored_size == (size, size) else "model" if stored else "pipeline",
+        "augment_on": augment_on if params else None,
+        "resize_on": None if info.stored_size == (size, size) else "model" if stored else "pipeline",
         "device": "GPU" if on_gpu else "CPU",
         "strategy": "MultiWorkerMirroredStrategy" if multi_worker else type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
         "params": best.count_params(), "seconds": round(time.time() - started, 1),
