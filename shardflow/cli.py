@@ -90,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--image-format", choices=schema.IMAGE_FORMATS,
                          help="passthrough (default) keeps valid JPEGs byte for byte; IDX default: png")
     convert.add_argument("--max-side", type=int, help="downscale so the longer side is at most N pixels")
+    convert.add_argument("--size", default=defaults.size,
+                         help="store every image at exactly S x S or HxW pixels (stretched; `load` then only "
+                              "decodes); excludes --max-side")
+    convert.add_argument("--crop-to-aspect-ratio", action="store_true",
+                         help="with --size: centre-crop to its aspect ratio instead of stretching")
     convert.add_argument("--quality", type=int, default=defaults.quality, help="JPEG quality when re-encoding")
     convert.add_argument("--shard-size-mb", type=float, default=defaults.shard_size_mb, help="target shard size")
     convert.add_argument("--workers", type=int, default=defaults.workers,
@@ -145,7 +150,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--augment", default=options.augment,
                        help="none, seed004 or ImageDataGenerator arguments as JSON")
     train.add_argument("--augment-on", default=options.augment_on, choices=AUGMENT_PLACES,
-                       help="auto: in the model with a GPU, else in the CPU pipeline")
+                       help="where the resize to --image-size and the augmentation run; auto: in the model (the "
+                            "pipeline only decodes the stored size) with a GPU, else in the CPU pipeline")
     train.add_argument("--optimizer", help="default: the tutorial's (rmsprop or adam)")
     train.add_argument("--lr", type=float, help="learning rate (default: the tutorial's)")
     train.add_argument("--patience", type=int, help="early stopping after N epochs without better val_loss")
@@ -231,6 +237,8 @@ def _convert_now(args, beam_args) -> int | None:
         image_format=args.image_format,
         max_side=args.max_side,
         quality=args.quality,
+        size=args.size,
+        crop_to_aspect_ratio=args.crop_to_aspect_ratio,
         shard_size_mb=args.shard_size_mb,
         workers=args.workers,
         overwrite=args.overwrite,
@@ -430,7 +438,9 @@ def _inspect_text(info: metadata.DatasetInfo) -> str:
         f"{info.data_dir}: dataset {info.name!r}",
         f"  classes ({len(info.class_names)}): {', '.join(info.class_names) or '(unlabeled)'}",
         f"  images: {info.image_format}, {info.channels} channel(s)"
-        + (f", longer side <= {info.max_side}" if info.max_side else ""),
+        + (f", longer side <= {info.max_side}" if info.max_side else "")
+        + (f", all {info.size[0]}x{info.size[1]} (HxW{', centre-cropped' if info.crop_to_aspect_ratio else ''})"
+           if info.size else ""),
         f"  inputs: {info.num_inputs}  records: {info.num_records}  rejected: {info.num_rejected}"
         + (f"  unselected: {info.num_unselected}" if info.num_unselected else ""),
     ]

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import warnings
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -22,6 +24,7 @@ MAX_FILE_BYTES = 256 * 1024 * 1024
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 EXIF_ORIENTATION = 0x0112
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 _LEVELS = np.arange(256, dtype=np.float64)
 
 
@@ -31,7 +34,8 @@ class Rejected(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class ImageOptions:
-    """How images are stored: see `shardflow convert --help`."""
+    """How images are stored: see `shardflow convert --help`. `size` (height, width; an int for a square) stores
+    every image at exactly that size, stretched, or centre-cropped to its aspect first (`crop_to_aspect_ratio`)."""
 
     channels: int = 3
     image_format: str = "passthrough"
@@ -39,6 +43,31 @@ class ImageOptions:
     quality: int = 95
     max_pixels: int = MAX_PIXELS
     max_file_bytes: int = MAX_FILE_BYTES
+    size: tuple[int, int] | None = None
+    crop_to_aspect_ratio: bool = False
+
+    def __post_init__(self):
+        if self.size is not None:
+            object.__setattr__(self, "size", parse_size(self.size, "--size"))
+        if self.size is not None and self.max_side is not None:
+            raise ValueError("--size and --max-side exclude each other: --size stores every image at exactly that "
+                             "size, --max-side only bounds the longer side; choose one")
+        if self.crop_to_aspect_ratio and self.size is None:
+            raise ValueError("--crop-to-aspect-ratio goes with --size (the aspect ratio it crops to)")
+
+
+def parse_size(size: int | str | Sequence[int], what: str = "size") -> tuple[int, int]:
+    """(height, width) from an int or "S" (square), "HxW", or a (height, width) pair; ValueError naming `what`
+    unless both are whole numbers of pixels from 1 to 8192."""
+    if isinstance(size, str):
+        parts = size.lower().split("x")
+        if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
+            raise ValueError(f"{what} must be S or HxW in pixels (e.g. 150 or 120x160), got {size!r}")
+        size = [int(p) for p in parts]
+    pair = (size, size) if isinstance(size, int) else tuple(size) * (2 if len(size) == 1 else 1)
+    if len(pair) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 8192 for s in pair):
+        raise ValueError(f"{what} must be one or two whole numbers of pixels from 1 to 8192, got {size!r}")
+    return pair
 
 
 class ImageStats(NamedTuple):
@@ -73,6 +102,7 @@ def prepare_encoded(data: bytes, options: ImageOptions) -> PreparedImage:
         and image.mode == ("RGB" if options.channels == 3 else "L")
         and _orientation(image) == 1
         and not _too_big(image.size, options.max_side)
+        and (options.size is None or image.size == options.size[::-1])
         and data.rstrip(b"\x00").endswith(b"\xff\xd9")  # no end-of-image marker: TF refuses what PIL repairs
     )
     size = image.size
@@ -82,6 +112,8 @@ def prepare_encoded(data: bytes, options: ImageOptions) -> PreparedImage:
         image.draft(image.mode, (max(1, size[0] // 2), max(1, size[1] // 2)))  # 1-pixel sides: full scale
     elif options.max_side and image.format == "JPEG":
         image.draft(image.mode, _fit(size, options.max_side))  # decode at a reduced DCT scale
+    elif options.size and image.format == "JPEG":
+        image.draft(image.mode, _covering(size, options, turned=_orientation(image) in _TURNED))
     _decode(image)
     if keep_bytes:
         return _prepared(data, image, passthrough=True, size=size)
@@ -91,10 +123,13 @@ def prepare_encoded(data: bytes, options: ImageOptions) -> PreparedImage:
 
 
 def prepare_pixels(image: Image.Image, options: ImageOptions) -> PreparedImage:
-    """Convert a decoded image to 8-bit L/RGB, resize it (per `max_side`) and encode it."""
+    """Convert a decoded image to 8-bit L/RGB, resize it (per `max_side` or `size`) and encode it."""
     image = _normalize_mode(image, options.channels)
     if _too_big(image.size, options.max_side):
         image = image.resize(_fit(image.size, options.max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    elif options.size and image.size != options.size[::-1]:
+        box = central_crop_box(image.size, options.size) if options.crop_to_aspect_ratio else None
+        image = image.resize(options.size[::-1], Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
     if options.image_format == "raw":
         return _prepared(np.asarray(image).reshape(image.height, image.width, options.channels), image, False)
     buffer = io.BytesIO()
@@ -153,6 +188,30 @@ def _normalize_mode(image: Image.Image, channels: int) -> Image.Image:
 
 def _too_big(size: tuple[int, int], max_side: int | None) -> bool:
     return bool(max_side) and max(size) > max_side
+
+
+def central_crop_box(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int, int, int]:
+    """PIL's (left, upper, right, lower) of the largest central window of an image of `size` (width, height)
+    with the aspect ratio of `target` (height, width); rounded like the reader's `central_crop_window`."""
+    width, height = size
+    aspect = target[1] / target[0]
+    crop_w = max(1, min(width, round(height * aspect)))
+    crop_h = max(1, min(height, round(width / aspect)))
+    left, top = (width - crop_w) // 2, (height - crop_h) // 2
+    return left, top, left + crop_w, top + crop_h
+
+
+def _covering(size: tuple[int, int], options: ImageOptions, turned: bool) -> tuple[int, int]:
+    """The smallest (width, height) a JPEG of `size` may be drafted to and still cover `options.size` (after
+    its crop, and its EXIF turn when `turned`)."""
+    target = options.size[::-1]  # (width, height)
+    if turned:
+        target = target[::-1]
+    if not options.crop_to_aspect_ratio:
+        return target
+    crop = central_crop_box(size, target[::-1])
+    scale = max(target[0] / (crop[2] - crop[0]), target[1] / (crop[3] - crop[1]))
+    return min(size[0], math.ceil(size[0] * scale)), min(size[1], math.ceil(size[1] * scale))
 
 
 def _fit(size: tuple[int, int], max_side: int) -> tuple[int, int]:

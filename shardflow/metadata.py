@@ -101,6 +101,8 @@ class DatasetInfo:
     ignored: tuple[str, ...]  # files beside the data, skipped by rule
     splits: dict[str, Split]  # in reading order (split_names)
     seconds: float
+    size: tuple[int, int] | None = None  # --size: every image stored at this (height, width)
+    crop_to_aspect_ratio: bool = False  # --crop-to-aspect-ratio: centre-cropped to that aspect before resizing
     debris: tuple[str, ...] = ()  # macOS/Windows system files (._*, .DS_Store, Thumbs.db, ...), skipped by rule
     warnings: tuple[str, ...] = ()  # what the conversion warned about (case-twin classes, short splits, ...)
     card: DatasetCard = DatasetCard()
@@ -120,7 +122,17 @@ class DatasetInfo:
     def image_options(self) -> ImageOptions:
         """The per-image preparation the conversion applied (prediction applies it to files)."""
         return ImageOptions(channels=self.channels, image_format=self.image_format, max_side=self.max_side,
-                            quality=self.quality)
+                            quality=self.quality, size=self.size, crop_to_aspect_ratio=self.crop_to_aspect_ratio)
+
+    @property
+    def stored_size(self) -> tuple[int, int] | None:
+        """(height, width) when every record holds an image of that one size (`--size`, or sources such as
+        MNIST whose images all have one size), else None."""
+        if self.size is not None:
+            return self.size
+        heights = {h for s in self.splits.values() for h in s.height_range}
+        widths = {w for s in self.splits.values() for w in s.width_range}
+        return (heights.pop(), widths.pop()) if len(heights) == len(widths) == 1 else None
 
     def split(self, name: str) -> Split:
         if name not in self.splits:

@@ -1,4 +1,5 @@
-"""Augment / Normalize: ImageDataGenerator parity, the fused resize, the Keras layers, and GPU kernel coverage."""
+"""Augment / Resize / Normalize: ImageDataGenerator parity, the fused resize, the Keras layers, and GPU kernel
+coverage."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ from tf_keras.preprocessing.image import apply_affine_transform
 from shardflow.pipeline.augment import (PRESETS, Augment, affine_transforms, augment_and_resize, augment_batch,
                                         parse_augment, transform_images)
 from shardflow.pipeline.normalize import NORMALIZE_MODES, Normalize
+from shardflow.pipeline.resize import Resize
 
 APPLICATION_MODES = [mode for mode in NORMALIZE_MODES if mode not in ("rescale", "symmetric", "standardize")]
 
@@ -187,22 +189,47 @@ def test_augment_layer_computes_in_float16_under_mixed_precision(mixed_precision
     assert normalize(augment(images, training=True)).dtype == augment(images).dtype == tf.float16
 
 
+def test_resize_layer_rounds_like_the_pipeline_and_augment_resizes_outside_training():
+    images = np.random.default_rng(9).integers(0, 256, (3, 37, 53, 3), dtype=np.uint8)
+    pipeline = np.clip(np.round(tf.image.resize(images, (24, 32)).numpy()), 0, 255).astype(np.uint8)  # as `load`
+    resized = Resize((24, 32))(images)
+    assert resized.dtype == tf.float32 and resized.shape == (3, 24, 32, 3)
+    np.testing.assert_array_equal(resized.numpy(), pipeline.astype(np.float32))
+    augment = Augment(**PRESETS["seed004"], output_size=(24, 32), seed=1)
+    np.testing.assert_array_equal(augment(images).numpy(), resized.numpy())
+    augmented = augment(images, training=True).numpy()
+    assert augmented.shape == (3, 24, 32, 3) and not np.allclose(augmented, resized)
+    assert augment.compute_output_shape((None, 37, 53, 3)) == (None, 24, 32, 3)
+
+
+def test_augment_with_output_size_resamples_once_to_that_size():
+    """With no random part, the fused resampling is the bilinear resize itself (up to the pipeline's rounding)."""
+    images = np.random.default_rng(10).integers(0, 256, (2, 40, 30, 3), dtype=np.uint8)
+    fused = Augment(output_size=(20, 45))(images, training=True).numpy()
+    np.testing.assert_allclose(fused, Resize((20, 45))(images).numpy(), atol=0.5 + 1e-3)
+
+
 def test_layer_configs_round_trip():
     layer = Augment(rotation_range=10, zoom_range=[0.9, 1.3], brightness_range=[0.5, 1.5], fill_mode="reflect",
                     seed=7, name="aug")
     clone = keras.layers.deserialize(json.loads(json.dumps(keras.layers.serialize(layer))))
     assert isinstance(clone, Augment) and clone.get_config() == layer.get_config()
     assert clone.params["zoom_range"] == [0.9, 1.3] and clone.seed == 7
+    sized = Augment(zoom_range=0.1, output_size=(30, 40))
+    assert Augment.from_config(json.loads(json.dumps(sized.get_config()))).output_size == (30, 40)
+    assert Resize.from_config(json.loads(json.dumps(Resize(24).get_config()))).output_size == (24, 24)
     normalize = Normalize("standardize", mean=[120.0, 110.0, 100.0], std=[60.0, 55.0, 50.0])
     assert Normalize.from_config(normalize.get_config()).get_config() == normalize.get_config()
 
 
-def test_a_saved_model_with_both_layers_reloads(tmp_path):
+@pytest.mark.parametrize("first", [lambda: Augment(**PRESETS["seed004"]), lambda: Resize((24, 20)),
+                                   lambda: Augment(**PRESETS["seed004"], output_size=(24, 20))])
+def test_a_saved_model_with_the_layers_reloads(tmp_path, first):
     model = keras.Sequential([
-        keras.Input((32, 32, 3), dtype="uint8"), Augment(**PRESETS["seed004"]), Normalize("symmetric"),
+        keras.Input((32, 40, 3), dtype="uint8"), first(), Normalize("symmetric"),
         keras.layers.Conv2D(2, 3), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1),
     ])
-    images = np.random.default_rng(7).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    images = np.random.default_rng(7).integers(0, 256, (4, 32, 40, 3), dtype=np.uint8)
     model.save(tmp_path / "model.keras")
     reloaded = keras.models.load_model(tmp_path / "model.keras")
     np.testing.assert_array_equal(reloaded.predict(images, verbose=0), model.predict(images, verbose=0))
@@ -269,11 +296,12 @@ def mixed_precision():
 
 
 @pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
-def test_augment_and_normalize_have_gpu_kernels(policy, request):
+@pytest.mark.parametrize("output_size", [None, (24, 40)])
+def test_augment_and_normalize_have_gpu_kernels(policy, output_size, request):
     if policy == "mixed_float16":
         request.getfixturevalue("mixed_precision")
     augment = Augment(**PRESETS["seed004"], brightness_range=[0.8, 1.2], channel_shift_range=20, vertical_flip=True,
-                      seed=0)
+                      output_size=output_size, seed=0)
     for mode in ("symmetric", "vgg16", "densenet121", "efficientnet_b0"):
         normalize = Normalize(mode)
         graph = tf.function(lambda x: normalize(augment(x, training=True))).get_concrete_function(
@@ -283,6 +311,20 @@ def test_augment_and_normalize_have_gpu_kernels(policy, request):
         assert resampled == {tf.float16 if policy == "mixed_float16" else tf.float32}
         assert "StatelessRandomUniformV2" in {node.op for node in graph.as_graph_def().node}
         assert gpu_misses(graph.as_graph_def()) == set(), mode
+        inference = tf.function(lambda x: normalize(augment(x, training=False))).get_concrete_function(
+            tf.TensorSpec([None, 32, 32, 3], tf.uint8)).graph
+        assert gpu_misses(inference.as_graph_def()) == set(), mode
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_float16"])
+def test_resize_has_gpu_kernels(policy, request):
+    if policy == "mixed_float16":
+        request.getfixturevalue("mixed_precision")
+    resize, normalize = Resize((24, 40)), Normalize("symmetric")
+    graph = tf.function(lambda x: normalize(resize(x))).get_concrete_function(
+        tf.TensorSpec([None, 32, 32, 3], tf.uint8)).graph
+    assert "ResizeBilinear" in {node.op for node in graph.as_graph_def().node}
+    assert gpu_misses(graph.as_graph_def()) == set()
 
 
 def test_the_gpu_kernel_check_flags_cpu_only_ops():

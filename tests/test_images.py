@@ -82,6 +82,48 @@ def test_max_side_downscales_keeping_aspect():
     assert decoded(prepared).shape == (50, 100, 3)
 
 
+def three_bands(width: int = 300, height: int = 100) -> Image.Image:
+    """Black sides and a white centre band a third of the width wide."""
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[:, width // 3:2 * width // 3] = 255
+    return Image.fromarray(pixels)
+
+
+@pytest.mark.parametrize("fmt", ["passthrough", "raw"])
+def test_size_stores_exactly_that_size_stretched_like_keras(fmt):
+    prepared = prepare_encoded(encode(three_bands(), quality=100), ImageOptions(image_format=fmt, size=(40, 60)))
+    pixels = prepared.data if fmt == "raw" else decoded(prepared)
+    assert pixels.shape == (40, 60, 3) and (prepared.stats.width, prepared.stats.height) == (60, 40)
+    assert not prepared.stats.passthrough
+    assert pixels[:, :15].max() < 40 and pixels[:, 25:35].min() > 215  # stretched: the black sides stay
+
+
+def test_size_with_crop_to_aspect_ratio_keeps_the_centre():
+    prepared = prepare_encoded(encode(three_bands(), quality=100),
+                               ImageOptions(image_format="raw", size=32, crop_to_aspect_ratio=True))
+    assert prepared.data.shape == (32, 32, 3) and prepared.data[:, 3:-3].min() > 215
+
+
+def test_size_follows_exif_orientation_and_keeps_a_jpeg_already_that_size():
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned by 90 degrees: 40 wide, 80 high
+    turned = prepare_encoded(encode(noise_image(80, 40), exif=exif.tobytes()), ImageOptions(size=(80, 40)))
+    assert decoded(turned).shape == (80, 40, 3)
+    data = encode(noise_image(60, 40))
+    assert prepare_encoded(data, ImageOptions(size="40x60")).data == data
+
+
+def test_size_is_checked():
+    assert ImageOptions(size="120x160").size == (120, 160) and ImageOptions(size=[150]).size == (150, 150)
+    with pytest.raises(ValueError, match="--size and --max-side exclude each other"):
+        ImageOptions(size=150, max_side=200)
+    with pytest.raises(ValueError, match="--crop-to-aspect-ratio goes with --size"):
+        ImageOptions(crop_to_aspect_ratio=True)
+    for bad in ("150x", "0", "ax3", (10, 20, 30)):
+        with pytest.raises(ValueError, match="--size must be"):
+            ImageOptions(size=bad)
+
+
 def truncated_jpeg() -> bytes:
     data = encode(noise_image(200, 200))
     return data[: len(data) // 2]

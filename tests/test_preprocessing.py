@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import json
 
+import keras
 import numpy as np
 import pytest
 from PIL import Image
 
 from shardflow import metadata
 from shardflow.cli import main
-from shardflow.pipeline import Preprocessing, load
+from shardflow.pipeline import Augment, Preprocessing, load
 from shardflow.pipeline.reader import stored_records
 from shardflow.sample_data import write_sample_data
 from shardflow.trainers.predict import predict
@@ -49,11 +50,33 @@ def hard_run(tmp_path_factory):
     return raw, data, run, sorted(special)
 
 
-def test_a_file_and_its_record_give_the_model_the_same_pixels(hard_run):
-    raw, data, run, special = hard_run
+@pytest.fixture(scope="module")
+def fixed_run(hard_run, tmp_path_factory):
+    """The same files stored at exactly 40x56 (--size, centre-cropped), and a model that resizes and augments
+    inside itself (the GPU placement, forced): it takes the stored 40x56 images."""
+    raw, _, _, special = hard_run
+    root = tmp_path_factory.mktemp("fixed")
+    data = root / "data"
+    assert main(["convert", str(raw), str(data), "--size", "40x56", "--crop-to-aspect-ratio",
+                 "--splits", "train=0.5,test=0.5", "--workers", "1"]) == 0
+    run = root / "run"
+    train(str(data), str(run), TrainOptions(model="small_convnet", epochs=1, steps_per_epoch=2, batch_size=8,
+                                            image_size=IMAGE_SIZE, augment="seed004", augment_on="model", seed=0,
+                                            verbose=0))
+    return raw, data, run, special
+
+
+@pytest.fixture(params=["hard_run", "fixed_run"])
+def any_run(request):
+    """A run of each placement: resize in the CPU pipeline (--max-side data), and in the model (--size data)."""
+    return request.getfixturevalue(request.param)
+
+
+def test_a_file_and_its_record_give_the_model_the_same_pixels(any_run):
+    raw, data, run, special = any_run
     info = metadata.read(str(data))
     preprocessing = Preprocessing.read(str(run / "preprocessing.json"))
-    assert preprocessing == Preprocessing.of_dataset(info, (IMAGE_SIZE, IMAGE_SIZE))
+    assert preprocessing == Preprocessing.of_dataset(info, info.size or (IMAGE_SIZE, IMAGE_SIZE))
     parser = preprocessing.parser
     for split in info.splits:
         for records in stored_records(info, split).batch(64):
@@ -62,14 +85,15 @@ def test_a_file_and_its_record_give_the_model_the_same_pixels(hard_run):
             from_files = preprocessing.images([(raw / name).read_bytes() for name in names])
             assert from_files.problems == [None] * len(names)
             np.testing.assert_array_equal(from_files.images, images.numpy())
-    rotated = preprocessing.images([(raw / "cat.rotated.jpg").read_bytes()]).images[0].astype(float)
-    plain = preprocessing.images([(raw / "cat.0.jpg").read_bytes()]).images[0].astype(float)
-    # EXIF orientation 6 applied, as in conversion (which re-encodes the turned image: JPEG noise remains)
-    assert np.abs(rotated - np.rot90(plain, k=-1)).mean() < 3 < np.abs(rotated - plain).mean()
+    if info.size is None:  # (a turned square image, a square model input)
+        rotated = preprocessing.images([(raw / "cat.rotated.jpg").read_bytes()]).images[0].astype(float)
+        plain = preprocessing.images([(raw / "cat.0.jpg").read_bytes()]).images[0].astype(float)
+        # EXIF orientation 6 applied, as in conversion (which re-encodes the turned image: JPEG noise remains)
+        assert np.abs(rotated - np.rot90(plain, k=-1)).mean() < 3 < np.abs(rotated - plain).mean()
 
 
-def test_predicting_files_equals_predicting_their_records(hard_run):
-    raw, data, run, special = hard_run
+def test_predicting_files_equals_predicting_their_records(any_run):
+    raw, data, run, special = any_run
     from_records = {p.path: p.probabilities for split in ("train", "test") for p in predict(str(run), [str(data)], split)}
     from_files = {p.path.rsplit("/", 1)[1]: p.probabilities for p in predict(str(run), [str(raw)])}
     assert set(from_files) == set(from_records) and set(special) <= set(from_files)
@@ -105,6 +129,20 @@ def test_evaluate_reads_like_training(hard_run):
     parsed = np.concatenate([preprocessing.parser.parse_batch(r)[0].numpy()
                              for r in stored_records(info, "test").batch(16)])
     np.testing.assert_array_equal(images, parsed)
+
+
+def test_the_model_placement_takes_stored_images_and_sees_the_pipelines_pixels(fixed_run):
+    """The --size model resizes inside itself (Augment's inference path): stored 40x56 images through the whole
+    model give what the CPU placement gives, the pipeline resizing to the model's size before the same layers."""
+    _, data, run, _ = fixed_run
+    model = keras.models.load_model(run / "model.keras")
+    assert tuple(model.input.shape[1:]) == (40, 56, 3)
+    augment, normalize, bare = model.layers[1:]
+    assert isinstance(augment, Augment) and augment.output_size == (IMAGE_SIZE, IMAGE_SIZE)
+    stored = next(iter(load(str(data), "test", batch_size=16, image_size=None)))[0]
+    resized = next(iter(load(str(data), "test", batch_size=16, image_size=IMAGE_SIZE)))[0]
+    np.testing.assert_allclose(model(stored, training=False), bare(normalize(resized)), atol=1e-6)
+    assert json.loads((run / "metrics.json").read_text())["resize_on"] == "model"
 
 
 def test_preprocessing_round_trips_through_json(hard_run):

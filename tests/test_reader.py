@@ -145,6 +145,50 @@ def test_crop_to_aspect_ratio_keeps_the_centre(tmp_path):
     assert stretched.numpy()[:, :, :8].max() < 60  # stretched keeps the black sides
 
 
+def graph_ops(dataset: tf.data.Dataset) -> set[str]:
+    """Every op in a dataset's graph, its functions (the map's per-image code) included."""
+    graph = tf.compat.v1.GraphDef.FromString(dataset._as_serialized_graph().numpy())
+    return {n.op for n in graph.node} | {n.op for f in graph.library.function for n in f.node_def}
+
+
+RESIZE_OPS = {"ResizeBilinear", "ImageProjectiveTransformV3", "ScaleAndTranslate"}
+
+
+@pytest.fixture(scope="module")
+def fixed(kaggle_dir, tmp_path_factory):
+    """The Kaggle sample stored at exactly 40x56 (HxW)."""
+    return convert(kaggle_dir, tmp_path_factory.mktemp("fixed") / "fixed", "--size", "40x56",
+                   "--splits", "train=0.5,test=0.5")
+
+
+def test_a_fixed_size_dataset_is_only_decoded(fixed):
+    info = metadata.read(str(fixed))
+    assert info.size == info.stored_size == (40, 56)
+    stored = load(str(fixed), "test", batch_size=64, image_size=None)
+    asked = load(str(fixed), "test", batch_size=64, image_size=(40, 56))
+    resized = load(str(fixed), "test", batch_size=64, image_size=32)
+    assert not graph_ops(stored) & RESIZE_OPS and not graph_ops(asked) & RESIZE_OPS
+    assert "ResizeBilinear" in graph_ops(resized)
+    images = next(iter(stored))[0].numpy()
+    assert images.shape == (info.splits["test"].num_examples, 40, 56, 3) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images, next(iter(asked))[0].numpy())
+    first = tf.train.Example.FromString(next(iter(tf.data.TFRecordDataset(info.shard_paths("test")))).numpy())
+    np.testing.assert_array_equal(images[0], tf.io.decode_jpeg(
+        first.features.feature["image"].bytes_list.value[0], dct_method="INTEGER_FAST").numpy())
+
+
+def test_image_size_none_on_varying_sizes_says_what_to_do(pets):
+    with pytest.raises(metadata.DatasetError, match=f"{pets}: image_size=None needs images of one size.*"
+                                                    "pass image_size, or convert with --size"):
+        load(str(pets), "train", batch_size=4, image_size=None)
+
+
+def test_size_and_max_side_are_refused_together(kaggle_dir, tmp_path, capsys):
+    assert main(["convert", str(kaggle_dir), str(tmp_path / "out"), "--size", "32", "--max-side", "64"]) == 2
+    assert "error: --size and --max-side exclude each other" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_augment_in_the_pipeline(pets):
     plain = next(iter(load(str(pets), "test", batch_size=8, image_size=32, shuffle=False)))[0].numpy()
     augmented = [next(iter(load(str(pets), "test", batch_size=8, image_size=32, shuffle=False, seed=3,

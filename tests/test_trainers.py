@@ -97,6 +97,7 @@ def test_every_model_trains_a_few_steps(small_pets, tmp_path, model, options):
     assert 0 <= metrics["test_accuracy"] <= 1 and np.isfinite(metrics["test_loss"])
     if "augment" in options:  # in the model when asked; XLA (--jit) keeps it in the CPU pipeline
         assert metrics["augment_on"] == ("pipeline" if options.get("jit") else options.get("augment_on", "pipeline"))
+    assert metrics["resize_on"] == "pipeline"  # no GPU here, and images of varying sizes: the pipeline resizes
     assert keras.models.load_model(tmp_path / "run" / "model.keras").input.shape[1] == options["image_size"]
     keras.mixed_precision.set_global_policy("float32")
 
@@ -200,6 +201,16 @@ def test_mistakes_that_train_but_not_as_meant_are_said(small_pets, kaggle_dir, t
     assert "has no validation or test split" in printed.err and "not evaluated (no test split)" in printed.out
     assert main(["evaluate", str(tmp_path / "run"), str(only_train)]) == 2
     assert "no split 'test'; it has train" in capsys.readouterr().err
+
+
+def test_the_start_line_says_where_resize_and_augmentation_run(kaggle_dir, tmp_path, capsys):
+    fixed = tmp_path / "fixed"
+    assert main(["convert", str(kaggle_dir), str(fixed), "--size", "32x40", "--workers", "1"]) == 0
+    assert main(["train", str(fixed), "--out", str(tmp_path / "gpu"), "--augment-on", "model", "--epochs", "1",
+                 "--steps-per-epoch", "1", "--batch-size", "4", "--image-size", "24", "--augment", "seed004"]) == 0
+    assert "on the CPU (no GPU visible to TensorFlow); decode in the input pipeline (CPU), resize + augmentation " \
+        "in the model" in capsys.readouterr().err
+    assert keras.models.load_model(tmp_path / "gpu" / "model.keras").input.shape[1:] == (32, 40, 3)  # stored size
 
 
 def test_a_closed_pipe_ends_inspect_quietly(small_pets):

@@ -104,6 +104,8 @@ def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
         image_format=options.image_format or ("png" if listing.layout == "idx" else "passthrough"),
         max_side=options.max_side,
         quality=options.quality,
+        size=options.size,
+        crop_to_aspect_ratio=options.crop_to_aspect_ratio,
     )
     schema.stored_encoding(image_options.image_format)  # validates the name
     metadata_writer.check_version(options.card.version)
@@ -216,6 +218,8 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
         image_format=image_options.image_format,
         max_side=image_options.max_side,
         quality=image_options.quality,
+        size=image_options.size,
+        crop_to_aspect_ratio=image_options.crop_to_aspect_ratio,
         layout=listing.layout,
         num_inputs=listing.num_inputs,
         num_rejected=len(rejects),

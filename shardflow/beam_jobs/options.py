@@ -28,6 +28,8 @@ class ConvertOptions:
     image_format: str | None = None
     max_side: int | None = None
     quality: int = ImageOptions.quality
+    size: int | str | tuple[int, int] | None = None  # S, "HxW" or (height, width): every image at exactly that size
+    crop_to_aspect_ratio: bool = False  # with size: centre-crop to its aspect ratio instead of stretching
     shard_size_mb: float = 128.0
     workers: int = 0  # 0: one per core
     overwrite: bool = False

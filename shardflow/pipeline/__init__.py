@@ -1,8 +1,9 @@
-"""The tf.data layer: converted shards -> decoded, resized uint8 batches; Augment/Normalize for the model;
+"""The tf.data layer: converted shards -> decoded, resized uint8 batches; Augment/Resize/Normalize for the model;
 `Preprocessing`, the same pixels for image files (prediction, serving)."""
 from shardflow.pipeline.augment import Augment
 from shardflow.pipeline.normalize import Normalize
 from shardflow.pipeline.preprocessing import Preprocessing
 from shardflow.pipeline.reader import damaged_shards_named, load, steps_per_epoch
+from shardflow.pipeline.resize import Resize
 
-__all__ = ["Augment", "Normalize", "Preprocessing", "damaged_shards_named", "load", "steps_per_epoch"]
+__all__ = ["Augment", "Normalize", "Preprocessing", "Resize", "damaged_shards_named", "load", "steps_per_epoch"]

@@ -20,6 +20,9 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from shardflow.images import parse_size
+from shardflow.pipeline.resize import resize
+
 PRESETS: dict[str, dict[str, Any]] = {
     "seed004": {  # the tutorials' ImageDataGenerator(...) for cats vs dogs
         "rotation_range": 40, "width_shift_range": 0.2, "height_shift_range": 0.2, "shear_range": 0.2,
@@ -241,6 +244,8 @@ class Augment(keras.layers.Layer):
 
     Takes ImageDataGenerator's keyword arguments (see `parse_augment`) and batches [B, H, W, C] of uint8 or float
     pixels in 0..255; returns the layer's compute dtype (float16 under `mixed_float16`), one resampling per image.
+    With `output_size` (the model's (height, width), or an int), the images are also stretched to that size in
+    the same resampling; outside training they are only resized, like `Resize` (the input pipeline's pixels).
 
     Example:
       >>> layer = Augment(rotation_range=40, zoom_range=0.2, horizontal_flip=True, seed=1)
@@ -249,13 +254,15 @@ class Augment(keras.layers.Layer):
       TensorShape([2, 64, 64, 3])
       >>> bool(np.all(layer(images).numpy() == images))
       True
+      >>> Augment(rotation_range=40, output_size=(32, 48))(images, training=True).shape
+      TensorShape([2, 32, 48, 3])
     """
 
     def __init__(self, rotation_range: float = 0.0, width_shift_range: float = 0.0, height_shift_range: float = 0.0,
                  shear_range: float = 0.0, zoom_range: float | Sequence[float] = 0.0, horizontal_flip: bool = False,
                  vertical_flip: bool = False, brightness_range: Sequence[float] | None = None,
                  channel_shift_range: float = 0.0, fill_mode: str = "nearest", cval: float = 0.0,
-                 seed: int | None = None, **kwargs):
+                 output_size: int | Sequence[int] | None = None, seed: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.params = parse_augment({
             "rotation_range": rotation_range, "width_shift_range": width_shift_range,
@@ -264,19 +271,25 @@ class Augment(keras.layers.Layer):
             "brightness_range": brightness_range, "channel_shift_range": channel_shift_range,
             "fill_mode": fill_mode, "cval": cval,
         })
+        self.output_size = None if output_size is None else parse_size(output_size, "output_size")
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def call(self, inputs, training=None):
         if not training:
-            return tf.cast(inputs, self.compute_dtype)
+            images = inputs if self.output_size is None else resize(inputs, self.output_size)
+            return tf.cast(images, self.compute_dtype)
         # The projective transform has float16/32/64 kernels; other compute dtypes resample in float32.
         dtype = self.compute_dtype if self.compute_dtype in ("float16", "float32", "float64") else "float32"
-        images = _augment(tf.cast(inputs, dtype), self.params, self.seed_generator.next(), tf.shape(inputs)[1:3])
+        size = tf.shape(inputs)[1:3] if self.output_size is None else self.output_size
+        images = _augment(tf.cast(inputs, dtype), self.params, self.seed_generator.next(), size)
         return tf.cast(images, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
-        return input_shape
+        if self.output_size is None:
+            return input_shape
+        return (input_shape[0], *self.output_size, input_shape[-1])
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), **self.params, "seed": self.seed}
+        output_size = None if self.output_size is None else list(self.output_size)
+        return {**super().get_config(), **self.params, "output_size": output_size, "seed": self.seed}

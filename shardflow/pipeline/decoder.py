@@ -124,8 +124,9 @@ class Fields(NamedTuple):
 class Decoder:
     """Records of one dataset -> fields -> uint8 images; everything it knows of the layout comes from the schema."""
 
-    def __init__(self, record_schema: schema.RecordSchema, max_side: int | None = None):
-        self.schema, self.max_side = record_schema, max_side
+    def __init__(self, record_schema: schema.RecordSchema, max_side: int | None = None,
+                 stored_size: tuple[int, int] | None = None):
+        self.schema, self.max_side, self.stored_size = record_schema, max_side, stored_size
         self._spec = record_schema.parse_spec()
 
     def parse(self, serialized: tf.Tensor) -> Fields:
@@ -136,6 +137,10 @@ class Decoder:
 
     def image(self, data: tf.Tensor, shape: tf.Tensor | None, target: tuple[int, int] | None = None,
               crop_to_aspect_ratio: bool = False) -> tf.Tensor:
-        """One stored image as uint8 [h, w, channels], decoded at the cheapest scale that covers `target`."""
+        """One stored image as uint8 [h, w, channels], decoded at the cheapest scale that covers `target`; at the
+        stored size of a fixed-size dataset (`target` None or equal to it), a plain full decode."""
+        if self.stored_size is not None and target in (None, self.stored_size):
+            image = decode(data, shape, self.schema.encoding, self.schema.channels, None)
+            return tf.ensure_shape(image, [*self.stored_size, self.schema.channels])
         return decode(data, shape, self.schema.encoding, self.schema.channels, target, crop_to_aspect_ratio,
                       self.max_side)

@@ -10,11 +10,12 @@ import tensorflow as tf
 
 from shardflow.pipeline import augment as augment_lib
 from shardflow.pipeline.decoder import Decoder
+from shardflow.pipeline.resize import resize
 
 
 class Parser:
     """Records of one dataset -> uint8 [H, W, C] images of `size` (stretched like Keras, or centre-cropped to its
-    aspect ratio first), with their labels or filenames."""
+    aspect ratio first), with their labels or filenames. Images stored at `size` are only decoded."""
 
     def __init__(self, decoder: Decoder, size: tuple[int, int], crop_to_aspect_ratio: bool = False):
         self.decoder, self.size, self.crop = decoder, size, crop_to_aspect_ratio
@@ -25,8 +26,9 @@ class Parser:
         image = self.decoder.image(data, shape, self.size, self.crop)
         if augment:
             return augment_lib.augment_and_resize(image, self.size, augment, key)
-        resized = tf.image.resize(image, self.size, method="bilinear")
-        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+        if self.size == self.decoder.stored_size:
+            return image  # decode only
+        return tf.cast(resize(image, self.size), tf.uint8)
 
     def parse_record(self, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """One record -> (image, label), no augmentation (what `load(cache=...)` keeps)."""

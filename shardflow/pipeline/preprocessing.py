@@ -57,7 +57,8 @@ class Preprocessing:
     @functools.cached_property
     def parser(self) -> Parser:
         """The reader's parser for these records (what `load` uses)."""
-        return Parser(Decoder(self.schema, self.image.max_side), self.image_size, self.crop_to_aspect_ratio)
+        return Parser(Decoder(self.schema, self.image.max_side, self.image.size), self.image_size,
+                      self.crop_to_aspect_ratio)
 
     def record(self, encoded: bytes, filename: str = "") -> bytes:
         """An image file as the record the conversion would have made of it; raises `Rejected`."""

@@ -15,6 +15,7 @@ from typing import Any
 import tensorflow as tf
 
 from shardflow import files, metadata
+from shardflow.images import parse_size
 from shardflow.pipeline import augment as augment_lib
 from shardflow.pipeline.decoder import Decoder
 from shardflow.pipeline.parser import Parser
@@ -28,7 +29,7 @@ def load(
     split: str,
     *,
     batch_size: int,
-    image_size: int | tuple[int, int],
+    image_size: int | tuple[int, int] | None,
     shuffle: bool | None = None,
     seed: int | None = None,
     augment: str | dict[str, Any] | None = None,
@@ -48,7 +49,9 @@ def load(
       split: "train", "validation", "test", ...
       batch_size: images per batch (the global batch size when `input_context` is given).
       image_size: output size, an int or (height, width). Images are stretched to it (like Keras), or
-        centre-cropped to its aspect ratio first with `crop_to_aspect_ratio=True`.
+        centre-cropped to its aspect ratio first with `crop_to_aspect_ratio=True`. None: the stored size of a
+        fixed-size dataset (`shardflow convert --size`), decoded only; images already at the size asked for are
+        never resized.
       shuffle: shuffle shards and records (default: only for "train"); unshuffled splits keep the stored order.
       seed: makes the order (and augmentation) repeatable: the same seed gives the same batches.
       augment: ImageDataGenerator keyword arguments (a dict, a JSON string or a preset name such as "seed004"),
@@ -61,7 +64,7 @@ def load(
       data_service: "grpc://host:port" of a `shardflow serve-data` dispatcher to decode on its workers.
     """
     info = metadata.read(data_dir)
-    size = _image_size(image_size)
+    size = _image_size(info, image_size)
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive number of images, got {batch_size}")
     params = augment_lib.parse_augment(augment)
@@ -74,7 +77,7 @@ def load(
     count = sum(n for _, n in shards) if take is None else min(take, sum(n for _, n in shards))
     shards = [path for path, _ in shards]
 
-    if shuffle:
+    if shuffle and len(shards) > 1:  # (parallel interleave costs ~15% of a decode-only read: not for one shard)
         shard_files = tf.data.Dataset.from_tensor_slices(shards).shuffle(len(shards), seed=seed)
         records = shard_files.interleave(
             lambda path: tf.data.TFRecordDataset(path, buffer_size=READ_BUFFER_BYTES),
@@ -82,11 +85,11 @@ def load(
             num_parallel_calls=AUTOTUNE,
             deterministic=deterministic,
         )
-    else:  # the stored order, shard after shard (evaluation, prediction)
+    else:  # the stored order, shard after shard (evaluation, prediction; one shard: the shuffle buffer shuffles)
         records = tf.data.TFRecordDataset(shards, buffer_size=READ_BUFFER_BYTES)
     if take is not None:
         records = records.take(take)
-    parser = Parser(Decoder(info.schema, info.max_side), size, crop_to_aspect_ratio)
+    parser = Parser(Decoder(info.schema, info.max_side, info.stored_size), size, crop_to_aspect_ratio)
     if cache:
         dataset = records.map(parser.parse_record, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         dataset = dataset.cache(cache if isinstance(cache, str) else "")
@@ -145,11 +148,17 @@ def steps_per_epoch(data_dir: str, split: str, batch_size: int, drop_remainder: 
     return examples // batch_size if drop_remainder else math.ceil(examples / batch_size)
 
 
-def _image_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
-    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    if len(size) != 2 or not all(isinstance(s, int) and 1 <= s <= 8192 for s in size):
-        raise ValueError(f"image_size must be an int or (height, width) between 1 and 8192, got {image_size!r}")
-    return size
+def _image_size(info: metadata.DatasetInfo, image_size: int | tuple[int, int] | None) -> tuple[int, int]:
+    if image_size is not None:
+        return parse_size(image_size, "image_size")
+    if info.stored_size is None:
+        heights = [h for s in info.splits.values() for h in s.height_range]
+        widths = [w for s in info.splits.values() for w in s.width_range]
+        raise metadata.DatasetError(
+            f"{info.data_dir}: image_size=None needs images of one size, this dataset's vary (heights "
+            f"{min(heights)}-{max(heights)}, widths {min(widths)}-{max(widths)}); pass image_size, or convert "
+            "with --size")
+    return info.stored_size
 
 
 def _shards(info: metadata.DatasetInfo, split: str) -> list[tuple[str, int]]:

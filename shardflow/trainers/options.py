@@ -25,7 +25,7 @@ IMAGE_SIZES = {"mnist_convnet": 28, "fashion_cnn": 28, "transfer": 160, "fine_tu
 IMAGE_SIZE = 150  # the others'
 BATCH_SIZES = {"features": 64}  # the book trains the feature-extraction head with batch 64
 BATCH_SIZE = 32
-AUGMENT_PLACES = ("auto", "model", "pipeline")  # auto: the model with a GPU, else the CPU pipeline
+AUGMENT_PLACES = ("auto", "model", "pipeline")  # of resize + augmentation; auto: the model with a GPU, else the CPU
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """`shardflow train`: a tutorial model on `load` streams, with checkpoints, early stopping, plots and throughput.
 
-The model's first layers are `Augment` (when asked) and `Normalize`, so they run on the GPU when there is one.
-Without a GPU, augmentation moves into the CPU input pipeline, fused with the resize (`augment_on="auto"`).
+With a GPU (`augment_on="auto"`), the input pipeline only decodes (at the dataset's stored size, when it has
+one: `shardflow convert --size`) and the model's first layers do the rest on the GPU: `Augment` (resize to the
+model's size and augmentation in one resampling) or `Resize`, then `Normalize`; the saved model takes stored-size
+uint8 images. Without a GPU, the resize and augmentation stay fused in the CPU input pipeline.
 Everything a run produces goes to its folder: model.keras, run.json, preprocessing.json (what prediction and
 serving repeat), history.json, history.png, metrics.json, logs/.
 """
@@ -24,6 +26,7 @@ from shardflow.pipeline import Preprocessing, damaged_shards_named, load
 from shardflow.pipeline import preprocessing as preprocessing_lib
 from shardflow.pipeline.augment import Augment, parse_augment
 from shardflow.pipeline.normalize import Normalize
+from shardflow.pipeline.resize import Resize
 from shardflow.trainers import models
 from shardflow.trainers.multi_worker import MultiWorkerLoop
 from shardflow.trainers.options import AUGMENT_PLACES, MODELS, TRAINING_DEFAULTS, TrainOptions
@@ -53,11 +56,14 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
     params = parse_augment(options.augment)
     gpus = tf.config.list_physical_devices("GPU")
     on_gpu = bool(gpus)
-    augment_on = _augment_placement(options, params, on_gpu)
+    augment_on = _augment_placement(options, on_gpu)
+    # In the model, the pipeline only decodes: the model takes the stored size (when the dataset has one).
+    stored = info.stored_size if augment_on == "model" else None
+    input_size = stored or (size, size)
     if options.verbose:
         where = f"{len(gpus)} GPU(s)" if gpus else "the CPU (no GPU visible to TensorFlow)"
-        placement = f"; augmentation in the {'model' if augment_on == 'model' else 'input pipeline'}" if params else ""
-        print(f"training {options.model} on {where}{placement}", file=sys.stderr)
+        print(f"training {options.model} on {where}; {_placement_text(augment_on, params, info.stored_size, size)}",
+              file=sys.stderr)
     strategy = distribution_strategy()
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     validation = next((s for s in (metadata.VALIDATION, metadata.TEST) if s in info.splits), None)
@@ -66,7 +72,7 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
         print(f"warning: {warning}", file=sys.stderr)
 
     def stream(split: str, training: bool) -> tf.data.Dataset:
-        dataset = load(data_dir, split, batch_size=options.batch_size, image_size=size, shuffle=training,
+        dataset = load(data_dir, split, batch_size=options.batch_size, image_size=input_size, shuffle=training,
                        seed=options.seed, augment=params if training and augment_on == "pipeline" else None,
                        cache=options.cache)
         return _shard_policy(dataset, len(info.split(split).shards), strategy.num_replicas_in_sync)
@@ -80,7 +86,8 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
             bare = _bare_from_run(options, input_shape) if options.init_from else models.build(
                 options.model, input_shape, len(info.class_names), base=options.base, weights=options.weights,
                 unfreeze=options.unfreeze)
-            model = assemble(bare, input_shape, normalize, params if augment_on == "model" else None, options)
+            model = assemble(bare, (*input_size, info.channels), normalize,
+                             params if augment_on == "model" else None, options)
             _compile(model, options, len(info.class_names))
             if multi_worker:
                 loop = MultiWorkerLoop(model, strategy, models.loss_for(len(info.class_names)))
@@ -113,10 +120,11 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
     if options.model != "features" and strategy.num_replicas_in_sync == 1:
         compute = compute_seconds_per_step(best, next(iter(stream(metadata.TRAIN, False))))
     run = {"data_dir": os.path.abspath(data_dir), "class_names": info.class_names, "image_size": size,
-           "channels": info.channels, "model": options.model, "options": dataclasses.asdict(options)}
+           "input_size": list(input_size), "channels": info.channels, "model": options.model,
+           "options": dataclasses.asdict(options)}
     _write_json(os.path.join(out, RUN_FILE), run)
     with open(os.path.join(out, preprocessing_lib.FILE), "w") as f:
-        f.write(Preprocessing.of_dataset(info, (size, size)).to_json())
+        f.write(Preprocessing.of_dataset(info, input_size).to_json())
     metrics = {
         "test_accuracy": test_accuracy, "test_loss": test_loss, "evaluated_on": evaluation,
         "epochs_run": len(history.get("loss", [])),
@@ -126,7 +134,9 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
         "input_wait_fraction": [round(f, 3) for f in input_wait_fractions(epochs, compute)]
         if compute else None,
         "compute_only_images_per_second": round(options.batch_size / compute, 1) if compute else None,
-        "augment_on": augment_on if params else None, "device": "GPU" if on_gpu else "CPU",
+        "augment_on": augment_on if params else None,
+        "resize_on": None if info.stored_size == (size, size) else "model" if stored else "pipeline",
+        "device": "GPU" if on_gpu else "CPU",
         "strategy": "MultiWorkerMirroredStrategy" if multi_worker else type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
         "params": best.count_params(), "seconds": round(time.time() - started, 1),
     }
@@ -136,9 +146,15 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
 
 def assemble(bare: keras.Model, input_shape: tuple[int, int, int], normalize: Normalize,
              augment: dict[str, Any] | None, options: TrainOptions) -> keras.Model:
-    """uint8 images -> [Augment] -> Normalize -> the bare model (-> float32 output under mixed precision)."""
+    """uint8 images of `input_shape` -> [Augment or Resize to the bare model's size: one resampling] ->
+    Normalize -> the bare model (-> float32 output under mixed precision)."""
     inputs = keras.Input(input_shape, dtype="uint8", name="image")
-    x = Augment(**augment, seed=options.seed)(inputs) if augment else inputs
+    model_size = tuple(bare.input_shape[1:3])
+    resize = model_size if model_size != tuple(input_shape[:2]) else None
+    if augment:
+        x = Augment(**augment, output_size=resize, seed=options.seed)(inputs)
+    else:
+        x = Resize(resize)(inputs) if resize else inputs
     x = bare(normalize(x))
     if options.mixed_precision:
         x = keras.layers.Activation("linear", dtype="float32", name="float32_output")(x)
@@ -221,16 +237,32 @@ def _check(info: metadata.DatasetInfo, options: TrainOptions) -> None:
         raise ValueError(f"augment_on must be one of {', '.join(AUGMENT_PLACES)}, got {options.augment_on!r}")
 
 
-def _augment_placement(options: TrainOptions, params: dict | None, on_gpu: bool) -> str:
-    """Where augmentation runs: in the model (GPU), or fused into the CPU pipeline. XLA cannot compile the
-    projective transform, so with --jit it stays out of the compiled model."""
-    if not params:
-        return "none"
+def _augment_placement(options: TrainOptions, on_gpu: bool) -> str:
+    """Where the resize to the model's size and the augmentation run: in the model (GPU), or fused into the CPU
+    pipeline. XLA cannot compile the projective transform, so with --jit they stay out of the compiled model."""
     if options.jit or options.model == "features":
         return "pipeline"
     if options.augment_on == "auto":
         return "model" if on_gpu else "pipeline"
     return options.augment_on
+
+
+def _placement_text(augment_on: str, params: dict | None, stored_size: tuple[int, int] | None, size: int) -> str:
+    """Which work the input pipeline does and which the model, for the start line."""
+    resize = ["resize"] if stored_size != (size, size) else []
+    augmentation = ["augmentation"] if params else []
+    if augment_on == "model" and stored_size:
+        pipeline, model = ["decode"], resize + augmentation
+    elif augment_on == "model":
+        pipeline, model = ["decode"] + resize, augmentation
+    else:
+        pipeline, model = ["decode"] + resize + augmentation, []
+    text = f"{' + '.join(pipeline)} in the input pipeline (CPU)"
+    if model:
+        text += f", {' + '.join(model)} in the model"
+    if augment_on == "model" and not stored_size:
+        text += " (images of varying sizes: convert with --size to move the resize into the model)"
+    return text
 
 
 def _compile(model: keras.Model, options: TrainOptions, num_classes: int) -> None:
