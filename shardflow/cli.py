@@ -285,8 +285,8 @@ def _convert_like(args, beam_args) -> int:
 
 
 _SHAPING = ("name", "layout", "unlabeled", "class_names", "splits", "split_counts", "split_counts_allow_fewer",
-            "channels", "image_format", "max_side", "quality", "shard_size_mb", "version", "description", "homepage",
-            "license", "citation")  # convert's options that shape a dataset (--like takes them all from it)
+            "channels", "image_format", "max_side", "size", "crop_to_aspect_ratio", "quality", "shard_size_mb",
+            "version", "description", "homepage", "license", "citation")  # convert's options that shape a dataset (--like takes them all from it)
 
 
 def _text_or_file(value: str | None) -> str:
