@@ -27,7 +27,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def start_convert(*args: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen([sys.executable, "-m", "shardflow.cli", "convert", *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            preexec_fn=_ctrl_c_as_in_a_terminal)
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    """A shell starts background jobs (`make test &`) with SIGINT ignored, and Python then never raises
+    KeyboardInterrupt; the conversion under test gets SIGINT's default, as a command typed in a terminal does."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def last_line(text: str) -> str:
