@@ -61,7 +61,7 @@ def small_pets(tmp_path_factory):
 def test_small_convnet_learns_and_writes_its_run(small_pets, tmp_path):
     run = tmp_path / "run"
     metrics = train(str(small_pets), str(run), TrainOptions(
-        model="small_convnet", epochs=15, image_size=64, seed=1, patience=4, verbose=0))
+        model="small_convnet", epochs=8, image_size=48, seed=1, patience=4, verbose=0))
     assert metrics["test_accuracy"] > 0.75, metrics
     for name in ("model.keras", "run.json", "history.json", "history.png", "metrics.json"):
         assert (run / name).exists(), name
@@ -131,7 +131,7 @@ def test_mnist_models_on_idx(tmp_path):
     assert main(["convert", str(tmp_path / "mnist"), str(tmp_path / "data"), "--workers", "1"]) == 0
     for model in ("mnist_convnet", "fashion_cnn"):
         metrics = train(str(tmp_path / "data"), str(tmp_path / model), TrainOptions(
-            model=model, epochs=8, batch_size=16, seed=0, verbose=0))
+            model=model, epochs=2, batch_size=16, seed=0, verbose=0))
         assert metrics["test_accuracy"] > 0.5, (model, metrics)
 
 

@@ -1,7 +1,8 @@
 """Throughput figures for a training run: images/s per epoch, and how much of each step waited for input.
 
-The waiting fraction compares each epoch's time per step with the model's pure compute time per step, measured
-on a copy of the model fed one batch already in memory (so no input pipeline at all).
+Steady state: each epoch's first step (tracing, the input pipeline's start) is left out of its figures. The waiting
+fraction compares that time per step with the model's pure compute time per step, measured by the trained model's
+own (already traced) train step fed one batch held in memory, so no input pipeline at all.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ PROBE_STEPS = 10
 
 
 class EpochThroughput(keras.callbacks.Callback):
-    """Records the training time, steps and images of each epoch (validation excluded)."""
+    """Records the training time, steps and images of each epoch after its first step (validation excluded)."""
 
     def __init__(self, batch_size: int):
         super().__init__()
@@ -22,27 +23,28 @@ class EpochThroughput(keras.callbacks.Callback):
         self.epochs: list[dict[str, float]] = []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._started, self._steps, self._last = time.perf_counter(), 0, time.perf_counter()
+        self._ends = [time.perf_counter()]
 
     def on_train_batch_end(self, batch, logs=None):
-        self._steps += 1
-        self._last = time.perf_counter()
+        self._ends.append(time.perf_counter())
 
     def on_epoch_end(self, epoch, logs=None):
-        seconds = max(self._last - self._started, 1e-9)
-        self.epochs.append({"seconds": seconds, "steps": self._steps,
-                            "images_per_second": self._steps * self.batch_size / seconds})
+        ends = self._ends[1:] if len(self._ends) > 2 else self._ends  # a one-step epoch keeps its only step
+        steps, seconds = len(ends) - 1, max(ends[-1] - ends[0], 1e-9)
+        self.epochs.append({"seconds": seconds, "steps": steps,
+                            "images_per_second": steps * self.batch_size / seconds})
 
 
-def compute_seconds_per_step(model: keras.Model, batch: tuple[tf.Tensor, tf.Tensor]) -> float:
-    """Seconds per training step of a copy of `model` on one in-memory batch (the model alone, no input)."""
-    probe = keras.models.clone_model(model)
-    probe.compile(optimizer=model.optimizer.__class__.from_config(model.optimizer.get_config()),
-                  loss=model.loss, jit_compile=model.jit_compile)
-    data = tf.data.Dataset.from_tensors(batch).repeat()
-    probe.fit(data, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)  # trace and warm up
+def compute_seconds_per_step(trained: keras.Model, batches: tf.data.Dataset) -> float:
+    """Seconds per training step of `trained` on the first of `batches` held in memory (the model alone, no input).
+
+    It trains `trained` further: call it once the run is saved. The batches keep the training stream's element spec,
+    so the step traced in training is reused, not traced again.
+    """
+    data = batches.take(1).cache().repeat()
+    trained.fit(data, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)  # fills the cache, warms up
     started = time.perf_counter()
-    probe.fit(data, steps_per_epoch=PROBE_STEPS, epochs=1, verbose=0, shuffle=False)
+    trained.fit(data, steps_per_epoch=PROBE_STEPS, epochs=1, verbose=0, shuffle=False)
     return (time.perf_counter() - started) / PROBE_STEPS
 
 

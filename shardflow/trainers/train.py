@@ -111,14 +111,15 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
     plot_history(history, os.path.join(out, PLOT_FILE))
     if multi_worker:  # the loop restored the best weights; Keras' evaluate fails under this strategy
         scores = loop.evaluate(stream(evaluation, False)) if evaluation else {"loss": None, "accuracy": None}
-        best, test_loss, test_accuracy = model, scores["loss"], scores["accuracy"]
-    else:
-        best = keras.models.load_model(os.path.join(out, MODEL_FILE))
-        _compile(best, options, len(info.class_names))
-        test_loss, test_accuracy = best.evaluate(stream(evaluation, False), verbose=0) if evaluation else (None, None)
+        test_loss, test_accuracy = scores["loss"], scores["accuracy"]
+    else:  # the saved model holds the best epoch; loading its weights keeps the traced evaluation step
+        model.load_weights(os.path.join(out, MODEL_FILE))
+        if not model.compiled:
+            _compile(model, options, len(info.class_names))
+        test_loss, test_accuracy = model.evaluate(stream(evaluation, False), verbose=0) if evaluation else (None, None)
     compute = None  # the compute-only probe measures one device; with several replicas it would mislead
     if options.model != "features" and strategy.num_replicas_in_sync == 1:
-        compute = compute_seconds_per_step(best, next(iter(stream(metadata.TRAIN, False))))
+        compute = compute_seconds_per_step(model, stream(metadata.TRAIN, False))
     run = {"data_dir": os.path.abspath(data_dir), "class_names": info.class_names, "image_size": size,
            "input_size": list(input_size), "channels": info.channels, "model": options.model,
            "options": dataclasses.asdict(options)}
@@ -138,7 +139,7 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
         "resize_on": None if info.stored_size == (size, size) else "model" if stored else "pipeline",
         "device": "GPU" if on_gpu else "CPU",
         "strategy": "MultiWorkerMirroredStrategy" if multi_worker else type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
-        "params": best.count_params(), "seconds": round(time.time() - started, 1),
+        "params": model.count_params(), "seconds": round(time.time() - started, 1),
     }
     _write_json(os.path.join(out, METRICS_FILE), metrics)
     return metrics
