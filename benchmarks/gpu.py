@@ -96,7 +96,10 @@ def gpu_name() -> str | None:
     DALI finds memory beside TensorFlow."""
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
-        tf.config.experimental.set_memory_growth(gpu, True)
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError as error:  # TensorFlow already started on the GPU: it keeps its whole-memory pool
+            print(f"warning: GPU memory growth not set ({error}); DALI may find no memory left", file=sys.stderr)
     if not gpus:
         return None
     details = tf.config.experimental.get_device_details(gpus[0])
@@ -121,6 +124,10 @@ def prepare_data(work: str, src: str, sizes: tuple[int, ...], workers: int) -> D
 def input_for(row: str, data: Data, size: int, batch_size: int) -> tf.data.Dataset:
     """The row's endless stream of (images, labels) batches."""
     if row == "idg":
+        missing = [name for name in ("tf_keras", "scipy") if importlib.util.find_spec(name) is None]
+        if missing:
+            raise Skipped(f"{' and '.join(missing)} not installed (ImageDataGenerator needs them: pip install "
+                          "tf-keras scipy, or shardflow's test extra)")
         flow = image_data_generator(data.src, size, batch_size, AUGMENT, rescale=None)
         spec = (tf.TensorSpec([None, size, size, 3], tf.float32), tf.TensorSpec([None], tf.float32))
         return tf.data.Dataset.from_generator(lambda: iter(flow), output_signature=spec).prefetch(tf.data.AUTOTUNE)

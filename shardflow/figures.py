@@ -23,9 +23,9 @@ DPI = 100
 # Tried in order, per character: DejaVu Sans (matplotlib's own: Latin, Greek, Cyrillic, Arabic, Hebrew) first,
 # then the first installed font for Chinese, Japanese and Korean class names such as 猫.
 CJK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK TC", "Noto Sans CJK KR", "Source Han Sans",
-             "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback", "AR PL UMing CN", "IPAGothic",
-             "Microsoft YaHei", "SimHei", "PingFang SC", "Hiragino Sans", "Apple SD Gothic Neo", "Malgun Gothic",
-             "Arial Unicode MS")
+             "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback", "AR PL UMing CN", "IPAexGothic",
+             "IPAGothic", "Microsoft YaHei", "SimHei", "PingFang SC", "Hiragino Sans", "Apple SD Gothic Neo",
+             "Malgun Gothic", "Arial Unicode MS")
 
 
 @functools.cache
