@@ -73,16 +73,18 @@ def png(drawn: Figure) -> bytes:
 
 def image_grid(rows: Sequence[tuple[str, Sequence[np.ndarray]]], tile: int) -> bytes:
     """PNG bytes of a grid: one row per (caption, uint8 images [H, W, C]), the caption above the row's first
-    image, each image about `tile` pixels wide."""
-    columns = max(len(images) for _, images in rows)
-    with figure(columns * (tile + 6) + 10, len(rows) * (tile + 28) + 10) as drawn:
-        drawn.set_layout_engine("constrained", w_pad=2 / DPI, h_pad=2 / DPI, wspace=0, hspace=0)
-        axes = drawn.subplots(len(rows), columns, squeeze=False)
-        for (caption, images), row in zip(rows, axes):
-            for pixels, ax in zip(images, row):
+    image, each image in a `tile` x `tile` pixel cell (aspect ratio kept)."""
+    gap, caption = 4, 20
+    columns = max((len(images) for _, images in rows), default=1)
+    width, height = gap + columns * (tile + gap), gap + len(rows) * (caption + tile + gap)
+    with figure(width, height) as drawn:
+        for row, (text, images) in enumerate(rows):
+            top = height - gap - row * (caption + tile + gap)  # pixels from the bottom, as matplotlib counts
+            drawn.text(gap / width, (top - caption + 5) / height, text, fontsize=11, va="baseline")
+            for col, pixels in enumerate(images):
+                ax = drawn.add_axes(((gap + col * (tile + gap)) / width, (top - caption - tile) / height,
+                                     tile / width, tile / height))
                 ax.imshow(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, cmap="gray", vmin=0, vmax=255,
                           interpolation="nearest")
-            for ax in row:
                 ax.set_axis_off()
-            row[0].set_title(caption, loc="left", fontsize=11)
         return png(drawn)
