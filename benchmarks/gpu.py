@@ -315,18 +315,22 @@ def goal(result: dict[str, Any]) -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     """The results as a Markdown table, then why each skipped row was skipped."""
-    headers = ["input", "model", "batch", "size", "input alone img/s", "training img/s", "model alone img/s",
-               "input wait", "inferred wait", f"wait < {GOAL:.0%}"]
+    headers = ["input", "model", "batch", "size", "input alone img/s", "training img/s", "training vs idg",
+               "model alone img/s", "input wait", "inferred wait", f"wait < {GOAL:.0%}"]
+    idg = {(r["model"], r["batch_size"], r["size"]): r.get("training_images_per_second") for r in results
+           if r["row"] == "idg"}
     rows, reasons = [], {}
     for r in results:
         head = [r["row"], r["model"], r["batch_size"], f"{r['size']}x{r['size']}"]
         if "skipped" in r:
             reasons.setdefault(f"{r['row']}: {r['skipped']}", None)
-            rows.append(head + ["skipped (below)", "", "", "", "", goal(r)])
-        else:
-            rows.append(head + [f"{r['input_images_per_second']:.0f}", f"{r['training_images_per_second']:.0f}",
-                                f"{r['model_alone_images_per_second']:.0f}", f"{r['input_wait_fraction']:.1%}",
-                                f"{r['inferred_input_wait_fraction']:.1%}", goal(r)])
+            rows.append(head + ["skipped (below)", "", "", "", "", "", goal(r)])
+            continue
+        baseline = idg.get((r["model"], r["batch_size"], r["size"]))
+        rows.append(head + [f"{r['input_images_per_second']:.0f}", f"{r['training_images_per_second']:.0f}",
+                            f"{r['training_images_per_second'] / baseline:.2f}x" if baseline else "-",
+                            f"{r['model_alone_images_per_second']:.0f}", f"{r['input_wait_fraction']:.1%}",
+                            f"{r['inferred_input_wait_fraction']:.1%}", goal(r)])
     return "\n".join([markdown_table(headers, rows), *(f"\nskipped {reason}" for reason in reasons)])
 
 
