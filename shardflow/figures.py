@@ -80,7 +80,8 @@ def image_grid(rows: Sequence[tuple[str, Sequence[np.ndarray]]], tile: int) -> b
     with figure(width, height) as drawn:
         for row, (text, images) in enumerate(rows):
             top = height - gap - row * (caption + tile + gap)  # pixels from the bottom, as matplotlib counts
-            drawn.text(gap / width, (top - caption + 5) / height, text, fontsize=11, va="baseline")
+            drawn.text(gap / width, (top - caption + 5) / height, text, fontsize=11, va="baseline",
+                       parse_math=False)  # class names are text: "$" is a dollar sign, not TeX
             for col, pixels in enumerate(images):
                 ax = drawn.add_axes(((gap + col * (tile + gap)) / width, (top - caption - tile) / height,
                                      tile / width, tile / height))

@@ -3,6 +3,7 @@ class names in any script (猫) come out as characters when a font for them is i
 note saying what to install, never as a stream of matplotlib warnings."""
 from __future__ import annotations
 
+import io
 import warnings
 
 import numpy as np
@@ -63,3 +64,9 @@ def test_class_names_in_any_script_render_or_say_which_font_is_missing(cjk_datas
         assert not note, note
     else:  # none here: the boxes are explained once per picture, naming the characters and a font to install
         assert len(note) == 1 and any(c in note[0] for c in "猫犬") and "fonts-noto-cjk" in note[0], note
+
+
+def test_a_class_name_with_dollar_signs_is_drawn_as_written():
+    """matplotlib would read `$\\bad$` as TeX and fail; a class name is plain text."""
+    image = np.zeros((8, 8, 3), np.uint8)
+    assert Image.open(io.BytesIO(figures.image_grid([("$\\bad{x}$ 50% off", [image])], 8))).size[0] > 8
