@@ -64,7 +64,7 @@ def class_samples(info: metadata.DatasetInfo, records: Iterable[bytes], per_clas
     found: dict[int, list[np.ndarray]] = {label: [] for label in range(len(names))}
     for record in itertools.islice(records, SAMPLE_SCAN):
         example = parser.parse_example(record)
-        kept = found.get(max(example[schema.LABEL], 0))  # unlabeled records have label -1
+        kept = found.get(example[schema.LABEL] if info.class_names else 0)  # unlabeled records: label -1
         if kept is not None and len(kept) < per_class:
             kept.append(_thumbnail(info, example[schema.IMAGE]))
             if all(len(kept) == per_class for kept in found.values()):
