@@ -13,6 +13,7 @@ setup(
     install_requires=[
         "apache-beam[tfrecord]>=2.60,<3",
         "google-crc32c>=1.5,<2",
+        "matplotlib>=3.6,<4",  # history.png, preview grids, the card's samples.png (font fallback: 3.6)
         "numpy>=1.26,<3",
         "pillow>=10.0,<13",
         "psutil>=5",  # stopping Beam's local worker processes on Ctrl-C or a dead worker

@@ -17,43 +17,28 @@ import io
 import os
 import statistics
 import sys
-import time
 from collections.abc import Callable, Iterator
 
-import keras
 import tensorflow as tf
 
 from shardflow.beam_jobs.convert import ConvertOptions, convert
 from shardflow.pipeline import load
 from shardflow.pipeline.augment import PRESETS
-from common import markdown_table, sample_corpus
+from common import (image_data_generator, images_per_second, keras_augmentation, keras_image_dataset,
+                    markdown_table, sample_corpus)
 
 SIZE, BATCH = 150, 32
 AUGMENT = PRESETS["seed004"]
 
 
 def generator_batches(src: str, augment: bool) -> Iterator:
-    from tf_keras.preprocessing.image import ImageDataGenerator
-
-    options = dict(AUGMENT) if augment else {}
-    generator = ImageDataGenerator(rescale=1.0 / 255, **options)
-    with contextlib.redirect_stdout(io.StringIO()):
-        flow = generator.flow_from_directory(src, target_size=(SIZE, SIZE), batch_size=BATCH, class_mode="binary")
-    return iter(flow)
+    return iter(image_data_generator(src, SIZE, BATCH, AUGMENT if augment else None))
 
 
 def keras_dataset_batches(src: str, augment: bool) -> Iterator:
-    with contextlib.redirect_stdout(io.StringIO()):
-        dataset = keras.utils.image_dataset_from_directory(src, image_size=(SIZE, SIZE), batch_size=BATCH,
-                                                           label_mode="binary")
+    dataset = keras_image_dataset(src, SIZE, BATCH)
     if augment:
-        layers = keras.Sequential([
-            keras.layers.RandomRotation(40 / 360, fill_mode="nearest"),
-            keras.layers.RandomTranslation(0.2, 0.2, fill_mode="nearest"),
-            keras.layers.RandomShear(0.2 / 45, 0.2 / 45, fill_mode="nearest"),
-            keras.layers.RandomZoom(0.2, fill_mode="nearest"),
-            keras.layers.RandomFlip("horizontal"),
-        ])
+        layers = keras_augmentation()
         dataset = dataset.map(lambda x, y: (layers(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     return iter(dataset.repeat().prefetch(tf.data.AUTOTUNE))
 
@@ -80,17 +65,6 @@ def decode_ceiling(data: str, resize: bool = False) -> Iterator:
 
     dataset = dataset.map(per_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
     return iter(dataset.batch(BATCH).prefetch(tf.data.AUTOTUNE))
-
-
-def images_per_second(batches: Iterator, count: int, seconds: float) -> float:
-    """Batches per second after a warm-up, timed over at least `count` batches and `seconds`."""
-    for _ in range(3):  # warm-up: start threads, fill buffers, trace functions
-        next(batches)
-    started, done = time.perf_counter(), 0
-    while done < count or time.perf_counter() - started < seconds:
-        next(batches)
-        done += 1
-    return done * BATCH / (time.perf_counter() - started)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,7 +19,7 @@ from shardflow.beam_jobs.convert import ConvertOptions, convert
 from shardflow.pipeline.augment import PRESETS
 from shardflow.trainers import models
 from shardflow.trainers.train import TrainOptions, train
-from common import markdown_table, sample_corpus
+from common import image_data_generator, markdown_table, sample_corpus
 
 SIZE, BATCH, EPOCHS = 150, 32, 2
 
@@ -34,11 +34,7 @@ class EpochTimes(keras.callbacks.Callback):
 
 def image_data_generator_epoch(src: str) -> float:
     """The book's loop: ImageDataGenerator(rescale, augmentation).flow_from_directory -> model.fit."""
-    from tf_keras.preprocessing.image import ImageDataGenerator
-
-    generator = ImageDataGenerator(rescale=1.0 / 255, **PRESETS["seed004"])
-    with contextlib.redirect_stdout(io.StringIO()):
-        flow = generator.flow_from_directory(src, target_size=(SIZE, SIZE), batch_size=BATCH, class_mode="binary")
+    flow = image_data_generator(src, SIZE, BATCH, PRESETS["seed004"])
     model = models.build("book_convnet", (SIZE, SIZE, 3), 2)
     model.compile(optimizer=keras.optimizers.RMSprop(1e-4), loss="binary_crossentropy", metrics=["accuracy"])
     timer = EpochTimes()

@@ -11,13 +11,12 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import os
-import struct
 from collections.abc import Iterator
 
 import tensorflow as tf
 
 from shardflow import files, metadata, schema
-from shardflow.framing import masked_crc
+from shardflow.framing import unframe
 from shardflow.pipeline.decoder import Decoder
 
 READ_CHUNK = 8 * 2**20
@@ -96,26 +95,7 @@ def check_shard(info: metadata.DatasetInfo, split: str, shard: metadata.Shard,
 def _records(path: str, digest) -> Iterator[bytes]:
     """The records of a TFRecord file, checking both CRCs of each; `digest` sees every byte read."""
     with files.open_binary(path) as f:
-        index = 0
-        while True:
-            header = f.read(12)
-            digest.update(header)
-            if not header:
-                return
-            if len(header) < 12:
-                raise ValueError(f"truncated after record {index}: partial record header")
-            (length,) = struct.unpack("<Q", header[:8])
-            if struct.unpack("<I", header[8:])[0] != masked_crc(header[:8]):
-                raise ValueError(f"record {index}: length CRC mismatch (corrupted header)")
-            body = f.read(length + 4)
-            digest.update(body)
-            if len(body) < length + 4:
-                raise ValueError(f"truncated in record {index}")
-            data = body[:length]
-            if struct.unpack("<I", body[length:])[0] != masked_crc(data):
-                raise ValueError(f"record {index}: data CRC mismatch (corrupted bytes)")
-            yield data
-            index += 1
+        yield from unframe(f, digest)
 
 
 class _RecordCheck:

@@ -1,5 +1,6 @@
 """The dataset card, `OUT/README.md`: what a team receiving the dataset needs to know, in one page: what it is,
-its classes and splits, statistics, what was rejected and why, how to load it and how it was made."""
+its classes and splits, a few images of each class (`samples.png`), statistics, what was rejected and why, how to
+load it and how it was made."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 from shardflow import metadata
 
 CARD = "README.md"
+SAMPLES = "samples.png"  # drawn by `shardflow.preview.class_samples`
 
 
 def summary(info: metadata.DatasetInfo) -> str:
@@ -34,6 +36,7 @@ def markdown(info: metadata.DatasetInfo, rejects: Sequence[tuple[str, str]]) -> 
         classes = ", ".join(f"{c} {n}" for c, n in split.label_counts.items())
         lines.append(f"| {name} | {split.num_examples} | {len(split.shards)} | {split.num_bytes / 2**20:.1f} | "
                      f"{classes} | {_numbers(split.mean)} | {_numbers(split.std)} |")
+    lines += ["", f"![A few images of each class]({SAMPLES})"]
     lines += ["", "## Rejected inputs", ""]
     if rejects:
         reasons = Counter(reason.split(":")[0] for _, reason in rejects)
