@@ -52,7 +52,7 @@ def decode_ceiling(data: str, resize: bool = False) -> Iterator:
     """Pure parallel JPEG decode (full size) of the same record bytes, read into memory first; with `resize`,
     each image also resized to SIZE x SIZE (what any pipeline must do to batch them)."""
     from shardflow import metadata
-    from shardflow.pipeline.decoder import Decoder
+    from shardflow.pipeline.decoder import DCT_METHOD, Decoder
 
     info = metadata.read(data)
     decoder = Decoder(info.schema)
@@ -60,7 +60,7 @@ def decode_ceiling(data: str, resize: bool = False) -> Iterator:
     dataset = tf.data.Dataset.from_tensor_slices(blobs).repeat()
 
     def per_image(blob):
-        image = tf.io.decode_jpeg(blob, channels=3, dct_method="INTEGER_FAST")  # the decode `load` uses
+        image = tf.io.decode_jpeg(blob, channels=3, dct_method=DCT_METHOD)  # the decode `load` uses
         return tf.image.resize(image, (SIZE, SIZE)) if resize else tf.shape(image)[0]
 
     dataset = dataset.map(per_image, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)

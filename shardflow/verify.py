@@ -100,12 +100,12 @@ def _records(path: str, digest) -> Iterator[bytes]:
 
 class _RecordCheck:
     """A record's problem, if any: it parses with the schema's spec, its label is in range, and its image decodes
-    with the reader's decoder at full size."""
+    with the reader's decoder at full size (at the stored size, for a fixed-size dataset)."""
 
     def __init__(self, info: metadata.DatasetInfo):
         decoder = Decoder(info.schema)
         raw = info.schema.encoding == "raw"
-        self._classes = len(info.class_names)
+        self._classes, self._stored_size = len(info.class_names), info.stored_size
 
         @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
         def parse(record):
@@ -126,9 +126,12 @@ class _RecordCheck:
         if not (int(label) == schema.UNLABELED or 0 <= int(label) < self._classes):
             return f"label {int(label)} out of range"
         try:
-            self._decode(data, shape)
+            height, width, _ = self._decode(data, shape).numpy().tolist()
         except tf.errors.OpError as error:
             return f"image does not decode ({_reason(error)})"
+        if self._stored_size not in (None, (height, width)):
+            stored = "x".join(map(str, self._stored_size))
+            return f"image is {height}x{width}, not the dataset's stored size {stored} (HxW)"
         return None
 
 

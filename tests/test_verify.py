@@ -86,16 +86,44 @@ def test_the_reader_refuses_a_decompression_bomb(tmp_path):
         (root / name).write_bytes(encode(Image.new("RGB", (8, 8)), "PNG"))
     assert main(["convert", str(root), str(tmp_path / "data"), "--image-format", "png", "--splits", "train=1",
                  "--workers", "1"]) == 0
-    shard = first_shard(tmp_path / "data")
     bomb = encode(Image.new("1", (10_000, 9_500)), "PNG")
-    shard.write_bytes(frame(schema.RecordSchema(("cat", "dog"), 3, "png").serialize(bomb, 0, "cat.0.png")) * 2)
-    info_path = tmp_path / "data" / metadata.SHARDFLOW_INFO  # the metadata is crafted to match, too
-    info = json.loads(info_path.read_text())
-    info["splits"]["train"]["shards"][0]["num_bytes"] = info["splits"]["train"]["num_bytes"] = shard.stat().st_size
-    info_path.write_text(json.dumps(info))
+    craft_first_shard(tmp_path / "data", [bomb, bomb], "png")
     with pytest.raises(tf.errors.InvalidArgumentError, match="pixel budget"):
         for _ in load(str(tmp_path / "data"), "train", batch_size=2, image_size=16):
             pass
+
+
+def test_a_fixed_size_dataset_holding_another_size_is_named(kaggle_dir, tmp_path, capsys):
+    """A --size shard crafted elsewhere: a larger JPEG decodes no more than the stored size's pixels when read,
+    a smaller one fails the read, and verify names both."""
+    assert main(["convert", str(kaggle_dir), str(tmp_path / "data"), "--size", "24x32", "--splits", "train=1",
+                 "--workers", "1"]) == 0
+    craft_first_shard(tmp_path / "data", [encode(Image.new("RGB", (3200, 2400))), encode(Image.new("RGB", (32, 24)))])
+    images, _ = next(iter(load(str(tmp_path / "data"), "train", batch_size=2, image_size=None, shuffle=False)))
+    assert images.shape == (2, 24, 32, 3)
+    assert main(["verify", str(tmp_path / "data")]) == 1
+    assert "record 0: image is 2400x3200, not the dataset's stored size 24x32 (HxW)" in capsys.readouterr().out
+    craft_first_shard(tmp_path / "data", [encode(Image.new("RGB", (16, 24)))] * 2)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        next(iter(load(str(tmp_path / "data"), "train", batch_size=2, image_size=None)))
+    assert main(["verify", str(tmp_path / "data")]) == 1
+    assert "record 0: image is 24x16, not the dataset's stored size 24x32 (HxW)" in capsys.readouterr().out
+
+
+def craft_first_shard(data, images: list[bytes], image_format: str = "passthrough") -> None:
+    """The first train shard replaced by records of `images` (labelled cat), and the metadata crafted to match,
+    as a shard made elsewhere could be."""
+    info_path = data / metadata.SHARDFLOW_INFO
+    info = json.loads(info_path.read_text())
+    records = schema.RecordSchema(("cat", "dog"), 3, image_format)
+    shard = first_shard(data)
+    shard.write_bytes(b"".join(frame(records.serialize(image, 0, f"cat.{i}.jpg")) for i, image in enumerate(images)))
+    train = info["splits"]["train"]
+    train["num_bytes"] += shard.stat().st_size - train["shards"][0]["num_bytes"]
+    info["num_records"] += len(images) - train["shards"][0]["num_records"]
+    train["num_examples"] += len(images) - train["shards"][0]["num_records"]
+    train["shards"][0].update(num_bytes=shard.stat().st_size, num_records=len(images))
+    info_path.write_text(json.dumps(info))
 
 
 def test_counts_must_add_up(copy, capsys):

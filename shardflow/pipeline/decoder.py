@@ -15,6 +15,7 @@ from shardflow import schema
 from shardflow.images import MAX_PIXELS  # the converter's limit: a shard crafted elsewhere cannot make us decode a bomb
 
 DCT_RATIOS = (1, 2, 4, 8)
+DCT_METHOD = "INTEGER_FAST"  # libjpeg's fastest inverse DCT (prediction and serving decode through this module too)
 
 
 def usable_ratios(target: tuple[int, int] | None, max_side: int | None) -> tuple[int, ...]:
@@ -66,12 +67,12 @@ def decode_jpeg(data: tf.Tensor, channels: int, target: tuple[int, int] | None, 
             box = tf.concat([tf.minimum(scaled[:2], scaled_size - 1),
                              tf.maximum(1, tf.minimum(scaled[2:], scaled_size - scaled[:2]))], axis=0)
             return lambda: tf.image.decode_and_crop_jpeg(data, box, channels=channels, ratio=ratio,
-                                                         dct_method="INTEGER_FAST")
+                                                         dct_method=DCT_METHOD)
     else:
         index = dct_ratio(height, width, target, ratios)
 
         def branch(ratio: int):
-            return lambda: tf.io.decode_jpeg(data, channels=channels, ratio=ratio, dct_method="INTEGER_FAST")
+            return lambda: tf.io.decode_jpeg(data, channels=channels, ratio=ratio, dct_method=DCT_METHOD)
 
     image = branch(1)() if len(ratios) == 1 else tf.switch_case(index, [branch(r) for r in ratios])
     return tf.ensure_shape(image, [None, None, channels])
@@ -140,7 +141,17 @@ class Decoder:
         """One stored image as uint8 [h, w, channels], decoded at the cheapest scale that covers `target`; at the
         stored size of a fixed-size dataset (`target` None or equal to it), a plain full decode."""
         if self.stored_size is not None and target in (None, self.stored_size):
-            image = decode(data, shape, self.schema.encoding, self.schema.channels, None)
-            return tf.ensure_shape(image, [*self.stored_size, self.schema.channels])
+            return self._stored(data, shape)
         return decode(data, shape, self.schema.encoding, self.schema.channels, target, crop_to_aspect_ratio,
                       self.max_side)
+
+    def _stored(self, data: tf.Tensor, shape: tf.Tensor | None) -> tf.Tensor:
+        """An image of a fixed-size dataset, decoded in full. A JPEG is decoded through a window of the stored size:
+        decoded memory stays that of the stored size whatever a record holds (no header check per image, the
+        cheapest decode there is), and a smaller image is an error."""
+        if self.schema.encoding == "jpeg":
+            image = tf.image.decode_and_crop_jpeg(data, [0, 0, *self.stored_size], channels=self.schema.channels,
+                                                  dct_method=DCT_METHOD)
+        else:
+            image = decode(data, shape, self.schema.encoding, self.schema.channels, None)
+        return tf.ensure_shape(image, [*self.stored_size, self.schema.channels])
