@@ -339,7 +339,7 @@ def _summary_text(info: metadata.DatasetInfo, out: str) -> str:
         + (f" (reasons in {out}/{metadata.REJECTS})" if info.num_rejected else "")
         + (f", {info.num_unselected} not selected by --split-counts" if info.num_unselected else "")
     ]
-    if info.duplicates:
+    if info.duplicates and (info.duplicates.near.groups or info.duplicates.removed):
         lines.append(f"  duplicates: {info.duplicates.sentence()}")
     if info.debris:
         lines.append(f"  skipped {len(info.debris)} macOS/Windows system file(s) such as {info.debris[0]!r} "

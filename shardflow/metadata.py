@@ -120,7 +120,8 @@ class Duplicates:
     def problems(self, num_records: int, num_rejected: int) -> list[str]:
         """Broken invariants: counts that cannot be, or groups of the kind --dedupe removed still there."""
         found = [f"{kind} duplicates: {counts.images} images cannot make {counts.groups} groups ({counts.leaks} "
-                 f"leaking) among {num_records} records" for kind, counts in (("exact", self.exact), ("near", self.near))
+                 f"leaking) among {num_records} records"
+                 for kind, counts in (("exact", self.exact), ("near", self.near))
                  if not (2 * counts.groups <= counts.images <= num_records and counts.leaks <= counts.groups)]
         if self.exact.images > self.near.images:
             found.append(f"more exact duplicates ({self.exact.images}) than near ones ({self.near.images})")

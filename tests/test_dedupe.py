@@ -81,6 +81,12 @@ def test_copies_are_near_and_distinct_images_are_not():
     assert len({h.exact for h in hashes}) == DISTINCT
 
 
+def test_flat_images_have_no_structure_to_tell_apart():
+    flat = [Image.new("RGB", (60, 40), colour) for colour in ((0, 0, 0), (255, 0, 0), (10, 200, 30), (250,) * 3)]
+    perceptual = np.array([duplicates.perceptual_hash(image) for image in flat], dtype=np.uint64)
+    assert duplicates.find_groups([bytes([i]) for i in range(4)], perceptual, "near") == [[0, 1, 2, 3]]
+
+
 def test_the_banded_index_finds_what_comparing_all_pairs_finds():
     rng = np.random.default_rng(0)
     hashes = rng.integers(0, 2**64, size=2000, dtype=np.uint64)
