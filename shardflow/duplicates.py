@@ -70,8 +70,7 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def find_groups(exact: Sequence[bytes], perceptual: np.ndarray, kind: str) -> list[list[int]]:
     """Groups of 2+ images that are duplicates of `kind` ("exact" or "near": exact ones included), each a sorted
     list of indices into the inputs, groups in the order of their first member."""
-    if kind not in KINDS:
-        raise ValueError(f"duplicates are {' or '.join(KINDS)}, not {kind!r}")
+    check_kind(kind)
     parent = list(range(len(exact)))
     _join_equal(parent, exact)
     if kind == "near":
@@ -83,6 +82,12 @@ def find_groups(exact: Sequence[bytes], perceptual: np.ndarray, kind: str) -> li
     for index in range(len(parent)):
         members.setdefault(_find(parent, index), []).append(index)
     return [group for group in members.values() if len(group) > 1]
+
+
+def check_kind(kind: str, what: str = "the kind of duplicates") -> None:
+    """ValueError unless `kind` is one of `KINDS`, naming `what` (e.g. "--dedupe")."""
+    if kind not in KINDS:
+        raise ValueError(f"{what} is {' or '.join(KINDS)}, not {kind!r}")
 
 
 def near_pairs(hashes: np.ndarray) -> list[tuple[int, int]]:

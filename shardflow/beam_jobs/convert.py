@@ -3,8 +3,8 @@
 `run(argv)` is the launcher (options -> pipeline of stages -> run), as in Beam's examples; `convert` the same from
 Python. `build` chains the stages of `stages` (ReadAndPrepare, Dedupe, TakeCounts, FindDuplicates, PlanShards,
 WriteShards, Summarize). The launching process holds OUT's lock throughout (`out_lock`), then checks
-`inputs == records + rejects`, moves
-the shards into OUT and writes the metadata, `dataset_info.json` last: until then OUT is visibly incomplete.
+`inputs == records + rejects`, moves the shards into OUT and writes the metadata, `dataset_info.json` last: until
+then OUT is visibly incomplete.
 Any worker error, a full disk included, ends the job with one line; Ctrl-C stops the workers (`local_workers`).
 """
 from __future__ import annotations

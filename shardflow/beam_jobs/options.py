@@ -1,4 +1,5 @@
-"""The options of `shardflow convert` and their defaults, in one place (the CLI takes its defaults from here).
+"""The options of `shardflow convert`, their defaults and their command-line form, in one place: `shardflow
+convert` and the job's own launcher (`convert.run`) parse them with `add_arguments` and `from_arguments`.
 Importing this needs no Apache Beam."""
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from shardflow.metadata import DatasetCard
 
 LAYOUTS = ("auto", "kaggle", "folders", "idx")
 CHANNELS = (1, 3)
-DEDUPE = duplicates.KINDS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +41,8 @@ class ConvertOptions:
     card: DatasetCard = DatasetCard()  # version, description, homepage, license, citation
 
     def __post_init__(self):
-        if self.dedupe is not None and self.dedupe not in DEDUPE:
-            raise ValueError(f"--dedupe is {' or '.join(DEDUPE)}, not {self.dedupe!r}")
+        if self.dedupe is not None:
+            duplicates.check_kind(self.dedupe, "--dedupe")
 
     def recorded(self) -> dict[str, Any]:
         """These options as JSON values for a dataset's provenance (splits as text: their order matters)."""
@@ -89,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --size: centre-crop to its aspect ratio instead of stretching")
     parser.add_argument("--quality", type=int, default=defaults.quality, help="JPEG quality when re-encoding")
     parser.add_argument("--shard-size-mb", type=float, default=defaults.shard_size_mb, help="target shard size")
-    parser.add_argument("--dedupe", choices=DEDUPE, default=defaults.dedupe,
+    parser.add_argument("--dedupe", choices=duplicates.KINDS, default=defaults.dedupe,
                         help="keep one image per group of duplicates (exact: the same decoded pixels; near: also "
                              "re-encoded, resized look-alikes), the smallest path; the others go to rejects.jsonl. "
                              "Without it, duplicates and leaks across splits are reported, nothing is removed")

@@ -313,8 +313,7 @@ class Dedupe(beam.PTransform):
 
     def __init__(self, kind: str, batch_dir: str):
         super().__init__()
-        if kind not in duplicates.KINDS:
-            raise ValueError(f"--dedupe is {' or '.join(duplicates.KINDS)}, not {kind!r}")
+        duplicates.check_kind(kind, "--dedupe")
         self._kind, self._batch_dir = kind, batch_dir
 
     def expand(self, batches):
