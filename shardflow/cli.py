@@ -12,7 +12,7 @@ from collections.abc import Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
 
 import shardflow  # noqa: E402  (after the environment is set)
-from shardflow import metadata, quiet, schema  # noqa: E402
+from shardflow import metadata, quiet  # noqa: E402
 
 
 SUMMARY_MAX_CLASSES = 12  # more classes: the end-of-run summary gives their range per split
@@ -43,8 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     """Every default and choice comes from the Python API's own (options dataclasses, function signatures)."""
-    from shardflow.beam_jobs import splits
-    from shardflow.beam_jobs.options import CHANNELS, LAYOUTS, ConvertOptions
+    from shardflow.beam_jobs.options import add_arguments
     from shardflow.preview import preview_grid
     from shardflow.sample_data import write_sample_data
     from shardflow.trainers.options import AUGMENT_PLACES, BASES, MODELS, TrainOptions
@@ -72,45 +71,10 @@ def _parser() -> argparse.ArgumentParser:
         "Beam pipeline options (--runner, --project, --job_endpoint, ...) go to Beam unchanged; any other "
         "option is refused.",
     )
-    defaults = ConvertOptions()
-    convert.add_argument("src", help="a folder, a .zip, a .tar/.tar.gz/.tgz, or a folder of IDX files")
-    convert.add_argument("out", help="the dataset folder to create")
-    convert.add_argument("--name", help="dataset name used in shard file names (default: from SRC)")
-    convert.add_argument("--layout", default=defaults.layout, choices=LAYOUTS,
-                         help="how labels are found: auto detects Kaggle names, class folders or IDX files")
-    convert.add_argument("--unlabeled", action="store_true", help="no labels (e.g. Kaggle's test1/): label -1")
-    convert.add_argument("--class-names", help="comma-separated class order (default: sorted)")
-    convert.add_argument("--splits", default=splits.format_splits(defaults.splits),
-                         help="fractions by a stable hash of the path")
-    convert.add_argument("--split-counts", help="exact records per class, e.g. train=1000,validation=500,test=500")
-    convert.add_argument("--split-counts-allow-fewer", action="store_true",
-                         help="with --split-counts: a class with fewer images fills the splits in order with what "
-                              "it has (default: refuse)")
-    convert.add_argument("--channels", type=int, choices=CHANNELS, help="3 = RGB (default; IDX: 1)")
-    convert.add_argument("--image-format", choices=schema.IMAGE_FORMATS,
-                         help="passthrough (default) keeps valid JPEGs byte for byte; IDX default: png")
-    convert.add_argument("--max-side", type=int, help="downscale so the longer side is at most N pixels")
-    convert.add_argument("--size", default=defaults.size,
-                         help="store every image at exactly S x S or HxW pixels (stretched; `load` then only "
-                              "decodes); excludes --max-side")
-    convert.add_argument("--crop-to-aspect-ratio", action="store_true",
-                         help="with --size: centre-crop to its aspect ratio instead of stretching")
-    convert.add_argument("--quality", type=int, default=defaults.quality, help="JPEG quality when re-encoding")
-    convert.add_argument("--shard-size-mb", type=float, default=defaults.shard_size_mb, help="target shard size")
-    convert.add_argument("--workers", type=int, default=defaults.workers,
-                         help="local worker processes (0: one per core)")
-    convert.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
+    add_arguments(convert)
     convert.add_argument("--like", metavar="DATASET",
                          help="repeat DATASET's conversion: every option from its shardflow.json (only --workers and "
                               "--overwrite apply); says whether the shards came out byte-identical, or what changed")
-    card = convert.add_argument_group("dataset card", "what TFDS's DatasetInfo and OUT/README.md say")
-    card.add_argument("--version", default=defaults.card.version,
-                      help="MAJOR.MINOR.PATCH; with OUT at ROOT/NAME/VERSION, tfds.load('NAME:VERSION', data_dir=ROOT)")
-    card.add_argument("--description", help="what the data is (default: counts and layout)")
-    card.add_argument("--homepage", help="where the data comes from")
-    card.add_argument("--license", help="e.g. CC-BY-4.0")
-    card.add_argument("--citation", help="a BibTeX file, or the citation text")
-
     convert.set_defaults(shaping_defaults={dest: convert.get_default(dest) for dest in _SHAPING})
 
     inspect = command("inspect", _inspect, "show a dataset's splits, classes and statistics")
@@ -210,41 +174,12 @@ def _convert(args, beam_args) -> int | None:
 
 
 def _convert_now(args, beam_args) -> int | None:
-    from shardflow.beam_jobs import splits
     from shardflow.beam_jobs.convert import ConversionInterrupted, convert
-    from shardflow.beam_jobs.options import ConvertOptions
-    from shardflow.metadata import DatasetCard
+    from shardflow.beam_jobs.options import from_arguments
 
-    if args.max_side is not None and args.max_side < 1:
-        raise UsageError("--max-side must be a positive number of pixels")
-    if not 1 <= args.quality <= 100:
-        raise UsageError("--quality must be between 1 and 100")
-    if args.shard_size_mb <= 0:
-        raise UsageError("--shard-size-mb must be positive")
-    if args.split_counts_allow_fewer and not args.split_counts:
-        raise UsageError("--split-counts-allow-fewer goes with --split-counts")
     if args.like:
         return _convert_like(args, beam_args)
-    options = ConvertOptions(
-        name=args.name,
-        layout=args.layout,
-        unlabeled=args.unlabeled,
-        class_names=tuple(c.strip() for c in args.class_names.split(",")) if args.class_names else None,
-        splits=splits.parse_splits(args.splits),
-        split_counts=splits.parse_split_counts(args.split_counts) if args.split_counts else None,
-        split_counts_allow_fewer=args.split_counts_allow_fewer,
-        channels=args.channels,
-        image_format=args.image_format,
-        max_side=args.max_side,
-        quality=args.quality,
-        size=args.size,
-        crop_to_aspect_ratio=args.crop_to_aspect_ratio,
-        shard_size_mb=args.shard_size_mb,
-        workers=args.workers,
-        overwrite=args.overwrite,
-        card=DatasetCard(version=args.version, description=args.description or "", homepage=args.homepage or "",
-                         license=args.license or "", citation=_text_or_file(args.citation)),
-    )
+    options = from_arguments(args)
     try:
         info = convert(args.src, args.out, options, beam_args)
     except ConversionInterrupted as interrupted:
@@ -286,15 +221,7 @@ def _convert_like(args, beam_args) -> int:
 
 _SHAPING = ("name", "layout", "unlabeled", "class_names", "splits", "split_counts", "split_counts_allow_fewer",
             "channels", "image_format", "max_side", "size", "crop_to_aspect_ratio", "quality", "shard_size_mb",
-            "version", "description", "homepage", "license", "citation")  # convert's options that shape a dataset (--like takes them all from it)
-
-
-def _text_or_file(value: str | None) -> str:
-    """--citation takes a file (a .bib, say) or the text itself."""
-    if value and os.path.isfile(value):
-        with open(value) as f:
-            return f.read()
-    return value or ""
+            "dedupe", "version", "description", "homepage", "license", "citation")  # convert's options that shape a dataset (--like takes them all from it)
 
 
 def _inspect(args, _extra) -> None:
@@ -412,6 +339,8 @@ def _summary_text(info: metadata.DatasetInfo, out: str) -> str:
         + (f" (reasons in {out}/{metadata.REJECTS})" if info.num_rejected else "")
         + (f", {info.num_unselected} not selected by --split-counts" if info.num_unselected else "")
     ]
+    if info.duplicates and (info.duplicates.near.groups or info.duplicates.removed):
+        lines.append(f"  duplicates: {info.duplicates.sentence()}")
     if info.debris:
         lines.append(f"  skipped {len(info.debris)} macOS/Windows system file(s) such as {info.debris[0]!r} "
                      f"(listed in {out}/{metadata.SHARDFLOW_INFO})")
@@ -443,6 +372,7 @@ def _inspect_text(info: metadata.DatasetInfo) -> str:
            if info.size else ""),
         f"  inputs: {info.num_inputs}  records: {info.num_records}  rejected: {info.num_rejected}"
         + (f"  unselected: {info.num_unselected}" if info.num_unselected else ""),
+        "  duplicates: " + (info.duplicates.sentence() if info.duplicates else "not looked for (an older shardflow)"),
     ]
     bins = metadata.SIZE_BINS
     labels = [f"<{bins[0]}"] + [f"{a}-{b - 1}" for a, b in zip(bins, bins[1:])] + [f">={bins[-1]}"]

@@ -19,6 +19,8 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageOps
 
+from shardflow.duplicates import ImageHashes, image_hashes
+
 MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (~90 MP)
 MAX_FILE_BYTES = 256 * 1024 * 1024
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -83,14 +85,17 @@ class ImageStats(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class PreparedImage:
-    """What a record stores (`data`: encoded bytes, or uint8 pixels for raw) and its statistics."""
+    """What a record stores (`data`: encoded bytes, or uint8 pixels for raw), its statistics and, when asked
+    for, the decoded image's duplicate keys (taken before any resize)."""
 
     data: bytes | np.ndarray
     stats: ImageStats
+    hashes: ImageHashes | None = None
 
 
-def prepare_encoded(data: bytes, options: ImageOptions) -> PreparedImage:
-    """Validate an encoded image file and prepare what its record stores; raises `Rejected`."""
+def prepare_encoded(data: bytes, options: ImageOptions, hashes: bool = False) -> PreparedImage:
+    """Validate an encoded image file and prepare what its record stores (with its `ImageHashes` if `hashes`);
+    raises `Rejected`."""
     if not data:
         raise Rejected("empty file (0 bytes)")
     if len(data) > options.max_file_bytes:
@@ -116,28 +121,31 @@ def prepare_encoded(data: bytes, options: ImageOptions) -> PreparedImage:
         image.draft(image.mode, _covering(size, options, turned=_orientation(image) in _TURNED))
     _decode(image)
     if keep_bytes:
-        return _prepared(data, image, passthrough=True, size=size)
+        return _prepared(data, image, passthrough=True, size=size, hashes=image_hashes(image) if hashes else None)
     if _orientation(image) != 1:
         image = ImageOps.exif_transpose(image)
-    return prepare_pixels(image, options)
+    return prepare_pixels(image, options, hashes)
 
 
-def prepare_pixels(image: Image.Image, options: ImageOptions) -> PreparedImage:
-    """Convert a decoded image to 8-bit L/RGB, resize it (per `max_side` or `size`) and encode it."""
+def prepare_pixels(image: Image.Image, options: ImageOptions, hashes: bool = False) -> PreparedImage:
+    """Convert a decoded image to 8-bit L/RGB, take its `ImageHashes` if `hashes`, resize it (per `max_side` or
+    `size`) and encode it."""
     image = _normalize_mode(image, options.channels)
+    keys = image_hashes(image) if hashes else None
     if _too_big(image.size, options.max_side):
         image = image.resize(_fit(image.size, options.max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
     elif options.size and image.size != options.size[::-1]:
         box = central_crop_box(image.size, options.size) if options.crop_to_aspect_ratio else None
         image = image.resize(options.size[::-1], Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
     if options.image_format == "raw":
-        return _prepared(np.asarray(image).reshape(image.height, image.width, options.channels), image, False)
+        return _prepared(np.asarray(image).reshape(image.height, image.width, options.channels), image, False,
+                         hashes=keys)
     buffer = io.BytesIO()
     if options.image_format == "png":
         image.save(buffer, format="PNG", compress_level=1)
     else:
         image.save(buffer, format="JPEG", quality=options.quality)
-    return _prepared(buffer.getvalue(), image, passthrough=False)
+    return _prepared(buffer.getvalue(), image, passthrough=False, hashes=keys)
 
 
 def _open(data: bytes, options: ImageOptions) -> Image.Image:
@@ -220,7 +228,7 @@ def _fit(size: tuple[int, int], max_side: int) -> tuple[int, int]:
 
 
 def _prepared(data: bytes | np.ndarray, image: Image.Image, passthrough: bool,
-              size: tuple[int, int] | None = None) -> PreparedImage:
+              size: tuple[int, int] | None = None, hashes: ImageHashes | None = None) -> PreparedImage:
     """What the record stores, its size (`size` when `image` was decoded at a reduced scale), and pixel
     statistics from PIL's per-band histogram, weighted as if taken at full size."""
     width, height = size or image.size
@@ -233,16 +241,17 @@ def _prepared(data: bytes | np.ndarray, image: Image.Image, passthrough: bool,
         channel_sum=tuple((histogram @ _LEVELS).tolist()),
         channel_sumsq=tuple((histogram @ np.square(_LEVELS)).tolist()),
         num_pixels=width * height,
-    ))
+    ), hashes)
 
 
-def prepare(payload: bytes | np.ndarray, options: ImageOptions) -> PreparedImage:
-    """An encoded file (`prepare_encoded`) or decoded pixels (`prepare_pixels`); every failure, even a decoder's
-    bug on hostile input, is `Rejected`: one bad file costs that file, never the run."""
+def prepare(payload: bytes | np.ndarray, options: ImageOptions, hashes: bool = False) -> PreparedImage:
+    """An encoded file (`prepare_encoded`) or decoded pixels (`prepare_pixels`), with its `ImageHashes` if
+    `hashes`; every failure, even a decoder's bug on hostile input, is `Rejected`: one bad file costs that file,
+    never the run."""
     try:
         if isinstance(payload, np.ndarray):
-            return prepare_pixels(Image.fromarray(payload), options)
-        return prepare_encoded(payload, options)
+            return prepare_pixels(Image.fromarray(payload), options, hashes)
+        return prepare_encoded(payload, options, hashes)
     except Rejected:
         raise
     except Exception as error:

@@ -24,6 +24,8 @@ FORMAT_VERSION = 1
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 SPLITS = (TRAIN, VALIDATION, TEST)  # the usual splits, in reading order
 SIZE_BINS = (64, 128, 256, 512, 1024, 2048)  # histogram of the longer side: <64, 64-127, ..., >=2048
+DUPLICATE = "duplicate"
+DUPLICATE_OF = f"{DUPLICATE} of "  # the reason rejects.jsonl gives what --dedupe removed: "duplicate of PATH"
 
 
 class DatasetError(ValueError):
@@ -85,6 +87,58 @@ class Provenance:
 
 
 @dataclasses.dataclass(frozen=True)
+class DuplicateCounts:
+    """Duplicates of one kind among a dataset's records."""
+
+    groups: int  # groups of 2+ records that are duplicates of each other
+    images: int  # records in those groups
+    leaks: int  # groups with records in more than one split
+
+
+@dataclasses.dataclass(frozen=True)
+class Duplicates:
+    """The duplicates among a dataset's records (`shardflow.duplicates`): exact (the same decoded pixels) and near
+    (perceptual hashes at most `threshold` bits apart; exact ones included), and what --dedupe removed first."""
+
+    threshold: int
+    exact: DuplicateCounts
+    near: DuplicateCounts
+    leak_example: dict[str, str]  # path -> split: two records of the first leaking group, in different splits
+    dedupe: str | None = None  # --dedupe: the kind of duplicates of which one image per group was kept
+    removed: int = 0  # records --dedupe rejected as "duplicate of PATH"
+
+    def sentence(self) -> str:
+        """What inspect, the end of a conversion and the dataset card say about them."""
+        near, exact = self.near, self.exact
+        found = (f"{near.groups} group(s) of near duplicates ({near.images} images, perceptual hashes within "
+                 f"{self.threshold} of 64 bits; exact copies among them: {exact.groups} group(s), {exact.images} "
+                 f"images), {near.leaks} across splits (leaks)")
+        if not self.dedupe:
+            return found
+        return f"--dedupe {self.dedupe} removed {self.removed} (listed in {REJECTS}); the records left hold {found}"
+
+    def problems(self, num_records: int, num_rejected: int) -> list[str]:
+        """Broken invariants: counts that cannot be, or groups of the kind --dedupe removed still there."""
+        found = [f"{kind} duplicates: {counts.images} images cannot make {counts.groups} groups ({counts.leaks} "
+                 f"leaking) among {num_records} records"
+                 for kind, counts in (("exact", self.exact), ("near", self.near))
+                 if not (2 * counts.groups <= counts.images <= num_records and counts.leaks <= counts.groups)]
+        if self.exact.images > self.near.images:
+            found.append(f"more exact duplicates ({self.exact.images}) than near ones ({self.near.images})")
+        if self.removed > num_rejected:
+            found.append(f"{self.removed} duplicates removed but only {num_rejected} rejects")
+        if self.dedupe and getattr(self, self.dedupe).groups:
+            found.append(f"--dedupe {self.dedupe} left {getattr(self, self.dedupe).groups} group(s)")
+        return found
+
+
+def reject_kind(reason: str) -> str:
+    """A reject's reason without its particulars (what counters and the card count by): "duplicate of a.jpg" ->
+    "duplicate", "cannot read file: [Errno 5] ..." -> "cannot read file"."""
+    return DUPLICATE if reason.startswith(DUPLICATE_OF) else reason.split(":")[0]
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     """What `shardflow.json` records about a dataset, and where it was read from (`data_dir`)."""
 
@@ -107,6 +161,7 @@ class DatasetInfo:
     warnings: tuple[str, ...] = ()  # what the conversion warned about (case-twin classes, short splits, ...)
     card: DatasetCard = DatasetCard()
     provenance: Provenance | None = None  # None: converted by a shardflow before 0.2
+    duplicates: Duplicates | None = None  # None: converted by a shardflow that did not look for duplicates
     format_version: int = FORMAT_VERSION
     data_dir: str = ""
 
@@ -146,9 +201,9 @@ class DatasetInfo:
         """Broken invariants: every input is a record, a reject or unselected, each exactly once."""
         accounted = self.num_records + self.num_rejected + self.num_unselected
         if self.num_inputs != accounted:
-            return [f"inputs ({self.num_inputs}) != records ({self.num_records}) + rejects ({self.num_rejected})"
-                    f" + unselected ({self.num_unselected})"]
-        return []
+            return [f"lost inputs: inputs ({self.num_inputs}) != records ({self.num_records}) + rejects "
+                    f"({self.num_rejected}) + unselected ({self.num_unselected})"]
+        return self.duplicates.problems(self.num_records, self.num_rejected) if self.duplicates else []
 
     def to_json(self) -> str:
         value = dataclasses.asdict(self)
@@ -166,8 +221,11 @@ class DatasetInfo:
                                shards=tuple(_typed(Shard, s) for s in value["splits"][name]["shards"]))
                   for name in split_names(value["splits"])}
         provenance = _typed(Provenance, value["provenance"]) if value.get("provenance") else None
+        found = value.get("duplicates")
+        duplicates = _typed(Duplicates, found, exact=_typed(DuplicateCounts, found["exact"]),
+                            near=_typed(DuplicateCounts, found["near"])) if found else None
         info = _typed(cls, value, splits=splits, data_dir=data_dir, card=_typed(DatasetCard, value.get("card", {})),
-                      provenance=provenance)
+                      provenance=provenance, duplicates=duplicates)
         written = [("num_records", value.get("num_records"), info.num_records)] + [
             (f"{name} {key}", value["splits"][name].get(key), getattr(split, key))
             for name, split in splits.items() for key in ("num_examples", "num_bytes")]
@@ -215,4 +273,3 @@ def is_dataset_dir(path: str) -> bool:
 def split_names(names: Iterable[str]) -> list[str]:
     """Splits in reading order: train, validation, test, then any others."""
     return sorted(names, key=lambda n: (SPLITS.index(n) if n in SPLITS else len(SPLITS), n))
-

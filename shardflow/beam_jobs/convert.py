@@ -1,11 +1,15 @@
 """`shardflow convert SRC OUT`: the Beam job from raw images to sharded, TFDS-compatible TFRecords.
 
-`build` chains the stages of `stages` (ReadAndPrepare, TakeCounts, PlanShards, WriteShards, Summarize). The launching process holds OUT's lock throughout (`out_lock`), then checks `inputs == records + rejects`, moves
-the shards into OUT and writes the metadata, `dataset_info.json` last: until then OUT is visibly incomplete.
+`run(argv)` is the launcher (options -> pipeline of stages -> run), as in Beam's examples; `convert` the same from
+Python. `build` chains the stages of `stages` (ReadAndPrepare, Dedupe, TakeCounts, FindDuplicates, PlanShards,
+WriteShards, Summarize). The launching process holds OUT's lock throughout (`out_lock`), then checks
+`inputs == records + rejects`, moves the shards into OUT and writes the metadata, `dataset_info.json` last: until
+then OUT is visibly incomplete.
 Any worker error, a full disk included, ends the job with one line; Ctrl-C stops the workers (`local_workers`).
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import datetime
 import difflib
@@ -28,13 +32,13 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 import shardflow
-from shardflow import metadata, schema
+from shardflow import duplicates, metadata, schema
 from shardflow.beam_jobs import metadata_writer, staged, stages
 from shardflow.images import ImageOptions
 from shardflow.beam_jobs.progress import ProgressDisplay, worker_logs_to
 from shardflow.beam_jobs.sources import SourceListing, is_remote, list_source
 from shardflow.beam_jobs.local_workers import WorkerDied, watched_workers
-from shardflow.beam_jobs.options import ConvertOptions
+from shardflow.beam_jobs.options import ConvertOptions, add_arguments, from_arguments
 from shardflow.beam_jobs.out_lock import LOCK_NAME, OutputLock, OutputLocked
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -51,6 +55,16 @@ class ConversionInterrupted(ConversionError):
     """The user stopped the conversion (Ctrl-C); OUT is left visibly incomplete."""
 
 
+def run(argv: Sequence[str] | None = None) -> metadata.DatasetInfo:
+    """The launcher, as in Beam's wordcount: parse the options (`options.add_arguments`; the rest are Beam's own,
+    anything else is refused), build the pipeline of stages, run it. `python -m shardflow.beam_jobs.convert SRC OUT
+    [--dedupe near] [--runner ...]` is `shardflow convert` without --like and the summary."""
+    parser = argparse.ArgumentParser(prog="python -m shardflow.beam_jobs.convert", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    args, beam_args = parser.parse_known_args(argv)
+    return convert(args.src, args.out, from_arguments(args), beam_args)
+
+
 def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptions, image_options: ImageOptions,
           name: str, staging: str, progress_dir: str | None = None) -> None:
     """Add the conversion stages (`stages`) to `pipeline`; running it fills `staging` (see `finalize`)."""
@@ -63,19 +77,26 @@ def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptio
         | "ReadAndPrepare" >> stages.ReadAndPrepare(listing.class_names, image_options, fractions, staging,
                                                     progress_dir)
     )
+    kept, removed = prepared.records, pipeline | "NoneRemoved" >> beam.Create([])
+    if options.dedupe:
+        deduped = prepared.records | "Dedupe" >> stages.Dedupe(options.dedupe, batch_dir)
+        kept, removed = deduped.kept, deduped.rejects
     if options.split_counts is None:
-        assigned = prepared.records  # the split was chosen while preparing
+        assigned = kept  # the split was chosen while preparing
         unselected = pipeline | "NoneUnselected" >> beam.Create([])
     else:
-        counted = prepared.records | "TakeCounts" >> stages.TakeCounts(options.split_counts, batch_dir)
+        counted = kept | "TakeCounts" >> stages.TakeCounts(options.split_counts, batch_dir)
         assigned = counted.assigned
         unselected = counted.unselected | "TagUnselected" >> beam.Map(lambda n: ("unselected", n))
+    found = assigned | "FindDuplicates" >> stages.FindDuplicates()
     planned = assigned | "PlanShards" >> stages.PlanShards(int(options.shard_size_mb * 2**20), batch_dir)
     shards = planned.jobs | "WriteShards" >> stages.WriteShards(FileSystems.join(staging, "shards"), name)
     _ = (
         shards | "TagShards" >> beam.Map(lambda s: ("shards", s)),
         planned.stats | "TagStats" >> beam.Map(lambda s: ("splits", s)),
-        prepared[stages.PrepareRecords.REJECTS] | "TagRejects" >> beam.Map(lambda r: ("rejects", r)),
+        (prepared[stages.PrepareRecords.REJECTS], removed) | "AllRejects" >> beam.Flatten()
+        | "TagRejects" >> beam.Map(lambda r: ("rejects", r)),
+        found | "TagDuplicates" >> beam.Map(lambda groups: ("duplicates", groups)),
         prepared[stages.PrepareRecords.FINGERPRINT] | "TagFingerprint" >> beam.Map(lambda h: ("fingerprint", h)),
         unselected,
     ) | "Summarize" >> stages.Summarize(FileSystems.join(staging, "summary.json"))
@@ -231,9 +252,10 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
         data_dir=out,
         card=options.card,
         provenance=dataclasses.replace(provenance, source_fingerprint=summary["fingerprint"]),
+        duplicates=_duplicates(summary["duplicates"], options.dedupe, rejects),
     )
     if info.problems():
-        raise ConversionError(f"lost inputs: {info.problems()[0]}; {out} is left incomplete")
+        raise ConversionError(f"{info.problems()[0]}; {out} is left incomplete")
     if not info.num_records:
         raise ConversionError(f"no input became a record ({len(rejects)} rejected; see the reasons below)\n"
                               + "\n".join(f"  {p}: {r}" for p, r in rejects[:10]))
@@ -245,7 +267,7 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
         _check_split_counts(valid, split_counts, listing.class_names, "valid images (after rejects)")
     short = _short_splits(info.splits, split_counts or {}, listing.class_names) if allow_fewer else []
     info = dataclasses.replace(info, warnings=tuple(
-        listing.warnings + short + _untrained_classes(listing.class_names, info.splits)))
+        listing.warnings + short + _untrained_classes(listing.class_names, info.splits) + _leaks(info.duplicates)))
     for shard in summary["shards"]:
         FileSystems.rename([FileSystems.join(staging, "shards", shard["filename"])],
                            [FileSystems.join(out, shard["filename"])])
@@ -270,6 +292,36 @@ def _splits(summary: dict[str, Any], class_names: Sequence[str]) -> dict[str, me
             size_histogram=tuple(stats["size_histogram"]), width_range=tuple(stats["width_range"]),
             height_range=tuple(stats["height_range"]), passthrough=stats["passthrough"])
     return {name: splits[name] for name in metadata.split_names(splits)}
+
+
+def _duplicates(groups: dict[str, list[list[tuple[str, str | None]]]], dedupe: str | None,
+                rejects: Sequence[tuple[str, str]]) -> metadata.Duplicates:
+    """What the records' duplicate groups (per kind, lists of (path, split)) and the rejects add up to."""
+    def counts(kind: str) -> metadata.DuplicateCounts:
+        return metadata.DuplicateCounts(groups=len(groups[kind]), images=sum(map(len, groups[kind])),
+                                        leaks=sum(map(_spans_splits, groups[kind])))
+
+    leaking = next(filter(_spans_splits, groups["near"]), None)
+    example = {} if leaking is None else dict([leaking[0], next(m for m in leaking if m[1] != leaking[0][1])])
+    return metadata.Duplicates(
+        threshold=duplicates.NEAR_THRESHOLD, exact=counts("exact"), near=counts("near"), leak_example=example,
+        dedupe=dedupe, removed=sum(metadata.reject_kind(reason) == metadata.DUPLICATE for _, reason in rejects))
+
+
+def _spans_splits(group: list[tuple[str, str | None]]) -> bool:
+    return len({split for _, split in group}) > 1
+
+
+def _leaks(found: metadata.Duplicates) -> list[str]:
+    """The warning for duplicate groups across splits: a copy in train with its twin in test inflates test scores."""
+    if not found.near.leaks:
+        return []
+    (first, first_split), (second, second_split) = found.leak_example.items()
+    return [f"LEAK: {found.near.leaks} group(s) of duplicate images span splits ({found.exact.leaks} of exact "
+            f"copies), e.g. {first!r} ({first_split}) and {second!r} ({second_split}); test scores count them "
+            f"as unseen. --dedupe near keeps one image per group"]
+
+
 def _inputs_per_class(listing: SourceListing) -> dict[int, int]:
     counts: dict[int, int] = defaultdict(int)
     for task in listing.tasks:
@@ -401,3 +453,7 @@ def _pipeline_options(beam_args: Sequence[str], workers: int) -> tuple[PipelineO
         beam_args += [f"--direct_num_workers={workers}", f"--direct_running_mode={mode}",
                       "--default_sdk_harness_log_level=WARNING"]
     return PipelineOptions(beam_args), local
+
+
+if __name__ == "__main__":
+    run()

@@ -39,12 +39,21 @@ def markdown(info: metadata.DatasetInfo, rejects: Sequence[tuple[str, str]]) -> 
     lines += ["", f"![A few images of each class]({SAMPLES})"]
     lines += ["", "## Rejected inputs", ""]
     if rejects:
-        reasons = Counter(reason.split(":")[0] for _, reason in rejects)
+        reasons = Counter(metadata.reject_kind(reason) for _, reason in rejects)
         lines += [f"{len(rejects)} of {info.num_inputs} inputs could not become records (each is listed with its "
                   f"reason in `{metadata.REJECTS}`):", ""]
         lines += [f"- {reason}: {count}" for reason, count in reasons.most_common()]
     else:
         lines.append(f"None: all {info.num_inputs} inputs became records.")
+    if info.duplicates:
+        lines += ["", "## Duplicates", "", info.duplicates.sentence() + ".",
+                  "", "Exact duplicates decode to the same pixels; near duplicates look the same (re-encoded, "
+                  "resized). A leak is a group with images in more than one split: a test image whose twin is "
+                  "in train is not unseen."]
+        if info.duplicates.leak_example:
+            lines += ["", "For example: " + " and ".join(f"`{path}` ({split})"
+                                                         for path, split in info.duplicates.leak_example.items())
+                      + "."]
     if info.warnings:
         lines += ["", "## Warnings", ""] + [f"- {warning}" for warning in info.warnings]
     lines += ["", "## Loading", "", "```python", "import tensorflow_datasets as tfds", "",

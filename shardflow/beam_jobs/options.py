@@ -1,10 +1,14 @@
-"""The options of `shardflow convert` and their defaults, in one place (the CLI takes its defaults from here).
+"""The options of `shardflow convert`, their defaults and their command-line form, in one place: `shardflow
+convert` and the job's own launcher (`convert.run`) parse them with `add_arguments` and `from_arguments`.
 Importing this needs no Apache Beam."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import os
 from typing import Any
 
+from shardflow import duplicates, schema
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.images import ImageOptions
 from shardflow.metadata import DatasetCard
@@ -31,9 +35,14 @@ class ConvertOptions:
     size: int | str | tuple[int, int] | None = None  # S, "HxW" or (height, width): every image at exactly that size
     crop_to_aspect_ratio: bool = False  # with size: centre-crop to its aspect ratio instead of stretching
     shard_size_mb: float = 128.0
+    dedupe: str | None = None  # "exact" or "near": keep one image per group of duplicates (None: keep all, report)
     workers: int = 0  # 0: one per core
     overwrite: bool = False
     card: DatasetCard = DatasetCard()  # version, description, homepage, license, citation
+
+    def __post_init__(self):
+        if self.dedupe is not None:
+            duplicates.check_kind(self.dedupe, "--dedupe")
 
     def recorded(self) -> dict[str, Any]:
         """These options as JSON values for a dataset's provenance (splits as text: their order matters)."""
@@ -50,3 +59,88 @@ class ConvertOptions:
         value["splits"] = splits_lib.parse_splits(value["splits"])
         value["split_counts"] = splits_lib.parse_split_counts(value["split_counts"]) if value["split_counts"] else None
         return cls(**value | given)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """`shardflow convert SRC OUT`'s options, defaults and choices taken from `ConvertOptions` (the CLI and
+    `convert.run` parse the same)."""
+    defaults = ConvertOptions()
+    parser.add_argument("src", help="a folder, a .zip, a .tar/.tar.gz/.tgz, or a folder of IDX files")
+    parser.add_argument("out", help="the dataset folder to create")
+    parser.add_argument("--name", help="dataset name used in shard file names (default: from SRC)")
+    parser.add_argument("--layout", default=defaults.layout, choices=LAYOUTS,
+                        help="how labels are found: auto detects Kaggle names, class folders or IDX files")
+    parser.add_argument("--unlabeled", action="store_true", help="no labels (e.g. Kaggle's test1/): label -1")
+    parser.add_argument("--class-names", help="comma-separated class order (default: sorted)")
+    parser.add_argument("--splits", default=splits_lib.format_splits(defaults.splits),
+                        help="fractions by a stable hash of the path")
+    parser.add_argument("--split-counts", help="exact records per class, e.g. train=1000,validation=500,test=500")
+    parser.add_argument("--split-counts-allow-fewer", action="store_true",
+                        help="with --split-counts: a class with fewer images fills the splits in order with what "
+                             "it has (default: refuse)")
+    parser.add_argument("--channels", type=int, choices=CHANNELS, help="3 = RGB (default; IDX: 1)")
+    parser.add_argument("--image-format", choices=schema.IMAGE_FORMATS,
+                        help="passthrough (default) keeps valid JPEGs byte for byte; IDX default: png")
+    parser.add_argument("--max-side", type=int, help="downscale so the longer side is at most N pixels")
+    parser.add_argument("--size", default=defaults.size,
+                        help="store every image at exactly S x S or HxW pixels (stretched; `load` then only "
+                             "decodes); excludes --max-side")
+    parser.add_argument("--crop-to-aspect-ratio", action="store_true",
+                        help="with --size: centre-crop to its aspect ratio instead of stretching")
+    parser.add_argument("--quality", type=int, default=defaults.quality, help="JPEG quality when re-encoding")
+    parser.add_argument("--shard-size-mb", type=float, default=defaults.shard_size_mb, help="target shard size")
+    parser.add_argument("--dedupe", choices=duplicates.KINDS, default=defaults.dedupe,
+                        help="keep one image per group of duplicates (exact: the same decoded pixels; near: also "
+                             "re-encoded, resized look-alikes), the smallest path; the others go to rejects.jsonl. "
+                             "Without it, duplicates and leaks across splits are reported, nothing is removed")
+    parser.add_argument("--workers", type=int, default=defaults.workers,
+                        help="local worker processes (0: one per core)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
+    card = parser.add_argument_group("dataset card", "what TFDS's DatasetInfo and OUT/README.md say")
+    card.add_argument("--version", default=defaults.card.version,
+                      help="MAJOR.MINOR.PATCH; with OUT at ROOT/NAME/VERSION, tfds.load('NAME:VERSION', data_dir=ROOT)")
+    card.add_argument("--description", help="what the data is (default: counts and layout)")
+    card.add_argument("--homepage", help="where the data comes from")
+    card.add_argument("--license", help="e.g. CC-BY-4.0")
+    card.add_argument("--citation", help="a BibTeX file, or the citation text")
+
+
+def from_arguments(args: argparse.Namespace) -> ConvertOptions:
+    """The options parsed by `add_arguments`; ValueError naming the first one out of range."""
+    if args.max_side is not None and args.max_side < 1:
+        raise ValueError("--max-side must be a positive number of pixels")
+    if not 1 <= args.quality <= 100:
+        raise ValueError("--quality must be between 1 and 100")
+    if args.shard_size_mb <= 0:
+        raise ValueError("--shard-size-mb must be positive")
+    if args.split_counts_allow_fewer and not args.split_counts:
+        raise ValueError("--split-counts-allow-fewer goes with --split-counts")
+    return ConvertOptions(
+        name=args.name,
+        layout=args.layout,
+        unlabeled=args.unlabeled,
+        class_names=tuple(c.strip() for c in args.class_names.split(",")) if args.class_names else None,
+        splits=splits_lib.parse_splits(args.splits),
+        split_counts=splits_lib.parse_split_counts(args.split_counts) if args.split_counts else None,
+        split_counts_allow_fewer=args.split_counts_allow_fewer,
+        channels=args.channels,
+        image_format=args.image_format,
+        max_side=args.max_side,
+        quality=args.quality,
+        size=args.size,
+        crop_to_aspect_ratio=args.crop_to_aspect_ratio,
+        shard_size_mb=args.shard_size_mb,
+        dedupe=args.dedupe,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        card=DatasetCard(version=args.version, description=args.description or "", homepage=args.homepage or "",
+                         license=args.license or "", citation=_text_or_file(args.citation)),
+    )
+
+
+def _text_or_file(value: str | None) -> str:
+    """--citation takes a file (a .bib, say) or the text itself."""
+    if value and os.path.isfile(value):
+        with open(value) as f:
+            return f.read()
+    return value or ""

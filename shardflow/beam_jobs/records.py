@@ -12,23 +12,26 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from shardflow.duplicates import ImageHashes
 from shardflow.images import ImageStats
 from shardflow.metadata import SIZE_BINS
 
 
 def row_dtype(channels: int) -> np.dtype:
-    """One record's columns: sort key, label, location in its spill file, and what statistics need."""
+    """One record's columns: sort key, label, location in its spill file, what statistics need, and the image's
+    duplicate keys (`duplicates.ImageHashes`)."""
     return np.dtype([
         ("hash", "<u8"), ("label", "<i8"), ("spill", "<i4"), ("offset", "<i8"), ("length", "<i8"),
         ("width", "<i8"), ("height", "<i8"), ("passthrough", "?"),
         ("channel_sum", "<f8", (channels,)), ("channel_sumsq", "<f8", (channels,)),
+        ("exact", "V16"), ("perceptual", "<u8"),
     ])
 
 
-def row(path_hash: int, label: int, offset: int, length: int, stats: ImageStats) -> tuple:
+def row(path_hash: int, label: int, offset: int, length: int, stats: ImageStats, hashes: ImageHashes) -> tuple:
     """The columns of one record appended at `offset` of its batch's (only) spill file."""
     return (path_hash, label, 0, offset, length, stats.width, stats.height, stats.passthrough,
-            stats.channel_sum, stats.channel_sumsq)
+            stats.channel_sum, stats.channel_sumsq, hashes.exact, hashes.perceptual)
 
 
 class RecordBatch(NamedTuple):

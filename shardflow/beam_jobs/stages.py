@@ -5,11 +5,15 @@ show them by name; tests run each one alone with `TestPipeline` and `assert_that
                   spill file of its own; `RecordBatch` files (where the bytes are, plus statistics, in columns)
                   in the staging folder describe them, so the runner's memory stays flat (see `staged`).
                   Each record's split (a stable hash of its path, or the source's own folders) is chosen there.
+  Dedupe          only with --dedupe exact|near: FindDuplicates, then each group's first path kept, the others
+                  rejected as "duplicate of PATH" (so no group is left in two splits).
   TakeCounts      only with --split-counts: exact counts per class, in hash order.
   PlanShards      per split: records in hash order (classes mixed), cut into shards of ~--shard-size-mb,
                   plus the split's statistics.
   WriteShards     each shard copied from the spill files into place, with its SHA-256.
-  Summarize       shard list, statistics and rejects gathered into one summary file.
+  FindDuplicates  the records' duplicate keys (taken while preparing) gathered in one worker and grouped
+                  (`duplicates.find_groups`): the groups the dataset holds, reported whether or not --dedupe.
+  Summarize       shard list, statistics, rejects and duplicate groups gathered into one summary file.
 
 Beam `Metrics` counters (namespace "shardflow": records prepared, rejected by reason, record bytes, shards
 written, shard bytes) show the job's progress in Dataflow's and Flink's UIs; `counters` reads them back.
@@ -31,7 +35,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.transforms.window import GlobalWindows
 
-from shardflow import schema
+from shardflow import duplicates, metadata, schema
 from shardflow.beam_jobs import metadata_writer, records, staged
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.beam_jobs.progress import ProgressWriter
@@ -81,7 +85,7 @@ class PrepareRecords(beam.DoFn):
                     raise Rejected(NO_CLASS)
             except Rejected as reason:
                 self._progress.add(rejected=True)
-                Metrics.counter(NAMESPACE, f"rejected: {str(reason).split(':')[0]}").inc()
+                Metrics.counter(NAMESPACE, f"rejected: {metadata.reject_kind(str(reason))}").inc()
                 yield beam.pvalue.TaggedOutput(self.REJECTS, (path, str(reason)))
                 continue
             framed = frame(self._schema.serialize(prepared.data, item.label, item.path))
@@ -92,7 +96,8 @@ class PrepareRecords(beam.DoFn):
             path_hash = splits_lib.stable_hash(path)
             split = item.split or (splits_lib.split_for_hash(path_hash, self._fractions) if self._fractions else None)
             paths[split].append(path)
-            rows[split].append(records.row(path_hash, item.label, offset, len(framed), prepared.stats))
+            rows[split].append(records.row(path_hash, item.label, offset, len(framed), prepared.stats,
+                                           prepared.hashes))
         for split in paths:
             pending = self._pending[split]
             pending.append(records.RecordBatch(split, (self._spill_path,), tuple(paths[split]),
@@ -103,7 +108,7 @@ class PrepareRecords(beam.DoFn):
     def _prepare(self, payload):
         if isinstance(payload, OSError):
             raise Rejected(f"cannot read file: {payload}")
-        return prepare(payload, self._options)
+        return prepare(payload, self._options, hashes=True)
 
     def _append(self, framed: bytes) -> int:
         if self._spill is None:
@@ -145,6 +150,51 @@ def take_counts(none_paths, counts: dict[str, int], batch_dir: str) -> Iterable[
     for split, parts in taken.items():
         yield split, staged.save(records.concat(parts, split), batch_dir)
     yield beam.pvalue.TaggedOutput("unselected", unselected)
+
+
+Groups = dict[str, list[list[tuple[bytes, str | None]]]]  # kind -> groups of (path, split), sorted by path
+
+
+def hash_columns(split_path: tuple[str | None, str]) -> tuple[str | None, tuple[bytes, ...], np.ndarray, np.ndarray]:
+    """(split, record batch file) -> its records' split, paths, exact keys and perceptual hashes."""
+    split, path = split_path
+    batch = staged.load(path)
+    return split, batch.paths, batch.rows["exact"], batch.rows["perceptual"]
+
+
+def group_duplicates(columns: list[tuple[str | None, tuple[bytes, ...], np.ndarray, np.ndarray]]) -> Groups:
+    """Every record's hash columns -> per kind ("exact", "near"), the groups of duplicates as (path, split)
+    pairs, members and groups in path order."""
+    members = sorted(((path, split, bytes(exact), perceptual) for split, paths, exacts, perceptuals in columns
+                      for path, exact, perceptual in zip(paths, exacts, perceptuals.tolist())),
+                     key=lambda member: member[0])
+    exact = [m[2] for m in members]
+    perceptual = np.array([m[3] for m in members], dtype=np.uint64)
+    return {kind: [[members[i][:2] for i in group] for group in duplicates.find_groups(exact, perceptual, kind)]
+            for kind in duplicates.KINDS}
+
+
+def duplicates_to_drop(groups: Groups, kind: str) -> dict[bytes, bytes]:
+    """Each duplicate of `kind` but its group's first (smallest) path -> that path."""
+    return {path: group[0][0] for group in groups[kind] for path, _ in group[1:]}
+
+
+def drop_duplicates(split_path: tuple[str | None, str], to_drop: dict[bytes, bytes],
+                    batch_dir: str) -> Iterable[Any]:
+    """(split, record batch file) -> the same without the records in `to_drop` (unless none is left); tagged
+    "rejects", each dropped one as (path, "duplicate of PATH")."""
+    split, path = split_path
+    batch = staged.load(path)
+    dropped = np.array([p in to_drop for p in batch.paths], dtype=bool)
+    if not dropped.any():
+        yield split_path
+        return
+    for index in np.flatnonzero(dropped).tolist():
+        Metrics.counter(NAMESPACE, f"rejected: {metadata.DUPLICATE}").inc()
+        kept = to_drop[batch.paths[index]].decode("utf-8", "surrogateescape")
+        yield beam.pvalue.TaggedOutput("rejects", (batch.paths[index], f"{metadata.DUPLICATE_OF}{kept}"))
+    if not dropped.all():
+        yield split, staged.save(batch.take(np.flatnonzero(~dropped)), batch_dir)
 
 
 class ShardJob(NamedTuple):
@@ -206,7 +256,10 @@ def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
     summary: dict[str, Any] = {"shards": [], "splits": [], "rejects": [], "unselected": 0}
     fingerprint = 0
     for kind, value in items:
-        if kind == "unselected":
+        if kind == "duplicates":
+            summary[kind] = {k: [[(p.decode("utf-8", "surrogateescape"), split) for p, split in group]
+                                 for group in groups] for k, groups in value.items()}
+        elif kind == "unselected":
             summary["unselected"] += value
         elif kind == "fingerprint":
             fingerprint ^= value
@@ -242,6 +295,33 @@ class ReadAndPrepare(beam.PTransform):
                 | "SpreadInputs" >> beam.Reshuffle()
                 | "Prepare" >> beam.ParDo(self._prepare).with_outputs(
                     PrepareRecords.REJECTS, PrepareRecords.FINGERPRINT, main="records"))
+
+
+class FindDuplicates(beam.PTransform):
+    """(split, record batch file) -> one element: per kind, the groups of duplicates (`group_duplicates`)."""
+
+    def expand(self, batches):
+        return (batches
+                | "HashColumns" >> beam.Map(hash_columns)
+                | "Gather" >> beam.combiners.ToList()
+                | "Group" >> beam.Map(group_duplicates))
+
+
+class Dedupe(beam.PTransform):
+    """(split, record batch file) -> the same, one image kept per group of `kind` duplicates (its smallest path);
+    tagged "rejects", the others as (path, "duplicate of PATH")."""
+
+    def __init__(self, kind: str, batch_dir: str):
+        super().__init__()
+        duplicates.check_kind(kind, "--dedupe")
+        self._kind, self._batch_dir = kind, batch_dir
+
+    def expand(self, batches):
+        to_drop = (batches
+                   | "FindDuplicates" >> FindDuplicates()
+                   | "ChooseKept" >> beam.Map(duplicates_to_drop, self._kind))
+        return batches | "Drop" >> beam.FlatMap(drop_duplicates, beam.pvalue.AsSingleton(to_drop),
+                                                self._batch_dir).with_outputs("rejects", main="kept")
 
 
 class TakeCounts(beam.PTransform):

@@ -1,0 +1,116 @@
+"""What finding duplicates costs and how well it finds them, side by side in one run on sample JPEGs:
+
+- per image, the job's preparation (validate, statistics, encode) without and with the duplicate keys (exact
+  SHA-256 of the pixels + pHash), in one process, and the ratio;
+- grouping every image's keys (banded index + union-find, one process);
+- `shardflow convert --workers 2` without and with `--dedupe near` (the Dedupe stage);
+- how well: the largest pHash distance of each kind of copy (JPEG quality 30, 50% downscale, PNG copy) of the
+  first 300 images, and the false-positive rate: pairs of distinct images within the threshold. Usage:
+
+    .venv/bin/python benchmarks/dedupe.py [--n 3000] [--repeats 3]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import shutil
+import time
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image
+
+from shardflow import duplicates
+from shardflow.beam_jobs.convert import ConvertOptions, convert
+from shardflow.images import ImageOptions, prepare_encoded
+from common import markdown_table, sample_corpus
+
+COPIED = 300  # images whose copies are made and hashed
+
+
+def best_times(repeats: int, methods: dict[str, tuple[Callable[[], float], Callable[[], object]]]) -> dict[str, float]:
+    """The least time of `repeats` runs of each method, by its own clock; runs interleaved, so machine noise hits
+    all alike."""
+    best: dict[str, float] = {}
+    for _ in range(repeats):
+        for name, (clock, work) in methods.items():
+            started = clock()
+            work()
+            best[name] = min(best.get(name, float("inf")), clock() - started)
+    return best
+
+
+def copies(data: bytes) -> dict[str, bytes]:
+    image = Image.open(io.BytesIO(data))
+    out = {}
+    for kind, (copy, fmt, params) in {
+        "JPEG quality 30": (image, "JPEG", {"quality": 30}),
+        "50% downscale": (image.resize((image.width // 2, image.height // 2)), "JPEG", {"quality": 90}),
+        "PNG copy": (image, "PNG", {}),
+    }.items():
+        buffer = io.BytesIO()
+        copy.save(buffer, fmt, **params)
+        out[kind] = buffer.getvalue()
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=3000, help="sample images to generate (default 3000)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per method; the best is reported")
+    args = parser.parse_args(argv)
+    with sample_corpus(args.n, layout="kaggle") as (work, src):
+        files = sorted(os.path.join(src, name) for name in os.listdir(src))
+        payloads = [open(path, "rb").read() for path in files]
+        options = ImageOptions()
+        n = len(payloads)
+        keys = [prepare_encoded(p, options, hashes=True).hashes for p in payloads]
+        exact, perceptual = [k.exact for k in keys], np.array([k.perceptual for k in keys], dtype=np.uint64)
+        out = os.path.join(work, "out")
+
+        def job(dedupe: str | None) -> None:
+            shutil.rmtree(out, ignore_errors=True)
+            with contextlib.redirect_stdout(io.StringIO()):
+                convert(src, out, ConvertOptions(workers=2, dedupe=dedupe, overwrite=True))
+        cpu, wall = time.process_time, time.perf_counter  # one process: its CPU time (the machine is shared)
+        seconds = best_times(args.repeats, {
+            "per-image preparation, 1 process (CPU time)":
+                (cpu, lambda: [prepare_encoded(p, options) for p in payloads]),
+            "per-image preparation + duplicate keys, 1 process (CPU time)":
+                (cpu, lambda: [prepare_encoded(p, options, hashes=True) for p in payloads]),
+            f"grouping {n} images' keys (near), 1 process (CPU time)":
+                (cpu, lambda: duplicates.find_groups(exact, perceptual, "near")),
+            "shardflow convert --workers 2 (wall time)": (wall, lambda: job(None)),
+            "shardflow convert --workers 2 --dedupe near (wall time)": (wall, lambda: job("near")),
+        })
+        names = list(seconds)
+        ratios = [1.0, seconds[names[1]] / seconds[names[0]], None, 1.0, seconds[names[4]] / seconds[names[3]]]
+        print(f"\n{n} sample JPEGs, {os.cpu_count()} cores, best of {args.repeats}\n")
+        print(markdown_table(["step", "ms per image", "vs without"],
+                             [[name, f"{t / n * 1e3:.3f}", "" if ratio is None else f"{ratio:.2f}x"]
+                              for (name, t), ratio in zip(seconds.items(), ratios)]))
+        found = {}
+        for data, key in zip(payloads[:COPIED], keys):
+            for kind, copy in copies(data).items():
+                distance = int(duplicates.hamming(np.uint64(key.perceptual), np.uint64(
+                    prepare_encoded(copy, options, hashes=True).hashes.perceptual)))
+                found.setdefault(kind, []).append(distance)
+        pairs = n * (n - 1) // 2
+        distances = [duplicates.hamming(perceptual[i], perceptual[i + 1:]) for i in range(n - 1)]
+        false = sum(int((d <= duplicates.NEAR_THRESHOLD).sum()) for d in distances)
+        flagged = {i for i, d in enumerate(distances) if (d <= duplicates.NEAR_THRESHOLD).any()} | {
+            i + 1 + j for i, d in enumerate(distances) for j in np.flatnonzero(d <= duplicates.NEAR_THRESHOLD).tolist()}
+        nearest = min(int(d.min()) for d in distances)
+        print(f"\nthreshold: {duplicates.NEAR_THRESHOLD} of 64 bits\n")
+        print(markdown_table([f"copies of the first {COPIED} images", "largest distance", "found"], [
+            [kind, max(d), f"{sum(x <= duplicates.NEAR_THRESHOLD for x in d)}/{len(d)}"]
+            for kind, d in found.items()]))
+        print(f"\ndistinct images: {false} of {pairs:,} pairs within the threshold "
+              f"(false-positive rate {false / pairs:.2e} per pair; {len(flagged)} of {n} images grouped with an "
+              f"unrelated one); the closest two distinct images differ in {nearest} bits")
+
+
+if __name__ == "__main__":
+    main()

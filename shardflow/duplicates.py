@@ -1,0 +1,129 @@
+"""What makes two images duplicates, and how groups of them are found without comparing every pair.
+
+- **Exact duplicates** decode to the same pixels: `ImageHashes.exact` is a SHA-256 of the decoded image's mode,
+  size and pixels (a renamed copy, a PNG re-saved as another PNG or BMP, a JPEG whose metadata changed).
+- **Near duplicates** look the same: `ImageHashes.perceptual` is pHash (the signs, against their median, of the
+  8x8 lowest frequencies of the DCT of a 32x32 grayscale thumbnail), and two images are near duplicates when
+  their hashes differ in at most `NEAR_THRESHOLD` of 64 bits (a re-encode at JPEG quality 30, a 50% downscale,
+  a JPEG's PNG copy). pHash rather than dHash: on photo-like images with smooth backgrounds dHash's bits are
+  mostly alike, and of 180,000 pairs of distinct sample images 36 came within 6 bits (pHash: none; 3 of 4.5
+  million, see benchmarks/dedupe.py). The median splits the bits: a photo's pHash has 32 set, and distances
+  between photos are even. Flat images have no structure to hash: all of them hash alike.
+- **Candidates** come from a banded index: the 64 bits are cut into `NEAR_THRESHOLD + 1` bands, and only hashes
+  that share a band's value are compared. Two hashes within the threshold differ in fewer bits than there are
+  bands, so one band at least holds none of their differences (pigeonhole): no pair is missed, and no pass
+  compares all pairs.
+- **Groups** are the connected components of "is a duplicate of" (union-find), each listed by index in the
+  order given; callers sort images by path first, so a group's first member (the one `--dedupe` keeps) is its
+  smallest path.
+
+Needs no Beam and no TensorFlow (the per-image part runs inside `images.prepare`).
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Hashable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image
+
+KINDS = ("exact", "near")
+NEAR_THRESHOLD = 6  # max differing bits of two near duplicates' 64-bit perceptual hashes
+THUMBNAIL = 32  # side of the grayscale thumbnail the DCT is taken of
+_LOW = 8  # the 8x8 lowest frequencies make the 64 bits
+_DCT = np.cos(np.pi * (2 * np.arange(THUMBNAIL)[None, :] + 1) * np.arange(_LOW)[:, None] / (2 * THUMBNAIL))
+_DCT_2D = np.kron(_DCT, _DCT)  # the 8x8 lowest frequencies of a flattened 32x32 thumbnail, in one product
+_BANDS = NEAR_THRESHOLD + 1
+_BAND_STARTS = [64 * b // _BANDS for b in range(_BANDS + 1)]
+
+
+class ImageHashes(NamedTuple):
+    """One decoded image's keys: `exact` (16 bytes) for exact duplicates, `perceptual` (64 bits) for near ones."""
+
+    exact: bytes
+    perceptual: int
+
+
+def image_hashes(image: Image.Image) -> ImageHashes:
+    """The exact key and the perceptual hash of a decoded 8-bit L or RGB image."""
+    exact = hashlib.sha256(f"{image.mode} {image.width}x{image.height} ".encode())
+    exact.update(image.tobytes())
+    return ImageHashes(exact.digest()[:16], perceptual_hash(image))
+
+
+def perceptual_hash(image: Image.Image) -> int:
+    """pHash: 64 bits, one per low DCT frequency of a 32x32 grayscale thumbnail, set where it exceeds the median
+    (the constant term left out of the median)."""
+    thumbnail = image.convert("L").resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX)
+    frequencies = np.round(_DCT_2D @ np.frombuffer(thumbnail.tobytes(), dtype=np.uint8), 6)  # flat: exactly 0
+    median = np.partition(frequencies[1:], _LOW * _LOW // 2 - 1)[_LOW * _LOW // 2 - 1]  # of 63: the 32nd
+    bits = frequencies > median
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Differing bits of 64-bit hashes, element by element."""
+    return np.bitwise_count(np.bitwise_xor(a, b))
+
+
+def find_groups(exact: Sequence[bytes], perceptual: np.ndarray, kind: str) -> list[list[int]]:
+    """Groups of 2+ images that are duplicates of `kind` ("exact" or "near": exact ones included), each a sorted
+    list of indices into the inputs, groups in the order of their first member."""
+    check_kind(kind)
+    parent = list(range(len(exact)))
+    _join_equal(parent, exact)
+    if kind == "near":
+        first = _join_equal(parent, np.asarray(perceptual, dtype=np.uint64).tolist())
+        values, firsts = np.fromiter(first, dtype=np.uint64, count=len(first)), list(first.values())
+        for a, b in near_pairs(values):
+            _union(parent, firsts[a], firsts[b])
+    members: dict[int, list[int]] = {}
+    for index in range(len(parent)):
+        members.setdefault(_find(parent, index), []).append(index)
+    return [group for group in members.values() if len(group) > 1]
+
+
+def check_kind(kind: str, what: str = "the kind of duplicates") -> None:
+    """ValueError unless `kind` is one of `KINDS`, naming `what` (e.g. "--dedupe")."""
+    if kind not in KINDS:
+        raise ValueError(f"{what} is {' or '.join(KINDS)}, not {kind!r}")
+
+
+def near_pairs(hashes: np.ndarray) -> list[tuple[int, int]]:
+    """Index pairs (i < j) of distinct 64-bit `hashes` within `NEAR_THRESHOLD` bits, from the banded index."""
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    found: set[tuple[int, int]] = set()
+    for start, stop in zip(_BAND_STARTS, _BAND_STARTS[1:]):
+        band = (hashes >> np.uint64(start)) & np.uint64((1 << (stop - start)) - 1)
+        order = np.argsort(band, kind="stable")
+        for run in np.split(order, np.flatnonzero(np.diff(band[order])) + 1):
+            if len(run) > 1:
+                i, j = np.triu_indices(len(run), 1)
+                close = hamming(hashes[run[i]], hashes[run[j]]) <= NEAR_THRESHOLD
+                a, b = run[i][close], run[j][close]
+                found.update(zip(np.minimum(a, b).tolist(), np.maximum(a, b).tolist()))
+    return sorted(found)
+
+
+def _join_equal(parent: list[int], keys: Sequence[Hashable]) -> dict[Hashable, int]:
+    """Join every index to the first index with the same key; returns each key's first index."""
+    first: dict[Hashable, int] = {}
+    for index, key in enumerate(keys):
+        _union(parent, first.setdefault(key, index), index)
+    return first
+
+
+def _find(parent: list[int], index: int) -> int:
+    root = index
+    while parent[root] != root:
+        root = parent[root]
+    while parent[index] != root:  # path compression
+        parent[index], index = root, parent[index]
+    return root
+
+
+def _union(parent: list[int], a: int, b: int) -> None:
+    """Join the sets of `a` and `b` under the smaller root (so roots, and groups, do not depend on the order)."""
+    root_a, root_b = _find(parent, a), _find(parent, b)
+    parent[max(root_a, root_b)] = min(root_a, root_b)

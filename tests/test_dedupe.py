@@ -1,0 +1,172 @@
+"""Duplicates and leaks: planted copies (renamed byte copies, a lossless BMP of a PNG, JPEG quality 30, a 50%
+downscale, a JPEG's PNG copy) are found, distinct photo-like images are not, `--dedupe` leaves no group across
+splits, and without it the splits are the paths' own and the leaks are reported."""
+from __future__ import annotations
+
+import io
+import itertools
+import json
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from PIL import Image
+
+from shardflow import duplicates, metadata
+from shardflow.beam_jobs import convert, staged, stages
+from shardflow.beam_jobs.options import ConvertOptions
+from shardflow.beam_jobs.sources import list_source
+from shardflow.beam_jobs.splits import parse_splits, split_for
+from shardflow.cli import main
+from shardflow.images import ImageOptions, prepare
+from shardflow.sample_data import render_image, write_sample_data
+
+SPLITS = "train=0.5,test=0.5"
+FRACTIONS = parse_splits(SPLITS)
+DISTINCT = 150  # photo-like images hashed for the false-positive check (11,175 pairs; the benchmark does more)
+
+
+def _encoded(image: Image.Image, fmt: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def _copies(jpeg: bytes) -> dict[str, bytes]:
+    """What scraped datasets hold of one photo besides the photo itself."""
+    image = Image.open(io.BytesIO(jpeg))
+    return {"byte copy": jpeg, "JPEG quality 30": _encoded(image, "JPEG", quality=30),
+            "50% downscale": _encoded(image.resize((image.width // 2, image.height // 2)), "JPEG", quality=90),
+            "PNG copy": _encoded(image, "PNG")}
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """24 sample JPEGs, a PNG, and copies of five of them, each named so that its split (by path) differs from its
+    original's: (source folder, groups of paths that are exact duplicates, groups that are near duplicates)."""
+    src = tmp_path_factory.mktemp("planted") / "raw"
+    write_sample_data(src, n=24, seed=16)
+    Image.fromarray(np.asarray(render_image(0, np.random.default_rng(7)))).save(src / "cat.50.png")
+    png = Image.open(src / "cat.50.png")
+    copies = {original: _copies((src / original).read_bytes()) for original in ("dog.0.jpg", "dog.1.jpg", "cat.2.jpg")}
+    plants = [("cat.0.jpg", (src / "cat.0.jpg").read_bytes(), "jpg", True),  # renamed
+              ("cat.50.png", _encoded(png, "BMP"), "bmp", True),  # lossless: the same pixels
+              ("dog.0.jpg", copies["dog.0.jpg"]["JPEG quality 30"], "jpg", False),
+              ("dog.1.jpg", copies["dog.1.jpg"]["50% downscale"], "jpg", False),
+              ("cat.2.jpg", copies["cat.2.jpg"]["PNG copy"], "png", False)]
+    exact, near = [], []
+    for original, data, ext, same_pixels in plants:
+        label = original.split(".")[0]
+        copy = next(name for i in itertools.count(1000) if not (src / (name := f"{label}.{i}.{ext}")).exists()
+                    and split_for(name, FRACTIONS) != split_for(original, FRACTIONS))
+        (src / copy).write_bytes(data)
+        (exact if same_pixels else near).append(sorted([original, copy]))
+    return src, exact, sorted(exact + near)
+
+
+def test_copies_are_near_and_distinct_images_are_not():
+    """pHash distances on sample photos: every kind of copy within the threshold, no two distinct images."""
+    options = ImageOptions()
+    originals = [_encoded(render_image(k % 2, np.random.default_rng([5, k])), "JPEG", quality=85)
+                 for k in range(DISTINCT)]
+    hashes = [prepare(data, options, hashes=True).hashes for data in originals]
+    for data, original in list(zip(originals, hashes))[:20]:
+        for kind, copy in _copies(data).items():
+            distance = bin(original.perceptual ^ prepare(copy, options, hashes=True).hashes.perceptual).count("1")
+            assert distance <= duplicates.NEAR_THRESHOLD, kind
+    perceptual = np.array([h.perceptual for h in hashes], dtype=np.uint64)
+    assert duplicates.near_pairs(perceptual) == []
+    assert len({h.exact for h in hashes}) == DISTINCT
+
+
+def test_flat_images_have_no_structure_to_tell_apart():
+    flat = [Image.new("RGB", (60, 40), colour) for colour in ((0, 0, 0), (255, 0, 0), (10, 200, 30), (250,) * 3)]
+    perceptual = np.array([duplicates.perceptual_hash(image) for image in flat], dtype=np.uint64)
+    assert duplicates.find_groups([bytes([i]) for i in range(4)], perceptual, "near") == [[0, 1, 2, 3]]
+
+
+def test_the_banded_index_finds_what_comparing_all_pairs_finds():
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 2**64, size=2000, dtype=np.uint64)
+    for index in range(0, 200, 2):  # plant neighbours 0..8 bits away
+        bits = rng.choice(64, size=index % 9, replace=False)
+        hashes[index + 1] = hashes[index] ^ np.uint64(sum(1 << int(b) for b in bits))
+    distances = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
+    all_pairs = [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(distances <= duplicates.NEAR_THRESHOLD, 1)))]
+    assert duplicates.near_pairs(hashes) == sorted(all_pairs) and len(all_pairs) >= 70
+
+
+def test_groups_are_connected_components_listed_by_first_member():
+    exact = [b"a", b"b", b"a", b"c", b"d", b"e", b"f"]
+    perceptual = np.array([0, 2**64 - 1, 0x0F0F0F0F0F0F0F0F, 0b111111, 0x0F0F0F0F0F0F0F0E, 0xFFFFFFFFFFFF0000,
+                           0xFFFFFFFFFFFFFFF0], dtype=np.uint64)
+    assert duplicates.find_groups(exact, perceptual, "exact") == [[0, 2]]
+    # 3 is 6 bits from 0, 4 one bit from 2 (0's exact twin), 6 four bits from 1; 5 is 12 bits from 6
+    assert duplicates.find_groups(exact, perceptual, "near") == [[0, 2, 3, 4], [1, 6]]
+
+
+def test_dedupe_stage_keeps_the_smallest_path_of_each_group(planted, tmp_path):
+    src, exact, near = planted
+    listing = list_source(str(src))
+    tasks = staged.stage_tasks(listing.tasks, str(tmp_path / "tasks.pickle"))
+    staging = str(tmp_path / "staging")
+    with TestPipeline() as pipeline:
+        records = (pipeline | beam.Create(tasks)
+                   | stages.ReadAndPrepare(listing.class_names, ImageOptions(), FRACTIONS, staging)).records
+        found = (records | stages.FindDuplicates()
+                 | beam.FlatMap(lambda groups: [(kind, sorted(p.decode() for p, _ in group))
+                                                for kind in groups for group in groups[kind]]))
+        assert_that(found, equal_to([("exact", g) for g in exact] + [("near", g) for g in near]), label="groups")
+        deduped = records | stages.Dedupe("near", staging)
+        rejects = deduped.rejects | beam.Map(lambda reject: (reject[0].decode(), reject[1]))
+        assert_that(rejects, equal_to([(g[1], f"duplicate of {g[0]}") for g in near]), label="rejects")
+        kept = deduped.kept | beam.FlatMap(lambda item: staged.load(item[1]).paths) | beam.Map(bytes.decode)
+        assert_that(kept | beam.combiners.Count.Globally(), equal_to([listing.num_inputs - len(near)]), label="kept")
+
+
+def test_without_dedupe_splits_are_the_paths_own_and_leaks_are_reported(planted, tmp_path, capsys):
+    src, exact, near = planted
+    out = tmp_path / "out"
+    assert main(["convert", str(src), str(out), "--splits", SPLITS, "--workers", "1"]) == 0
+    printed = capsys.readouterr().out
+    info = metadata.read(str(out))
+    assert info.num_records == info.num_inputs and info.num_rejected == 0
+    found = info.duplicates
+    assert (found.exact, found.near) == (metadata.DuplicateCounts(2, 4, 2), metadata.DuplicateCounts(5, 10, 5))
+    assert list(found.leak_example.items()) == [(path, split_for(path, FRACTIONS)) for path in near[0]]
+    assert f"warning: LEAK: 5 group(s) of duplicate images span splits (2 of exact copies), e.g. '{near[0][0]}'" \
+        in printed
+    assert main(["inspect", str(out)]) == 0
+    assert "duplicates: 5 group(s) of near duplicates (10 images" in capsys.readouterr().out
+    assert main(["inspect", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["duplicates"]["near"] == {"groups": 5, "images": 10, "leaks": 5}
+    card = (out / "README.md").read_text()
+    assert "## Duplicates" in card and "5 across splits (leaks)" in card and f"`{near[0][0]}`" in card
+
+
+def test_dedupe_exact_then_near_leave_no_group_across_splits(planted, tmp_path, capsys):
+    src, exact, near = planted
+    info = convert.run([str(src), str(tmp_path / "exact"), "--splits", SPLITS, "--dedupe", "exact",
+                        "--workers", "1"])  # the launcher, as Beam's examples have it
+    assert metadata.read_rejects(info.data_dir) == sorted(
+        ({"path": g[1], "reason": f"duplicate of {g[0]}"} for g in exact), key=lambda r: r["path"])
+    assert (info.duplicates.exact.groups, info.duplicates.near.leaks, info.duplicates.removed) == (0, 3, 2)
+    assert main(["convert", str(src), str(tmp_path / "near"), "--splits", SPLITS, "--dedupe", "near",
+                 "--workers", "1"]) == 0
+    assert "LEAK" not in capsys.readouterr().out
+    info = metadata.read(str(tmp_path / "near"))
+    assert metadata.read_rejects(info.data_dir) == sorted(
+        ({"path": g[1], "reason": f"duplicate of {g[0]}"} for g in near), key=lambda r: r["path"])
+    assert (info.duplicates.near, info.num_records) == (metadata.DuplicateCounts(0, 0, 0), info.num_inputs - 5)
+    assert "--dedupe near removed 5" in (tmp_path / "near" / "README.md").read_text()
+    assert ConvertOptions.like(info.provenance.options).dedupe == "near"  # --like repeats it
+
+
+def test_an_unknown_dedupe_kind_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        main(["convert", "raw", "out", "--dedupe", "fuzzy"])
+    assert "invalid choice: 'fuzzy'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--dedupe is exact or near, not 'fuzzy'"):
+        ConvertOptions(dedupe="fuzzy")
