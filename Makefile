@@ -4,13 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := demo
+# NVIDIA DALI's TensorFlow plugin (load(..., backend="dali")) is a source package built against the installed
+# TensorFlow (g++, ~25 s): it comes after TF and DALI (the `dali` extra), without build isolation.
+DALI_TF_PLUGIN := nvidia-dali-tf-plugin-cuda120==2.4.0
 
 .PHONY: test demo clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,dali]'
+	$(BIN)/python -m pip install -q --no-build-isolation $(DALI_TF_PLUGIN)
 	touch $(STAMP)
 
 test: $(STAMP)

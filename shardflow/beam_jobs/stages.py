@@ -8,7 +8,8 @@ show them by name; tests run each one alone with `TestPipeline` and `assert_that
   TakeCounts      only with --split-counts: exact counts per class, in hash order.
   PlanShards      per split: records in hash order (classes mixed), cut into shards of ~--shard-size-mb,
                   plus the split's statistics.
-  WriteShards     each shard copied from the spill files into place, with its SHA-256.
+  WriteShards     each shard copied from the spill files into place, with its SHA-256 and its record index
+                  (`record_index`, for DALI's reader).
   Summarize       shard list, statistics and rejects gathered into one summary file.
 
 Beam `Metrics` counters (namespace "shardflow": records prepared, rejected by reason, record bytes, shards
@@ -31,7 +32,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.transforms.window import GlobalWindows
 
-from shardflow import schema
+from shardflow import record_index, schema
 from shardflow.beam_jobs import metadata_writer, records, staged
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.beam_jobs.progress import ProgressWriter
@@ -169,7 +170,8 @@ def plan_shards(split_paths, shard_bytes: int, batch_dir: str) -> Iterable[Any]:
 
 
 class WriteShard(beam.DoFn):
-    """ShardJob -> the shard file in the staging folder (copied from spill files), and its description."""
+    """ShardJob -> the shard file and its record index in the staging folder (copied from spill files), and its
+    description."""
 
     def __init__(self, shard_dir: str, name: str):
         self._shard_dir, self._name = shard_dir, name
@@ -192,6 +194,8 @@ class WriteShard(beam.DoFn):
         finally:
             for handle in spills:
                 handle.close()
+        with FileSystems.create(FileSystems.join(self._shard_dir, record_index.index_filename(filename))) as out:
+            out.write(record_index.index_text(batch.rows["length"].tolist()).encode())
         Metrics.counter(NAMESPACE, "shards written").inc()
         Metrics.counter(NAMESPACE, "shard bytes").inc(size)
         yield {"split": job.split, "index": job.index, "filename": filename, "num_records": len(batch),

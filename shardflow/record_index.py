@@ -1,0 +1,88 @@
+"""Record indexes: where each record of a shard starts and how long it is, one line `offset size` per record (the
+format of NVIDIA DALI's `tfrecord2idx`, which DALI's TFRecord reader needs).
+
+The conversion writes each shard's index beside it (`index_filename`); for a dataset converted without them
+(elsewhere, or before indexes existed), `index_for` builds one once from the shard's framing, beside the shard or,
+when that folder is read-only, in the user's cache. Needs neither TensorFlow nor Apache Beam.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable, Iterator
+
+from shardflow import files
+
+PREFIX = "dali-index."  # not a suffix: a file named like a shard plus more made TF's ram:// filesystem lose shards
+_HEADER = 12  # length (8 bytes) and its CRC (4); the data's CRC (4) follows the data
+
+
+def index_filename(shard_filename: str) -> str:
+    """The name of a shard's index, which lies in the shard's folder: `dali-index.` + the shard's name."""
+    return PREFIX + shard_filename
+
+
+def index_path(shard_path: str) -> str:
+    """The path of the index beside a local shard."""
+    folder, name = os.path.split(shard_path)
+    return os.path.join(folder, index_filename(name))
+
+
+def index_text(framed_lengths: Iterable[int]) -> str:
+    """The index of a shard whose framed records (header, data, CRC) have these lengths, in order."""
+    lines, offset = [], 0
+    for length in framed_lengths:
+        lines.append(f"{offset} {length}\n")
+        offset += length
+    return "".join(lines)
+
+
+def scan(shard_path: str) -> str:
+    """The index of an existing shard, from its record headers (the data is skipped, not read)."""
+    return index_text(_framed_lengths(shard_path))
+
+
+def _framed_lengths(shard_path: str) -> Iterator[int]:
+    with files.open_binary(shard_path) as f:
+        while header := f.read(_HEADER):
+            if len(header) < _HEADER:
+                raise ValueError(f"{shard_path}: truncated record header")
+            (length,) = struct.unpack("<Q", header[:8])
+            f.seek(length + 4, 1)
+            yield _HEADER + length + 4
+
+
+def index_for(shard_path: str, sha256: str) -> str:
+    """The path of a local shard's index: the one beside it; else built once (`scan`) and written beside it when
+    its folder is writable, otherwise into the user's cache (`cache_dir`), named by the shard's SHA-256."""
+    beside = index_path(shard_path)
+    cached = os.path.join(cache_dir(), sha256 + ".idx")
+    for path in (beside, cached):
+        if os.path.exists(path):
+            return path
+    text = scan(shard_path)
+    try:
+        _write_atomically(beside, text)
+        return beside
+    except OSError:
+        os.makedirs(cache_dir(), exist_ok=True)
+        _write_atomically(cached, text)
+        return cached
+
+
+def cache_dir() -> str:
+    """Where indexes of read-only datasets go: $XDG_CACHE_HOME/shardflow/record-index (~/.cache by default)."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "shardflow", "record-index")
+
+
+def _write_atomically(path: str, text: str) -> None:
+    """Readers (other input pipelines building the same index) never see a partial file."""
+    partial = f"{path}.{os.getpid()}.partial"
+    try:
+        with open(partial, "w") as f:
+            f.write(text)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
