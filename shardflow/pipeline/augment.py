@@ -4,7 +4,8 @@ Rotation, shift, shear, zoom and flips compose into one matrix per image that ma
 pixels, with ImageDataGenerator's conventions (`apply_affine_transform`: degrees, about the image centre, flips
 after the transform). The same matrix can also change the image size, so the input pipeline's resize and the
 augmentation are a single bilinear resampling (`ImageProjectiveTransformV3`). Brightness and channel shift follow;
-pixel values are in 0..255 units throughout.
+pixel values are in 0..255 units throughout. The geometry (`affine_matrix`, `random_geometry`) is plain arithmetic,
+so the DALI backend (`shardflow.pipeline.dali`) computes the same matrices from its own graph nodes.
 
 Two conventions differ from tf_keras' ImageDataGenerator, whose versions only agree with ours on square images
 with equal width/height ranges (the tutorials' case): `width_shift_range` always shifts horizontally (tf_keras
