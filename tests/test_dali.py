@@ -81,14 +81,15 @@ def test_pixels_are_close_to_the_tf_backends(stored_order):
 def test_every_record_once_per_pass_shuffled(pets, stored_order):
     _, _, labels = stored_order
     reference = digests(stored_order[0])
-    shuffled, shuffled_labels = arrays(load(pets, "test", batch_size=8, image_size=SIZE, backend="dali",
+    # 32 records in batches of 5: DALI pads every pass to 35, the padding must go, passes must not shift
+    shuffled, shuffled_labels = arrays(load(pets, "test", batch_size=5, image_size=SIZE, backend="dali",
                                             shuffle=True, seed=5))
     assert digests(shuffled) == reference and sorted(shuffled_labels) == sorted(labels)
     assert not np.array_equal(shuffled, stored_order[0])
-    again, _ = arrays(load(pets, "test", batch_size=8, image_size=SIZE, backend="dali", shuffle=True, seed=5))
+    again, _ = arrays(load(pets, "test", batch_size=5, image_size=SIZE, backend="dali", shuffle=True, seed=5))
     np.testing.assert_array_equal(again, shuffled)  # the seed repeats the order
-    steps = steps_per_epoch(pets, "test", 8)
-    endless = load(pets, "test", batch_size=8, image_size=SIZE, backend="dali", shuffle=True, repeat=True)
+    steps = steps_per_epoch(pets, "test", 5)
+    endless = load(pets, "test", batch_size=5, image_size=SIZE, backend="dali", shuffle=True, repeat=True)
     batches = [images.numpy() for images, _ in endless.take(3 * steps)]
     passes = [np.concatenate(batches[i * steps:(i + 1) * steps]) for i in range(3)]
     assert all(digests(images) == reference for images in passes)
@@ -100,10 +101,10 @@ def test_two_input_pipelines_share_the_split(pets, stored_order):
     for pipeline in range(2):
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline,
                                              num_replicas_in_sync=2)
-        images, _ = arrays(load(pets, "test", batch_size=8, image_size=SIZE, backend="dali", input_context=context,
+        images, _ = arrays(load(pets, "test", batch_size=10, image_size=SIZE, backend="dali", input_context=context,
                                 shuffle=True, seed=1))
-        assert next(iter(load(pets, "test", batch_size=8, image_size=SIZE, backend="dali",
-                              input_context=context)))[0].shape[0] == 4  # the per-replica batch
+        assert next(iter(load(pets, "test", batch_size=10, image_size=SIZE, backend="dali",
+                              input_context=context)))[0].shape[0] == 5  # the per-replica batch
         seen.append(digests(images))
     assert seen[0] + seen[1] == digests(stored_order[0]) and not seen[0] & seen[1]
 
@@ -149,11 +150,7 @@ def test_augmentation_geometry_is_augments(params, u):
 
 
 def test_augment_through_load(pets, stored_order):
-    """A fixed zoom matches the tf backend's; horizontal flips mirror some images and leave the others."""
-    zoom = {"zoom_range": [0.6, 0.6]}
-    zoomed, _ = arrays(load(pets, "test", batch_size=8, image_size=SIZE, backend="dali", augment=zoom))
-    tf_zoomed, _ = arrays(load(pets, "test", batch_size=8, image_size=SIZE, augment=zoom))
-    assert np.diagonal(mean_difference(zoomed, tf_zoomed)).max() < PIXEL_TOLERANCE
+    """Random horizontal flips mirror some images and leave the others as they were."""
     flipped, _ = arrays(load(pets, "test", batch_size=8, image_size=SIZE, backend="dali",
                              augment={"horizontal_flip": True}))
     plain = stored_order[0]
@@ -176,9 +173,10 @@ def fixed(kaggle_dir, tmp_path_factory):
                        "--image-format", "raw", "--splits", "train=0.5,test=0.5"))
 
 
-@pytest.mark.parametrize("size, crop", [((32, 48), False), ((24, 40), False), ((24, 40), True), ((50, 20), True)])
+@pytest.mark.parametrize("size, crop", [((24, 40), False), ((50, 20), True)])
 def test_raw_pixels_equal_the_tf_backends(fixed, size, crop):
-    """The resize (stretched or centre-cropped first) is `load`'s, up to rounding."""
+    """The resize (stretched, or centre-cropped first: here upscaled, so the crop's edges matter) is `load`'s, up
+    to rounding."""
     by_dali, _ = arrays(load(fixed, "test", batch_size=8, image_size=size, crop_to_aspect_ratio=crop, backend="dali"))
     by_tf, _ = arrays(load(fixed, "test", batch_size=8, image_size=size, crop_to_aspect_ratio=crop))
     assert np.abs(by_dali.astype(int) - by_tf).max() <= 1
