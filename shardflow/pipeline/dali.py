@@ -161,7 +161,7 @@ def resample(dali: Any, images: Any, size: tuple[int, int], channels: int, param
     `augment.random_geometry` takes them): one bilinear `warp_affine` per image, then brightness and channel shift
     (like `augment._augment`). `dali`: what `import_dali` returns."""
     fn, dmath, types = dali.fn, dali.math, dali.types
-    shape = fn.cast(images.shape(), dtype=types.FLOAT)
+    shape = images.shape(dtype=types.FLOAT)  # on the CPU, also for images on the GPU
     height, width = shape[0], shape[1]
     if crop_to_aspect_ratio:  # the window of decoder.central_crop_window
         aspect = size[1] / size[0]
