@@ -12,6 +12,7 @@ import struct
 from collections.abc import Iterable, Iterator
 
 from shardflow import files
+from shardflow.metadata import Shard
 
 PREFIX = "dali-index."  # not a suffix: a file named like a shard plus more made TF's ram:// filesystem lose shards
 _HEADER = 12  # length (8 bytes) and its CRC (4); the data's CRC (4) follows the data
@@ -52,13 +53,14 @@ def _framed_lengths(shard_path: str) -> Iterator[int]:
             yield _HEADER + length + 4
 
 
-def index_for(shard_path: str, sha256: str) -> str:
-    """The path of a local shard's index: the one beside it; else built once (`scan`) and written beside it when
-    its folder is writable, otherwise into the user's cache (`cache_dir`), named by the shard's SHA-256."""
+def index_for(shard_path: str, shard: Shard) -> str:
+    """The path of a local shard's index: the one beside it or in the cache if it fits the shard (its `metadata`
+    record count and size); else built once (`scan`) and written beside the shard when its folder is writable,
+    otherwise into the user's cache (`cache_dir`), named by the shard's SHA-256."""
     beside = index_path(shard_path)
-    cached = os.path.join(cache_dir(), sha256 + ".idx")
+    cached = os.path.join(cache_dir(), shard.sha256 + ".idx")
     for path in (beside, cached):
-        if os.path.exists(path):
+        if os.path.exists(path) and _fits(path, shard):
             return path
     text = scan(shard_path)
     try:
@@ -68,6 +70,16 @@ def index_for(shard_path: str, sha256: str) -> str:
         os.makedirs(cache_dir(), exist_ok=True)
         _write_atomically(cached, text)
         return cached
+
+
+def _fits(path: str, shard: Shard) -> bool:
+    """Whether the index at `path` has one line per record of `shard` and ends where the shard does."""
+    with open(path) as f:
+        lines = f.read().splitlines()
+    if len(lines) != shard.num_records:
+        return False
+    offset, size = map(int, lines[-1].split()) if lines else (0, 0)
+    return offset + size == shard.num_bytes
 
 
 def cache_dir() -> str:

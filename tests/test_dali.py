@@ -213,12 +213,16 @@ def test_conversion_writes_record_indexes_that_tfds_and_verify_ignore(pets):
 
 
 def test_indexes_are_built_on_first_use(pets, stored_order, tmp_path):
-    """A dataset converted without indexes (elsewhere, or before them) gets them beside its shards."""
+    """A dataset converted without indexes (elsewhere, or before them) gets them beside its shards; an index that
+    does not fit its shard is rebuilt."""
     bare = tmp_path / "bare"
     shutil.copytree(pets, bare, ignore=shutil.ignore_patterns(record_index.PREFIX + "*"))
+    paths = metadata.read(str(bare)).shard_paths("test")
+    with open(record_index.index_path(paths[0]), "w") as stale:
+        stale.write("0 100\n")
     images, _ = arrays(load(str(bare), "test", batch_size=8, image_size=SIZE, backend="dali"))
     np.testing.assert_array_equal(images, stored_order[0])
-    for path in metadata.read(str(bare)).shard_paths("test"):
+    for path in paths:
         assert open(record_index.index_path(path)).read() == open(
             record_index.index_path(path.replace(str(bare), pets))).read()
 

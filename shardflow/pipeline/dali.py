@@ -86,8 +86,8 @@ def _reading_order(info: metadata.DatasetInfo, split: str, shards: Sequence[tupl
                    seed: int | None, shared: bool) -> list[tuple[str, str]]:
     """(shard, index) paths in the order DALI reads them: shuffled when shuffling (by `seed`; pipelines that share
     the records keep the stored order without one, so they agree on who reads what), else stored."""
-    digests = {files.join(info.data_dir, s.filename): s.sha256 for s in info.split(split).shards}
-    paths = [(path, record_index.index_for(path, digests[path])) for path, _ in shards]
+    described = {files.join(info.data_dir, s.filename): s for s in info.split(split).shards}
+    paths = [(path, record_index.index_for(path, described[path])) for path, _ in shards]
     if shuffle and not (shared and seed is None):
         random.Random(seed).shuffle(paths)
     return paths
