@@ -10,6 +10,8 @@ import struct
 import google_crc32c
 
 _MASK_DELTA = 0xA282EAD8
+HEADER_BYTES = 12  # before the data: its length (8 bytes, little-endian) and the length's masked CRC (4)
+FOOTER_BYTES = 4  # after the data: its masked CRC
 
 
 def masked_crc(data: bytes) -> int:
@@ -22,3 +24,8 @@ def frame(record: bytes) -> bytes:
     """`record` framed as one TFRecord entry."""
     length = struct.pack("<Q", len(record))
     return b"".join((length, struct.pack("<I", masked_crc(length)), record, struct.pack("<I", masked_crc(record))))
+
+
+def framed_size(data_length: int) -> int:
+    """The bytes one record of `data_length` bytes takes in a TFRecord file."""
+    return HEADER_BYTES + data_length + FOOTER_BYTES

@@ -11,11 +11,10 @@ import os
 import struct
 from collections.abc import Iterable, Iterator
 
-from shardflow import files
+from shardflow import files, framing
 from shardflow.metadata import Shard
 
 PREFIX = "dali-index."  # not a suffix: a file named like a shard plus more made TF's ram:// filesystem lose shards
-_HEADER = 12  # length (8 bytes) and its CRC (4); the data's CRC (4) follows the data
 
 
 def index_filename(shard_filename: str) -> str:
@@ -45,12 +44,12 @@ def scan(shard_path: str) -> str:
 
 def _framed_lengths(shard_path: str) -> Iterator[int]:
     with files.open_binary(shard_path) as f:
-        while header := f.read(_HEADER):
-            if len(header) < _HEADER:
+        while header := f.read(framing.HEADER_BYTES):
+            if len(header) < framing.HEADER_BYTES:
                 raise ValueError(f"{shard_path}: truncated record header")
             (length,) = struct.unpack("<Q", header[:8])
-            f.seek(length + 4, 1)
-            yield _HEADER + length + 4
+            f.seek(length + framing.FOOTER_BYTES, 1)
+            yield framing.framed_size(length)
 
 
 def index_for(shard_path: str, shard: Shard) -> str:
