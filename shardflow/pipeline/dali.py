@@ -48,7 +48,7 @@ def load(info: metadata.DatasetInfo, split: str, shards: Sequence[tuple[str, int
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     paths = _reading_order(info, split, shards, shuffle, seed, shared=input_context is not None)
     total = sum(n for _, n in shards)
-    count = total * (shard_id + 1) // num_shards - total * shard_id // num_shards  # DALI's part of the records
+    count = total * (shard_id + 1) // num_shards - total * shard_id // num_shards  # records [total*i/n, total*(i+1)/n)
     device_id = 0 if tf.config.list_physical_devices("GPU") else None
     pipe = _pipeline(dali, info, paths, size, params, crop_to_aspect_ratio, shuffle=shuffle,
                      shuffle_buffer=shuffle_buffer, shard_id=shard_id, num_shards=num_shards, batch_size=batch_size,
