@@ -4,13 +4,18 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := demo
+# NVIDIA DALI's TensorFlow plugin (load(..., backend="dali")) is a source package built against the installed
+# TensorFlow (g++, ~25 s): it comes after TF and DALI (the `dali` extra, which pins the version), without build
+# isolation, at the version of the DALI installed.
+DALI_VERSION = $$($(BIN)/python -c 'from importlib.metadata import version; print(version("nvidia-dali-cuda120"))')
 
 .PHONY: test demo clean
 
 $(STAMP): setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[test,dali]'
+	$(BIN)/python -m pip install -q --no-build-isolation nvidia-dali-tf-plugin-cuda120==$(DALI_VERSION)
 	touch $(STAMP)
 
 test: $(STAMP)

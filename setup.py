@@ -25,6 +25,9 @@ setup(
     extras_require={
         "test": ["pytest>=8", "tf-keras>=2.16,<2.22", "scipy>=1.11"],
         "gcp": ["apache-beam[gcp]>=2.60,<3"],  # Dataflow and gs:// paths
+        # load(..., backend="dali"). The TF plugin compiles against the installed TensorFlow: install it after this
+        # extra, `pip install --no-build-isolation nvidia-dali-tf-plugin-cuda120==<this version>` (see the Makefile).
+        "dali": ["nvidia-dali-cuda120==2.4.0"],
     },
     entry_points={"console_scripts": ["shardflow=shardflow.cli:main"]},
 )

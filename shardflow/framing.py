@@ -12,6 +12,8 @@ from typing import BinaryIO
 import google_crc32c
 
 _MASK_DELTA = 0xA282EAD8
+HEADER_BYTES = 12  # before the data: its length (8 bytes, little-endian) and the length's masked CRC (4)
+FOOTER_BYTES = 4  # after the data: its masked CRC
 
 
 def masked_crc(data: bytes) -> int:
@@ -31,23 +33,28 @@ def unframe(stream: BinaryIO, digest=None) -> Iterator[bytes]:
     (a hashlib object), when given, sees every byte read."""
     index = 0
     while True:
-        header = stream.read(12)
+        header = stream.read(HEADER_BYTES)
         if digest is not None:
             digest.update(header)
         if not header:
             return
-        if len(header) < 12:
+        if len(header) < HEADER_BYTES:
             raise ValueError(f"truncated after record {index}: partial record header")
         (length,) = struct.unpack("<Q", header[:8])
         if struct.unpack("<I", header[8:])[0] != masked_crc(header[:8]):
             raise ValueError(f"record {index}: length CRC mismatch (corrupted header)")
-        body = stream.read(length + 4)
+        body = stream.read(length + FOOTER_BYTES)
         if digest is not None:
             digest.update(body)
-        if len(body) < length + 4:
+        if len(body) < length + FOOTER_BYTES:
             raise ValueError(f"truncated in record {index}")
         data = body[:length]
         if struct.unpack("<I", body[length:])[0] != masked_crc(data):
             raise ValueError(f"record {index}: data CRC mismatch (corrupted bytes)")
         yield data
         index += 1
+
+
+def framed_size(data_length: int) -> int:
+    """The bytes one record of `data_length` bytes takes in a TFRecord file."""
+    return HEADER_BYTES + data_length + FOOTER_BYTES

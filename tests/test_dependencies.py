@@ -1,6 +1,6 @@
 """Dependencies run one way and every default has one home: reading a dataset needs no Apache Beam, the read
 side never imports the conversion job, the CLI's defaults are the Python API's, importing shardflow changes no
-global state."""
+global state, DALI is imported only for `backend="dali"`."""
 from __future__ import annotations
 
 import ast
@@ -9,6 +9,7 @@ import pathlib
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterable, Iterator
 
 from shardflow.beam_jobs.convert import ConvertOptions, convert
 from shardflow.beam_jobs.splits import parse_splits
@@ -17,17 +18,30 @@ from shardflow.trainers.options import TrainOptions
 
 PACKAGE = pathlib.Path(__file__).parent.parent / "shardflow"
 READ_SIDE = ["pipeline", "trainers", "verify.py", "preview.py", "metadata.py", "schema.py", "images.py", "files.py",
-             "framing.py"]
+             "framing.py", "record_index.py"]
+
+
+def imported(nodes: Iterable[ast.AST]) -> Iterator[str]:
+    """The modules that the import statements among `nodes` name."""
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            yield node.module or ""
 
 
 def test_the_read_side_never_imports_the_conversion_job():
     for part in READ_SIDE:
         for path in [PACKAGE / part] if part.endswith(".py") else (PACKAGE / part).glob("*.py"):
-            for node in ast.walk(ast.parse(path.read_text())):
-                names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                    [node.module or ""] if isinstance(node, ast.ImportFrom) else []
-                for name in names:
-                    assert not name.startswith(("apache_beam", "shardflow.beam_jobs")), f"{path}: imports {name}"
+            for name in imported(ast.walk(ast.parse(path.read_text()))):
+                assert not name.startswith(("apache_beam", "shardflow.beam_jobs")), f"{path}: imports {name}"
+
+
+def test_nvidia_dali_is_imported_only_when_asked_for():
+    """No module imports DALI at its top level: shardflow imports, and `load` runs, without DALI installed."""
+    for path in PACKAGE.rglob("*.py"):
+        for name in imported(ast.parse(path.read_text()).body):
+            assert not name.startswith("nvidia"), f"{path}: imports {name}"
 
 
 def test_reading_training_and_predicting_work_without_beam(kaggle_dir, tmp_path):

@@ -32,7 +32,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 import shardflow
-from shardflow import duplicates, metadata, schema
+from shardflow import duplicates, metadata, record_index, schema
 from shardflow.beam_jobs import metadata_writer, staged, stages
 from shardflow.images import ImageOptions
 from shardflow.beam_jobs.progress import ProgressDisplay, worker_logs_to
@@ -226,8 +226,8 @@ def _mount_point(path: str) -> str:
 def finalize(out: str, staging: str, listing: SourceListing, image_options: ImageOptions, name: str,
              started: float, options: ConvertOptions, provenance: metadata.Provenance) -> metadata.DatasetInfo:
     """Check the counts (with --split-counts: every class filled every split, else an error or, with
-    --split-counts-allow-fewer, a warning), move shards into `out`, write rejects, the dataset card and the
-    metadata (dataset_info.json last)."""
+    --split-counts-allow-fewer, a warning), move shards and their record indexes into `out`, write rejects, the
+    dataset card and the metadata (dataset_info.json last)."""
     split_counts, allow_fewer = options.split_counts, options.split_counts_allow_fewer
     with FileSystems.open(FileSystems.join(staging, "summary.json")) as f:
         summary = json.loads(f.read())
@@ -268,9 +268,10 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
     short = _short_splits(info.splits, split_counts or {}, listing.class_names) if allow_fewer else []
     info = dataclasses.replace(info, warnings=tuple(
         listing.warnings + short + _untrained_classes(listing.class_names, info.splits) + _leaks(info.duplicates)))
-    for shard in summary["shards"]:
-        FileSystems.rename([FileSystems.join(staging, "shards", shard["filename"])],
-                           [FileSystems.join(out, shard["filename"])])
+    moved = [name for shard in summary["shards"]
+             for name in (shard["filename"], record_index.index_filename(shard["filename"]))]
+    FileSystems.rename([FileSystems.join(staging, "shards", name) for name in moved],
+                       [FileSystems.join(out, name) for name in moved])
     with FileSystems.create(FileSystems.join(out, metadata.REJECTS)) as f:
         f.write("".join(json.dumps({"path": p, "reason": r}) + "\n" for p, r in rejects).encode())
     metadata_writer.write(out, info, rejects)

@@ -10,7 +10,8 @@ show them by name; tests run each one alone with `TestPipeline` and `assert_that
   TakeCounts      only with --split-counts: exact counts per class, in hash order.
   PlanShards      per split: records in hash order (classes mixed), cut into shards of ~--shard-size-mb,
                   plus the split's statistics.
-  WriteShards     each shard copied from the spill files into place, with its SHA-256.
+  WriteShards     each shard copied from the spill files into place, with its SHA-256 and its record index
+                  (`record_index`, for DALI's reader).
   FindDuplicates  the records' duplicate keys (taken while preparing) gathered in one worker and grouped
                   (`duplicates.find_groups`): the groups the dataset holds, reported whether or not --dedupe.
   Summarize       shard list, statistics, rejects and duplicate groups gathered into one summary file.
@@ -35,7 +36,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.transforms.window import GlobalWindows
 
-from shardflow import duplicates, metadata, schema
+from shardflow import duplicates, metadata, record_index, schema
 from shardflow.beam_jobs import metadata_writer, records, staged
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.beam_jobs.progress import ProgressWriter
@@ -219,7 +220,8 @@ def plan_shards(split_paths, shard_bytes: int, batch_dir: str) -> Iterable[Any]:
 
 
 class WriteShard(beam.DoFn):
-    """ShardJob -> the shard file in the staging folder (copied from spill files), and its description."""
+    """ShardJob -> the shard file and its record index in the staging folder (copied from spill files), and its
+    description."""
 
     def __init__(self, shard_dir: str, name: str):
         self._shard_dir, self._name = shard_dir, name
@@ -242,6 +244,8 @@ class WriteShard(beam.DoFn):
         finally:
             for handle in spills:
                 handle.close()
+        with FileSystems.create(FileSystems.join(self._shard_dir, record_index.index_filename(filename))) as out:
+            out.write(record_index.index_text(batch.rows["length"].tolist()).encode())
         Metrics.counter(NAMESPACE, "shards written").inc()
         Metrics.counter(NAMESPACE, "shard bytes").inc(size)
         yield {"split": job.split, "index": job.index, "filename": filename, "num_records": len(batch),

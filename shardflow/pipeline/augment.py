@@ -4,7 +4,8 @@ Rotation, shift, shear, zoom and flips compose into one matrix per image that ma
 pixels, with ImageDataGenerator's conventions (`apply_affine_transform`: degrees, about the image centre, flips
 after the transform). The same matrix can also change the image size, so the input pipeline's resize and the
 augmentation are a single bilinear resampling (`ImageProjectiveTransformV3`). Brightness and channel shift follow;
-pixel values are in 0..255 units throughout.
+pixel values are in 0..255 units throughout. The geometry (`affine_matrix`, `random_geometry`) is plain arithmetic,
+so the DALI backend (`shardflow.pipeline.dali`) computes the same matrices from its own graph nodes.
 
 Two conventions differ from tf_keras' ImageDataGenerator, whose versions only agree with ours on square images
 with equal width/height ranges (the tutorials' case): `width_shift_range` always shifts horizontally (tf_keras
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -36,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "channel_shift_range": 0.0, "fill_mode": "nearest", "cval": 0.0,
 }
 _RANGES = ("rotation_range", "width_shift_range", "height_shift_range", "shear_range", "channel_shift_range")
-_DRAWS = 9  # uniform numbers per image besides the channel shifts: see `random_transforms`
+DRAWS = 9  # uniform numbers per image besides the channel shifts: see `random_transforms`
 
 
 def parse_augment(text: str | dict[str, Any] | None) -> dict[str, Any] | None:
@@ -109,48 +110,111 @@ def _checked(key: str, value: Any) -> Any:
     return [float(value[0]), float(value[1])]
 
 
-def affine_transforms(input_size: Sequence, output_size: Sequence, *, theta: Any = 0.0, tx: Any = 0.0,
-                      ty: Any = 0.0, shear: Any = 0.0, zx: Any = 1.0, zy: Any = 1.0, flip_horizontal: Any = False,
-                      flip_vertical: Any = False) -> tf.Tensor:
-    """[N, 8] `ImageProjectiveTransformV3` transforms (output pixel -> input pixel) of an image stretched from
-    `input_size` to `output_size` (height, width) and transformed there like `apply_affine_transform`.
+def affine_matrix(input_size: Sequence, output_size: Sequence, *, theta: Any = 0.0, tx: Any = 0.0, ty: Any = 0.0,
+                  shear: Any = 0.0, zx: Any = 1.0, zy: Any = 1.0, flip_horizontal: Any = False,
+                  flip_vertical: Any = False, sin: Callable = math.sin, cos: Callable = math.cos,
+                  pixel_centre: float = 0.0) -> tuple[tuple[Any, Any, Any], tuple[Any, Any, Any]]:
+    """The affine map (2 x 3 rows) from output pixel (x, y) to input pixel of an image stretched from `input_size` to
+    `output_size` (height, width) and transformed there like `apply_affine_transform`.
 
-    Each argument is a scalar or an [N] tensor: `theta` and `shear` in degrees, `tx` (horizontal) and `ty`
-    (vertical) shifts in output pixels, zooms > 1 shrink the content; flips come last (like ImageDataGenerator).
-    With the defaults this is a plain bilinear resize, pixel centres aligned like `tf.image.resize`.
+    The geometry is written once, in plain arithmetic: the arguments may be numbers, TF tensors or DALI graph nodes
+    (with their `sin` and `cos`). `theta` and `shear` in degrees, `tx` (horizontal) and `ty` (vertical) shifts in
+    output pixels, zooms > 1 shrink the content; flips come last (like ImageDataGenerator). With the defaults this
+    is a plain bilinear resize, pixel centres aligned like `tf.image.resize`. `pixel_centre`: where pixel 0's
+    centre is in the coordinates the map is applied to (0 for TF's transforms, 0.5 for DALI's `warp_affine`).
     """
-    values = [tf.cast(v, tf.float32) for v in (theta, tx, ty, shear, zx, zy, flip_horizontal, flip_vertical)]
-    shape = tf.shape(values[0])
-    for v in values[1:]:
-        shape = tf.broadcast_dynamic_shape(shape, tf.shape(v))
-    theta, tx, ty, shear, zx, zy, flip_x, flip_y = (tf.reshape(tf.broadcast_to(v, shape), [-1]) for v in values)
-    zero, one = tf.zeros_like(theta), tf.ones_like(theta)
-    in_h, in_w = tf.cast(input_size[0], tf.float32), tf.cast(input_size[1], tf.float32)
-    out_h, out_w = tf.cast(output_size[0], tf.float32), tf.cast(output_size[1], tf.float32)
+    in_h, in_w = input_size
+    out_h, out_w = output_size
     cx, cy = (out_w - 1) / 2, (out_h - 1) / 2
     theta, shear = theta * (math.pi / 180), shear * (math.pi / 180)
-    mirror_x, mirror_y = 1 - 2 * flip_x, 1 - 2 * flip_y
+    sin, cos = _numbers_too(sin, math.sin), _numbers_too(cos, math.cos)
+    mirror_x, mirror_y = 1 - 2 * flip_horizontal, 1 - 2 * flip_vertical
     scale_x, scale_y = in_w / out_w, in_h / out_h
+    c = pixel_centre
     chain = [  # applied right to left to output coordinates (x, y)
-        _affine(scale_x * one, zero, (scale_x - 1) / 2 * one, zero, scale_y * one, (scale_y - 1) / 2 * one),
-        _affine(one, zero, cx * one, zero, one, cy * one),
-        _affine(tf.cos(theta), -tf.sin(theta), zero, tf.sin(theta), tf.cos(theta), zero),
-        _affine(one, zero, tx, zero, one, ty),
-        _affine(one, -tf.sin(shear), zero, zero, tf.cos(shear), zero),
-        _affine(zx, zero, zero, zero, zy, zero),
-        _affine(one, zero, -cx * one, zero, one, -cy * one),
-        _affine(mirror_x, zero, (1 - mirror_x) * cx, zero, mirror_y, (1 - mirror_y) * cy),
+        ((1, 0, c), (0, 1, c)),
+        ((scale_x, 0, (scale_x - 1) / 2), (0, scale_y, (scale_y - 1) / 2)),
+        ((1, 0, cx), (0, 1, cy)),
+        ((cos(theta), -sin(theta), 0), (sin(theta), cos(theta), 0)),
+        ((1, 0, tx), (0, 1, ty)),
+        ((1, -sin(shear), 0), (0, cos(shear), 0)),
+        ((zx, 0, 0), (0, zy, 0)),
+        ((1, 0, -cx), (0, 1, -cy)),
+        ((mirror_x, 0, (1 - mirror_x) * cx), (0, mirror_y, (1 - mirror_y) * cy)),
+        ((1, 0, -c), (0, 1, -c)),
     ]
     matrix = chain[0]
     for step in chain[1:]:
-        matrix = tf.linalg.matmul(matrix, step)
-    return tf.reshape(matrix, [-1, 9])[:, :8]
+        matrix = tuple(tuple(_sum(_product(row[0], step[0][j]), _product(row[1], step[1][j]), row[2] if j == 2 else 0)
+                             for j in range(3)) for row in matrix)
+    return matrix
 
 
-def _affine(a, b, c, d, e, f) -> tf.Tensor:
-    """[N, 3, 3] matrices [[a, b, c], [d, e, f], [0, 0, 1]] from [N] tensors."""
-    zero, one = tf.zeros_like(a), tf.ones_like(a)
-    return tf.stack([tf.stack([a, b, c], -1), tf.stack([d, e, f], -1), tf.stack([zero, zero, one], -1)], -2)
+def _numbers_too(function: Callable, exact: Callable) -> Callable:
+    """`function` for tensors or graph nodes, `exact` for plain numbers."""
+    return lambda x: exact(x) if isinstance(x, (int, float)) else function(x)
+
+
+def _is(value: Any, number: float) -> bool:
+    return isinstance(value, (int, float)) and value == number
+
+
+def _product(a: Any, b: Any) -> Any:
+    """a * b, skipping the multiplications by a literal 0 or 1 (no graph nodes for them)."""
+    if _is(a, 0) or _is(b, 0):
+        return 0
+    return b if _is(a, 1) else a if _is(b, 1) else a * b
+
+
+def _sum(*terms: Any) -> Any:
+    """The sum of `terms`, leaving out literal zeros."""
+    kept = [t for t in terms if not _is(t, 0)]
+    total = kept[0] if kept else 0
+    for term in kept[1:]:
+        total = total + term
+    return total
+
+
+def affine_transforms(input_size: Sequence, output_size: Sequence, **geometry: Any) -> tf.Tensor:
+    """[N, 8] `ImageProjectiveTransformV3` transforms (output pixel -> input pixel): `affine_matrix` of scalars or
+    [N] tensors (`geometry`: its keyword arguments)."""
+    values = {key: tf.cast(value, tf.float32) for key, value in geometry.items()}
+    shape = tf.shape(values.get("theta", tf.zeros([])))
+    for v in values.values():
+        shape = tf.broadcast_dynamic_shape(shape, tf.shape(v))
+    values = {key: tf.reshape(tf.broadcast_to(v, shape), [-1]) for key, v in values.items()}
+    count = tf.reduce_prod(shape)
+    sizes = [tf.cast(size[i], tf.float32) for size in (input_size, output_size) for i in (0, 1)]
+    matrix = affine_matrix(sizes[:2], sizes[2:], sin=tf.sin, cos=tf.cos, **values)
+    entries = [tf.broadcast_to(tf.cast(e, tf.float32), [count]) for row in matrix for e in row]
+    return tf.stack(entries + [tf.zeros([count])] * 2, axis=-1)
+
+
+def random_geometry(params: dict[str, Any], u: Sequence[Any], output_size: Sequence) -> tuple[dict[str, Any], Any]:
+    """ImageDataGenerator.get_random_transform's values from `DRAWS` uniform numbers `u` in [0, 1) (TF tensors or
+    DALI graph nodes): `affine_matrix`'s keyword arguments and the brightness factor."""
+    out_h, out_w = output_size
+
+    def shift(column, limit, length):  # fractions of the size below 1, pixels from 1 on
+        return symmetric(column, limit) * (length if limit < 1 else 1.0)
+
+    zoom, brightness = params["zoom_range"], params["brightness_range"] or [1.0, 1.0]
+    geometry = {
+        "theta": symmetric(u[0], params["rotation_range"]),
+        "tx": shift(u[1], params["width_shift_range"], out_w),
+        "ty": shift(u[2], params["height_shift_range"], out_h),
+        "shear": symmetric(u[3], params["shear_range"]),
+        "zx": zoom[0] + (zoom[1] - zoom[0]) * u[4],
+        "zy": zoom[0] + (zoom[1] - zoom[0]) * u[5],
+        "flip_horizontal": (u[6] < 0.5) if params["horizontal_flip"] else False,
+        "flip_vertical": (u[7] < 0.5) if params["vertical_flip"] else False,
+    }
+    return geometry, brightness[0] + (brightness[1] - brightness[0]) * u[8]
+
+
+def symmetric(u: Any, limit: float) -> Any:
+    """Uniform in [-limit, limit] from uniform `u` in [0, 1)."""
+    return limit * (2 * u - 1)
 
 
 def random_transforms(params: dict[str, Any], count: Any, channels: Any, input_size: Sequence,
@@ -160,29 +224,11 @@ def random_transforms(params: dict[str, Any], count: Any, channels: Any, input_s
     Returns the [count, 8] transforms (see `affine_transforms`), [count] brightness factors and
     [count, channels] channel shifts.
     """
-    u = tf.random.stateless_uniform(tf.stack([count, _DRAWS + channels]), seed=seed, dtype=tf.float32)
-    out_h, out_w = tf.cast(output_size[0], tf.float32), tf.cast(output_size[1], tf.float32)
-
-    def symmetric(column, limit):  # uniform in [-limit, limit]
-        return limit * (2 * column - 1)
-
-    def shift(column, limit, length):  # fractions of the size below 1, pixels from 1 on
-        return symmetric(column, limit) * (length if limit < 1 else 1.0)
-
-    zoom, brightness = params["zoom_range"], params["brightness_range"] or [1.0, 1.0]
-    transforms = affine_transforms(
-        input_size, output_size,
-        theta=symmetric(u[:, 0], params["rotation_range"]),
-        tx=shift(u[:, 1], params["width_shift_range"], out_w),
-        ty=shift(u[:, 2], params["height_shift_range"], out_h),
-        shear=symmetric(u[:, 3], params["shear_range"]),
-        zx=zoom[0] + (zoom[1] - zoom[0]) * u[:, 4],
-        zy=zoom[0] + (zoom[1] - zoom[0]) * u[:, 5],
-        flip_horizontal=tf.logical_and(u[:, 6] < 0.5, params["horizontal_flip"]),
-        flip_vertical=tf.logical_and(u[:, 7] < 0.5, params["vertical_flip"]),
-    )
-    factors = brightness[0] + (brightness[1] - brightness[0]) * u[:, 8]
-    return transforms, factors, symmetric(u[:, _DRAWS:], params["channel_shift_range"])
+    u = tf.random.stateless_uniform(tf.stack([count, DRAWS + channels]), seed=seed, dtype=tf.float32)
+    sizes = [tf.cast(output_size[i], tf.float32) for i in (0, 1)]
+    geometry, factors = random_geometry(params, [u[:, i] for i in range(DRAWS)], sizes)
+    transforms = affine_transforms(input_size, output_size, **geometry)
+    return transforms, factors, symmetric(u[:, DRAWS:], params["channel_shift_range"])
 
 
 def transform_images(images: tf.Tensor, transforms: tf.Tensor, output_size: Any, fill_mode: str = "nearest",

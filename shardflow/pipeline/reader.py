@@ -22,6 +22,7 @@ from shardflow.pipeline.parser import Parser
 
 AUTOTUNE = tf.data.AUTOTUNE
 READ_BUFFER_BYTES = 8 * 2**20
+BACKENDS = ("tf", "dali")
 
 
 def load(
@@ -41,6 +42,7 @@ def load(
     shuffle_buffer: int = 2048,
     input_context: tf.distribute.InputContext | None = None,
     data_service: str | None = None,
+    backend: str = "tf",
 ) -> tf.data.Dataset:
     """`(images, labels)` batches of one split: images uint8 [B, H, W, C], labels int64 [B].
 
@@ -62,6 +64,9 @@ def load(
       take: only the first N records (after shuffling), e.g. for a quick trial run.
       input_context: from `strategy.distribute_datasets_from_function`; each input pipeline reads its own shards.
       data_service: "grpc://host:port" of a `shardflow serve-data` dispatcher to decode on its workers.
+      backend: "tf" (tf.data), or "dali" to read and decode with NVIDIA DALI: on the GPU when TensorFlow sees one
+        (nvJPEG), else in DALI's CPU mode (slower than "tf"); see `shardflow.pipeline.dali`. Not with `cache`,
+        `take` or `data_service`; `augment`'s fill_mode "nearest" or "constant".
     """
     info = metadata.read(data_dir)
     size = _image_size(info, image_size)
@@ -71,6 +76,18 @@ def load(
     shuffle = split == metadata.TRAIN if shuffle is None else shuffle
     deterministic = seed is not None or not shuffle
     shards = _shards(info, split)
+    if backend == "dali":
+        unsupported = [name for name, used in (("cache", cache), ("take", take is not None),
+                                               ("data_service", data_service)) if used]
+        if unsupported:
+            raise ValueError(f"backend='dali' does not support {', '.join(unsupported)}")
+        from shardflow.pipeline import dali
+
+        return dali.load(info, split, shards, batch_size=batch_size, size=size, shuffle=shuffle, seed=seed,
+                         params=params, crop_to_aspect_ratio=crop_to_aspect_ratio, repeat=repeat,
+                         drop_remainder=drop_remainder, shuffle_buffer=shuffle_buffer, input_context=input_context)
+    if backend != "tf":
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if input_context is not None:
         shards = _shards_for_pipeline(shards, input_context, data_dir, split)
         batch_size = input_context.get_per_replica_batch_size(batch_size)
