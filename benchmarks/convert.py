@@ -1,8 +1,12 @@
 """Conversion throughput, side by side in one run: the Beam job (1 and 2 workers) vs a plain single-process loop.
 
 The plain loop is what users write today: decode each file with PIL to validate it, write `tf.train.Example`s
-with one `tf.io.TFRecordWriter` per split. A second loop runs the job's own per-image code without Beam, to show
-what Beam's scheduling costs. Usage:
+with one `tf.io.TFRecordWriter` per split. The job always takes every image's duplicate keys and groups them
+(`FindDuplicates`); one row adds `--dedupe near`. Two more loops run the job's own per-image code (validation,
+statistics, duplicate keys, serialization, TFRecord framing) without Beam, in one process and in two processes
+on half the files each: what two cores give this code on this machine, the ceiling for `--workers 2`.
+Each row also shows the CPU seconds per image of all its processes (robust to other jobs on the machine).
+Usage:
 
     .venv/bin/python benchmarks/convert.py [--n 3000] [--src FOLDER] [--repeats 1]
 """
@@ -11,12 +15,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 import apache_beam as beam
 import tensorflow as tf
@@ -26,20 +32,36 @@ from PIL import Image
 
 from shardflow import schema
 from shardflow.beam_jobs.convert import ConvertOptions, convert
-from shardflow.images import ImageOptions, Rejected, prepare_encoded
+from shardflow.framing import frame
+from shardflow.images import ImageOptions, Rejected, prepare
 from shardflow.beam_jobs.sources import InputFile, list_source
 from shardflow.beam_jobs.splits import DEFAULT_SPLITS, split_for
 from shardflow.sample_data import write_sample_data
 from common import markdown_table
 
 
-def loop(src: str, out: str, to_record: Callable[[InputFile, bytes], bytes | None]) -> int:
-    """One process: every input through `to_record` (None: rejected), records written per split."""
+class FramedWriter:
+    """TFRecord files written as the job writes them (`framing.frame`), without TensorFlow."""
+
+    def __init__(self, path: str):
+        self._file = open(path, "wb")
+
+    def write(self, record: bytes) -> None:
+        self._file.write(frame(record))
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def loop(src: str, out: str, to_record: Callable[[InputFile, bytes], bytes | None],
+         open_writer: Callable[[str], Any] = tf.io.TFRecordWriter, part: int = 0, parts: int = 1) -> int:
+    """One process: every input (of read tasks `part`, `part + parts`, ...) through `to_record` (None: rejected),
+    records written per split with `open_writer`."""
     listing = list_source(src)
     os.makedirs(out, exist_ok=True)
-    writers = {s: tf.io.TFRecordWriter(os.path.join(out, f"{s}.tfrecord")) for s in DEFAULT_SPLITS}
+    writers = {s: open_writer(os.path.join(out, f"{s}-{part}.tfrecord")) for s in DEFAULT_SPLITS}
     records = 0
-    for task in listing.tasks:
+    for task in listing.tasks[part::parts]:
         for item, data in task.read():
             record = to_record(item, data)
             if record is not None:
@@ -48,6 +70,19 @@ def loop(src: str, out: str, to_record: Callable[[InputFile, bytes], bytes | Non
     for writer in writers.values():
         writer.close()
     return records
+
+
+def shardflow_loop(src: str, out: str, part: int = 0, parts: int = 1) -> int:
+    """The job's per-image code in a plain loop over read tasks `part`, `part + parts`, ..."""
+    records = schema.RecordSchema(tuple(list_source(src).class_names), 3, "passthrough")
+    return loop(src, out, shardflow_record(records), FramedWriter, part, parts)
+
+
+def shardflow_loops(src: str, out: str, parts: int) -> int:
+    """`shardflow_loop` in `parts` processes at once, each on its share of the read tasks (forked: the children
+    use no TensorFlow)."""
+    with multiprocessing.get_context("fork").Pool(parts) as pool:
+        return sum(pool.starmap(shardflow_loop, [(src, out, part, parts) for part in range(parts)]))
 
 
 def plain_record(item: InputFile, data: bytes) -> bytes | None:
@@ -69,10 +104,11 @@ def plain_record(item: InputFile, data: bytes) -> bytes | None:
 
 
 def shardflow_record(records: schema.RecordSchema) -> Callable[[InputFile, bytes], bytes | None]:
-    """The job's own per-image code (validation, statistics, serialization), to show Beam's overhead."""
+    """The job's own per-image code (validation, statistics, duplicate keys, serialization), to show Beam's
+    overhead."""
     def to_record(item: InputFile, data: bytes) -> bytes | None:
         try:
-            prepared = prepare_encoded(data, ImageOptions())
+            prepared = prepare(data, ImageOptions(), hashes=True)
         except Rejected:
             return None
         return records.serialize(prepared.data, item.label, item.path)
@@ -87,10 +123,16 @@ def empty_beam_job(workers: int) -> None:
         _ = pipeline | beam.Create(range(workers)) | beam.GroupBy(lambda x: x % 2)
 
 
-def beam_job(src: str, out: str, workers: int) -> int:
+def beam_job(src: str, out: str, workers: int, dedupe: str | None = None) -> int:
     with contextlib.redirect_stdout(io.StringIO()):
-        info = convert(src, out, ConvertOptions(workers=workers, overwrite=True))
+        info = convert(src, out, ConvertOptions(workers=workers, overwrite=True, dedupe=dedupe))
     return info.num_records
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its children that have ended (Beam's workers, the pool's processes)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -108,28 +150,34 @@ def main(argv: list[str] | None = None) -> None:
         megabytes = sum(e.stat().st_size for e in os.scandir(src) if e.is_file()) / 2**20
         methods = {
             "plain loop (PIL + tf.io.TFRecordWriter), 1 process": lambda out: loop(src, out, plain_record),
-            "shardflow's per-image code in a plain loop, 1 process": lambda out: loop(src, out, shardflow_record(
-                schema.RecordSchema(tuple(list_source(src).class_names), 3, "passthrough"))),
+            "shardflow's per-image code in a plain loop, 1 process": lambda out: shardflow_loop(src, out),
+            "the same in 2 processes, half the files each (ceiling)": lambda out: shardflow_loops(src, out, 2),
             "shardflow convert --workers 1": lambda out: beam_job(src, out, 1),
             "shardflow convert --workers 2": lambda out: beam_job(src, out, 2),
+            "shardflow convert --workers 2 --dedupe near": lambda out: beam_job(src, out, 2, "near"),
         }
-        results, floor = {}, float("inf")
+        results, cpu, floor, images = {}, {}, float("inf"), 0
+        loads = [os.getloadavg()[0]]
         for _ in range(args.repeats):  # interleaved, so machine noise hits every method alike
             for name, run in methods.items():
                 out = os.path.join(work, "out")
                 shutil.rmtree(out, ignore_errors=True)
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), cpu_seconds()
                 records = run(out)
+                images = images or records  # the plain loop's records: every valid input
                 results[name] = min(results.get(name, float("inf")), time.perf_counter() - started)
+                cpu[name] = min(cpu.get(name, float("inf")), cpu_seconds() - cpu_started)
+                loads.append(os.getloadavg()[0])
             started = time.perf_counter()
             empty_beam_job(2)
             floor = min(floor, time.perf_counter() - started)
         baseline = results[next(iter(methods))]
-        print(f"\n{records} images, {megabytes:.0f} MB of JPEG, {os.cpu_count()} cores\n")
-        print(markdown_table(["method", "seconds", "images/s", "vs loop"],
-                             [[name, f"{seconds:.1f}", f"{records / seconds:.0f}", f"{baseline / seconds:.2f}x"]
-                              for name, seconds in results.items()]
-                             + [["an empty 2-worker Beam job (start-up floor)", f"{floor:.1f}", "", ""]]))
+        print(f"\n{images} images, {megabytes:.0f} MB of JPEG, {os.cpu_count()} cores, best of {args.repeats}; "
+              f"load average (1 min) {min(loads):.1f}-{max(loads):.1f} during the run\n")
+        print(markdown_table(["method", "seconds", "images/s", "vs loop", "CPU ms/image"],
+                             [[name, f"{seconds:.1f}", f"{images / seconds:.0f}", f"{baseline / seconds:.2f}x",
+                               f"{1000 * cpu[name] / images:.2f}"] for name, seconds in results.items()]
+                             + [["an empty 2-worker Beam job (start-up floor)", f"{floor:.1f}", "", "", ""]]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
