@@ -58,6 +58,14 @@ def small_pets(tmp_path_factory):
     return root / "data"
 
 
+@pytest.fixture(scope="module")
+def tiny_pets(kaggle_dir, tmp_path_factory):
+    """The 60 Kaggle-named samples at --max-side 64: for runs that only need to train a few steps."""
+    out = tmp_path_factory.mktemp("tiny") / "data"
+    assert main(["convert", str(kaggle_dir), str(out), "--max-side", "64", "--workers", "1"]) == 0
+    return out
+
+
 def test_small_convnet_learns_and_writes_its_run(small_pets, tmp_path):
     run = tmp_path / "run"
     metrics = train(str(small_pets), str(run), TrainOptions(
@@ -91,8 +99,8 @@ def test_early_stopping_keeps_the_best_epoch(small_pets, tmp_path):
     ("features", {"image_size": 32, "base": "vgg16", "weights": "none"}),
     ("small_convnet", {"image_size": 32, "mixed_precision": True}),
 ])
-def test_every_model_trains_a_few_steps(small_pets, tmp_path, model, options):
-    metrics = train(str(small_pets), str(tmp_path / "run"), TrainOptions(
+def test_every_model_trains_a_few_steps(tiny_pets, tmp_path, model, options):
+    metrics = train(str(tiny_pets), str(tmp_path / "run"), TrainOptions(
         model=model, epochs=1, steps_per_epoch=3, batch_size=8, verbose=0, **options))
     assert 0 <= metrics["test_accuracy"] <= 1 and np.isfinite(metrics["test_loss"])
     if "augment" in options:  # in the model when asked; XLA (--jit) keeps it in the CPU pipeline
@@ -102,19 +110,19 @@ def test_every_model_trains_a_few_steps(small_pets, tmp_path, model, options):
     keras.mixed_precision.set_global_policy("float32")
 
 
-def test_fine_tune_continues_a_transfer_run(small_pets, tmp_path, capsys):
+def test_fine_tune_continues_a_transfer_run(tiny_pets, tmp_path, capsys):
     common = ["--image-size", "32", "--base", "mobilenet_v2", "--weights", "none", "--epochs", "1",
               "--steps-per-epoch", "2", "--batch-size", "8"]
-    assert main(["train", str(small_pets), "--model", "transfer", "--out", str(tmp_path / "transfer"), *common]) == 0
+    assert main(["train", str(tiny_pets), "--model", "transfer", "--out", str(tmp_path / "transfer"), *common]) == 0
     assert "warning: --weights none: the mobilenet_v2 base starts from random weights and stays frozen" in \
         capsys.readouterr().err  # said before training starts
     transfer = keras.models.load_model(tmp_path / "transfer" / "model.keras")
-    assert main(["train", str(small_pets), "--model", "fine_tune", "--init-from", str(tmp_path / "transfer"),
+    assert main(["train", str(tiny_pets), "--model", "fine_tune", "--init-from", str(tmp_path / "transfer"),
                  "--unfreeze", "5", "--out", str(tmp_path / "fine"), *common]) == 0
     fine = keras.models.load_model(tmp_path / "fine" / "model.keras")
     assert sum(int(np.prod(w.shape)) for w in fine.trainable_weights) > \
         sum(int(np.prod(w.shape)) for w in transfer.trainable_weights)
-    assert main(["train", str(small_pets), "--model", "small_convnet", "--init-from", str(tmp_path / "transfer"),
+    assert main(["train", str(tiny_pets), "--model", "small_convnet", "--init-from", str(tmp_path / "transfer"),
                  "--out", str(tmp_path / "bad")]) == 2
     assert "--init-from is for --model fine_tune" in capsys.readouterr().err
 
@@ -173,19 +181,19 @@ def test_user_mistakes(small_pets, tmp_path, capsys):
     assert "not a finished training run" in capsys.readouterr().err
 
 
-def test_a_run_is_never_silently_replaced(small_pets, tmp_path, capsys):
+def test_a_run_is_never_silently_replaced(tiny_pets, tmp_path, capsys):
     quick = ["--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4", "--image-size", "24"]
     run = tmp_path / "run"
-    assert main(["train", str(small_pets), "--out", str(run), *quick]) == 0
+    assert main(["train", str(tiny_pets), "--out", str(run), *quick]) == 0
     first = (run / "model.keras").stat().st_mtime_ns
-    assert main(["train", str(small_pets), "--out", str(run), *quick]) == 2
+    assert main(["train", str(tiny_pets), "--out", str(run), *quick]) == 2
     assert "holds a training run; pass --overwrite" in capsys.readouterr().err
     assert (run / "model.keras").stat().st_mtime_ns == first
-    assert main(["train", str(small_pets), "--out", str(run), "--overwrite", *quick]) == 0
+    assert main(["train", str(tiny_pets), "--out", str(run), "--overwrite", *quick]) == 0
     assert len(list((run / "logs" / "train").glob("events.out.tfevents.*"))) == 1  # no logs mixed from run 1
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")
-    assert main(["train", str(small_pets), "--out", str(tmp_path / "notes"), "--overwrite", *quick]) == 2
+    assert main(["train", str(tiny_pets), "--out", str(tmp_path / "notes"), "--overwrite", *quick]) == 2
     assert "is not a training run; refusing to delete it" in capsys.readouterr().err
 
 
