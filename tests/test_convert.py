@@ -180,7 +180,7 @@ def test_folders_zip_tgz_and_tar_give_the_same_records(folders_dir, tmp_path):
     outputs = {}
     for source in (folders_dir, *(tmp_path / f"flower_photos.{suffix}" for suffix in ("zip", "tgz", "tar"))):
         out = tmp_path / f"out-{source.name}"
-        run_cli(source, out, "--workers", "2")
+        run_cli(source, out, "--workers", "2" if source.suffix == ".zip" else "1")  # an archive split over workers
         outputs[source.name] = records(out)
         assert metadata.read(str(out)).ignored == ("LICENSE.txt",)
     reference = outputs.pop("flower_photos")

@@ -82,8 +82,8 @@ def test_small_convnet_learns_and_writes_its_run(small_pets, tmp_path):
     assert Image.open(run / "history.png").size[0] > 400
 
 
-def test_early_stopping_keeps_the_best_epoch(small_pets, tmp_path):
-    metrics = train(str(small_pets), str(tmp_path / "run"), TrainOptions(
+def test_early_stopping_keeps_the_best_epoch(tiny_pets, tmp_path):
+    metrics = train(str(tiny_pets), str(tmp_path / "run"), TrainOptions(
         model="small_convnet", epochs=8, image_size=32, lr=0.5, patience=1, seed=2, verbose=0))
     assert metrics["epochs_run"] < 8  # a learning rate this large diverges: stopped early
     history = json.loads((tmp_path / "run" / "history.json").read_text())
@@ -143,16 +143,16 @@ def test_mnist_models_on_idx(tmp_path):
         assert metrics["test_accuracy"] > 0.5, (model, metrics)
 
 
-def test_evaluate_and_predict(small_pets, tmp_path, capsys):
+def test_evaluate_and_predict(tiny_pets, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", str(small_pets), "--out", str(run), "--epochs", "2", "--image-size", "32",
+    assert main(["train", str(tiny_pets), "--out", str(run), "--epochs", "2", "--image-size", "32",
                  "--seed", "0"]) == 0
     printed = capsys.readouterr()
     assert "test accuracy" in printed.out
     gpus = len(tf.config.list_physical_devices("GPU"))
     device = f"{gpus} GPU(s)" if gpus else "the CPU (no GPU visible to TensorFlow)"
     assert f"training small_convnet on {device}" in printed.err  # says where it trains, before the epochs
-    assert main(["evaluate", str(run), str(small_pets), "--split", "validation"]) == 0
+    assert main(["evaluate", str(run), str(tiny_pets), "--split", "validation"]) == 0
     assert "validation: accuracy" in capsys.readouterr().out
     test1 = tmp_path / "test1"
     write_sample_data(test1, n=4, seed=99)
@@ -164,9 +164,9 @@ def test_evaluate_and_predict(small_pets, tmp_path, capsys):
     rows = list(csv.reader(open(tmp_path / "submission.csv")))
     assert rows[0] == ["id", "label"] and sorted(r[0] for r in rows[1:]) == ["1", "2", "3", "4"]
     assert all(0 <= float(r[1]) <= 1 for r in rows[1:])
-    assert main(["predict", str(run), str(small_pets), "--split", "test"]) == 0
+    assert main(["predict", str(run), str(tiny_pets), "--split", "test"]) == 0
     assert capsys.readouterr().out.count("this image is") == json.loads(
-        (small_pets / "shardflow.json").read_text())["splits"]["test"]["num_examples"]
+        (tiny_pets / "shardflow.json").read_text())["splits"]["test"]["num_examples"]
 
 
 def test_user_mistakes(small_pets, tmp_path, capsys):
