@@ -55,6 +55,12 @@ def unframe(stream: BinaryIO, digest=None) -> Iterator[bytes]:
         index += 1
 
 
-def framed_size(data_length: int) -> int:
-    """The bytes one record of `data_length` bytes takes in a TFRecord file."""
-    return HEADER_BYTES + data_length + FOOTER_BYTES
+def framed_sizes(stream: BinaryIO) -> Iterator[int]:
+    """The framed size of each record of a seekable TFRecord stream, from its headers alone (the data is skipped,
+    neither read nor checked; ValueError on a partial header)."""
+    while header := stream.read(HEADER_BYTES):
+        if len(header) < HEADER_BYTES:
+            raise ValueError("truncated record header")
+        (length,) = struct.unpack("<Q", header[:8])
+        stream.seek(length + FOOTER_BYTES, 1)
+        yield HEADER_BYTES + length + FOOTER_BYTES

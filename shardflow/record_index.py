@@ -8,8 +8,7 @@ when that folder is read-only, in the user's cache. Needs neither TensorFlow nor
 from __future__ import annotations
 
 import os
-import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from shardflow import files, framing
 from shardflow.metadata import Shard
@@ -39,17 +38,11 @@ def index_text(framed_lengths: Iterable[int]) -> str:
 
 def scan(shard_path: str) -> str:
     """The index of an existing shard, from its record headers (the data is skipped, not read)."""
-    return index_text(_framed_lengths(shard_path))
-
-
-def _framed_lengths(shard_path: str) -> Iterator[int]:
     with files.open_binary(shard_path) as f:
-        while header := f.read(framing.HEADER_BYTES):
-            if len(header) < framing.HEADER_BYTES:
-                raise ValueError(f"{shard_path}: truncated record header")
-            (length,) = struct.unpack("<Q", header[:8])
-            f.seek(length + framing.FOOTER_BYTES, 1)
-            yield framing.framed_size(length)
+        try:
+            return index_text(framing.framed_sizes(f))
+        except ValueError as error:
+            raise ValueError(f"{shard_path}: {error}") from None
 
 
 def index_for(shard_path: str, shard: Shard) -> str:
