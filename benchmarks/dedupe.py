@@ -4,8 +4,9 @@
   SHA-256 of the pixels + pHash), in one process, and the ratio;
 - grouping every image's keys (banded index + union-find, one process);
 - `shardflow convert --workers 2` without and with `--dedupe near` (the Dedupe stage);
-- how well: the largest pHash distance of each kind of copy (JPEG quality 30, 50% downscale, PNG copy) of the
-  first 300 images, and the false-positive rate: pairs of distinct images within the threshold. Usage:
+- how well: the largest pHash and colour distances of each kind of copy (JPEG quality 30, 50% downscale, PNG
+  copy) of the first 300 images, and the false-positive rate: pairs of distinct images that are near duplicates,
+  and how many of them pHash alone would have made. Usage:
 
     .venv/bin/python benchmarks/dedupe.py [--n 3000] [--repeats 3]
 """
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         n = len(payloads)
         keys = [prepare_encoded(p, options, hashes=True).hashes for p in payloads]
         exact, perceptual = [k.exact for k in keys], np.array([k.perceptual for k in keys], dtype=np.uint64)
+        colours = duplicates.colour_rows([k.colour for k in keys])
         out = os.path.join(work, "out")
 
         def job(dedupe: str | None) -> None:
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
             "per-image preparation + duplicate keys, 1 process (CPU time)":
                 (cpu, lambda: [prepare_encoded(p, options, hashes=True) for p in payloads]),
             f"grouping {n} images' keys (near), 1 process (CPU time)":
-                (cpu, lambda: duplicates.find_groups(exact, perceptual, "near")),
+                (cpu, lambda: duplicates.find_groups(exact, perceptual, [k.colour for k in keys], "near")),
             "shardflow convert --workers 2 (wall time)": (wall, lambda: job(None)),
             "shardflow convert --workers 2 --dedupe near (wall time)": (wall, lambda: job("near")),
         })
@@ -91,26 +93,29 @@ def main(argv: list[str] | None = None) -> None:
         print(markdown_table(["step", "ms per image", "vs without"],
                              [[name, f"{t / n * 1e3:.3f}", "" if ratio is None else f"{ratio:.2f}x"]
                               for (name, t), ratio in zip(seconds.items(), ratios)]))
-        found = {}
-        for data, key in zip(payloads[:COPIED], keys):
+        found: dict[str, list[tuple[int, float, bool]]] = {}
+        for data, key, colour in zip(payloads[:COPIED], keys, colours):
             for kind, copy in copies(data).items():
-                distance = int(duplicates.hamming(np.uint64(key.perceptual), np.uint64(
-                    prepare_encoded(copy, options, hashes=True).hashes.perceptual)))
-                found.setdefault(kind, []).append(distance)
+                copied = prepare_encoded(copy, options, hashes=True).hashes
+                found.setdefault(kind, []).append((
+                    int(duplicates.hamming(np.uint64(key.perceptual), np.uint64(copied.perceptual))),
+                    float(duplicates.colour_distances(colour, duplicates.colour_rows([copied.colour])[0])),
+                    duplicates.is_near(key, copied)))
+        print(f"\nthresholds: {duplicates.NEAR_THRESHOLD} of 64 bits, colours within "
+              f"{duplicates.COLOUR_TOLERANCE} levels\n")
+        print(markdown_table([f"copies of the first {COPIED} images", "largest pHash distance",
+                              "largest colour distance", "found"],
+                             [[kind, max(d[0] for d in kind_found), f"{max(d[1] for d in kind_found):.1f}",
+                               f"{sum(d[2] for d in kind_found)}/{len(kind_found)}"]
+                              for kind, kind_found in found.items()]))
         pairs = n * (n - 1) // 2
-        distances = [duplicates.hamming(perceptual[i], perceptual[i + 1:]) for i in range(n - 1)]
-        false = sum(int((d <= duplicates.NEAR_THRESHOLD).sum()) for d in distances)
-        flagged = {i for i, d in enumerate(distances) if (d <= duplicates.NEAR_THRESHOLD).any()} | {
-            i + 1 + j for i, d in enumerate(distances) for j in np.flatnonzero(d <= duplicates.NEAR_THRESHOLD).tolist()}
-        nearest = min(int(d.min()) for d in distances)
-        print(f"\nthreshold: {duplicates.NEAR_THRESHOLD} of 64 bits\n")
-        print(markdown_table([f"copies of the first {COPIED} images", "largest distance", "found"], [
-            [kind, max(d), f"{sum(x <= duplicates.NEAR_THRESHOLD for x in d)}/{len(d)}"]
-            for kind, d in found.items()]))
-        print(f"\ndistinct images: {false} of {pairs:,} pairs within the threshold "
-              f"(false-positive rate {false / pairs:.2e} per pair; {len(flagged)} of {n} images grouped with an "
-              f"unrelated one); the closest two distinct images differ in {nearest} bits")
-
+        false = duplicates.near_pairs(perceptual, colours)
+        by_hash = duplicates.near_pairs(perceptual, np.zeros_like(colours))
+        apart = [float(duplicates.colour_distances(colours[i], colours[j])) for i, j in by_hash]
+        print(f"\ndistinct images: {len(false)} of {pairs:,} pairs are near duplicates (false-positive rate "
+              f"{len(false) / pairs:.2e} per pair; {len({i for pair in false for i in pair})} of {n} images grouped "
+              f"with an unrelated one); by pHash alone {len(by_hash)} pairs ({len(by_hash) / pairs:.2e} per pair)"
+              + (f", whose colours differ by {min(apart):.1f} to {max(apart):.1f} levels" if apart else ""))
 
 if __name__ == "__main__":
     main()

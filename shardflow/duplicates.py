@@ -5,12 +5,16 @@
 - **Near duplicates** look the same: `ImageHashes.perceptual` is pHash (the signs, against their median, of the
   8x8 lowest frequencies of the DCT of a 32x32 grayscale thumbnail), and two images are near duplicates when
   their hashes differ in at most `NEAR_THRESHOLD` of 64 bits (a re-encode at JPEG quality 30, a 50% downscale,
-  a JPEG's PNG copy). pHash rather than dHash: on photo-like images with smooth backgrounds dHash's bits are
+  a JPEG's PNG copy) and their colours agree: `ImageHashes.colour`, a 4x4 RGB thumbnail, within a mean absolute
+  difference of `COLOUR_TOLERANCE` levels. pHash sees grayscale structure only, so two photos of alike structure
+  in different colours (or two flat images of different colours) pass the first test and fail the second; on
+  sample photos copies differ by under 2 levels, distinct images by 20 or more (benchmarks/dedupe.py). pHash rather than dHash: on photo-like images with smooth backgrounds dHash's bits are
   mostly alike, and of 180,000 pairs of distinct sample images 36 came within 6 bits (pHash: none; 3 of 4.5
   million, see benchmarks/dedupe.py). The median splits the bits: a photo's pHash has 32 set, and distances
-  between photos are even. Flat images have no structure to hash: all of them hash alike.
+  between photos are even. Flat images have no structure to hash: all of them hash alike, and only their colours
+  tell them apart.
 - **Candidates** come from a banded index: the 64 bits are cut into `NEAR_THRESHOLD + 1` bands, and only hashes
-  that share a band's value are compared. Two hashes within the threshold differ in fewer bits than there are
+  that share a band's value are compared (then their colours). Two hashes within the threshold differ in fewer bits than there are
   bands, so one band at least holds none of their differences (pigeonhole): no pair is missed, and no pass
   compares all pairs.
 - **Groups** are the connected components of "is a duplicate of" (union-find), each listed by index in the
@@ -30,7 +34,9 @@ from PIL import Image
 
 KINDS = ("exact", "near")
 NEAR_THRESHOLD = 6  # max differing bits of two near duplicates' 64-bit perceptual hashes
-THUMBNAIL = 32  # side of the grayscale thumbnail the DCT is taken of
+COLOUR_TOLERANCE = 8  # max mean absolute difference (of 255 levels) of two near duplicates' colour thumbnails
+THUMBNAIL = 32  # side of the thumbnail the DCT is taken of (in grayscale) and the colour thumbnail reduced from
+COLOUR_CELLS = 4  # the colour thumbnail is COLOUR_CELLS x COLOUR_CELLS RGB pixels
 _LOW = 8  # the 8x8 lowest frequencies make the 64 bits
 _DCT = np.cos(np.pi * (2 * np.arange(THUMBNAIL)[None, :] + 1) * np.arange(_LOW)[:, None] / (2 * THUMBNAIL))
 _DCT_2D = np.kron(_DCT, _DCT)  # the 8x8 lowest frequencies of a flattened 32x32 thumbnail, in one product
@@ -39,23 +45,27 @@ _BAND_STARTS = [64 * b // _BANDS for b in range(_BANDS + 1)]
 
 
 class ImageHashes(NamedTuple):
-    """One decoded image's keys: `exact` (16 bytes) for exact duplicates, `perceptual` (64 bits) for near ones."""
+    """One decoded image's keys: `exact` (16 bytes) for exact duplicates; `perceptual` (64 bits) and `colour`
+    (`COLOUR_CELLS`² RGB pixels, 48 bytes) for near ones."""
 
     exact: bytes
     perceptual: int
+    colour: bytes
 
 
 def image_hashes(image: Image.Image) -> ImageHashes:
-    """The exact key and the perceptual hash of a decoded 8-bit L or RGB image."""
+    """The exact key, the perceptual hash and the colour thumbnail of a decoded 8-bit L or RGB image."""
     exact = hashlib.sha256(f"{image.mode} {image.width}x{image.height} ".encode())
     exact.update(image.tobytes())
-    return ImageHashes(exact.digest()[:16], perceptual_hash(image))
+    thumbnail = image.resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX)
+    colour = thumbnail.convert("RGB").reduce(THUMBNAIL // COLOUR_CELLS).tobytes()
+    return ImageHashes(exact.digest()[:16], perceptual_hash(thumbnail), colour)
 
 
 def perceptual_hash(image: Image.Image) -> int:
     """pHash: 64 bits, one per low DCT frequency of a 32x32 grayscale thumbnail, set where it exceeds the median
     (the constant term left out of the median)."""
-    thumbnail = image.convert("L").resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX)
+    thumbnail = image.resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX).convert("L")  # resize: none if 32x32
     frequencies = np.round(_DCT_2D @ np.frombuffer(thumbnail.tobytes(), dtype=np.uint8), 6)  # flat: exactly 0
     median = np.partition(frequencies[1:], _LOW * _LOW // 2 - 1)[_LOW * _LOW // 2 - 1]  # of 63: the 32nd
     bits = frequencies > median
@@ -67,16 +77,35 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.bitwise_count(np.bitwise_xor(a, b))
 
 
-def find_groups(exact: Sequence[bytes], perceptual: np.ndarray, kind: str) -> list[list[int]]:
+def is_near(a: ImageHashes, b: ImageHashes) -> bool:
+    """Whether two images are near duplicates (`near_pairs` finds the pairs of many at once)."""
+    return bool(hamming(np.uint64(a.perceptual), np.uint64(b.perceptual)) <= NEAR_THRESHOLD
+                and colour_distances(*colour_rows([a.colour, b.colour])) <= COLOUR_TOLERANCE)
+
+
+def colour_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Mean absolute differences of colour thumbnails (rows of uint8), row by row."""
+    return np.abs(a.astype(np.int16) - b).mean(axis=-1)
+
+
+def colour_rows(colours: Sequence[bytes] | np.ndarray) -> np.ndarray:
+    """Colour thumbnails (48-byte strings, or a column of them) as rows of uint8."""
+    return np.frombuffer(b"".join(bytes(c) for c in colours), dtype=np.uint8).reshape(len(colours), -1)
+
+
+def find_groups(exact: Sequence[bytes], perceptual: np.ndarray, colours: Sequence[bytes], kind: str
+                ) -> list[list[int]]:
     """Groups of 2+ images that are duplicates of `kind` ("exact" or "near": exact ones included), each a sorted
     list of indices into the inputs, groups in the order of their first member."""
     check_kind(kind)
     parent = list(range(len(exact)))
     _join_equal(parent, exact)
     if kind == "near":
-        first = _join_equal(parent, np.asarray(perceptual, dtype=np.uint64).tolist())
-        values, firsts = np.fromiter(first, dtype=np.uint64, count=len(first)), list(first.values())
-        for a, b in near_pairs(values):
+        keys = list(zip(np.asarray(perceptual, dtype=np.uint64).tolist(), map(bytes, colours)))
+        first = _join_equal(parent, keys)  # the same hash and colours: near, and compared once
+        firsts = list(first.values())
+        values = np.array([key[0] for key in first], dtype=np.uint64)
+        for a, b in near_pairs(values, colour_rows([key[1] for key in first])):
             _union(parent, firsts[a], firsts[b])
     members: dict[int, list[int]] = {}
     for index in range(len(parent)):
@@ -90,8 +119,9 @@ def check_kind(kind: str, what: str = "the kind of duplicates") -> None:
         raise ValueError(f"{what} is {' or '.join(KINDS)}, not {kind!r}")
 
 
-def near_pairs(hashes: np.ndarray) -> list[tuple[int, int]]:
-    """Index pairs (i < j) of distinct 64-bit `hashes` within `NEAR_THRESHOLD` bits, from the banded index."""
+def near_pairs(hashes: np.ndarray, colours: np.ndarray) -> list[tuple[int, int]]:
+    """Index pairs (i < j) of images whose 64-bit `hashes` are within `NEAR_THRESHOLD` bits, from the banded
+    index, and whose `colours` (rows of `colour_rows`) are within `COLOUR_TOLERANCE`."""
     hashes = np.asarray(hashes, dtype=np.uint64)
     found: set[tuple[int, int]] = set()
     for start, stop in zip(_BAND_STARTS, _BAND_STARTS[1:]):
@@ -102,6 +132,8 @@ def near_pairs(hashes: np.ndarray) -> list[tuple[int, int]]:
                 i, j = np.triu_indices(len(run), 1)
                 close = hamming(hashes[run[i]], hashes[run[j]]) <= NEAR_THRESHOLD
                 a, b = run[i][close], run[j][close]
+                alike = colour_distances(colours[a], colours[b]) <= COLOUR_TOLERANCE
+                a, b = a[alike], b[alike]
                 found.update(zip(np.minimum(a, b).tolist(), np.maximum(a, b).tolist()))
     return sorted(found)
 

@@ -66,45 +66,66 @@ def planted(tmp_path_factory):
     return src, exact, sorted(exact + near)
 
 
+def _near_groups(keys: list[duplicates.ImageHashes]) -> list[list[int]]:
+    return duplicates.find_groups([k.exact for k in keys], np.array([k.perceptual for k in keys], dtype=np.uint64),
+                                  [k.colour for k in keys], "near")
+
+
 def test_copies_are_near_and_distinct_images_are_not():
-    """pHash distances on sample photos: every kind of copy within the threshold, no two distinct images."""
+    """Every kind of copy of a sample photo is its near duplicate; no two distinct sample photos are."""
     options = ImageOptions()
     originals = [_encoded(render_image(k % 2, np.random.default_rng([5, k])), "JPEG", quality=85)
                  for k in range(DISTINCT)]
     hashes = [prepare(data, options, hashes=True).hashes for data in originals]
     for data, original in list(zip(originals, hashes))[:20]:
         for kind, copy in _copies(data).items():
-            distance = bin(original.perceptual ^ prepare(copy, options, hashes=True).hashes.perceptual).count("1")
-            assert distance <= duplicates.NEAR_THRESHOLD, kind
-    perceptual = np.array([h.perceptual for h in hashes], dtype=np.uint64)
-    assert duplicates.near_pairs(perceptual) == []
+            assert _near_groups([original, prepare(copy, options, hashes=True).hashes]) == [[0, 1]], kind
+    assert _near_groups(hashes) == []
     assert len({h.exact for h in hashes}) == DISTINCT
 
 
-def test_flat_images_have_no_structure_to_tell_apart():
-    flat = [Image.new("RGB", (60, 40), colour) for colour in ((0, 0, 0), (255, 0, 0), (10, 200, 30), (250,) * 3)]
-    perceptual = np.array([duplicates.perceptual_hash(image) for image in flat], dtype=np.uint64)
-    assert duplicates.find_groups([bytes([i]) for i in range(4)], perceptual, "near") == [[0, 1, 2, 3]]
+def test_look_alikes_in_other_colours_are_not_near_duplicates():
+    """Two sample photos whose grayscale structure pHash cannot tell apart (dog.404.jpg and dog.457.jpg of `make
+    demo`): their colour thumbnails can."""
+    keys = [prepare(_encoded(render_image(1, np.random.default_rng([0, 1, i])), "JPEG", quality=90), ImageOptions(),
+                    hashes=True).hashes for i in (404, 457)]
+    assert duplicates.hamming(np.uint64(keys[0].perceptual), np.uint64(keys[1].perceptual)) \
+        <= duplicates.NEAR_THRESHOLD
+    assert _near_groups(keys) == []
+
+
+def test_flat_images_are_told_apart_by_colour_alone():
+    flat = [Image.new("RGB", size, colour) for size, colour in (((60, 40), (0, 0, 0)), ((60, 40), (255, 0, 0)),
+                                                                ((30, 20), (255, 0, 0)), ((60, 40), (10, 200, 30)))]
+    keys = [duplicates.image_hashes(image) for image in flat]
+    perceptual = np.array([k.perceptual for k in keys], dtype=np.uint64)
+    assert duplicates.hamming(perceptual[:, None], perceptual[None, :]).max() <= 1  # no structure to hash
+    assert _near_groups(keys) == [[1, 2]]  # the same red at two sizes
 
 
 def test_the_banded_index_finds_what_comparing_all_pairs_finds():
     rng = np.random.default_rng(0)
     hashes = rng.integers(0, 2**64, size=2000, dtype=np.uint64)
-    for index in range(0, 200, 2):  # plant neighbours 0..8 bits away
+    colours = rng.integers(0, 256, size=(2000, 48), dtype=np.uint8)
+    for index in range(0, 200, 2):  # plant neighbours 0..8 bits away, half of them in other colours
         bits = rng.choice(64, size=index % 9, replace=False)
         hashes[index + 1] = hashes[index] ^ np.uint64(sum(1 << int(b) for b in bits))
+        colours[index + 1] = colours[index] + (index % 4 == 0) * rng.integers(0, 2 * duplicates.COLOUR_TOLERANCE + 4)
     distances = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
-    all_pairs = [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(distances <= duplicates.NEAR_THRESHOLD, 1)))]
-    assert duplicates.near_pairs(hashes) == sorted(all_pairs) and len(all_pairs) >= 70
+    colour_distances = np.abs(colours[:, None].astype(np.int16) - colours[None, :]).mean(axis=-1)
+    near = (distances <= duplicates.NEAR_THRESHOLD) & (colour_distances <= duplicates.COLOUR_TOLERANCE)
+    all_pairs = [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(near, 1)))]
+    assert duplicates.near_pairs(hashes, colours) == sorted(all_pairs) and 40 <= len(all_pairs) < 70
 
 
 def test_groups_are_connected_components_listed_by_first_member():
     exact = [b"a", b"b", b"a", b"c", b"d", b"e", b"f"]
     perceptual = np.array([0, 2**64 - 1, 0x0F0F0F0F0F0F0F0F, 0b111111, 0x0F0F0F0F0F0F0F0E, 0xFFFFFFFFFFFF0000,
                            0xFFFFFFFFFFFFFFF0], dtype=np.uint64)
-    assert duplicates.find_groups(exact, perceptual, "exact") == [[0, 2]]
+    colours = [bytes(48)] * 7
+    assert duplicates.find_groups(exact, perceptual, colours, "exact") == [[0, 2]]
     # 3 is 6 bits from 0, 4 one bit from 2 (0's exact twin), 6 four bits from 1; 5 is 12 bits from 6
-    assert duplicates.find_groups(exact, perceptual, "near") == [[0, 2, 3, 4], [1, 6]]
+    assert duplicates.find_groups(exact, perceptual, colours, "near") == [[0, 2, 3, 4], [1, 6]]
 
 
 def test_dedupe_stage_keeps_the_smallest_path_of_each_group(planted, tmp_path):

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from shardflow.duplicates import ImageHashes
+from shardflow.duplicates import COLOUR_CELLS, ImageHashes
 from shardflow.images import ImageStats
 from shardflow.metadata import SIZE_BINS
 
@@ -24,14 +24,14 @@ def row_dtype(channels: int) -> np.dtype:
         ("hash", "<u8"), ("label", "<i8"), ("spill", "<i4"), ("offset", "<i8"), ("length", "<i8"),
         ("width", "<i8"), ("height", "<i8"), ("passthrough", "?"),
         ("channel_sum", "<f8", (channels,)), ("channel_sumsq", "<f8", (channels,)),
-        ("exact", "V16"), ("perceptual", "<u8"),
+        ("exact", "V16"), ("perceptual", "<u8"), ("colour", f"V{3 * COLOUR_CELLS ** 2}"),
     ])
 
 
 def row(path_hash: int, label: int, offset: int, length: int, stats: ImageStats, hashes: ImageHashes) -> tuple:
     """The columns of one record appended at `offset` of its batch's (only) spill file."""
     return (path_hash, label, 0, offset, length, stats.width, stats.height, stats.passthrough,
-            stats.channel_sum, stats.channel_sumsq, hashes.exact, hashes.perceptual)
+            stats.channel_sum, stats.channel_sumsq, hashes.exact, hashes.perceptual, hashes.colour)
 
 
 class RecordBatch(NamedTuple):

@@ -35,6 +35,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.transforms.window import GlobalWindows
+from numpy.lib.recfunctions import repack_fields
 
 from shardflow import duplicates, metadata, record_index, schema
 from shardflow.beam_jobs import metadata_writer, records, staged
@@ -156,22 +157,25 @@ def take_counts(none_paths, counts: dict[str, int], batch_dir: str) -> Iterable[
 Groups = dict[str, list[list[tuple[bytes, str | None]]]]  # kind -> groups of (path, split), sorted by path
 
 
-def hash_columns(split_path: tuple[str | None, str]) -> tuple[str | None, tuple[bytes, ...], np.ndarray, np.ndarray]:
-    """(split, record batch file) -> its records' split, paths, exact keys and perceptual hashes."""
+HASH_COLUMNS = ("exact", "perceptual", "colour")  # the record columns that hold `duplicates.ImageHashes`
+
+
+def hash_columns(split_path: tuple[str | None, str]) -> tuple[str | None, tuple[bytes, ...], np.ndarray]:
+    """(split, record batch file) -> its records' split, paths and duplicate keys (`HASH_COLUMNS`)."""
     split, path = split_path
     batch = staged.load(path)
-    return split, batch.paths, batch.rows["exact"], batch.rows["perceptual"]
+    return split, batch.paths, repack_fields(batch.rows[list(HASH_COLUMNS)])
 
 
-def group_duplicates(columns: list[tuple[str | None, tuple[bytes, ...], np.ndarray, np.ndarray]]) -> Groups:
+def group_duplicates(columns: list[tuple[str | None, tuple[bytes, ...], np.ndarray]]) -> Groups:
     """Every record's hash columns -> per kind ("exact", "near"), the groups of duplicates as (path, split)
     pairs, members and groups in path order."""
-    members = sorted(((path, split, bytes(exact), perceptual) for split, paths, exacts, perceptuals in columns
-                      for path, exact, perceptual in zip(paths, exacts, perceptuals.tolist())),
+    members = sorted(((path, split, *keys) for split, paths, rows in columns
+                      for path, keys in zip(paths, zip(*(rows[column].tolist() for column in HASH_COLUMNS)))),
                      key=lambda member: member[0])
-    exact = [m[2] for m in members]
-    perceptual = np.array([m[3] for m in members], dtype=np.uint64)
-    return {kind: [[members[i][:2] for i in group] for group in duplicates.find_groups(exact, perceptual, kind)]
+    exact, perceptual, colours = ([m[k] for m in members] for k in (2, 3, 4))
+    return {kind: [[members[i][:2] for i in group]
+                   for group in duplicates.find_groups(exact, np.array(perceptual, dtype=np.uint64), colours, kind)]
             for kind in duplicates.KINDS}
 
 
