@@ -131,10 +131,10 @@ def near_pairs(hashes: np.ndarray, colours: np.ndarray) -> list[tuple[int, int]]
             if len(run) > 1:
                 i, j = np.triu_indices(len(run), 1)
                 close = hamming(hashes[run[i]], hashes[run[j]]) <= NEAR_THRESHOLD
-                a, b = run[i][close], run[j][close]
-                alike = colour_distances(colours[a], colours[b]) <= COLOUR_TOLERANCE
-                a, b = a[alike], b[alike]
-                found.update(zip(np.minimum(a, b).tolist(), np.maximum(a, b).tolist()))
+                if close.any():
+                    a, b = run[i][close], run[j][close]
+                    alike = colour_distances(colours[a], colours[b]) <= COLOUR_TOLERANCE
+                    found.update(zip(np.minimum(a, b)[alike].tolist(), np.maximum(a, b)[alike].tolist()))
     return sorted(found)
 
 
