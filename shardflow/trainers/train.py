@@ -287,19 +287,20 @@ def _callbacks(out: str, options: TrainOptions, validation: str | None) -> list[
 
 
 def _train_on_features(info, options, size, normalize, stream, validation, out):
-    """Feature extraction: run the frozen base once per split, then train a small head on the features."""
+    """Feature extraction: run the frozen base once per split (of the training split, `steps_per_epoch` batches if
+    set), then train a small head on the features."""
     extractor_input = keras.Input((size, size, 3), dtype="uint8", name="image")
     base = models.feature_extractor(options.base, (size, size, 3), options.weights)
     extractor = keras.Model(extractor_input, base(normalize(extractor_input)))
 
-    def features(split: str) -> tf.data.Dataset:
+    def features(split: str, batches: int | None = None) -> tf.data.Dataset:
         outputs, labels = [], []
-        for images, batch_labels in stream(split, False):
+        for images, batch_labels in stream(split, False).take(batches or -1):
             outputs.append(extractor(images, training=False).numpy())
             labels.append(batch_labels.numpy())
         return tf.data.Dataset.from_tensor_slices((np.concatenate(outputs), np.concatenate(labels)))
 
-    train_features = features(metadata.TRAIN).shuffle(4096, seed=options.seed).batch(options.batch_size)
+    train_features = features(metadata.TRAIN, options.steps_per_epoch).shuffle(4096, seed=options.seed).batch(options.batch_size)
     head = models.features_head(tuple(base.output.shape[1:]), len(info.class_names))
     _compile(head, options, len(info.class_names))
     throughput = EpochThroughput(options.batch_size)
