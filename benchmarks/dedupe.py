@@ -6,7 +6,8 @@
 - `shardflow convert --workers 2` without and with `--dedupe near` (the Dedupe stage);
 - how well: the largest pHash and colour distances of each kind of copy (JPEG quality 30, 50% downscale, PNG
   copy) of the first 300 images, and the false-positive rate: pairs of distinct images that are near duplicates,
-  and how many of them pHash alone would have made. Usage:
+  and how many of them pHash alone would have made;
+- where it is weak: how synthetic 28x28 digits (one font, shifted and rotated a little) group. Usage:
 
     .venv/bin/python benchmarks/dedupe.py [--n 3000] [--repeats 3]
 """
@@ -21,14 +22,15 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from shardflow import duplicates
 from shardflow.beam_jobs.convert import ConvertOptions, convert
-from shardflow.images import ImageOptions, prepare_encoded
+from shardflow.images import ImageOptions, prepare, prepare_encoded
 from common import markdown_table, sample_corpus
 
 COPIED = 300  # images whose copies are made and hashed
+DIGITS = 3000  # synthetic MNIST-like digits grouped
 
 
 def best_times(repeats: int, methods: dict[str, tuple[Callable[[], float], Callable[[], object]]]) -> dict[str, float]:
@@ -55,6 +57,19 @@ def copies(data: bytes) -> dict[str, bytes]:
         copy.save(buffer, fmt, **params)
         out[kind] = buffer.getvalue()
     return out
+
+
+def synthetic_digits(n: int, seed: int = 0) -> list[np.ndarray]:
+    """n 28x28 white-on-black digits of one font, each shifted by up to 3 px and rotated by up to 15 degrees."""
+    rng, font, digits = np.random.default_rng(seed), ImageFont.load_default(size=22), []
+    for _ in range(n):
+        image = Image.new("L", (40, 40))
+        ImageDraw.Draw(image).text((10 + int(rng.integers(-3, 4)), 6 + int(rng.integers(-3, 4))),
+                                   str(rng.integers(10)), fill=255, font=font, stroke_width=int(rng.integers(0, 3)),
+                                   stroke_fill=255)
+        image = image.rotate(float(rng.uniform(-15, 15)), resample=Image.Resampling.BILINEAR)
+        digits.append(np.asarray(image.resize((28, 28), Image.Resampling.BILINEAR)))
+    return digits
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,6 +131,11 @@ def main(argv: list[str] | None = None) -> None:
               f"{len(false) / pairs:.2e} per pair; {len({i for pair in false for i in pair})} of {n} images grouped "
               f"with an unrelated one); by pHash alone {len(by_hash)} pairs ({len(by_hash) / pairs:.2e} per pair)"
               + (f", whose colours differ by {min(apart):.1f} to {max(apart):.1f} levels" if apart else ""))
+        digits = [prepare(d, ImageOptions(channels=1), hashes=True).hashes for d in synthetic_digits(DIGITS)]
+        groups = duplicates.find_groups([k.exact for k in digits], np.array([k.perceptual for k in digits],
+                                        dtype=np.uint64), [k.colour for k in digits], "near")
+        print(f"\n{DIGITS} synthetic 28x28 digits: {sum(map(len, groups))} in {len(groups)} near groups, the largest "
+              f"of {max(map(len, groups), default=0)}")
 
 if __name__ == "__main__":
     main()
