@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import io
 import pathlib
+import shutil
 import socket
 import struct
 
@@ -46,6 +47,61 @@ def kaggle_dir(tmp_path_factory) -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
+def pets_dataset(kaggle_dir, tmp_path_factory) -> pathlib.Path:
+    """The 60 Kaggle-named samples converted with the defaults (passthrough, train/validation/test) by 2 workers,
+    named "pets". Read-only: copy it to change it."""
+    out = tmp_path_factory.mktemp("out") / "pets"
+    assert convert_cli(kaggle_dir, out, "--workers", "2", "--name", "pets") == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_pets(kaggle_dir, tmp_path_factory) -> pathlib.Path:
+    """The 60 Kaggle-named samples converted at --max-side 64 (train/validation/test): for runs that only train a
+    few steps, and for commands that must refuse before they read anything. Read-only: copy it to change it."""
+    out = tmp_path_factory.mktemp("tiny") / "data"
+    assert convert_cli(kaggle_dir, out, "--max-side", "64", "--workers", "1") == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def pets_in_shards(kaggle_dir, tmp_path_factory) -> pathlib.Path:
+    """The 60 Kaggle-named samples, passthrough, split train/test, several 0.3 MB shards per split (with their
+    record indexes). Read-only: copy it to change it."""
+    out = tmp_path_factory.mktemp("shards") / "pets"
+    assert convert_cli(kaggle_dir, out, "--splits", "train=0.5,test=0.5", "--shard-size-mb", "0.3",
+                       "--workers", "1") == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def fixed_pets(kaggle_dir, tmp_path_factory) -> pathlib.Path:
+    """The 60 Kaggle-named samples stored at exactly 40x56 (HxW), split train/test. Read-only."""
+    out = tmp_path_factory.mktemp("fixed") / "fixed"
+    assert convert_cli(kaggle_dir, out, "--size", "40x56", "--splits", "train=0.5,test=0.5", "--workers", "1") == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample_photos(tmp_path_factory) -> pathlib.Path:
+    """800 sample photos named like Kaggle's (cat.0.jpg ... dog.399.jpg, seed 11), written once: at ~17 ms a photo
+    the slowest corpus to make, so the tests that need many share it (`photo_subset` copies fewer)."""
+    root = tmp_path_factory.mktemp("photos") / "raw"
+    write_sample_data(root, layout="kaggle", n=800, seed=11)
+    return root
+
+
+def photo_subset(photos: pathlib.Path, out: pathlib.Path, per_class: int) -> pathlib.Path:
+    """A folder with copies of the first `per_class` photos of each class: the files write_sample_data(n=2*per_class)
+    writes with the same seed (an image does not depend on n)."""
+    out.mkdir(parents=True)
+    for name in ("cat", "dog"):
+        for i in range(per_class):
+            shutil.copyfile(photos / f"{name}.{i}.jpg", out / f"{name}.{i}.jpg")
+    return out
+
+
+@pytest.fixture(scope="session")
 def folders_dir(tmp_path_factory) -> pathlib.Path:
     """flower_photos-like: flower_photos/<class>/<i>.jpg plus LICENSE.txt beside the class folders."""
     root = tmp_path_factory.mktemp("flowers")
@@ -53,6 +109,13 @@ def folders_dir(tmp_path_factory) -> pathlib.Path:
     write_sample_data(photos, layout="folders", n=30, classes=("daisy", "roses", "tulips"), seed=2)
     (photos / "LICENSE.txt").write_text("All images are licensed under CC-BY.\n")
     return photos
+
+
+def convert_cli(src: pathlib.Path, out: pathlib.Path, *flags: str) -> int:
+    """`shardflow convert SRC OUT FLAGS...` in this process (the CLI is imported on first use, not with conftest)."""
+    from shardflow.cli import main
+
+    return main(["convert", str(src), str(out), *flags])
 
 
 def free_ports(count: int) -> list[int]:

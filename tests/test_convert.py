@@ -43,10 +43,9 @@ def records(out, split: str | None = None) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def kaggle_out(kaggle_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("out") / "pets"
-    run_cli(kaggle_dir, out, "--workers", "2", "--name", "pets")
-    return out
+def kaggle_out(pets_dataset):
+    """conftest's: kaggle_dir converted by 2 workers with the defaults, named "pets"."""
+    return pets_dataset
 
 
 def test_kaggle_conversion_loads_with_tfds(kaggle_dir, kaggle_out):

@@ -30,10 +30,9 @@ PIXEL_TOLERANCE = 6.0
 
 
 @pytest.fixture(scope="module")
-def pets(kaggle_dir, tmp_path_factory):
-    """The 60-image Kaggle sample, split train/test, three shards per split."""
-    return str(convert(kaggle_dir, tmp_path_factory.mktemp("dali") / "pets", "--splits", "train=0.5,test=0.5",
-                       "--shard-size-mb", "0.3"))
+def pets(pets_in_shards):
+    """The 60-image Kaggle sample, split train/test, three shards per split (conftest's)."""
+    return str(pets_in_shards)
 
 
 def arrays(dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,9 @@ import sys
 import textwrap
 from collections.abc import Iterable, Iterator
 
-from shardflow.beam_jobs.convert import ConvertOptions, convert
+import pytest
+
+from shardflow.beam_jobs.convert import ConvertOptions
 from shardflow.beam_jobs.splits import parse_splits
 from shardflow.cli import _parser
 from shardflow.trainers.options import TrainOptions
@@ -44,10 +46,27 @@ def test_nvidia_dali_is_imported_only_when_asked_for():
             assert not name.startswith("nvidia"), f"{path}: imports {name}"
 
 
-def test_reading_training_and_predicting_work_without_beam(kaggle_dir, tmp_path):
-    data = tmp_path / "data"
-    convert(str(kaggle_dir), str(data), ConvertOptions(workers=1, max_side=64))
-    script = textwrap.dedent(f"""
+def python(script: str) -> subprocess.Popen:
+    """A fresh interpreter running `script`: its output is read by `communicate`."""
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def fresh_interpreters(kaggle_dir, tiny_pets, tmp_path_factory):
+    """Both fresh-interpreter checks below, started together: each is mostly a single-threaded import of TensorFlow,
+    so on a machine with two cores the second adds little time. Each test waits for its own."""
+    run = tmp_path_factory.mktemp("without_beam") / "run"
+    processes = {"without_beam": python(without_beam_script(kaggle_dir, tiny_pets, run)),
+                 "global_state": python(GLOBAL_STATE_SCRIPT)}
+    yield processes
+    for process in processes.values():  # one a test gave up on (timeout), or whose test was not selected
+        process.kill()
+        process.communicate()
+
+
+def without_beam_script(kaggle_dir, data, run) -> str:
+    return f"""
         import importlib.abc, sys
 
         class NoBeam(importlib.abc.MetaPathFinder):
@@ -65,21 +84,24 @@ def test_reading_training_and_predicting_work_without_beam(kaggle_dir, tmp_path)
         batches = sum(len(labels) for _, labels in load({str(data)!r}, "train", batch_size=8, image_size=32))
         assert main(["verify", {str(data)!r}]) == 0
         assert main(["inspect", {str(data)!r}]) == 0
-        train({str(data)!r}, {str(tmp_path / "run")!r}, TrainOptions(epochs=1, steps_per_epoch=1, batch_size=4,
-                                                                    image_size=32, verbose=0))
-        predictions = predict({str(tmp_path / "run")!r}, [{str(kaggle_dir / "cat.0.jpg")!r}])
+        train({str(data)!r}, {str(run)!r}, TrainOptions(epochs=1, steps_per_epoch=1, batch_size=4, image_size=32,
+                                                       verbose=0))
+        predictions = predict({str(run)!r}, [{str(kaggle_dir / "cat.0.jpg")!r}])
         assert predictions[0].problem is None
         assert not any(m.startswith("apache_beam") for m in sys.modules)
         print("read", batches, "records without Beam")
-    """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "without Beam" in done.stdout
+    """
 
 
-def test_importing_shardflow_changes_no_global_state():
-    """Beyond what TensorFlow, Keras and Beam change when imported: logging, the environment, warnings filters."""
-    script = textwrap.dedent("""
+def test_reading_training_and_predicting_work_without_beam(fresh_interpreters):
+    """The read side in a fresh interpreter where importing Apache Beam fails: load, verify, inspect, train, predict."""
+    process = fresh_interpreters["without_beam"]
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    assert "without Beam" in stdout
+
+
+GLOBAL_STATE_SCRIPT = """
         import logging, os, warnings
         import apache_beam.io.filesystems, apache_beam.runners.portability.fn_api_runner  # their own changes
         import keras, tensorflow, tensorflow_datasets
@@ -90,9 +112,14 @@ def test_importing_shardflow_changes_no_global_state():
         after = (list(logging.getLogger().filters), list(logging.getLogger().handlers), dict(os.environ),
                  list(warnings.filters))
         print("same" if before == after else "changed: " + str([b for b, a in zip(before, after) if b != a]))
-    """)
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert done.stdout.strip() == "same", done.stdout + done.stderr[-2000:]
+    """
+
+
+def test_importing_shardflow_changes_no_global_state(fresh_interpreters):
+    """Beyond what TensorFlow, Keras and Beam change when imported: logging, the environment, warnings filters."""
+    process = fresh_interpreters["global_state"]
+    stdout, stderr = process.communicate(timeout=120)
+    assert stdout.strip() == "same", stdout + stderr[-2000:]
 
 
 def test_the_cli_defaults_are_the_api_defaults():

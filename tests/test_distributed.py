@@ -6,22 +6,17 @@ import os
 import subprocess
 import sys
 
-from shardflow.cli import main
-from shardflow.sample_data import write_sample_data
 from tests.conftest import free_ports
 
 
-def test_two_workers_train_together(tmp_path):
-    write_sample_data(tmp_path / "raw", n=80, seed=4)
-    assert main(["convert", str(tmp_path / "raw"), str(tmp_path / "data"), "--max-side", "64",
-                 "--workers", "1"]) == 0
+def test_two_workers_train_together(tiny_pets, tmp_path):
     workers = [f"localhost:{port}" for port in free_ports(2)]
     jobs = []
     for index in range(2):
         environment = dict(os.environ, TF_CONFIG=json.dumps(
             {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
         jobs.append(subprocess.Popen(
-            [sys.executable, "-m", "shardflow.cli", "train", str(tmp_path / "data"), "--out",
+            [sys.executable, "-m", "shardflow.cli", "train", str(tiny_pets), "--out",
              str(tmp_path / f"run{index}"), "--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "8",
              "--image-size", "32", "--seed", "0"],
             env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))

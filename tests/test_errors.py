@@ -70,10 +70,8 @@ def test_not_a_dataset(tmp_path, capsys, command):
     (["--epochs", "0"], "--epochs"),
     (["--augment", '{"rotation": 40}'], "rotation"),
 ])
-def test_training_mistakes(kaggle_dir, tmp_path, capsys, flags, expected):
-    assert main(["convert", str(kaggle_dir), str(tmp_path / "data"), "--workers", "1"]) == 0
-    capsys.readouterr()
-    assert main(["train", str(tmp_path / "data"), "--out", str(tmp_path / "run"), *flags]) == 2
+def test_training_mistakes(tiny_pets, tmp_path, capsys, flags, expected):
+    assert main(["train", str(tiny_pets), "--out", str(tmp_path / "run"), *flags]) == 2
     error = capsys.readouterr().err
     assert expected in error and len(error.splitlines()) == 1
 

@@ -20,6 +20,7 @@ from shardflow import metadata
 from shardflow.beam_jobs.out_lock import LOCK_NAME
 from shardflow.cli import main
 from shardflow.sample_data import write_sample_data
+from tests.conftest import photo_subset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,11 +56,9 @@ def beam_workers_of(pid: int) -> list[psutil.Process]:
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
+def corpus(sample_photos, tmp_path_factory):
     """250 sample JPEGs (about 7 MB): enough to overflow a 1 MB filesystem."""
-    root = tmp_path_factory.mktemp("faults") / "raw"
-    write_sample_data(root, layout="kaggle", n=250, seed=7)
-    return root
+    return photo_subset(sample_photos, tmp_path_factory.mktemp("faults") / "raw", per_class=125)
 
 
 @pytest.fixture

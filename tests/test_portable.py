@@ -30,7 +30,7 @@ def wait_for_port(port: int, timeout: float = 60) -> None:
     raise TimeoutError(f"nothing listens on port {port}")
 
 
-def test_portable_runner_gives_the_same_dataset(kaggle_dir, tmp_path):
+def test_portable_runner_gives_the_same_dataset(kaggle_dir, pets_dataset, tmp_path):
     job_port, pool_port = free_ports(2)
     services = [start("apache_beam.runners.portability.local_job_service_main", "--port", str(job_port)),
                 start("apache_beam.runners.worker.worker_pool_main", "--service_port", str(pool_port))]
@@ -44,8 +44,7 @@ def test_portable_runner_gives_the_same_dataset(kaggle_dir, tmp_path):
         for service in services:
             os.killpg(service.pid, signal.SIGTERM)
             service.wait(timeout=30)
-    assert main(["convert", str(kaggle_dir), str(tmp_path / "local"), "--name", "pets", "--workers", "2"]) == 0
-    portable, local = (metadata.read(str(tmp_path / name)) for name in ("portable", "local"))
+    portable, local = metadata.read(str(tmp_path / "portable")), metadata.read(str(pets_dataset))  # 2 local workers
     assert {n: [s.sha256 for s in v.shards] for n, v in portable.splits.items()} == \
         {n: [s.sha256 for s in v.shards] for n, v in local.splits.items()}
     assert portable.num_records == 60

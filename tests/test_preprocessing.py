@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -14,7 +15,6 @@ from shardflow import metadata
 from shardflow.cli import main
 from shardflow.pipeline import Augment, Preprocessing, load
 from shardflow.pipeline.reader import stored_records
-from shardflow.sample_data import write_sample_data
 from shardflow.trainers.predict import predict
 from shardflow.trainers.train import TrainOptions, train
 from tests.conftest import encode, noise_image
@@ -23,12 +23,12 @@ IMAGE_SIZE = 48
 
 
 @pytest.fixture(scope="module")
-def hard_run(tmp_path_factory):
+def hard_run(kaggle_dir, tmp_path_factory):
     """Sample photos plus files the conversion changes (EXIF-rotated, CMYK, PNG, oversized), converted with
     --max-side, and a model trained on them."""
     root = tmp_path_factory.mktemp("parity")
     raw = root / "raw"
-    write_sample_data(raw, n=60, seed=5)
+    shutil.copytree(kaggle_dir, raw)  # the 60 sample photos
     photo = Image.open(raw / "cat.0.jpg")
     exif = Image.Exif()
     exif[0x0112] = 6  # shown rotated by 90 degrees

@@ -21,10 +21,9 @@ def convert(src, out, *flags):
 
 
 @pytest.fixture(scope="module")
-def pets(kaggle_dir, tmp_path_factory):
-    """The 60-image Kaggle sample, passthrough, split train/test, several shards per split."""
-    return convert(kaggle_dir, tmp_path_factory.mktemp("reader") / "pets", "--splits", "train=0.5,test=0.5",
-                   "--shard-size-mb", "0.3")
+def pets(pets_in_shards):
+    """The 60-image Kaggle sample, passthrough, split train/test, several shards per split (conftest's)."""
+    return pets_in_shards
 
 
 def all_batches(dataset):
@@ -155,10 +154,9 @@ RESIZE_OPS = {"ResizeBilinear", "ImageProjectiveTransformV3", "ScaleAndTranslate
 
 
 @pytest.fixture(scope="module")
-def fixed(kaggle_dir, tmp_path_factory):
-    """The Kaggle sample stored at exactly 40x56 (HxW)."""
-    return convert(kaggle_dir, tmp_path_factory.mktemp("fixed") / "fixed", "--size", "40x56",
-                   "--splits", "train=0.5,test=0.5")
+def fixed(fixed_pets):
+    """The Kaggle sample stored at exactly 40x56 (HxW) (conftest's)."""
+    return fixed_pets
 
 
 def test_a_fixed_size_dataset_is_only_decoded(fixed):

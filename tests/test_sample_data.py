@@ -7,6 +7,7 @@ from PIL import Image
 
 from shardflow.cli import main
 from shardflow.sample_data import write_sample_data
+from tests.conftest import photo_subset
 
 
 def test_kaggle_layout_sizes_and_determinism(tmp_path):
@@ -36,9 +37,9 @@ def test_bad_arguments_are_refused(tmp_path):
         write_sample_data(tmp_path, n=4, layout="zip")
 
 
-def test_classes_are_separable_by_a_simple_statistic(tmp_path):
+def test_classes_are_separable_by_a_simple_statistic(sample_photos, tmp_path):
     """Learnable: even a nearest-centroid classifier on tiny edge-orientation features beats chance clearly."""
-    paths = write_sample_data(tmp_path, n=200, seed=5)
+    paths = sorted(photo_subset(sample_photos, tmp_path / "photos", per_class=100).iterdir())  # 200 photos
 
     def features(path):
         pixels = np.asarray(Image.open(path).convert("L").resize((64, 64)), dtype=np.float32)

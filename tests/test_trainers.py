@@ -50,26 +50,18 @@ def test_local_weight_files_load(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def small_pets(tmp_path_factory):
-    """800 sample images, converted at --max-side 96 (quick to decode)."""
-    root = tmp_path_factory.mktemp("pets")
-    write_sample_data(root / "raw", n=800, seed=11)
-    assert main(["convert", str(root / "raw"), str(root / "data"), "--max-side", "96", "--workers", "1"]) == 0
-    return root / "data"
-
-
-@pytest.fixture(scope="module")
-def tiny_pets(kaggle_dir, tmp_path_factory):
-    """The 60 Kaggle-named samples at --max-side 64: for runs that only need to train a few steps."""
-    out = tmp_path_factory.mktemp("tiny") / "data"
-    assert main(["convert", str(kaggle_dir), str(out), "--max-side", "64", "--workers", "1"]) == 0
+def small_pets(sample_photos, tmp_path_factory):
+    """The 800 sample photos, converted at --max-side 96 (quick to decode): enough to learn from. (Runs that only
+    train a few steps, and commands refused before training, take conftest's 60-image `tiny_pets`.)"""
+    out = tmp_path_factory.mktemp("pets") / "data"
+    assert main(["convert", str(sample_photos), str(out), "--max-side", "96", "--workers", "1"]) == 0
     return out
 
 
 def test_small_convnet_learns_and_writes_its_run(small_pets, tmp_path):
-    run = tmp_path / "run"
+    run = tmp_path / "run"  # at 32 px as accurate as at 48 (seeds 1, 2, 3: 0.86, 0.77, 0.90) in 2/3 of the time
     metrics = train(str(small_pets), str(run), TrainOptions(
-        model="small_convnet", epochs=8, image_size=48, seed=1, patience=4, verbose=0))
+        model="small_convnet", epochs=8, image_size=32, seed=1, patience=4, verbose=0))
     assert metrics["test_accuracy"] > 0.75, metrics
     for name in ("model.keras", "run.json", "history.json", "history.png", "metrics.json"):
         assert (run / name).exists(), name
@@ -137,9 +129,9 @@ def test_mnist_models_on_idx(tmp_path):
     write_idx(tmp_path / "mnist", "train", digits, labels, gz=True)
     write_idx(tmp_path / "mnist", "t10k", digits[:50], labels[:50], gz=True)
     assert main(["convert", str(tmp_path / "mnist"), str(tmp_path / "data"), "--workers", "1"]) == 0
-    for model in ("mnist_convnet", "fashion_cnn"):
+    for model in ("mnist_convnet", "fashion_cnn"):  # one epoch: 0.8-1.0 with seeds 0, 1, 2 (two: 1.0)
         metrics = train(str(tmp_path / "data"), str(tmp_path / model), TrainOptions(
-            model=model, epochs=2, batch_size=16, seed=0, verbose=0))
+            model=model, epochs=1, batch_size=16, seed=0, verbose=0))
         assert metrics["test_accuracy"] > 0.5, (model, metrics)
 
 
@@ -169,13 +161,13 @@ def test_evaluate_and_predict(tiny_pets, tmp_path, capsys):
         (tiny_pets / "shardflow.json").read_text())["splits"]["test"]["num_examples"]
 
 
-def test_user_mistakes(small_pets, tmp_path, capsys):
+def test_user_mistakes(tiny_pets, tmp_path, capsys):
     assert main(["train", str(tmp_path), "--out", str(tmp_path / "run")]) == 2
     assert "not a shardflow dataset" in capsys.readouterr().err
-    assert main(["train", str(small_pets), "--out", str(tmp_path / "run"), "--image-size", "2"]) == 2
+    assert main(["train", str(tiny_pets), "--out", str(tmp_path / "run"), "--image-size", "2"]) == 2
     assert "--image-size" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse names the choices
-        main(["train", str(small_pets), "--out", str(tmp_path / "run"), "--model", "resnet9000"])
+        main(["train", str(tiny_pets), "--out", str(tmp_path / "run"), "--model", "resnet9000"])
     assert "invalid choice: 'resnet9000' (choose from 'small_convnet'" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "nothing"), "x.jpg"]) == 2
     assert "not a finished training run" in capsys.readouterr().err
@@ -197,8 +189,8 @@ def test_a_run_is_never_silently_replaced(tiny_pets, tmp_path, capsys):
     assert "is not a training run; refusing to delete it" in capsys.readouterr().err
 
 
-def test_mistakes_that_train_but_not_as_meant_are_said(small_pets, kaggle_dir, tmp_path, capsys):
-    assert main(["train", str(small_pets), "--out", str(tmp_path / "tiny"), "--image-size", "16"]) == 2
+def test_mistakes_that_train_but_not_as_meant_are_said(tiny_pets, kaggle_dir, tmp_path, capsys):
+    assert main(["train", str(tiny_pets), "--out", str(tmp_path / "tiny"), "--image-size", "16"]) == 2
     assert "16x16 are too small for small_convnet: its convolutions and poolings need at least 22x22" in \
         capsys.readouterr().err
     only_train = tmp_path / "only_train"
@@ -211,19 +203,17 @@ def test_mistakes_that_train_but_not_as_meant_are_said(small_pets, kaggle_dir, t
     assert "no split 'test'; it has train" in capsys.readouterr().err
 
 
-def test_the_start_line_says_where_resize_and_augmentation_run(kaggle_dir, tmp_path, capsys):
-    fixed = tmp_path / "fixed"
-    assert main(["convert", str(kaggle_dir), str(fixed), "--size", "32x40", "--workers", "1"]) == 0
-    assert main(["train", str(fixed), "--out", str(tmp_path / "gpu"), "--augment-on", "model", "--epochs", "1",
+def test_the_start_line_says_where_resize_and_augmentation_run(fixed_pets, tmp_path, capsys):
+    assert main(["train", str(fixed_pets), "--out", str(tmp_path / "gpu"), "--augment-on", "model", "--epochs", "1",
                  "--steps-per-epoch", "1", "--batch-size", "4", "--image-size", "24", "--augment", "seed004"]) == 0
     assert "on the CPU (no GPU visible to TensorFlow); decode in the input pipeline (CPU), resize + augmentation " \
         "in the model" in capsys.readouterr().err
-    assert keras.models.load_model(tmp_path / "gpu" / "model.keras").input.shape[1:] == (32, 40, 3)  # stored size
+    assert keras.models.load_model(tmp_path / "gpu" / "model.keras").input.shape[1:] == (40, 56, 3)  # stored size
 
 
-def test_a_closed_pipe_ends_inspect_quietly(small_pets):
+def test_a_closed_pipe_ends_inspect_quietly(tiny_pets):
     """`shardflow inspect DATA | head`: the reader goes away; no BrokenPipeError traceback."""
-    reader = subprocess.Popen([sys.executable, "-m", "shardflow.cli", "inspect", str(small_pets)],
+    reader = subprocess.Popen([sys.executable, "-m", "shardflow.cli", "inspect", str(tiny_pets)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     reader.stdout.close()  # before the command prints its first line
     _, stderr = reader.communicate(timeout=120)
