@@ -39,13 +39,14 @@ def compute_seconds_per_step(trained: keras.Model, batches: tf.data.Dataset) -> 
     """Seconds per training step of `trained` on the first of `batches` held in memory (the model alone, no input).
 
     It trains `trained` further: call it once the run is saved. The batches keep the training stream's element spec,
-    so the step traced in training is reused, not traced again.
+    so the step traced in training is reused, not traced again. Timed like the epochs (`EpochThroughput`: between
+    steps, the first left out), so `fit`'s own start and end do not count as compute.
     """
     data = batches.take(1).cache().repeat()
     trained.fit(data, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)  # fills the cache, warms up
-    started = time.perf_counter()
-    trained.fit(data, steps_per_epoch=PROBE_STEPS, epochs=1, verbose=0, shuffle=False)
-    return (time.perf_counter() - started) / PROBE_STEPS
+    probe = EpochThroughput(batch_size=1)
+    trained.fit(data, steps_per_epoch=PROBE_STEPS, epochs=1, verbose=0, shuffle=False, callbacks=[probe])
+    return probe.epochs[0]["seconds"] / probe.epochs[0]["steps"]
 
 
 def input_wait_fractions(epochs: list[dict[str, float]], compute_seconds: float) -> list[float]:
