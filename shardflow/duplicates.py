@@ -8,15 +8,15 @@
   a JPEG's PNG copy) and their colours agree: `ImageHashes.colour`, a 4x4 RGB thumbnail, within a mean absolute
   difference of `COLOUR_TOLERANCE` levels. pHash sees grayscale structure only, so two photos of alike structure
   in different colours (or two flat images of different colours) pass the first test and fail the second; on
-  sample photos copies differ by under 2 levels, distinct images by 20 or more (benchmarks/dedupe.py). pHash rather than dHash: on photo-like images with smooth backgrounds dHash's bits are
-  mostly alike, and of 180,000 pairs of distinct sample images 36 came within 6 bits (pHash: none; 3 of 4.5
-  million, see benchmarks/dedupe.py). The median splits the bits: a photo's pHash has 32 set, and distances
+  sample photos copies differ by under 2 levels, distinct images by 20 or more (benchmarks/dedupe.py). pHash
+  rather than dHash: on photo-like images with smooth backgrounds dHash's bits are mostly alike, and of 180,000
+  pairs of distinct sample images 36 came within 6 bits (pHash: none; 2 of 4.5 million). The median splits the bits: a photo's pHash has 32 set, and distances
   between photos are even. Flat images have no structure to hash: all of them hash alike, and only their colours
   tell them apart.
 - **Candidates** come from a banded index: the 64 bits are cut into `NEAR_THRESHOLD + 1` bands, and only hashes
-  that share a band's value are compared (then their colours). Two hashes within the threshold differ in fewer bits than there are
-  bands, so one band at least holds none of their differences (pigeonhole): no pair is missed, and no pass
-  compares all pairs.
+  that share a band's value are compared (then their colours). Two hashes within the threshold differ in fewer
+  bits than there are bands, so one band at least holds none of their differences (pigeonhole): no pair is
+  missed, and no pass compares all pairs.
 - **Groups** are the connected components of "is a duplicate of" (union-find), each listed by index in the
   order given; callers sort images by path first, so a group's first member (the one `--dedupe` keeps) is its
   smallest path.
