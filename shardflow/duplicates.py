@@ -78,9 +78,9 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def is_near(a: ImageHashes, b: ImageHashes) -> bool:
-    """Whether two images are near duplicates (`near_pairs` finds the pairs of many at once)."""
-    return bool(hamming(np.uint64(a.perceptual), np.uint64(b.perceptual)) <= NEAR_THRESHOLD
-                and colour_distances(*colour_rows([a.colour, b.colour])) <= COLOUR_TOLERANCE)
+    """Whether two images are near duplicates (by `near_pairs`, the one place that says what near is)."""
+    return near_pairs(np.array([a.perceptual, b.perceptual], dtype=np.uint64), colour_rows([a.colour, b.colour])) \
+        == [(0, 1)]
 
 
 def colour_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
