@@ -1,13 +1,13 @@
-"""What finding duplicates costs and how well it finds them, side by side in one run on sample JPEGs:
+"""What finding duplicates costs and how well it finds them, side by side in one run:
 
-- per image, the job's preparation (validate, statistics, encode) without and with the duplicate keys (exact
-  SHA-256 of the pixels + pHash), in one process, and the ratio;
+- per image, the job's preparation (validate, statistics, encode) of sample JPEGs without and with the duplicate
+  keys (`duplicates.image_hashes`), in one process, and the ratio;
 - grouping every image's keys (banded index + union-find, one process);
 - `shardflow convert --workers 2` without and with `--dedupe near` (the Dedupe stage);
-- how well: the largest pHash and colour distances of each kind of copy (JPEG quality 30, 50% downscale, PNG
-  copy) of the first 300 images, and the false-positive rate: pairs of distinct images that are near duplicates,
-  and how many of them pHash alone would have made;
-- where it is weak: how synthetic 28x28 digits (one font, shifted and rotated a little) group. Usage:
+- how well, on the sample JPEGs and on MNIST-like 28x28 digits (`sample_digits`, as alike as handwriting): how far
+  each kind of copy (JPEG quality 30, 50% downscale, PNG copy) of the first 300 images is from its original, and
+  whether it is found; and how many pairs of distinct images pass pHash alone, pHash and colour, and all three
+  checks (the false positives). Usage:
 
     .venv/bin/python benchmarks/dedupe.py [--n 3000] [--repeats 3]
 """
@@ -22,15 +22,16 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from shardflow import duplicates
 from shardflow.beam_jobs.convert import ConvertOptions, convert
 from shardflow.images import ImageOptions, prepare, prepare_encoded
+from shardflow.sample_digits import handwritten_digits
 from common import markdown_table, sample_corpus
 
 COPIED = 300  # images whose copies are made and hashed
-DIGITS = 3000  # synthetic MNIST-like digits grouped
+DIGITS = 3000  # MNIST-like digits whose pairs are checked
 
 
 def best_times(repeats: int, methods: dict[str, tuple[Callable[[], float], Callable[[], object]]]) -> dict[str, float]:
@@ -59,19 +60,6 @@ def copies(data: bytes) -> dict[str, bytes]:
     return out
 
 
-def synthetic_digits(n: int, seed: int = 0) -> list[np.ndarray]:
-    """n 28x28 white-on-black digits of one font, each shifted by up to 3 px and rotated by up to 15 degrees."""
-    rng, font, digits = np.random.default_rng(seed), ImageFont.load_default(size=22), []
-    for _ in range(n):
-        image = Image.new("L", (40, 40))
-        ImageDraw.Draw(image).text((10 + int(rng.integers(-3, 4)), 6 + int(rng.integers(-3, 4))),
-                                   str(rng.integers(10)), fill=255, font=font, stroke_width=int(rng.integers(0, 3)),
-                                   stroke_fill=255)
-        image = image.rotate(float(rng.uniform(-15, 15)), resample=Image.Resampling.BILINEAR)
-        digits.append(np.asarray(image.resize((28, 28), Image.Resampling.BILINEAR)))
-    return digits
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=3000, help="sample images to generate (default 3000)")
@@ -83,8 +71,6 @@ def main(argv: list[str] | None = None) -> None:
         options = ImageOptions()
         n = len(payloads)
         keys = [prepare_encoded(p, options, hashes=True).hashes for p in payloads]
-        exact, perceptual = [k.exact for k in keys], np.array([k.perceptual for k in keys], dtype=np.uint64)
-        colours = duplicates.colour_rows([k.colour for k in keys])
         out = os.path.join(work, "out")
 
         def job(dedupe: str | None) -> None:
@@ -98,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
             "per-image preparation + duplicate keys, 1 process (CPU time)":
                 (cpu, lambda: [prepare_encoded(p, options, hashes=True) for p in payloads]),
             f"grouping {n} images' keys (near), 1 process (CPU time)":
-                (cpu, lambda: duplicates.find_groups(exact, perceptual, [k.colour for k in keys], "near")),
+                (cpu, lambda: duplicates.find_groups(keys, "near")),
             "shardflow convert --workers 2 (wall time)": (wall, lambda: job(None)),
             "shardflow convert --workers 2 --dedupe near (wall time)": (wall, lambda: job("near")),
         })
@@ -108,34 +94,58 @@ def main(argv: list[str] | None = None) -> None:
         print(markdown_table(["step", "ms per image", "vs without"],
                              [[name, f"{t / n * 1e3:.3f}", "" if ratio is None else f"{ratio:.2f}x"]
                               for (name, t), ratio in zip(seconds.items(), ratios)]))
-        found: dict[str, list[tuple[int, float, bool]]] = {}
-        for data, key, colour in zip(payloads[:COPIED], keys, colours):
-            for kind, copy in copies(data).items():
-                copied = prepare_encoded(copy, options, hashes=True).hashes
-                found.setdefault(kind, []).append((
-                    int(duplicates.hamming(np.uint64(key.perceptual), np.uint64(copied.perceptual))),
-                    float(duplicates.colour_distances(colour, duplicates.colour_rows([copied.colour])[0])),
-                    duplicates.is_near(key, copied)))
-        print(f"\nthresholds: {duplicates.NEAR_THRESHOLD} of 64 bits, colours within "
-              f"{duplicates.COLOUR_TOLERANCE} levels\n")
-        print(markdown_table([f"copies of the first {COPIED} images", "largest pHash distance",
-                              "largest colour distance", "found"],
-                             [[kind, max(d[0] for d in kind_found), f"{max(d[1] for d in kind_found):.1f}",
-                               f"{sum(d[2] for d in kind_found)}/{len(kind_found)}"]
-                              for kind, kind_found in found.items()]))
-        pairs = n * (n - 1) // 2
-        false = duplicates.near_pairs(perceptual, colours)
-        by_hash = duplicates.near_pairs(perceptual, np.zeros_like(colours))
-        apart = [float(duplicates.colour_distances(colours[i], colours[j])) for i, j in by_hash]
-        print(f"\ndistinct images: {len(false)} of {pairs:,} pairs are near duplicates (false-positive rate "
-              f"{len(false) / pairs:.2e} per pair; {len({i for pair in false for i in pair})} of {n} images grouped "
-              f"with an unrelated one); by pHash alone {len(by_hash)} pairs ({len(by_hash) / pairs:.2e} per pair)"
-              + (f", whose colours differ by {min(apart):.1f} to {max(apart):.1f} levels" if apart else ""))
-        digits = [prepare(d, ImageOptions(channels=1), hashes=True).hashes for d in synthetic_digits(DIGITS)]
-        groups = duplicates.find_groups([k.exact for k in digits], np.array([k.perceptual for k in digits],
-                                        dtype=np.uint64), [k.colour for k in digits], "near")
-        print(f"\n{DIGITS} synthetic 28x28 digits: {sum(map(len, groups))} in {len(groups)} near groups, the largest "
-              f"of {max(map(len, groups), default=0)}")
+        print(f"\nthresholds: {duplicates.NEAR_THRESHOLD} of 64 bits, colours within {duplicates.COLOUR_TOLERANCE} "
+              f"levels, structure within {duplicates.STRUCTURE_TOLERANCE} levels RMS")
+        how_well(f"{n} sample JPEGs", keys, [copies(data) for data in payloads[:COPIED]], options)
+        images, labels = handwritten_digits(DIGITS)
+        how_well(f"{DIGITS} MNIST-like 28x28 digits (sample_digits)",
+                 [prepare(image, ImageOptions(channels=1), hashes=True).hashes for image in images],
+                 [copies(png(image)) for image in images[:COPIED]], ImageOptions(channels=1), labels)
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def how_well(what: str, keys: list[duplicates.ImageHashes], copied: list[dict[str, bytes]], options: ImageOptions,
+             labels: np.ndarray | None = None) -> None:
+    """Print how far each kind of copy of the first images is from its original (and whether it is found), and
+    how many pairs of the distinct images each check lets through."""
+    hashes, colours, structures = duplicates.near_columns(keys)
+    found: dict[str, list[tuple[int, float, float, bool]]] = {}
+    for key, image_copies in zip(keys, copied):
+        for kind, copy in image_copies.items():
+            other = prepare_encoded(copy, options, hashes=True).hashes
+            pair = duplicates.near_columns([key, other])
+            found.setdefault(kind, []).append((
+                int(duplicates.hamming(*pair[0])), float(duplicates.colour_distances(*pair[1])),
+                float(duplicates.structure_distances(*pair[2])), duplicates.is_near(key, other)))
+    print(f"\n{what}:\n")
+    print(markdown_table([f"copies of the first {len(copied)}", "largest pHash distance", "largest colour distance",
+                          "largest structure distance", "found"],
+                         [[kind, max(d[0] for d in rows), f"{max(d[1] for d in rows):.1f}",
+                           f"{max(d[2] for d in rows):.1f}", f"{sum(d[3] for d in rows)}/{len(rows)}"]
+                          for kind, rows in found.items()]))
+    pairs = len(keys) * (len(keys) - 1) // 2
+    checks = {"pHash alone": (colours * 0, structures * 0), "pHash + colour": (colours, structures * 0),
+              "pHash + colour + structure (near)": (colours, structures)}
+    rows, closest = [], None
+    for name, (colour_rows, structure_rows) in checks.items():
+        passed = duplicates.near_pairs(hashes, colour_rows, structure_rows)
+        if name == "pHash + colour" and passed:
+            first, second = np.array(passed).T
+            closest = duplicates.structure_distances(structures[first], structures[second]).min()
+        rows.append([name, f"{len(passed):,} of {pairs:,}", f"{len(passed) / pairs:.1e}",
+                     len({i for pair in passed for i in pair})]
+                    + ([sum(labels[i] != labels[j] for i, j in passed)] if labels is not None else []))
+    print()
+    print(markdown_table(["distinct images: pairs passing", "pairs", "per pair", "images in such a pair"]
+                         + (["pairs of different digits"] if labels is not None else []), rows))
+    if closest is not None:
+        print(f"\nthe closest of the pairs passing pHash + colour differ by {closest:.1f} levels in structure")
+
 
 if __name__ == "__main__":
     main()

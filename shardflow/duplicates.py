@@ -5,14 +5,17 @@
 - **Near duplicates** look the same: `ImageHashes.perceptual` is pHash (the signs, against their median, of the
   8x8 lowest frequencies of the DCT of a 32x32 grayscale thumbnail), and two images are near duplicates when
   their hashes differ in at most `NEAR_THRESHOLD` of 64 bits (a re-encode at JPEG quality 30, a 50% downscale,
-  a JPEG's PNG copy) and their colours agree: `ImageHashes.colour`, a 4x4 RGB thumbnail, within a mean absolute
-  difference of `COLOUR_TOLERANCE` levels. pHash sees grayscale structure only, so two photos of alike structure
-  in different colours (or two flat images of different colours) pass the first test and fail the second; on
-  sample photos copies differ by under 2 levels, distinct images by 20 or more (benchmarks/dedupe.py). pHash
-  rather than dHash: on photo-like images with smooth backgrounds dHash's bits are mostly alike, and of 180,000
-  pairs of distinct sample images 36 came within 6 bits (pHash: none; 2 of 4.5 million). The median splits the bits: a photo's pHash has 32 set, and distances
-  between photos are even. Flat images have no structure to hash: all of them hash alike, and only their colours
-  tell them apart.
+  a JPEG's PNG copy), their colours agree (`ImageHashes.colour`, a 4x4 RGB thumbnail, within a mean absolute
+  difference of `COLOUR_TOLERANCE` levels) and so does their finer structure (`ImageHashes.structure`, a 16x16
+  grayscale thumbnail, within `STRUCTURE_TOLERANCE` levels root mean square). pHash alone sees coarse grayscale
+  structure, so photos of alike structure in other colours pass it (and fail the colour check), and so do
+  different handwritten digits, centred alike: of 3,000 MNIST-like digits, 2,696 pairs pass pHash and colour,
+  318 of them different digits, and none the structure check (the closest distinct pair of 8,000 digits is 12.1
+  levels apart, a JPEG quality 30 copy of a digit at most 7.1, a downscaled copy of a photo 4.4;
+  benchmarks/dedupe.py). pHash rather than dHash: on photo-like images with smooth backgrounds dHash's bits are
+  mostly alike, and of 180,000 pairs of distinct sample images 36 came within 6 bits (pHash: none; 2 of 4.5
+  million). The median splits the bits: a photo's pHash has 32 set, and distances between photos are even. Flat
+  images have no structure to hash: all of them hash alike, and only their colours tell them apart.
 - **Candidates** come from a banded index: the 64 bits are cut into `NEAR_THRESHOLD + 1` bands, and only hashes
   that share a band's value are compared (then their colours). Two hashes within the threshold differ in fewer
   bits than there are bands, so one band at least holds none of their differences (pigeonhole): no pair is
@@ -37,6 +40,8 @@ NEAR_THRESHOLD = 6  # max differing bits of two near duplicates' 64-bit perceptu
 COLOUR_TOLERANCE = 8  # max mean absolute difference (of 255 levels) of two near duplicates' colour thumbnails
 THUMBNAIL = 32  # side of the thumbnail the DCT is taken of (in grayscale) and the colour thumbnail reduced from
 COLOUR_CELLS = 4  # the colour thumbnail is COLOUR_CELLS x COLOUR_CELLS RGB pixels
+STRUCTURE_CELLS = 16  # the structure thumbnail is STRUCTURE_CELLS x STRUCTURE_CELLS grayscale pixels
+STRUCTURE_TOLERANCE = 9  # max root-mean-square difference (levels) of two near duplicates' structure thumbnails
 _LOW = 8  # the 8x8 lowest frequencies make the 64 bits
 _DCT = np.cos(np.pi * (2 * np.arange(THUMBNAIL)[None, :] + 1) * np.arange(_LOW)[:, None] / (2 * THUMBNAIL))
 _DCT_2D = np.kron(_DCT, _DCT)  # the 8x8 lowest frequencies of a flattened 32x32 thumbnail, in one product
@@ -45,21 +50,26 @@ _BAND_STARTS = [64 * b // _BANDS for b in range(_BANDS + 1)]
 
 
 class ImageHashes(NamedTuple):
-    """One decoded image's keys: `exact` (16 bytes) for exact duplicates; `perceptual` (64 bits) and `colour`
-    (`COLOUR_CELLS`² RGB pixels, 48 bytes) for near ones."""
+    """One decoded image's keys: `exact` (16 bytes) for exact duplicates; `perceptual` (64 bits), `colour`
+    (`COLOUR_CELLS`² RGB pixels, 48 bytes) and `structure` (`STRUCTURE_CELLS`² gray pixels, 256 bytes) for near
+    ones."""
 
     exact: bytes
     perceptual: int
     colour: bytes
+    structure: bytes
 
 
 def image_hashes(image: Image.Image) -> ImageHashes:
-    """The exact key, the perceptual hash and the colour thumbnail of a decoded 8-bit L or RGB image."""
+    """The exact key, the perceptual hash and the colour and structure thumbnails of a decoded 8-bit L or RGB
+    image."""
     exact = hashlib.sha256(f"{image.mode} {image.width}x{image.height} ".encode())
     exact.update(image.tobytes())
     thumbnail = image.resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX)
+    gray = thumbnail.convert("L")
     colour = thumbnail.convert("RGB").reduce(THUMBNAIL // COLOUR_CELLS).tobytes()
-    return ImageHashes(exact.digest()[:16], perceptual_hash(thumbnail), colour)
+    structure = gray.reduce(THUMBNAIL // STRUCTURE_CELLS).tobytes()
+    return ImageHashes(exact.digest()[:16], perceptual_hash(gray), colour, structure)
 
 
 def perceptual_hash(image: Image.Image) -> int:
@@ -79,8 +89,7 @@ def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def is_near(a: ImageHashes, b: ImageHashes) -> bool:
     """Whether two images are near duplicates (by `near_pairs`, the one place that says what near is)."""
-    return near_pairs(np.array([a.perceptual, b.perceptual], dtype=np.uint64), colour_rows([a.colour, b.colour])) \
-        == [(0, 1)]
+    return near_pairs(*near_columns([a, b])) == [(0, 1)]
 
 
 def colour_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -88,24 +97,32 @@ def colour_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a.astype(np.int16) - b).mean(axis=-1)
 
 
-def colour_rows(colours: Sequence[bytes] | np.ndarray) -> np.ndarray:
-    """Colour thumbnails (48-byte strings, or a column of them) as rows of uint8."""
-    return np.frombuffer(b"".join(bytes(c) for c in colours), dtype=np.uint8).reshape(len(colours), -1)
+def structure_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Root-mean-square differences of structure thumbnails (rows of uint8), row by row."""
+    return np.sqrt(np.square(a.astype(np.float64) - b).mean(axis=-1))
 
 
-def find_groups(exact: Sequence[bytes], perceptual: np.ndarray, colours: Sequence[bytes], kind: str
-                ) -> list[list[int]]:
+def byte_rows(values: Sequence[bytes] | np.ndarray) -> np.ndarray:
+    """Equal-length byte strings (thumbnails, or a column of them) as rows of uint8."""
+    return np.frombuffer(b"".join(bytes(v) for v in values), dtype=np.uint8).reshape(len(values), -1)
+
+
+def near_columns(keys: Sequence[ImageHashes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What `near_pairs` compares of `keys`: their perceptual hashes, colour rows and structure rows."""
+    return (np.array([k.perceptual for k in keys], dtype=np.uint64), byte_rows([k.colour for k in keys]),
+            byte_rows([k.structure for k in keys]))
+
+
+def find_groups(keys: Sequence[ImageHashes], kind: str) -> list[list[int]]:
     """Groups of 2+ images that are duplicates of `kind` ("exact" or "near": exact ones included), each a sorted
-    list of indices into the inputs, groups in the order of their first member."""
+    list of indices into `keys`, groups in the order of their first member."""
     check_kind(kind)
-    parent = list(range(len(exact)))
-    _join_equal(parent, exact)
+    parent = list(range(len(keys)))
+    _join_equal(parent, [k.exact for k in keys])
     if kind == "near":
-        keys = list(zip(np.asarray(perceptual, dtype=np.uint64).tolist(), map(bytes, colours)))
-        first = _join_equal(parent, keys)  # the same hash and colours: near, and compared once
+        first = _join_equal(parent, [k[1:] for k in keys])  # the same near keys: near, and compared once
         firsts = list(first.values())
-        values = np.array([key[0] for key in first], dtype=np.uint64)
-        for a, b in near_pairs(values, colour_rows([key[1] for key in first])):
+        for a, b in near_pairs(*near_columns([keys[i] for i in firsts])):
             _union(parent, firsts[a], firsts[b])
     members: dict[int, list[int]] = {}
     for index in range(len(parent)):
@@ -119,9 +136,10 @@ def check_kind(kind: str, what: str = "the kind of duplicates") -> None:
         raise ValueError(f"{what} is {' or '.join(KINDS)}, not {kind!r}")
 
 
-def near_pairs(hashes: np.ndarray, colours: np.ndarray) -> list[tuple[int, int]]:
+def near_pairs(hashes: np.ndarray, colours: np.ndarray, structures: np.ndarray) -> list[tuple[int, int]]:
     """Index pairs (i < j) of images whose 64-bit `hashes` are within `NEAR_THRESHOLD` bits, from the banded
-    index, and whose `colours` (rows of `colour_rows`) are within `COLOUR_TOLERANCE`."""
+    index, whose `colours` are within `COLOUR_TOLERANCE` and whose `structures` within `STRUCTURE_TOLERANCE`
+    (thumbnails as rows of `byte_rows`)."""
     hashes = np.asarray(hashes, dtype=np.uint64)
     found: set[tuple[int, int]] = set()
     for start, stop in zip(_BAND_STARTS, _BAND_STARTS[1:]):
@@ -133,7 +151,8 @@ def near_pairs(hashes: np.ndarray, colours: np.ndarray) -> list[tuple[int, int]]
                 close = hamming(hashes[run[i]], hashes[run[j]]) <= NEAR_THRESHOLD
                 if close.any():
                     a, b = run[i][close], run[j][close]
-                    alike = colour_distances(colours[a], colours[b]) <= COLOUR_TOLERANCE
+                    alike = (colour_distances(colours[a], colours[b]) <= COLOUR_TOLERANCE) \
+                        & (structure_distances(structures[a], structures[b]) <= STRUCTURE_TOLERANCE)
                     found.update(zip(np.minimum(a, b)[alike].tolist(), np.maximum(a, b)[alike].tolist()))
     return sorted(found)
 

@@ -23,6 +23,8 @@ from shardflow.duplicates import ImageHashes, image_hashes
 
 MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (~90 MP)
 MAX_FILE_BYTES = 256 * 1024 * 1024
+HALF_SCALE_SIDE = 128  # JPEGs kept as they are are validated at half scale from this shorter side: smaller ones at
+# full scale, so that their duplicate keys see every pixel (a 28x28 digit's are a 14x14 one's at half scale)
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 EXIF_ORIENTATION = 0x0112
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -111,10 +113,10 @@ def prepare_encoded(data: bytes, options: ImageOptions, hashes: bool = False) ->
         and data.rstrip(b"\x00").endswith(b"\xff\xd9")  # no end-of-image marker: TF refuses what PIL repairs
     )
     size = image.size
-    if keep_bytes:
+    if keep_bytes and min(size) >= HALF_SCALE_SIDE:
         # The entropy-coded data is decoded in full at any DCT scale (truncation and corruption still show);
-        # half scale only skips most of the IDCT. Statistics come from that half-size image.
-        image.draft(image.mode, (max(1, size[0] // 2), max(1, size[1] // 2)))  # 1-pixel sides: full scale
+        # half scale only skips most of the IDCT. Statistics and duplicate keys come from that half-size image.
+        image.draft(image.mode, (size[0] // 2, size[1] // 2))
     elif options.max_side and image.format == "JPEG":
         image.draft(image.mode, _fit(size, options.max_side))  # decode at a reduced DCT scale
     elif options.size and image.format == "JPEG":

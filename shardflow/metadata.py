@@ -98,8 +98,8 @@ class DuplicateCounts:
 @dataclasses.dataclass(frozen=True)
 class Duplicates:
     """The duplicates among a dataset's records (`shardflow.duplicates`): exact (the same decoded pixels) and near
-    (perceptual hashes at most `threshold` bits apart and colour thumbnails within `colour_tolerance`; exact ones
-    included), and what --dedupe removed first."""
+    (perceptual hashes at most `threshold` bits apart, colour thumbnails within `colour_tolerance` and structure
+    thumbnails within `structure_tolerance`; exact ones included), and what --dedupe removed first."""
 
     threshold: int
     exact: DuplicateCounts
@@ -108,11 +108,14 @@ class Duplicates:
     dedupe: str | None = None  # --dedupe: the kind of duplicates of which one image per group was kept
     removed: int = 0  # records --dedupe rejected as "duplicate of PATH"
     colour_tolerance: int | None = None  # None: an older shardflow, whose near duplicates did not compare colours
+    structure_tolerance: int | None = None  # None: an older shardflow, whose near duplicates did not compare structure
 
     def sentence(self) -> str:
         """What inspect, the end of a conversion and the dataset card say about them."""
         near, exact = self.near, self.exact
         colours = "" if self.colour_tolerance is None else f" and colours within {self.colour_tolerance} levels"
+        if self.structure_tolerance is not None:
+            colours += f", structure within {self.structure_tolerance} levels RMS"
         found = (f"{near.groups} group(s) of near duplicates ({near.images} images, perceptual hashes within "
                  f"{self.threshold} of 64 bits{colours}; exact copies among them: {exact.groups} group(s), {exact.images} "
                  f"images), {near.leaks} across splits (leaks)")

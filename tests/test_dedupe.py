@@ -1,6 +1,7 @@
 """Duplicates and leaks: planted copies (renamed byte copies, a lossless BMP of a PNG, JPEG quality 30, a 50%
-downscale, a JPEG's PNG copy) are found, distinct photo-like images are not, `--dedupe` leaves no group across
-splits, and without it the splits are the paths' own and the leaks are reported."""
+downscale, a JPEG's PNG copy) are found, distinct photo-like images and alike handwritten digits are not,
+`--dedupe` leaves no group across splits, and without it the splits are the paths' own and the leaks are
+reported."""
 from __future__ import annotations
 
 import io
@@ -22,6 +23,7 @@ from shardflow.beam_jobs.splits import parse_splits, split_for
 from shardflow.cli import main
 from shardflow.images import ImageOptions, prepare
 from shardflow.sample_data import render_image, write_sample_data
+from shardflow.sample_digits import handwritten_digits
 
 SPLITS = "train=0.5,test=0.5"
 FRACTIONS = parse_splits(SPLITS)
@@ -67,8 +69,7 @@ def planted(tmp_path_factory):
 
 
 def _near_groups(keys: list[duplicates.ImageHashes]) -> list[list[int]]:
-    return duplicates.find_groups([k.exact for k in keys], np.array([k.perceptual for k in keys], dtype=np.uint64),
-                                  [k.colour for k in keys], "near")
+    return duplicates.find_groups(keys, "near")
 
 
 def test_copies_are_near_and_distinct_images_are_not():
@@ -103,29 +104,48 @@ def test_flat_images_are_told_apart_by_colour_alone():
     assert _near_groups(keys) == [[1, 2]]  # the same red at two sizes
 
 
+def test_alike_handwritten_digits_are_not_near_duplicates_but_their_copies_are():
+    """MNIST-like digits of one kind, centred alike, fool pHash and the colour thumbnail (dozens of pairs among
+    600, some of different digits); the structure thumbnail tells them apart, and still finds re-encoded copies."""
+    images, _ = handwritten_digits(600)
+    keys = [prepare(image, ImageOptions(channels=1), hashes=True).hashes for image in images]
+    hashes, colours, structures = duplicates.near_columns(keys)
+    assert len(duplicates.near_pairs(hashes, colours, np.zeros_like(structures))) >= 20  # without structure
+    assert _near_groups(keys) == []
+    for image, original in list(zip(images, keys))[:30]:
+        copy = prepare(_encoded(Image.fromarray(image), "JPEG", quality=30), ImageOptions(channels=1), hashes=True)
+        assert duplicates.is_near(original, copy.hashes)
+
+
 def test_the_banded_index_finds_what_comparing_all_pairs_finds():
     rng = np.random.default_rng(0)
     hashes = rng.integers(0, 2**64, size=2000, dtype=np.uint64)
     colours = rng.integers(0, 256, size=(2000, 48), dtype=np.uint8)
-    for index in range(0, 200, 2):  # plant neighbours 0..8 bits away, half of them in other colours
+    structures = rng.integers(0, 256, size=(2000, 256), dtype=np.uint8)
+    for index in range(0, 200, 2):  # plant neighbours 0..8 bits away, some in other colours or structure
         bits = rng.choice(64, size=index % 9, replace=False)
         hashes[index + 1] = hashes[index] ^ np.uint64(sum(1 << int(b) for b in bits))
         colours[index + 1] = colours[index] + (index % 4 == 0) * rng.integers(0, 2 * duplicates.COLOUR_TOLERANCE + 4)
+        structures[index + 1] = structures[index] if index % 6 else structures[index + 1]
     distances = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
     colour_distances = np.abs(colours[:, None].astype(np.int16) - colours[None, :]).mean(axis=-1)
-    near = (distances <= duplicates.NEAR_THRESHOLD) & (colour_distances <= duplicates.COLOUR_TOLERANCE)
-    all_pairs = [(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(near, 1)))]
-    assert duplicates.near_pairs(hashes, colours) == sorted(all_pairs) and 40 <= len(all_pairs) < 70
+    close = np.argwhere(np.triu((distances <= duplicates.NEAR_THRESHOLD)
+                                & (colour_distances <= duplicates.COLOUR_TOLERANCE), 1))
+    alike = duplicates.structure_distances(structures[close[:, 0]], structures[close[:, 1]]) \
+        <= duplicates.STRUCTURE_TOLERANCE
+    all_pairs = [(int(i), int(j)) for i, j in close[alike]]
+    assert duplicates.near_pairs(hashes, colours, structures) == sorted(all_pairs) and 30 <= len(all_pairs) < 60
+    assert len(all_pairs) < len(close)  # some pairs differ in structure alone
 
 
 def test_groups_are_connected_components_listed_by_first_member():
     exact = [b"a", b"b", b"a", b"c", b"d", b"e", b"f"]
-    perceptual = np.array([0, 2**64 - 1, 0x0F0F0F0F0F0F0F0F, 0b111111, 0x0F0F0F0F0F0F0F0E, 0xFFFFFFFFFFFF0000,
-                           0xFFFFFFFFFFFFFFF0], dtype=np.uint64)
-    colours = [bytes(48)] * 7
-    assert duplicates.find_groups(exact, perceptual, colours, "exact") == [[0, 2]]
+    perceptual = [0, 2**64 - 1, 0x0F0F0F0F0F0F0F0F, 0b111111, 0x0F0F0F0F0F0F0F0E, 0xFFFFFFFFFFFF0000,
+                  0xFFFFFFFFFFFFFFF0]
+    keys = [duplicates.ImageHashes(e, p, bytes(48), bytes(256)) for e, p in zip(exact, perceptual)]
+    assert duplicates.find_groups(keys, "exact") == [[0, 2]]
     # 3 is 6 bits from 0, 4 one bit from 2 (0's exact twin), 6 four bits from 1; 5 is 12 bits from 6
-    assert duplicates.find_groups(exact, perceptual, colours, "near") == [[0, 2, 3, 4], [1, 6]]
+    assert duplicates.find_groups(keys, "near") == [[0, 2, 3, 4], [1, 6]]
 
 
 def test_dedupe_stage_keeps_the_smallest_path_of_each_group(planted, tmp_path):

@@ -305,8 +305,9 @@ def _duplicates(groups: dict[str, list[list[tuple[str, str | None]]]], dedupe: s
     leaking = next(filter(_spans_splits, groups["near"]), None)
     example = {} if leaking is None else dict([leaking[0], next(m for m in leaking if m[1] != leaking[0][1])])
     return metadata.Duplicates(
-        threshold=duplicates.NEAR_THRESHOLD, colour_tolerance=duplicates.COLOUR_TOLERANCE, exact=counts("exact"),
-        near=counts("near"), leak_example=example, dedupe=dedupe,
+        threshold=duplicates.NEAR_THRESHOLD, colour_tolerance=duplicates.COLOUR_TOLERANCE,
+        structure_tolerance=duplicates.STRUCTURE_TOLERANCE, exact=counts("exact"), near=counts("near"), leak_example=example,
+        dedupe=dedupe,
         removed=sum(metadata.reject_kind(reason) == metadata.DUPLICATE for _, reason in rejects))
 
 

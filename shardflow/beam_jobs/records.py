@@ -2,7 +2,7 @@
 
 The job moves records between stages a batch at a time (one batch per read task and split), not one element
 per record: Beam's cost per element exceeds the work per image, and columns keep what the grouping stages hold
-to about 100 bytes per record.
+to a few hundred bytes per record (most of it the duplicate keys' thumbnails).
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from shardflow.duplicates import COLOUR_CELLS, ImageHashes
+from shardflow.duplicates import COLOUR_CELLS, STRUCTURE_CELLS, ImageHashes
 from shardflow.images import ImageStats
 from shardflow.metadata import SIZE_BINS
 
@@ -25,13 +25,14 @@ def row_dtype(channels: int) -> np.dtype:
         ("width", "<i8"), ("height", "<i8"), ("passthrough", "?"),
         ("channel_sum", "<f8", (channels,)), ("channel_sumsq", "<f8", (channels,)),
         ("exact", "V16"), ("perceptual", "<u8"), ("colour", f"V{3 * COLOUR_CELLS ** 2}"),
+        ("structure", f"V{STRUCTURE_CELLS ** 2}"),
     ])
 
 
 def row(path_hash: int, label: int, offset: int, length: int, stats: ImageStats, hashes: ImageHashes) -> tuple:
     """The columns of one record appended at `offset` of its batch's (only) spill file."""
     return (path_hash, label, 0, offset, length, stats.width, stats.height, stats.passthrough,
-            stats.channel_sum, stats.channel_sumsq, hashes.exact, hashes.perceptual, hashes.colour)
+            stats.channel_sum, stats.channel_sumsq, *hashes)
 
 
 class RecordBatch(NamedTuple):

@@ -157,7 +157,7 @@ def take_counts(none_paths, counts: dict[str, int], batch_dir: str) -> Iterable[
 Groups = dict[str, list[list[tuple[bytes, str | None]]]]  # kind -> groups of (path, split), sorted by path
 
 
-HASH_COLUMNS = ("exact", "perceptual", "colour")  # the record columns that hold `duplicates.ImageHashes`
+HASH_COLUMNS = duplicates.ImageHashes._fields  # the record columns that hold `duplicates.ImageHashes`
 
 
 def hash_columns(split_path: tuple[str | None, str]) -> tuple[str | None, tuple[bytes, ...], np.ndarray]:
@@ -170,12 +170,11 @@ def hash_columns(split_path: tuple[str | None, str]) -> tuple[str | None, tuple[
 def group_duplicates(columns: list[tuple[str | None, tuple[bytes, ...], np.ndarray]]) -> Groups:
     """Every record's hash columns -> per kind ("exact", "near"), the groups of duplicates as (path, split)
     pairs, members and groups in path order."""
-    members = sorted(((path, split, *keys) for split, paths, rows in columns
+    members = sorted(((path, split, duplicates.ImageHashes(*keys)) for split, paths, rows in columns
                       for path, keys in zip(paths, zip(*(rows[column].tolist() for column in HASH_COLUMNS)))),
                      key=lambda member: member[0])
-    exact, perceptual, colours = ([m[k] for m in members] for k in (2, 3, 4))
-    return {kind: [[members[i][:2] for i in group]
-                   for group in duplicates.find_groups(exact, np.array(perceptual, dtype=np.uint64), colours, kind)]
+    keys = [member[2] for member in members]
+    return {kind: [[members[i][:2] for i in group] for group in duplicates.find_groups(keys, kind)]
             for kind in duplicates.KINDS}
 
 
