@@ -10,14 +10,14 @@
   grayscale thumbnail, within `STRUCTURE_TOLERANCE` levels root mean square). pHash alone sees coarse grayscale
   structure, so photos of alike structure in other colours pass it (and fail the colour check), and so do
   different handwritten digits, centred alike: of 3,000 MNIST-like digits, 2,696 pairs pass pHash and colour,
-  318 of them different digits, and none the structure check (the closest distinct pair of 8,000 digits is 12.1
-  levels apart, a JPEG quality 30 copy of a digit at most 7.1, a downscaled copy of a photo 4.4;
-  benchmarks/dedupe.py). pHash rather than dHash: on photo-like images with smooth backgrounds dHash's bits are
-  mostly alike, and of 180,000 pairs of distinct sample images 36 came within 6 bits (pHash: none; 2 of 4.5
-  million). The median splits the bits: a photo's pHash has 32 set, and distances between photos are even. Flat
-  images have no structure to hash: all of them hash alike, and only their colours tell them apart.
+  318 of them different digits, and none the structure check (benchmarks/dedupe.py: the closest of those pairs is
+  11.9 levels apart, a JPEG quality 30 copy of a digit at most 6.8, a downscaled copy of a photo 4.0). pHash
+  rather than dHash: on photo-like images with smooth backgrounds dHash's bits are mostly alike, and of 180,000
+  pairs of distinct sample images 36 came within 6 bits (pHash: none; 2 of 4.5 million). The median splits the
+  bits: a photo's pHash has 32 set, and distances between photos are even. Flat images have no structure to hash:
+  all of them hash alike, and only their colours tell them apart.
 - **Candidates** come from a banded index: the 64 bits are cut into `NEAR_THRESHOLD + 1` bands, and only hashes
-  that share a band's value are compared (then their colours). Two hashes within the threshold differ in fewer
+  that share a band's value are compared (then their thumbnails). Two hashes within the threshold differ in fewer
   bits than there are bands, so one band at least holds none of their differences (pigeonhole): no pair is
   missed, and no pass compares all pairs.
 - **Groups** are the connected components of "is a duplicate of" (union-find), each listed by index in the

@@ -108,7 +108,7 @@ class Duplicates:
     dedupe: str | None = None  # --dedupe: the kind of duplicates of which one image per group was kept
     removed: int = 0  # records --dedupe rejected as "duplicate of PATH"
     colour_tolerance: int | None = None  # None: an older shardflow, whose near duplicates did not compare colours
-    structure_tolerance: int | None = None  # None: an older shardflow, whose near duplicates did not compare structure
+    structure_tolerance: int | None = None  # None: an older shardflow, which did not compare structure
 
     def sentence(self) -> str:
         """What inspect, the end of a conversion and the dataset card say about them."""

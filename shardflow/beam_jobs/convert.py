@@ -306,8 +306,8 @@ def _duplicates(groups: dict[str, list[list[tuple[str, str | None]]]], dedupe: s
     example = {} if leaking is None else dict([leaking[0], next(m for m in leaking if m[1] != leaking[0][1])])
     return metadata.Duplicates(
         threshold=duplicates.NEAR_THRESHOLD, colour_tolerance=duplicates.COLOUR_TOLERANCE,
-        structure_tolerance=duplicates.STRUCTURE_TOLERANCE, exact=counts("exact"), near=counts("near"), leak_example=example,
-        dedupe=dedupe,
+        structure_tolerance=duplicates.STRUCTURE_TOLERANCE, exact=counts("exact"), near=counts("near"),
+        leak_example=example, dedupe=dedupe,
         removed=sum(metadata.reject_kind(reason) == metadata.DUPLICATE for _, reason in rejects))
 
 
