@@ -300,7 +300,8 @@ def _train_on_features(info, options, size, normalize, stream, validation, out):
             labels.append(batch_labels.numpy())
         return tf.data.Dataset.from_tensor_slices((np.concatenate(outputs), np.concatenate(labels)))
 
-    train_features = features(metadata.TRAIN, options.steps_per_epoch).shuffle(4096, seed=options.seed).batch(options.batch_size)
+    train_features = features(metadata.TRAIN, options.steps_per_epoch)
+    train_features = train_features.shuffle(4096, seed=options.seed).batch(options.batch_size)
     head = models.features_head(tuple(base.output.shape[1:]), len(info.class_names))
     _compile(head, options, len(info.class_names))
     throughput = EpochThroughput(options.batch_size)
