@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import os
@@ -46,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     from shardflow.beam_jobs.options import add_arguments
     from shardflow.preview import preview_grid
     from shardflow.sample_data import write_sample_data
-    from shardflow.trainers.options import AUGMENT_PLACES, BASES, MODELS, TrainOptions
+    from shardflow.trainers.options import AUGMENT_PLACES, BASES, MODELS, VALIDATION_SPLIT, TrainOptions
 
     parser = argparse.ArgumentParser(prog="shardflow", description=shardflow.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -110,7 +111,13 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="the run folder to write")
     train.add_argument("--epochs", type=int, default=options.epochs)
     train.add_argument("--batch-size", type=int, help="default 32 (64 for the features head)")
-    train.add_argument("--image-size", type=int, help="default: 150 (28 for MNIST models, 160 for transfer)")
+    train.add_argument("--image-size", type=int,
+                       help="default: the dataset's size when it is stored at one square size (convert --size), "
+                            "else 150 (28 for MNIST models, 160 for transfer)")
+    train.add_argument("--validation-split", type=float,
+                       help=f"for a dataset without a validation split: the fraction of train held out (by a "
+                            f"stable hash of each path) to choose epochs and checkpoints; default "
+                            f"{VALIDATION_SPLIT:g}; 0: none. The test split is never used to choose")
     train.add_argument("--augment", default=options.augment,
                        help="none, seed004 or ImageDataGenerator arguments as JSON")
     train.add_argument("--augment-on", default=options.augment_on, choices=AUGMENT_PLACES,
@@ -269,13 +276,8 @@ def _train(args, _extra) -> None:
     from shardflow.trainers.options import TrainOptions
     from shardflow.trainers.train import train
 
-    options = TrainOptions(
-        model=args.model, epochs=args.epochs, batch_size=args.batch_size, image_size=args.image_size,
-        augment=args.augment, augment_on=args.augment_on, optimizer=args.optimizer, lr=args.lr,
-        patience=args.patience, mixed_precision=args.mixed_precision, jit=args.jit, seed=args.seed,
-        base=args.base, weights=args.weights, unfreeze=args.unfreeze, init_from=args.init_from,
-        steps_per_epoch=args.steps_per_epoch, cache=args.cache, overwrite=args.overwrite,
-    )
+    options = TrainOptions(**{field.name: getattr(args, field.name) for field in dataclasses.fields(TrainOptions)
+                              if hasattr(args, field.name)})
     metrics = train(args.data, args.out, options)
     rates = metrics["images_per_second"]
     wait = metrics["input_wait_fraction"]

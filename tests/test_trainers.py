@@ -196,12 +196,14 @@ def test_mistakes_that_train_but_not_as_meant_are_said(tiny_pets, kaggle_dir, tm
     assert main(["train", str(tiny_pets), "--out", str(tmp_path / "tiny"), "--image-size", "16"]) == 2
     assert "16x16 are too small for small_convnet: its convolutions and poolings need at least 22x22" in \
         capsys.readouterr().err
+    assert not (tmp_path / "tiny").exists()  # a mistake found before training leaves no run folder
     only_train = tmp_path / "only_train"
     assert main(["convert", str(kaggle_dir), str(only_train), "--splits", "train=1", "--workers", "1"]) == 0
     capsys.readouterr()
     assert main(["train", str(only_train), "--out", str(tmp_path / "run"), "--image-size", "24", "--epochs", "1"]) == 0
     printed = capsys.readouterr()
-    assert "has no validation or test split" in printed.err and "not evaluated (no test split)" in printed.out
+    assert "has no test split: the run reports no test accuracy" in printed.err
+    assert "validating on 10% of train" in printed.err and "not evaluated (no test split)" in printed.out
     assert main(["evaluate", str(tmp_path / "run"), str(only_train)]) == 2
     assert "no split 'test'; it has train" in capsys.readouterr().err
 
@@ -209,8 +211,8 @@ def test_mistakes_that_train_but_not_as_meant_are_said(tiny_pets, kaggle_dir, tm
 def test_the_start_line_says_where_resize_and_augmentation_run(fixed_pets, tmp_path, capsys):
     assert main(["train", str(fixed_pets), "--out", str(tmp_path / "gpu"), "--augment-on", "model", "--epochs", "1",
                  "--steps-per-epoch", "1", "--batch-size", "4", "--image-size", "24", "--augment", "seed004"]) == 0
-    assert "on the CPU (no GPU visible to TensorFlow); decode in the input pipeline (CPU), resize + augmentation " \
-        "in the model" in capsys.readouterr().err
+    assert "on the CPU (no GPU visible to TensorFlow) at 24x24 (--image-size); decode in the input pipeline (CPU), " \
+        "resize + augmentation in the model" in capsys.readouterr().err
     assert keras.models.load_model(tmp_path / "gpu" / "model.keras").input.shape[1:] == (40, 56, 3)  # stored size
 
 

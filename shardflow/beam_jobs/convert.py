@@ -34,6 +34,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 import shardflow
 from shardflow import duplicates, metadata, record_index, schema
 from shardflow.beam_jobs import metadata_writer, staged, stages
+from shardflow.beam_jobs import splits as splits_lib
 from shardflow.images import ImageOptions
 from shardflow.beam_jobs.progress import ProgressDisplay, worker_logs_to
 from shardflow.beam_jobs.sources import SourceListing, is_remote, list_source
@@ -75,7 +76,7 @@ def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptio
         pipeline
         | "ListInputs" >> beam.Create(tasks, reshuffle=False)
         | "ReadAndPrepare" >> stages.ReadAndPrepare(listing.class_names, image_options, fractions, staging,
-                                                    progress_dir)
+                                                    progress_dir, options.validation_from_train)
     )
     kept, removed = prepared.records, pipeline | "NoneRemoved" >> beam.Create([])
     if options.dedupe:
@@ -116,8 +117,7 @@ def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
         raise ConversionError(f"unknown option(s) {', '.join(unknown)}: neither a shardflow convert option nor a "
                               f"registered Beam pipeline option (see shardflow convert --help){_did_you_mean(unknown)}")
     listing = list_source(src, options.layout, unlabeled=options.unlabeled, class_names=options.class_names)
-    if options.split_counts is not None and listing.fixed_splits:
-        raise ConversionError("--split-counts cannot be used on a source with its own train/validation/test folders")
+    _check_split_options(listing, options)
     if options.split_counts is not None and not options.split_counts_allow_fewer:
         _check_split_counts(_inputs_per_class(listing), options.split_counts, listing.class_names, "inputs")
     image_options = ImageOptions(
@@ -332,6 +332,23 @@ def _inputs_per_class(listing: SourceListing) -> dict[int, int]:
             if f.label is not None:
                 counts[f.label] += 1
     return counts
+
+
+def _check_split_options(listing: SourceListing, options: ConvertOptions) -> None:
+    """Refuse split options that cannot apply to this source (never ignore them)."""
+    own = listing.fixed_splits
+    if own and options.split_counts is not None:
+        raise ConversionError(f"--split-counts does not apply: the source has its own splits ({', '.join(own)})")
+    if own and options.splits != splits_lib.DEFAULT_SPLITS:
+        raise ConversionError(f"--splits does not apply: the source has its own splits ({', '.join(own)}); "
+                              "--validation-from-train FRACTION holds out validation from its train split")
+    if options.validation_from_train is None:
+        return
+    if not own:
+        raise ConversionError("--validation-from-train applies to a source with its own train split (IDX files, "
+                              "train/ and test/ folders); here --splits chooses every split")
+    if metadata.VALIDATION in own or metadata.TRAIN not in own:
+        raise ConversionError(f"--validation-from-train does not apply: the source's splits are {', '.join(own)}")
 
 
 def _check_split_counts(have: dict[int, int], asked: dict[str, int], class_names: list[str], what: str) -> None:

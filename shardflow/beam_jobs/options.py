@@ -28,6 +28,8 @@ class ConvertOptions:
     splits: dict[str, float] = dataclasses.field(default_factory=lambda: dict(splits_lib.DEFAULT_SPLITS))
     split_counts: dict[str, int] | None = None
     split_counts_allow_fewer: bool = False  # take what exists when a class has fewer images than asked
+    validation_from_train: float | None = None  # of a source's own train split (IDX, train/ folders)
+    other_split_names: bool = False  # split names besides train, validation, test
     channels: int | None = None
     image_format: str | None = None
     max_side: int | None = None
@@ -43,6 +45,11 @@ class ConvertOptions:
     def __post_init__(self):
         if self.dedupe is not None:
             duplicates.check_kind(self.dedupe, "--dedupe")
+        splits_lib.check_names(self.splits, "--splits", self.other_split_names)
+        splits_lib.check_names(self.split_counts or {}, "--split-counts", self.other_split_names)
+        if self.validation_from_train is not None and not 0 < self.validation_from_train < 1:
+            raise ValueError(f"--validation-from-train must be between 0 and 1 (exclusive), got "
+                             f"{self.validation_from_train:g}")
 
     def recorded(self) -> dict[str, Any]:
         """These options as JSON values for a dataset's provenance (splits as text: their order matters)."""
@@ -78,6 +85,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split-counts-allow-fewer", action="store_true",
                         help="with --split-counts: a class with fewer images fills the splits in order with what "
                              "it has (default: refuse)")
+    parser.add_argument("--validation-from-train", type=float, metavar="FRACTION",
+                        help="for a source with its own train and test splits (IDX files, train/ and test/ "
+                             "folders): move this fraction of train, by a stable hash of the path, to a "
+                             "validation split")
+    parser.add_argument("--other-split-names", action="store_true",
+                        help="allow --splits/--split-counts names besides train, validation (or val, valid, dev) "
+                             "and test, which the trainer ignores")
     parser.add_argument("--channels", type=int, choices=CHANNELS, help="3 = RGB (default; IDX: 1)")
     parser.add_argument("--image-format", choices=schema.IMAGE_FORMATS,
                         help="passthrough (default) keeps valid JPEGs byte for byte; IDX default: png")
@@ -123,6 +137,8 @@ def from_arguments(args: argparse.Namespace) -> ConvertOptions:
         splits=splits_lib.parse_splits(args.splits),
         split_counts=splits_lib.parse_split_counts(args.split_counts) if args.split_counts else None,
         split_counts_allow_fewer=args.split_counts_allow_fewer,
+        validation_from_train=args.validation_from_train,
+        other_split_names=args.other_split_names,
         channels=args.channels,
         image_format=args.image_format,
         max_side=args.max_side,

@@ -90,8 +90,9 @@ class SourceListing:
         return sum(len(task.files) for task in self.tasks) + len(self.rejects)
 
     @property
-    def fixed_splits(self) -> bool:
-        return any(f.split for task in self.tasks for f in task.files)
+    def fixed_splits(self) -> list[str]:
+        """The splits the source defines itself (IDX files, train/ and test/ folders), sorted; [] if none."""
+        return sorted({f.split for task in self.tasks for f in task.files if f.split})
 
 
 def list_source(

@@ -7,11 +7,13 @@ never on the run, the runner, the worker count or the order in which workers see
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from shardflow.metadata import TEST, TRAIN, VALIDATION
 
 DEFAULT_SPLITS = {TRAIN: 0.8, VALIDATION: 0.1, TEST: 0.1}
+KNOWN_SPLITS = (TRAIN, VALIDATION, TEST)  # the names the trainer looks for
+ALIASES = {"val": VALIDATION, "valid": VALIDATION, "dev": VALIDATION}
 
 
 def parse_splits(text: str) -> dict[str, float]:
@@ -37,14 +39,26 @@ def parse_split_counts(text: str) -> dict[str, int]:
     return {name: value for name, value in counts.items() if value > 0}
 
 
+def check_names(names: Iterable[str], flag: str, other_names: bool) -> None:
+    """Refuse split names the trainer will not look for, unless `other_names` (--other-split-names)."""
+    unknown = [name for name in names if name not in KNOWN_SPLITS]
+    if unknown and not other_names:
+        raise ValueError(f"{flag}: split name(s) {', '.join(map(repr, unknown))}: `shardflow train` trains on "
+                         f"{TRAIN!r}, validates on {VALIDATION!r} ({', '.join(ALIASES)} mean it too) and reports on "
+                         f"{TEST!r}; pass --other-split-names to keep other names")
+
+
 def _parse(text: str, kind: type, flag: str) -> dict:
     values = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
         if not sep or not name.strip():
             raise ValueError(f"{flag} {text!r}: expected NAME=VALUE pairs, e.g. {format_splits(DEFAULT_SPLITS)}")
+        name = ALIASES.get(name.strip(), name.strip())
+        if name in values:
+            raise ValueError(f"{flag} {text!r}: {name!r} is given twice")
         try:
-            values[name.strip()] = kind(value)
+            values[name] = kind(value)
         except ValueError:
             raise ValueError(f"{flag} {text!r}: {value!r} is not a valid {kind.__name__}") from None
     if not values:
@@ -61,6 +75,17 @@ def stable_hash(path: str | bytes) -> int:
 def split_for(path: str | bytes, fractions: Mapping[str, float]) -> str:
     """The split of `path` under `fractions` (cumulative, in the order given)."""
     return split_for_hash(stable_hash(path), fractions)
+
+
+def split_of(fixed: str | None, path_hash: int, fractions: Mapping[str, float] | None,
+             validation_from_train: float | None) -> str | None:
+    """A record's split: the source's own (`fixed`; its train split less `validation_from_train`, which goes to
+    validation), else by `fractions` of its path hash (None: left to `--split-counts`)."""
+    if fixed == TRAIN and validation_from_train:
+        return split_for_hash(path_hash, {VALIDATION: validation_from_train, TRAIN: 1 - validation_from_train})
+    if fixed:
+        return fixed
+    return split_for_hash(path_hash, fractions) if fractions else None
 
 
 def split_for_hash(path_hash: int, fractions: Mapping[str, float]) -> str:

@@ -60,9 +60,10 @@ class PrepareRecords(beam.DoFn):
     RECORDS_PER_BATCH = 65536  # a worker holds at most this many records' columns per split
 
     def __init__(self, class_names: list[str], image_options: ImageOptions, fractions: dict[str, float] | None,
-                 staging: str, progress_dir: str | None):
+                 staging: str, progress_dir: str | None, validation_from_train: float | None = None):
         self._class_names, self._options, self._fractions = class_names, image_options, fractions
         self._staging, self._progress_dir = staging, progress_dir
+        self._validation_from_train = validation_from_train
 
     def setup(self):
         self._schema = schema.RecordSchema(tuple(self._class_names), self._options.channels,
@@ -96,7 +97,7 @@ class PrepareRecords(beam.DoFn):
             self._records.inc()
             self._record_bytes.inc(len(framed))
             path_hash = splits_lib.stable_hash(path)
-            split = item.split or (splits_lib.split_for_hash(path_hash, self._fractions) if self._fractions else None)
+            split = splits_lib.split_of(item.split, path_hash, self._fractions, self._validation_from_train)
             paths[split].append(path)
             rows[split].append(records.row(path_hash, item.label, offset, len(framed), prepared.stats,
                                            prepared.hashes))
@@ -293,9 +294,10 @@ class ReadAndPrepare(beam.PTransform):
     `PrepareRecords.FINGERPRINT`, shares of the source fingerprint."""
 
     def __init__(self, class_names: list[str], image_options: ImageOptions, fractions: dict[str, float] | None,
-                 staging: str, progress_dir: str | None = None):
+                 staging: str, progress_dir: str | None = None, validation_from_train: float | None = None):
         super().__init__()
-        self._prepare = PrepareRecords(class_names, image_options, fractions, staging, progress_dir)
+        self._prepare = PrepareRecords(class_names, image_options, fractions, staging, progress_dir,
+                                       validation_from_train)
 
     def expand(self, tasks):
         return (tasks

@@ -18,6 +18,7 @@ from shardflow import files, metadata
 from shardflow.images import parse_size
 from shardflow.pipeline import augment as augment_lib
 from shardflow.pipeline.decoder import Decoder
+from shardflow.pipeline.holdout import Holdout
 from shardflow.pipeline.parser import Parser
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -43,6 +44,7 @@ def load(
     input_context: tf.distribute.InputContext | None = None,
     data_service: str | None = None,
     backend: str = "tf",
+    holdout: Holdout | None = None,
 ) -> tf.data.Dataset:
     """`(images, labels)` batches of one split: images uint8 [B, H, W, C], labels int64 [B].
 
@@ -66,7 +68,10 @@ def load(
       data_service: "grpc://host:port" of a `shardflow serve-data` dispatcher to decode on its workers.
       backend: "tf" (tf.data), or "dali" to read and decode with NVIDIA DALI: on the GPU when TensorFlow sees one
         (nvJPEG), else in DALI's CPU mode (slower than "tf"); see `shardflow.pipeline.dali`. Not with `cache`,
-        `take` or `data_service`; `augment`'s fill_mode "nearest" or "constant".
+        `take`, `data_service` or `holdout`; `augment`'s fill_mode "nearest" or "constant".
+      holdout: only a deterministic part of the split: `Holdout(0.1)` the 10% held out by a stable hash of each
+        image's path (validation), `Holdout(0.1).rest()` the other 90% (training). The number of batches is then
+        not known in advance.
     """
     info = metadata.read(data_dir)
     size = _image_size(info, image_size)
@@ -78,7 +83,7 @@ def load(
     shards = _shards(info, split)
     if backend == "dali":
         unsupported = [name for name, used in (("cache", cache), ("take", take is not None),
-                                               ("data_service", data_service)) if used]
+                                               ("data_service", data_service), ("holdout", holdout)) if used]
         if unsupported:
             raise ValueError(f"backend='dali' does not support {', '.join(unsupported)}")
         from shardflow.pipeline import dali
@@ -104,6 +109,8 @@ def load(
         )
     else:  # the stored order, shard after shard (evaluation, prediction; one shard: the shuffle buffer shuffles)
         records = tf.data.TFRecordDataset(shards, buffer_size=READ_BUFFER_BYTES)
+    if holdout is not None:
+        records = records.filter(holdout.keeps)
     if take is not None:
         records = records.take(take)
     parser = Parser(Decoder(info.schema, info.max_side, info.stored_size), size, crop_to_aspect_ratio)
@@ -125,7 +132,7 @@ def load(
                 num_parallel_calls=AUTOTUNE, deterministic=deterministic)
         else:
             dataset = dataset.map(parser.parse_batch, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    if not repeat and not data_service:  # the number of batches is known from the metadata (Keras uses it)
+    if not repeat and not data_service and holdout is None:  # the number of batches is known from the metadata (Keras uses it)
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(
             count // batch_size if drop_remainder else math.ceil(count / batch_size)))
     if data_service:

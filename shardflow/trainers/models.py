@@ -7,13 +7,13 @@ Two classes get one sigmoid unit (binary crossentropy), more get a softmax.
 from __future__ import annotations
 
 import functools
+import urllib.error
 from collections.abc import Callable
 
 import keras
 from keras import layers
 
 from shardflow.trainers.options import BASES, MODELS
-
 
 
 def output_layer(num_classes: int) -> layers.Dense:
@@ -132,7 +132,14 @@ def base_model(base: str, input_shape: tuple[int, int, int], weights: str | None
         raise ValueError(f"unknown base {base!r}; choose one of {', '.join(BASES)}")
     weights = None if weights in (None, "none") else weights
     constructor = getattr(keras.applications, BASES[base][0])
-    model = constructor(include_top=False, weights=weights, input_shape=input_shape)
+    try:
+        model = constructor(include_top=False, weights=weights, input_shape=input_shape)
+    except Exception as error:  # Keras' get_file raises a bare Exception from the URLError
+        if not isinstance(error.__context__, urllib.error.URLError):
+            raise
+        raise ValueError(f"could not download the {base} ImageNet weights ({error.__context__.reason}); pass "
+                         "--weights FILE (those weights, saved where there is internet) or --weights none "
+                         "(random weights)") from None
     model.trainable = False
     return model
 

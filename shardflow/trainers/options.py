@@ -25,6 +25,7 @@ IMAGE_SIZES = {"mnist_convnet": 28, "fashion_cnn": 28, "transfer": 160, "fine_tu
 IMAGE_SIZE = 150  # the others'
 BATCH_SIZES = {"features": 64}  # the book trains the feature-extraction head with batch 64
 BATCH_SIZE = 32
+VALIDATION_SPLIT = 0.1  # of train, held out for validation when a dataset has no validation split (`Holdout`)
 AUGMENT_PLACES = ("auto", "model", "pipeline")  # of resize + augmentation; auto: the model with a GPU, else the CPU
 
 
@@ -35,7 +36,8 @@ class TrainOptions:
     model: str = "small_convnet"
     epochs: int = 30
     batch_size: int | None = None
-    image_size: int | None = None
+    image_size: int | None = None  # None: the dataset's stored size (square, `convert --size`), else the model's
+    validation_split: float | None = None  # None: VALIDATION_SPLIT, when the dataset has no validation split
     augment: str | dict[str, Any] | None = None
     augment_on: str = "auto"  # one of AUGMENT_PLACES
     optimizer: str | None = None
@@ -53,9 +55,18 @@ class TrainOptions:
     overwrite: bool = False  # replace an existing run folder
     verbose: int = 2
 
-
-
-    def with_model_defaults(self) -> TrainOptions:
-        """These options with the model's batch and image size filled in where they are None."""
+    def with_model_defaults(self, stored_size: tuple[int, int] | None = None) -> TrainOptions:
+        """These options with the batch and image size filled in where they are None: the image size of a dataset
+        stored at one square size (`stored_size`), else the model's."""
+        square = stored_size[0] if stored_size and stored_size[0] == stored_size[1] else None
         return dataclasses.replace(self, batch_size=self.batch_size or BATCH_SIZES.get(self.model, BATCH_SIZE),
-                                   image_size=self.image_size or IMAGE_SIZES.get(self.model, IMAGE_SIZE))
+                                   image_size=self.image_size or square or IMAGE_SIZES.get(self.model, IMAGE_SIZE))
+
+    def image_size_source(self, stored_size: tuple[int, int] | None) -> str:
+        """Where `with_model_defaults(stored_size)` takes the image size from, for the start line."""
+        if self.image_size:
+            return "--image-size"
+        if stored_size and stored_size[0] == stored_size[1]:
+            return "the dataset's stored size"
+        return f"{self.model}'s default" + (f"; the dataset's images are {stored_size[0]}x{stored_size[1]}"
+                                            if stored_size else "")

@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from typing import Any
 
 import keras
@@ -32,6 +33,7 @@ from shardflow.trainers.multi_worker import MultiWorkerLoop
 from shardflow.trainers.options import AUGMENT_PLACES, MODELS, TRAINING_DEFAULTS, TrainOptions
 from shardflow.trainers.plots import plot_history
 from shardflow.trainers.throughput import EpochThroughput, compute_seconds_per_step, input_wait_fractions
+from shardflow.trainers.validation import Part, validation_part
 
 MODEL_FILE, RUN_FILE, HISTORY_FILE, PLOT_FILE, METRICS_FILE, LOGS = (
     "model.keras", "run.json", "history.json", "history.png", "metrics.json", "logs")
@@ -47,8 +49,9 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
     started = time.time()
     info = metadata.read(data_dir)
     _check(info, options)
-    options = options.with_model_defaults()
-    _prepare_run_folder(out, options.overwrite)
+    _check_run_folder(out, options.overwrite)
+    size_source = options.image_size_source(info.stored_size)
+    options = options.with_model_defaults(info.stored_size)
     if options.seed is not None:
         keras.utils.set_random_seed(options.seed)
     keras.mixed_precision.set_global_policy("mixed_float16" if options.mixed_precision else "float32")
@@ -60,28 +63,32 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
     # In the model, the pipeline only decodes: the model takes the stored size (when the dataset has one).
     stored = info.stored_size if augment_on == "model" else None
     input_size = stored or (size, size)
+    validation = validation_part(info, options.validation_split)
+    training = Part(metadata.TRAIN, validation.holdout.rest() if validation and validation.holdout else None)
+    evaluation = Part(metadata.TEST) if metadata.TEST in info.splits else None
     if options.verbose:
         where = f"{len(gpus)} GPU(s)" if gpus else "the CPU (no GPU visible to TensorFlow)"
-        print(f"training {options.model} on {where}; {_placement_text(augment_on, params, info.stored_size, size)}",
-              file=sys.stderr)
+        print(f"training {options.model} on {where} at {size}x{size} ({size_source}); "
+              f"{_placement_text(augment_on, params, info.stored_size, size)}; validating on "
+              f"{validation.describe() if validation else 'nothing'}"
+              + (f", {evaluation.describe()} only reported" if evaluation else ""), file=sys.stderr)
     strategy = distribution_strategy()
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    validation = next((s for s in (metadata.VALIDATION, metadata.TEST) if s in info.splits), None)
-    evaluation = metadata.TEST if metadata.TEST in info.splits else validation
     for warning in _warnings(info, options, validation):
         print(f"warning: {warning}", file=sys.stderr)
 
-    def stream(split: str, training: bool) -> tf.data.Dataset:
-        dataset = load(data_dir, split, batch_size=options.batch_size, image_size=input_size, shuffle=training,
-                       seed=options.seed, augment=params if training and augment_on == "pipeline" else None,
-                       cache=options.cache)
-        return _shard_policy(dataset, len(info.split(split).shards), strategy.num_replicas_in_sync)
+    def stream(part: Part, train: bool) -> tf.data.Dataset:
+        dataset = load(data_dir, part.split, batch_size=options.batch_size, image_size=input_size, shuffle=train,
+                       seed=options.seed, augment=params if train and augment_on == "pipeline" else None,
+                       cache=options.cache, holdout=part.holdout)
+        return _shard_policy(dataset, len(info.split(part.split).shards), strategy.num_replicas_in_sync)
 
     input_shape = (size, size, info.channels)
     normalize = Normalize(models.normalization_for(options.model, options.base))
     with strategy.scope():
         if options.model == "features":
-            model, history, epochs = _train_on_features(info, options, size, normalize, stream, validation, out)
+            model, history, epochs = _train_on_features(info, options, size, normalize, stream,
+                                                        training, validation, out)
         else:
             bare = _bare_from_run(options, input_shape) if options.init_from else models.build(
                 options.model, input_shape, len(info.class_names), base=options.base, weights=options.weights,
@@ -89,21 +96,24 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
             model = assemble(bare, (*input_size, info.channels), normalize,
                              params if augment_on == "model" else None, options)
             _compile(model, options, len(info.class_names))
+            train_stream, validation_stream = stream(training, True), stream(validation, False) if validation else None
+            _prepare_run_folder(out, options.overwrite)  # only now: a mistake found above leaves no run folder
             if multi_worker:
                 loop = MultiWorkerLoop(model, strategy, models.loss_for(len(info.class_names)))
                 history, epochs = loop.fit(
-                    stream(metadata.TRAIN, True), stream(validation, False) if validation else None,
+                    train_stream, validation_stream,
                     epochs=options.epochs, steps_per_epoch=options.steps_per_epoch, patience=options.patience,
                     checkpoint=os.path.join(out, MODEL_FILE), verbose=options.verbose)
             else:
                 throughput = EpochThroughput(options.batch_size)
-                history = model.fit(
-                    stream(metadata.TRAIN, True),
-                    validation_data=stream(validation, False) if validation else None,
-                    epochs=options.epochs, steps_per_epoch=options.steps_per_epoch,
-                    callbacks=_callbacks(out, options, validation) + [throughput], verbose=options.verbose,
-                    shuffle=False,  # `load` shuffles (Keras would only warn that it cannot)
-                ).history
+                with warnings.catch_warnings():  # a held-out part's length is unknown until its first pass ends,
+                    warnings.filterwarnings("ignore", "Your input ran out of data")  # which Keras calls running out
+                    history = model.fit(
+                        train_stream, validation_data=validation_stream,
+                        epochs=options.epochs, steps_per_epoch=options.steps_per_epoch,
+                        callbacks=_callbacks(out, options, validation) + [throughput], verbose=options.verbose,
+                        shuffle=False,  # `load` shuffles (Keras would only warn that it cannot)
+                    ).history
                 epochs = throughput.epochs
     if not multi_worker and (not os.path.exists(os.path.join(out, MODEL_FILE)) or not validation):
         model.save(os.path.join(out, MODEL_FILE))  # (the multi-worker loop saves on every improvement)
@@ -119,15 +129,18 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
         test_loss, test_accuracy = model.evaluate(stream(evaluation, False), verbose=0) if evaluation else (None, None)
     compute = None  # the compute-only probe measures one device; with several replicas it would mislead
     if options.model != "features" and strategy.num_replicas_in_sync == 1:
-        compute = compute_seconds_per_step(model, stream(metadata.TRAIN, False))
+        compute = compute_seconds_per_step(model, stream(training, False))
     run = {"data_dir": os.path.abspath(data_dir), "class_names": info.class_names, "image_size": size,
            "input_size": list(input_size), "channels": info.channels, "model": options.model,
+           "validation": validation.recorded() if validation else None,
            "options": dataclasses.asdict(options)}
     _write_json(os.path.join(out, RUN_FILE), run)
     with open(os.path.join(out, preprocessing_lib.FILE), "w") as f:
         f.write(Preprocessing.of_dataset(info, input_size).to_json())
     metrics = {
-        "test_accuracy": test_accuracy, "test_loss": test_loss, "evaluated_on": evaluation,
+        "test_accuracy": test_accuracy, "test_loss": test_loss,
+        "evaluated_on": evaluation.split if evaluation else None,
+        "validation": validation.recorded() if validation else None,
         "epochs_run": len(history.get("loss", [])),
         "best_epoch": int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else None,
         "epoch_seconds": [round(e["seconds"], 2) for e in epochs],
@@ -193,25 +206,35 @@ def _shard_policy(dataset: tf.data.Dataset, shards: int, replicas: int) -> tf.da
     return dataset.with_options(options)
 
 
+def _check_run_folder(out: str, overwrite: bool) -> bool:
+    """Refuse to write into an existing run (or any non-empty folder) unless `overwrite`, and then only a run;
+    returns whether `out` holds a run to replace."""
+    if not (os.path.isdir(out) and os.listdir(out)):
+        return False
+    is_run = any(os.path.exists(os.path.join(out, name)) for name in (MODEL_FILE, RUN_FILE, LOGS))
+    if not overwrite:
+        what = "holds a training run" if is_run else "exists and is not empty"
+        raise ValueError(f"{out} {what}; pass --overwrite to replace it, or choose another --out")
+    if not is_run:
+        raise ValueError(f"{out} is not a training run; refusing to delete it, even with --overwrite")
+    return True
+
+
 def _prepare_run_folder(out: str, overwrite: bool) -> None:
-    """Refuse to write into an existing run (or any non-empty folder) unless `overwrite`, and then only a run."""
-    if os.path.isdir(out) and os.listdir(out):
-        is_run = any(os.path.exists(os.path.join(out, name)) for name in (MODEL_FILE, RUN_FILE, LOGS))
-        if not overwrite:
-            what = "holds a training run" if is_run else "exists and is not empty"
-            raise ValueError(f"{out} {what}; pass --overwrite to replace it, or choose another --out")
-        if not is_run:
-            raise ValueError(f"{out} is not a training run; refusing to delete it, even with --overwrite")
+    """An empty run folder at `out` (see `_check_run_folder`)."""
+    if _check_run_folder(out, overwrite):
         shutil.rmtree(out)
     os.makedirs(out, exist_ok=True)
 
 
-def _warnings(info: metadata.DatasetInfo, options: TrainOptions, validation: str | None) -> list[str]:
+def _warnings(info: metadata.DatasetInfo, options: TrainOptions, validation: Part | None) -> list[str]:
     """What the user should know before training starts: choices that work, but probably not as meant."""
     warnings = []
     if validation is None:
-        warnings.append(f"{info.data_dir} has no validation or test split: checkpoints and early stopping follow "
-                        "the training loss, and there is no test accuracy (convert with --splits to make one)")
+        warnings.append("--validation-split 0: checkpoints and early stopping follow the training loss")
+    if metadata.TEST not in info.splits:
+        warnings.append(f"{info.data_dir} has no test split: the run reports no test accuracy (convert with "
+                        "--splits train=0.8,validation=0.1,test=0.1 to make one)")
     if options.model in ("transfer", "fine_tune", "features") and options.weights == "none" and not options.init_from:
         warnings.append(f"--weights none: the {options.base} base starts from random weights"
                         + (" and stays frozen, so only the head learns" if options.model != "fine_tune" else "")
@@ -274,7 +297,7 @@ def _compile(model: keras.Model, options: TrainOptions, num_classes: int) -> Non
                   jit_compile=options.jit)
 
 
-def _callbacks(out: str, options: TrainOptions, validation: str | None) -> list[keras.callbacks.Callback]:
+def _callbacks(out: str, options: TrainOptions, validation: Part | None) -> list[keras.callbacks.Callback]:
     monitor = "val_loss" if validation else "loss"
     callbacks = [
         keras.callbacks.ModelCheckpoint(os.path.join(out, MODEL_FILE), monitor=monitor, save_best_only=True),
@@ -286,24 +309,25 @@ def _callbacks(out: str, options: TrainOptions, validation: str | None) -> list[
     return callbacks
 
 
-def _train_on_features(info, options, size, normalize, stream, validation, out):
-    """Feature extraction: run the frozen base once per split (of the training split, `steps_per_epoch` batches if
+def _train_on_features(info, options, size, normalize, stream, training, validation, out):
+    """Feature extraction: run the frozen base once per part (of the training part, `steps_per_epoch` batches if
     set), then train a small head on the features."""
     extractor_input = keras.Input((size, size, 3), dtype="uint8", name="image")
     base = models.feature_extractor(options.base, (size, size, 3), options.weights)
     extractor = keras.Model(extractor_input, base(normalize(extractor_input)))
 
-    def features(split: str, batches: int | None = None) -> tf.data.Dataset:
+    def features(part: Part, batches: int | None = None) -> tf.data.Dataset:
         outputs, labels = [], []
-        for images, batch_labels in stream(split, False).take(batches or -1):
+        for images, batch_labels in stream(part, False).take(batches or -1):
             outputs.append(extractor(images, training=False).numpy())
             labels.append(batch_labels.numpy())
         return tf.data.Dataset.from_tensor_slices((np.concatenate(outputs), np.concatenate(labels)))
 
-    train_features = features(metadata.TRAIN, options.steps_per_epoch)
-    train_features = train_features.shuffle(4096, seed=options.seed).batch(options.batch_size)
     head = models.features_head(tuple(base.output.shape[1:]), len(info.class_names))
     _compile(head, options, len(info.class_names))
+    _prepare_run_folder(out, options.overwrite)  # only now: a mistake found above leaves no run folder
+    train_features = features(training, options.steps_per_epoch)
+    train_features = train_features.shuffle(4096, seed=options.seed).batch(options.batch_size)
     throughput = EpochThroughput(options.batch_size)
     history = head.fit(train_features, epochs=options.epochs,
                        validation_data=features(validation).batch(options.batch_size) if validation else None,
