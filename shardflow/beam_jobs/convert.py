@@ -115,7 +115,8 @@ def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
     if unknown:
         raise ConversionError(f"unknown option(s) {', '.join(unknown)}: neither a shardflow convert option nor a "
                               f"registered Beam pipeline option (see shardflow convert --help){_did_you_mean(unknown)}")
-    listing = list_source(src, options.layout, unlabeled=options.unlabeled, class_names=options.class_names)
+    listing = list_source(src, options.layout, unlabeled=options.unlabeled, class_names=options.class_names,
+                          zip_encoding=options.zip_encoding)
     if options.split_counts is not None and listing.fixed_splits:
         raise ConversionError("--split-counts cannot be used on a source with its own train/validation/test folders")
     if options.split_counts is not None and not options.split_counts_allow_fewer:
