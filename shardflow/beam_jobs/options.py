@@ -77,7 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-names", help="comma-separated class order (default: sorted)")
     parser.add_argument("--zip-encoding", metavar="CODEPAGE",
                         help="a .zip's names are in this legacy code page (cp949: Korean Windows, cp932: Japanese) "
-                             "unless marked UTF-8 (default: UTF-8 when valid, else cp437, as unzip reads them)")
+                             "unless marked UTF-8; without it: UTF-8 when valid, else cp437, as unzip reads them")
     parser.add_argument("--splits", default=splits_lib.format_splits(defaults.splits),
                         help="fractions by a stable hash of the path")
     parser.add_argument("--split-counts", help="exact records per class, e.g. train=1000,validation=500,test=500")
