@@ -226,9 +226,10 @@ def _convert_like(args, beam_args) -> int:
     return 1
 
 
-_SHAPING = ("name", "layout", "unlabeled", "class_names", "splits", "split_counts", "split_counts_allow_fewer",
-            "channels", "image_format", "max_side", "size", "crop_to_aspect_ratio", "quality", "shard_size_mb",
-            "dedupe", "version", "description", "homepage", "license", "citation")  # convert's options that shape a dataset (--like takes them all from it)
+# convert's options that shape a dataset (--like takes them all from it)
+_SHAPING = ("name", "layout", "unlabeled", "class_names", "zip_encoding", "splits", "split_counts",
+            "split_counts_allow_fewer", "channels", "image_format", "max_side", "size", "crop_to_aspect_ratio",
+            "quality", "shard_size_mb", "dedupe", "version", "description", "homepage", "license", "citation")
 
 
 def _inspect(args, _extra) -> None:

@@ -116,7 +116,8 @@ def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
     if unknown:
         raise ConversionError(f"unknown option(s) {', '.join(unknown)}: neither a shardflow convert option nor a "
                               f"registered Beam pipeline option (see shardflow convert --help){_did_you_mean(unknown)}")
-    listing = list_source(src, options.layout, unlabeled=options.unlabeled, class_names=options.class_names)
+    listing = list_source(src, options.layout, unlabeled=options.unlabeled, class_names=options.class_names,
+                          zip_encoding=options.zip_encoding)
     _check_split_options(listing, options)
     if options.split_counts is not None and not options.split_counts_allow_fewer:
         _check_split_counts(_inputs_per_class(listing), options.split_counts, listing.class_names, "inputs")

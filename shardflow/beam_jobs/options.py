@@ -25,6 +25,7 @@ class ConvertOptions:
     layout: str = "auto"
     unlabeled: bool = False
     class_names: tuple[str, ...] | None = None
+    zip_encoding: str | None = None  # a zip's legacy code page (cp949...) for names neither UTF-8 nor marked so
     splits: dict[str, float] = dataclasses.field(default_factory=lambda: dict(splits_lib.DEFAULT_SPLITS))
     split_counts: dict[str, int] | None = None
     split_counts_allow_fewer: bool = False  # take what exists when a class has fewer images than asked
@@ -50,6 +51,8 @@ class ConvertOptions:
         if self.validation_from_train is not None and not 0 < self.validation_from_train < 1:
             raise ValueError(f"--validation-from-train must be between 0 and 1 (exclusive), got "
                              f"{self.validation_from_train:g}")
+        if self.zip_encoding is not None:
+            check_zip_encoding(self.zip_encoding)
 
     def recorded(self) -> dict[str, Any]:
         """These options as JSON values for a dataset's provenance (splits as text: their order matters)."""
@@ -79,6 +82,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how labels are found: auto detects Kaggle names, class folders or IDX files")
     parser.add_argument("--unlabeled", action="store_true", help="no labels (e.g. Kaggle's test1/): label -1")
     parser.add_argument("--class-names", help="comma-separated class order (default: sorted)")
+    parser.add_argument("--zip-encoding", metavar="CODEPAGE",
+                        help="a .zip's names are in this legacy code page (cp949: Korean Windows, cp932: Japanese) "
+                             "unless marked UTF-8; without it: UTF-8 when valid, else cp437, as unzip reads them")
     parser.add_argument("--splits", default=splits_lib.format_splits(defaults.splits),
                         help="fractions by a stable hash of the path")
     parser.add_argument("--split-counts", help="exact records per class, e.g. train=1000,validation=500,test=500")
@@ -134,6 +140,7 @@ def from_arguments(args: argparse.Namespace) -> ConvertOptions:
         layout=args.layout,
         unlabeled=args.unlabeled,
         class_names=tuple(c.strip() for c in args.class_names.split(",")) if args.class_names else None,
+        zip_encoding=args.zip_encoding,
         splits=splits_lib.parse_splits(args.splits),
         split_counts=splits_lib.parse_split_counts(args.split_counts) if args.split_counts else None,
         split_counts_allow_fewer=args.split_counts_allow_fewer,
@@ -152,6 +159,15 @@ def from_arguments(args: argparse.Namespace) -> ConvertOptions:
         card=DatasetCard(version=args.version, description=args.description or "", homepage=args.homepage or "",
                          license=args.license or "", citation=_text_or_file(args.citation)),
     )
+
+
+def check_zip_encoding(name: str) -> None:
+    """ValueError unless `name` is a text encoding Python knows (a code page such as cp949, cp932, cp866)."""
+    try:
+        b"a".decode(name)
+    except LookupError:  # unknown, or a bytes-to-bytes codec such as base64
+        raise ValueError(f"--zip-encoding {name!r} is not a text encoding Python knows; give a code page such as "
+                         "cp949 (Korean Windows), cp932 (Japanese), cp936 (Chinese) or cp866 (Russian)") from None
 
 
 def _text_or_file(value: str | None) -> str:

@@ -14,6 +14,7 @@ import math
 import os
 import posixpath
 import re
+import struct
 import tarfile
 import threading
 import zipfile
@@ -25,7 +26,7 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from shardflow.beam_jobs.options import LAYOUTS
+from shardflow.beam_jobs.options import LAYOUTS, check_zip_encoding
 from shardflow.files import is_remote
 from shardflow.images import IMAGE_EXTENSIONS
 from shardflow.schema import UNLABELED
@@ -42,6 +43,8 @@ STREAM_TASKS = 4  # a compressed tar is decompressed from its start by each task
 DEBRIS_FILES = {"thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "icon\r"}
 DEBRIS_FOLDERS = {"__macosx", "$recycle.bin", "system volume information"}
 ENCRYPTED = "encrypted, password required"
+ZIP_UTF8_FLAG = 0x800  # general purpose bit 11: the member's name is UTF-8
+ZIP_UNICODE_PATH = 0x7075  # Info-ZIP's Unicode Path extra field: version 1, CRC32 of the stored name, UTF-8 name
 
 
 class SourceError(ValueError):
@@ -101,10 +104,15 @@ def list_source(
     *,
     unlabeled: bool = False,
     class_names: Sequence[str] | None = None,
+    zip_encoding: str | None = None,
 ) -> SourceListing:
-    """Detect the layout of `src` (a folder, .zip, .tar[.gz] or a folder of IDX files) and list its inputs."""
+    """Detect the layout of `src` (a folder, .zip, .tar[.gz] or a folder of IDX files) and list its inputs.
+
+    `zip_encoding`: the legacy code page of a zip's names that are not marked UTF-8 (see `_zip_name`)."""
     if layout not in LAYOUTS:
         raise SourceError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if zip_encoding is not None:
+        check_zip_encoding(zip_encoding)
     remote = is_remote(src)
     src = src.rstrip("/") if remote else os.path.abspath(src)
     archive = src.lower().endswith((".zip", *TAR_SUFFIXES))
@@ -115,6 +123,9 @@ def list_source(
     elif not os.path.exists(src):
         raise SourceError(f"source {src!r} does not exist")
     is_folder = not archive if remote else os.path.isdir(src)
+    if zip_encoding is not None and (is_folder or not _is_zip(src)):
+        raise SourceError(f"--zip-encoding applies to a .zip source; {src} is "
+                          + ("a folder" if is_folder else "not a zip archive"))
     folders: list[str] = []  # folder entries, to report empty class folders
     if is_folder:
         members, rejects, folders = (folder_files, [], []) if remote else _walk(src)
@@ -127,7 +138,7 @@ def list_source(
     if is_folder:
         kind, locations = "folder", {m: _join(src, m) for m in members}
     elif _is_zip(src):
-        kind, (members, rejects, folders) = "zip", _zip_members(src)
+        kind, (members, rejects, locations, folders) = "zip", _zip_members(src, zip_encoding)
     elif src.lower().endswith(TAR_SUFFIXES) and _is_tar(src):
         members, rejects, locations, folders = _tar_members(src)
         kind = "tar" if locations else "tar-stream"
@@ -204,16 +215,73 @@ def _walk(root: str) -> tuple[list[str], list[tuple[str, str]], list[str]]:
     return found, rejects, folders
 
 
-def _zip_members(archive: str) -> tuple[list[str], list[tuple[str, str]], list[str]]:
-    """Member names, rejects (unsafe paths, encrypted members) and folder entries of a zip archive."""
-    with _open(archive) as raw, zipfile.ZipFile(raw) as zf:
-        infos = zf.infolist()
-    files = [i for i in infos if not i.is_dir()]
-    encrypted = [i.filename for i in files if i.flag_bits & 0x1 and not _is_debris(i.filename)]
-    locked = set(encrypted)
-    safe, rejects = _safe_members([i.filename for i in files if i.filename not in locked])
-    folders = [i.filename for i in infos if i.is_dir()]
-    return safe, rejects + [(name, ENCRYPTED) for name in encrypted], folders
+def _zip_members(archive: str, encoding: str | None
+                 ) -> tuple[list[str], list[tuple[str, str]], dict[str, str], list[str]]:
+    """Member names (decoded as `unzip` does: `_zip_name`), rejects (names that do not decode, unsafe paths,
+    encrypted members), where each member whose name zipfile decodes otherwise is (zipfile's name for it, which
+    the reader opens) and the folder entries of a zip archive."""
+    try:
+        with _open(archive) as raw, zipfile.ZipFile(raw) as zf:
+            infos = zf.infolist()
+    except UnicodeDecodeError as error:  # zipfile decodes a name marked UTF-8 strictly, refusing the whole archive
+        raise SourceError(f"{archive}: a member name is marked UTF-8 but is not ({error}); Python's zipfile "
+                          "cannot read this archive: rezip it") from None
+    names, rejects, encrypted, locations, folders = [], [], [], {}, []
+    for info in infos:
+        name, undecodable = _zip_name(info, encoding)
+        if info.is_dir():
+            folders += [] if undecodable else [name]
+        elif undecodable:
+            rejects.append((name, undecodable))
+        elif info.flag_bits & 0x1 and not _is_debris(name):
+            encrypted.append((name, ENCRYPTED))
+        else:
+            names.append(name)
+            if name != info.filename:
+                locations[name] = info.filename
+    safe, unsafe = _safe_members(names)
+    return safe, unsafe + encrypted + rejects, locations, folders
+
+
+def _zip_name(info: zipfile.ZipInfo, encoding: str | None) -> tuple[str, str | None]:
+    """A member's name as `unzip` decodes it, and None; or, when the legacy code page `encoding` cannot decode
+    it, the name with its undecodable bytes escaped and the reason.
+
+    In order: UTF-8 when the member is marked so (bit 11); the UTF-8 name of an Info-ZIP Unicode Path extra field
+    whose CRC32 matches the stored name (a stale one, left by a tool that renamed the member, is ignored, as
+    Info-ZIP does); `encoding` when given (Windows' own zip writes the OEM code page: cp949 in Korea, cp932 in
+    Japan); UTF-8 when the bytes are valid UTF-8 (the `zip` command on Linux or macOS); cp437.
+    """
+    if info.flag_bits & ZIP_UTF8_FLAG:
+        return info.filename, None
+    raw = info.orig_filename.encode("cp437")  # zipfile decoded the unmarked name as cp437: every byte maps back
+    name, undecodable = _unicode_path(info.extra, raw), None
+    if name is None and encoding is not None:
+        try:
+            name = raw.decode(encoding)
+        except UnicodeDecodeError as error:
+            name = raw.decode(encoding, "backslashreplace")
+            undecodable = (f"archive member name is not {encoding} (--zip-encoding): byte 0x{raw[error.start]:02x} "
+                           f"at {error.start} ({error.reason})")
+    if name is None:
+        try:
+            name = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            name = raw.decode("cp437")
+    return name.split("\0", 1)[0], undecodable  # as zipfile keeps names: up to a NUL (a trick of viruses)
+
+
+def _unicode_path(extra: bytes, raw: bytes) -> str | None:
+    """The UTF-8 name in an Info-ZIP Unicode Path extra field (0x7075) for the stored name `raw`, if any."""
+    while len(extra) >= 4:
+        kind, size = struct.unpack("<HH", extra[:4])
+        body, extra = extra[4:4 + size], extra[4 + size:]
+        if kind == ZIP_UNICODE_PATH and body[:1] == b"\x01" and body[1:5] == struct.pack("<I", zlib.crc32(raw)):
+            try:
+                return body[5:].decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+    return None
 
 
 def _tar_members(archive: str) -> tuple[list[str], list[tuple[str, str]], dict[str, str] | None, list[str]]:
