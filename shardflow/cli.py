@@ -249,11 +249,14 @@ def _verify(args, _extra) -> int:
     for shard in report.shards:
         for problem in shard.problems:
             print(f"{shard.split}: {shard.filename}: {problem}")
+    for note in report.notes:
+        print(f"{args.data}: {note}")
     if report.ok:
         print(f"{args.data}: OK, {report.records} records in {len(report.shards)} shards verified")
         return 0
     bad = sum(1 for s in report.shards if s.problems)
-    print(f"{args.data}: FAILED, {bad} of {len(report.shards)} shards damaged", file=sys.stderr)
+    print(f"{args.data}: FAILED, {bad} of {len(report.shards)} shards (or their record indexes) damaged",
+          file=sys.stderr)
     return 1
 
 

@@ -2,8 +2,9 @@
 
 Per shard (in parallel threads, streaming): it exists, its size and SHA-256 match the metadata, every record's
 TFRecord length and data CRCs hold, the record count matches, every record parses as a `tf.train.Example` with
-the schema's parse spec and its image decodes with the reader's own decoder. For the dataset: the invariants of
-its metadata (inputs == records + rejects + unselected) and the rejects list.
+the schema's parse spec and its image decodes with the reader's own decoder, and its record index (DALI's; the
+metadata holds no checksum of it), if any, gives every record's place. For the dataset: the invariants of its
+metadata (inputs == records + rejects + unselected) and the rejects list.
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from collections.abc import Iterator
 
 import tensorflow as tf
 
-from shardflow import files, metadata, schema
-from shardflow.framing import unframe
+from shardflow import files, metadata, record_index, schema
+from shardflow.framing import FOOTER_BYTES, HEADER_BYTES, unframe
 from shardflow.pipeline.decoder import Decoder
 
 READ_CHUNK = 8 * 2**20
@@ -28,6 +29,7 @@ class ShardReport:
     filename: str
     records: int = 0
     problems: list[str] = dataclasses.field(default_factory=list)
+    old_index: bool = False  # a record index under its old name (`record_index.legacy_filename`) that matches
 
 
 @dataclasses.dataclass
@@ -44,6 +46,14 @@ class VerifyReport:
     def records(self) -> int:
         return sum(s.records for s in self.shards)
 
+    @property
+    def notes(self) -> list[str]:
+        """Worth knowing, not wrong."""
+        old = sum(s.old_index for s in self.shards)
+        return [f"{old} record index(es) under their old name ({record_index.LEGACY_PREFIX}SHARD), which shard globs "
+                f"(*.tfrecord*) read as shards: the DALI backend moves them into {record_index.FOLDER}/ on first "
+                f"use, or delete them"] if old else []
+
 
 def verify(data_dir: str, *, decode_images: bool = True, workers: int | None = None) -> VerifyReport:
     """Check every shard of `data_dir` against its metadata; see the module docstring."""
@@ -51,7 +61,7 @@ def verify(data_dir: str, *, decode_images: bool = True, workers: int | None = N
     check = _RecordCheck(info) if decode_images else None
     jobs = [(split.name, shard) for split in info.splits.values() for shard in split.shards]
     with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        shards = list(pool.map(lambda job: check_shard(info, *job, check=check), jobs))
+        shards = list(pool.map(lambda job: check_shard(info, *job, check=check, indexes=True), jobs))
     return VerifyReport(data_dir, shards, _dataset_problems(info))
 
 
@@ -63,19 +73,20 @@ def damaged_shards(data_dir: str, split: str) -> list[str]:
 
 
 def check_shard(info: metadata.DatasetInfo, split: str, shard: metadata.Shard,
-                check: _RecordCheck | None = None) -> ShardReport:
-    """One shard against its metadata; with `check`, every record's fields and image too."""
+                check: _RecordCheck | None = None, indexes: bool = False) -> ShardReport:
+    """One shard against its metadata; with `check`, every record's fields and image too; with `indexes`, its
+    record indexes."""
     report = ShardReport(split, shard.filename)
     path = files.join(info.data_dir, shard.filename)
     if not files.exists(path):
         report.problems.append("missing")
         return report
     digest = hashlib.sha256()
-    size = 0
+    framed: list[int] = []
     try:
         for record in _records(path, digest):
             report.records += 1
-            size += len(record) + 16
+            framed.append(len(record) + HEADER_BYTES + FOOTER_BYTES)
             if check is not None:
                 problem = check(record)
                 if problem:
@@ -83,13 +94,33 @@ def check_shard(info: metadata.DatasetInfo, split: str, shard: metadata.Shard,
     except ValueError as error:
         report.problems.append(str(error))
         return report
+    size = sum(framed)
     if size != shard.num_bytes:
         report.problems.append(f"{size} bytes, the metadata says {shard.num_bytes}")
     if digest.hexdigest() != shard.sha256:
         report.problems.append("SHA-256 checksum differs from the metadata")
     if report.records != shard.num_records:
         report.problems.append(f"{report.records} records, the metadata says {shard.num_records}")
+    if indexes:
+        _check_indexes(report, info.data_dir, framed)
     return report
+
+
+def _check_indexes(report: ShardReport, data_dir: str, framed: list[int]) -> None:
+    """The shard's record indexes, where it has any (under the current name, or the old one), against its records'
+    framed lengths."""
+    current = record_index.index_filename(report.filename)
+    for name in (current, record_index.legacy_filename(report.filename)):
+        path = files.join(data_dir, name)
+        if not files.exists(path):
+            continue
+        with files.open_binary(path) as f:
+            mismatch = record_index.mismatch(f.read().decode(errors="replace"), framed)
+        if mismatch:
+            report.problems.append(f"its record index {name} does not match it ({mismatch}); delete the index: it "
+                                   "is rebuilt from the shard on first use")
+        elif name != current:
+            report.old_index = True
 
 
 def _records(path: str, digest) -> Iterator[bytes]:

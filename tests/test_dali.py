@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import os
 import shutil
 import sys
 
@@ -197,7 +198,7 @@ def test_stored_size_and_its_error(fixed, pets):
     assert str(by_dali.value) == str(by_tf.value)
 
 
-def test_conversion_writes_record_indexes_that_tfds_and_verify_ignore(pets):
+def test_conversion_writes_record_indexes_that_verify_checks_and_tfds_ignores(pets):
     info = metadata.read(pets)
     for split in info.splits.values():
         for shard, path in zip(split.shards, info.shard_paths(split.name)):
@@ -212,11 +213,12 @@ def test_conversion_writes_record_indexes_that_tfds_and_verify_ignore(pets):
 
 
 def test_indexes_are_built_on_first_use(pets, stored_order, tmp_path):
-    """A dataset converted without indexes (elsewhere, or before them) gets them beside its shards; an index that
-    does not fit its shard is rebuilt."""
+    """A dataset converted without indexes (elsewhere, or before them) gets them in its `dali-index/` folder; an
+    index that does not fit its shard is rebuilt."""
     bare = tmp_path / "bare"
-    shutil.copytree(pets, bare, ignore=shutil.ignore_patterns(record_index.PREFIX + "*"))
+    shutil.copytree(pets, bare, ignore=shutil.ignore_patterns(record_index.FOLDER))
     paths = metadata.read(str(bare)).shard_paths("test")
+    (bare / record_index.FOLDER).mkdir()
     with open(record_index.index_path(paths[0]), "w") as stale:
         stale.write("0 100\n")
     images, _ = arrays(load(str(bare), "test", batch_size=8, image_size=SIZE, backend="dali"))
@@ -224,6 +226,47 @@ def test_indexes_are_built_on_first_use(pets, stored_order, tmp_path):
     for path in paths:
         assert open(record_index.index_path(path)).read() == open(
             record_index.index_path(path.replace(str(bare), pets))).read()
+
+
+def test_an_index_with_a_flipped_byte_is_rebuilt(pets, tmp_path):
+    """An index whose lines do not follow on from each other (a digit flipped: one record's size, or the next one's
+    offset) does not fit, though its line count and end do."""
+    copy = tmp_path / "copy"
+    shutil.copytree(pets, copy)
+    info = metadata.read(str(copy))
+    shard, path = info.split("test").shards[0], info.shard_paths("test")[0]
+    index = record_index.index_path(path)
+    good = open(index, "rb").read()
+    at = good.index(b"\n") - 1  # the last digit of the first record's size
+    open(index, "wb").write(good[:at] + bytes([good[at] ^ 0x01]) + good[at + 1:])
+    assert record_index.index_for(path, shard) == index and open(index, "rb").read() == good
+
+
+def test_a_dataset_with_old_index_names_loads_and_they_leave_the_shard_glob(pets, stored_order, tmp_path,
+                                                                             monkeypatch):
+    """Datasets converted before the `dali-index/` folder kept each index beside its shard as `dali-index.SHARD`,
+    which `*.tfrecord*` matches: verify notes them, DALI reads them and moves them into the folder; one that does
+    not fit its shard is named by verify, and replaced."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    old = tmp_path / "old"
+    shutil.copytree(pets, old, ignore=shutil.ignore_patterns(record_index.FOLDER))
+    paths = metadata.read(str(old)).shard_paths("test")
+    legacy = [old / record_index.legacy_filename(os.path.basename(path)) for path in paths]
+    for path, name in zip(paths, legacy):
+        shutil.copyfile(record_index.index_path(path.replace(str(old), pets)), name)
+    legacy[1].write_text("0 100\n")
+    report = verify(str(old))
+    assert [(shard.old_index, len(shard.problems)) for shard in report.shards if shard.split == "test"] == [
+        (False, 1) if i == 1 else (True, 0) for i in range(len(paths))]
+    assert legacy[1].name in next(shard for shard in report.shards if shard.problems).problems[0]
+    assert report.notes[0].startswith(f"{len(paths) - 1} record index(es) under their old name")
+    images, _ = arrays(load(str(old), "test", batch_size=8, image_size=SIZE, backend="dali"))
+    np.testing.assert_array_equal(images, stored_order[0])
+    for path in paths:
+        assert open(record_index.index_path(path)).read() == record_index.scan(path)
+    assert not any(name.exists() for name in legacy)
+    assert not (tmp_path / "cache").exists()
+    assert verify(str(old)).ok
 
 
 def test_without_dali_the_error_names_the_packages(pets, monkeypatch):

@@ -1,8 +1,12 @@
 """`shardflow.pipeline.load`: batches, formats, decoding, order, options and errors, on converted datasets."""
 from __future__ import annotations
 
+import glob
+import pathlib
 import shutil
+import struct
 
+import google_crc32c
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -194,6 +198,36 @@ def test_augment_in_the_pipeline(pets):
     assert augmented[0].shape == plain.shape and augmented[0].dtype == np.uint8
     assert not np.array_equal(augmented[0], plain)
     np.testing.assert_array_equal(augmented[0], augmented[1])
+
+
+def tfrecords(path: str) -> list[bytes]:
+    """A TFRecord file's records by its framing (8-byte length, its masked CRC-32C, data, the data's masked CRC-32C),
+    read without TensorFlow or shardflow; AssertionError (or struct.error) for a file that is not framed so."""
+    def masked(data: bytes) -> int:
+        crc = google_crc32c.value(data)
+        return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+    data, records, at = pathlib.Path(path).read_bytes(), [], 0
+    while at < len(data):
+        length, length_crc = struct.unpack_from("<QI", data, at)
+        assert length_crc == masked(data[at:at + 8]), f"{path}: no TFRecord length at byte {at}"
+        record = data[at + 12:at + 12 + length]
+        assert struct.unpack_from("<I", data, at + 12 + length) == (masked(record),), f"{path}: byte {at}"
+        records.append(record)
+        at += 16 + length
+    return records
+
+
+def test_the_usual_shard_glob_finds_only_shards(pets):
+    """`tf.data.TFRecordDataset(tf.io.gfile.glob("OUT/*.tfrecord*"))`, the usual way to read TFRecords, and other
+    TFRecord readers get exactly the shards: the record indexes written with them (DALI's) are out of the way, even
+    of a recursive glob."""
+    info = metadata.read(str(pets))
+    found = tf.io.gfile.glob(str(pets / "*.tfrecord*"))
+    assert sorted(found) == sorted(path for split in info.splits for path in info.shard_paths(split))
+    assert sum(1 for _ in tf.data.TFRecordDataset(found)) == info.num_records
+    assert sum(len(tfrecords(path)) for path in found) == info.num_records
+    assert sorted(glob.glob(str(pets / "**" / "*.tfrecord*"), recursive=True)) == sorted(found)
 
 
 def test_errors_name_what_is_wrong(pets, tmp_path):

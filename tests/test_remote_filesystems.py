@@ -3,6 +3,7 @@ read side (metadata, verify, load) through tf.io.gfile."""
 from __future__ import annotations
 
 import io
+import posixpath
 import shutil
 import tarfile
 
@@ -10,7 +11,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from shardflow import metadata
+from shardflow import metadata, record_index
 from shardflow.beam_jobs.convert import ConvertOptions, convert
 from shardflow.beam_jobs.sources import SourceError
 from shardflow.pipeline import load
@@ -26,9 +27,11 @@ def test_convert_to_a_remote_filesystem(kaggle_dir, tmp_path):
     names = {path[len(out) + 1:] for path in MemoryFileSystem.files if path.startswith(out + "/")}
     assert {metadata.DATASET_INFO, metadata.FEATURES, metadata.SHARDFLOW_INFO, metadata.REJECTS} <= names
     assert not any(name.startswith(metadata.STAGING) for name in names)  # staging cleaned up remotely
-    local = tmp_path / "copy"  # the same bytes, brought home: they verify and load with TFDS
-    local.mkdir()
+    shards = [s.filename for split in info.splits.values() for s in split.shards]
+    assert {record_index.index_filename(shard) for shard in shards} <= names
+    local = tmp_path / "copy"  # the same bytes, brought home: they verify (indexes too) and load with TFDS
     for name in names:
+        (local / name).parent.mkdir(parents=True, exist_ok=True)
         (local / name).write_bytes(MemoryFileSystem.files[f"{out}/{name}"])
     assert verify(str(local)).ok
     builder = tfds.builder_from_directory(str(local))
@@ -40,14 +43,22 @@ def test_a_remote_dataset_reads_through_tf_gfile(pets_in_shards):
     """TensorFlow's in-memory filesystem (ram://) stands in for gs://: metadata, verify and load read it."""
     kaggle_out = pets_in_shards  # (several shards per split)
     remote = "ram://bucket/datasets/pets"
-    tf.io.gfile.makedirs(remote)
-    for path in kaggle_out.iterdir():
-        tf.io.gfile.copy(str(path), f"{remote}/{path.name}", overwrite=True)
+    for path in kaggle_out.rglob("*"):
+        if path.is_file():
+            name = path.relative_to(kaggle_out).as_posix()
+            tf.io.gfile.makedirs(posixpath.dirname(f"{remote}/{name}"))
+            tf.io.gfile.copy(str(path), f"{remote}/{name}", overwrite=True)
     info = metadata.read(remote)
     assert info.num_records == 60 and info.shard_paths("train")[0].startswith(remote + "/")
+    assert sorted(tf.io.gfile.glob(f"{remote}/*.tfrecord*")) == sorted(
+        path for split in info.splits for path in info.shard_paths(split))
     assert verify(remote).ok
     local = sum(len(labels) for _, labels in load(str(kaggle_out), "train", batch_size=8, image_size=16))
     assert sum(len(labels) for _, labels in load(remote, "train", batch_size=8, image_size=16)) == local
+    index = record_index.index_filename(info.split("train").shards[0].filename)
+    with tf.io.gfile.GFile(f"{remote}/{index}", "wb") as f:  # the record indexes are checked there too
+        f.write(b"0 1\n")
+    assert verify(remote).shards[0].problems[0].startswith(f"its record index {index} does not match")
 
 
 def test_convert_from_a_remote_filesystem(folders_dir, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from shardflow import metadata, schema
+from shardflow import metadata, record_index, schema
 from shardflow.framing import frame
 from shardflow.cli import main
 from shardflow.pipeline import damaged_shards_named, load
@@ -49,6 +49,25 @@ def test_damage_is_named(copy, capsys, damage, message):
     out = capsys.readouterr().out
     assert f"train: {shard.name}: " in out and message in out
     assert len(out.splitlines()) == 1  # only the damaged shard is reported
+
+
+@pytest.mark.parametrize("damage, message", [  # the last digit of line 2 (the second record's size) flipped
+    (lambda data: _flip(data, data.index(b"\n", data.index(b"\n") + 1) - 1, 0x01), "line 2 is '"),
+    (lambda data: data[:data.rindex(b"\n", 0, -1) + 1], " lines for the shard's "),  # the last line lost
+])
+def test_a_record_index_that_does_not_match_its_shard_is_named(copy, capsys, damage, message):
+    """The metadata's checksums cover the shards, not their indexes (DALI's): verify checks each index against its
+    shard's framing instead."""
+    shard = first_shard(copy)
+    index = copy / record_index.index_filename(shard.name)
+    index.write_bytes(damage(index.read_bytes()))
+    assert main(["verify", str(copy)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith(f"train: {shard.name}: its record index {record_index.index_filename(shard.name)} does "
+                          "not match it (") and message in out and "delete the index" in out
+    assert len(out.splitlines()) == 1
+    index.unlink()  # as the message says: a missing index is built on first use
+    assert main(["verify", str(copy)]) == 0
 
 
 def test_an_image_that_does_not_decode_is_named(copy, capsys):
@@ -131,8 +150,8 @@ def test_counts_must_add_up(copy, capsys):
     assert "rejects.jsonl lists 1 files, the metadata says 0" in capsys.readouterr().out
 
 
-def _flip(data: bytes, offset: int) -> bytes:
-    return data[:offset] + bytes([data[offset] ^ 0xFF]) + data[offset + 1:]
+def _flip(data: bytes, offset: int, bits: int = 0xFF) -> bytes:
+    return data[:offset] + bytes([data[offset] ^ bits]) + data[offset + 1:]
 
 
 def test_metadata_that_contradicts_itself_is_refused(copy):

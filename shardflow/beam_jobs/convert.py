@@ -271,6 +271,8 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
         listing.warnings + short + _untrained_classes(listing.class_names, info.splits) + _leaks(info.duplicates)))
     moved = [name for shard in summary["shards"]
              for name in (shard["filename"], record_index.index_filename(shard["filename"]))]
+    if not FileSystems.exists(FileSystems.join(out, record_index.FOLDER)):
+        FileSystems.mkdirs(FileSystems.join(out, record_index.FOLDER))  # (local folders; object stores have none)
     FileSystems.rename([FileSystems.join(staging, "shards", name) for name in moved],
                        [FileSystems.join(out, name) for name in moved])
     with FileSystems.create(FileSystems.join(out, metadata.REJECTS)) as f:
