@@ -51,18 +51,20 @@ NO_CLASS = "no class in the file name (expected <class>.<id>.jpg, e.g. cat.123.j
 
 class PrepareRecords(beam.DoFn):
     """StagedTask -> per split, record batches saved in the staging folder (their bytes appended to this
-    bundle's spill file); the main output names each batch file as (split, path), the other lists rejects.
+    bundle's spill file); the main output names each batch file as (split, path), the others list rejects and
+    the damaged JPEGs kept (`keep_damaged_jpegs`; else they are rejects), both as (path, reason).
 
     With `fractions` None (exact counts per class), the split is left to `take_counts` (key None)."""
 
     REJECTS = "rejects"
+    DAMAGED = "damaged"
     FINGERPRINT = "fingerprint"  # per bundle: the XOR of its inputs' `input_hash`
     RECORDS_PER_BATCH = 65536  # a worker holds at most this many records' columns per split
 
     def __init__(self, class_names: list[str], image_options: ImageOptions, fractions: dict[str, float] | None,
-                 staging: str, progress_dir: str | None):
+                 staging: str, progress_dir: str | None, keep_damaged_jpegs: bool = False):
         self._class_names, self._options, self._fractions = class_names, image_options, fractions
-        self._staging, self._progress_dir = staging, progress_dir
+        self._staging, self._progress_dir, self._keep_damaged = staging, progress_dir, keep_damaged_jpegs
 
     def setup(self):
         self._schema = schema.RecordSchema(tuple(self._class_names), self._options.channels,
@@ -85,6 +87,8 @@ class PrepareRecords(beam.DoFn):
                 prepared = self._prepare(payload)
                 if item.label is None:
                     raise Rejected(NO_CLASS)
+                if prepared.warning and not self._keep_damaged:
+                    raise Rejected(prepared.warning)
             except Rejected as reason:
                 self._progress.add(rejected=True)
                 Metrics.counter(NAMESPACE, f"rejected: {metadata.reject_kind(str(reason))}").inc()
@@ -95,11 +99,14 @@ class PrepareRecords(beam.DoFn):
             self._progress.add(rejected=False)
             self._records.inc()
             self._record_bytes.inc(len(framed))
+            if prepared.warning:
+                Metrics.counter(NAMESPACE, "damaged JPEGs kept").inc()
+                yield beam.pvalue.TaggedOutput(self.DAMAGED, (path, prepared.warning))
             path_hash = splits_lib.stable_hash(path)
             split = item.split or (splits_lib.split_for_hash(path_hash, self._fractions) if self._fractions else None)
             paths[split].append(path)
             rows[split].append(records.row(path_hash, item.label, offset, len(framed), prepared.stats,
-                                           prepared.hashes))
+                                           prepared.hashes, damaged=prepared.warning is not None))
         for split in paths:
             pending = self._pending[split]
             pending.append(records.RecordBatch(split, (self._spill_path,), tuple(paths[split]),
@@ -251,8 +258,10 @@ class WriteShard(beam.DoFn):
             out.write(record_index.index_text(batch.rows["length"].tolist()).encode())
         Metrics.counter(NAMESPACE, "shards written").inc()
         Metrics.counter(NAMESPACE, "shard bytes").inc(size)
+        damaged = [[index, batch.paths[index].decode("utf-8", "surrogateescape")]
+                   for index in np.flatnonzero(batch.rows["damaged"]).tolist()]
         yield {"split": job.split, "index": job.index, "filename": filename, "num_records": len(batch),
-               "num_bytes": size, "sha256": digest.hexdigest()}
+               "num_bytes": size, "sha256": digest.hexdigest(), "damaged": damaged}
 
 
 def _transportable(path: str) -> bytes:
@@ -260,7 +269,7 @@ def _transportable(path: str) -> bytes:
 
 
 def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
-    summary: dict[str, Any] = {"shards": [], "splits": [], "rejects": [], "unselected": 0}
+    summary: dict[str, Any] = {"shards": [], "splits": [], "rejects": [], "damaged": [], "unselected": 0}
     fingerprint = 0
     for kind, value in items:
         if kind == "duplicates":
@@ -270,8 +279,8 @@ def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
             summary["unselected"] += value
         elif kind == "fingerprint":
             fingerprint ^= value
-        elif kind == "rejects":
-            summary["rejects"].append((value[0].decode("utf-8", "surrogateescape"), value[1]))
+        elif kind in ("rejects", "damaged"):
+            summary[kind].append((value[0].decode("utf-8", "surrogateescape"), value[1]))
         else:
             summary[kind].append(value)
     summary["fingerprint"] = f"{fingerprint:064x}"
@@ -289,19 +298,20 @@ def input_hash(path: bytes, payload: bytes | np.ndarray | OSError) -> int:
 
 
 class ReadAndPrepare(beam.PTransform):
-    """Staged read tasks -> (split, record batch file); tagged `PrepareRecords.REJECTS`, (path, reason), and
-    `PrepareRecords.FINGERPRINT`, shares of the source fingerprint."""
+    """Staged read tasks -> (split, record batch file); tagged `PrepareRecords.REJECTS` and
+    `PrepareRecords.DAMAGED`, (path, reason), and `PrepareRecords.FINGERPRINT`, shares of the source fingerprint."""
 
     def __init__(self, class_names: list[str], image_options: ImageOptions, fractions: dict[str, float] | None,
-                 staging: str, progress_dir: str | None = None):
+                 staging: str, progress_dir: str | None = None, keep_damaged_jpegs: bool = False):
         super().__init__()
-        self._prepare = PrepareRecords(class_names, image_options, fractions, staging, progress_dir)
+        self._prepare = PrepareRecords(class_names, image_options, fractions, staging, progress_dir,
+                                       keep_damaged_jpegs)
 
     def expand(self, tasks):
         return (tasks
                 | "SpreadInputs" >> beam.Reshuffle()
                 | "Prepare" >> beam.ParDo(self._prepare).with_outputs(
-                    PrepareRecords.REJECTS, PrepareRecords.FINGERPRINT, main="records"))
+                    PrepareRecords.REJECTS, PrepareRecords.DAMAGED, PrepareRecords.FINGERPRINT, main="records"))
 
 
 class FindDuplicates(beam.PTransform):
