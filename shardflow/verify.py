@@ -69,10 +69,11 @@ def verify(data_dir: str, *, decode_images: bool = True, workers: int | None = N
     jobs = [(split.name, shard) for split in info.splits.values() for shard in split.shards]
     with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         shards = list(pool.map(lambda job: check_shard(info, *job, check=check), jobs))
-    found = sum(s.damaged_kept for s in shards)
-    if check is not None and found != len(damaged):
-        problems.append(f"{metadata.DAMAGED_JPEGS} lists {len(damaged)} records, {found} of them are in the shards")
-    return VerifyReport(data_dir, shards, problems)
+    report = VerifyReport(data_dir, shards, problems)
+    if check is not None and report.damaged_kept != len(damaged):
+        problems.append(f"{metadata.DAMAGED_JPEGS} lists {len(damaged)} records, {report.damaged_kept} of them are "
+                        "in the shards")
+    return report
 
 
 def damaged_shards(data_dir: str, split: str) -> list[str]:

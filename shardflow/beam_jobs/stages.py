@@ -14,7 +14,8 @@ show them by name; tests run each one alone with `TestPipeline` and `assert_that
                   (`record_index`, for DALI's reader).
   FindDuplicates  the records' duplicate keys (taken while preparing) gathered in one worker and grouped
                   (`duplicates.find_groups`): the groups the dataset holds, reported whether or not --dedupe.
-  Summarize       shard list, statistics, rejects and duplicate groups gathered into one summary file.
+  Summarize       shard list, statistics, rejects, damaged JPEGs kept and duplicate groups gathered into one
+                  summary file.
 
 Beam `Metrics` counters (namespace "shardflow": records prepared, rejected by reason, record bytes, shards
 written, shard bytes) show the job's progress in Dataflow's and Flink's UIs; `counters` reads them back.
