@@ -17,6 +17,7 @@ setup(
         "numpy>=1.26,<3",
         "pillow>=10.0,<13",
         "psutil>=5",  # stopping Beam's local worker processes on Ctrl-C or a dead worker
+        "simplejpeg>=1.9,<2",  # libjpeg-turbo that reports libjpeg's warnings (damaged JPEGs), which PIL silences
         "tensorboard>=2.16,<3",
         "tensorflow>=2.16,<2.22",
         "tensorflow-datasets>=4.9.6,<5",

@@ -228,8 +228,9 @@ def _convert_like(args, beam_args) -> int:
 
 # convert's options that shape a dataset (--like takes them all from it)
 _SHAPING = ("name", "layout", "unlabeled", "class_names", "zip_encoding", "splits", "split_counts",
-            "split_counts_allow_fewer", "channels", "image_format", "max_side", "size", "crop_to_aspect_ratio",
-            "quality", "shard_size_mb", "dedupe", "version", "description", "homepage", "license", "citation")
+            "split_counts_allow_fewer", "validation_from_train", "other_split_names", "channels", "image_format",
+            "max_side", "size", "crop_to_aspect_ratio", "quality", "shard_size_mb", "dedupe", "keep_damaged_jpegs",
+            "version", "description", "homepage", "license", "citation")
 
 
 def _inspect(args, _extra) -> None:
@@ -252,7 +253,9 @@ def _verify(args, _extra) -> int:
     for note in report.notes:
         print(f"{args.data}: {note}")
     if report.ok:
-        print(f"{args.data}: OK, {report.records} records in {len(report.shards)} shards verified")
+        print(f"{args.data}: OK, {report.records} records in {len(report.shards)} shards verified"
+              + (f"; {report.damaged_kept} of them damaged JPEGs kept by --keep-damaged-jpegs (listed in "
+                 f"{metadata.DAMAGED_JPEGS})" if report.damaged_kept else ""))
         return 0
     bad = sum(1 for s in report.shards if s.problems)
     print(f"{args.data}: FAILED, {bad} of {len(report.shards)} shards (or their record indexes) damaged",
@@ -377,7 +380,9 @@ def _inspect_text(info: metadata.DatasetInfo) -> str:
         + (f", all {info.size[0]}x{info.size[1]} (HxW{', centre-cropped' if info.crop_to_aspect_ratio else ''})"
            if info.size else ""),
         f"  inputs: {info.num_inputs}  records: {info.num_records}  rejected: {info.num_rejected}"
-        + (f"  unselected: {info.num_unselected}" if info.num_unselected else ""),
+        + (f"  unselected: {info.num_unselected}" if info.num_unselected else "")
+        + (f"  damaged JPEGs kept: {info.damaged_jpegs} (listed in {metadata.DAMAGED_JPEGS})"
+           if info.damaged_jpegs else ""),
         "  duplicates: " + (info.duplicates.sentence() if info.duplicates else "not looked for (an older shardflow)"),
     ]
     bins = metadata.SIZE_BINS

@@ -6,6 +6,11 @@ recorded options, so a model sees the same pixels from a file as from its record
 Valid RGB JPEGs that need no change are kept byte for byte ("passthrough"); anything else that PIL can decode
 (PNG/GIF/BMP/WebP, CMYK, grayscale, alpha, 16-bit, EXIF-rotated) is converted; the rest raises `Rejected`
 with a reason a person can act on.
+
+A JPEG whose compressed data is damaged can still decode, garbled, with a libjpeg warning ("Corrupt JPEG data:
+521 extraneous bytes before marker 0xd9") that PIL keeps to itself (its decoder silences libjpeg's messages):
+`jpeg_warning` asks libjpeg-turbo again through simplejpeg, which reports them, and `PreparedImage.warning` carries
+it for the conversion to reject the input (or keep it, with --keep-damaged-jpegs).
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps
 
 from shardflow.duplicates import ImageHashes, image_hashes
@@ -30,6 +36,8 @@ EXIF_ORIENTATION = 0x0112
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 _LEVELS = np.arange(256, dtype=np.float64)
+_SMALLEST = {"colorspace": "GRAY", "min_height": 1, "min_width": 1}  # simplejpeg: luma at 1/8 scale
+_JPEG_FORMATS = ("JPEG", "MPO")  # PIL's names for JPEG files (MPO: a camera's JPEG with extra pictures after it)
 
 
 class Rejected(Exception):
@@ -93,11 +101,12 @@ class PreparedImage:
     data: bytes | np.ndarray
     stats: ImageStats
     hashes: ImageHashes | None = None
+    warning: str | None = None  # libjpeg's warning for a JPEG that decodes only with one (`jpeg_warning`)
 
 
 def prepare_encoded(data: bytes, options: ImageOptions, hashes: bool = False) -> PreparedImage:
-    """Validate an encoded image file and prepare what its record stores (with its `ImageHashes` if `hashes`);
-    raises `Rejected`."""
+    """Validate an encoded image file and prepare what its record stores (with its `ImageHashes` if `hashes`, and
+    libjpeg's `warning` for a damaged JPEG that still decodes); raises `Rejected`."""
     if not data:
         raise Rejected("empty file (0 bytes)")
     if len(data) > options.max_file_bytes:
@@ -121,12 +130,54 @@ def prepare_encoded(data: bytes, options: ImageOptions, hashes: bool = False) ->
         image.draft(image.mode, _fit(size, options.max_side))  # decode at a reduced DCT scale
     elif options.size and image.format == "JPEG":
         image.draft(image.mode, _covering(size, options, turned=_orientation(image) in _TURNED))
-    _decode(image)
+    image, warning = _load(data, image)
     if keep_bytes:
-        return _prepared(data, image, passthrough=True, size=size, hashes=image_hashes(image) if hashes else None)
-    if _orientation(image) != 1:
-        image = ImageOps.exif_transpose(image)
-    return prepare_pixels(image, options, hashes)
+        prepared = _prepared(data, image, passthrough=True, size=size, hashes=image_hashes(image) if hashes else None)
+    else:
+        if _orientation(image) != 1:
+            image = ImageOps.exif_transpose(image)
+        prepared = prepare_pixels(image, options, hashes)
+    return dataclasses.replace(prepared, warning=warning)
+
+
+def _load(data: bytes, image: Image.Image) -> tuple[Image.Image, str | None]:
+    """`image` decoded (at its draft's DCT scale), and libjpeg's warning if it is a JPEG that has one.
+
+    An L or RGB JPEG without an EXIF turn is decoded by libjpeg-turbo through simplejpeg, strictly: PIL's pixels
+    (PIL's libjpeg-turbo at the same scale, with the same defaults) and the check for warnings in one pass. PIL
+    decodes anything else, and a JPEG that libjpeg warns about or refuses, for `_decode` and `jpeg_warning` to
+    say why."""
+    if image.format == "JPEG" and image.mode in ("RGB", "L") and _orientation(image) == 1:
+        try:
+            pixels = simplejpeg.decode_jpeg(data, colorspace="RGB" if image.mode == "RGB" else "GRAY",
+                                            min_height=image.height, min_width=image.width)
+        except ValueError:
+            pixels = None
+        if pixels is not None and pixels.shape[:2] == (image.height, image.width):  # else another DCT scale
+            decoded = Image.fromarray(pixels if image.mode == "RGB" else pixels[..., 0], image.mode)
+            decoded.info = image.info  # what a re-encode carries over (a JPEG comment, the DPI), as from PIL's
+            return decoded, None
+    _decode(image)
+    return image, jpeg_warning(data) if image.format in _JPEG_FORMATS else None
+
+
+def jpeg_warning(data: bytes) -> str | None:
+    """libjpeg's warning when it decodes this JPEG, as a reason ("corrupt JPEG data: 521 extraneous bytes before
+    marker 0xd9", "corrupt JPEG data: premature end of data segment", ...); None when it decodes without one, or
+    not at all (that is an error, the caller's decoder reports it).
+
+    Decoded at 1/8 scale: every scan's entropy-coded data is still read in full (where the damage shows), most of
+    the inverse DCT is skipped."""
+    try:
+        simplejpeg.decode_jpeg(data, **_SMALLEST)  # strict: the first warning raises
+        return None
+    except ValueError as error:
+        warning = str(error)
+    try:
+        simplejpeg.decode_jpeg(data, strict=False, **_SMALLEST)
+    except ValueError:
+        return None  # an error, not a warning
+    return warning[:1].lower() + warning[1:]
 
 
 def prepare_pixels(image: Image.Image, options: ImageOptions, hashes: bool = False) -> PreparedImage:

@@ -19,6 +19,7 @@ DATASET_INFO = "dataset_info.json"
 FEATURES = "features.json"
 SHARDFLOW_INFO = "shardflow.json"
 REJECTS = "rejects.jsonl"
+DAMAGED_JPEGS = "damaged_jpegs.jsonl"  # records kept by --keep-damaged-jpegs: path, split, shard, record, warning
 STAGING = ".shardflow-staging"
 FORMAT_VERSION = 1
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
@@ -165,6 +166,7 @@ class DatasetInfo:
     crop_to_aspect_ratio: bool = False  # --crop-to-aspect-ratio: centre-cropped to that aspect before resizing
     debris: tuple[str, ...] = ()  # macOS/Windows system files (._*, .DS_Store, Thumbs.db, ...), skipped by rule
     warnings: tuple[str, ...] = ()  # what the conversion warned about (case-twin classes, short splits, ...)
+    damaged_jpegs: int = 0  # records of JPEGs libjpeg decodes only with a warning (--keep-damaged-jpegs)
     card: DatasetCard = DatasetCard()
     provenance: Provenance | None = None  # None: converted by a shardflow before 0.2
     duplicates: Duplicates | None = None  # None: converted by a shardflow that did not look for duplicates
@@ -209,6 +211,8 @@ class DatasetInfo:
         if self.num_inputs != accounted:
             return [f"lost inputs: inputs ({self.num_inputs}) != records ({self.num_records}) + rejects "
                     f"({self.num_rejected}) + unselected ({self.num_unselected})"]
+        if not 0 <= self.damaged_jpegs <= self.num_records:
+            return [f"{self.damaged_jpegs} damaged JPEGs kept among {self.num_records} records"]
         return self.duplicates.problems(self.num_records, self.num_rejected) if self.duplicates else []
 
     def to_json(self) -> str:
@@ -269,6 +273,15 @@ def read_rejects(data_dir: str) -> list[dict[str, str]]:
     """The rejected inputs of a dataset, as written to rejects.jsonl."""
     text = files.read_text(files.join(data_dir, REJECTS))
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def read_damaged_jpegs(info: DatasetInfo) -> list[dict[str, Any]]:
+    """The records of damaged JPEGs a dataset kept (--keep-damaged-jpegs), as written to damaged_jpegs.jsonl;
+    none for a dataset from a shardflow before it (no such file, none counted)."""
+    path = files.join(info.data_dir, DAMAGED_JPEGS)
+    if not info.damaged_jpegs and not files.exists(path):
+        return []
+    return [json.loads(line) for line in files.read_text(path).splitlines() if line.strip()]
 
 
 def is_dataset_dir(path: str) -> bool:

@@ -2,9 +2,11 @@
 
 Per shard (in parallel threads, streaming): it exists, its size and SHA-256 match the metadata, every record's
 TFRecord length and data CRCs hold, the record count matches, every record parses as a `tf.train.Example` with
-the schema's parse spec and its image decodes with the reader's own decoder, and its record index (DALI's; the
-metadata holds no checksum of it), if any, gives every record's place. For the dataset: the invariants of its
-metadata (inputs == records + rejects + unselected) and the rejects list.
+the schema's parse spec and its image decodes with the reader's own decoder, a JPEG without a libjpeg warning
+(damaged data that still decodes, which TensorFlow's decoder would only print, without a name) unless the
+conversion kept it on purpose (--keep-damaged-jpegs, listed in damaged_jpegs.jsonl), and its record index (DALI's;
+the metadata holds no checksum of it), if any, gives every record's place. For the dataset: the invariants of its
+metadata (inputs == records + rejects + unselected), the rejects list and the damaged JPEGs'.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import tensorflow as tf
 
 from shardflow import files, metadata, record_index, schema
 from shardflow.framing import FOOTER_BYTES, HEADER_BYTES, unframe
+from shardflow.images import jpeg_warning
 from shardflow.pipeline.decoder import Decoder
 
 READ_CHUNK = 8 * 2**20
@@ -30,6 +33,7 @@ class ShardReport:
     records: int = 0
     problems: list[str] = dataclasses.field(default_factory=list)
     old_index: bool = False  # a record index under its old name (`record_index.legacy_filename`) that matches
+    damaged_kept: int = 0  # records listed in damaged_jpegs.jsonl (checked only when images are decoded)
 
 
 @dataclasses.dataclass
@@ -53,16 +57,31 @@ class VerifyReport:
         return [f"{old} record index(es) under their old name ({record_index.LEGACY_PREFIX}SHARD), which shard globs "
                 f"(*.tfrecord*) read as shards: the DALI backend moves them into {record_index.FOLDER}/ on first "
                 f"use, or delete them"] if old else []
+    def damaged_kept(self) -> int:
+        return sum(s.damaged_kept for s in self.shards)
 
 
 def verify(data_dir: str, *, decode_images: bool = True, workers: int | None = None) -> VerifyReport:
     """Check every shard of `data_dir` against its metadata; see the module docstring."""
     info = metadata.read(data_dir)
-    check = _RecordCheck(info) if decode_images else None
+    problems = _dataset_problems(info)
+    try:
+        damaged = metadata.read_damaged_jpegs(info)
+    except OSError:
+        damaged = []
+        problems.append(f"{metadata.DAMAGED_JPEGS} is missing")
+    if len(damaged) != info.damaged_jpegs:
+        problems.append(f"{metadata.DAMAGED_JPEGS} lists {len(damaged)} records, the metadata says "
+                        f"{info.damaged_jpegs}")
+    check = _RecordCheck(info, {(d["shard"], d["record"]): d["warning"] for d in damaged}) if decode_images else None
     jobs = [(split.name, shard) for split in info.splits.values() for shard in split.shards]
     with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         shards = list(pool.map(lambda job: check_shard(info, *job, check=check, indexes=True), jobs))
-    return VerifyReport(data_dir, shards, _dataset_problems(info))
+    report = VerifyReport(data_dir, shards, problems)
+    if check is not None and report.damaged_kept != len(damaged):
+        problems.append(f"{metadata.DAMAGED_JPEGS} lists {len(damaged)} records, {report.damaged_kept} of them are "
+                        "in the shards")
+    return report
 
 
 def damaged_shards(data_dir: str, split: str) -> list[str]:
@@ -88,9 +107,12 @@ def check_shard(info: metadata.DatasetInfo, split: str, shard: metadata.Shard,
             report.records += 1
             framed.append(len(record) + HEADER_BYTES + FOOTER_BYTES)
             if check is not None:
-                problem = check(record)
+                index = report.records - 1
+                listed = check.listed.get((shard.filename, index))
+                report.damaged_kept += listed is not None
+                problem, filename = check(record, listed)
                 if problem:
-                    report.problems.append(f"record {report.records - 1}: {problem}")
+                    report.problems.append(f"record {index}" + (f" ({filename})" if filename else "") + f": {problem}")
     except ValueError as error:
         report.problems.append(str(error))
         return report
@@ -130,40 +152,55 @@ def _records(path: str, digest) -> Iterator[bytes]:
 
 
 class _RecordCheck:
-    """A record's problem, if any: it parses with the schema's spec, its label is in range, and its image decodes
-    with the reader's decoder at full size (at the stored size, for a fixed-size dataset)."""
+    """A record's problem, if any, and its image/filename: it parses with the schema's spec, its label is in
+    range, a JPEG decodes without a libjpeg warning unless `listed` with that warning (kept by
+    --keep-damaged-jpegs: its size is then read from its header), and its image decodes with the reader's decoder
+    at full size (at the stored size, for a fixed-size dataset)."""
 
-    def __init__(self, info: metadata.DatasetInfo):
+    def __init__(self, info: metadata.DatasetInfo, listed: dict[tuple[str, int], str]):
         decoder = Decoder(info.schema)
         raw = info.schema.encoding == "raw"
-        self._classes, self._stored_size = len(info.class_names), info.stored_size
+        self._classes, self._stored_size, self._jpeg = (len(info.class_names), info.stored_size,
+                                                          info.schema.encoding == "jpeg")
+        self.listed = listed  # (shard, record index) -> the warning damaged_jpegs.jsonl gives
 
         @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
         def parse(record):
             fields = decoder.parse(record)
-            return fields.label, fields.data, fields.shape if raw else tf.zeros([3], tf.int64)
+            return fields.label, fields.data, fields.shape if raw else tf.zeros([3], tf.int64), fields.filename
 
         @tf.function(input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([3], tf.int64)])
         def decode(data, shape):
             return tf.shape(decoder.image(data, shape if raw else None))
 
-        self._parse, self._decode = parse, decode
+        @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+        def header(data):
+            return tf.image.extract_jpeg_shape(data)
 
-    def __call__(self, record: bytes) -> str | None:
+        self._parse, self._decode, self._header = parse, decode, header
+
+    def __call__(self, record: bytes, listed: str | None = None) -> tuple[str | None, str]:
         try:
-            label, data, shape = self._parse(tf.constant(record))
+            label, data, shape, filename = self._parse(tf.constant(record))
         except tf.errors.OpError as error:
-            return f"not a record of this dataset ({_reason(error)})"
+            return f"not a record of this dataset ({_reason(error)})", ""
+        filename = filename.numpy().decode("utf-8", "backslashreplace")
         if not (int(label) == schema.UNLABELED or 0 <= int(label) < self._classes):
-            return f"label {int(label)} out of range"
+            return f"label {int(label)} out of range", filename
+        warning = jpeg_warning(data.numpy()) if self._jpeg else None
+        if warning and warning != listed:
+            also = "" if listed is None else f" (listed in {metadata.DAMAGED_JPEGS} with another warning: {listed})"
+            return warning + also, filename
         try:
-            height, width, _ = self._decode(data, shape).numpy().tolist()
+            # A damaged JPEG kept on purpose: its size from its header (TF's decoder would print the warning).
+            size = self._header(data) if warning else self._decode(data, shape)
+            height, width, _ = size.numpy().tolist()
         except tf.errors.OpError as error:
-            return f"image does not decode ({_reason(error)})"
+            return f"image does not decode ({_reason(error)})", filename
         if self._stored_size not in (None, (height, width)):
             stored = "x".join(map(str, self._stored_size))
-            return f"image is {height}x{width}, not the dataset's stored size {stored} (HxW)"
-        return None
+            return f"image is {height}x{width}, not the dataset's stored size {stored} (HxW)", filename
+        return None, filename
 
 
 def _reason(error: tf.errors.OpError) -> str:

@@ -37,10 +37,13 @@ def fuzz_corpus(tmp_path_factory):
 
 
 def test_fuzzed_images_never_crash_the_job(fuzz_corpus, tmp_path, capsys):
-    assert main(["convert", str(fuzz_corpus), str(tmp_path / "out"), "--workers", "2"]) == 0
+    """Most flipped JPEGs that still decode do so with a libjpeg warning (rejected by default, see
+    test_damaged_jpegs): kept here, so that the reader's decoder is tried on them too."""
+    assert main(["convert", str(fuzz_corpus), str(tmp_path / "out"), "--workers", "2", "--keep-damaged-jpegs"]) == 0
     info = metadata.read(str(tmp_path / "out"))
     assert info.num_inputs == FUZZ_CASES == info.num_records + info.num_rejected
     assert info.num_records > 20 and info.num_rejected > 20  # both outcomes are exercised
+    assert info.damaged_jpegs > 20 and info.num_records > info.damaged_jpegs  # damaged ones and clean ones
     reasons = {r["reason"].split(":")[0] for r in metadata.read_rejects(str(tmp_path / "out"))}
     assert reasons  # every reject carries a reason
     report = verify(str(tmp_path / "out"))  # every stored record decodes with the reader's decoder

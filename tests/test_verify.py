@@ -75,7 +75,7 @@ def test_an_image_that_does_not_decode_is_named(copy, capsys):
     records = schema.RecordSchema(("cat", "dog"), 3, "passthrough")
     shard.write_bytes(frame(records.serialize(b"\xff\xd8 not really a jpeg", 0, "cat.1.jpg")))
     assert main(["verify", str(copy)]) == 1
-    assert "record 0: image does not decode" in capsys.readouterr().out
+    assert "record 0 (cat.1.jpg): image does not decode" in capsys.readouterr().out
 
 
 def test_the_reader_names_a_corrupted_shard(copy):
@@ -119,12 +119,12 @@ def test_a_fixed_size_dataset_holding_another_size_is_named(kaggle_dir, tmp_path
     images, _ = next(iter(load(str(tmp_path / "data"), "train", batch_size=2, image_size=None, shuffle=False)))
     assert images.shape == (2, 24, 32, 3)
     assert main(["verify", str(tmp_path / "data")]) == 1
-    assert "record 0: image is 2400x3200, not the dataset's stored size 24x32 (HxW)" in capsys.readouterr().out
+    assert "record 0 (cat.0.jpg): image is 2400x3200, not the dataset's stored size 24x32 (HxW)" in capsys.readouterr().out
     craft_first_shard(tmp_path / "data", [encode(Image.new("RGB", (16, 24)))] * 2)
     with pytest.raises(tf.errors.InvalidArgumentError):
         next(iter(load(str(tmp_path / "data"), "train", batch_size=2, image_size=None)))
     assert main(["verify", str(tmp_path / "data")]) == 1
-    assert "record 0: image is 24x16, not the dataset's stored size 24x32 (HxW)" in capsys.readouterr().out
+    assert "record 0 (cat.0.jpg): image is 24x16, not the dataset's stored size 24x32 (HxW)" in capsys.readouterr().out
 
 
 def craft_first_shard(data, images: list[bytes], image_format: str = "passthrough") -> None:

@@ -76,7 +76,8 @@ def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptio
         pipeline
         | "ListInputs" >> beam.Create(tasks, reshuffle=False)
         | "ReadAndPrepare" >> stages.ReadAndPrepare(listing.class_names, image_options, fractions, staging,
-                                                    progress_dir, options.validation_from_train)
+                                                    progress_dir, options.validation_from_train,
+                                                    options.keep_damaged_jpegs)
     )
     kept, removed = prepared.records, pipeline | "NoneRemoved" >> beam.Create([])
     if options.dedupe:
@@ -97,6 +98,7 @@ def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptio
         planned.stats | "TagStats" >> beam.Map(lambda s: ("splits", s)),
         (prepared[stages.PrepareRecords.REJECTS], removed) | "AllRejects" >> beam.Flatten()
         | "TagRejects" >> beam.Map(lambda r: ("rejects", r)),
+        prepared[stages.PrepareRecords.DAMAGED] | "TagDamaged" >> beam.Map(lambda d: ("damaged", d)),
         found | "TagDuplicates" >> beam.Map(lambda groups: ("duplicates", groups)),
         prepared[stages.PrepareRecords.FINGERPRINT] | "TagFingerprint" >> beam.Map(lambda h: ("fingerprint", h)),
         unselected,
@@ -228,11 +230,12 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
              started: float, options: ConvertOptions, provenance: metadata.Provenance) -> metadata.DatasetInfo:
     """Check the counts (with --split-counts: every class filled every split, else an error or, with
     --split-counts-allow-fewer, a warning), move shards and their record indexes into `out`, write rejects, the
-    dataset card and the metadata (dataset_info.json last)."""
+    damaged JPEGs kept, the dataset card and the metadata (dataset_info.json last)."""
     split_counts, allow_fewer = options.split_counts, options.split_counts_allow_fewer
     with FileSystems.open(FileSystems.join(staging, "summary.json")) as f:
         summary = json.loads(f.read())
     rejects = sorted([tuple(r) for r in summary["rejects"]] + list(listing.rejects))
+    damaged = _damaged_jpegs(summary)
     info = metadata.DatasetInfo(
         name=name,
         class_names=tuple(listing.class_names),
@@ -254,6 +257,7 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
         card=options.card,
         provenance=dataclasses.replace(provenance, source_fingerprint=summary["fingerprint"]),
         duplicates=_duplicates(summary["duplicates"], options.dedupe, rejects),
+        damaged_jpegs=len(damaged),
     )
     if info.problems():
         raise ConversionError(f"{info.problems()[0]}; {out} is left incomplete")
@@ -268,7 +272,8 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
         _check_split_counts(valid, split_counts, listing.class_names, "valid images (after rejects)")
     short = _short_splits(info.splits, split_counts or {}, listing.class_names) if allow_fewer else []
     info = dataclasses.replace(info, warnings=tuple(
-        listing.warnings + short + _untrained_classes(listing.class_names, info.splits) + _leaks(info.duplicates)))
+        listing.warnings + short + _untrained_classes(listing.class_names, info.splits) + _leaks(info.duplicates)
+        + _kept_damaged(damaged)))
     moved = [name for shard in summary["shards"]
              for name in (shard["filename"], record_index.index_filename(shard["filename"]))]
     if not FileSystems.exists(FileSystems.join(out, record_index.FOLDER)):
@@ -277,6 +282,8 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
                        [FileSystems.join(out, name) for name in moved])
     with FileSystems.create(FileSystems.join(out, metadata.REJECTS)) as f:
         f.write("".join(json.dumps({"path": p, "reason": r}) + "\n" for p, r in rejects).encode())
+    with FileSystems.create(FileSystems.join(out, metadata.DAMAGED_JPEGS)) as f:
+        f.write("".join(json.dumps(entry) + "\n" for entry in damaged).encode())
     metadata_writer.write(out, info, rejects)
     FileSystems.delete([staging])
     return info
@@ -312,6 +319,24 @@ def _duplicates(groups: dict[str, list[list[tuple[str, str | None]]]], dedupe: s
         structure_tolerance=duplicates.STRUCTURE_TOLERANCE, exact=counts("exact"), near=counts("near"),
         leak_example=example, dedupe=dedupe,
         removed=sum(metadata.reject_kind(reason) == metadata.DUPLICATE for _, reason in rejects))
+
+
+def _damaged_jpegs(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """The damaged JPEGs kept that are records (not removed by --dedupe, nor left unselected), by path: each with
+    its split, shard, index in the shard and libjpeg's warning (damaged_jpegs.jsonl's lines)."""
+    warnings = dict(summary["damaged"])
+    return sorted(({"path": path, "split": shard["split"], "shard": shard["filename"], "record": index,
+                    "warning": warnings[path]} for shard in summary["shards"] for index, path in shard["damaged"]),
+                  key=lambda entry: entry["path"])
+
+
+def _kept_damaged(damaged: list[dict[str, Any]]) -> list[str]:
+    """The warning for damaged JPEGs kept by --keep-damaged-jpegs: their pictures are probably garbled."""
+    if not damaged:
+        return []
+    return [f"--keep-damaged-jpegs kept {len(damaged)} damaged JPEG(s) whose pictures are probably garbled, e.g. "
+            f"{damaged[0]['path']!r} ({damaged[0]['warning']}); each is listed with libjpeg's warning in "
+            f"{metadata.DAMAGED_JPEGS}"]
 
 
 def _spans_splits(group: list[tuple[str, str | None]]) -> bool:

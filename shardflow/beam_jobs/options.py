@@ -8,7 +8,7 @@ import dataclasses
 import os
 from typing import Any
 
-from shardflow import duplicates, schema
+from shardflow import duplicates, metadata, schema
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.images import ImageOptions
 from shardflow.metadata import DatasetCard
@@ -39,6 +39,7 @@ class ConvertOptions:
     crop_to_aspect_ratio: bool = False  # with size: centre-crop to its aspect ratio instead of stretching
     shard_size_mb: float = 128.0
     dedupe: str | None = None  # "exact" or "near": keep one image per group of duplicates (None: keep all, report)
+    keep_damaged_jpegs: bool = False  # JPEGs libjpeg decodes only with a warning: records (listed), not rejects
     workers: int = 0  # 0: one per core
     overwrite: bool = False
     card: DatasetCard = DatasetCard()  # version, description, homepage, license, citation
@@ -113,6 +114,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep one image per group of duplicates (exact: the same decoded pixels; near: also "
                              "re-encoded, resized look-alikes), the smallest path; the others go to rejects.jsonl. "
                              "Without it, duplicates and leaks across splits are reported, nothing is removed")
+    parser.add_argument("--keep-damaged-jpegs", action="store_true",
+                        help="keep JPEGs whose compressed data is damaged but still decodes (libjpeg warns, e.g. "
+                             "'corrupt JPEG data: 521 extraneous bytes before marker 0xd9'; the picture is usually "
+                             f"garbled) as records, listed with the warning in {metadata.DAMAGED_JPEGS} (default: "
+                             f"reject them, the reason in {metadata.REJECTS})")
     parser.add_argument("--workers", type=int, default=defaults.workers,
                         help="local worker processes (0: one per core)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
@@ -154,6 +160,7 @@ def from_arguments(args: argparse.Namespace) -> ConvertOptions:
         crop_to_aspect_ratio=args.crop_to_aspect_ratio,
         shard_size_mb=args.shard_size_mb,
         dedupe=args.dedupe,
+        keep_damaged_jpegs=args.keep_damaged_jpegs,
         workers=args.workers,
         overwrite=args.overwrite,
         card=DatasetCard(version=args.version, description=args.description or "", homepage=args.homepage or "",

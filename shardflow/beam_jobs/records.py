@@ -18,20 +18,21 @@ from shardflow.metadata import SIZE_BINS
 
 
 def row_dtype(channels: int) -> np.dtype:
-    """One record's columns: sort key, label, location in its spill file, what statistics need, and the image's
-    duplicate keys (`duplicates.ImageHashes`)."""
+    """One record's columns: sort key, label, location in its spill file, what statistics need, whether it is a
+    damaged JPEG kept by --keep-damaged-jpegs, and the image's duplicate keys (`duplicates.ImageHashes`)."""
     return np.dtype([
         ("hash", "<u8"), ("label", "<i8"), ("spill", "<i4"), ("offset", "<i8"), ("length", "<i8"),
-        ("width", "<i8"), ("height", "<i8"), ("passthrough", "?"),
+        ("width", "<i8"), ("height", "<i8"), ("passthrough", "?"), ("damaged", "?"),
         ("channel_sum", "<f8", (channels,)), ("channel_sumsq", "<f8", (channels,)),
         ("exact", "V16"), ("perceptual", "<u8"), ("colour", f"V{3 * COLOUR_CELLS ** 2}"),
         ("structure", f"V{STRUCTURE_CELLS ** 2}"),
     ])
 
 
-def row(path_hash: int, label: int, offset: int, length: int, stats: ImageStats, hashes: ImageHashes) -> tuple:
+def row(path_hash: int, label: int, offset: int, length: int, stats: ImageStats, hashes: ImageHashes,
+        damaged: bool) -> tuple:
     """The columns of one record appended at `offset` of its batch's (only) spill file."""
-    return (path_hash, label, 0, offset, length, stats.width, stats.height, stats.passthrough,
+    return (path_hash, label, 0, offset, length, stats.width, stats.height, stats.passthrough, damaged,
             stats.channel_sum, stats.channel_sumsq, *hashes)
 
 

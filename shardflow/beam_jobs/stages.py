@@ -14,7 +14,8 @@ show them by name; tests run each one alone with `TestPipeline` and `assert_that
                   (`record_index`, for DALI's reader).
   FindDuplicates  the records' duplicate keys (taken while preparing) gathered in one worker and grouped
                   (`duplicates.find_groups`): the groups the dataset holds, reported whether or not --dedupe.
-  Summarize       shard list, statistics, rejects and duplicate groups gathered into one summary file.
+  Summarize       shard list, statistics, rejects, damaged JPEGs kept and duplicate groups gathered into one
+                  summary file.
 
 Beam `Metrics` counters (namespace "shardflow": records prepared, rejected by reason, record bytes, shards
 written, shard bytes) show the job's progress in Dataflow's and Flink's UIs; `counters` reads them back.
@@ -51,18 +52,21 @@ NO_CLASS = "no class in the file name (expected <class>.<id>.jpg, e.g. cat.123.j
 
 class PrepareRecords(beam.DoFn):
     """StagedTask -> per split, record batches saved in the staging folder (their bytes appended to this
-    bundle's spill file); the main output names each batch file as (split, path), the other lists rejects.
+    bundle's spill file); the main output names each batch file as (split, path), the others list rejects and
+    the damaged JPEGs kept (`keep_damaged_jpegs`; else they are rejects), both as (path, reason).
 
     With `fractions` None (exact counts per class), the split is left to `take_counts` (key None)."""
 
     REJECTS = "rejects"
+    DAMAGED = "damaged"
     FINGERPRINT = "fingerprint"  # per bundle: the XOR of its inputs' `input_hash`
     RECORDS_PER_BATCH = 65536  # a worker holds at most this many records' columns per split
 
     def __init__(self, class_names: list[str], image_options: ImageOptions, fractions: dict[str, float] | None,
-                 staging: str, progress_dir: str | None, validation_from_train: float | None = None):
+                 staging: str, progress_dir: str | None, validation_from_train: float | None = None,
+                 keep_damaged_jpegs: bool = False):
         self._class_names, self._options, self._fractions = class_names, image_options, fractions
-        self._staging, self._progress_dir = staging, progress_dir
+        self._staging, self._progress_dir, self._keep_damaged = staging, progress_dir, keep_damaged_jpegs
         self._validation_from_train = validation_from_train
 
     def setup(self):
@@ -86,6 +90,8 @@ class PrepareRecords(beam.DoFn):
                 prepared = self._prepare(payload)
                 if item.label is None:
                     raise Rejected(NO_CLASS)
+                if prepared.warning and not self._keep_damaged:
+                    raise Rejected(prepared.warning)
             except Rejected as reason:
                 self._progress.add(rejected=True)
                 Metrics.counter(NAMESPACE, f"rejected: {metadata.reject_kind(str(reason))}").inc()
@@ -96,11 +102,14 @@ class PrepareRecords(beam.DoFn):
             self._progress.add(rejected=False)
             self._records.inc()
             self._record_bytes.inc(len(framed))
+            if prepared.warning:
+                Metrics.counter(NAMESPACE, "damaged JPEGs kept").inc()
+                yield beam.pvalue.TaggedOutput(self.DAMAGED, (path, prepared.warning))
             path_hash = splits_lib.stable_hash(path)
             split = splits_lib.split_of(item.split, path_hash, self._fractions, self._validation_from_train)
             paths[split].append(path)
             rows[split].append(records.row(path_hash, item.label, offset, len(framed), prepared.stats,
-                                           prepared.hashes))
+                                           prepared.hashes, damaged=prepared.warning is not None))
         for split in paths:
             pending = self._pending[split]
             pending.append(records.RecordBatch(split, (self._spill_path,), tuple(paths[split]),
@@ -252,8 +261,10 @@ class WriteShard(beam.DoFn):
             out.write(record_index.index_text(batch.rows["length"].tolist()).encode())
         Metrics.counter(NAMESPACE, "shards written").inc()
         Metrics.counter(NAMESPACE, "shard bytes").inc(size)
+        damaged = [[index, batch.paths[index].decode("utf-8", "surrogateescape")]
+                   for index in np.flatnonzero(batch.rows["damaged"]).tolist()]
         yield {"split": job.split, "index": job.index, "filename": filename, "num_records": len(batch),
-               "num_bytes": size, "sha256": digest.hexdigest()}
+               "num_bytes": size, "sha256": digest.hexdigest(), "damaged": damaged}
 
 
 def _transportable(path: str) -> bytes:
@@ -261,7 +272,7 @@ def _transportable(path: str) -> bytes:
 
 
 def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
-    summary: dict[str, Any] = {"shards": [], "splits": [], "rejects": [], "unselected": 0}
+    summary: dict[str, Any] = {"shards": [], "splits": [], "rejects": [], "damaged": [], "unselected": 0}
     fingerprint = 0
     for kind, value in items:
         if kind == "duplicates":
@@ -271,8 +282,8 @@ def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
             summary["unselected"] += value
         elif kind == "fingerprint":
             fingerprint ^= value
-        elif kind == "rejects":
-            summary["rejects"].append((value[0].decode("utf-8", "surrogateescape"), value[1]))
+        elif kind in ("rejects", "damaged"):
+            summary[kind].append((value[0].decode("utf-8", "surrogateescape"), value[1]))
         else:
             summary[kind].append(value)
     summary["fingerprint"] = f"{fingerprint:064x}"
@@ -290,20 +301,21 @@ def input_hash(path: bytes, payload: bytes | np.ndarray | OSError) -> int:
 
 
 class ReadAndPrepare(beam.PTransform):
-    """Staged read tasks -> (split, record batch file); tagged `PrepareRecords.REJECTS`, (path, reason), and
-    `PrepareRecords.FINGERPRINT`, shares of the source fingerprint."""
+    """Staged read tasks -> (split, record batch file); tagged `PrepareRecords.REJECTS` and
+    `PrepareRecords.DAMAGED`, (path, reason), and `PrepareRecords.FINGERPRINT`, shares of the source fingerprint."""
 
     def __init__(self, class_names: list[str], image_options: ImageOptions, fractions: dict[str, float] | None,
-                 staging: str, progress_dir: str | None = None, validation_from_train: float | None = None):
+                 staging: str, progress_dir: str | None = None, validation_from_train: float | None = None,
+                 keep_damaged_jpegs: bool = False):
         super().__init__()
         self._prepare = PrepareRecords(class_names, image_options, fractions, staging, progress_dir,
-                                       validation_from_train)
+                                       validation_from_train, keep_damaged_jpegs)
 
     def expand(self, tasks):
         return (tasks
                 | "SpreadInputs" >> beam.Reshuffle()
                 | "Prepare" >> beam.ParDo(self._prepare).with_outputs(
-                    PrepareRecords.REJECTS, PrepareRecords.FINGERPRINT, main="records"))
+                    PrepareRecords.REJECTS, PrepareRecords.DAMAGED, PrepareRecords.FINGERPRINT, main="records"))
 
 
 class FindDuplicates(beam.PTransform):

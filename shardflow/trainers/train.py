@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from shardflow import metadata
+from shardflow import files, metadata
 from shardflow.pipeline import Preprocessing, damaged_shards_named, load
 from shardflow.pipeline import preprocessing as preprocessing_lib
 from shardflow.pipeline.augment import Augment, parse_augment
@@ -239,6 +239,11 @@ def _warnings(info: metadata.DatasetInfo, options: TrainOptions, validation: Par
         warnings.append(f"--weights none: the {options.base} base starts from random weights"
                         + (" and stays frozen, so only the head learns" if options.model != "fine_tune" else "")
                         + "; pass --weights imagenet (or a weights file) for transfer learning")
+    if info.damaged_jpegs:
+        warnings.append(f"{info.damaged_jpegs} record(s) hold damaged JPEGs kept by --keep-damaged-jpegs, listed "
+                        f"with libjpeg's warning in {files.join(info.data_dir, metadata.DAMAGED_JPEGS)}: "
+                        "TensorFlow's decoder prints that warning, without the file's name, each time it reads one "
+                        "stored as it was")
     return warnings
 
 
