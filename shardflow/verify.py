@@ -3,7 +3,7 @@
 Per shard (in parallel threads, streaming): it exists, its size and SHA-256 match the metadata, every record's
 TFRecord length and data CRCs hold, the record count matches, every record parses as a `tf.train.Example` with
 the schema's parse spec and its image decodes with the reader's own decoder. For the dataset: the invariants of
-its metadata (inputs == records + rejects + unselected) and the rejects list.
+its metadata (inputs == records + rejects + unselected), the rejects list and the groups of duplicates.
 """
 from __future__ import annotations
 
@@ -150,4 +150,20 @@ def _dataset_problems(info: metadata.DatasetInfo) -> list[str]:
         return problems + [f"{metadata.REJECTS} is missing"]
     if len(rejects) != info.num_rejected:
         problems.append(f"{metadata.REJECTS} lists {len(rejects)} files, the metadata says {info.num_rejected}")
-    return problems
+    return problems + _duplicates_problems(info)
+
+
+def _duplicates_problems(info: metadata.DatasetInfo) -> list[str]:
+    """duplicates.jsonl against the counts in the metadata (datasets whose shardflow wrote it)."""
+    if not (info.duplicates and info.duplicates.listed):
+        return []
+    try:
+        groups = metadata.read_duplicates(info.data_dir)
+    except metadata.DatasetError:
+        return [f"{metadata.DUPLICATES} is missing"]
+    near = info.duplicates.near
+    listed = (len(groups), sum(g.leak for g in groups), sum(g.labels_differ for g in groups))
+    if listed != (near.groups, near.leaks, near.labels_differ):
+        return [f"{metadata.DUPLICATES} lists {listed[0]} groups ({listed[1]} leaking, {listed[2]} whose labels "
+                f"differ), the metadata says {near.groups} ({near.leaks}, {near.labels_differ})"]
+    return []

@@ -24,7 +24,8 @@ def test_convert_to_a_remote_filesystem(kaggle_dir, tmp_path):
     info = convert(str(kaggle_dir), out, ConvertOptions(name="pets", workers=1))
     assert info.num_records == 60
     names = {path[len(out) + 1:] for path in MemoryFileSystem.files if path.startswith(out + "/")}
-    assert {metadata.DATASET_INFO, metadata.FEATURES, metadata.SHARDFLOW_INFO, metadata.REJECTS} <= names
+    assert {metadata.DATASET_INFO, metadata.FEATURES, metadata.SHARDFLOW_INFO, metadata.REJECTS,
+            metadata.DUPLICATES} <= names
     assert not any(name.startswith(metadata.STAGING) for name in names)  # staging cleaned up remotely
     local = tmp_path / "copy"  # the same bytes, brought home: they verify and load with TFDS
     local.mkdir()

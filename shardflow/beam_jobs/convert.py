@@ -227,11 +227,12 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
              started: float, options: ConvertOptions, provenance: metadata.Provenance) -> metadata.DatasetInfo:
     """Check the counts (with --split-counts: every class filled every split, else an error or, with
     --split-counts-allow-fewer, a warning), move shards and their record indexes into `out`, write rejects, the
-    dataset card and the metadata (dataset_info.json last)."""
+    groups of duplicates, the dataset card and the metadata (dataset_info.json last)."""
     split_counts, allow_fewer = options.split_counts, options.split_counts_allow_fewer
     with FileSystems.open(FileSystems.join(staging, "summary.json")) as f:
         summary = json.loads(f.read())
     rejects = sorted([tuple(r) for r in summary["rejects"]] + list(listing.rejects))
+    groups = duplicate_groups(summary["duplicates"], listing.class_names)
     info = metadata.DatasetInfo(
         name=name,
         class_names=tuple(listing.class_names),
@@ -252,7 +253,7 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
         data_dir=out,
         card=options.card,
         provenance=dataclasses.replace(provenance, source_fingerprint=summary["fingerprint"]),
-        duplicates=_duplicates(summary["duplicates"], options.dedupe, rejects),
+        duplicates=_duplicates(groups, options.dedupe, rejects),
     )
     if info.problems():
         raise ConversionError(f"{info.problems()[0]}; {out} is left incomplete")
@@ -274,7 +275,9 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
                        [FileSystems.join(out, name) for name in moved])
     with FileSystems.create(FileSystems.join(out, metadata.REJECTS)) as f:
         f.write("".join(json.dumps({"path": p, "reason": r}) + "\n" for p, r in rejects).encode())
-    metadata_writer.write(out, info, rejects)
+    listed = listed_groups(groups)
+    write_duplicates(out, listed)
+    metadata_writer.write(out, info, rejects, listed)
     FileSystems.delete([staging])
     return info
 
@@ -284,8 +287,7 @@ def _splits(summary: dict[str, Any], class_names: Sequence[str]) -> dict[str, me
     splits = {}
     for stats in summary["splits"]:
         shards = sorted((s for s in summary["shards"] if s["split"] == stats["split"]), key=lambda s: s["index"])
-        label_counts = {class_names[int(k)] if int(k) >= 0 else "unlabeled": v
-                        for k, v in stats["label_counts"].items()}
+        label_counts = {metadata.label_name(class_names, int(k)): v for k, v in stats["label_counts"].items()}
         splits[stats["split"]] = metadata.Split(
             name=stats["split"],
             shards=tuple(metadata.Shard(s["filename"], s["num_records"], s["num_bytes"], s["sha256"]) for s in shards),
@@ -295,24 +297,43 @@ def _splits(summary: dict[str, Any], class_names: Sequence[str]) -> dict[str, me
     return {name: splits[name] for name in metadata.split_names(splits)}
 
 
-def _duplicates(groups: dict[str, list[list[tuple[str, str | None]]]], dedupe: str | None,
-                rejects: Sequence[tuple[str, str]]) -> metadata.Duplicates:
-    """What the records' duplicate groups (per kind, lists of (path, split)) and the rejects add up to."""
-    def counts(kind: str) -> metadata.DuplicateCounts:
-        return metadata.DuplicateCounts(groups=len(groups[kind]), images=sum(map(len, groups[kind])),
-                                        leaks=sum(map(_spans_splits, groups[kind])))
+def duplicate_groups(found: dict[str, list[list[tuple[str, str, int]]]],
+                     class_names: Sequence[str]) -> dict[str, list[metadata.DuplicateGroup]]:
+    """The summary's groups of duplicates (per kind, lists of (path, split, label), by path) as typed groups."""
+    return {kind: [metadata.DuplicateGroup(kind, tuple(metadata.DuplicateMember(path, split, metadata.label_name(
+        class_names, label)) for path, split, label in group)) for group in groups] for kind, groups in found.items()}
 
-    leaking = next(filter(_spans_splits, groups["near"]), None)
-    example = {} if leaking is None else dict([leaking[0], next(m for m in leaking if m[1] != leaking[0][1])])
+
+def listed_groups(groups: dict[str, list[metadata.DuplicateGroup]]) -> list[metadata.DuplicateGroup]:
+    """What duplicates.jsonl lists: every near group (each exact group lies within one), as "exact" where all its
+    members are one group of exact copies."""
+    exact = {group.members for group in groups["exact"]}
+    return [dataclasses.replace(group, kind="exact") if group.members in exact else group
+            for group in groups["near"]]
+
+
+def write_duplicates(out: str, groups: Sequence[metadata.DuplicateGroup]) -> None:
+    """OUT/duplicates.jsonl: one group per line, in the order given."""
+    with FileSystems.create(FileSystems.join(out, metadata.DUPLICATES)) as f:
+        f.write("".join(group.to_json() + "\n" for group in groups).encode())
+
+
+def _duplicates(groups: dict[str, list[metadata.DuplicateGroup]], dedupe: str | None,
+                rejects: Sequence[tuple[str, str]]) -> metadata.Duplicates:
+    """What the records' duplicate groups (per kind) and the rejects add up to."""
+    def counts(kind: str) -> metadata.DuplicateCounts:
+        return metadata.DuplicateCounts(groups=len(groups[kind]), images=sum(len(g.members) for g in groups[kind]),
+                                        leaks=sum(g.leak for g in groups[kind]),
+                                        labels_differ=sum(g.labels_differ for g in groups[kind]))
+
+    leaking = next((group.members for group in groups["near"] if group.leak), None)
+    example = {} if leaking is None else {member.path: member.split for member in
+                                          (leaking[0], next(m for m in leaking if m.split != leaking[0].split))}
     return metadata.Duplicates(
         threshold=duplicates.NEAR_THRESHOLD, colour_tolerance=duplicates.COLOUR_TOLERANCE,
         structure_tolerance=duplicates.STRUCTURE_TOLERANCE, exact=counts("exact"), near=counts("near"),
         leak_example=example, dedupe=dedupe,
         removed=sum(metadata.reject_kind(reason) == metadata.DUPLICATE for _, reason in rejects))
-
-
-def _spans_splits(group: list[tuple[str, str | None]]) -> bool:
-    return len({split for _, split in group}) > 1
 
 
 def _leaks(found: metadata.Duplicates) -> list[str]:
@@ -322,7 +343,7 @@ def _leaks(found: metadata.Duplicates) -> list[str]:
     (first, first_split), (second, second_split) = found.leak_example.items()
     return [f"LEAK: {found.near.leaks} group(s) of duplicate images span splits ({found.exact.leaks} of exact "
             f"copies), e.g. {first!r} ({first_split}) and {second!r} ({second_split}); test scores count them "
-            f"as unseen. --dedupe near keeps one image per group"]
+            f"as unseen. --dedupe near keeps one image per group; every group is listed in {metadata.DUPLICATES}"]
 
 
 def _inputs_per_class(listing: SourceListing) -> dict[int, int]:

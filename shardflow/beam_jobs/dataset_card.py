@@ -1,6 +1,7 @@
 """The dataset card, `OUT/README.md`: what a team receiving the dataset needs to know, in one page: what it is,
-its classes and splits, a few images of each class (`samples.png`), statistics, what was rejected and why, how to
-load it and how it was made."""
+its classes and splits, a few images of each class (`samples.png`), statistics, what was rejected and why, its
+duplicates (the leaks and groups whose labels differ named, the groups drawn in `duplicates.png`), how to load it
+and how it was made."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ from shardflow import metadata
 
 CARD = "README.md"
 SAMPLES = "samples.png"  # drawn by `shardflow.preview.class_samples`
+DUPLICATES_PICTURE = "duplicates.png"  # drawn by `shardflow.preview.duplicates_picture`
 
 
 def summary(info: metadata.DatasetInfo) -> str:
@@ -20,7 +22,8 @@ def summary(info: metadata.DatasetInfo) -> str:
             f"{metadata.REJECTS}.")
 
 
-def markdown(info: metadata.DatasetInfo, rejects: Sequence[tuple[str, str]]) -> str:
+def markdown(info: metadata.DatasetInfo, rejects: Sequence[tuple[str, str]],
+             groups: Sequence[metadata.DuplicateGroup]) -> str:
     card = info.card
     lines = [f"# {info.name} {card.version}", "", card.description or summary(info), ""]
     lines += [f"- {label}: {value}" for label, value in
@@ -50,10 +53,13 @@ def markdown(info: metadata.DatasetInfo, rejects: Sequence[tuple[str, str]]) -> 
                   "", "Exact duplicates decode to the same pixels; near duplicates look the same (re-encoded, "
                   "resized). A leak is a group with images in more than one split: a test image whose twin is "
                   "in train is not unseen."]
-        if info.duplicates.leak_example:
-            lines += ["", "For example: " + " and ".join(f"`{path}` ({split})"
-                                                         for path, split in info.duplicates.leak_example.items())
-                      + "."]
+        lines += _named("Leaks (path, split, class; the first is the one `--dedupe` keeps)",
+                        [group for group in groups if group.leak])
+        lines += _named("Groups whose labels differ (a labelling question)",
+                        [group for group in groups if group.labels_differ])
+        if groups:
+            lines += ["", f"![Groups of duplicates side by side, leaks first; each group is a line of "
+                          f"{metadata.DUPLICATES}]({DUPLICATES_PICTURE})"]
     if info.warnings:
         lines += ["", "## Warnings", ""] + [f"- {warning}" for warning in info.warnings]
     lines += ["", "## Loading", "", "```python", "import tensorflow_datasets as tfds", "",
@@ -70,6 +76,13 @@ def markdown(info: metadata.DatasetInfo, rejects: Sequence[tuple[str, str]]) -> 
                   f"`{metadata.SHARDFLOW_INFO}`. Options:", "", "```json",
                   json.dumps(made.options, indent=1, sort_keys=True), "```", ""]
     return "\n".join(lines)
+
+
+def _named(title: str, groups: Sequence[metadata.DuplicateGroup]) -> list[str]:
+    """A titled list naming the first of `groups` (none: nothing)."""
+    if not groups:
+        return []
+    return ["", f"{title}:", ""] + [f"- {line}" for line in metadata.named_groups(groups, quote="`")]
 
 
 def _numbers(values: Sequence[float]) -> str:

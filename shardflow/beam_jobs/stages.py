@@ -13,7 +13,8 @@ show them by name; tests run each one alone with `TestPipeline` and `assert_that
   WriteShards     each shard copied from the spill files into place, with its SHA-256 and its record index
                   (`record_index`, for DALI's reader).
   FindDuplicates  the records' duplicate keys (taken while preparing) gathered in one worker and grouped
-                  (`duplicates.find_groups`): the groups the dataset holds, reported whether or not --dedupe.
+                  (`duplicates.find_groups`): the groups the dataset holds, reported (and listed in
+                  duplicates.jsonl by the launcher) whether or not --dedupe.
   Summarize       shard list, statistics, rejects and duplicate groups gathered into one summary file.
 
 Beam `Metrics` counters (namespace "shardflow": records prepared, rejected by reason, record bytes, shards
@@ -154,33 +155,34 @@ def take_counts(none_paths, counts: dict[str, int], batch_dir: str) -> Iterable[
     yield beam.pvalue.TaggedOutput("unselected", unselected)
 
 
-Groups = dict[str, list[list[tuple[bytes, str | None]]]]  # kind -> groups of (path, split), sorted by path
+Groups = dict[str, list[list[tuple[bytes, str | None, int]]]]  # kind -> groups of (path, split, label), by path
 
 
 HASH_COLUMNS = duplicates.ImageHashes._fields  # the record columns that hold `duplicates.ImageHashes`
 
 
 def hash_columns(split_path: tuple[str | None, str]) -> tuple[str | None, tuple[bytes, ...], np.ndarray]:
-    """(split, record batch file) -> its records' split, paths and duplicate keys (`HASH_COLUMNS`)."""
+    """(split, record batch file) -> its records' split, paths, labels and duplicate keys (`HASH_COLUMNS`)."""
     split, path = split_path
     batch = staged.load(path)
-    return split, batch.paths, repack_fields(batch.rows[list(HASH_COLUMNS)])
+    return split, batch.paths, repack_fields(batch.rows[["label", *HASH_COLUMNS]])
 
 
 def group_duplicates(columns: list[tuple[str | None, tuple[bytes, ...], np.ndarray]]) -> Groups:
-    """Every record's hash columns -> per kind ("exact", "near"), the groups of duplicates as (path, split)
-    pairs, members and groups in path order."""
-    members = sorted(((path, split, duplicates.ImageHashes(*keys)) for split, paths, rows in columns
-                      for path, keys in zip(paths, zip(*(rows[column].tolist() for column in HASH_COLUMNS)))),
+    """Every record's hash columns -> per kind ("exact", "near"), the groups of duplicates as (path, split,
+    label), members and groups in path order."""
+    members = sorted(((path, split, label, duplicates.ImageHashes(*keys)) for split, paths, rows in columns
+                      for path, label, keys in zip(paths, rows["label"].tolist(),
+                                                   zip(*(rows[column].tolist() for column in HASH_COLUMNS)))),
                      key=lambda member: member[0])
-    keys = [member[2] for member in members]
-    return {kind: [[members[i][:2] for i in group] for group in duplicates.find_groups(keys, kind)]
+    keys = [member[3] for member in members]
+    return {kind: [[members[i][:3] for i in group] for group in duplicates.find_groups(keys, kind)]
             for kind in duplicates.KINDS}
 
 
 def duplicates_to_drop(groups: Groups, kind: str) -> dict[bytes, bytes]:
     """Each duplicate of `kind` but its group's first (smallest) path -> that path."""
-    return {path: group[0][0] for group in groups[kind] for path, _ in group[1:]}
+    return {member[0]: group[0][0] for group in groups[kind] for member in group[1:]}
 
 
 def drop_duplicates(split_path: tuple[str | None, str], to_drop: dict[bytes, bytes],
@@ -264,7 +266,7 @@ def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
     fingerprint = 0
     for kind, value in items:
         if kind == "duplicates":
-            summary[kind] = {k: [[(p.decode("utf-8", "surrogateescape"), split) for p, split in group]
+            summary[kind] = {k: [[(p.decode("utf-8", "surrogateescape"), split, label) for p, split, label in group]
                                  for group in groups] for k, groups in value.items()}
         elif kind == "unselected":
             summary["unselected"] += value
