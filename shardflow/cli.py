@@ -13,7 +13,7 @@ from collections.abc import Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
 
 import shardflow  # noqa: E402  (after the environment is set)
-from shardflow import metadata, quiet  # noqa: E402
+from shardflow import files, metadata, quiet  # noqa: E402
 
 
 SUMMARY_MAX_CLASSES = 12  # more classes: the end-of-run summary gives their range per split
@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     """Every default and choice comes from the Python API's own (options dataclasses, function signatures)."""
     from shardflow.beam_jobs.options import add_arguments
-    from shardflow.preview import preview_grid
+    from shardflow.preview import DUPLICATE_GROUPS, preview_grid
     from shardflow.sample_data import write_sample_data
     from shardflow.trainers.options import AUGMENT_PLACES, BASES, MODELS, VALIDATION_SPLIT, TrainOptions
 
@@ -78,9 +78,13 @@ def _parser() -> argparse.ArgumentParser:
                               "--overwrite apply); says whether the shards came out byte-identical, or what changed")
     convert.set_defaults(shaping_defaults={dest: convert.get_default(dest) for dest in _SHAPING})
 
-    inspect = command("inspect", _inspect, "show a dataset's splits, classes and statistics")
+    inspect = command("inspect", _inspect, "show a dataset's splits, classes, statistics and duplicates")
     inspect.add_argument("data", help="a dataset folder written by `shardflow convert`")
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
+    inspect.add_argument("--duplicates", metavar="FILE.png",
+                         help="draw the groups of duplicates side by side, a row each (leaks first), into this PNG")
+    inspect.add_argument("--groups", type=int, metavar="N",
+                         help=f"with --duplicates: draw at most N groups (default {DUPLICATE_GROUPS})")
 
     verify = command("verify", _verify, "check checksums, record CRCs, counts and images of a dataset",
                      uses_tensorflow=True)
@@ -234,11 +238,21 @@ _SHAPING = ("name", "layout", "unlabeled", "class_names", "zip_encoding", "split
 
 
 def _inspect(args, _extra) -> None:
+    from shardflow.preview import DUPLICATE_GROUPS, draw_duplicates
+
+    if args.groups is not None and not args.duplicates:
+        raise UsageError("--groups N applies to the picture of --duplicates FILE.png; give that too")
+    if args.groups is not None and args.groups < 1:
+        raise UsageError("--groups must be >= 1")
     info = metadata.read(args.data)
     if args.json:
         print(json.dumps(_inspect_json(info), indent=1))
     else:
-        print(_inspect_text(info))
+        groups = metadata.read_duplicates(args.data) if info.duplicates and info.duplicates.listed else []
+        print(_inspect_text(info, groups))
+    if args.duplicates:
+        out = draw_duplicates(args.data, args.duplicates, args.groups or DUPLICATE_GROUPS)
+        print(f"wrote {out}", file=sys.stderr if args.json else sys.stdout)
 
 
 def _verify(args, _extra) -> int:
@@ -371,7 +385,7 @@ def _class_counts(counts: dict[str, int], class_names: Sequence[str]) -> str:
             "`shardflow inspect` lists them")
 
 
-def _inspect_text(info: metadata.DatasetInfo) -> str:
+def _inspect_text(info: metadata.DatasetInfo, groups: Sequence[metadata.DuplicateGroup]) -> str:
     lines = [
         f"{info.data_dir}: dataset {info.name!r}",
         f"  classes ({len(info.class_names)}): {', '.join(info.class_names) or '(unlabeled)'}",
@@ -385,6 +399,12 @@ def _inspect_text(info: metadata.DatasetInfo) -> str:
            if info.damaged_jpegs else ""),
         "  duplicates: " + (info.duplicates.sentence() if info.duplicates else "not looked for (an older shardflow)"),
     ]
+    listed_in = files.join(info.data_dir, metadata.DUPLICATES)
+    for title, named in (("leaks", [g for g in groups if g.leak]),
+                         ("labels differ", [g for g in groups if g.labels_differ])):
+        if named:
+            lines.append(f"    {title} ({len(named)} group(s); path (split, class), the first kept by --dedupe):")
+            lines += [f"      {line}" for line in metadata.named_groups(named, listed_in=listed_in)]
     bins = metadata.SIZE_BINS
     labels = [f"<{bins[0]}"] + [f"{a}-{b - 1}" for a, b in zip(bins, bins[1:])] + [f">={bins[-1]}"]
     for name, split in info.splits.items():

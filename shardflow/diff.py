@@ -84,9 +84,8 @@ def _entries(info: metadata.DatasetInfo) -> dict[str, Entry]:
         for records in stored_records(info, split).batch(BATCH):
             fields = decoder.parse(records)
             for name, label, data in zip(fields.filename.numpy(), fields.label.numpy(), _image_bytes(fields)):
-                class_name = info.class_names[label] if label >= 0 else "unlabeled"
                 entries[name.decode("utf-8", "surrogateescape")] = Entry(
-                    split, class_name, hashlib.sha256(data).hexdigest())
+                    split, metadata.label_name(info.class_names, label), hashlib.sha256(data).hexdigest())
     return entries
 
 

@@ -29,7 +29,7 @@ Needs no Beam and no TensorFlow (the per-image part runs inside `images.prepare`
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -45,8 +45,8 @@ STRUCTURE_TOLERANCE = 9  # max root-mean-square difference (levels) of two near 
 _LOW = 8  # the 8x8 lowest frequencies make the 64 bits
 _DCT = np.cos(np.pi * (2 * np.arange(THUMBNAIL)[None, :] + 1) * np.arange(_LOW)[:, None] / (2 * THUMBNAIL))
 _DCT_2D = np.kron(_DCT, _DCT)  # the 8x8 lowest frequencies of a flattened 32x32 thumbnail, in one product
-_BANDS = NEAR_THRESHOLD + 1
-_BAND_STARTS = [64 * b // _BANDS for b in range(_BANDS + 1)]
+BANDS = NEAR_THRESHOLD + 1  # the 64 bits cut into this many bands: near duplicates share one band's value
+_BAND_STARTS = [64 * b // BANDS for b in range(BANDS + 1)]
 
 
 class ImageHashes(NamedTuple):
@@ -117,15 +117,34 @@ def find_groups(keys: Sequence[ImageHashes], kind: str) -> list[list[int]]:
     """Groups of 2+ images that are duplicates of `kind` ("exact" or "near": exact ones included), each a sorted
     list of indices into `keys`, groups in the order of their first member."""
     check_kind(kind)
-    parent = list(range(len(keys)))
-    _join_equal(parent, [k.exact for k in keys])
+    pairs = equal_pairs([k.exact for k in keys])
     if kind == "near":
-        first = _join_equal(parent, [k[1:] for k in keys])  # the same near keys: near, and compared once
-        firsts = list(first.values())
-        for a, b in near_pairs(*near_columns([keys[i] for i in firsts])):
-            _union(parent, firsts[a], firsts[b])
+        pairs += near_key_pairs(keys)
+    return components(len(keys), pairs)
+
+
+def equal_pairs(keys: Sequence[Hashable]) -> list[tuple[int, int]]:
+    """(first index with the key, index) for every later index with the same key: enough pairs to connect them."""
+    first: dict[Hashable, int] = {}
+    return [(first[key], index) for index, key in enumerate(keys) if first.setdefault(key, index) != index]
+
+
+def near_key_pairs(keys: Sequence[ImageHashes], bands: Sequence[int] = range(BANDS)) -> list[tuple[int, int]]:
+    """Pairs that connect the near duplicates among `keys` (exact keys not looked at): identical near keys are
+    chained and compared once, the others by `near_pairs` with candidates from `bands`."""
+    pairs = equal_pairs([k[1:] for k in keys])
+    firsts = sorted(set(range(len(keys))) - {later for _, later in pairs})
+    return pairs + [(firsts[a], firsts[b]) for a, b in near_pairs(*near_columns([keys[i] for i in firsts]), bands)]
+
+
+def components(count: int, pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
+    """The connected components of 2+ of `count` indices joined by `pairs`, each sorted, in the order of their
+    first member (union-find)."""
+    parent = list(range(count))
+    for a, b in pairs:
+        _union(parent, a, b)
     members: dict[int, list[int]] = {}
-    for index in range(len(parent)):
+    for index in range(count):
         members.setdefault(_find(parent, index), []).append(index)
     return [group for group in members.values() if len(group) > 1]
 
@@ -136,14 +155,15 @@ def check_kind(kind: str, what: str = "the kind of duplicates") -> None:
         raise ValueError(f"{what} is {' or '.join(KINDS)}, not {kind!r}")
 
 
-def near_pairs(hashes: np.ndarray, colours: np.ndarray, structures: np.ndarray) -> list[tuple[int, int]]:
+def near_pairs(hashes: np.ndarray, colours: np.ndarray, structures: np.ndarray,
+               bands: Sequence[int] = range(BANDS)) -> list[tuple[int, int]]:
     """Index pairs (i < j) of images whose 64-bit `hashes` are within `NEAR_THRESHOLD` bits, from the banded
-    index, whose `colours` are within `COLOUR_TOLERANCE` and whose `structures` within `STRUCTURE_TOLERANCE`
-    (thumbnails as rows of `byte_rows`)."""
+    index (candidates: images with the same value in one of `bands`), whose `colours` are within
+    `COLOUR_TOLERANCE` and whose `structures` within `STRUCTURE_TOLERANCE` (thumbnails as rows of `byte_rows`)."""
     hashes = np.asarray(hashes, dtype=np.uint64)
     found: set[tuple[int, int]] = set()
-    for start, stop in zip(_BAND_STARTS, _BAND_STARTS[1:]):
-        band = (hashes >> np.uint64(start)) & np.uint64((1 << (stop - start)) - 1)
+    for number in bands:
+        band = band_values(hashes, number)
         order = np.argsort(band, kind="stable")
         for run in np.split(order, np.flatnonzero(np.diff(band[order])) + 1):
             if len(run) > 1:
@@ -157,12 +177,10 @@ def near_pairs(hashes: np.ndarray, colours: np.ndarray, structures: np.ndarray) 
     return sorted(found)
 
 
-def _join_equal(parent: list[int], keys: Sequence[Hashable]) -> dict[Hashable, int]:
-    """Join every index to the first index with the same key; returns each key's first index."""
-    first: dict[Hashable, int] = {}
-    for index, key in enumerate(keys):
-        _union(parent, first.setdefault(key, index), index)
-    return first
+def band_values(hashes: np.ndarray, number: int) -> np.ndarray:
+    """The value of band `number` (of `BANDS`) of each 64-bit hash."""
+    start, stop = _BAND_STARTS[number], _BAND_STARTS[number + 1]
+    return (np.asarray(hashes, dtype=np.uint64) >> np.uint64(start)) & np.uint64((1 << (stop - start)) - 1)
 
 
 def _find(parent: list[int], index: int) -> int:

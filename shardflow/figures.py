@@ -71,21 +71,45 @@ def png(drawn: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def image_grid(rows: Sequence[tuple[str, Sequence[np.ndarray]]], tile: int) -> bytes:
+GAP = 4  # pixels between the cells of a grid, and around it
+CAPTION = 20  # pixels of a row's caption, above its images
+LABEL_LINE = 14  # pixels per line of the labels under each image (8 points)
+
+
+def grid_size(rows: int, columns: int, tile: int, label_lines: int = 0) -> tuple[int, int]:
+    """(width, height) in pixels of an `image_grid` of `rows` x `columns` cells of `tile` pixels, with
+    `label_lines` lines of labels under each image."""
+    return GAP + columns * (tile + GAP), GAP + rows * (CAPTION + tile + label_lines * LABEL_LINE + GAP)
+
+
+def image_grid(rows: Sequence[tuple[str, Sequence[np.ndarray | None]]], tile: int,
+               labels: Sequence[Sequence[str]] | None = None, min_columns: int = 1) -> bytes:
     """PNG bytes of a grid: one row per (caption, uint8 images [H, W, C]), the caption above the row's first
-    image, each image in a `tile` x `tile` pixel cell (aspect ratio kept)."""
-    gap, caption = 4, 20
-    columns = max((len(images) for _, images in rows), default=1)
-    width, height = gap + columns * (tile + gap), gap + len(rows) * (caption + tile + gap)
+    image, each image in a `tile` x `tile` pixel cell (aspect ratio kept), at least `min_columns` cells wide;
+    with `labels`, text under each image (`labels[row][column]`, lines split by newlines). A None image is an
+    empty framed cell."""
+    columns = max([min_columns, *(len(images) for _, images in rows)])
+    lines = max((text.count("\n") + 1 for row in labels for text in row), default=1) if labels else 0
+    width, height = grid_size(len(rows), columns, tile, lines)
+    row_height = CAPTION + tile + lines * LABEL_LINE + GAP
     with figure(width, height) as drawn:
         for row, (text, images) in enumerate(rows):
-            top = height - gap - row * (caption + tile + gap)  # pixels from the bottom, as matplotlib counts
-            drawn.text(gap / width, (top - caption + 5) / height, text, fontsize=11, va="baseline",
+            top = height - GAP - row * row_height  # pixels from the bottom, as matplotlib counts
+            drawn.text(GAP / width, (top - CAPTION + 5) / height, text, fontsize=11, va="baseline",
                        parse_math=False)  # class names are text: "$" is a dollar sign, not TeX
             for col, pixels in enumerate(images):
-                ax = drawn.add_axes(((gap + col * (tile + gap)) / width, (top - caption - tile) / height,
-                                     tile / width, tile / height))
-                ax.imshow(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, cmap="gray", vmin=0, vmax=255,
-                          interpolation="nearest")
-                ax.set_axis_off()
+                left, bottom = GAP + col * (tile + GAP), top - CAPTION - tile
+                ax = drawn.add_axes((left / width, bottom / height, tile / width, tile / height))
+                if pixels is None:
+                    ax.set_xticks([])
+                    ax.set_yticks([])
+                    for spine in ax.spines.values():
+                        spine.set_color("0.6")
+                else:
+                    ax.imshow(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, cmap="gray", vmin=0, vmax=255,
+                              interpolation="nearest")
+                    ax.set_axis_off()
+                if labels:
+                    drawn.text(left / width, (bottom - 2) / height, labels[row][col], fontsize=8, va="top",
+                               linespacing=1.2, parse_math=False)
         return png(drawn)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from shardflow import files, schema
@@ -20,6 +20,7 @@ FEATURES = "features.json"
 SHARDFLOW_INFO = "shardflow.json"
 REJECTS = "rejects.jsonl"
 DAMAGED_JPEGS = "damaged_jpegs.jsonl"  # records kept by --keep-damaged-jpegs: path, split, shard, record, warning
+DUPLICATES = "duplicates.jsonl"
 STAGING = ".shardflow-staging"
 FORMAT_VERSION = 1
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
@@ -27,6 +28,8 @@ SPLITS = (TRAIN, VALIDATION, TEST)  # the usual splits, in reading order
 SIZE_BINS = (64, 128, 256, 512, 1024, 2048)  # histogram of the longer side: <64, 64-127, ..., >=2048
 DUPLICATE = "duplicate"
 DUPLICATE_OF = f"{DUPLICATE} of "  # the reason rejects.jsonl gives what --dedupe removed: "duplicate of PATH"
+UNLABELED_CLASS = "unlabeled"  # the class name of records without a label (label -1)
+NAMED_GROUPS = 10  # groups of duplicates that inspect and the card name (all of them are in duplicates.jsonl)
 
 
 class DatasetError(ValueError):
@@ -47,7 +50,7 @@ class Split:
 
     name: str
     shards: tuple[Shard, ...]
-    label_counts: dict[str, int]  # class name (or "unlabeled") -> records
+    label_counts: dict[str, int]  # class name (or UNLABELED_CLASS) -> records
     mean: tuple[float, ...]
     std: tuple[float, ...]
     size_histogram: tuple[int, ...]  # longer side, binned by SIZE_BINS
@@ -94,6 +97,7 @@ class DuplicateCounts:
     groups: int  # groups of 2+ records that are duplicates of each other
     images: int  # records in those groups
     leaks: int  # groups with records in more than one split
+    labels_differ: int | None = None  # groups whose records' labels differ (None: an older shardflow)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +115,11 @@ class Duplicates:
     colour_tolerance: int | None = None  # None: an older shardflow, whose near duplicates did not compare colours
     structure_tolerance: int | None = None  # None: an older shardflow, which did not compare structure
 
+    @property
+    def listed(self) -> bool:
+        """Whether duplicates.jsonl lists the groups (written by the shardflow that counts `labels_differ`)."""
+        return self.near.labels_differ is not None
+
     def sentence(self) -> str:
         """What inspect, the end of a conversion and the dataset card say about them."""
         near, exact = self.near, self.exact
@@ -120,6 +129,8 @@ class Duplicates:
         found = (f"{near.groups} group(s) of near duplicates ({near.images} images, perceptual hashes within "
                  f"{self.threshold} of 64 bits{colours}; exact copies among them: {exact.groups} group(s), {exact.images} "
                  f"images), {near.leaks} across splits (leaks)")
+        if self.listed:
+            found += f", {near.labels_differ} whose labels differ (each group listed in {DUPLICATES})"
         if not self.dedupe:
             return found
         return f"--dedupe {self.dedupe} removed {self.removed} (listed in {REJECTS}); the records left hold {found}"
@@ -129,7 +140,8 @@ class Duplicates:
         found = [f"{kind} duplicates: {counts.images} images cannot make {counts.groups} groups ({counts.leaks} "
                  f"leaking) among {num_records} records"
                  for kind, counts in (("exact", self.exact), ("near", self.near))
-                 if not (2 * counts.groups <= counts.images <= num_records and counts.leaks <= counts.groups)]
+                 if not (2 * counts.groups <= counts.images <= num_records and counts.leaks <= counts.groups
+                         and (counts.labels_differ or 0) <= counts.groups)]
         if self.exact.images > self.near.images:
             found.append(f"more exact duplicates ({self.exact.images}) than near ones ({self.near.images})")
         if self.removed > num_rejected:
@@ -137,6 +149,62 @@ class Duplicates:
         if self.dedupe and getattr(self, self.dedupe).groups:
             found.append(f"--dedupe {self.dedupe} left {getattr(self, self.dedupe).groups} group(s)")
         return found
+
+
+@dataclasses.dataclass(frozen=True)
+class DuplicateMember:
+    """One record of a group of duplicates."""
+
+    path: str  # its source path (`image/filename`)
+    split: str
+    label: str  # its class name (UNLABELED_CLASS for unlabeled records)
+
+
+@dataclasses.dataclass(frozen=True)
+class DuplicateGroup:
+    """One line of duplicates.jsonl: a group of near duplicates among a dataset's records (each group of exact
+    copies lies within one). `kind` is "exact" when all its members decode to the same pixels, else "near" (it may
+    hold exact copies besides others); `members` are in path order, so the first is the one --dedupe keeps."""
+
+    kind: str
+    members: tuple[DuplicateMember, ...]
+
+    @property
+    def leak(self) -> bool:
+        """Members in more than one split: a test image whose twin is in train is not unseen."""
+        return len({member.split for member in self.members}) > 1
+
+    @property
+    def labels_differ(self) -> bool:
+        """Members of more than one class: a labelling question."""
+        return len({member.label for member in self.members}) > 1
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": self.kind, "leak": self.leak, "labels_differ": self.labels_differ,
+                           "members": [dataclasses.asdict(member) for member in self.members]})
+
+    @classmethod
+    def from_json(cls, text: str) -> DuplicateGroup:
+        """The inverse of `to_json` (`leak` and `labels_differ` follow from the members)."""
+        value = json.loads(text)
+        return cls(value["kind"], tuple(_typed(DuplicateMember, member) for member in value["members"]))
+
+    def text(self, quote: str = "") -> str:
+        """Its members as `PATH (split, label)`, kept one first, each path between `quote`s."""
+        return ", ".join(f"{quote}{m.path}{quote} ({m.split}, {m.label})" for m in self.members)
+
+
+def named_groups(groups: Sequence[DuplicateGroup], quote: str = "", listed_in: str = DUPLICATES,
+                 limit: int = NAMED_GROUPS) -> list[str]:
+    """The first `limit` groups (`DuplicateGroup.text`), one per line, then how many more `listed_in` lists."""
+    more = len(groups) - limit
+    return [group.text(quote) for group in groups[:limit]] + (
+        [f"... and {more} more (all in {quote}{listed_in}{quote})"] if more > 0 else [])
+
+
+def label_name(class_names: Sequence[str], label: int) -> str:
+    """A record's class name from its label (UNLABELED_CLASS for -1)."""
+    return class_names[label] if label >= 0 else UNLABELED_CLASS
 
 
 def reject_kind(reason: str) -> str:
@@ -282,6 +350,17 @@ def read_damaged_jpegs(info: DatasetInfo) -> list[dict[str, Any]]:
     if not info.damaged_jpegs and not files.exists(path):
         return []
     return [json.loads(line) for line in files.read_text(path).splitlines() if line.strip()]
+
+
+def read_duplicates(data_dir: str) -> list[DuplicateGroup]:
+    """The groups of duplicates of a dataset, as written to duplicates.jsonl (by path of their first member);
+    `DatasetError` for a dataset converted before the file existed."""
+    path = files.join(data_dir, DUPLICATES)
+    if not files.exists(path):
+        raise DatasetError(f"{data_dir}: no {DUPLICATES} (converted by an older shardflow, or the file was "
+                           "removed); convert it again to list its groups of duplicates")
+    text = files.read_text(path)
+    return [DuplicateGroup.from_json(line) for line in text.splitlines() if line.strip()]
 
 
 def is_dataset_dir(path: str) -> bool:

@@ -1,26 +1,32 @@
 """Pictures of a dataset's images: `shardflow preview` (what the model will see, each image next to augmented
-versions of itself) and the dataset card's samples (a few stored images per class).
+versions of itself), the dataset card's samples (a few stored images per class) and its groups of duplicates
+side by side (`shardflow inspect --duplicates`, the card's duplicates.png).
 
 TensorFlow and matplotlib are imported when a picture is drawn, not with this module (the CLI reads
-`preview_grid`'s defaults).
+`preview_grid`'s defaults); the card's pictures and `duplicates_picture` need neither TensorFlow nor Beam.
 """
 from __future__ import annotations
 
 import io
 import itertools
 import os
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image
 
-from shardflow import figures, metadata, schema
+from shardflow import figures, files, framing, metadata, schema
 from shardflow.images import central_crop_box
 
 SAMPLE_SIZE = 96  # pixels of each sample in the card's grid (centre-cropped square thumbnails)
 SAMPLE_CLASSES = 20  # the card's grid shows the first classes only: one row each
 SAMPLE_SCAN = 5000  # records read at most to find them (a rare class may show fewer images, or none)
+DUPLICATE_TILE = 112  # pixels of each cell in the picture of duplicates (the whole image, aspect ratio kept)
+DUPLICATE_GROUPS = 20  # groups of duplicates drawn, leaks first (`shardflow inspect --duplicates --groups N`)
+DUPLICATE_MEMBERS = 8  # images drawn per group at most
+DUPLICATE_COLUMNS = 3  # cells per row at least, so that a row's caption fits
+Opener = Callable[[str], IO[bytes]]  # opens a shard by path: the reader's `files.open_binary`, or Beam's filesystems
 
 
 def preview_grid(data_dir: str, out: str, *, split: str = metadata.TRAIN, augment: str | dict[str, Any] | None = None,
@@ -42,7 +48,7 @@ def preview_grid(data_dir: str, out: str, *, split: str = metadata.TRAIN, augmen
         columns += [augment_lib.augment_batch(batch, params, key).numpy() for key in keys]
     rows = []
     for row, label in enumerate(labels.numpy()):
-        name = info.class_names[label] if 0 <= label < len(info.class_names) else "unlabeled"
+        name = info.class_names[label] if 0 <= label < len(info.class_names) else metadata.UNLABELED_CLASS
         rows.append((name + ("  (original, then augmented)" if params and row == 0 else ""),
                      [column[row] for column in columns]))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
@@ -57,10 +63,8 @@ def class_samples(info: metadata.DatasetInfo, records: Iterable[bytes], per_clas
 
     Parsed with NumPy and decoded with Pillow: no TensorFlow import (seconds) in the conversion's launcher.
     """
-    from tensorflow_datasets.core.example_parser import ExampleParserNp
-
-    parser = ExampleParserNp(info.schema.features.get_serialized_info())
-    names = info.class_names[:SAMPLE_CLASSES] or ["unlabeled"]
+    parser = _parser(info)
+    names = info.class_names[:SAMPLE_CLASSES] or [metadata.UNLABELED_CLASS]
     found: dict[int, list[np.ndarray]] = {label: [] for label in range(len(names))}
     for record in itertools.islice(records, SAMPLE_SCAN):
         example = parser.parse_example(record)
@@ -73,14 +77,98 @@ def class_samples(info: metadata.DatasetInfo, records: Iterable[bytes], per_clas
                               SAMPLE_SIZE)
 
 
-def _thumbnail(info: metadata.DatasetInfo, image: Any) -> np.ndarray:
-    """A stored image (encoded bytes, or raw pixels and shape) -> its central square at `SAMPLE_SIZE`, uint8
-    [H, W, C]."""
+def duplicates_picture(info: metadata.DatasetInfo, groups: Sequence[metadata.DuplicateGroup],
+                       limit: int = DUPLICATE_GROUPS, open_file: Opener = files.open_binary) -> bytes:
+    """PNG bytes: one row per group of duplicates (`groups` as duplicates.jsonl lists them; leaks first, then
+    those whose labels differ, at most `limit`), captioned with its line in the file, its kind and marks, its
+    images side by side as stored, each labelled with its split, class and path, the one --dedupe keeps first.
+    The images are found by path in the shards of their splits (opened with `open_file`), which are read until
+    every one is found; one that is not is an empty cell marked "not in shards"."""
+    numbered = sorted(enumerate(groups, 1), key=lambda item: (not item[1].leak, not item[1].labels_differ))[:limit]
+    shown = {line: group.members[:DUPLICATE_MEMBERS] for line, group in numbered}
+    wanted = {member.path for members in shown.values() for member in members}
+    splits = metadata.split_names({member.split for members in shown.values() for member in members})
+    parser = _parser(info)
+    found: dict[str, np.ndarray] = {}
+    for record in stored_records(info, splits, open_file):
+        example = parser.parse_example(record)
+        path = example[schema.FILENAME].decode("utf-8", "surrogateescape")
+        if path in wanted:
+            found[path] = _whole(info, example[schema.IMAGE], DUPLICATE_TILE)
+            if len(found) == len(wanted):
+                break
+    rows, labels = [], []
+    for line, group in numbered:
+        marks = [mark for mark, applies in (("LEAK", group.leak), ("LABELS DIFFER", group.labels_differ),
+                                            (f"{len(group.members) - DUPLICATE_MEMBERS} more not drawn",
+                                             len(group.members) > DUPLICATE_MEMBERS)) if applies]
+        rows.append((" · ".join([f"line {line}", group.kind, *marks]), [found.get(m.path) for m in shown[line]]))
+        labels.append([_duplicate_label(member, index == 0, member.path in found)
+                       for index, member in enumerate(shown[line])])
+    return figures.image_grid(rows, DUPLICATE_TILE, labels, min_columns=DUPLICATE_COLUMNS)
+
+
+def draw_duplicates(data_dir: str, out: str, limit: int = DUPLICATE_GROUPS) -> str:
+    """Write `duplicates_picture` of a dataset's groups of duplicates (duplicates.jsonl) to the PNG `out`."""
+    groups = metadata.read_duplicates(data_dir)
+    if not groups:
+        raise ValueError(f"{data_dir}: no duplicates to draw ({metadata.DUPLICATES} lists no group)")
+    picture = duplicates_picture(metadata.read(data_dir), groups, limit)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "wb") as f:
+        f.write(picture)
+    return out
+
+
+def stored_records(info: metadata.DatasetInfo, splits: Iterable[str],
+                   open_file: Opener = files.open_binary) -> Iterator[bytes]:
+    """The serialized records of `splits`, shard after shard (`open_file`: Beam's `FileSystems.open` in the
+    conversion's launcher; the reader's files otherwise)."""
+    for split in splits:
+        for shard in info.split(split).shards:
+            with open_file(files.join(info.data_dir, shard.filename)) as f:
+                yield from framing.unframe(f)
+
+
+def _duplicate_label(member: metadata.DuplicateMember, kept: bool, found: bool) -> str:
+    """Three lines under an image of a group: its split (and whether --dedupe keeps it), class and path."""
+    chars = DUPLICATE_TILE // 7  # of 8-point text in a cell
+    path = member.path if len(member.path) <= chars else "…" + member.path[1 - chars:]
+    return "\n".join((member.split + (" · kept" if kept else ""), member.label[:chars],
+                      path if found else "not in shards"))
+
+
+def _parser(info: metadata.DatasetInfo) -> Any:
+    """TFDS's NumPy parser of the dataset's records: no TensorFlow import."""
+    from tensorflow_datasets.core.example_parser import ExampleParserNp
+
+    return ExampleParserNp(info.schema.features.get_serialized_info())
+
+
+def _decoded(info: metadata.DatasetInfo, image: Any) -> Image.Image:
+    """A stored image (encoded bytes, or raw pixels and shape) as a Pillow image."""
     if info.schema.encoding == "raw":
         pixels = info.schema.features[schema.IMAGE].decode_example_np(image)
     else:
         pixels = np.asarray(Image.open(io.BytesIO(image)))
-    picture = Image.fromarray(pixels[..., 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels)
-    square = picture.crop(central_crop_box(picture.size, (1, 1))).resize((SAMPLE_SIZE, SAMPLE_SIZE), Image.BILINEAR)
-    thumbnail = np.asarray(square)
-    return thumbnail[..., None] if thumbnail.ndim == 2 else thumbnail
+    return Image.fromarray(pixels[..., 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels)
+
+
+def _array(picture: Image.Image) -> np.ndarray:
+    """uint8 [H, W, C]."""
+    pixels = np.asarray(picture)
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def _thumbnail(info: metadata.DatasetInfo, image: Any) -> np.ndarray:
+    """A stored image -> its central square at `SAMPLE_SIZE`, uint8 [H, W, C]."""
+    picture = _decoded(info, image)
+    return _array(picture.crop(central_crop_box(picture.size, (1, 1))).resize((SAMPLE_SIZE, SAMPLE_SIZE),
+                                                                               Image.BILINEAR))
+
+
+def _whole(info: metadata.DatasetInfo, image: Any, side: int) -> np.ndarray:
+    """A stored image, whole, shrunk to fit `side` x `side` pixels when larger, uint8 [H, W, C]."""
+    picture = _decoded(info, image)
+    picture.thumbnail((side, side))
+    return _array(picture)

@@ -6,7 +6,8 @@ the schema's parse spec and its image decodes with the reader's own decoder, a J
 (damaged data that still decodes, which TensorFlow's decoder would only print, without a name) unless the
 conversion kept it on purpose (--keep-damaged-jpegs, listed in damaged_jpegs.jsonl), and its record index (DALI's;
 the metadata holds no checksum of it), if any, gives every record's place. For the dataset: the invariants of its
-metadata (inputs == records + rejects + unselected), the rejects list and the damaged JPEGs'.
+metadata (inputs == records + rejects + unselected), the rejects list, the damaged JPEGs' and the groups of
+duplicates.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import hashlib
 import os
 from collections.abc import Iterator
 
+import numpy as np
 import tensorflow as tf
 
 from shardflow import files, metadata, record_index, schema
@@ -23,7 +25,7 @@ from shardflow.framing import FOOTER_BYTES, HEADER_BYTES, unframe
 from shardflow.images import jpeg_warning
 from shardflow.pipeline.decoder import Decoder
 
-READ_CHUNK = 8 * 2**20
+CHUNK_RECORDS = 512  # records checked together: one parse, one parallel decode
 
 
 @dataclasses.dataclass
@@ -57,6 +59,8 @@ class VerifyReport:
         return [f"{old} record index(es) under their old name ({record_index.LEGACY_PREFIX}SHARD), which shard globs "
                 f"(*.tfrecord*) read as shards: the DALI backend moves them into {record_index.FOLDER}/ on first "
                 f"use, or delete them"] if old else []
+
+    @property
     def damaged_kept(self) -> int:
         return sum(s.damaged_kept for s in self.shards)
 
@@ -102,20 +106,21 @@ def check_shard(info: metadata.DatasetInfo, split: str, shard: metadata.Shard,
         return report
     digest = hashlib.sha256()
     framed: list[int] = []
+    chunk: list[bytes] = []
     try:
         for record in _records(path, digest):
             report.records += 1
             framed.append(len(record) + HEADER_BYTES + FOOTER_BYTES)
             if check is not None:
-                index = report.records - 1
-                listed = check.listed.get((shard.filename, index))
-                report.damaged_kept += listed is not None
-                problem, filename = check(record, listed)
-                if problem:
-                    report.problems.append(f"record {index}" + (f" ({filename})" if filename else "") + f": {problem}")
+                chunk.append(record)
+                if len(chunk) == CHUNK_RECORDS:
+                    _check_chunk(report, check, chunk, report.records - len(chunk))
+                    chunk = []
     except ValueError as error:
         report.problems.append(str(error))
         return report
+    if chunk:
+        _check_chunk(report, check, chunk, report.records - len(chunk))
     size = sum(framed)
     if size != shard.num_bytes:
         report.problems.append(f"{size} bytes, the metadata says {shard.num_bytes}")
@@ -126,6 +131,15 @@ def check_shard(info: metadata.DatasetInfo, split: str, shard: metadata.Shard,
     if indexes:
         _check_indexes(report, info.data_dir, framed)
     return report
+
+
+def _check_chunk(report: ShardReport, check: _RecordCheck, chunk: list[bytes], first: int) -> None:
+    """Check the records `first`, `first` + 1, ... of the report's shard, noting their problems."""
+    listed = [check.listed.get((report.filename, first + i)) for i in range(len(chunk))]
+    report.damaged_kept += sum(warning is not None for warning in listed)
+    for index, (problem, filename) in enumerate(check(chunk, listed), first):
+        if problem:
+            report.problems.append(f"record {index}" + (f" ({filename})" if filename else "") + f": {problem}")
 
 
 def _check_indexes(report: ShardReport, data_dir: str, framed: list[int]) -> None:
@@ -152,10 +166,13 @@ def _records(path: str, digest) -> Iterator[bytes]:
 
 
 class _RecordCheck:
-    """A record's problem, if any, and its image/filename: it parses with the schema's spec, its label is in
+    """Records' problems, if any, and their image/filename: each parses with the schema's spec, its label is in
     range, a JPEG decodes without a libjpeg warning unless `listed` with that warning (kept by
     --keep-damaged-jpegs: its size is then read from its header), and its image decodes with the reader's decoder
-    at full size (at the stored size, for a fixed-size dataset)."""
+    at full size (at the stored size, for a fixed-size dataset).
+
+    Records are parsed as one batch and decoded by a parallel tf.data map; a batch that fails is checked again
+    record by record, which names the bad one."""
 
     def __init__(self, info: metadata.DatasetInfo, listed: dict[tuple[str, int], str]):
         decoder = Decoder(info.schema)
@@ -164,39 +181,68 @@ class _RecordCheck:
                                                           info.schema.encoding == "jpeg")
         self.listed = listed  # (shard, record index) -> the warning damaged_jpegs.jsonl gives
 
-        @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
-        def parse(record):
-            fields = decoder.parse(record)
-            return fields.label, fields.data, fields.shape if raw else tf.zeros([3], tf.int64), fields.filename
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def parse(records):
+            fields = decoder.parse(records)
+            shapes = fields.shape if raw else tf.zeros([tf.size(records), 3], tf.int64)
+            return fields.label, fields.data, shapes, fields.filename
 
-        @tf.function(input_signature=[tf.TensorSpec([], tf.string), tf.TensorSpec([3], tf.int64)])
-        def decode(data, shape):
+        def size(data, shape):
             return tf.shape(decoder.image(data, shape if raw else None))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([None, 3], tf.int64)])
+        def sizes(data, shapes):
+            images = tf.data.Dataset.from_tensor_slices((data, shapes))
+            sized = images.map(size, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            return sized.batch(tf.cast(tf.size(data), tf.int64)).get_single_element()
 
         @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
         def header(data):
             return tf.image.extract_jpeg_shape(data)
 
-        self._parse, self._decode, self._header = parse, decode, header
+        self._parse, self._sizes, self._header = parse, sizes, header
 
-    def __call__(self, record: bytes, listed: str | None = None) -> tuple[str | None, str]:
+    def __call__(self, records: list[bytes], listed: list[str | None]) -> list[tuple[str | None, str]]:
         try:
-            label, data, shape, filename = self._parse(tf.constant(record))
+            labels, data, shapes, filenames = self._parse(tf.constant(records))
         except tf.errors.OpError as error:
-            return f"not a record of this dataset ({_reason(error)})", ""
-        filename = filename.numpy().decode("utf-8", "backslashreplace")
-        if not (int(label) == schema.UNLABELED or 0 <= int(label) < self._classes):
-            return f"label {int(label)} out of range", filename
-        warning = jpeg_warning(data.numpy()) if self._jpeg else None
-        if warning and warning != listed:
-            also = "" if listed is None else f" (listed in {metadata.DAMAGED_JPEGS} with another warning: {listed})"
-            return warning + also, filename
+            if len(records) == 1:
+                return [(f"not a record of this dataset ({_reason(error)})", "")]
+            return [result for one, warning in zip(records, listed) for result in self([one], [warning])]
+        data = data.numpy()
+        results: list[tuple[str | None, str]] = []
+        to_decode = []
+        for i, (label, filename) in enumerate(zip(labels.numpy().tolist(), filenames.numpy().tolist())):
+            filename = filename.decode("utf-8", "backslashreplace")
+            warning = jpeg_warning(data[i]) if self._jpeg else None
+            if not (label == schema.UNLABELED or 0 <= label < self._classes):
+                results.append((f"label {label} out of range", filename))
+            elif warning and warning != listed[i]:
+                also = "" if listed[i] is None else (f" (listed in {metadata.DAMAGED_JPEGS} with another warning: "
+                                                     f"{listed[i]})")
+                results.append((warning + also, filename))
+            elif warning:  # a damaged JPEG kept on purpose: its size from its header (TF's decoder would warn)
+                results.append(self._size_problem(self._header(data[i]), filename))
+            else:
+                results.append((None, filename))
+                to_decode.append(i)
+        if not to_decode:
+            return results
         try:
-            # A damaged JPEG kept on purpose: its size from its header (TF's decoder would print the warning).
-            size = self._header(data) if warning else self._decode(data, shape)
-            height, width, _ = size.numpy().tolist()
+            decoded = self._sizes(tf.constant(data[to_decode]), tf.gather(shapes, to_decode)).numpy()
         except tf.errors.OpError as error:
-            return f"image does not decode ({_reason(error)})", filename
+            if len(records) == 1:
+                return [(f"image does not decode ({_reason(error)})", results[0][1])]
+            decoded = None
+        for place, i in enumerate(to_decode):
+            if decoded is not None:
+                results[i] = self._size_problem(decoded[place], results[i][1])
+            else:
+                results[i] = self([records[i]], [listed[i]])[0]
+        return results
+
+    def _size_problem(self, size, filename: str) -> tuple[str | None, str]:
+        height, width, _ = np.asarray(size).tolist()
         if self._stored_size not in (None, (height, width)):
             stored = "x".join(map(str, self._stored_size))
             return f"image is {height}x{width}, not the dataset's stored size {stored} (HxW)", filename
@@ -207,7 +253,7 @@ def _reason(error: tf.errors.OpError) -> str:
     """The op's own words from a graph error (without "Graph execution error", the Python stack, node names)."""
     lines = [line for line in error.message.splitlines() if line and not line[0].isspace()
              and not line.startswith(("Graph execution error", "Detected at node"))]
-    return lines[0] if lines else error.message
+    return (lines[0] if lines else error.message).removeprefix("Name: <unknown>, ")  # a batch's record: no name
 
 
 def _dataset_problems(info: metadata.DatasetInfo) -> list[str]:
@@ -218,4 +264,20 @@ def _dataset_problems(info: metadata.DatasetInfo) -> list[str]:
         return problems + [f"{metadata.REJECTS} is missing"]
     if len(rejects) != info.num_rejected:
         problems.append(f"{metadata.REJECTS} lists {len(rejects)} files, the metadata says {info.num_rejected}")
-    return problems
+    return problems + _duplicates_problems(info)
+
+
+def _duplicates_problems(info: metadata.DatasetInfo) -> list[str]:
+    """duplicates.jsonl against the counts in the metadata (datasets whose shardflow wrote it)."""
+    if not (info.duplicates and info.duplicates.listed):
+        return []
+    try:
+        groups = metadata.read_duplicates(info.data_dir)
+    except metadata.DatasetError:
+        return [f"{metadata.DUPLICATES} is missing"]
+    near = info.duplicates.near
+    listed = (len(groups), sum(g.leak for g in groups), sum(g.labels_differ for g in groups))
+    if listed != (near.groups, near.leaks, near.labels_differ):
+        return [f"{metadata.DUPLICATES} lists {listed[0]} groups ({listed[1]} leaking, {listed[2]} whose labels "
+                f"differ), the metadata says {near.groups} ({near.leaks}, {near.labels_differ})"]
+    return []

@@ -162,7 +162,7 @@ def test_verify_names_the_record_and_shard_of_a_damaged_jpeg_not_listed(kept, tm
     out, err = capfd.readouterr()
     for entry in listed:
         assert f"train: {entry['shard']}: record {entry['record']} ({entry['path']}): {entry['warning']}" in out
-    assert "FAILED, 1 of 1 shards damaged" in err and "Corrupt JPEG data" not in err
+    assert "FAILED, 1 of 1 shards (or their record indexes) damaged" in err and "Corrupt JPEG data" not in err
 
 
 def test_verify_counts_the_list_against_the_metadata(kept, tmp_path, capsys):

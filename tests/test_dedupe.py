@@ -1,12 +1,15 @@
 """Duplicates and leaks: planted copies (renamed byte copies, a lossless BMP of a PNG, JPEG quality 30, a 50%
 downscale, a JPEG's PNG copy) are found, distinct photo-like images and alike handwritten digits are not,
 `--dedupe` leaves no group across splits, and without it the splits are the paths' own and the leaks are
-reported."""
+reported; every group is listed in duplicates.jsonl (the one --dedupe keeps first), named by inspect and the card,
+and drawn side by side."""
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
+import shutil
 
 import apache_beam as beam
 import numpy as np
@@ -15,8 +18,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
-from shardflow import duplicates, metadata
-from shardflow.beam_jobs import convert, staged, stages
+from shardflow import duplicates, figures, metadata, preview
+from shardflow.beam_jobs import convert, duplicate_join, records, staged, stages
 from shardflow.beam_jobs.options import ConvertOptions
 from shardflow.beam_jobs.sources import list_source
 from shardflow.beam_jobs.splits import parse_splits, split_for
@@ -154,17 +157,47 @@ def test_dedupe_stage_keeps_the_smallest_path_of_each_group(planted, tmp_path):
     tasks = staged.stage_tasks(listing.tasks, str(tmp_path / "tasks.pickle"))
     staging = str(tmp_path / "staging")
     with TestPipeline() as pipeline:
-        records = (pipeline | beam.Create(tasks)
-                   | stages.ReadAndPrepare(listing.class_names, ImageOptions(), FRACTIONS, staging)).records
-        found = (records | stages.FindDuplicates()
-                 | beam.FlatMap(lambda groups: [(kind, sorted(p.decode() for p, _ in group))
+        prepared = (pipeline | beam.Create(tasks)
+                    | stages.ReadAndPrepare(listing.class_names, ImageOptions(), FRACTIONS, staging)).records
+        found = (prepared | duplicate_join.FindDuplicates(3, staging + "/parts")
+                 | beam.FlatMap(lambda groups: [(kind, sorted(member[0].decode() for member in group))
                                                 for kind in groups for group in groups[kind]]))
         assert_that(found, equal_to([("exact", g) for g in exact] + [("near", g) for g in near]), label="groups")
-        deduped = records | stages.Dedupe("near", staging)
+        deduped = prepared | duplicate_join.Dedupe("near", 3, staging)
         rejects = deduped.rejects | beam.Map(lambda reject: (reject[0].decode(), reject[1]))
         assert_that(rejects, equal_to([(g[1], f"duplicate of {g[0]}") for g in near]), label="rejects")
         kept = deduped.kept | beam.FlatMap(lambda item: staged.load(item[1]).paths) | beam.Map(bytes.decode)
         assert_that(kept | beam.combiners.Count.Globally(), equal_to([listing.num_inputs - len(near)]), label="kept")
+
+
+@pytest.mark.parametrize("num_parts", [1, 7])
+def test_the_distributed_join_finds_the_groups_of_one_process(tmp_path, num_parts):
+    """MNIST-like digits (alike enough to pass pHash and colour in dozens of pairs), JPEG quality 30 copies of some,
+    byte copies and a run of identical blank images, in three record batches of two splits: the join over parts
+    gives exactly the groups `find_groups` gives over all keys at once, members split and label included."""
+    images, labels = handwritten_digits(300)
+    encoded = [_encoded(Image.fromarray(image), "PNG") for image in images]
+    encoded += [_encoded(Image.fromarray(image), "JPEG", quality=30) for image in images[:25]]
+    encoded += encoded[30:35] + [_encoded(Image.new("L", (28, 28)), "PNG")] * 4
+    labels = labels.tolist() + labels[:25].tolist() + labels[30:35].tolist() + [0] * 4
+    paths = [f"{i:04d}.png".encode() for i in range(len(encoded))]
+    keys, batches = [], []
+    for start, stop, split in ((0, 150, "train"), (150, 300, "train"), (300, len(encoded), "test")):
+        rows = []
+        for i in range(start, stop):
+            prepared = prepare(encoded[i], ImageOptions(channels=1), hashes=True)
+            keys.append(prepared.hashes)
+            rows.append(records.row(0, labels[i], 0, 1, prepared.stats, prepared.hashes, damaged=False))
+        batch = records.RecordBatch(split, ("spill",), tuple(paths[start:stop]), np.array(rows, records.row_dtype(1)))
+        batches.append((split, staged.save(batch, str(tmp_path))))
+    splits = ["train"] * 300 + ["test"] * (len(encoded) - 300)
+    expected = {kind: [[(paths[i].decode(), splits[i], labels[i]) for i in group]
+                       for group in duplicates.find_groups(keys, kind)] for kind in duplicates.KINDS}
+    assert len(expected["exact"]) == 6 and len(expected["near"]) >= 30
+    with TestPipeline() as pipeline:
+        found = (pipeline | beam.Create(batches) | duplicate_join.FindDuplicates(num_parts, str(tmp_path / "parts"))
+                 | beam.Map(duplicate_join.summary_groups))
+        assert_that(found, equal_to([expected]))
 
 
 def test_without_dedupe_splits_are_the_paths_own_and_leaks_are_reported(planted, tmp_path, capsys):
@@ -175,14 +208,15 @@ def test_without_dedupe_splits_are_the_paths_own_and_leaks_are_reported(planted,
     info = metadata.read(str(out))
     assert info.num_records == info.num_inputs and info.num_rejected == 0
     found = info.duplicates
-    assert (found.exact, found.near) == (metadata.DuplicateCounts(2, 4, 2), metadata.DuplicateCounts(5, 10, 5))
+    assert (found.exact, found.near) == (metadata.DuplicateCounts(2, 4, 2, 0), metadata.DuplicateCounts(5, 10, 5, 0))
     assert list(found.leak_example.items()) == [(path, split_for(path, FRACTIONS)) for path in near[0]]
     assert f"warning: LEAK: 5 group(s) of duplicate images span splits (2 of exact copies), e.g. '{near[0][0]}'" \
         in printed
     assert main(["inspect", str(out)]) == 0
     assert "duplicates: 5 group(s) of near duplicates (10 images" in capsys.readouterr().out
     assert main(["inspect", str(out), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["duplicates"]["near"] == {"groups": 5, "images": 10, "leaks": 5}
+    assert json.loads(capsys.readouterr().out)["duplicates"]["near"] == {"groups": 5, "images": 10, "leaks": 5,
+                                                                         "labels_differ": 0}
     card = (out / "README.md").read_text()
     assert "## Duplicates" in card and "5 across splits (leaks)" in card and f"`{near[0][0]}`" in card
 
@@ -200,7 +234,7 @@ def test_dedupe_exact_then_near_leave_no_group_across_splits(planted, tmp_path, 
     info = metadata.read(str(tmp_path / "near"))
     assert metadata.read_rejects(info.data_dir) == sorted(
         ({"path": g[1], "reason": f"duplicate of {g[0]}"} for g in near), key=lambda r: r["path"])
-    assert (info.duplicates.near, info.num_records) == (metadata.DuplicateCounts(0, 0, 0), info.num_inputs - 5)
+    assert (info.duplicates.near, info.num_records) == (metadata.DuplicateCounts(0, 0, 0, 0), info.num_inputs - 5)
     assert "--dedupe near removed 5" in (tmp_path / "near" / "README.md").read_text()
     assert ConvertOptions.like(info.provenance.options).dedupe == "near"  # --like repeats it
 
@@ -211,3 +245,77 @@ def test_an_unknown_dedupe_kind_is_refused(capsys):
     assert "invalid choice: 'fuzzy'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="--dedupe is exact or near, not 'fuzzy'"):
         ConvertOptions(dedupe="fuzzy")
+
+
+@pytest.fixture(scope="module")
+def mislabelled(planted, tmp_path_factory):
+    """The planted corpus plus a byte copy of cat.3.jpg filed as a dog in the same split (a labelling question, not
+    a leak), converted without --dedupe: (root folder with raw/ and out/, the copy's group, what convert printed)."""
+    src = planted[0]
+    root = tmp_path_factory.mktemp("mislabelled")
+    shutil.copytree(src, root / "raw")
+    copy = next(name for i in itertools.count(1000) if not (root / "raw" / (name := f"dog.{i}.jpg")).exists()
+                and split_for(name, FRACTIONS) == split_for("cat.3.jpg", FRACTIONS))
+    shutil.copyfile(src / "cat.3.jpg", root / "raw" / copy)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["convert", str(root / "raw"), str(root / "out"), "--splits", SPLITS, "--workers", "1"]) == 0
+    return root, sorted(["cat.3.jpg", copy]), printed.getvalue()
+
+
+def _members(paths: list[str]) -> str:
+    """A group as inspect and the card name it: path (split, class), ..."""
+    return ", ".join(f"{path} ({split_for(path, FRACTIONS)}, {path.split('.')[0]})" for path in paths)
+
+
+def test_duplicates_jsonl_lists_every_group_with_what_dedupe_keeps_first(planted, mislabelled, capsys):
+    _, exact, near = planted
+    root, relabelled, printed = mislabelled
+    groups = [json.loads(line) for line in (root / "out" / metadata.DUPLICATES).read_text().splitlines()]
+    listed = [[member["path"] for member in group["members"]] for group in groups]
+    assert listed == sorted(near + [relabelled])  # by first path, each group's members by path
+    for paths, group in zip(listed, groups):
+        assert group["kind"] == ("exact" if paths in exact + [relabelled] else "near"), paths
+        assert [(m["split"], m["label"]) for m in group["members"]] == [
+            (split_for(path, FRACTIONS), path.split(".")[0]) for path in paths]
+        assert (group["leak"], group["labels_differ"]) == ((paths != relabelled), (paths == relabelled)), paths
+    assert "5 across splits (leaks), 1 whose labels differ (each group listed in duplicates.jsonl)" in printed
+    assert metadata.read(str(root / "out")).duplicates.near == metadata.DuplicateCounts(6, 12, 5, 1)
+    assert main(["convert", str(root / "raw"), str(root / "near"), "--splits", SPLITS, "--dedupe", "near",
+                 "--workers", "1"]) == 0
+    assert {r["path"]: r["reason"] for r in metadata.read_rejects(str(root / "near"))} == {
+        path: f"duplicate of {paths[0]}" for paths in listed for path in paths[1:]}
+    assert (root / "near" / metadata.DUPLICATES).read_text() == ""  # the records left hold no group
+
+
+def test_inspect_and_the_card_name_the_leaks_and_the_labels_that_differ(planted, mislabelled, capsys):
+    near = planted[2]
+    root, relabelled, _ = mislabelled
+    out = root / "out"
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "    leaks (5 group(s); path (split, class), the first kept by --dedupe):" in text
+    assert all(f"      {_members(paths)}\n" in text for paths in near)
+    assert "    labels differ (1 group(s);" in text and f"      {_members(relabelled)}\n" in text
+    groups = metadata.read_duplicates(str(out))
+    assert metadata.named_groups(groups, limit=2)[2:] == ["... and 4 more (all in duplicates.jsonl)"]
+    card = (out / "README.md").read_text()
+    assert all(f"- `{paths[0]}` ({split_for(paths[0], FRACTIONS)}," in card for paths in near)
+    assert "Groups whose labels differ (a labelling question):" in card and f"- `{relabelled[0]}`" in card
+    assert "(duplicates.png)" in card and (out / "duplicates.png").stat().st_size > 0
+
+
+def test_inspect_draws_the_groups_side_by_side(mislabelled, tmp_path, capsys):
+    out = mislabelled[0] / "out"
+    assert main(["inspect", str(out), "--duplicates", str(tmp_path / "all.png")]) == 0
+    assert f"wrote {tmp_path / 'all.png'}" in capsys.readouterr().out
+    picture = Image.open(tmp_path / "all.png").convert("L")
+    columns = max(preview.DUPLICATE_COLUMNS, 2)  # every group a pair
+    assert picture.size == figures.grid_size(6, columns, preview.DUPLICATE_TILE, label_lines=3)
+    top, tile = figures.GAP + figures.CAPTION, preview.DUPLICATE_TILE
+    first = np.asarray(picture)[top:top + tile, figures.GAP:figures.GAP + tile]
+    assert first.std() > 20  # the first group's kept image is drawn (a photo, not the white page)
+    assert main(["inspect", str(out), "--duplicates", str(tmp_path / "two.png"), "--groups", "2"]) == 0
+    assert Image.open(tmp_path / "two.png").size == figures.grid_size(2, columns, preview.DUPLICATE_TILE, 3)
+    assert main(["inspect", str(out), "--groups", "2"]) == 2
+    assert "--groups N applies to the picture of --duplicates FILE.png" in capsys.readouterr().err

@@ -25,7 +25,8 @@ def test_convert_to_a_remote_filesystem(kaggle_dir, tmp_path):
     info = convert(str(kaggle_dir), out, ConvertOptions(name="pets", workers=1))
     assert info.num_records == 60
     names = {path[len(out) + 1:] for path in MemoryFileSystem.files if path.startswith(out + "/")}
-    assert {metadata.DATASET_INFO, metadata.FEATURES, metadata.SHARDFLOW_INFO, metadata.REJECTS} <= names
+    assert {metadata.DATASET_INFO, metadata.FEATURES, metadata.SHARDFLOW_INFO, metadata.REJECTS,
+            metadata.DUPLICATES} <= names
     assert not any(name.startswith(metadata.STAGING) for name in names)  # staging cleaned up remotely
     shards = [s.filename for split in info.splits.values() for s in split.shards]
     assert {record_index.index_filename(shard) for shard in shards} <= names

@@ -1,6 +1,7 @@
 """Source detection and listing: layouts, labels, wrappers, archives, IDX, and the user's mistakes."""
 from __future__ import annotations
 
+import gzip
 import shutil
 import subprocess
 import tarfile
@@ -9,7 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from shardflow.beam_jobs.sources import SourceError, list_source
+from shardflow.beam_jobs.sources import SourceError, list_source, stage_idx
 from tests.conftest import encode, noise_image, write_idx
 
 
@@ -99,6 +100,26 @@ def test_idx_pairs(tmp_path):
     assert listing.layout == "idx" and listing.default_channels == 1
     assert listing.class_names == ["0", "1", "2", "3", "4"]
     assert [f[2] for f in files(listing)].count("test") == 3
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_idx_images_are_mapped_not_loaded_and_truncation_is_one_line(tmp_path, gz):
+    """Workers index a memory map of the images file (a gzipped one decompressed once into the staging
+    folder), never a whole array; a truncated file is refused naming it, before any worker starts."""
+    digits = np.arange(6 * 28 * 28).reshape(6, 28, 28) % 251
+    (tmp_path / "src").mkdir()
+    write_idx(tmp_path / "src", "train", digits, np.arange(6), gz=gz)
+    listing = list_source(str(tmp_path / "src"))
+    tasks = stage_idx(listing.tasks, str(tmp_path / "staging"))
+    assert (tasks[0].container != listing.tasks[0].container) == gz
+    read = list(tasks[0].read())
+    assert all(isinstance(pixels.base, np.memmap) or isinstance(pixels, np.memmap) for _, pixels in read)
+    assert np.array_equal(np.stack([pixels for _, pixels in read]), digits)
+    images = tmp_path / "src" / ("train-images-idx3-ubyte" + (".gz" if gz else ""))
+    data = gzip.decompress(images.read_bytes()) if gz else images.read_bytes()
+    images.write_bytes((gzip.compress if gz else bytes)(data[:-100]))
+    with pytest.raises(SourceError, match=f"{images}: truncated IDX file"):
+        stage_idx(list_source(str(tmp_path / "src")).tasks, str(tmp_path / "staging2"))
 
 
 @pytest.mark.parametrize(

@@ -148,6 +148,16 @@ def test_counts_must_add_up(copy, capsys):
     rejects.write_text(rejects.read_text() + '{"path": "ghost.jpg", "reason": "invented"}\n')
     assert main(["verify", str(copy)]) == 1
     assert "rejects.jsonl lists 1 files, the metadata says 0" in capsys.readouterr().out
+    rejects.write_text("")
+    (copy / metadata.DUPLICATES).write_text(json.dumps(
+        {"kind": "near", "members": [{"path": p, "split": s, "label": "cat"} for p, s in (("cat.1.jpg", "train"),
+                                                                                        ("cat.2.jpg", "test"))]}))
+    assert main(["verify", str(copy), "--no-decode"]) == 1
+    assert ("duplicates.jsonl lists 1 groups (1 leaking, 0 whose labels differ), the metadata says 0 (0, 0)"
+            in capsys.readouterr().out)
+    (copy / metadata.DUPLICATES).unlink()
+    assert main(["verify", str(copy), "--no-decode"]) == 1
+    assert "duplicates.jsonl is missing" in capsys.readouterr().out
 
 
 def _flip(data: bytes, offset: int, bits: int = 0xFF) -> bytes:

@@ -33,11 +33,11 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 import shardflow
 from shardflow import duplicates, metadata, record_index, schema
-from shardflow.beam_jobs import metadata_writer, staged, stages
+from shardflow.beam_jobs import duplicate_join, metadata_writer, reject_files, staged, stages
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.images import ImageOptions
 from shardflow.beam_jobs.progress import ProgressDisplay, worker_logs_to
-from shardflow.beam_jobs.sources import SourceListing, is_remote, list_source
+from shardflow.beam_jobs.sources import SourceError, SourceListing, is_remote, list_source, stage_idx
 from shardflow.beam_jobs.local_workers import WorkerDied, watched_workers
 from shardflow.beam_jobs.options import ConvertOptions, add_arguments, from_arguments
 from shardflow.beam_jobs.out_lock import LOCK_NAME, OutputLock, OutputLocked
@@ -69,9 +69,11 @@ def run(argv: Sequence[str] | None = None) -> metadata.DatasetInfo:
 def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptions, image_options: ImageOptions,
           name: str, staging: str, progress_dir: str | None = None) -> None:
     """Add the conversion stages (`stages`) to `pipeline`; running it fills `staging` (see `finalize`)."""
-    tasks = staged.stage_tasks(listing.tasks, FileSystems.join(staging, "tasks.pickle"))
+    tasks = stage_idx(listing.tasks, FileSystems.join(staging, "idx")) if listing.layout == "idx" else listing.tasks
+    tasks = staged.stage_tasks(tasks, FileSystems.join(staging, "tasks.pickle"))
     fractions = options.splits if options.split_counts is None else None
     batch_dir = FileSystems.join(staging, "batches")
+    num_parts = duplicate_join.parts_for(listing.num_inputs)
     prepared = (
         pipeline
         | "ListInputs" >> beam.Create(tasks, reshuffle=False)
@@ -81,7 +83,7 @@ def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptio
     )
     kept, removed = prepared.records, pipeline | "NoneRemoved" >> beam.Create([])
     if options.dedupe:
-        deduped = prepared.records | "Dedupe" >> stages.Dedupe(options.dedupe, batch_dir)
+        deduped = prepared.records | "Dedupe" >> duplicate_join.Dedupe(options.dedupe, num_parts, staging)
         kept, removed = deduped.kept, deduped.rejects
     if options.split_counts is None:
         assigned = kept  # the split was chosen while preparing
@@ -90,16 +92,18 @@ def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptio
         counted = kept | "TakeCounts" >> stages.TakeCounts(options.split_counts, batch_dir)
         assigned = counted.assigned
         unselected = counted.unselected | "TagUnselected" >> beam.Map(lambda n: ("unselected", n))
-    found = assigned | "FindDuplicates" >> stages.FindDuplicates()
-    planned = assigned | "PlanShards" >> stages.PlanShards(int(options.shard_size_mb * 2**20), batch_dir)
-    shards = planned.jobs | "WriteShards" >> stages.WriteShards(FileSystems.join(staging, "shards"), name)
+    found = assigned | "FindDuplicates" >> duplicate_join.FindDuplicates(num_parts, FileSystems.join(staging, "parts"))
+    planned = assigned | "PlanShards" >> stages.PlanShards(int(options.shard_size_mb * 2**20),
+                                                           stages.ranges_for(listing.num_inputs), batch_dir)
+    shards = planned["jobs"] | "WriteShards" >> stages.WriteShards(FileSystems.join(staging, "shards"), name)
     _ = (
         shards | "TagShards" >> beam.Map(lambda s: ("shards", s)),
-        planned.stats | "TagStats" >> beam.Map(lambda s: ("splits", s)),
+        planned["stats"] | "TagStats" >> beam.Map(lambda s: ("splits", s)),
         (prepared[stages.PrepareRecords.REJECTS], removed) | "AllRejects" >> beam.Flatten()
-        | "TagRejects" >> beam.Map(lambda r: ("rejects", r)),
+        | "WriteRejects" >> beam.ParDo(reject_files.WriteRejects(FileSystems.join(staging, "rejects")))
+        | "TagRejects" >> beam.Map(lambda path: ("reject_files", path)),
         prepared[stages.PrepareRecords.DAMAGED] | "TagDamaged" >> beam.Map(lambda d: ("damaged", d)),
-        found | "TagDuplicates" >> beam.Map(lambda groups: ("duplicates", groups)),
+        found | "TagDuplicates" >> beam.Map(lambda groups: ("duplicates", duplicate_join.summary_groups(groups))),
         prepared[stages.PrepareRecords.FINGERPRINT] | "TagFingerprint" >> beam.Map(lambda h: ("fingerprint", h)),
         unselected,
     ) | "Summarize" >> stages.Summarize(FileSystems.join(staging, "summary.json"))
@@ -181,7 +185,7 @@ def _run_and_finalize(src: str, listing: SourceListing, options: ConvertOptions,
             runner=type(runner).__name__ if runner else pipeline_options.view_as(StandardOptions).runner,
             options=options.recorded() | {"image": dataclasses.asdict(image_options), "name": name})
         info = finalize(out, staging, listing, image_options, name, started, options, provenance)
-    except (ConversionError, OutputLocked):
+    except (ConversionError, OutputLocked, SourceError):
         raise
     except Exception as error:  # a worker's error is the job's error: one line, the log has the rest
         raise _job_error(error, out, log) from None
@@ -230,12 +234,14 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
              started: float, options: ConvertOptions, provenance: metadata.Provenance) -> metadata.DatasetInfo:
     """Check the counts (with --split-counts: every class filled every split, else an error or, with
     --split-counts-allow-fewer, a warning), move shards and their record indexes into `out`, write rejects, the
-    damaged JPEGs kept, the dataset card and the metadata (dataset_info.json last)."""
+    groups of duplicates, damaged JPEGs kept, the dataset card and the metadata (dataset_info.json last)."""
     split_counts, allow_fewer = options.split_counts, options.split_counts_allow_fewer
     with FileSystems.open(FileSystems.join(staging, "summary.json")) as f:
         summary = json.loads(f.read())
-    rejects = sorted([tuple(r) for r in summary["rejects"]] + list(listing.rejects))
+    rejects = reject_files.merge(summary["reject_files"], listing.rejects,
+                                 FileSystems.join(staging, metadata.REJECTS))
     damaged = _damaged_jpegs(summary)
+    groups = duplicate_groups(summary["duplicates"], listing.class_names)
     info = metadata.DatasetInfo(
         name=name,
         class_names=tuple(listing.class_names),
@@ -247,7 +253,7 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
         crop_to_aspect_ratio=image_options.crop_to_aspect_ratio,
         layout=listing.layout,
         num_inputs=listing.num_inputs,
-        num_rejected=len(rejects),
+        num_rejected=rejects.count,
         num_unselected=summary["unselected"],
         ignored=tuple(listing.ignored),
         debris=tuple(listing.debris),
@@ -256,14 +262,14 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
         data_dir=out,
         card=options.card,
         provenance=dataclasses.replace(provenance, source_fingerprint=summary["fingerprint"]),
-        duplicates=_duplicates(summary["duplicates"], options.dedupe, rejects),
+        duplicates=_duplicates(groups, options.dedupe, rejects.kinds[metadata.DUPLICATE]),
         damaged_jpegs=len(damaged),
     )
     if info.problems():
         raise ConversionError(f"{info.problems()[0]}; {out} is left incomplete")
     if not info.num_records:
-        raise ConversionError(f"no input became a record ({len(rejects)} rejected; see the reasons below)\n"
-                              + "\n".join(f"  {p}: {r}" for p, r in rejects[:10]))
+        raise ConversionError(f"no input became a record ({rejects.count} rejected; see the reasons below)\n"
+                              + "\n".join(f"  {p}: {r}" for p, r in rejects.first))
     if split_counts is not None and not allow_fewer:
         valid: dict[int, int] = defaultdict(int)
         for split in info.splits.values():
@@ -275,16 +281,16 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
         listing.warnings + short + _untrained_classes(listing.class_names, info.splits) + _leaks(info.duplicates)
         + _kept_damaged(damaged)))
     moved = [name for shard in summary["shards"]
-             for name in (shard["filename"], record_index.index_filename(shard["filename"]))]
+             for name in (shard["filename"], record_index.index_filename(shard["filename"]))] + [metadata.REJECTS]
     if not FileSystems.exists(FileSystems.join(out, record_index.FOLDER)):
         FileSystems.mkdirs(FileSystems.join(out, record_index.FOLDER))  # (local folders; object stores have none)
-    FileSystems.rename([FileSystems.join(staging, "shards", name) for name in moved],
-                       [FileSystems.join(out, name) for name in moved])
-    with FileSystems.create(FileSystems.join(out, metadata.REJECTS)) as f:
-        f.write("".join(json.dumps({"path": p, "reason": r}) + "\n" for p, r in rejects).encode())
+    FileSystems.rename([FileSystems.join(staging, *(("shards", name) if name != metadata.REJECTS else (name,)))
+                        for name in moved], [FileSystems.join(out, name) for name in moved])
     with FileSystems.create(FileSystems.join(out, metadata.DAMAGED_JPEGS)) as f:
         f.write("".join(json.dumps(entry) + "\n" for entry in damaged).encode())
-    metadata_writer.write(out, info, rejects)
+    listed = listed_groups(groups)
+    write_duplicates(out, listed)
+    metadata_writer.write(out, info, rejects.kinds, listed)
     FileSystems.delete([staging])
     return info
 
@@ -294,8 +300,7 @@ def _splits(summary: dict[str, Any], class_names: Sequence[str]) -> dict[str, me
     splits = {}
     for stats in summary["splits"]:
         shards = sorted((s for s in summary["shards"] if s["split"] == stats["split"]), key=lambda s: s["index"])
-        label_counts = {class_names[int(k)] if int(k) >= 0 else "unlabeled": v
-                        for k, v in stats["label_counts"].items()}
+        label_counts = {metadata.label_name(class_names, int(k)): v for k, v in stats["label_counts"].items()}
         splits[stats["split"]] = metadata.Split(
             name=stats["split"],
             shards=tuple(metadata.Shard(s["filename"], s["num_records"], s["num_bytes"], s["sha256"]) for s in shards),
@@ -305,20 +310,43 @@ def _splits(summary: dict[str, Any], class_names: Sequence[str]) -> dict[str, me
     return {name: splits[name] for name in metadata.split_names(splits)}
 
 
-def _duplicates(groups: dict[str, list[list[tuple[str, str | None]]]], dedupe: str | None,
-                rejects: Sequence[tuple[str, str]]) -> metadata.Duplicates:
-    """What the records' duplicate groups (per kind, lists of (path, split)) and the rejects add up to."""
-    def counts(kind: str) -> metadata.DuplicateCounts:
-        return metadata.DuplicateCounts(groups=len(groups[kind]), images=sum(map(len, groups[kind])),
-                                        leaks=sum(map(_spans_splits, groups[kind])))
+def duplicate_groups(found: dict[str, list[list[tuple[str, str, int]]]],
+                     class_names: Sequence[str]) -> dict[str, list[metadata.DuplicateGroup]]:
+    """The summary's groups of duplicates (per kind, lists of (path, split, label), by path) as typed groups."""
+    return {kind: [metadata.DuplicateGroup(kind, tuple(metadata.DuplicateMember(path, split, metadata.label_name(
+        class_names, label)) for path, split, label in group)) for group in groups] for kind, groups in found.items()}
 
-    leaking = next(filter(_spans_splits, groups["near"]), None)
-    example = {} if leaking is None else dict([leaking[0], next(m for m in leaking if m[1] != leaking[0][1])])
+
+def listed_groups(groups: dict[str, list[metadata.DuplicateGroup]]) -> list[metadata.DuplicateGroup]:
+    """What duplicates.jsonl lists: every near group (each exact group lies within one), as "exact" where all its
+    members are one group of exact copies."""
+    exact = {group.members for group in groups["exact"]}
+    return [dataclasses.replace(group, kind="exact") if group.members in exact else group
+            for group in groups["near"]]
+
+
+def write_duplicates(out: str, groups: Sequence[metadata.DuplicateGroup]) -> None:
+    """OUT/duplicates.jsonl: one group per line, in the order given."""
+    with FileSystems.create(FileSystems.join(out, metadata.DUPLICATES)) as f:
+        f.write("".join(group.to_json() + "\n" for group in groups).encode())
+
+
+def _duplicates(groups: dict[str, list[metadata.DuplicateGroup]], dedupe: str | None,
+                removed: int) -> metadata.Duplicates:
+    """What the records' duplicate groups (per kind) and the duplicates `removed` by --dedupe add up to."""
+    def counts(kind: str) -> metadata.DuplicateCounts:
+        return metadata.DuplicateCounts(groups=len(groups[kind]), images=sum(len(g.members) for g in groups[kind]),
+                                        leaks=sum(g.leak for g in groups[kind]),
+                                        labels_differ=sum(g.labels_differ for g in groups[kind]))
+
+    leaking = next((group.members for group in groups["near"] if group.leak), None)
+    example = {} if leaking is None else {member.path: member.split for member in
+                                          (leaking[0], next(m for m in leaking if m.split != leaking[0].split))}
     return metadata.Duplicates(
         threshold=duplicates.NEAR_THRESHOLD, colour_tolerance=duplicates.COLOUR_TOLERANCE,
         structure_tolerance=duplicates.STRUCTURE_TOLERANCE, exact=counts("exact"), near=counts("near"),
         leak_example=example, dedupe=dedupe,
-        removed=sum(metadata.reject_kind(reason) == metadata.DUPLICATE for _, reason in rejects))
+        removed=removed)
 
 
 def _damaged_jpegs(summary: dict[str, Any]) -> list[dict[str, Any]]:
@@ -339,10 +367,6 @@ def _kept_damaged(damaged: list[dict[str, Any]]) -> list[str]:
             f"{metadata.DAMAGED_JPEGS}"]
 
 
-def _spans_splits(group: list[tuple[str, str | None]]) -> bool:
-    return len({split for _, split in group}) > 1
-
-
 def _leaks(found: metadata.Duplicates) -> list[str]:
     """The warning for duplicate groups across splits: a copy in train with its twin in test inflates test scores."""
     if not found.near.leaks:
@@ -350,7 +374,7 @@ def _leaks(found: metadata.Duplicates) -> list[str]:
     (first, first_split), (second, second_split) = found.leak_example.items()
     return [f"LEAK: {found.near.leaks} group(s) of duplicate images span splits ({found.exact.leaks} of exact "
             f"copies), e.g. {first!r} ({first_split}) and {second!r} ({second_split}); test scores count them "
-            f"as unseen. --dedupe near keeps one image per group"]
+            f"as unseen. --dedupe near keeps one image per group; every group is listed in {metadata.DUPLICATES}"]
 
 
 def _inputs_per_class(listing: SourceListing) -> dict[int, int]:

@@ -1,6 +1,7 @@
 """The dataset card, `OUT/README.md`: what a team receiving the dataset needs to know, in one page: what it is,
-its classes and splits, a few images of each class (`samples.png`), statistics, what was rejected and why, how to
-load it and how it was made."""
+its classes and splits, a few images of each class (`samples.png`), statistics, what was rejected and why, its
+duplicates (the leaks and groups whose labels differ named, the groups drawn in `duplicates.png`), how to load it
+and how it was made."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ from shardflow import metadata
 
 CARD = "README.md"
 SAMPLES = "samples.png"  # drawn by `shardflow.preview.class_samples`
+DUPLICATES_PICTURE = "duplicates.png"  # drawn by `shardflow.preview.duplicates_picture`
 
 
 def summary(info: metadata.DatasetInfo) -> str:
@@ -20,7 +22,9 @@ def summary(info: metadata.DatasetInfo) -> str:
             f"{metadata.REJECTS}.")
 
 
-def markdown(info: metadata.DatasetInfo, rejects: Sequence[tuple[str, str]]) -> str:
+def markdown(info: metadata.DatasetInfo, reject_kinds: Counter[str],
+             groups: Sequence[metadata.DuplicateGroup]) -> str:
+    """The card: what the dataset holds, its rejects by kind (`metadata.reject_kind`), its duplicates."""
     card = info.card
     lines = [f"# {info.name} {card.version}", "", card.description or summary(info), ""]
     lines += [f"- {label}: {value}" for label, value in
@@ -38,11 +42,10 @@ def markdown(info: metadata.DatasetInfo, rejects: Sequence[tuple[str, str]]) -> 
                      f"{classes} | {_numbers(split.mean)} | {_numbers(split.std)} |")
     lines += ["", f"![A few images of each class]({SAMPLES})"]
     lines += ["", "## Rejected inputs", ""]
-    if rejects:
-        reasons = Counter(metadata.reject_kind(reason) for _, reason in rejects)
-        lines += [f"{len(rejects)} of {info.num_inputs} inputs could not become records (each is listed with its "
-                  f"reason in `{metadata.REJECTS}`):", ""]
-        lines += [f"- {reason}: {count}" for reason, count in reasons.most_common()]
+    if reject_kinds:
+        lines += [f"{reject_kinds.total()} of {info.num_inputs} inputs could not become records (each is listed "
+                  f"with its reason in `{metadata.REJECTS}`):", ""]
+        lines += [f"- {reason}: {count}" for reason, count in reject_kinds.most_common()]
     else:
         lines.append(f"None: all {info.num_inputs} inputs became records.")
     if info.duplicates:
@@ -50,10 +53,13 @@ def markdown(info: metadata.DatasetInfo, rejects: Sequence[tuple[str, str]]) -> 
                   "", "Exact duplicates decode to the same pixels; near duplicates look the same (re-encoded, "
                   "resized). A leak is a group with images in more than one split: a test image whose twin is "
                   "in train is not unseen."]
-        if info.duplicates.leak_example:
-            lines += ["", "For example: " + " and ".join(f"`{path}` ({split})"
-                                                         for path, split in info.duplicates.leak_example.items())
-                      + "."]
+        lines += _named("Leaks (path, split, class; the first is the one `--dedupe` keeps)",
+                        [group for group in groups if group.leak])
+        lines += _named("Groups whose labels differ (a labelling question)",
+                        [group for group in groups if group.labels_differ])
+        if groups:
+            lines += ["", f"![Groups of duplicates side by side, leaks first; each group is a line of "
+                          f"{metadata.DUPLICATES}]({DUPLICATES_PICTURE})"]
     if info.warnings:
         lines += ["", "## Warnings", ""] + [f"- {warning}" for warning in info.warnings]
     lines += ["", "## Loading", "", "```python", "import tensorflow_datasets as tfds", "",
@@ -70,6 +76,13 @@ def markdown(info: metadata.DatasetInfo, rejects: Sequence[tuple[str, str]]) -> 
                   f"`{metadata.SHARDFLOW_INFO}`. Options:", "", "```json",
                   json.dumps(made.options, indent=1, sort_keys=True), "```", ""]
     return "\n".join(lines)
+
+
+def _named(title: str, groups: Sequence[metadata.DuplicateGroup]) -> list[str]:
+    """A titled list naming the first of `groups` (none: nothing)."""
+    if not groups:
+        return []
+    return ["", f"{title}:", ""] + [f"- {line}" for line in metadata.named_groups(groups, quote="`")]
 
 
 def _numbers(values: Sequence[float]) -> str:

@@ -1,16 +1,17 @@
-"""The one writer of a dataset's metadata: `shardflow.json`, the dataset card `README.md` and its `samples.png`,
-then TFDS's files with `dataset_info.json` last (the completion mark). Through Beam's filesystems, so OUT may be
-remote."""
+"""The one writer of a dataset's metadata: `shardflow.json`, the dataset card `README.md` and its pictures
+(`samples.png`, `duplicates.png`), then TFDS's files with `dataset_info.json` last (the completion mark). Through
+Beam's filesystems, so OUT may be remote."""
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Sequence
 
 import tensorflow_datasets as tfds
 from apache_beam.io.filesystems import FileSystems
 
-from shardflow import framing, metadata, preview, schema
+from shardflow import metadata, preview, schema
 from shardflow.beam_jobs import dataset_card
 
 
@@ -33,18 +34,23 @@ def check_version(version: str) -> None:
         raise ValueError(f"--version {version!r}: expected MAJOR.MINOR.PATCH, e.g. 1.0.0 (TFDS's format)") from None
 
 
-def write(data_dir: str, info: metadata.DatasetInfo, rejects: Sequence[tuple[str, str]]) -> None:
-    """Write shardflow.json, the dataset card (with samples drawn from the shards, already in `data_dir`), then the
-    TFDS metadata with dataset_info.json last.
+def write(data_dir: str, info: metadata.DatasetInfo, reject_kinds: Counter[str],
+          groups: Sequence[metadata.DuplicateGroup]) -> None:
+    """Write shardflow.json, the dataset card (with samples and, when there are `groups` of duplicates, their
+    picture, drawn from the shards already in `data_dir`), then the TFDS metadata with dataset_info.json last.
 
     TFDS writes its files to a local scratch folder; Beam's filesystems copy them, so `data_dir` may be remote.
     """
     with FileSystems.create(FileSystems.join(data_dir, metadata.SHARDFLOW_INFO)) as f:
         f.write(info.to_json().encode())
+    first = metadata.TRAIN if metadata.TRAIN in info.splits else next(iter(info.splits))
     with FileSystems.create(FileSystems.join(data_dir, dataset_card.SAMPLES)) as f:
-        f.write(preview.class_samples(info, _stored_records(data_dir, info)))
+        f.write(preview.class_samples(info, preview.stored_records(info, [first], FileSystems.open)))
+    if groups:
+        with FileSystems.create(FileSystems.join(data_dir, dataset_card.DUPLICATES_PICTURE)) as f:
+            f.write(preview.duplicates_picture(info, groups, open_file=FileSystems.open))
     with FileSystems.create(FileSystems.join(data_dir, dataset_card.CARD)) as f:
-        f.write(dataset_card.markdown(info, rejects).encode())
+        f.write(dataset_card.markdown(info, reject_kinds, groups).encode())
     with tempfile.TemporaryDirectory(prefix="shardflow-metadata-") as scratch:
         _tfds_info(scratch, info).write_to_directory(scratch)
         names = sorted(os.listdir(scratch), key=lambda n: n == metadata.DATASET_INFO)  # dataset_info.json last
@@ -52,14 +58,6 @@ def write(data_dir: str, info: metadata.DatasetInfo, rejects: Sequence[tuple[str
             with open(os.path.join(scratch, name), "rb") as source, \
                     FileSystems.create(FileSystems.join(data_dir, name)) as target:
                 target.write(source.read())
-
-
-def _stored_records(data_dir: str, info: metadata.DatasetInfo) -> Iterator[bytes]:
-    """The records of the training split (else the first), shard after shard, read through Beam's filesystems."""
-    split = info.split(metadata.TRAIN if metadata.TRAIN in info.splits else next(iter(info.splits)))
-    for shard in split.shards:
-        with FileSystems.open(FileSystems.join(data_dir, shard.filename)) as f:
-            yield from framing.unframe(f)
 
 
 def _tfds_info(scratch: str, info: metadata.DatasetInfo) -> tfds.core.DatasetInfo:

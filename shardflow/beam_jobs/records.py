@@ -11,10 +11,14 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from numpy.lib.recfunctions import repack_fields
 
 from shardflow.duplicates import COLOUR_CELLS, STRUCTURE_CELLS, ImageHashes
 from shardflow.images import ImageStats
 from shardflow.metadata import SIZE_BINS
+
+
+FIXED_POINT_BITS = 32  # the pixel sums' fraction bits when summed exactly (`partial_statistics`)
 
 
 def row_dtype(channels: int) -> np.dtype:
@@ -74,23 +78,61 @@ def concat(batches: Sequence[RecordBatch], split: str | None = None) -> RecordBa
     return RecordBatch(split, tuple(spills), paths, np.concatenate(parts))
 
 
-def split_statistics(split: str, batch: RecordBatch) -> dict[str, Any]:
-    """Class counts, per-channel mean/std over all pixels, and the image-size histogram."""
+def without_duplicate_keys(batch: RecordBatch) -> RecordBatch:
+    """The batch without the duplicate keys' columns (most of its bytes): what planning and writing shards need."""
+    columns = [name for name in batch.rows.dtype.names if name not in ImageHashes._fields]
+    return RecordBatch(batch.split, batch.spills, batch.paths, repack_fields(batch.rows[columns]))
+
+
+def partial_statistics(batch: RecordBatch) -> dict[str, Any]:
+    """What `split_statistics` needs of some of a split's records, mergeable (`merge_statistics`) in any order:
+    counts, exact pixel sums (integers held in float64) and the size histogram."""
     rows = batch.rows
-    pixels = rows["width"] * rows["height"]
-    total = max(1, int(pixels.sum()))
-    mean = rows["channel_sum"].sum(axis=0) / total
-    variance = rows["channel_sumsq"].sum(axis=0) / total - mean**2
     sides = np.maximum(rows["width"], rows["height"])
     return {
-        "split": split,
         "num_examples": len(batch),
-        "label_counts": dict(sorted(Counter(rows["label"].tolist()).items())),
+        "label_counts": Counter(rows["label"].tolist()),
+        "pixels": int((rows["width"] * rows["height"]).sum()),
+        "channel_sum": _exact_sums(rows["channel_sum"]),
+        "channel_sumsq": _exact_sums(rows["channel_sumsq"]),
+        "size_histogram": np.bincount(np.searchsorted(SIZE_BINS, sides, side="right"), minlength=len(SIZE_BINS) + 1),
+        "width_range": (int(rows["width"].min()), int(rows["width"].max())),
+        "height_range": (int(rows["height"].min()), int(rows["height"].max())),
+        "passthrough": int(rows["passthrough"].sum()),
+    }
+
+
+def _exact_sums(values: np.ndarray) -> list[int]:
+    """Per column, the sum of `values` in fixed point (units of 2**-32, each value rounded once) as Python ints:
+    sums of float64 depend on their order; these do not, however the records are split among workers."""
+    return [sum(map(int, np.round(column * 2.0**FIXED_POINT_BITS).tolist())) for column in values.T]
+
+
+def merge_statistics(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Two `partial_statistics` as one."""
+    merged = {key: a[key] + b[key] for key in ("num_examples", "label_counts", "pixels", "size_histogram",
+                                               "passthrough")}
+    for key in ("channel_sum", "channel_sumsq"):
+        merged[key] = [x + y for x, y in zip(a[key], b[key])]
+    for key in ("width_range", "height_range"):
+        merged[key] = (min(a[key][0], b[key][0]), max(a[key][1], b[key][1]))
+    return merged
+
+
+def split_statistics(split: str, partial: dict[str, Any]) -> dict[str, Any]:
+    """A split's class counts, per-channel mean/std over all pixels and image-size histogram, from the
+    `partial_statistics` of all its records."""
+    total = max(1, partial["pixels"])
+    mean = np.array([s / 2**FIXED_POINT_BITS for s in partial["channel_sum"]]) / total
+    variance = np.array([s / 2**FIXED_POINT_BITS for s in partial["channel_sumsq"]]) / total - mean**2
+    return {
+        "split": split,
+        "num_examples": partial["num_examples"],
+        "label_counts": dict(sorted(partial["label_counts"].items())),
         "mean": mean.tolist(),
         "std": np.sqrt(np.maximum(variance, 0)).tolist(),
-        "size_histogram": np.bincount(np.searchsorted(SIZE_BINS, sides, side="right"),
-                                      minlength=len(SIZE_BINS) + 1).tolist(),
-        "width_range": [int(rows["width"].min()), int(rows["width"].max())],
-        "height_range": [int(rows["height"].min()), int(rows["height"].max())],
-        "passthrough": int(rows["passthrough"].sum()),
+        "size_histogram": partial["size_histogram"].tolist(),
+        "width_range": list(partial["width_range"]),
+        "height_range": list(partial["height_range"]),
+        "passthrough": partial["passthrough"],
     }

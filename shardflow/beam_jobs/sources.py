@@ -16,6 +16,7 @@ import posixpath
 import re
 import struct
 import tarfile
+import tempfile
 import threading
 import zipfile
 import zlib
@@ -36,7 +37,7 @@ TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 IDX_SPLITS = {"train": "train", "t10k": "test"}
 _IDX_IMAGES = re.compile(r"^(train|t10k)-images[.-]idx3-ubyte(\.gz)?$")
 FILES_PER_TASK = 32
-IDX_IMAGES_PER_TASK = 1000  # IDX arrays are in memory: cheap to index
+IDX_IMAGES_PER_TASK = 1000  # IDX files are mapped: cheap to index
 STREAM_TASKS = 4  # a compressed tar is decompressed from its start by each task: few tasks, few passes
 # What operating systems leave beside files, besides hidden (dot) files and folders such as AppleDouble `._x`
 # twins, `.DS_Store` and `.Spotlight-V100/`: never data.
@@ -481,10 +482,12 @@ def _list_idx(folder: str, names: list[str], class_names: Sequence[str] | None) 
     tasks = []
     num_classes = 0
     for split, images_file, labels_file in _idx_pairs(folder, names):
-        labels = _load_idx(labels_file)
-        images_shape = _load_idx(images_file).shape
+        labels = _load_idx_labels(labels_file)
+        images_shape, _ = _idx_header(images_file)
         if images_shape[0] != len(labels):
             raise SourceError(f"{images_file}: {images_shape[0]} images but {len(labels)} labels in {labels_file}")
+        if not images_file.endswith(".gz") and not is_remote(images_file):
+            _check_idx_size(images_file, images_file)  # a truncated file fails here, not in a worker
         num_classes = max(num_classes, int(labels.max(initial=0)) + 1)
         name = os.path.basename(images_file)
         files = [InputFile(f"{name}#{i:05d}", int(label), split, str(i)) for i, label in enumerate(labels)]
@@ -497,22 +500,77 @@ def _list_idx(folder: str, names: list[str], class_names: Sequence[str] | None) 
     return SourceListing("idx", names, tasks, [], [], default_channels=1)
 
 
+def stage_idx(tasks: Sequence[ReadTask], folder: str) -> list[ReadTask]:
+    """The tasks, IDX ones reading a plain copy of each gzipped images file, decompressed once into `folder`
+    (the job's staging folder): workers map it rather than each holding the whole array."""
+    staged: dict[str, str] = {}
+    for container in sorted({t.container for t in tasks if t.kind == "idx" and t.container.endswith(".gz")}):
+        staged[container] = FileSystems.join(folder, posixpath.basename(container)[:-3])
+        with _open(container) as raw, gzip.open(raw) as source, FileSystems.create(
+                staged[container], compression_type=CompressionTypes.UNCOMPRESSED) as copy:
+            while chunk := source.read(2**20):
+                copy.write(chunk)
+        _check_idx_size(staged[container], container)
+    return [dataclasses.replace(t, container=staged[t.container]) if t.container in staged else t for t in tasks]
+
+
 # -- reading --------------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=2)
-def _load_idx(path: str) -> np.ndarray:
-    """An IDX array (MNIST format: big-endian header, unsigned bytes), gzipped or not."""
-    with _open(path) as f:
-        data = gzip.decompress(f.read()) if path.endswith(".gz") else f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise SourceError(f"{path}: not an unsigned-byte IDX file")
-    dims = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims)
-    if body.size != int(np.prod(shape)):
-        raise SourceError(f"{path}: truncated IDX file ({body.size} bytes of pixels, header says {shape})")
+def _idx_header(path: str) -> tuple[tuple[int, ...], int]:
+    """An IDX file's shape and header size (MNIST format: big-endian, unsigned bytes), gzipped or not."""
+    with _open(path) as raw, (gzip.open(raw) if path.endswith(".gz") else raw) as f:
+        magic = f.read(4)
+        if len(magic) < 4 or magic[:3] != b"\0\0\x08":
+            raise SourceError(f"{path}: not an unsigned-byte IDX file")
+        dims = f.read(4 * magic[3])
+    if len(dims) < 4 * magic[3]:
+        raise SourceError(f"{path}: truncated IDX header")
+    return struct.unpack(f">{magic[3]}I", dims), 4 + len(dims)
+
+
+def _check_idx_size(path: str, named: str) -> tuple[tuple[int, ...], int]:
+    """The shape and header size of the uncompressed IDX file `path`; SourceError naming `named` (the source's
+    file) unless its size is what its header says."""
+    shape, header = _idx_header(path)
+    size = FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+    if size - header != math.prod(shape):
+        raise SourceError(f"{named}: truncated IDX file ({size - header} bytes of pixels, header says {shape})")
+    return shape, header
+
+
+def _load_idx_labels(path: str) -> np.ndarray:
+    """An IDX labels file (one byte per image), gzipped or not, whole: small."""
+    shape, header = _idx_header(path)
+    with _open(path) as raw, (gzip.open(raw) if path.endswith(".gz") else raw) as f:
+        body = np.frombuffer(f.read()[header:], dtype=np.uint8)
+    if body.size != math.prod(shape):
+        raise SourceError(f"{path}: truncated IDX file ({body.size} bytes of labels, header says {shape})")
     return body.reshape(shape)
+
+
+def _idx_images(path: str) -> np.ndarray:
+    """An uncompressed IDX images file mapped into memory (pages read as they are used, evicted as needed); a
+    remote one is copied to a local temporary file first, once per process."""
+    stat = None if is_remote(path) else os.stat(path)
+    return _mapped_idx(path, stat and (stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=2)
+def _mapped_idx(path: str, version: tuple[int, int] | None) -> np.ndarray:
+    """`_idx_images`, kept per process for each version (size, modification time) of a local file."""
+    if is_remote(path):
+        with _open(path) as source, tempfile.NamedTemporaryFile(prefix="shardflow-idx-", delete=False) as copy:
+            while chunk := source.read(2**20):
+                copy.write(chunk)
+        local = copy.name
+    else:
+        local = path
+    shape, header = _check_idx_size(local, path)
+    images = np.memmap(local, dtype=np.uint8, mode="r", offset=header, shape=shape)
+    if local != path:
+        os.unlink(local)  # the mapping keeps its pages
+    return images
 
 
 def _read_folder(task: ReadTask):
@@ -580,7 +638,7 @@ def _read_tar_stream(task: ReadTask):
 
 
 def _read_idx(task: ReadTask):
-    images = _load_idx(task.container)
+    images = _idx_images(task.container)
     for f in task.files:
         yield f, images[int(f.member)]
 

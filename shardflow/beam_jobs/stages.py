@@ -5,15 +5,18 @@ show them by name; tests run each one alone with `TestPipeline` and `assert_that
                   spill file of its own; `RecordBatch` files (where the bytes are, plus statistics, in columns)
                   in the staging folder describe them, so the runner's memory stays flat (see `staged`).
                   Each record's split (a stable hash of its path, or the source's own folders) is chosen there.
-  Dedupe          only with --dedupe exact|near: FindDuplicates, then each group's first path kept, the others
-                  rejected as "duplicate of PATH" (so no group is left in two splits).
-  TakeCounts      only with --split-counts: exact counts per class, in hash order.
+  Dedupe          only with --dedupe exact|near (`duplicate_join`): FindDuplicates, then each group's first path
+                  kept, the others rejected as "duplicate of PATH" (so no group is left in two splits).
+  TakeCounts      only with --split-counts: exact counts per class, in hash order (one worker per class).
   PlanShards      per split: records in hash order (classes mixed), cut into shards of ~--shard-size-mb,
-                  plus the split's statistics.
+                  plus the split's statistics. Records are cut into ranges of path hashes, each range sorted by
+                  one worker and placed in the shards by the ranges' counts alone; statistics are merged from
+                  partial sums (a combiner).
   WriteShards     each shard copied from the spill files into place, with its SHA-256 and its record index
                   (`record_index`, for DALI's reader).
-  FindDuplicates  the records' duplicate keys (taken while preparing) gathered in one worker and grouped
-                  (`duplicates.find_groups`): the groups the dataset holds, reported whether or not --dedupe.
+  FindDuplicates  the records' duplicate keys (taken while preparing) joined by key across workers
+                  (`duplicate_join`): the groups the dataset holds, reported (and listed in duplicates.jsonl by
+                  the launcher) whether or not --dedupe.
   Summarize       shard list, statistics, rejects, damaged JPEGs kept and duplicate groups gathered into one
                   summary file.
 
@@ -22,6 +25,7 @@ written, shard bytes) show the job's progress in Dataflow's and Flink's UIs; `co
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -36,9 +40,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.transforms.window import GlobalWindows
-from numpy.lib.recfunctions import repack_fields
 
-from shardflow import duplicates, metadata, record_index, schema
+from shardflow import metadata, record_index, schema
 from shardflow.beam_jobs import metadata_writer, records, staged
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.beam_jobs.progress import ProgressWriter
@@ -144,92 +147,88 @@ class PrepareRecords(beam.DoFn):
         self._progress.flush()
 
 
-def take_counts(none_paths, counts: dict[str, int], batch_dir: str) -> Iterable[Any]:
-    """All batch files (key None) -> (split, batch file) with exactly `counts` records of each class per split,
-    taken in hash order; tagged "unselected", the number of records left over."""
-    _, paths = none_paths
-    batch = records.concat([staged.load(p) for p in paths])
-    taken: dict[str, list[records.RecordBatch]] = defaultdict(list)
-    unselected, labels = 0, batch.rows["label"]
+def cut_by_class(none_path: tuple[None, str], batch_dir: str) -> Iterable[tuple[int, str]]:
+    """(None, record batch file) -> (label, file of its records of that class) for each class it holds."""
+    batch = staged.load(none_path[1])
+    labels = batch.rows["label"]
     for label in np.unique(labels).tolist():
-        of_class = batch.take(np.flatnonzero(labels == label))
-        order, start = of_class.hash_order(), 0
-        for split, count in counts.items():
-            if order[start:start + count].size:
-                taken[split].append(of_class.take(order[start:start + count]))
-            start += count
-        unselected += max(0, len(order) - start)
-    for split, parts in taken.items():
-        yield split, staged.save(records.concat(parts, split), batch_dir)
-    yield beam.pvalue.TaggedOutput("unselected", unselected)
+        yield label, staged.save(batch.take(np.flatnonzero(labels == label)), batch_dir)
 
 
-Groups = dict[str, list[list[tuple[bytes, str | None]]]]  # kind -> groups of (path, split), sorted by path
-
-
-HASH_COLUMNS = duplicates.ImageHashes._fields  # the record columns that hold `duplicates.ImageHashes`
-
-
-def hash_columns(split_path: tuple[str | None, str]) -> tuple[str | None, tuple[bytes, ...], np.ndarray]:
-    """(split, record batch file) -> its records' split, paths and duplicate keys (`HASH_COLUMNS`)."""
-    split, path = split_path
-    batch = staged.load(path)
-    return split, batch.paths, repack_fields(batch.rows[list(HASH_COLUMNS)])
-
-
-def group_duplicates(columns: list[tuple[str | None, tuple[bytes, ...], np.ndarray]]) -> Groups:
-    """Every record's hash columns -> per kind ("exact", "near"), the groups of duplicates as (path, split)
-    pairs, members and groups in path order."""
-    members = sorted(((path, split, duplicates.ImageHashes(*keys)) for split, paths, rows in columns
-                      for path, keys in zip(paths, zip(*(rows[column].tolist() for column in HASH_COLUMNS)))),
-                     key=lambda member: member[0])
-    keys = [member[2] for member in members]
-    return {kind: [[members[i][:2] for i in group] for group in duplicates.find_groups(keys, kind)]
-            for kind in duplicates.KINDS}
-
-
-def duplicates_to_drop(groups: Groups, kind: str) -> dict[bytes, bytes]:
-    """Each duplicate of `kind` but its group's first (smallest) path -> that path."""
-    return {path: group[0][0] for group in groups[kind] for path, _ in group[1:]}
-
-
-def drop_duplicates(split_path: tuple[str | None, str], to_drop: dict[bytes, bytes],
-                    batch_dir: str) -> Iterable[Any]:
-    """(split, record batch file) -> the same without the records in `to_drop` (unless none is left); tagged
-    "rejects", each dropped one as (path, "duplicate of PATH")."""
-    split, path = split_path
-    batch = staged.load(path)
-    dropped = np.array([p in to_drop for p in batch.paths], dtype=bool)
-    if not dropped.any():
-        yield split_path
-        return
-    for index in np.flatnonzero(dropped).tolist():
-        Metrics.counter(NAMESPACE, f"rejected: {metadata.DUPLICATE}").inc()
-        kept = to_drop[batch.paths[index]].decode("utf-8", "surrogateescape")
-        yield beam.pvalue.TaggedOutput("rejects", (batch.paths[index], f"{metadata.DUPLICATE_OF}{kept}"))
-    if not dropped.all():
-        yield split, staged.save(batch.take(np.flatnonzero(~dropped)), batch_dir)
+def take_counts(label_paths: tuple[int, Iterable[str]], counts: dict[str, int], batch_dir: str) -> Iterable[Any]:
+    """(label, all its record batch files) -> (split, batch file) with exactly `counts` records of the class per
+    split, taken in hash order; tagged "unselected", the number of records left over."""
+    _, paths = label_paths
+    of_class = records.concat([staged.load(p) for p in paths])
+    order, start = of_class.hash_order(), 0
+    for split, count in counts.items():
+        if order[start:start + count].size:
+            yield split, staged.save(of_class.take(order[start:start + count], split), batch_dir)
+        start += count
+    yield beam.pvalue.TaggedOutput("unselected", max(0, len(order) - start))
 
 
 class ShardJob(NamedTuple):
-    """One shard to write: its place among the split's shards and the file listing its records."""
+    """One shard to write: its place among the split's shards and the files listing its records, in order."""
 
     split: str
     index: int
     num_shards: int
-    batch_file: str  # the shard's records, in order
+    batch_files: tuple[str, ...]
 
 
-def plan_shards(split_paths, shard_bytes: int, batch_dir: str) -> Iterable[Any]:
-    """Per split: the shard jobs (records in hash order, cut evenly) and, tagged "stats", the split statistics."""
-    split, paths = split_paths
-    batch = records.concat([staged.load(p) for p in paths], split)
+RECORDS_PER_RANGE = 50_000  # records a worker sorts at once when planning shards (about 200 bytes each)
+
+
+def ranges_for(num_inputs: int) -> int:
+    """How many ranges of path hashes the records of `num_inputs` inputs are sorted in."""
+    return max(1, math.ceil(num_inputs / RECORDS_PER_RANGE))
+
+
+def cut_by_hash(split_path: tuple[str, str], num_ranges: int, batch_dir: str) -> Iterable[Any]:
+    """(split, record batch file) -> ((split, range), (file, records, bytes)) for each range of path hashes its
+    records fall in (range r: the hashes whose top 32 bits times num_ranges / 2**32 round down to r, so ranges
+    in order are hash order); without the duplicate keys."""
+    split, path = split_path
+    batch = records.without_duplicate_keys(staged.load(path))
+    high = batch.rows["hash"] >> np.uint64(32)
+    ranges = ((high * np.uint64(num_ranges)) >> np.uint64(32)).astype(np.int64)
+    for number in np.unique(ranges).tolist():
+        part = batch.take(np.flatnonzero(ranges == number))
+        yield (split, number), (staged.save(part, batch_dir), len(part), int(part.rows["length"].sum()))
+
+
+def split_sizes(sizes: dict[tuple[str, int], tuple[int, int]], split: str) -> tuple[int, int, dict[int, int]]:
+    """From every range's (records, bytes): the split's records, bytes, and records per range."""
+    counts = {number: count for (name, number), (count, _) in sizes.items() if name == split}
+    return sum(counts.values()), sum(b for (name, _), (_, b) in sizes.items() if name == split), counts
+
+
+def sort_range(range_files: tuple[tuple[str, int], Iterable[str]], sizes: dict[tuple[str, int], tuple[int, int]],
+               shard_bytes: int, batch_dir: str) -> Iterable[Any]:
+    """((split, range), its files) -> its records in hash order, cut where the split's shards begin:
+    ((split, shard), (range, num_shards, piece file)); tagged "stats", (split, `records.partial_statistics`).
+    The split has max(1, min(records, ceil(bytes / shard_bytes))) shards, shard i its records
+    [i * n // shards, (i + 1) * n // shards) in hash order: only counts per range are needed to place them."""
+    (split, number), files = range_files
+    batch = records.concat([staged.load(f) for f in files], split)
     batch = batch.take(batch.hash_order())
-    num_shards = max(1, min(len(batch), math.ceil(int(batch.rows["length"].sum()) / shard_bytes)))
-    for index in range(num_shards):
-        shard = batch.take(slice(index * len(batch) // num_shards, (index + 1) * len(batch) // num_shards))
-        yield ShardJob(split, index, num_shards, staged.save(shard, batch_dir))
-    yield beam.pvalue.TaggedOutput("stats", records.split_statistics(split, batch))
+    total, total_bytes, counts = split_sizes(sizes, split)
+    num_shards = max(1, min(total, math.ceil(total_bytes / shard_bytes)))
+    start = sum(count for other, count in counts.items() if other < number)
+    bounds = np.arange(num_shards + 1) * total // num_shards
+    shard_of = np.searchsorted(bounds, np.arange(start, start + len(batch)), side="right") - 1
+    for shard in np.unique(shard_of).tolist():
+        piece = batch.take(np.flatnonzero(shard_of == shard))
+        yield (split, shard), (number, num_shards, staged.save(piece, batch_dir))
+    yield beam.pvalue.TaggedOutput("stats", (split, records.partial_statistics(batch)))
+
+
+def shard_job(shard_pieces: tuple[tuple[str, int], Iterable[tuple[int, int, str]]]) -> ShardJob:
+    """((split, shard), its pieces) -> the shard's job, pieces in range (so hash) order."""
+    (split, index), pieces = shard_pieces
+    pieces = sorted(pieces)
+    return ShardJob(split, index, pieces[0][1], tuple(piece for _, _, piece in pieces))
 
 
 class WriteShard(beam.DoFn):
@@ -240,7 +239,7 @@ class WriteShard(beam.DoFn):
         self._shard_dir, self._name = shard_dir, name
 
     def process(self, job: ShardJob) -> Iterable[dict[str, Any]]:
-        batch = staged.load(job.batch_file)
+        batch = records.concat([staged.load(f) for f in job.batch_files], job.split)
         filename = metadata_writer.shard_filename(self._name, job.split, job.index, job.num_shards)
         digest, size = hashlib.sha256(), 0
         spills = [FileSystems.open(path) for path in batch.spills]
@@ -267,22 +266,25 @@ class WriteShard(beam.DoFn):
                "num_bytes": size, "sha256": digest.hexdigest(), "damaged": damaged}
 
 
+def _merge_all_statistics(partials: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    return functools.reduce(records.merge_statistics, partials)
+
+
 def _transportable(path: str) -> bytes:
     return path.encode("utf-8", "surrogateescape")
 
 
 def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
-    summary: dict[str, Any] = {"shards": [], "splits": [], "rejects": [], "damaged": [], "unselected": 0}
+    summary: dict[str, Any] = {"shards": [], "splits": [], "reject_files": [], "damaged": [], "unselected": 0}
     fingerprint = 0
     for kind, value in items:
         if kind == "duplicates":
-            summary[kind] = {k: [[(p.decode("utf-8", "surrogateescape"), split) for p, split in group]
-                                 for group in groups] for k, groups in value.items()}
+            summary[kind] = value
         elif kind == "unselected":
             summary["unselected"] += value
         elif kind == "fingerprint":
             fingerprint ^= value
-        elif kind in ("rejects", "damaged"):
+        elif kind == "damaged":
             summary[kind].append((value[0].decode("utf-8", "surrogateescape"), value[1]))
         else:
             summary[kind].append(value)
@@ -318,33 +320,6 @@ class ReadAndPrepare(beam.PTransform):
                     PrepareRecords.REJECTS, PrepareRecords.DAMAGED, PrepareRecords.FINGERPRINT, main="records"))
 
 
-class FindDuplicates(beam.PTransform):
-    """(split, record batch file) -> one element: per kind, the groups of duplicates (`group_duplicates`)."""
-
-    def expand(self, batches):
-        return (batches
-                | "HashColumns" >> beam.Map(hash_columns)
-                | "Gather" >> beam.combiners.ToList()
-                | "Group" >> beam.Map(group_duplicates))
-
-
-class Dedupe(beam.PTransform):
-    """(split, record batch file) -> the same, one image kept per group of `kind` duplicates (its smallest path);
-    tagged "rejects", the others as (path, "duplicate of PATH")."""
-
-    def __init__(self, kind: str, batch_dir: str):
-        super().__init__()
-        duplicates.check_kind(kind, "--dedupe")
-        self._kind, self._batch_dir = kind, batch_dir
-
-    def expand(self, batches):
-        to_drop = (batches
-                   | "FindDuplicates" >> FindDuplicates()
-                   | "ChooseKept" >> beam.Map(duplicates_to_drop, self._kind))
-        return batches | "Drop" >> beam.FlatMap(drop_duplicates, beam.pvalue.AsSingleton(to_drop),
-                                                self._batch_dir).with_outputs("rejects", main="kept")
-
-
 class TakeCounts(beam.PTransform):
     """Record batch files without a split -> exactly `counts` records per class and split, in hash order;
     tagged "unselected", the number of records left over."""
@@ -355,23 +330,36 @@ class TakeCounts(beam.PTransform):
 
     def expand(self, batches):
         return (batches
-                | "GroupAll" >> beam.GroupByKey()
+                | "CutByClass" >> beam.FlatMap(cut_by_class, self._batch_dir)
+                | "GroupByClass" >> beam.GroupByKey()
                 | "Take" >> beam.FlatMap(take_counts, self._counts, self._batch_dir).with_outputs(
                     "unselected", main="assigned"))
 
 
 class PlanShards(beam.PTransform):
-    """(split, record batch file) -> shard jobs, and tagged "stats", each split's statistics."""
+    """(split, record batch file) -> shard jobs, and tagged "stats", each split's statistics: records cut into
+    `num_ranges` ranges of path hashes, each sorted by one worker, placed in shards by counts alone."""
 
-    def __init__(self, shard_bytes: int, batch_dir: str):
+    def __init__(self, shard_bytes: int, num_ranges: int, batch_dir: str):
         super().__init__()
-        self._shard_bytes, self._batch_dir = shard_bytes, batch_dir
+        self._shard_bytes, self._num_ranges, self._batch_dir = shard_bytes, num_ranges, batch_dir
 
     def expand(self, batches):
-        return (batches
-                | "GroupBySplit" >> beam.GroupByKey()
-                | "Plan" >> beam.FlatMap(plan_shards, self._shard_bytes, self._batch_dir).with_outputs(
-                    "stats", main="jobs"))
+        cut = batches | "CutByHash" >> beam.FlatMap(cut_by_hash, self._num_ranges, self._batch_dir)
+        sizes = (cut
+                 | "RangeSizes" >> beam.MapTuple(lambda key, value: (key, value[1:]))
+                 | "SumRange" >> beam.CombinePerKey(lambda sizes: tuple(map(sum, zip(*sizes))))
+                 | "AllSizes" >> beam.combiners.ToDict())
+        sorted_ranges = (cut
+                         | "RangeFiles" >> beam.MapTuple(lambda key, value: (key, value[0]))
+                         | "GroupByRange" >> beam.GroupByKey()
+                         | "SortRange" >> beam.FlatMap(sort_range, beam.pvalue.AsSingleton(sizes), self._shard_bytes,
+                                                       self._batch_dir).with_outputs("stats", main="pieces"))
+        jobs = sorted_ranges.pieces | "GroupByShard" >> beam.GroupByKey() | "ShardJob" >> beam.Map(shard_job)
+        stats = (sorted_ranges.stats
+                 | "MergeStatistics" >> beam.CombinePerKey(_merge_all_statistics)
+                 | "SplitStatistics" >> beam.MapTuple(records.split_statistics))
+        return {"jobs": jobs, "stats": stats}
 
 
 class WriteShards(beam.PTransform):
