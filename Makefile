@@ -11,9 +11,9 @@ DALI_VERSION = $$($(BIN)/python -c 'from importlib.metadata import version; prin
 
 .PHONY: test demo clean
 
-$(STAMP): setup.py
+$(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --upgrade pip "setuptools>=77"  # pyproject.toml's SPDX license; Beam runs setup.py
 	$(BIN)/python -m pip install -q -e '.[test,dali]'
 	$(BIN)/python -m pip install -q --no-build-isolation nvidia-dali-tf-plugin-cuda120==$(DALI_VERSION)
 	touch $(STAMP)

@@ -98,8 +98,7 @@ def _peak_rss(pid: int) -> int:
 def convert_measured(src: str, out: str, workers: int) -> tuple[float, int, list[int]]:
     """Run `shardflow convert` and sample every process of it: (seconds, the launcher's peak RSS, each Python
     worker's peak RSS, largest first)."""
-    command = [sys.executable, "-m", "shardflow.cli", "convert", src, out, "--workers", str(workers),
-               "--splits", "train=0.9,test=0.1"]
+    command = [sys.executable, "-m", "shardflow.cli", "convert", src, out, "--workers", str(workers)]
     started = time.perf_counter()
     log = tempfile.TemporaryFile()  # not a pipe: nobody reads it until the end, and a full pipe blocks the job
     launcher = psutil.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
@@ -189,6 +188,7 @@ def main(argv: list[str] | None = None) -> None:
             rows.append([source, f"{n:,}", f"{seconds:.1f}", f"{seconds / n * 1e6:.0f}", f"{launcher / 2**20:,.0f}",
                          ", ".join(f"{w / 2**20:,.0f}" for w in workers), f"{verify:.1f}", f"{ceiling:.1f}",
                          f"{verify / ceiling:.2f}"])
+            print(" | ".join(rows[-1]), file=sys.stderr)
     print(markdown_table(["source", "images", "convert s", "µs per image", "launcher peak (MiB)",
                           "workers' peaks (MiB)", "verify s", "read+CRC+SHA+decode s", "verify / that"], rows))
 

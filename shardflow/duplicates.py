@@ -158,23 +158,112 @@ def check_kind(kind: str, what: str = "the kind of duplicates") -> None:
 def near_pairs(hashes: np.ndarray, colours: np.ndarray, structures: np.ndarray,
                bands: Sequence[int] = range(BANDS)) -> list[tuple[int, int]]:
     """Index pairs (i < j) of images whose 64-bit `hashes` are within `NEAR_THRESHOLD` bits, from the banded
-    index (candidates: images with the same value in one of `bands`), whose `colours` are within
-    `COLOUR_TOLERANCE` and whose `structures` within `STRUCTURE_TOLERANCE` (thumbnails as rows of `byte_rows`)."""
+    index (candidates: images whose first band with the same value is one of `bands`, so the pairs of each band
+    can be found apart and each pair once), whose `colours` are within `COLOUR_TOLERANCE` and whose `structures`
+    within `STRUCTURE_TOLERANCE` (thumbnails as rows of `byte_rows`)."""
     hashes = np.asarray(hashes, dtype=np.uint64)
     found: set[tuple[int, int]] = set()
     for number in bands:
-        band = band_values(hashes, number)
-        order = np.argsort(band, kind="stable")
-        for run in np.split(order, np.flatnonzero(np.diff(band[order])) + 1):
-            if len(run) > 1:
-                i, j = np.triu_indices(len(run), 1)
-                close = hamming(hashes[run[i]], hashes[run[j]]) <= NEAR_THRESHOLD
-                if close.any():
-                    a, b = run[i][close], run[j][close]
-                    alike = (colour_distances(colours[a], colours[b]) <= COLOUR_TOLERANCE) \
-                        & (structure_distances(structures[a], structures[b]) <= STRUCTURE_TOLERANCE)
-                    found.update(zip(np.minimum(a, b)[alike].tolist(), np.maximum(a, b)[alike].tolist()))
+        for a, b in _close_pairs_in_band(hashes, number):
+            alike = (colour_distances(colours[a], colours[b]) <= COLOUR_TOLERANCE) \
+                & (structure_distances(structures[a], structures[b]) <= STRUCTURE_TOLERANCE)
+            found.update(zip(np.minimum(a, b)[alike].tolist(), np.maximum(a, b)[alike].tolist()))
     return sorted(found)
+
+
+def _close_pairs_in_band(hashes: np.ndarray, number: int) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    """Blocks of (first, second) indices: every pair of images whose hashes are within `NEAR_THRESHOLD` bits and
+    share no band before `number` but share band `number` (images with equal hashes: band 0)."""
+    unique, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+    order = np.argsort(inverse, kind="stable")  # images by hash
+    starts = np.cumsum(counts) - counts
+    if number == 0:
+        yield from _pairs_within(order, inverse[order])  # equal hashes
+    for u, v in _close_hashes(unique, number):
+        per_pair = counts[u] * counts[v]
+        if (per_pair == 1).all():
+            yield order[starts[u]], order[starts[v]]
+            continue
+        combination = np.arange(per_pair.sum()) - np.repeat(np.cumsum(per_pair) - per_pair, per_pair)
+        u, v = np.repeat(u, per_pair), np.repeat(v, per_pair)
+        yield order[starts[u] + combination // counts[v]], order[starts[v] + combination % counts[v]]
+
+
+SHORT_RUN = 128  # hashes sharing a key that are compared all with all; more are cut by sub-bands first
+
+
+def _close_hashes(unique: np.ndarray, number: int) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    """Blocks of index pairs of distinct `unique` hashes within `NEAR_THRESHOLD` bits that share band `number`.
+
+    Hashes are not uniform (smooth images, digits): thousands can share a band's value, and comparing them all
+    is quadratic in the dataset. A crowded key is cut by `BANDS` sub-bands of the bits its hashes may still
+    differ in (two hashes within the threshold agree on one of them, as they agree on a band), again and again
+    while that at least halves the pairs to compare."""
+    band_bits = range(_BAND_STARTS[number], _BAND_STARTS[number + 1])
+    pending = [(np.arange(len(unique)), band_values(unique, number), [b for b in range(64) if b not in band_bits])]
+    while pending:
+        members, keys, free_bits = pending.pop()
+        _, group, sizes = np.unique(keys, return_inverse=True, return_counts=True)
+        crowded = sizes[group] > SHORT_RUN
+        subs = [sub.tolist() for sub in np.array_split(np.array(free_bits), BANDS)]
+        crowd = group[crowded].astype(np.uint64)
+        cut = [(crowd << np.uint64(len(sub))) | _bits_value(unique[members[crowded]], sub) for sub in subs]
+        if len(free_bits) < 2 * BANDS or 2 * sum(map(_pair_count, cut)) >= _pair_count(crowd):
+            crowded[:] = False  # cutting would not pay: compare them all
+        yield from _close(unique, _pairs_within(members[~crowded], group[~crowded]), number)
+        if crowded.any():
+            pending += [(members[crowded], keys, [bit for bit in free_bits if bit not in sub])
+                        for sub, keys in zip(subs, cut)]
+
+
+def _close(hashes: np.ndarray, pairs: Iterable[tuple[np.ndarray, np.ndarray]], number: int
+           ) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    """The `pairs` (blocks of index arrays) whose hashes are within `NEAR_THRESHOLD` bits and share no band before
+    band `number` (the band that finds them; each pair is compared once)."""
+    for a, b in pairs:
+        close = hamming(hashes[a], hashes[b]) <= NEAR_THRESHOLD
+        a, b = a[close], b[close]
+        first, second = hashes[a], hashes[b]
+        keep = np.ones(len(a), dtype=bool)
+        for earlier in range(number):
+            keep &= band_values(first, earlier) != band_values(second, earlier)
+        yield a[keep], b[keep]
+
+
+def _pair_count(keys: np.ndarray) -> int:
+    """How many pairs share a key."""
+    sizes = np.unique(keys, return_counts=True)[1].astype(np.int64)
+    return int((sizes * (sizes - 1) // 2).sum())
+
+
+_BLOCK = 1 << 22  # pairs handed out at once: bounds the memory of a long run
+
+
+def _pairs_within(indices: np.ndarray, keys: np.ndarray) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    """Every pair of `indices` with equal `keys`, as blocks of (first, second) index arrays of at most about
+    `_BLOCK` pairs, without a Python step per key."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]]) if len(keys) else np.array([], int)
+    sizes = np.diff(np.r_[starts, len(order)])
+    position = np.arange(len(order))
+    partners = np.repeat(starts + sizes, sizes) - 1 - position  # the later positions of the same key
+    total = np.cumsum(partners)
+    cuts = np.searchsorted(total, np.arange(_BLOCK, total[-1] if len(total) else 0, _BLOCK), side="right")
+    for first_positions in np.split(position, cuts):
+        counts = partners[first_positions]
+        if counts.sum():
+            firsts = np.repeat(first_positions, counts)
+            seconds = firsts + np.arange(len(firsts)) - np.repeat(np.cumsum(counts) - counts, counts) + 1
+            yield indices[order[firsts]], indices[order[seconds]]
+
+
+def _bits_value(hashes: np.ndarray, bits: list[int]) -> np.ndarray:
+    """The number that `bits` of each 64-bit hash make."""
+    value = np.zeros(len(hashes), dtype=np.uint64)
+    for place, bit in enumerate(bits):
+        value |= ((hashes >> np.uint64(bit)) & np.uint64(1)) << np.uint64(place)
+    return value
 
 
 def band_values(hashes: np.ndarray, number: int) -> np.ndarray:

@@ -141,6 +141,27 @@ def test_the_banded_index_finds_what_comparing_all_pairs_finds():
     assert len(all_pairs) < len(close)  # some pairs differ in structure alone
 
 
+def test_crowded_bands_are_searched_exactly_and_each_pair_is_found_by_one_band(monkeypatch):
+    """Hashes of smooth images or digits are far from uniform: here only 36 of the 64 bits vary, so dozens of
+    hashes share each band's value (and some hashes are equal). Cutting those crowds by sub-bands (here from 4
+    hashes up, to cut at this size) still finds every pair within the threshold, and each pair in one band only
+    (the first it shares)."""
+    monkeypatch.setattr(duplicates, "SHORT_RUN", 4)
+    rng = np.random.default_rng(1)
+    varying = rng.choice(64, size=36, replace=False).astype(np.uint64)
+    bits = rng.integers(0, 2, size=(3000, 36)).astype(np.uint64)
+    bits[1500:] = bits[:1500] ^ (rng.random((1500, 36)) < rng.integers(0, 9, (1500, 1)) / 36)  # 0-8 bits off
+    hashes = (bits << varying).sum(axis=1).astype(np.uint64)
+    flat = np.zeros((3000, 1), dtype=np.uint8)
+    distances = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
+    expected = [(int(i), int(j)) for i, j in np.argwhere(np.triu(distances <= duplicates.NEAR_THRESHOLD, 1))]
+    band_values = np.stack([duplicates.band_values(hashes, band) for band in range(duplicates.BANDS)])
+    assert max(np.unique(values, return_counts=True)[1].max() for values in band_values) > duplicates.SHORT_RUN
+    assert duplicates.near_pairs(hashes, flat, flat) == expected and len(expected) > 1000
+    per_band = [duplicates.near_pairs(hashes, flat, flat, bands=[band]) for band in range(duplicates.BANDS)]
+    assert sorted(pair for pairs in per_band for pair in pairs) == expected  # each pair once
+
+
 def test_groups_are_connected_components_listed_by_first_member():
     exact = [b"a", b"b", b"a", b"c", b"d", b"e", b"f"]
     perceptual = [0, 2**64 - 1, 0x0F0F0F0F0F0F0F0F, 0b111111, 0x0F0F0F0F0F0F0F0E, 0xFFFFFFFFFFFF0000,
