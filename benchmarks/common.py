@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from shardflow.sample_data import write_sample_data
+from shardflow.testing.sample_data import write_sample_data
 
 
 @contextlib.contextmanager

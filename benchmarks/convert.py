@@ -30,13 +30,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from PIL import Image
 
-from shardflow import schema
 from shardflow.beam_jobs.convert import ConvertOptions, convert
-from shardflow.framing import frame
-from shardflow.images import ImageOptions, Rejected, prepare
 from shardflow.beam_jobs.sources import InputFile, list_source
 from shardflow.beam_jobs.splits import DEFAULT_SPLITS, split_for
-from shardflow.sample_data import write_sample_data
+from shardflow.core import schema
+from shardflow.core.framing import frame
+from shardflow.core.images import ImageOptions, Rejected, prepare
+from shardflow.testing.sample_data import write_sample_data
 from common import markdown_table
 
 

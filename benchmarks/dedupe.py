@@ -24,10 +24,10 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from shardflow import duplicates
 from shardflow.beam_jobs.convert import ConvertOptions, convert
-from shardflow.images import ImageOptions, prepare, prepare_encoded
-from shardflow.sample_digits import handwritten_digits
+from shardflow.core import duplicates
+from shardflow.core.images import ImageOptions, prepare, prepare_encoded
+from shardflow.testing.sample_digits import handwritten_digits
 from common import markdown_table, sample_corpus
 
 COPIED = 300  # images whose copies are made and hashed

@@ -51,8 +51,8 @@ def shardflow_batches(data: str, augment: bool, image_size: int | None = SIZE) -
 def decode_ceiling(data: str, resize: bool = False) -> Iterator:
     """Pure parallel JPEG decode (full size) of the same record bytes, read into memory first; with `resize`,
     each image also resized to SIZE x SIZE (what any pipeline must do to batch them)."""
-    from shardflow import metadata
-    from shardflow.pipeline.decoder import DCT_METHOD, Decoder
+    from shardflow.core import metadata
+    from shardflow.core.decoder import DCT_METHOD, Decoder
 
     info = metadata.read(data)
     decoder = Decoder(info.schema)

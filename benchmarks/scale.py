@@ -124,7 +124,7 @@ def convert_measured(src: str, out: str, workers: int) -> tuple[float, int, list
 
 VERIFY = """
 import sys, time
-from shardflow.verify import verify
+from shardflow.tools.verify import verify
 started = time.perf_counter()
 report = verify(sys.argv[1])
 assert report.ok, report
@@ -134,9 +134,9 @@ print(time.perf_counter() - started)
 CEILING = """
 import glob, hashlib, sys, time
 import tensorflow as tf
-from shardflow import metadata
-from shardflow.framing import unframe
-from shardflow.pipeline.decoder import Decoder
+from shardflow.core import metadata
+from shardflow.core.decoder import Decoder
+from shardflow.core.framing import unframe
 info = metadata.read(sys.argv[1])
 decoder = Decoder(info.schema)
 shards = sorted(glob.glob(sys.argv[1] + "/*.tfrecord-*"))

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
 
 import shardflow  # noqa: E402  (after the environment is set)
-from shardflow import files, metadata, quiet  # noqa: E402
+from shardflow.core import metadata, quiet  # noqa: E402
 
 
 SUMMARY_MAX_CLASSES = 12  # more classes: the end-of-run summary gives their range per split
@@ -45,8 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     """Every default and choice comes from the Python API's own (options dataclasses, function signatures)."""
     from shardflow.beam_jobs.options import add_arguments
-    from shardflow.preview import DUPLICATE_GROUPS, preview_grid
-    from shardflow.sample_data import write_sample_data
+    from shardflow.core.pictures import DUPLICATE_GROUPS
+    from shardflow.testing.sample_data import write_sample_data
+    from shardflow.tools.preview import preview_grid
     from shardflow.trainers.options import AUGMENT_PLACES, BASES, MODELS, VALIDATION_SPLIT, TrainOptions
 
     parser = argparse.ArgumentParser(prog="shardflow", description=shardflow.__doc__)
@@ -169,7 +170,7 @@ def _defaults(function) -> dict:
 
 
 def _sample_data(args, _extra) -> None:
-    from shardflow.sample_data import write_sample_data
+    from shardflow.testing.sample_data import write_sample_data
 
     classes = [c.strip() for c in args.classes.split(",") if c.strip()]
     paths = write_sample_data(args.out, layout=args.layout, n=args.n, classes=classes, seed=args.seed)
@@ -203,7 +204,7 @@ def _convert_like(args, beam_args) -> int:
     """`convert SRC OUT --like DATASET`: DATASET's options on SRC, then whether the result is the same."""
     from shardflow.beam_jobs.convert import convert
     from shardflow.beam_jobs.options import ConvertOptions
-    from shardflow.diff import diff, same_shards
+    from shardflow.tools.diff import diff, same_shards
 
     given = [f"--{dest.replace('_', '-')}" for dest, default in args.shaping_defaults.items()
              if getattr(args, dest) != default]
@@ -238,7 +239,9 @@ _SHAPING = ("name", "layout", "unlabeled", "class_names", "zip_encoding", "split
 
 
 def _inspect(args, _extra) -> None:
-    from shardflow.preview import DUPLICATE_GROUPS, draw_duplicates
+    from shardflow.core.pictures import DUPLICATE_GROUPS
+    from shardflow.tools.inspect import inspect_json, inspect_text
+    from shardflow.tools.preview import draw_duplicates
 
     if args.groups is not None and not args.duplicates:
         raise UsageError("--groups N applies to the picture of --duplicates FILE.png; give that too")
@@ -246,17 +249,17 @@ def _inspect(args, _extra) -> None:
         raise UsageError("--groups must be >= 1")
     info = metadata.read(args.data)
     if args.json:
-        print(json.dumps(_inspect_json(info), indent=1))
+        print(json.dumps(inspect_json(info), indent=1))
     else:
         groups = metadata.read_duplicates(args.data) if info.duplicates and info.duplicates.listed else []
-        print(_inspect_text(info, groups))
+        print(inspect_text(info, groups))
     if args.duplicates:
         out = draw_duplicates(args.data, args.duplicates, args.groups or DUPLICATE_GROUPS)
         print(f"wrote {out}", file=sys.stderr if args.json else sys.stdout)
 
 
 def _verify(args, _extra) -> int:
-    from shardflow.verify import verify
+    from shardflow.tools.verify import verify
 
     report = verify(args.data, decode_images=not args.no_decode)
     for problem in report.problems:
@@ -278,7 +281,7 @@ def _verify(args, _extra) -> int:
 
 
 def _preview(args, _extra) -> None:
-    from shardflow.preview import preview_grid
+    from shardflow.tools.preview import preview_grid
 
     if args.images < 1 or args.variants < 0 or args.image_size < 8:
         raise UsageError("--images must be >= 1, --variants >= 0 and --image-size >= 8")
@@ -317,7 +320,7 @@ def _evaluate(args, _extra) -> None:
 
 
 def _diff(args, _extra) -> int:
-    from shardflow.diff import KINDS, diff
+    from shardflow.tools.diff import KINDS, diff
 
     result = diff(args.old, args.new)
     if args.json:
@@ -350,10 +353,6 @@ def _predict(args, _extra) -> None:
         print(f"{len(unread)} of {len(predictions)} inputs could not be read (listed above)", file=sys.stderr)
 
 
-def _inspect_json(info: metadata.DatasetInfo) -> dict:
-    return json.loads(info.to_json())
-
-
 def _summary_text(info: metadata.DatasetInfo, out: str) -> str:
     rate = info.num_inputs / max(info.seconds, 1e-9)
     lines = [
@@ -383,42 +382,6 @@ def _class_counts(counts: dict[str, int], class_names: Sequence[str]) -> str:
     present = sum(1 for v in values if v)
     return (f"{present} of {len(values)} classes, {min(values)}-{max(values)} per class; "
             "`shardflow inspect` lists them")
-
-
-def _inspect_text(info: metadata.DatasetInfo, groups: Sequence[metadata.DuplicateGroup]) -> str:
-    lines = [
-        f"{info.data_dir}: dataset {info.name!r}",
-        f"  classes ({len(info.class_names)}): {', '.join(info.class_names) or '(unlabeled)'}",
-        f"  images: {info.image_format}, {info.channels} channel(s)"
-        + (f", longer side <= {info.max_side}" if info.max_side else "")
-        + (f", all {info.size[0]}x{info.size[1]} (HxW{', centre-cropped' if info.crop_to_aspect_ratio else ''})"
-           if info.size else ""),
-        f"  inputs: {info.num_inputs}  records: {info.num_records}  rejected: {info.num_rejected}"
-        + (f"  unselected: {info.num_unselected}" if info.num_unselected else "")
-        + (f"  damaged JPEGs kept: {info.damaged_jpegs} (listed in {metadata.DAMAGED_JPEGS})"
-           if info.damaged_jpegs else ""),
-        "  duplicates: " + (info.duplicates.sentence() if info.duplicates else "not looked for (an older shardflow)"),
-    ]
-    listed_in = files.join(info.data_dir, metadata.DUPLICATES)
-    for title, named in (("leaks", [g for g in groups if g.leak]),
-                         ("labels differ", [g for g in groups if g.labels_differ])):
-        if named:
-            lines.append(f"    {title} ({len(named)} group(s); path (split, class), the first kept by --dedupe):")
-            lines += [f"      {line}" for line in metadata.named_groups(named, listed_in=listed_in)]
-    bins = metadata.SIZE_BINS
-    labels = [f"<{bins[0]}"] + [f"{a}-{b - 1}" for a, b in zip(bins, bins[1:])] + [f">={bins[-1]}"]
-    for name, split in info.splits.items():
-        mb = split.num_bytes / 2**20
-        lines.append(f"\n  {name}: {split.num_examples} records, {len(split.shards)} shard(s), {mb:.1f} MB")
-        lines.append("    per class: " + ", ".join(f"{c} {n}" for c, n in split.label_counts.items()))
-        lines.append("    mean: " + " ".join(f"{v:.1f}" for v in split.mean)
-                     + "   std: " + " ".join(f"{v:.1f}" for v in split.std))
-        peak = max(split.size_histogram) or 1
-        lines.append("    longer side (px):")
-        for label, count in zip(labels, split.size_histogram):
-            if count:
-                lines.append(f"      {label:>9} {count:>7}  {'#' * max(1, round(30 * count / peak))}")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

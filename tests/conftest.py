@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shardflow.sample_data import write_sample_data
+from shardflow.testing.sample_data import write_sample_data
 
 
 def encode(image: Image.Image, fmt: str = "JPEG", **params) -> bytes:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import tensorflow_datasets as tfds
 
 import shardflow
-from shardflow import metadata
 from shardflow.cli import main
-from shardflow.sample_data import write_sample_data
+from shardflow.core import metadata
+from shardflow.testing.sample_data import write_sample_data
 
 
 def test_the_card_and_tfds_metadata_describe_the_dataset(tmp_path, capsys):

@@ -16,12 +16,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from shardflow import metadata
 from shardflow.beam_jobs.convert import ConversionError, ConvertOptions, convert
 from shardflow.beam_jobs.splits import split_for
 from shardflow.cli import main
-from shardflow.pipeline.decoder import Decoder
-from shardflow.verify import verify
+from shardflow.core import metadata
+from shardflow.core.decoder import Decoder
+from shardflow.tools.verify import verify
 from tests.conftest import encode, noise_image, write_idx
 
 

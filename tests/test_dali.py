@@ -15,10 +15,10 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from shardflow import metadata, record_index
+from shardflow.core import metadata, record_index
 from shardflow.pipeline import augment as augment_lib
 from shardflow.pipeline import dali, load, steps_per_epoch
-from shardflow.verify import verify
+from shardflow.tools.verify import verify
 from tests.test_reader import convert
 
 SIZE = (40, 56)

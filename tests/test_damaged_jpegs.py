@@ -13,11 +13,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from shardflow import metadata
 from shardflow.cli import main
-from shardflow.duplicates import image_hashes
-from shardflow.images import HALF_SCALE_SIDE, ImageOptions, jpeg_warning, prepare_encoded
-from shardflow.sample_data import render_image, write_sample_data
+from shardflow.core import metadata
+from shardflow.core.duplicates import image_hashes
+from shardflow.core.images import HALF_SCALE_SIDE, ImageOptions, jpeg_warning, prepare_encoded
+from shardflow.testing.sample_data import render_image, write_sample_data
 from shardflow.trainers.options import TrainOptions
 from shardflow.trainers.train import _warnings
 from tests.conftest import encode

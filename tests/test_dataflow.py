@@ -10,8 +10,8 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from shardflow.beam_jobs.convert import ConvertOptions, build
-from shardflow.images import ImageOptions
 from shardflow.beam_jobs.sources import list_source
+from shardflow.core.images import ImageOptions
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -23,7 +23,8 @@ def test_setup_py_builds_an_sdist_with_the_package(tmp_path):
     (archive,) = tmp_path.glob("shardflow-*.tar.gz")
     with tarfile.open(archive) as tar:
         names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
-    assert {"setup.py", "shardflow/beam_jobs/convert.py", "shardflow/schema.py", "shardflow/metadata.py"} <= names
+    assert {"setup.py", "shardflow/beam_jobs/convert.py", "shardflow/core/schema.py",
+            "shardflow/core/metadata.py"} <= names
 
 
 def test_the_dataflow_pipeline_constructs_and_pickles(kaggle_dir, tmp_path):

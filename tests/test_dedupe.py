@@ -18,15 +18,15 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
-from shardflow import duplicates, figures, metadata, preview
 from shardflow.beam_jobs import convert, duplicate_join, records, staged, stages
 from shardflow.beam_jobs.options import ConvertOptions
 from shardflow.beam_jobs.sources import list_source
 from shardflow.beam_jobs.splits import parse_splits, split_for
 from shardflow.cli import main
-from shardflow.images import ImageOptions, prepare
-from shardflow.sample_data import render_image, write_sample_data
-from shardflow.sample_digits import handwritten_digits
+from shardflow.core import duplicates, figures, metadata, pictures
+from shardflow.core.images import ImageOptions, prepare
+from shardflow.testing.sample_data import render_image, write_sample_data
+from shardflow.testing.sample_digits import handwritten_digits
 
 SPLITS = "train=0.5,test=0.5"
 FRACTIONS = parse_splits(SPLITS)
@@ -331,12 +331,12 @@ def test_inspect_draws_the_groups_side_by_side(mislabelled, tmp_path, capsys):
     assert main(["inspect", str(out), "--duplicates", str(tmp_path / "all.png")]) == 0
     assert f"wrote {tmp_path / 'all.png'}" in capsys.readouterr().out
     picture = Image.open(tmp_path / "all.png").convert("L")
-    columns = max(preview.DUPLICATE_COLUMNS, 2)  # every group a pair
-    assert picture.size == figures.grid_size(6, columns, preview.DUPLICATE_TILE, label_lines=3)
-    top, tile = figures.GAP + figures.CAPTION, preview.DUPLICATE_TILE
+    columns = max(pictures.DUPLICATE_COLUMNS, 2)  # every group a pair
+    assert picture.size == figures.grid_size(6, columns, pictures.DUPLICATE_TILE, label_lines=3)
+    top, tile = figures.GAP + figures.CAPTION, pictures.DUPLICATE_TILE
     first = np.asarray(picture)[top:top + tile, figures.GAP:figures.GAP + tile]
     assert first.std() > 20  # the first group's kept image is drawn (a photo, not the white page)
     assert main(["inspect", str(out), "--duplicates", str(tmp_path / "two.png"), "--groups", "2"]) == 0
-    assert Image.open(tmp_path / "two.png").size == figures.grid_size(2, columns, preview.DUPLICATE_TILE, 3)
+    assert Image.open(tmp_path / "two.png").size == figures.grid_size(2, columns, pictures.DUPLICATE_TILE, 3)
     assert main(["inspect", str(out), "--groups", "2"]) == 2
     assert "--groups N applies to the picture of --duplicates FILE.png" in capsys.readouterr().err

@@ -19,8 +19,7 @@ from shardflow.cli import _parser
 from shardflow.trainers.options import TrainOptions
 
 PACKAGE = pathlib.Path(__file__).parent.parent / "shardflow"
-READ_SIDE = ["pipeline", "trainers", "verify.py", "preview.py", "metadata.py", "schema.py", "images.py", "files.py",
-             "framing.py", "record_index.py"]
+READ_SIDE = ["core", "pipeline", "trainers", "tools"]
 
 
 def imported(nodes: Iterable[ast.AST]) -> Iterator[str]:
@@ -107,7 +106,8 @@ GLOBAL_STATE_SCRIPT = """
         import keras, tensorflow, tensorflow_datasets
         before = (list(logging.getLogger().filters), list(logging.getLogger().handlers), dict(os.environ),
                   list(warnings.filters))
-        import shardflow, shardflow.pipeline, shardflow.trainers.train, shardflow.trainers.predict, shardflow.verify
+        import shardflow, shardflow.pipeline, shardflow.trainers.train, shardflow.trainers.predict
+        import shardflow.tools.verify
         import shardflow.beam_jobs.convert
         after = (list(logging.getLogger().filters), list(logging.getLogger().handlers), dict(os.environ),
                  list(warnings.filters))

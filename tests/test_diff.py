@@ -8,7 +8,7 @@ import shutil
 from PIL import Image
 
 from shardflow.cli import main
-from shardflow.sample_data import write_sample_data
+from shardflow.testing.sample_data import write_sample_data
 from tests.conftest import encode
 
 

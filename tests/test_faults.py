@@ -16,10 +16,10 @@ import time
 import psutil
 import pytest
 
-from shardflow import metadata
 from shardflow.beam_jobs.out_lock import LOCK_NAME
 from shardflow.cli import main
-from shardflow.sample_data import write_sample_data
+from shardflow.core import metadata
+from shardflow.testing.sample_data import write_sample_data
 from tests.conftest import photo_subset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,9 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from shardflow import metadata
 from shardflow.cli import main
-from shardflow.verify import verify
+from shardflow.core import metadata
+from shardflow.tools.verify import verify
 from tests.conftest import encode, noise_image
 
 FUZZ_CASES = 300

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from shardflow.images import ImageOptions, Rejected, prepare_encoded
+from shardflow.core.images import ImageOptions, Rejected, prepare_encoded
 from tests.conftest import encode, noise_image
 
 RGB = ImageOptions()
@@ -165,8 +165,8 @@ def test_tiny_and_thin_images_are_kept(size, fmt):
 
 
 def test_tiny_and_thin_images_convert_load_and_train(tmp_path):
-    from shardflow import metadata
     from shardflow.cli import main
+    from shardflow.core import metadata
     from shardflow.pipeline import load
 
     src = tmp_path / "src"

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shardflow import figures
 from shardflow.beam_jobs.convert import ConvertOptions, convert
-from shardflow.preview import preview_grid
-from shardflow.sample_data import write_sample_data
+from shardflow.core import figures
+from shardflow.testing.sample_data import write_sample_data
+from shardflow.tools.preview import preview_grid
 from shardflow.trainers.plots import plot_history
 
 TRAINING, VALIDATION = (31, 119, 180), (255, 127, 14)  # matplotlib's first two line colours

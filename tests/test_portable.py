@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 
-from shardflow import metadata
 from shardflow.cli import main
+from shardflow.core import metadata
 from tests.conftest import free_ports
 
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shardflow import metadata
 from shardflow.cli import main
+from shardflow.core import metadata
+from shardflow.core.shards import stored_records
 from shardflow.pipeline import Augment, Preprocessing, load
-from shardflow.pipeline.reader import stored_records
 from shardflow.trainers.predict import predict
 from shardflow.trainers.train import TrainOptions, train
 from tests.conftest import encode, noise_image

@@ -12,10 +12,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from shardflow import metadata
 from shardflow.cli import main
+from shardflow.core import metadata
+from shardflow.core.decoder import dct_ratio, usable_ratios
 from shardflow.pipeline import load, steps_per_epoch
-from shardflow.pipeline.decoder import dct_ratio, usable_ratios
 from tests.conftest import encode, write_idx
 
 

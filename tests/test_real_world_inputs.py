@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from shardflow import metadata
 from shardflow.beam_jobs.convert import unknown_beam_options
 from shardflow.cli import main
+from shardflow.core import metadata
 from tests.conftest import encode, noise_image
 from tests.test_convert import records
 

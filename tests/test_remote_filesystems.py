@@ -11,11 +11,11 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from shardflow import metadata, record_index
 from shardflow.beam_jobs.convert import ConvertOptions, convert
 from shardflow.beam_jobs.sources import SourceError
+from shardflow.core import metadata, record_index
 from shardflow.pipeline import load
-from shardflow.verify import verify
+from shardflow.tools.verify import verify
 from tests.memory_filesystem import MemoryFileSystem
 from tests.test_convert import records
 

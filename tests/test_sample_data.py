@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from shardflow.cli import main
-from shardflow.sample_data import write_sample_data
+from shardflow.testing.sample_data import write_sample_data
 from tests.conftest import photo_subset
 
 

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from tensorflow_datasets.core import example_serializer
 
-from shardflow import schema
+from shardflow.core import schema
 
 
 def tfds_record(records: schema.RecordSchema, image, label: int, filename: str) -> bytes:

@@ -9,7 +9,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from shardflow import metadata
+from shardflow.core import metadata
 from shardflow.pipeline import load
 from shardflow.pipeline.service import distribute
 from tests.conftest import free_ports

@@ -7,8 +7,8 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from shardflow.beam_jobs import staged, stages
 from shardflow.beam_jobs.sources import list_source
-from shardflow.images import ImageOptions
-from shardflow.sample_data import write_sample_data
+from shardflow.core.images import ImageOptions
+from shardflow.testing.sample_data import write_sample_data
 
 
 def _prepared(pipeline, src, fractions: dict[str, float], staging: str):

@@ -13,7 +13,7 @@ import tensorflow as tf
 from PIL import Image
 
 from shardflow.cli import main
-from shardflow.sample_data import write_sample_data
+from shardflow.testing.sample_data import write_sample_data
 from shardflow.trainers import models
 from shardflow.trainers.train import TrainOptions, train
 from tests.conftest import write_idx

@@ -11,13 +11,13 @@ import keras
 import pytest
 import tensorflow as tf
 
-from shardflow import metadata, schema
 from shardflow.beam_jobs.splits import split_for
 from shardflow.cli import main
+from shardflow.core import metadata, schema
+from shardflow.core.shards import stored_records
 from shardflow.pipeline import load
 from shardflow.pipeline.holdout import Holdout
-from shardflow.pipeline.reader import stored_records
-from shardflow.sample_digits import handwritten_digits
+from shardflow.testing.sample_digits import handwritten_digits
 from tests.conftest import convert_cli, write_idx
 
 QUICK = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8"]

@@ -8,9 +8,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from shardflow import metadata, record_index, schema
-from shardflow.framing import frame
 from shardflow.cli import main
+from shardflow.core import metadata, record_index, schema
+from shardflow.core.framing import frame
 from shardflow.pipeline import damaged_shards_named, load
 from tests.conftest import encode
 

@@ -12,9 +12,9 @@ import zlib
 
 import pytest
 
-from shardflow import metadata
 from shardflow.beam_jobs.sources import SourceError, list_source
 from shardflow.cli import main
+from shardflow.core import metadata
 from tests.test_convert import records
 from tests.test_real_world_inputs import write
 from tests.test_sources import files

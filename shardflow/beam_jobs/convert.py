@@ -32,15 +32,15 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 import shardflow
-from shardflow import duplicates, metadata, record_index, schema
 from shardflow.beam_jobs import duplicate_join, metadata_writer, reject_files, staged, stages
 from shardflow.beam_jobs import splits as splits_lib
-from shardflow.images import ImageOptions
-from shardflow.beam_jobs.progress import ProgressDisplay, worker_logs_to
-from shardflow.beam_jobs.sources import SourceError, SourceListing, is_remote, list_source, stage_idx
 from shardflow.beam_jobs.local_workers import WorkerDied, watched_workers
 from shardflow.beam_jobs.options import ConvertOptions, add_arguments, from_arguments
 from shardflow.beam_jobs.out_lock import LOCK_NAME, OutputLock, OutputLocked
+from shardflow.beam_jobs.progress import ProgressDisplay, worker_logs_to
+from shardflow.beam_jobs.sources import SourceError, SourceListing, is_remote, list_source, stage_idx
+from shardflow.core import duplicates, metadata, record_index, schema
+from shardflow.core.images import ImageOptions
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(: .*)?$")

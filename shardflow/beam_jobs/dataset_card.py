@@ -8,11 +8,11 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 
-from shardflow import metadata
+from shardflow.core import metadata
 
 CARD = "README.md"
-SAMPLES = "samples.png"  # drawn by `shardflow.preview.class_samples`
-DUPLICATES_PICTURE = "duplicates.png"  # drawn by `shardflow.preview.duplicates_picture`
+SAMPLES = "samples.png"  # drawn by `shardflow.core.pictures.class_samples`
+DUPLICATES_PICTURE = "duplicates.png"  # drawn by `shardflow.core.pictures.duplicates_picture`
 
 
 def summary(info: metadata.DatasetInfo) -> str:

@@ -26,8 +26,8 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from shardflow import duplicates, metadata
 from shardflow.beam_jobs import staged
+from shardflow.core import duplicates, metadata
 
 NAMESPACE = "shardflow"
 KEYS_PER_PART = 200_000

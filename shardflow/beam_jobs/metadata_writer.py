@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import tensorflow_datasets as tfds
 from apache_beam.io.filesystems import FileSystems
 
-from shardflow import metadata, preview, schema
 from shardflow.beam_jobs import dataset_card
+from shardflow.core import metadata, pictures, schema
 
 
 def shard_template(data_dir: str, name: str, split: str) -> tfds.core.ShardedFileTemplate:
@@ -45,10 +45,10 @@ def write(data_dir: str, info: metadata.DatasetInfo, reject_kinds: Counter[str],
         f.write(info.to_json().encode())
     first = metadata.TRAIN if metadata.TRAIN in info.splits else next(iter(info.splits))
     with FileSystems.create(FileSystems.join(data_dir, dataset_card.SAMPLES)) as f:
-        f.write(preview.class_samples(info, preview.stored_records(info, [first], FileSystems.open)))
+        f.write(pictures.class_samples(info, pictures.stored_records(info, [first], FileSystems.open)))
     if groups:
         with FileSystems.create(FileSystems.join(data_dir, dataset_card.DUPLICATES_PICTURE)) as f:
-            f.write(preview.duplicates_picture(info, groups, open_file=FileSystems.open))
+            f.write(pictures.duplicates_picture(info, groups, open_file=FileSystems.open))
     with FileSystems.create(FileSystems.join(data_dir, dataset_card.CARD)) as f:
         f.write(dataset_card.markdown(info, reject_kinds, groups).encode())
     with tempfile.TemporaryDirectory(prefix="shardflow-metadata-") as scratch:

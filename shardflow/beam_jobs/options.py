@@ -8,10 +8,10 @@ import dataclasses
 import os
 from typing import Any
 
-from shardflow import duplicates, metadata, schema
 from shardflow.beam_jobs import splits as splits_lib
-from shardflow.images import ImageOptions
-from shardflow.metadata import DatasetCard
+from shardflow.core import duplicates, metadata, schema
+from shardflow.core.images import ImageOptions
+from shardflow.core.metadata import DatasetCard
 
 LAYOUTS = ("auto", "kaggle", "folders", "idx")
 CHANNELS = (1, 3)

@@ -13,9 +13,9 @@ from typing import Any, NamedTuple
 import numpy as np
 from numpy.lib.recfunctions import repack_fields
 
-from shardflow.duplicates import COLOUR_CELLS, STRUCTURE_CELLS, ImageHashes
-from shardflow.images import ImageStats
-from shardflow.metadata import SIZE_BINS
+from shardflow.core.duplicates import COLOUR_CELLS, STRUCTURE_CELLS, ImageHashes
+from shardflow.core.images import ImageStats
+from shardflow.core.metadata import SIZE_BINS
 
 
 FIXED_POINT_BITS = 32  # the pixel sums' fraction bits when summed exactly (`partial_statistics`)

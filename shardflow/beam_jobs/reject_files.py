@@ -14,7 +14,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from shardflow import metadata
+from shardflow.core import metadata
 
 
 class WriteRejects(beam.DoFn):

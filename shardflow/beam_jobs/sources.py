@@ -28,9 +28,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from shardflow.beam_jobs.options import LAYOUTS, check_zip_encoding
-from shardflow.files import is_remote
-from shardflow.images import IMAGE_EXTENSIONS
-from shardflow.schema import UNLABELED
+from shardflow.core.files import is_remote
+from shardflow.core.images import IMAGE_EXTENSIONS
+from shardflow.core.schema import UNLABELED
 
 SPLIT_FOLDERS = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 
-from shardflow.metadata import TEST, TRAIN, VALIDATION
+from shardflow.core.metadata import TEST, TRAIN, VALIDATION
 
 DEFAULT_SPLITS = {TRAIN: 0.8, VALIDATION: 0.1, TEST: 0.1}
 KNOWN_SPLITS = (TRAIN, VALIDATION, TEST)  # the names the trainer looks for

@@ -41,13 +41,13 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.transforms.window import GlobalWindows
 
-from shardflow import metadata, record_index, schema
 from shardflow.beam_jobs import metadata_writer, records, staged
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.beam_jobs.progress import ProgressWriter
 from shardflow.beam_jobs.staged import StagedTask
-from shardflow.framing import frame
-from shardflow.images import ImageOptions, Rejected, prepare
+from shardflow.core import metadata, record_index, schema
+from shardflow.core.framing import frame
+from shardflow.core.images import ImageOptions, Rejected, prepare
 
 NAMESPACE = "shardflow"
 NO_CLASS = "no class in the file name (expected <class>.<id>.jpg, e.g. cat.123.jpg)"

@@ -21,7 +21,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from shardflow.images import parse_size
+from shardflow.core.images import parse_size
 from shardflow.pipeline.resize import resize
 
 PRESETS: dict[str, dict[str, Any]] = {

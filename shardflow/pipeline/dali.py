@@ -21,7 +21,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from shardflow import files, metadata, record_index, schema
+from shardflow.core import files, metadata, record_index, schema
 from shardflow.pipeline import augment as augment_lib
 
 PACKAGES = ("nvidia-dali-cuda120", "nvidia-dali-tf-plugin-cuda120")

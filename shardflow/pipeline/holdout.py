@@ -12,7 +12,7 @@ import dataclasses
 
 import tensorflow as tf
 
-from shardflow import schema
+from shardflow.core import schema
 
 BUCKETS = 2**32
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from shardflow.core.decoder import Decoder
 from shardflow.pipeline import augment as augment_lib
-from shardflow.pipeline.decoder import Decoder
 from shardflow.pipeline.resize import resize
 
 

@@ -21,9 +21,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from shardflow import files, metadata, schema
-from shardflow.images import ImageOptions, Rejected, prepare
-from shardflow.pipeline.decoder import Decoder
+from shardflow.core import files, metadata, schema
+from shardflow.core.decoder import Decoder
+from shardflow.core.images import ImageOptions, Rejected, prepare
 from shardflow.pipeline.parser import Parser
 
 FILE = "preprocessing.json"

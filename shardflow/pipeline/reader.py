@@ -14,15 +14,15 @@ from typing import Any
 
 import tensorflow as tf
 
-from shardflow import files, metadata
-from shardflow.images import parse_size
+from shardflow.core import metadata
+from shardflow.core.decoder import Decoder
+from shardflow.core.images import parse_size
+from shardflow.core.shards import READ_BUFFER_BYTES, checked_shards, damaged_shards
 from shardflow.pipeline import augment as augment_lib
-from shardflow.pipeline.decoder import Decoder
 from shardflow.pipeline.holdout import Holdout
 from shardflow.pipeline.parser import Parser
 
 AUTOTUNE = tf.data.AUTOTUNE
-READ_BUFFER_BYTES = 8 * 2**20
 BACKENDS = ("tf", "dali")
 
 
@@ -80,7 +80,7 @@ def load(
     params = augment_lib.parse_augment(augment)
     shuffle = split == metadata.TRAIN if shuffle is None else shuffle
     deterministic = seed is not None or not shuffle
-    shards = _shards(info, split)
+    shards = checked_shards(info, split)
     if backend == "dali":
         unsupported = [name for name, used in (("cache", cache), ("take", take is not None),
                                                ("data_service", data_service), ("holdout", holdout)) if used]
@@ -142,11 +142,6 @@ def load(
     return dataset.prefetch(AUTOTUNE)
 
 
-def stored_records(info: metadata.DatasetInfo, split: str) -> tf.data.Dataset:
-    """A split's serialized records in their stored order, each shard checked first (see `load`)."""
-    return tf.data.TFRecordDataset([path for path, _ in _shards(info, split)], buffer_size=READ_BUFFER_BYTES)
-
-
 @contextlib.contextmanager
 def damaged_shards_named(data_dir: str) -> Iterator[None]:
     """Turn TensorFlow's "corrupted record at N" (which names no file) into an error naming the damaged shards.
@@ -156,8 +151,6 @@ def damaged_shards_named(data_dir: str) -> Iterator[None]:
     try:
         yield
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
-        from shardflow.verify import damaged_shards
-
         info = metadata.read(data_dir)
         damaged = [f"{split}: {d}" for split in info.splits for d in damaged_shards(data_dir, split)]
         if not damaged:
@@ -183,21 +176,6 @@ def _image_size(info: metadata.DatasetInfo, image_size: int | tuple[int, int] | 
             f"{min(heights)}-{max(heights)}, widths {min(widths)}-{max(widths)}); pass image_size, or convert "
             "with --size")
     return info.stored_size
-
-
-def _shards(info: metadata.DatasetInfo, split: str) -> list[tuple[str, int]]:
-    """The split's (shard path, records), each shard checked to exist with the size the metadata records."""
-    paths = []
-    for shard in info.split(split).shards:
-        path = files.join(info.data_dir, shard.filename)
-        if not files.exists(path):
-            raise metadata.DatasetError(f"{info.data_dir}: split {split!r}: shard {shard.filename} is missing")
-        if files.size(path) != shard.num_bytes:
-            raise metadata.DatasetError(
-                f"{info.data_dir}: split {split!r}: shard {shard.filename} has {files.size(path)} bytes, "
-                f"the metadata says {shard.num_bytes} (truncated or replaced); run `shardflow verify`")
-        paths.append((path, shard.num_records))
-    return paths
 
 
 def _shards_for_pipeline(shards: list[tuple[str, int]], context: tf.distribute.InputContext, data_dir: str,

@@ -12,7 +12,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from shardflow.images import parse_size
+from shardflow.core.images import parse_size
 
 
 def resize(images: tf.Tensor, size: Sequence[int]) -> tf.Tensor:

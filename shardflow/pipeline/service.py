@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-from shardflow import quiet
+from shardflow.core import quiet
 
 PROTOCOL = "grpc"
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from shardflow import figures
+from shardflow.core import figures
 
 PANELS = (("accuracy", "Training and validation accuracy"), ("loss", "Training and validation loss"))
 

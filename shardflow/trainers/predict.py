@@ -16,11 +16,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from shardflow import metadata
-from shardflow.images import IMAGE_EXTENSIONS
+from shardflow.core import metadata
+from shardflow.core.images import IMAGE_EXTENSIONS
+from shardflow.core.shards import stored_records
 from shardflow.pipeline import Preprocessing, damaged_shards_named, load  # (registers Augment, Normalize)
 from shardflow.pipeline import preprocessing as preprocessing_lib
-from shardflow.pipeline.reader import stored_records
 from shardflow.trainers import models
 from shardflow.trainers.train import MODEL_FILE, RUN_FILE
 

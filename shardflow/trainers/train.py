@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from shardflow import files, metadata
+from shardflow.core import files, metadata
 from shardflow.pipeline import Preprocessing, damaged_shards_named, load
 from shardflow.pipeline import preprocessing as preprocessing_lib
 from shardflow.pipeline.augment import Augment, parse_augment

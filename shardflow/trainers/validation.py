@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from shardflow import metadata
+from shardflow.core import metadata
 from shardflow.pipeline.holdout import Holdout
 from shardflow.trainers.options import VALIDATION_SPLIT
 

@@ -11,8 +11,10 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
-from shardflow import schema
-from shardflow.images import MAX_PIXELS  # the converter's limit: a shard crafted elsewhere cannot make us decode a bomb
+from shardflow.core import schema
+
+# MAX_PIXELS, the converter's limit: a shard crafted elsewhere cannot make us decode a bomb
+from shardflow.core.images import MAX_PIXELS
 
 DCT_RATIOS = (1, 2, 4, 8)
 DCT_METHOD = "INTEGER_FAST"  # libjpeg's fastest inverse DCT (prediction and serving decode through this module too)

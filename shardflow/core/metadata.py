@@ -12,8 +12,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from shardflow import files, schema
-from shardflow.images import ImageOptions
+from shardflow.core import files, schema
+from shardflow.core.images import ImageOptions
 
 DATASET_INFO = "dataset_info.json"
 FEATURES = "features.json"
@@ -102,7 +102,7 @@ class DuplicateCounts:
 
 @dataclasses.dataclass(frozen=True)
 class Duplicates:
-    """The duplicates among a dataset's records (`shardflow.duplicates`): exact (the same decoded pixels) and near
+    """The duplicates among a dataset's records (`shardflow.core.duplicates`): exact (the same decoded pixels) and near
     (perceptual hashes at most `threshold` bits apart, colour thumbnails within `colour_tolerance` and structure
     thumbnails within `structure_tolerance`; exact ones included), and what --dedupe removed first."""
 

@@ -14,8 +14,8 @@ import contextlib
 import os
 from collections.abc import Iterable, Sequence
 
-from shardflow import files, framing
-from shardflow.metadata import Shard
+from shardflow.core import files, framing
+from shardflow.core.metadata import Shard
 
 FOLDER = "dali-index"  # in the dataset's folder
 SUFFIX = ".idx"

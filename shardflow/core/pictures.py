@@ -1,23 +1,22 @@
-"""Pictures of a dataset's images: `shardflow preview` (what the model will see, each image next to augmented
-versions of itself), the dataset card's samples (a few stored images per class) and its groups of duplicates
-side by side (`shardflow inspect --duplicates`, the card's duplicates.png).
+"""Pictures of a dataset's stored images, drawn from its records without TensorFlow or Beam: the dataset card's
+samples (a few stored images per class) and its groups of duplicates side by side (the card's duplicates.png,
+`shardflow inspect --duplicates`). The conversion draws them in its launcher, the tools from a finished dataset
+(`shardflow.tools.preview`).
 
-TensorFlow and matplotlib are imported when a picture is drawn, not with this module (the CLI reads
-`preview_grid`'s defaults); the card's pictures and `duplicates_picture` need neither TensorFlow nor Beam.
+matplotlib is imported when a picture is drawn, not with this module.
 """
 from __future__ import annotations
 
 import io
 import itertools
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, Any
 
 import numpy as np
 from PIL import Image
 
-from shardflow import figures, files, framing, metadata, schema
-from shardflow.images import central_crop_box
+from shardflow.core import figures, files, framing, metadata, schema
+from shardflow.core.images import central_crop_box
 
 SAMPLE_SIZE = 96  # pixels of each sample in the card's grid (centre-cropped square thumbnails)
 SAMPLE_CLASSES = 20  # the card's grid shows the first classes only: one row each
@@ -27,34 +26,6 @@ DUPLICATE_GROUPS = 20  # groups of duplicates drawn, leaks first (`shardflow ins
 DUPLICATE_MEMBERS = 8  # images drawn per group at most
 DUPLICATE_COLUMNS = 3  # cells per row at least, so that a row's caption fits
 Opener = Callable[[str], IO[bytes]]  # opens a shard by path: the reader's `files.open_binary`, or Beam's filesystems
-
-
-def preview_grid(data_dir: str, out: str, *, split: str = metadata.TRAIN, augment: str | dict[str, Any] | None = None,
-                 images: int = 4, variants: int = 5, image_size: int = 150, seed: int = 0) -> str:
-    """Write a PNG grid to `out`: one row per image, its class name above; with `augment`, the original then
-    `variants` augmented versions (like the augmented-cat figure of Deep Learning with Python)."""
-    import tensorflow as tf
-
-    from shardflow.pipeline import augment as augment_lib
-    from shardflow.pipeline.reader import damaged_shards_named, load
-
-    info = metadata.read(data_dir)
-    params = augment_lib.parse_augment(augment)
-    with damaged_shards_named(data_dir):
-        batch, labels = next(iter(load(data_dir, split, batch_size=images, image_size=image_size, seed=seed)))
-    columns = [batch.numpy()]
-    if params:
-        keys = tf.random.experimental.stateless_split(tf.constant([seed, 0], tf.int64), num=variants)
-        columns += [augment_lib.augment_batch(batch, params, key).numpy() for key in keys]
-    rows = []
-    for row, label in enumerate(labels.numpy()):
-        name = info.class_names[label] if 0 <= label < len(info.class_names) else metadata.UNLABELED_CLASS
-        rows.append((name + ("  (original, then augmented)" if params and row == 0 else ""),
-                     [column[row] for column in columns]))
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "wb") as f:
-        f.write(figures.image_grid(rows, image_size))
-    return out
 
 
 def class_samples(info: metadata.DatasetInfo, records: Iterable[bytes], per_class: int = 4) -> bytes:
@@ -106,18 +77,6 @@ def duplicates_picture(info: metadata.DatasetInfo, groups: Sequence[metadata.Dup
         labels.append([_duplicate_label(member, index == 0, member.path in found)
                        for index, member in enumerate(shown[line])])
     return figures.image_grid(rows, DUPLICATE_TILE, labels, min_columns=DUPLICATE_COLUMNS)
-
-
-def draw_duplicates(data_dir: str, out: str, limit: int = DUPLICATE_GROUPS) -> str:
-    """Write `duplicates_picture` of a dataset's groups of duplicates (duplicates.jsonl) to the PNG `out`."""
-    groups = metadata.read_duplicates(data_dir)
-    if not groups:
-        raise ValueError(f"{data_dir}: no duplicates to draw ({metadata.DUPLICATES} lists no group)")
-    picture = duplicates_picture(metadata.read(data_dir), groups, limit)
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "wb") as f:
-        f.write(picture)
-    return out
 
 
 def stored_records(info: metadata.DatasetInfo, splits: Iterable[str],

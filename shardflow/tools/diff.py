@@ -12,9 +12,9 @@ import hashlib
 from collections import Counter
 from typing import NamedTuple
 
-from shardflow import metadata
-from shardflow.pipeline.decoder import Decoder, Fields
-from shardflow.pipeline.reader import stored_records
+from shardflow.core import metadata
+from shardflow.core.decoder import Decoder, Fields
+from shardflow.core.shards import stored_records
 
 BATCH = 256
 EXAMPLES = 5  # paths listed per kind of change

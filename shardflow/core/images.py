@@ -25,7 +25,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image, ImageOps
 
-from shardflow.duplicates import ImageHashes, image_hashes
+from shardflow.core.duplicates import ImageHashes, image_hashes
 
 MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (~90 MP)
 MAX_FILE_BYTES = 256 * 1024 * 1024

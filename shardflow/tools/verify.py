@@ -13,29 +13,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import hashlib
 import os
-from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
 
-from shardflow import files, metadata, record_index, schema
-from shardflow.framing import FOOTER_BYTES, HEADER_BYTES, unframe
-from shardflow.images import jpeg_warning
-from shardflow.pipeline.decoder import Decoder
-
-CHUNK_RECORDS = 512  # records checked together: one parse, one parallel decode
-
-
-@dataclasses.dataclass
-class ShardReport:
-    split: str
-    filename: str
-    records: int = 0
-    problems: list[str] = dataclasses.field(default_factory=list)
-    old_index: bool = False  # a record index under its old name (`record_index.legacy_filename`) that matches
-    damaged_kept: int = 0  # records listed in damaged_jpegs.jsonl (checked only when images are decoded)
+from shardflow.core import metadata, record_index, schema
+from shardflow.core.decoder import Decoder
+from shardflow.core.images import jpeg_warning
+from shardflow.core.shards import ShardReport, check_shard
 
 
 @dataclasses.dataclass
@@ -86,83 +72,6 @@ def verify(data_dir: str, *, decode_images: bool = True, workers: int | None = N
         problems.append(f"{metadata.DAMAGED_JPEGS} lists {len(damaged)} records, {report.damaged_kept} of them are "
                         "in the shards")
     return report
-
-
-def damaged_shards(data_dir: str, split: str) -> list[str]:
-    """Descriptions of the shards of one split that do not match the metadata (size, checksum, framing)."""
-    info = metadata.read(data_dir)
-    reports = [check_shard(info, split, shard) for shard in info.split(split).shards]
-    return [f"{r.filename}: {'; '.join(r.problems)}" for r in reports if r.problems]
-
-
-def check_shard(info: metadata.DatasetInfo, split: str, shard: metadata.Shard,
-                check: _RecordCheck | None = None, indexes: bool = False) -> ShardReport:
-    """One shard against its metadata; with `check`, every record's fields and image too; with `indexes`, its
-    record indexes."""
-    report = ShardReport(split, shard.filename)
-    path = files.join(info.data_dir, shard.filename)
-    if not files.exists(path):
-        report.problems.append("missing")
-        return report
-    digest = hashlib.sha256()
-    framed: list[int] = []
-    chunk: list[bytes] = []
-    try:
-        for record in _records(path, digest):
-            report.records += 1
-            framed.append(len(record) + HEADER_BYTES + FOOTER_BYTES)
-            if check is not None:
-                chunk.append(record)
-                if len(chunk) == CHUNK_RECORDS:
-                    _check_chunk(report, check, chunk, report.records - len(chunk))
-                    chunk = []
-    except ValueError as error:
-        report.problems.append(str(error))
-        return report
-    if chunk:
-        _check_chunk(report, check, chunk, report.records - len(chunk))
-    size = sum(framed)
-    if size != shard.num_bytes:
-        report.problems.append(f"{size} bytes, the metadata says {shard.num_bytes}")
-    if digest.hexdigest() != shard.sha256:
-        report.problems.append("SHA-256 checksum differs from the metadata")
-    if report.records != shard.num_records:
-        report.problems.append(f"{report.records} records, the metadata says {shard.num_records}")
-    if indexes:
-        _check_indexes(report, info.data_dir, framed)
-    return report
-
-
-def _check_chunk(report: ShardReport, check: _RecordCheck, chunk: list[bytes], first: int) -> None:
-    """Check the records `first`, `first` + 1, ... of the report's shard, noting their problems."""
-    listed = [check.listed.get((report.filename, first + i)) for i in range(len(chunk))]
-    report.damaged_kept += sum(warning is not None for warning in listed)
-    for index, (problem, filename) in enumerate(check(chunk, listed), first):
-        if problem:
-            report.problems.append(f"record {index}" + (f" ({filename})" if filename else "") + f": {problem}")
-
-
-def _check_indexes(report: ShardReport, data_dir: str, framed: list[int]) -> None:
-    """The shard's record indexes, where it has any (under the current name, or the old one), against its records'
-    framed lengths."""
-    current = record_index.index_filename(report.filename)
-    for name in (current, record_index.legacy_filename(report.filename)):
-        path = files.join(data_dir, name)
-        if not files.exists(path):
-            continue
-        with files.open_binary(path) as f:
-            mismatch = record_index.mismatch(f.read().decode(errors="replace"), framed)
-        if mismatch:
-            report.problems.append(f"its record index {name} does not match it ({mismatch}); delete the index: it "
-                                   "is rebuilt from the shard on first use")
-        elif name != current:
-            report.old_index = True
-
-
-def _records(path: str, digest) -> Iterator[bytes]:
-    """The records of a TFRecord file, checking both CRCs of each; `digest` sees every byte read."""
-    with files.open_binary(path) as f:
-        yield from unframe(f, digest)
 
 
 class _RecordCheck:
