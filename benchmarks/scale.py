@@ -1,5 +1,6 @@
 """The conversion as the dataset grows: each process's peak memory (the launcher, which locally is also Beam's
-runner, and every worker) and seconds per image, for distinct small images in class folders and in IDX files.
+runner, and every worker: peak RSS, and peak anonymous memory, which leaves out mapped files such as the IDX
+images and the libraries) and seconds per image, for distinct small images in class folders and in IDX files.
 A job whose stages are distributed keeps every process's peak flat as the image count grows tenfold. Then
 `shardflow verify` of each dataset beside its ceiling: the same shards read with both CRCs and SHA-256, then
 parsed and decoded in parallel batches by tf.data.
@@ -83,26 +84,29 @@ def idx_files(cache: str, n: int) -> str:
     return folder
 
 
-def _peak_rss(pid: int) -> int:
-    """A process's peak resident set size so far (VmHWM), in bytes; 0 once it is gone."""
+def _memory(pid: int) -> tuple[int, int]:
+    """A process's peak resident set size so far (VmHWM) and its anonymous memory now (RssAnon: what it
+    allocated, without the pages of mapped files and libraries), in bytes; zeros once it is gone."""
+    fields = {}
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
+                name, _, value = line.partition(":")
+                if name in ("VmHWM", "RssAnon"):
+                    fields[name] = int(value.split()[0]) * 1024
     except OSError:
         pass
-    return 0
+    return fields.get("VmHWM", 0), fields.get("RssAnon", 0)
 
 
-def convert_measured(src: str, out: str, workers: int) -> tuple[float, int, list[int]]:
-    """Run `shardflow convert` and sample every process of it: (seconds, the launcher's peak RSS, each Python
-    worker's peak RSS, largest first)."""
+def convert_measured(src: str, out: str, workers: int) -> tuple[float, tuple[int, int], list[tuple[int, int]]]:
+    """Run `shardflow convert` and sample every process of it: (seconds, the launcher's (peak RSS, peak anonymous
+    memory), each Python worker's, largest first). Anonymous memory is sampled every 0.2 s."""
     command = [sys.executable, "-m", "shardflow.cli", "convert", src, out, "--workers", str(workers)]
     started = time.perf_counter()
     log = tempfile.TemporaryFile()  # not a pipe: nobody reads it until the end, and a full pipe blocks the job
     launcher = psutil.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
-    peaks: dict[int, int] = {}
+    peaks: dict[int, tuple[int, int]] = {}
     while launcher.poll() is None:
         try:
             children = launcher.children(recursive=True)
@@ -111,7 +115,9 @@ def convert_measured(src: str, out: str, workers: int) -> tuple[float, int, list
         for process in [launcher, *children]:
             try:
                 if process.pid == launcher.pid or process.name().startswith("python"):
-                    peaks[process.pid] = max(peaks.get(process.pid, 0), _peak_rss(process.pid))
+                    rss, anonymous = _memory(process.pid)
+                    before = peaks.get(process.pid, (0, 0))
+                    peaks[process.pid] = (max(before[0], rss), max(before[1], anonymous))
             except psutil.Error:
                 pass
         time.sleep(0.2)
@@ -119,7 +125,7 @@ def convert_measured(src: str, out: str, workers: int) -> tuple[float, int, list
     if launcher.returncode:
         log.seek(0)
         raise SystemExit(f"convert failed: {log.read().decode(errors='replace')[-2000:]}")
-    return seconds, peaks.pop(launcher.pid, 0), sorted(peaks.values(), reverse=True)
+    return seconds, peaks.pop(launcher.pid, (0, 0)), sorted(peaks.values(), reverse=True)
 
 
 VERIFY = """
@@ -185,12 +191,17 @@ def main(argv: list[str] | None = None) -> None:
                     ceiling = seconds_of(CEILING, os.path.join(out, "data"))
             finally:
                 shutil.rmtree(out, ignore_errors=True)
-            rows.append([source, f"{n:,}", f"{seconds:.1f}", f"{seconds / n * 1e6:.0f}", f"{launcher / 2**20:,.0f}",
-                         ", ".join(f"{w / 2**20:,.0f}" for w in workers), f"{verify:.1f}", f"{ceiling:.1f}",
-                         f"{verify / ceiling:.2f}"])
+            rows.append([source, f"{n:,}", f"{seconds:.1f}", f"{seconds / n * 1e6:.0f}", _mib(launcher),
+                         ", ".join(map(_mib, workers)), f"{verify:.1f}", f"{ceiling:.1f}", f"{verify / ceiling:.2f}"])
             print(" | ".join(rows[-1]), file=sys.stderr)
-    print(markdown_table(["source", "images", "convert s", "µs per image", "launcher peak (MiB)",
-                          "workers' peaks (MiB)", "verify s", "read+CRC+SHA+decode s", "verify / that"], rows))
+    print(markdown_table(["source", "images", "convert s", "µs per image", "launcher peak MiB (anonymous)",
+                          "workers' peaks MiB (anonymous)", "verify s", "read+CRC+SHA+decode s", "verify / that"],
+                         rows))
+
+
+def _mib(peaks: tuple[int, int]) -> str:
+    """(peak RSS, peak anonymous memory) as "RSS (anonymous)" in MiB."""
+    return f"{peaks[0] / 2**20:,.0f} ({peaks[1] / 2**20:,.0f})"
 
 
 if __name__ == "__main__":
