@@ -106,7 +106,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = command("serve-data", _serve_data, "start a tf.data service dispatcher and workers here",
                     uses_tensorflow=True)
-    serve.add_argument("--port", type=int, default=5050, help="the dispatcher's port")
+    serve.add_argument("--port", type=int, default=5050,
+                       help="the dispatcher's port (0: any free one; the first line printed says which)")
     serve.add_argument("--workers", type=int, default=2, help="worker processes")
 
     train = command("train", _train, "train a tutorial model on a converted dataset", uses_tensorflow=True)
@@ -114,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("data", help="a dataset folder written by `shardflow convert`")
     train.add_argument("--model", default=options.model, choices=MODELS, help="the tutorial architecture")
     train.add_argument("--out", required=True, help="the run folder to write")
-    train.add_argument("--epochs", type=int, default=options.epochs)
+    train.add_argument("--epochs", type=int, default=options.epochs,
+                       help="passes over the training split (fewer when --patience stops early)")
     train.add_argument("--batch-size", type=int, help="default 32 (64 for the features head)")
     train.add_argument("--image-size", type=int,
                        help="default: the dataset's size when it is stored at one square size (convert --size), "
@@ -131,7 +133,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--optimizer", help="default: the tutorial's (rmsprop or adam)")
     train.add_argument("--lr", type=float, help="learning rate (default: the tutorial's)")
     train.add_argument("--patience", type=int, help="early stopping after N epochs without better val_loss")
-    train.add_argument("--mixed-precision", action="store_true")
+    train.add_argument("--mixed-precision", action="store_true",
+                       help="Keras' mixed_float16 policy: float16 computation, float32 weights and output")
     train.add_argument("--jit", action="store_true", help="XLA-compile the model")
     train.add_argument("--seed", type=int, help="repeatable shuffling, augmentation and initial weights")
     train.add_argument("--base", default=options.base, choices=tuple(BASES),

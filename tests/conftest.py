@@ -4,9 +4,12 @@ from __future__ import annotations
 import gzip
 import io
 import pathlib
+import re
 import shutil
 import socket
 import struct
+import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -119,7 +122,9 @@ def convert_cli(src: pathlib.Path, out: pathlib.Path, *flags: str) -> int:
 
 
 def free_ports(count: int) -> list[int]:
-    """Ports free on localhost right now (for servers the tests start)."""
+    """Ports free on localhost right now, for servers that must be told their port before they start (TF_CONFIG
+    names every worker's). Another process can take one before the server binds it: such tests retry
+    (`retry_on_port_clash`); servers that can bind port 0 and say which port they got should do that instead."""
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
         s.bind(("localhost", 0))
@@ -127,3 +132,39 @@ def free_ports(count: int) -> list[int]:
     for s in sockets:
         s.close()
     return ports
+
+
+PORT_CLASH = ("Address already in use", "Could not start gRPC server")  # what servers say of a port taken
+
+
+def retry_on_port_clash(attempt, tries: int = 3):
+    """`attempt()` (which takes fresh `free_ports` for its servers), again while it returns None, up to `tries`
+    times: it returns None when a server could not bind its port (another process took it meanwhile)."""
+    for _ in range(tries):
+        outcome = attempt()
+        if outcome is not None:
+            return outcome
+    pytest.fail(f"{tries} tries, and each time a port was taken before the server could bind it")
+
+
+def dead_port() -> socket.socket:
+    """A socket bound to a localhost port that never listens: connecting to its port is refused for as long as the
+    socket stays open (no other process can bind the port meanwhile). Close it when done."""
+    holder = socket.socket()
+    holder.bind(("localhost", 0))
+    return holder
+
+
+def wait_for_output(path: pathlib.Path, pattern: str, process: subprocess.Popen, timeout: float = 90) -> re.Match:
+    """Wait until the file `path` (where `process` writes its output) matches the regular expression `pattern`;
+    fails the test when the process exits first or `timeout` seconds pass (no blocking read on a pipe)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = re.search(pattern, path.read_text(errors="replace")) if path.exists() else None
+        if found:
+            return found
+        if process.poll() is not None:
+            pytest.fail(f"{process.args}: exited ({process.returncode}) before printing {pattern!r}: "
+                        f"{path.read_text(errors='replace')[-3000:] if path.exists() else ''}")
+        time.sleep(0.1)
+    pytest.fail(f"{process.args}: printed no {pattern!r} in {timeout:.0f} s")

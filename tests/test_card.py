@@ -2,6 +2,7 @@
 load it; `tfds.load("NAME:VERSION")` finds it under ROOT/NAME/VERSION."""
 from __future__ import annotations
 
+import pytest
 import tensorflow_datasets as tfds
 
 import shardflow
@@ -39,6 +40,7 @@ def test_a_version_tfds_cannot_read_is_refused_before_any_work(tmp_path, capsys)
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_like_repeats_a_conversion_and_says_whether_it_came_out_the_same(tmp_path, capsys):
     raw = tmp_path / "raw"
     write_sample_data(raw, n=24, seed=10)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -106,6 +107,7 @@ def test_split_is_a_stable_hash_of_the_path(kaggle_dir, kaggle_out, tmp_path):
     assert all(before[f] == s for f, s in after.items() if f in before)
 
 
+@pytest.mark.slow
 def test_worker_count_and_runner_do_not_change_the_output(kaggle_dir, kaggle_out, tmp_path):
     """One worker in memory, and the FnApiRunner named explicitly (any Beam flag passes through)."""
     run_cli(kaggle_dir, tmp_path / "one", "--workers", "1", "--name", "pets")
@@ -116,6 +118,11 @@ def test_worker_count_and_runner_do_not_change_the_output(kaggle_dir, kaggle_out
         splits = metadata.read(str(tmp_path / out)).splits
         assert {n: [s.sha256 for s in v.shards] for n, v in splits.items()} == \
                {n: [s.sha256 for s in v.shards] for n, v in reference.items()}
+    # the runner asked for is the one that ran: a dropped --runner gives the same bytes (and test_portable: a job
+    # endpoint nobody listens on fails the conversion)
+    assert metadata.read(str(tmp_path / "one")).provenance.runner == "FnApiRunner"
+    assert metadata.read(str(tmp_path / "named")).provenance.runner == \
+        "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
 
 
 @pytest.fixture(scope="module")
@@ -150,6 +157,7 @@ def hard_corpus(tmp_path_factory):
     return root, {**good, **kept}, {n: reason for n, (_, reason) in rejected.items()}
 
 
+@pytest.mark.slow
 def test_every_input_is_a_record_or_a_reject(hard_corpus, tmp_path, capsys):
     root, kept, rejected = hard_corpus
     run_cli(root, tmp_path / "out", "--workers", "2")
@@ -167,10 +175,19 @@ def test_every_input_is_a_record_or_a_reject(hard_corpus, tmp_path, capsys):
     info = metadata.read(str(tmp_path / "out"))
     assert info.num_inputs == info.num_records + info.num_rejected == len(kept) + len(rejected)
     assert info.debris == ("Thumbs.db",)
-    summary = capsys.readouterr().out
-    assert f"{len(kept)} records, {len(rejected)} rejected" in summary
+    printed = capsys.readouterr()
+    assert f"{len(kept)} records, {len(rejected)} rejected" in printed.out
+    # Beam's counters, as a runner's UI shows them, printed at the end of a local run
+    (line,) = [line for line in printed.err.splitlines() if line.startswith("Beam counters: ")]
+    counters = dict(item.rsplit(" ", 1) for item in line.removeprefix("Beam counters: ").split(", "))
+    shards = [shard for split in info.splits.values() for shard in split.shards]
+    assert int(counters["records prepared"]) == len(kept)
+    assert sum(int(v) for k, v in counters.items() if k.startswith("rejected: ")) == len(rejected)
+    assert int(counters["shards written"]) == len(shards)
+    assert int(counters["shard bytes"]) == sum(shard.num_bytes for shard in shards)
 
 
+@pytest.mark.slow
 def test_folders_zip_tgz_and_tar_give_the_same_records(folders_dir, tmp_path):
     shutil.make_archive(str(tmp_path / "flower_photos"), "zip", folders_dir.parent, "flower_photos")
     for name, mode in (("flower_photos.tgz", "w:gz"), ("flower_photos.tar", "w")):
@@ -205,6 +222,7 @@ def test_idx_conversion(tmp_path, capsys):
         assert record["label"] == index % 10
 
 
+@pytest.mark.slow
 def test_split_counts_take_exact_numbers_per_class(kaggle_dir, tmp_path):
     run_cli(kaggle_dir, tmp_path / "out", "--split-counts", "train=10,validation=5,test=5", "--workers", "1")
     meta = metadata.read(str(tmp_path / "out"))
@@ -236,6 +254,7 @@ def test_unlabeled_folder(tmp_path):
     assert [r["label"] for r in records(tmp_path / "out")] == [-1] * 4
 
 
+@pytest.mark.slow
 def test_existing_output_is_refused_unless_overwrite(kaggle_dir, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -251,22 +270,43 @@ def test_existing_output_is_refused_unless_overwrite(kaggle_dir, tmp_path, capsy
     assert list(metadata.read(str(out)).splits) == ["train"]
 
 
-@pytest.mark.parametrize("kill_after", [0.5, 1.5, 2.5, 3.5])
-def test_a_killed_run_never_looks_complete(kaggle_dir, kaggle_out, tmp_path, kill_after):
-    """SIGKILL at several points: OUT is complete or refused by TFDS and by us; a rerun gives the same shards."""
+def _staged_shards(out):
+    return list((out / metadata.STAGING / "shards").glob("*.tfrecord*"))
+
+
+KILL_POINTS = {  # what shows that a conversion has reached each of its steps
+    "started": lambda out: (out / metadata.STAGING).is_dir(),
+    "converting images": lambda out: any((out / metadata.STAGING / "progress").glob("*.json")),
+    "writing shards": lambda out: bool(_staged_shards(out)),
+    "moving shards into OUT": lambda out: any(out.glob("*.tfrecord*")),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_a_killed_run_never_looks_complete(kaggle_dir, kaggle_out, tmp_path, point):
+    """SIGKILL (the launcher and its workers) as soon as the run is seen at each step: OUT is refused by TFDS and by
+    us; a rerun gives the same shards."""
     out = tmp_path / "out"
     job = subprocess.Popen([sys.executable, "-m", "shardflow.cli", "convert", str(kaggle_dir), str(out),
-                            "--workers", "2", "--name", "pets"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(kill_after)
-    job.send_signal(signal.SIGKILL)
-    job.wait()
+                            "--workers", "2", "--name", "pets"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           start_new_session=True)
+    reached, deadline = KILL_POINTS[point], time.monotonic() + 120
+    try:
+        while not reached(out) and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)  # (polls the folder: the shard-writing step lasts about half a second here)
+        seen = reached(out) and job.poll() is None
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    assert seen, f"the conversion was not seen {point} while it ran (exit status {job.returncode})"
     try:
         metadata.read(str(out))
     except metadata.DatasetError:  # killed before it finished: nobody may take it as a dataset
         with pytest.raises(Exception):
             tfds.builder_from_directory(str(out))
-    else:  # killed after dataset_info.json was written (cleaning up, exiting): then it must be whole
-        assert verify(str(out)).ok
+    else:  # killed after dataset_info.json was written (while it cleaned up): then it must be whole
+        assert point == "moving shards into OUT" and verify(str(out)).ok
     run_cli(kaggle_dir, out, "--workers", "1", "--overwrite", "--name", "pets")
     assert {n: [s.sha256 for s in v.shards] for n, v in metadata.read(str(out)).splits.items()} == \
         {n: [s.sha256 for s in v.shards] for n, v in metadata.read(str(kaggle_out)).splits.items()}

@@ -4,10 +4,14 @@ augmentation geometry, sharding, record indexes, and a clear error without DALI.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import os
+import pathlib
 import shutil
+import subprocess
 import sys
+from collections.abc import Iterator
 
 import keras
 import numpy as np
@@ -226,6 +230,55 @@ def test_indexes_are_built_on_first_use(pets, stored_order, tmp_path):
     for path in paths:
         assert open(record_index.index_path(path)).read() == open(
             record_index.index_path(path.replace(str(bare), pets))).read()
+
+
+@contextlib.contextmanager
+def read_only(folder: pathlib.Path) -> Iterator[pathlib.Path]:
+    """`folder` as a reader without write permission sees it: made read-only (chmod) for an ordinary user; for root,
+    who may write anyway, a read-only bind mount of it (skipped where mounting is not allowed)."""
+    if os.geteuid() != 0:
+        modes = {path: path.stat().st_mode for path in [folder, *folder.rglob("*")]}
+        for path, mode in modes.items():
+            path.chmod(mode & ~0o222)
+        try:
+            yield folder
+        finally:
+            for path, mode in modes.items():
+                path.chmod(mode)
+        return
+    view = folder.parent / f"{folder.name}-read-only"
+    view.mkdir()
+    for command in (["mount", "--bind", str(folder), str(view)], ["mount", "-o", "remount,ro,bind", str(view)]):
+        made = subprocess.run(command, capture_output=True, text=True)
+        if made.returncode:
+            subprocess.run(["umount", str(view)], capture_output=True)
+            pytest.skip(f"cannot make a read-only view of a folder here: {made.stderr.strip()}")
+    try:
+        yield view
+    finally:
+        subprocess.run(["umount", str(view)], check=True)
+
+
+def test_a_read_only_dataset_gets_its_indexes_in_the_users_cache(pets, stored_order, tmp_path, monkeypatch):
+    """A dataset without indexes in a folder the reader cannot write to: they are built once, named by their shard's
+    SHA-256, in ~/.cache/shardflow/record-index ($XDG_CACHE_HOME), and found there the next time."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    bare = tmp_path / "bare"
+    shutil.copytree(pets, bare, ignore=shutil.ignore_patterns(record_index.FOLDER))
+    info = metadata.read(str(bare))
+    cache = tmp_path / "cache" / "shardflow" / "record-index"
+    with read_only(bare) as view:
+        with pytest.raises(OSError):
+            (view / "probe").write_text("")  # (the reader cannot write there)
+        images, _ = arrays(load(str(view), "test", batch_size=8, image_size=SIZE, backend="dali"))
+        np.testing.assert_array_equal(images, stored_order[0])
+        assert not (view / record_index.FOLDER).exists()
+        cached = {path.name: path.read_text() for path in cache.iterdir()}
+        assert cached == {shard.sha256 + record_index.SUFFIX: record_index.scan(path)
+                          for shard, path in zip(info.split("test").shards, info.shard_paths("test"))}
+        built = {path.name: path.stat().st_mtime_ns for path in cache.iterdir()}
+        arrays(load(str(view), "test", batch_size=8, image_size=SIZE, backend="dali"))
+        assert {path.name: path.stat().st_mtime_ns for path in cache.iterdir()} == built  # used, not rebuilt
 
 
 def test_an_index_with_a_flipped_byte_is_rebuilt(pets, tmp_path):

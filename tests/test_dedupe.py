@@ -75,6 +75,7 @@ def _near_groups(keys: list[duplicates.ImageHashes]) -> list[list[int]]:
     return duplicates.find_groups(keys, "near")
 
 
+@pytest.mark.slow
 def test_copies_are_near_and_distinct_images_are_not():
     """Every kind of copy of a sample photo is its near duplicate; no two distinct sample photos are."""
     options = ImageOptions()
@@ -120,6 +121,7 @@ def test_alike_handwritten_digits_are_not_near_duplicates_but_their_copies_are()
         assert duplicates.is_near(original, copy.hashes)
 
 
+@pytest.mark.slow
 def test_the_banded_index_finds_what_comparing_all_pairs_finds():
     rng = np.random.default_rng(0)
     hashes = rng.integers(0, 2**64, size=2000, dtype=np.uint64)
@@ -242,6 +244,7 @@ def test_without_dedupe_splits_are_the_paths_own_and_leaks_are_reported(planted,
     assert "## Duplicates" in card and "5 across splits (leaks)" in card and f"`{near[0][0]}`" in card
 
 
+@pytest.mark.slow
 def test_dedupe_exact_then_near_leave_no_group_across_splits(planted, tmp_path, capsys):
     src, exact, near = planted
     info = convert.run([str(src), str(tmp_path / "exact"), "--splits", SPLITS, "--dedupe", "exact",

@@ -92,6 +92,7 @@ def without_beam_script(kaggle_dir, data, run) -> str:
     """
 
 
+@pytest.mark.slow
 def test_reading_training_and_predicting_work_without_beam(fresh_interpreters):
     """The read side in a fresh interpreter where importing Apache Beam fails: load, verify, inspect, train, predict."""
     process = fresh_interpreters["without_beam"]
@@ -115,6 +116,7 @@ GLOBAL_STATE_SCRIPT = """
     """
 
 
+@pytest.mark.slow  # a fresh interpreter importing TensorFlow, Keras and Beam (the other one runs beside it)
 def test_importing_shardflow_changes_no_global_state(fresh_interpreters):
     """Beyond what TensorFlow, Keras and Beam change when imported: logging, the environment, warnings filters."""
     process = fresh_interpreters["global_state"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 from PIL import Image
 
 from shardflow.cli import main
@@ -12,6 +13,7 @@ from shardflow.testing.sample_data import write_sample_data
 from tests.conftest import encode
 
 
+@pytest.mark.slow
 def test_a_new_version_is_compared_record_by_record(tmp_path, capsys):
     old_src, new_src = tmp_path / "v1", tmp_path / "v2"
     write_sample_data(old_src, n=40, seed=4)
@@ -33,6 +35,7 @@ def test_a_new_version_is_compared_record_by_record(tmp_path, capsys):
     assert "0 added, 0 removed, 0 changed, 40 unchanged" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_other_splits_show_as_moved_files(tmp_path, capsys):
     write_sample_data(tmp_path / "src", n=30, seed=6)
     assert main(["convert", str(tmp_path / "src"), str(tmp_path / "a"), "--workers", "1"]) == 0

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
+from shardflow.beam_jobs.options import ConvertOptions
 from shardflow.cli import main
 from tests.conftest import encode, noise_image
 
@@ -76,6 +78,7 @@ def test_training_mistakes(tiny_pets, tmp_path, capsys, flags, expected):
     assert expected in error and len(error.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_the_error_is_all_a_command_prints(tmp_path):
     """In a fresh process, TensorFlow's C++ start-up lines (which ignore TF_CPP_MIN_LOG_LEVEL since TF 2.19, and
     on a machine without a GPU include an error line about cuInit) stay off the terminal: the user's one line is
@@ -85,3 +88,41 @@ def test_the_error_is_all_a_command_prints(tmp_path):
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert "shardflow verify: error:" in result.stderr
+
+
+def help_entries(text: str) -> dict[str, str]:
+    """argparse's help text -> {invocation: its help}, for every option and positional argument listed (a group's
+    description, the line between its title and a blank line, is none)."""
+    entries: dict[str, str] = {}
+    current = None
+    lines = text.splitlines() + [""]
+    for number, line in enumerate(lines[:-1]):
+        entry = re.match(r"^  (\S.*?)(?:\s{2,}(\S.*))?$", line)
+        description = number and lines[number - 1].endswith(":") and not lines[number - 1].startswith(" ") \
+            and not lines[number + 1].strip()
+        if entry and not description:
+            current = entry.group(1)
+            entries[current] = entry.group(2) or ""
+        elif current and line.startswith("   ") and line.strip():
+            entries[current] = (entries[current] + " " + line.strip()).strip()
+        else:
+            current = None
+    return entries
+
+
+def test_every_option_of_every_command_has_help_and_shows_its_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    commands = re.search(r"\{([\w,-]+)\}", capsys.readouterr().out).group(1).split(",")
+    assert {"convert", "train", "evaluate", "predict", "inspect", "verify"} <= set(commands)
+    for command in commands:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        entries = help_entries(capsys.readouterr().out)
+        assert len(entries) > 1, command
+        missing = [invocation for invocation, text in entries.items() if not text]
+        assert not missing, f"shardflow {command}: no help for {missing}"
+        if command == "convert":  # the defaults shown are the Python API's own
+            options = ConvertOptions()
+            assert f"(default: {options.quality})" in entries["--quality QUALITY"]
+            assert f"(default: {options.shard_size_mb})" in entries["--shard-size-mb SHARD_SIZE_MB"]

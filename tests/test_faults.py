@@ -42,6 +42,25 @@ def last_line(text: str) -> str:
     return text.replace("\r", "\n").strip().splitlines()[-1]
 
 
+def wait_until_converting(run: subprocess.Popen, out) -> None:
+    """Until the conversion's workers report progress (images are being converted); fails if it ended first."""
+    progress = out / metadata.STAGING / "progress"
+    deadline = time.monotonic() + 60
+    while not (progress.is_dir() and any(progress.glob("*.json"))) and run.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run.poll() is None, "the conversion ended before images were being converted"
+
+
+def errors_of(run: subprocess.Popen, timeout: float, hang: str) -> str:
+    """The conversion's stderr once it exits; the test fails with `hang` if it has not within `timeout` seconds."""
+    try:
+        return run.communicate(timeout=timeout)[1]
+    except subprocess.TimeoutExpired:
+        run.kill()
+        pytest.fail(hang)
+
+
 def beam_workers_of(pid: int) -> list[psutil.Process]:
     """Beam worker processes still running that this test's conversion started (orphans included)."""
     found = []
@@ -74,15 +93,12 @@ def small_filesystem(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_full_disk_stops_with_one_line_and_leaves_out_incomplete(corpus, small_filesystem):
     out = small_filesystem / "out"
     started = time.monotonic()
     run = start_convert(corpus, out, "--workers", "2")
-    try:
-        _, err = run.communicate(timeout=90)
-    except subprocess.TimeoutExpired:
-        run.kill()
-        pytest.fail("the conversion hung on a full disk")
+    err = errors_of(run, 90, "the conversion hung on a full disk")
     assert run.returncode == 2
     assert time.monotonic() - started < 60
     line = last_line(err)
@@ -92,31 +108,31 @@ def test_full_disk_stops_with_one_line_and_leaves_out_incomplete(corpus, small_f
     assert not (out / LOCK_NAME).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", ["1", "2"])  # 1: Beam runs the job in this process
 def test_ctrl_c_stops_the_workers_and_exits_130(corpus, tmp_path, workers):
     out = tmp_path / "out"
-    progress = out / metadata.STAGING / "progress"
     os.environ["SHARDFLOW_TEST_RUN"] = str(os.getpid())  # marks the workers of this run (they inherit it)
     try:
         run = start_convert(corpus, out, "--workers", workers, "--image-format", "png")  # PNG: slow enough
-        deadline = time.monotonic() + 60
-        while not (progress.is_dir() and any(progress.glob("*.json"))) and time.monotonic() < deadline:
-            time.sleep(0.1)  # until images are being converted
+        wait_until_converting(run, out)
+        before = beam_workers_of(os.getpid())
+        if workers == "2":  # worker processes to stop
+            assert before, "no Beam worker process was running when Ctrl-C came"
+        else:  # Beam runs the job in the launching process: the interrupt reaches it there
+            assert not before
         run.send_signal(signal.SIGINT)
-        try:
-            _, err = run.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            run.kill()
-            pytest.fail("the conversion did not stop after Ctrl-C")
+        err = errors_of(run, 30, "the conversion did not stop after Ctrl-C")
         assert run.returncode == 130, err[-2000:]
         assert last_line(err) == f"shardflow convert: interrupted; {out} is incomplete, rerun with --overwrite"
         assert "Traceback" not in err
-        assert not beam_workers_of(os.getpid())
+        assert not beam_workers_of(os.getpid()) and not any(worker.is_running() for worker in before)
         assert not (out / metadata.DATASET_INFO).exists() and not (out / LOCK_NAME).exists()
     finally:
         os.environ.pop("SHARDFLOW_TEST_RUN")
 
 
+@pytest.mark.slow
 def test_a_killed_worker_process_ends_the_job_with_one_line(corpus, tmp_path):
     out = tmp_path / "out"
     os.environ["SHARDFLOW_TEST_RUN"] = str(os.getpid())
@@ -128,11 +144,7 @@ def test_a_killed_worker_process_ends_the_job_with_one_line(corpus, tmp_path):
         time.sleep(0.5)
         python_workers = [w for w in beam_workers_of(os.getpid()) if "python" in w.cmdline()[0]]
         python_workers[0].kill()  # what the out-of-memory killer does
-        try:
-            _, err = run.communicate(timeout=90)
-        except subprocess.TimeoutExpired:
-            run.kill()
-            pytest.fail("the conversion hung after a worker process was killed")
+        err = errors_of(run, 90, "the conversion hung after a worker process was killed")
     finally:
         os.environ.pop("SHARDFLOW_TEST_RUN")
     assert run.returncode == 2
@@ -140,6 +152,7 @@ def test_a_killed_worker_process_ends_the_job_with_one_line(corpus, tmp_path):
     assert not (out / metadata.DATASET_INFO).exists() and not beam_workers_of(os.getpid())
 
 
+@pytest.mark.slow
 def test_a_second_conversion_into_the_same_out_is_refused(corpus, tmp_path):
     out = tmp_path / "out"
     first = start_convert(corpus, out, "--workers", "1", "--overwrite")
@@ -161,6 +174,24 @@ def test_a_second_conversion_into_the_same_out_is_refused(corpus, tmp_path):
     info = metadata.read(str(out))
     assert info.max_side is None and info.num_records == 250  # the first run's dataset, whole
     assert not (out / LOCK_NAME).exists()
+
+
+@pytest.mark.slow
+def test_a_run_whose_lock_was_taken_over_writes_no_metadata(corpus, tmp_path):
+    """The lock is checked again before any metadata is written: a run that lost it (here another conversion's
+    lock replaces it while images are converted) ends with one line and leaves OUT to the other run."""
+    out = tmp_path / "out"
+    run = start_convert(corpus, out, "--workers", "1", "--image-format", "png")
+    wait_until_converting(run, out)
+    other = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), "run": "another"}
+    (out / LOCK_NAME).write_text(json.dumps(other))
+    err = errors_of(run, 120, "the conversion hung")
+    assert run.returncode == 2, err[-2000:]
+    assert last_line(err) == (f"shardflow convert: error: {out}: another conversion took over this output folder; "
+                              "this run's results are not written")
+    assert not (out / metadata.DATASET_INFO).exists() and not (out / metadata.SHARDFLOW_INFO).exists()
+    assert not list(out.glob("*.tfrecord*"))
+    assert json.loads((out / LOCK_NAME).read_text()) == other  # the other run's lock stays
 
 
 def test_a_stale_lock_from_a_killed_run_is_taken_over(tmp_path):

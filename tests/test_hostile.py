@@ -36,6 +36,7 @@ def fuzz_corpus(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_fuzzed_images_never_crash_the_job(fuzz_corpus, tmp_path, capsys):
     """Most flipped JPEGs that still decode do so with a libjpeg warning (rejected by default, see
     test_damaged_jpegs): kept here, so that the reader's decoder is tried on them too."""
@@ -44,8 +45,9 @@ def test_fuzzed_images_never_crash_the_job(fuzz_corpus, tmp_path, capsys):
     assert info.num_inputs == FUZZ_CASES == info.num_records + info.num_rejected
     assert info.num_records > 20 and info.num_rejected > 20  # both outcomes are exercised
     assert info.damaged_jpegs > 20 and info.num_records > info.damaged_jpegs  # damaged ones and clean ones
-    reasons = {r["reason"].split(":")[0] for r in metadata.read_rejects(str(tmp_path / "out"))}
-    assert reasons  # every reject carries a reason
+    rejects = metadata.read_rejects(str(tmp_path / "out"))
+    assert len(rejects) == info.num_rejected and all(r["reason"].strip() for r in rejects)  # each with its reason
+    assert len({r["reason"].split(":")[0] for r in rejects}) > 1  # more than one kind of damage was told apart
     report = verify(str(tmp_path / "out"))  # every stored record decodes with the reader's decoder
     assert report.ok, [p for s in report.shards for p in s.problems]
 

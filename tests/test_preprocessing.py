@@ -9,17 +9,19 @@ import shutil
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from shardflow.cli import main
 from shardflow.core import metadata
 from shardflow.core.shards import stored_records
 from shardflow.pipeline import Augment, Preprocessing, load
-from shardflow.trainers.predict import predict
+from shardflow.trainers.predict import evaluate, predict
 from shardflow.trainers.train import TrainOptions, train
 from tests.conftest import encode, noise_image
 
 IMAGE_SIZE = 48
+pytestmark = pytest.mark.slow  # each run fixture converts and trains
 
 
 @pytest.fixture(scope="module")
@@ -119,16 +121,26 @@ def test_one_bad_file_does_not_stop_a_prediction_run(hard_run, tmp_path, capsys)
     assert rows["2"] == rows["3"] == "" and 0 <= float(rows["1"]) <= 1 and 0 <= float(rows["4"]) <= 1
 
 
-def test_evaluate_reads_like_training(hard_run):
-    """`load` with the run's preprocessing is what evaluation sees: the same batches as the parser on records."""
-    _, data, run, _ = hard_run
+def test_evaluate_reads_like_training(any_run):
+    """`shardflow evaluate` scores the model on what the parser gives for the stored records (what training and
+    prediction see): its loss and accuracy are those of the model on those pixels."""
+    _, data, run, _ = any_run
     preprocessing = Preprocessing.read(str(run / "preprocessing.json"))
-    images = np.concatenate([b.numpy() for b, _ in load(str(data), "test", batch_size=16,
-                                                       image_size=preprocessing.image_size)])
     info = metadata.read(str(data))
-    parsed = np.concatenate([preprocessing.parser.parse_batch(r)[0].numpy()
-                             for r in stored_records(info, "test").batch(16)])
-    np.testing.assert_array_equal(images, parsed)
+    parsed = [preprocessing.parser.parse_batch(r) for r in stored_records(info, "test").batch(16)]
+    images = np.concatenate([batch.numpy() for batch, _ in parsed])
+    labels = np.concatenate([batch.numpy() for _, batch in parsed]).astype("float32")
+    loaded = np.concatenate([b.numpy() for b, _ in load(str(data), "test", batch_size=16,
+                                                        image_size=preprocessing.image_size)])
+    np.testing.assert_array_equal(loaded, images)
+    model = keras.models.load_model(run / "model.keras")
+    probabilities = np.asarray(model.predict(images, verbose=0))[:, 0].astype("float64")
+    clipped = np.clip(probabilities, 1e-7, 1 - 1e-7)  # Keras' binary crossentropy clips at its epsilon
+    loss = -np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))
+    scores = evaluate(str(run), str(data), "test")
+    assert scores["num_examples"] == len(images) == info.splits["test"].num_examples
+    assert scores["accuracy"] == pytest.approx(np.mean((probabilities > 0.5) == labels), abs=1e-6)
+    assert scores["loss"] == pytest.approx(loss, rel=1e-5)
 
 
 def test_the_model_placement_takes_stored_images_and_sees_the_pipelines_pixels(fixed_run):
@@ -151,3 +163,22 @@ def test_preprocessing_round_trips_through_json(hard_run):
     value = json.loads(text)
     assert value["image"]["max_side"] == 64 and value["image_size"] == [IMAGE_SIZE, IMAGE_SIZE]
     assert Preprocessing.from_json(Preprocessing.from_json(text).to_json()) == Preprocessing.from_json(text)
+
+
+def test_record_is_what_the_conversion_stored_for_a_file(any_run):
+    """`Preprocessing.record(file bytes, name)` is the `tf.train.Example` the conversion wrote for that file (the
+    stored image byte for byte, the name; the label unknown: -1), for a serving graph of one's own."""
+    raw, data, run, special = any_run
+    preprocessing = Preprocessing.read(str(run / "preprocessing.json"))
+    info = metadata.read(str(data))
+    seen = set()
+    for split in info.splits:
+        for serialized in stored_records(info, split):
+            stored = tf.train.Example.FromString(serialized.numpy()).features.feature
+            name = stored["image/filename"].bytes_list.value[0].decode()
+            made = tf.train.Example.FromString(preprocessing.record((raw / name).read_bytes(), name)).features.feature
+            assert made["image"].bytes_list.value == stored["image"].bytes_list.value, name
+            assert made["image/filename"].bytes_list.value == stored["image/filename"].bytes_list.value
+            assert list(made["label"].int64_list.value) == [-1]
+            seen.add(name)
+    assert set(special) <= seen and len(seen) == info.num_records

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import pathlib
 import shutil
 import struct
@@ -98,30 +99,71 @@ def test_one_channel_idx(tmp_path):
     assert sorted(labels.numpy().tolist()) == sorted((np.arange(20) % 10).tolist())
 
 
-def test_seed_gives_repeatable_batches(pets):
-    def labels_of(seed):
-        return np.concatenate([b[1] for b in all_batches(load(str(pets), "train", batch_size=4, image_size=16,
-                                                              seed=seed))])
-
-    first, again, other = labels_of(7), labels_of(7), labels_of(8)
-    np.testing.assert_array_equal(first, again)
-    images_a = all_batches(load(str(pets), "train", batch_size=4, image_size=16, seed=7))
-    images_b = all_batches(load(str(pets), "train", batch_size=4, image_size=16, seed=7))
-    np.testing.assert_array_equal(images_a[0][0], images_b[0][0])
-    assert sorted(first) == sorted(other)
+def digests(batches) -> list[str]:
+    """One SHA-1 per image of `all_batches`' batches, in order."""
+    return [hashlib.sha1(image.tobytes()).hexdigest() for images, _ in batches for image in images]
 
 
-def test_repeat_take_cache(pets):
+def test_seed_gives_repeatable_batches_of_shuffled_train(pets):
+    def batches(seed):
+        return all_batches(load(str(pets), "train", batch_size=4, image_size=16, seed=seed))
+
+    first, again, other = batches(7), batches(7), batches(8)
+    stored = digests(all_batches(load(str(pets), "train", batch_size=4, image_size=16, shuffle=False)))
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in first]), np.concatenate([b[0] for b in again]))
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in first]), np.concatenate([b[1] for b in again]))
+    # train is shuffled: neither seed gives the stored order, nor the other seed's; all give the same images
+    assert digests(first) != stored and digests(other) != stored and digests(first) != digests(other)
+    assert sorted(digests(first)) == sorted(digests(other)) == sorted(stored)
+
+
+def test_shards_and_records_are_shuffled(pets, fixed):
+    """Shard order is shuffled (the first record of a pass is the first of any shard when records are not), and
+    records go through a shuffle buffer (a one-shard split's order changes too)."""
+    info = metadata.read(str(pets))
+    stored = digests(all_batches(load(str(pets), "train", batch_size=8, image_size=16, shuffle=False)))
+    starts = np.cumsum([0] + [shard.num_records for shard in info.splits["train"].shards[:-1]])
+    shard_firsts = {stored[start] for start in starts}
+    firsts = {digests(all_batches(load(str(pets), "train", batch_size=8, image_size=16, seed=seed,
+                                       shuffle_buffer=1)))[0] for seed in range(6)}
+    assert firsts <= shard_firsts and len(firsts) > 1, (firsts, shard_firsts)
+    (shard,) = metadata.read(str(fixed)).splits["train"].shards
+    one_shard = digests(all_batches(load(str(fixed), "train", batch_size=8, image_size=None, shuffle=False)))
+    shuffled = digests(all_batches(load(str(fixed), "train", batch_size=8, image_size=None, seed=1)))
+    assert shuffled != one_shard and sorted(shuffled) == sorted(one_shard) and len(one_shard) == shard.num_records
+
+
+def test_repeat_and_take(pets):
     train = metadata.read(str(pets)).splits["train"].num_examples
     repeated = load(str(pets), "train", batch_size=5, image_size=16, repeat=True).take(20)
     assert sum(len(b[1]) for b in all_batches(repeated)) == 100 > train
     assert sum(len(b[1]) for b in all_batches(load(str(pets), "train", batch_size=4, image_size=16, take=9))) == 9
-    cached = load(str(pets), "test", batch_size=8, image_size=16, cache=True, shuffle=False)
-    first, second = all_batches(cached), all_batches(cached)
-    np.testing.assert_array_equal(np.concatenate([b[0] for b in first]), np.concatenate([b[0] for b in second]))
 
 
-def test_input_context_splits_shards_between_pipelines(pets):
+@pytest.mark.parametrize("in_files", [False, True])
+def test_cache_serves_later_passes_without_the_shards(pets, tmp_path, in_files):
+    """After one pass, the decoded images come from the cache (memory, or files at the given prefix): a second pass
+    needs no shard; augmentation applied after the cache still varies from pass to pass."""
+    copy = tmp_path / "pets"
+    shutil.copytree(pets, copy)
+    cache = str(tmp_path / "cache" / "test") if in_files else True
+    if in_files:
+        (tmp_path / "cache").mkdir()
+    cached = load(str(copy), "test", batch_size=8, image_size=16, cache=cache, shuffle=False)
+    augmented = load(str(copy), "test", batch_size=8, image_size=16, cache=cache + "-augmented" if in_files else True,
+                     shuffle=False, augment="seed004")
+    first, first_augmented = all_batches(cached), all_batches(augmented)
+    if in_files:
+        assert sorted(p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith("test.")) == \
+            ["test.data-00000-of-00001", "test.index"]
+    for path in metadata.read(str(copy)).shard_paths("test"):
+        pathlib.Path(path).unlink()
+    second, second_augmented = all_batches(cached), all_batches(augmented)
+    assert digests(second) == digests(first) and len(first) == steps_per_epoch(str(pets), "test", 8)
+    assert sorted(digests(second_augmented)) != sorted(digests(first_augmented))
+
+
+def test_input_context_gives_each_pipeline_its_own_records(pets):
     meta = metadata.read(str(pets))
     assert len(meta.splits["train"].shards) >= 2
     seen = []
@@ -129,9 +171,11 @@ def test_input_context_splits_shards_between_pipelines(pets):
         context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline,
                                              num_replicas_in_sync=2)
         dataset = load(str(pets), "train", batch_size=8, image_size=16, input_context=context)
-        seen.append(sum(len(b[1]) for b in all_batches(dataset)))
+        seen.append(digests(all_batches(dataset)))
         assert next(iter(dataset))[0].shape[0] <= 4  # per-replica batch
-    assert sum(seen) == meta.splits["train"].num_examples and all(seen)
+    whole = digests(all_batches(load(str(pets), "train", batch_size=8, image_size=16, shuffle=False)))
+    assert seen[0] and seen[1] and not set(seen[0]) & set(seen[1])  # no record read by both pipelines
+    assert sorted(seen[0] + seen[1]) == sorted(whole) and len(whole) == meta.splits["train"].num_examples
 
 
 def test_crop_to_aspect_ratio_keeps_the_centre(tmp_path):

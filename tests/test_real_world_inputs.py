@@ -41,6 +41,7 @@ def test_debris_never_makes_a_class_and_is_listed(kaggle_with_debris, tmp_path, 
     assert "skipped 4 macOS/Windows system file(s) such as '.DS_Store'" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_tgz_made_by_the_tar_command_gives_the_folders_records(kaggle_with_debris, tmp_path):
     archive = tmp_path / "train.tgz"
     subprocess.run(["tar", "czf", str(archive), "-C", str(kaggle_with_debris), "."], check=True)
@@ -99,12 +100,14 @@ def test_split_counts_beyond_the_valid_images_are_refused_before_the_dataset_is_
     assert not (tmp_path / "out" / metadata.DATASET_INFO).exists()
 
 
-@pytest.mark.parametrize("typo", [["--max_sid", "100"], ["--max-size=100"], ["-q", "80"], ["stray", "--overwrite"]])
-def test_option_typos_are_refused_before_any_work(kaggle_with_debris, tmp_path, capsys, typo):
+@pytest.mark.parametrize("typo, suggestion", [(["--max_sid", "100"], "--max-side"), (["--max-size=100"], "--max-side"),
+                                              (["-q", "80"], None), (["stray", "--overwrite"], None)])
+def test_option_typos_are_refused_before_any_work(kaggle_with_debris, tmp_path, capsys, typo, suggestion):
     assert main(["convert", str(kaggle_with_debris), str(tmp_path / "out"), *typo]) == 2
     error = capsys.readouterr().err
     assert f"unknown option(s) {typo[0].split('=')[0]}" in error and len(error.splitlines()) == 1
     assert "neither a shardflow convert option nor a registered Beam pipeline option" in error
+    assert error.rstrip().endswith(f"; did you mean {suggestion}?") if suggestion else "did you mean" not in error
     assert not (tmp_path / "out").exists()
 
 

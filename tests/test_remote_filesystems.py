@@ -62,6 +62,7 @@ def test_a_remote_dataset_reads_through_tf_gfile(pets_in_shards):
     assert verify(remote).shards[0].problems[0].startswith(f"its record index {index} does not match")
 
 
+@pytest.mark.slow
 def test_convert_from_a_remote_filesystem(folders_dir, tmp_path):
     """A folder, a zip and a tar on the remote filesystem give the records of the local folder."""
     src = "memfs://bucket/raw/flower_photos"

@@ -37,6 +37,7 @@ def test_bad_arguments_are_refused(tmp_path):
         write_sample_data(tmp_path, n=4, layout="zip")
 
 
+@pytest.mark.slow
 def test_classes_are_separable_by_a_simple_statistic(sample_photos, tmp_path):
     """Learnable: even a nearest-centroid classifier on tiny edge-orientation features beats chance clearly."""
     paths = sorted(photo_subset(sample_photos, tmp_path / "photos", per_class=100).iterdir())  # 200 photos

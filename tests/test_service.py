@@ -5,6 +5,7 @@ import hashlib
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import tensorflow as tf
@@ -12,7 +13,19 @@ import tensorflow as tf
 from shardflow.core import metadata
 from shardflow.pipeline import load
 from shardflow.pipeline.service import distribute
-from tests.conftest import free_ports
+from tests.conftest import wait_for_output
+from tests.test_reader import graph_ops
+
+# Reads a split through the service named on the command line, one line per batch (run as a separate process: a
+# tf.data service client waits for an unreachable dispatcher forever, and a test cannot interrupt it in-process).
+READER = """
+import sys
+from shardflow.pipeline import load
+print("imported", flush=True)
+dataset = load(sys.argv[1], "train", batch_size=7, image_size=24, shuffle=False, data_service=sys.argv[2])
+for images, labels in dataset:
+    print("batch of", len(labels), flush=True)
+"""
 
 
 def fingerprints(dataset) -> list[str]:
@@ -20,23 +33,40 @@ def fingerprints(dataset) -> list[str]:
                   for images, labels in dataset for image, label in zip(images.numpy(), labels.numpy()))
 
 
-def test_one_epoch_through_the_service_yields_every_record_once(pets_in_shards):
+@pytest.mark.slow
+def test_one_epoch_through_the_service_yields_every_record_once(pets_in_shards, tmp_path):
     train = metadata.read(str(pets_in_shards)).split("train")
     assert len(train.shards) > 1  # the workers share them out
-    (port,) = free_ports(1)
-    server = subprocess.Popen([sys.executable, "-m", "shardflow.cli", "serve-data", "--port", str(port),
-                               "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = tmp_path / "serve-data.out", tmp_path / "serve-data.err"
+    with open(out, "w") as stdout, open(err, "w") as stderr:  # files, not pipes: nothing blocks on a full pipe
+        server = subprocess.Popen([sys.executable, "-m", "shardflow.cli", "serve-data", "--port", "0",
+                                   "--workers", "2"], stdout=stdout, stderr=stderr)
     try:
         local = fingerprints(load(str(pets_in_shards), "train", batch_size=7, image_size=24, shuffle=False))
         assert len(local) == train.num_examples  # (read here while the server starts)
-        assert "dispatcher at grpc://" in server.stdout.readline()
-        remote = load(str(pets_in_shards), "train", batch_size=7, image_size=24, shuffle=False,
-                      data_service=f"grpc://localhost:{port}")
+        port = wait_for_output(out, r"dispatcher at grpc://localhost:(\d+)", server).group(1)  # the port it bound
+        service = f"grpc://localhost:{port}"
+        remote = load(str(pets_in_shards), "train", batch_size=7, image_size=24, shuffle=False, data_service=service)
+        assert any(op.startswith("DataServiceDataset") for op in graph_ops(remote)), "the graph skips the service"
         assert fingerprints(remote) == local
     finally:
         server.send_signal(signal.SIGTERM)
-        _, stderr = server.communicate(timeout=30)
-    assert stderr == "", "TensorFlow's start-up chatter from the worker processes reached the terminal"
+        server.wait(timeout=30)
+    assert err.read_text() == "", "TensorFlow's start-up chatter from the worker processes reached the terminal"
+
+    # The server is gone: the same pipeline gives nothing (a `load` that read the shards itself would).
+    log = tmp_path / "reader.out"
+    with open(log, "w") as stdout:
+        reader = subprocess.Popen([sys.executable, "-c", READER, str(pets_in_shards), service], stdout=stdout,
+                                  stderr=subprocess.DEVNULL)
+    try:
+        wait_for_output(log, "imported", reader)
+        time.sleep(10)  # a local read of these 30 records takes about a second (a tf.data service client waits
+        # for its dispatcher: `load` registers the pipeline with it)
+        assert "batch of" not in log.read_text() and reader.poll() != 0, log.read_text()
+    finally:
+        reader.kill()
+        reader.wait()
 
 
 def test_bad_service_address():

@@ -1,14 +1,48 @@
 """The conversion's stages alone, as Beam's own examples test theirs: `TestPipeline` and `assert_that`."""
 from __future__ import annotations
 
+import hashlib
+import json
+import pathlib
+import uuid
+
 import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from shardflow.beam_jobs import staged, stages
+from shardflow.core import metadata, record_index, schema
+from shardflow.beam_jobs import records, reject_files, staged, stages
 from shardflow.beam_jobs.sources import list_source
-from shardflow.core.images import ImageOptions
+from shardflow.beam_jobs.splits import stable_hash
+from shardflow.core.framing import frame
+from shardflow.core.images import ImageOptions, prepare
 from shardflow.testing.sample_data import write_sample_data
+
+CLASSES = ("cat", "dog")
+
+
+def record_batch(folder: pathlib.Path, photos: list[pathlib.Path], split: str | None,
+                 damaged: frozenset[str] = frozenset()) -> tuple[str, list[bytes]]:
+    """A record batch file of these photos (class from the Kaggle name), its records in a spill file of their own,
+    as a worker of ReadAndPrepare leaves them (the names in `damaged` marked as damaged JPEGs kept); returns the
+    batch file and the framed records in order."""
+    record_schema = schema.RecordSchema(CLASSES, 3, "passthrough")
+    spill = folder / f"{uuid.uuid4().hex}.spill"
+    rows, framed_records = [], []
+    for photo in photos:
+        prepared = prepare(photo.read_bytes(), ImageOptions(), hashes=True)
+        label = CLASSES.index(photo.name.split(".")[0])
+        framed = frame(record_schema.serialize(prepared.data, label, photo.name))
+        rows.append(records.row(stable_hash(photo.name), label, sum(map(len, framed_records)), len(framed),
+                                prepared.stats, prepared.hashes, damaged=photo.name in damaged))
+        framed_records.append(framed)
+    spill.write_bytes(b"".join(framed_records))
+    batch = records.RecordBatch(split, (str(spill),), tuple(p.name.encode() for p in photos),
+                                np.array(rows, dtype=records.row_dtype(3)))
+    return staged.save(batch, str(folder)), framed_records
 
 
 def _prepared(pipeline, src, fractions: dict[str, float], staging: str):
@@ -39,6 +73,7 @@ def test_read_and_prepare_then_plan_shards(tmp_path):
         assert_that(shards, equal_to([True]), label="small shards: several per split")
 
 
+@pytest.mark.slow
 def test_shards_and_statistics_do_not_depend_on_how_many_ranges_sort_them(tmp_path):
     """Planning sorts ranges of path hashes on separate workers: 1, 4 or 40 ranges give the same shards, byte for
     byte, and the same split statistics."""
@@ -60,3 +95,97 @@ def test_shards_and_statistics_do_not_depend_on_how_many_ranges_sort_them(tmp_pa
             both = (one, other) | f"Pair{index}" >> beam.Flatten() | f"Distinct{index}" >> beam.Map(repr) \
                 | f"Unique{index}" >> beam.Distinct() | f"Count{index}" >> beam.combiners.Count.Globally()
             assert_that(both, equal_to([1]), label=f"same as one range ({index})")
+
+
+def test_take_counts_takes_exact_counts_per_class_in_hash_order(kaggle_dir, tmp_path):
+    """Records without a split (--split-counts), in two batches that mix the classes: each class gives its first
+    3 records by path hash to train, the next 2 to test; the rest are counted as unselected."""
+    photos = [kaggle_dir / f"{name}.{i}.jpg" for name in CLASSES for i in range(6)]
+    batches = [record_batch(tmp_path, part, None)[0] for part in (photos[:7], photos[7:])]
+    expected = []
+    for name in CLASSES:
+        ordered = sorted((p.name for p in photos if p.name.startswith(name)), key=lambda n: (stable_hash(n), n))
+        expected += [("train", "train", CLASSES.index(name), n) for n in ordered[:3]]
+        expected += [("test", "test", CLASSES.index(name), n) for n in ordered[3:5]]
+    with TestPipeline() as pipeline:
+        counted = pipeline | beam.Create([(None, b) for b in batches]) | stages.TakeCounts(
+            {"train": 3, "test": 2}, str(tmp_path / "taken"))
+        taken = counted.assigned | beam.FlatMap(lambda item: [
+            (item[0], staged.load(item[1]).split, int(label), path.decode())
+            for label, path in zip(staged.load(item[1]).rows["label"], staged.load(item[1]).paths)])
+        assert_that(taken, equal_to(expected), label="exact counts in hash order")
+        left = counted.unselected | beam.CombineGlobally(sum)
+        assert_that(left, equal_to([2]), label="one record of each class left over")
+
+
+def test_write_shards_copies_the_records_with_their_index_and_digest(kaggle_dir, tmp_path):
+    """Two shard jobs, the second made of two pieces: each shard holds its pieces' framed records in order (TensorFlow
+    reads them back), its record index matches its framing, its description gives its size and SHA-256 and the
+    damaged JPEGs kept with their place in it."""
+    photos = sorted(kaggle_dir.glob("*.jpg"))[:9]
+    first, first_records = record_batch(tmp_path, photos[:4], "train")
+    second, second_records = record_batch(tmp_path, photos[4:7], "train", damaged=frozenset({photos[5].name}))
+    third, third_records = record_batch(tmp_path, photos[7:], "train")
+    contents = [b"".join(first_records), b"".join(second_records + third_records)]
+    shard_dir = tmp_path / "shards"
+    expected = [{"split": "train", "index": index, "filename": f"pets-train.tfrecord-{index:05d}-of-00002",
+                 "num_records": count, "num_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                 "damaged": [[1, photos[5].name]] if index else []}
+                for index, (count, data) in enumerate(zip((4, 5), contents))]
+    with TestPipeline() as pipeline:
+        jobs = pipeline | beam.Create([stages.ShardJob("train", 0, 2, (first,)),
+                                       stages.ShardJob("train", 1, 2, (second, third))])
+        described = jobs | stages.WriteShards(str(shard_dir), "pets")
+        assert_that(described, equal_to(expected))
+    for index, data in enumerate(contents):
+        shard = shard_dir / expected[index]["filename"]
+        assert shard.read_bytes() == data
+        assert sum(1 for _ in tf.data.TFRecordDataset(str(shard))) == expected[index]["num_records"]
+        assert (shard_dir / record_index.index_filename(shard.name)).read_text() == record_index.scan(str(shard))
+
+
+def test_summarize_gathers_what_every_stage_tagged_into_one_file(tmp_path):
+    """Tagged values from several stages (none damaged here) -> one summary: lists gathered, the unselected counts
+    summed, the fingerprint shares combined by XOR."""
+    path = str(tmp_path / "summary.json")
+    shards = [{"split": "train", "index": i, "filename": f"s{i}"} for i in range(3)]
+    tagged = {"shards": shards, "splits": [{"split": "train", "num_examples": 9}], "reject_files": ["a", "b"],
+              "damaged": [], "duplicates": [{"exact": [], "near": []}], "fingerprint": [0b0110, 0b0011],
+              "unselected": [2, 3]}
+    expected = {"shards": shards, "splits": [{"split": "train", "num_examples": 9}], "reject_files": ["a", "b"],
+                "damaged": [], "duplicates": {"exact": [], "near": []}, "unselected": 5, "fingerprint": f"{5:064x}"}
+
+    def written(_) -> dict:
+        summary = json.loads(pathlib.Path(path).read_text())
+        return summary | {"shards": sorted(summary["shards"], key=lambda s: s["index"]),
+                          "reject_files": sorted(summary["reject_files"])}
+
+    with TestPipeline() as pipeline:
+        stage_outputs = tuple(pipeline | f"From {kind}" >> beam.Create([(kind, value) for value in values])
+                              for kind, values in tagged.items())
+        summary = stage_outputs | stages.Summarize(path) | beam.Map(written)
+        assert_that(summary, equal_to([expected]))
+
+
+def test_write_rejects_writes_sorted_files_that_merge_in_path_order(tmp_path):
+    """Rejects (a non-UTF-8 name among them) -> files of JSON lines sorted by path, one per bundle; merged with the
+    listing's own rejects, rejects.jsonl is in path order and the summary counts them by kind."""
+    found = [(b"cat.\xff.jpg", "empty file (0 bytes)"), (b"dog.2.jpg", "not an image: unrecognized file format"),
+             (b"cat.1.jpg", "truncated"), ("\u732b.jpg".encode(), "empty file (0 bytes)")]
+    folder = tmp_path / "rejects"
+    folder.mkdir()
+    with TestPipeline() as pipeline:
+        files = pipeline | beam.Create(found) | beam.ParDo(reject_files.WriteRejects(str(folder)))
+        lines = files | beam.FlatMap(lambda path: pathlib.Path(path).read_text().splitlines())
+        in_order = files | "Sorted" >> beam.Map(lambda path: (lambda paths: paths == sorted(paths))(
+            [json.loads(line)["path"] for line in pathlib.Path(path).read_text().splitlines()]))
+        entries = lines | beam.Map(lambda line: (lambda entry: (  # bytes: Beam's str coder refuses surrogates
+            entry["path"].encode("utf-8", "surrogateescape"), entry["reason"]))(json.loads(line)))
+        assert_that(entries, equal_to(found), label="every reject")
+        assert_that(in_order | beam.Distinct(), equal_to([True]), label="each file sorted")
+    known = [("link.jpg", "symbolic link, not followed")]
+    summary = reject_files.merge([str(p) for p in folder.iterdir()], known, str(tmp_path / "rejects.jsonl"))
+    merged = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert [entry["path"] for entry in merged] == sorted(
+        [p.decode("utf-8", "surrogateescape") for p, _ in found] + ["link.jpg"])
+    assert summary.count == 5 and summary.kinds[metadata.reject_kind("empty file (0 bytes)")] == 2

@@ -15,6 +15,7 @@ from PIL import Image
 from shardflow.cli import main
 from shardflow.testing.sample_data import write_sample_data
 from shardflow.trainers import models
+from shardflow.trainers.predict import evaluate
 from shardflow.trainers.train import TrainOptions, train
 from tests.conftest import write_idx
 
@@ -58,6 +59,7 @@ def small_pets(sample_photos, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_small_convnet_learns_and_writes_its_run(small_pets, tmp_path):
     run = tmp_path / "run"  # at 32 px as accurate as at 48 (seeds 1, 2, 3: 0.86, 0.77, 0.90) in 2/3 of the time
     metrics = train(str(small_pets), str(run), TrainOptions(
@@ -73,21 +75,59 @@ def test_small_convnet_learns_and_writes_its_run(small_pets, tmp_path):
     # the model alone (no input pipeline competing for the 2 cores) is not slower than the model fed by it (when
     # fit's own start and end were timed as compute, it came out at about half)
     assert metrics["compute_only_images_per_second"] > 0.7 * np.median(metrics["images_per_second"]), metrics
-    assert metrics["device"] == "CPU"
+    assert metrics["device"] == ("GPU" if tf.config.list_physical_devices("GPU") else "CPU")
     assert Image.open(run / "history.png").size[0] > 400
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_best_epoch(tiny_pets, tmp_path):
     metrics = train(str(tiny_pets), str(tmp_path / "run"), TrainOptions(
         model="small_convnet", epochs=8, image_size=32, lr=0.5, patience=1, seed=2, verbose=0))
     assert metrics["epochs_run"] < 8  # a learning rate this large diverges: stopped early
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     best = int(np.argmin(history["val_loss"]))
-    assert metrics["best_epoch"] == best + 1
+    assert metrics["best_epoch"] == best + 1 < metrics["epochs_run"]  # the last epoch was not the best
     reloaded = keras.models.load_model(tmp_path / "run" / "model.keras")
     assert reloaded.input.dtype == "uint8"
+    # the model kept is the best epoch's: evaluated again on validation, it scores what that epoch scored
+    scores = evaluate(str(tmp_path / "run"), str(tiny_pets), "validation")
+    assert scores["loss"] == pytest.approx(history["val_loss"][best], rel=1e-4)
+    assert scores["loss"] != pytest.approx(history["val_loss"][-1], rel=1e-4)
+    assert scores["accuracy"] == pytest.approx(history["val_accuracy"][best], abs=1e-6)
 
 
+@pytest.fixture(autouse=True)
+def float32_policy_after_each_test():
+    """A run with mixed precision sets Keras' global policy; the next test starts from float32 whatever happened."""
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def where_it_trains() -> str:
+    """How the start line names the device: the test machine may have GPUs."""
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    return f"{gpus} GPU(s)" if gpus else "the CPU (no GPU visible to TensorFlow)"
+
+
+def initial_weights(model: str, options: dict) -> list[np.ndarray]:
+    """The trainable weights `train` starts from with seed 0 (the same seed, the same layers built in the same
+    order): the bare model's, or the features head's."""
+    keras.utils.set_random_seed(0)
+    size = (options["image_size"], options["image_size"], 3)
+    if model == "features":
+        base = models.feature_extractor(options["base"], size, options["weights"])
+        built = models.features_head(tuple(base.output.shape[1:]), 2)
+    else:
+        built = models.build(model, size, 2)
+    return [w.numpy() for w in built.trainable_weights]
+
+
+def trained_part(saved: keras.Model) -> keras.Model:
+    """The bare model inside a saved run's model (the features head for `features`)."""
+    return [layer for layer in saved.layers if isinstance(layer, keras.Model)][-1]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("model, options", [  # transfer and fine_tune: test_fine_tune_continues_a_transfer_run
     ("book_convnet", {"image_size": 64, "augment": "seed004", "augment_on": "model"}),
     ("small_convnet", {"image_size": 32, "jit": True, "augment": "seed004"}),
@@ -96,15 +136,26 @@ def test_early_stopping_keeps_the_best_epoch(tiny_pets, tmp_path):
 ])
 def test_every_model_trains_a_few_steps(tiny_pets, tmp_path, model, options):
     metrics = train(str(tiny_pets), str(tmp_path / "run"), TrainOptions(
-        model=model, epochs=1, steps_per_epoch=3, batch_size=8, verbose=0, **options))
+        model=model, epochs=1, steps_per_epoch=3, batch_size=8, seed=0, verbose=0, **options))
     assert 0 <= metrics["test_accuracy"] <= 1 and np.isfinite(metrics["test_loss"])
     if "augment" in options:  # in the model when asked; XLA (--jit) keeps it in the CPU pipeline
         assert metrics["augment_on"] == ("pipeline" if options.get("jit") else options.get("augment_on", "pipeline"))
-    assert metrics["resize_on"] == "pipeline"  # no GPU here, and images of varying sizes: the pipeline resizes
-    assert keras.models.load_model(tmp_path / "run" / "model.keras").input.shape[1] == options["image_size"]
-    keras.mixed_precision.set_global_policy("float32")
+    assert metrics["resize_on"] == "pipeline"  # images of varying sizes: the pipeline resizes (GPU or not)
+    keras.mixed_precision.set_global_policy("float32")  # (what the saved model's layers say is what is checked)
+    saved = keras.models.load_model(tmp_path / "run" / "model.keras")
+    assert saved.input.shape[1] == options["image_size"]
+    trained = [w.numpy() for w in trained_part(saved).trainable_weights]
+    start = initial_weights(model, options)
+    assert [w.shape for w in trained] == [w.shape for w in start]
+    assert any(not np.array_equal(a, b) for a, b in zip(trained, start)), "the weights never changed"
+    # mixed precision where asked for: float16 computation inside, float32 variables and output
+    policy = "mixed_float16" if options.get("mixed_precision") else "float32"
+    conv = next(layer for layer in trained_part(saved).layers if layer.weights)
+    assert conv.dtype_policy.name == policy and conv.compute_dtype == policy.replace("mixed_", "")
+    assert conv.weights[0].dtype == "float32" and saved.output.dtype == "float32"
 
 
+@pytest.mark.slow
 def test_fine_tune_continues_a_transfer_run(tiny_pets, tmp_path, capsys):
     common = ["--image-size", "32", "--base", "mobilenet_v2", "--weights", "none", "--epochs", "1",
               "--steps-per-epoch", "2", "--batch-size", "8"]
@@ -122,6 +173,7 @@ def test_fine_tune_continues_a_transfer_run(tiny_pets, tmp_path, capsys):
     assert "--init-from is for --model fine_tune" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_mnist_models_on_idx(tmp_path):
     (tmp_path / "mnist").mkdir()
     rng = np.random.default_rng(0)
@@ -138,15 +190,14 @@ def test_mnist_models_on_idx(tmp_path):
         assert metrics["test_accuracy"] > 0.5, (model, metrics)
 
 
+@pytest.mark.slow
 def test_evaluate_and_predict(tiny_pets, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", str(tiny_pets), "--out", str(run), "--epochs", "2", "--image-size", "32",
                  "--seed", "0"]) == 0
     printed = capsys.readouterr()
     assert "test accuracy" in printed.out
-    gpus = len(tf.config.list_physical_devices("GPU"))
-    device = f"{gpus} GPU(s)" if gpus else "the CPU (no GPU visible to TensorFlow)"
-    assert f"training small_convnet on {device}" in printed.err  # says where it trains, before the epochs
+    assert f"training small_convnet on {where_it_trains()}" in printed.err  # says where, before the epochs
     assert main(["evaluate", str(run), str(tiny_pets), "--split", "validation"]) == 0
     assert "validation: accuracy" in capsys.readouterr().out
     test1 = tmp_path / "test1"
@@ -176,6 +227,7 @@ def test_user_mistakes(tiny_pets, tmp_path, capsys):
     assert "not a finished training run" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_run_is_never_silently_replaced(tiny_pets, tmp_path, capsys):
     quick = ["--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4", "--image-size", "24"]
     run = tmp_path / "run"
@@ -192,6 +244,7 @@ def test_a_run_is_never_silently_replaced(tiny_pets, tmp_path, capsys):
     assert "is not a training run; refusing to delete it" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_mistakes_that_train_but_not_as_meant_are_said(tiny_pets, kaggle_dir, tmp_path, capsys):
     assert main(["train", str(tiny_pets), "--out", str(tmp_path / "tiny"), "--image-size", "16"]) == 2
     assert "16x16 are too small for small_convnet: its convolutions and poolings need at least 22x22" in \
@@ -208,10 +261,11 @@ def test_mistakes_that_train_but_not_as_meant_are_said(tiny_pets, kaggle_dir, tm
     assert "no split 'test'; it has train" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_start_line_says_where_resize_and_augmentation_run(fixed_pets, tmp_path, capsys):
     assert main(["train", str(fixed_pets), "--out", str(tmp_path / "gpu"), "--augment-on", "model", "--epochs", "1",
                  "--steps-per-epoch", "1", "--batch-size", "4", "--image-size", "24", "--augment", "seed004"]) == 0
-    assert "on the CPU (no GPU visible to TensorFlow) at 24x24 (--image-size); decode in the input pipeline (CPU), " \
+    assert f"on {where_it_trains()} at 24x24 (--image-size); decode in the input pipeline (CPU), " \
         "resize + augmentation in the model" in capsys.readouterr().err
     assert keras.models.load_model(tmp_path / "gpu" / "model.keras").input.shape[1:] == (40, 56, 3)  # stored size
 

@@ -57,6 +57,7 @@ def test_the_held_out_part_of_train_is_fixed_by_path_and_disjoint_from_the_rest(
     assert [sum(len(labels) for _, labels in b) for b in batches] == [len(validation), len(training)]
 
 
+@pytest.mark.slow
 def test_a_run_without_a_validation_split_validates_on_train_held_out_never_on_test(digits_data, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", str(digits_data), "--model", "fashion_cnn", "--out", str(run), *QUICK, "--seed", "0"]) == 0
@@ -74,12 +75,14 @@ def test_a_run_without_a_validation_split_validates_on_train_held_out_never_on_t
     assert json.loads((tmp_path / "none" / "metrics.json").read_text())["validation"] is None
 
 
+@pytest.mark.slow
 def test_a_square_stored_size_is_the_default_image_size(digits_data, tmp_path, capsys):
     assert main(["train", str(digits_data), "--model", "small_convnet", "--out", str(tmp_path / "run"), *QUICK]) == 0
     assert "at 28x28 (the dataset's stored size)" in capsys.readouterr().err
     assert keras.models.load_model(tmp_path / "run" / "model.keras").input.shape[1:] == (28, 28, 1)
 
 
+@pytest.mark.slow
 def test_convert_holds_out_validation_from_a_predefined_train_split(idx_source, tmp_path, capsys):
     out = tmp_path / "data"
     assert convert_cli(idx_source, out, "--validation-from-train", "0.2", "--workers", "1") == 0
@@ -121,6 +124,7 @@ def test_split_names_are_the_ones_the_trainer_looks_for(kaggle_dir, tmp_path, ca
                        "--other-split-names", "--workers", "1") == 0
 
 
+@pytest.mark.slow
 def test_imagenet_weights_that_cannot_be_downloaded_are_one_line_and_leave_no_run_folder(tiny_pets, tmp_path):
     """A network that refuses connections (a proxy on a closed local port), an empty Keras cache."""
     env = os.environ | {"KERAS_HOME": str(tmp_path / "keras"), "https_proxy": "http://127.0.0.1:9",

@@ -126,6 +126,7 @@ def test_a_name_marked_utf8_that_is_not_is_a_clear_error(tmp_path):
         list_source(str(archive))
 
 
+@pytest.mark.slow
 def test_convert_a_zip_made_by_the_zip_command_gives_the_folders_records(photos, tmp_path):
     archive = zip_command(photos, tmp_path / "photos.zip")
     assert main(["convert", str(photos), str(tmp_path / "folder"), "--workers", "1"]) == 0
@@ -134,6 +135,7 @@ def test_convert_a_zip_made_by_the_zip_command_gives_the_folders_records(photos,
     assert records(tmp_path / "zip") == records(tmp_path / "folder")
 
 
+@pytest.mark.slow
 def test_zip_encoding_is_recorded_repeated_by_like_and_its_rejects_listed(tmp_path, capsys):
     folder = write(tmp_path / "photos", KOREAN)
     archive = korean_windows_zip(folder, tmp_path / "photos.zip", b"\xff.jpg")

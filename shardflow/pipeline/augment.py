@@ -294,6 +294,7 @@ class Augment(keras.layers.Layer):
     the same resampling; outside training they are only resized, like `Resize` (the input pipeline's pixels).
 
     Example:
+      >>> import numpy as np
       >>> layer = Augment(rotation_range=40, zoom_range=0.2, horizontal_flip=True, seed=1)
       >>> images = np.random.randint(0, 256, (2, 64, 64, 3), dtype="uint8")
       >>> layer(images, training=True).shape

@@ -35,6 +35,7 @@ class Normalize(keras.layers.Layer):
     `NORMALIZE_MODES`) for its own `preprocess_input`.
 
     Example:
+      >>> import numpy as np
       >>> Normalize("symmetric")(np.array([[[[0, 255]]]], dtype="uint8")).numpy().tolist()
       [[[[-1.0, 1.0]]]]
     """

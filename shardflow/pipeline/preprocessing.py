@@ -5,10 +5,11 @@ Training writes it beside the model (`RUN/preprocessing.json`); prediction and s
 each file goes through the conversion's own preparation, becomes a record, and that record through the reader's
 parse + decode + resize. A file and its record give the model the same pixels.
 
-Example (serving a trained model outside shardflow's CLI):
-    >>> preprocessing = Preprocessing.read("runs/pets/preprocessing.json")
-    >>> batch = preprocessing.images([open("cat.jpg", "rb").read()])
-    >>> model.predict(batch.images)
+Example (serving a trained model outside shardflow's CLI; `runs/pets` is a run folder of `shardflow train`):
+
+    preprocessing = Preprocessing.read("runs/pets/preprocessing.json")
+    batch = preprocessing.images([open("cat.jpg", "rb").read()])
+    model.predict(batch.images)
 """
 from __future__ import annotations
 

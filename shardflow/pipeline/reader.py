@@ -195,6 +195,7 @@ def _shuffle_repeat(dataset: tf.data.Dataset, shuffle: bool, buffer: int, seed: 
 
 
 def _with_seeds(dataset: tf.data.Dataset, seed: int | None) -> tf.data.Dataset:
-    """Pair each element with a stateless random key [2]: fixed by `seed`, else fresh every run."""
-    keys = tf.data.Dataset.random(seed=seed).batch(2)
+    """Pair each element with a stateless random key [2]: new keys on every pass over the dataset (each epoch's
+    augmentation differs, also where nothing is shuffled), the passes' keys fixed by `seed`, else fresh every run."""
+    keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     return tf.data.Dataset.zip((dataset, keys))

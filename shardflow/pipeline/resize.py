@@ -28,6 +28,7 @@ class Resize(keras.layers.Layer):
     Takes batches [B, H, W, C] of uint8 or 0..255 floats; returns the layer's compute dtype.
 
     Example:
+      >>> import numpy as np
       >>> images = np.random.randint(0, 256, (2, 96, 128, 3), dtype="uint8")
       >>> Resize((64, 64))(images).shape
       TensorShape([2, 64, 64, 3])
