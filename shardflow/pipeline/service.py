@@ -31,7 +31,7 @@ def distribute(dataset: tf.data.Dataset, service: str) -> tf.data.Dataset:
 def serve(port: int, workers: int, host: str = "localhost") -> None:
     """Run a dispatcher on `port` and `workers` worker processes until interrupted (Ctrl-C / SIGTERM)."""
     if workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {workers}")
+        raise ValueError(f"`workers` must be at least 1, got {workers}")
     dispatcher = tf.data.experimental.service.DispatchServer(
         tf.data.experimental.service.DispatcherConfig(port=port, protocol=PROTOCOL))
     address = f"{host}:{port}"
