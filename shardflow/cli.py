@@ -1,20 +1,30 @@
-"""`shardflow ...`: a thin command-line layer over the Python API."""
+"""`shardflow ...`: a thin command-line layer over the Python API.
+
+Each subcommand is a `Command`: its arguments (convert's and train's from their option classes' `add_arguments`,
+every default and choice the API's own) and what it runs. The library names parameters in its messages
+(`max_side`, see `shardflow.core.messages`); here they become flags (--max-side), its warnings "warning: ..." lines
+and its log lines plain lines on stderr.
+"""
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import contextlib
+import functools
 import inspect
 import json
+import logging
 import os
 import sys
+import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import NamedTuple
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
 
 import shardflow  # noqa: E402  (after the environment is set)
-from shardflow.core import metadata, quiet  # noqa: E402
-
+from shardflow.core import files, metadata, quiet  # noqa: E402
+from shardflow.core.messages import ShardflowWarning, did_you_mean, in_flags  # noqa: E402
 
 SUMMARY_MAX_CLASSES = 12  # more classes: the end-of-run summary gives their range per split
 INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
@@ -24,152 +34,236 @@ class UsageError(Exception):
     """A mistake the user can fix; printed as one line, without a traceback."""
 
 
+class Command(NamedTuple):
+    """A subcommand: its arguments, and what runs it (with the arguments and, for convert, Beam's options)."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, list[str]], int | None]
+    uses_tensorflow: bool = False
+    description: str | None = None
+
+
+class Chosen(NamedTuple):
+    """The subcommand a command line chose, with its parser and its flag for each parameter name."""
+
+    command: Command
+    parser: argparse.ArgumentParser
+    flags: dict[str, str]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "convert":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args, extra = _parser().parse_known_args(argv)
+    chosen: Chosen = args.chosen
+    if extra and chosen.command.name != "convert":  # (convert hands them to Beam, which refuses unknown ones)
+        chosen.parser.error(f"unrecognized arguments: {' '.join(extra)}{did_you_mean(extra, chosen.flags.values())}")
     quiet.quiet_beam_imports()
     try:
-        if getattr(args, "uses_tensorflow", False):
-            quiet.start_tensorflow()
-        return args.handler(args, extra) or 0
+        with _said_in_flags(chosen.flags):
+            if chosen.command.uses_tensorflow:
+                quiet.start_tensorflow()
+            return chosen.command.run(args, extra) or 0
     except (UsageError, ValueError, RuntimeError, FileNotFoundError) as error:
-        print(f"shardflow {args.command}: error: {error}", file=sys.stderr)
+        print(f"shardflow {args.command}: error: {in_flags(str(error), chosen.flags)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `shardflow inspect DATA | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
 
 
-def _parser() -> argparse.ArgumentParser:
-    """Every default and choice comes from the Python API's own (options dataclasses, function signatures)."""
-    from shardflow.beam_jobs.options import add_arguments
-    from shardflow.core.pictures import DUPLICATE_GROUPS
-    from shardflow.testing.sample_data import write_sample_data
-    from shardflow.tools.preview import preview_grid
-    from shardflow.trainers.options import AUGMENT_PLACES, BASES, MODELS, VALIDATION_SPLIT, TrainOptions
-
-    parser = argparse.ArgumentParser(prog="shardflow", description=shardflow.__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    def command(name: str, handler, help: str, uses_tensorflow: bool = False, **kwargs) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kwargs)
-        sub.set_defaults(handler=handler, uses_tensorflow=uses_tensorflow)
-        return sub
-
-    sample_defaults = _defaults(write_sample_data)
-    sample = command("sample-data", _sample_data, "write a learnable synthetic JPEG dataset")
-    sample.add_argument("out", help="the folder to write the images to")
-    sample.add_argument("--layout", choices=("kaggle", "folders"), default=sample_defaults["layout"],
-                        help="kaggle: cat.0.jpg names in one folder; folders: one folder per class")
-    sample.add_argument("--n", type=int, default=sample_defaults["n"], help="number of images")
-    sample.add_argument("--classes", default=",".join(sample_defaults["classes"]), help="comma-separated class names")
-    sample.add_argument("--seed", type=int, default=sample_defaults["seed"], help="the same seed, the same images")
-
-    convert = command(
-        "convert", _convert, "convert images (folder, .zip, .tar[.gz], IDX) to sharded TFRecords",
-        description="Convert raw images into a sharded, TFDS-compatible TFRecord dataset with Apache Beam. "
-        "Beam pipeline options (--runner, --project, --job_endpoint, ...) go to Beam unchanged; any other "
-        "option is refused.",
+def _commands() -> tuple[Command, ...]:
+    return (
+        Command("sample-data", "write a learnable synthetic JPEG dataset", _sample_data_arguments, _sample_data),
+        Command("convert", "convert images (folder, .zip, .tar[.gz], IDX) to sharded TFRecords", _convert_arguments,
+                _convert, description="Convert raw images into a sharded, TFDS-compatible TFRecord dataset with "
+                "Apache Beam. Beam pipeline options (--runner, --project, --job_endpoint, ...) go to Beam unchanged; "
+                "any other option is refused."),
+        Command("inspect", "show a dataset's splits, classes, statistics and duplicates", _inspect_arguments,
+                _inspect),
+        Command("verify", "check checksums, record CRCs, counts and images of a dataset", _verify_arguments,
+                _verify, uses_tensorflow=True),
+        Command("preview", "a grid of images (and augmented versions) as a PNG", _preview_arguments, _preview,
+                uses_tensorflow=True),
+        Command("serve-data", "start a tf.data service dispatcher and workers here", _serve_data_arguments,
+                _serve_data, uses_tensorflow=True),
+        Command("train", "train a tutorial model on a converted dataset", _train_arguments, _train,
+                uses_tensorflow=True),
+        Command("evaluate", "a run's loss and accuracy on a dataset split", _evaluate_arguments, _evaluate,
+                uses_tensorflow=True),
+        Command("diff", "what changed between two versions of a dataset (exit 1 if anything did)", _diff_arguments,
+                _diff, uses_tensorflow=True),
+        Command("predict", "classify images, folders or a converted split with a run", _predict_arguments, _predict,
+                uses_tensorflow=True),
     )
-    add_arguments(convert)
-    convert.add_argument("--like", metavar="DATASET",
-                         help="repeat DATASET's conversion: every option from its shardflow.json (only --workers and "
-                              "--overwrite apply); says whether the shards came out byte-identical, or what changed")
-    convert.set_defaults(shaping_defaults={dest: convert.get_default(dest) for dest in _SHAPING})
 
-    inspect = command("inspect", _inspect, "show a dataset's splits, classes, statistics and duplicates")
-    inspect.add_argument("data", help="a dataset folder written by `shardflow convert`")
-    inspect.add_argument("--json", action="store_true", help="machine-readable output")
-    inspect.add_argument("--duplicates", metavar="FILE.png",
-                         help="draw the groups of duplicates side by side, a row each (leaks first), into this PNG")
-    inspect.add_argument("--groups", type=int, metavar="N",
-                         help=f"with --duplicates: draw at most N groups (default {DUPLICATE_GROUPS})")
 
-    verify = command("verify", _verify, "check checksums, record CRCs, counts and images of a dataset",
-                     uses_tensorflow=True)
-    verify.add_argument("data", help="a dataset folder written by `shardflow convert`")
-    verify.add_argument("--no-decode", action="store_true", help="skip decoding the images (faster)")
-
-    preview_defaults = _defaults(preview_grid)
-    preview = command("preview", _preview, "a grid of images (and augmented versions) as a PNG", uses_tensorflow=True)
-    preview.add_argument("data", help="a dataset folder written by `shardflow convert`")
-    preview.add_argument("--out", required=True, help="the PNG file to write")
-    preview.add_argument("--split", default=preview_defaults["split"], help="the split to show")
-    preview.add_argument("--augment", help="none, a preset (seed004) or ImageDataGenerator arguments as JSON")
-    preview.add_argument("--images", type=int, default=preview_defaults["images"], help="rows")
-    preview.add_argument("--variants", type=int, default=preview_defaults["variants"],
-                         help="augmented versions per image")
-    preview.add_argument("--image-size", type=int, default=preview_defaults["image_size"], help="pixels per side")
-    preview.add_argument("--seed", type=int, default=preview_defaults["seed"], help="which images and augmentations")
-
-    serve = command("serve-data", _serve_data, "start a tf.data service dispatcher and workers here",
-                    uses_tensorflow=True)
-    serve.add_argument("--port", type=int, default=5050,
-                       help="the dispatcher's port (0: any free one; the first line printed says which)")
-    serve.add_argument("--workers", type=int, default=2, help="worker processes")
-
-    train = command("train", _train, "train a tutorial model on a converted dataset", uses_tensorflow=True)
-    options = TrainOptions()
-    train.add_argument("data", help="a dataset folder written by `shardflow convert`")
-    train.add_argument("--model", default=options.model, choices=MODELS, help="the tutorial architecture")
-    train.add_argument("--out", required=True, help="the run folder to write")
-    train.add_argument("--epochs", type=int, default=options.epochs,
-                       help="passes over the training split (fewer when --patience stops early)")
-    train.add_argument("--batch-size", type=int, help="default 32 (64 for the features head)")
-    train.add_argument("--image-size", type=int,
-                       help="default: the dataset's size when it is stored at one square size (convert --size), "
-                            "else 150 (28 for MNIST models, 160 for transfer)")
-    train.add_argument("--validation-split", type=float,
-                       help=f"for a dataset without a validation split: the fraction of train held out (by a "
-                            f"stable hash of each path) to choose epochs and checkpoints; default "
-                            f"{VALIDATION_SPLIT:g}; 0: none. The test split is never used to choose")
-    train.add_argument("--augment", default=options.augment,
-                       help="none, seed004 or ImageDataGenerator arguments as JSON")
-    train.add_argument("--augment-on", default=options.augment_on, choices=AUGMENT_PLACES,
-                       help="where the resize to --image-size and the augmentation run; auto: in the model (the "
-                            "pipeline only decodes the stored size) with a GPU, else in the CPU pipeline")
-    train.add_argument("--optimizer", help="default: the tutorial's (rmsprop or adam)")
-    train.add_argument("--lr", type=float, help="learning rate (default: the tutorial's)")
-    train.add_argument("--patience", type=int, help="early stopping after N epochs without better val_loss")
-    train.add_argument("--mixed-precision", action="store_true",
-                       help="Keras' mixed_float16 policy: float16 computation, float32 weights and output")
-    train.add_argument("--jit", action="store_true", help="XLA-compile the model")
-    train.add_argument("--seed", type=int, help="repeatable shuffling, augmentation and initial weights")
-    train.add_argument("--base", default=options.base, choices=tuple(BASES),
-                       help="the Keras-applications base of transfer, fine_tune and features")
-    train.add_argument("--weights", default=options.weights, help="imagenet (downloads), a weights file, or none")
-    train.add_argument("--unfreeze", type=int, default=options.unfreeze, help="fine_tune: top layers of the base to train")
-    train.add_argument("--init-from", help="fine_tune: a finished transfer run to continue from (its model.keras)")
-    train.add_argument("--steps-per-epoch", type=int, help="limit each epoch (quick trials)")
-    train.add_argument("--cache", action="store_true", help="keep decoded images in memory after epoch 1")
-    train.add_argument("--overwrite", action="store_true", help="replace an existing run in OUT")
-
-    evaluate = command("evaluate", _evaluate, "a run's loss and accuracy on a dataset split", uses_tensorflow=True)
-    evaluate.add_argument("run", help="a run folder written by `shardflow train`")
-    evaluate.add_argument("data", help="a dataset folder written by `shardflow convert`")
-    evaluate.add_argument("--split", default=metadata.TEST, help="the split to evaluate on")
-
-    diff = command("diff", _diff, "what changed between two versions of a dataset (exit 1 if anything did)",
-                   uses_tensorflow=True)
-    diff.add_argument("old", help="the earlier dataset folder")
-    diff.add_argument("new", help="the later dataset folder")
-    diff.add_argument("--json", action="store_true", help="machine-readable output")
-
-    predict = command("predict", _predict, "classify images, folders or a converted split with a run",
-                      uses_tensorflow=True)
-    predict.add_argument("run", help="a run folder written by `shardflow train`")
-    predict.add_argument("paths", nargs="+", help="image files, folders of images, or dataset folders")
-    predict.add_argument("--split", default=metadata.TEST, help="the split, when a path is a converted dataset")
-    predict.add_argument("--csv", help="write Kaggle's submission format (id,label) here")
+def _parser() -> argparse.ArgumentParser:
+    """`shardflow` and a subparser per `Command`; each knows its flag for every parameter name (`flags`)."""
+    parser = argparse.ArgumentParser(prog="shardflow", description=shardflow.__doc__)
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for command in _commands():
+        sub = subparsers.add_parser(command.name, help=command.help, description=command.description,
+                                    formatter_class=_HelpFormatter)
+        command.add_arguments(sub)
+        sub.set_defaults(chosen=Chosen(command, sub, _flags(sub)))
     return parser
 
 
-def _defaults(function) -> dict:
+class _HelpFormatter(argparse.HelpFormatter):
+    """Each option's default said once: appended to its help unless the help says it, or there is none to say."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or "default" in text or action.default in (None, argparse.SUPPRESS) \
+                or action.default is False:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Parameter name -> the flag that sets it (its longest spelling), for the options of `parser`."""
+    return {action.dest: max(action.option_strings, key=len) for action in parser._actions  # (argparse's list)
+            if action.option_strings and action.dest != "help"}
+
+
+@contextlib.contextmanager
+def _said_in_flags(flags: Mapping[str, str]) -> Iterator[None]:
+    """While a command runs: the library's log lines on stderr as they are, its warnings as "warning: ..." lines
+    (each time), the parameters they name as `flags`."""
+    logger = logging.getLogger("shardflow")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_InFlags(flags))
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # (said once, whatever the root logger does)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", ShardflowWarning)
+            warnings.showwarning = functools.partial(_show_warning, flags, warnings.showwarning)
+            yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+class _InFlags(logging.Formatter):
+    """A log line as it is, the parameters it names as flags."""
+
+    def __init__(self, flags: Mapping[str, str]):
+        super().__init__("%(message)s")
+        self.flags = flags
+
+    def format(self, record: logging.LogRecord) -> str:
+        return in_flags(super().format(record), self.flags)
+
+
+def _show_warning(flags: Mapping[str, str], show_other: Callable, message: Warning | str, category: type[Warning],
+                  filename: str, lineno: int, file=None, line: str | None = None) -> None:
+    """`warnings.showwarning` for a command: shardflow's as "warning: ..." with flags; others as Python shows them."""
+    if issubclass(category, ShardflowWarning):
+        print(f"warning: {in_flags(str(message), flags)}", file=sys.stderr)
+    else:
+        show_other(message, category, filename, lineno, file, line)
+
+
+def _defaults(function: Callable) -> dict:
     """A function's keyword defaults, so the CLI shows (and uses) the API's own."""
     return {name: p.default for name, p in inspect.signature(function).parameters.items()
             if p.default is not inspect.Parameter.empty}
+
+
+# -- each subcommand's arguments --------------------------------------------------------------------------------
+
+DATA_HELP = "a dataset folder written by `shardflow convert`"
+RUN_HELP = "a run folder written by `shardflow train`"
+
+
+def _sample_data_arguments(parser: argparse.ArgumentParser) -> None:
+    from shardflow.testing.sample_data import write_sample_data
+
+    defaults = _defaults(write_sample_data)
+    parser.add_argument("out", help="the folder to write the images to")
+    parser.add_argument("--layout", choices=("kaggle", "folders"), default=defaults["layout"],
+                        help="kaggle: cat.0.jpg names in one folder; folders: one folder per class")
+    parser.add_argument("--n", type=int, default=defaults["n"], help="number of images")
+    parser.add_argument("--classes", default=",".join(defaults["classes"]), help="comma-separated class names")
+    parser.add_argument("--seed", type=int, default=defaults["seed"], help="the same seed, the same images")
+
+
+def _convert_arguments(parser: argparse.ArgumentParser) -> None:
+    from shardflow.beam_jobs.options import add_arguments
+
+    add_arguments(parser)
+    parser.add_argument("--like", metavar="DATASET",
+                        help="repeat DATASET's conversion: every option from its shardflow.json (only --workers and "
+                             "--overwrite apply); says whether the shards came out byte-identical, or what changed")
+
+
+def _inspect_arguments(parser: argparse.ArgumentParser) -> None:
+    from shardflow.core.pictures import DUPLICATE_GROUPS
+
+    parser.add_argument("data", help=DATA_HELP)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--duplicates", metavar="FILE.png",
+                        help="draw the groups of duplicates side by side, a row each (leaks first), into this PNG")
+    parser.add_argument("--groups", type=int, metavar="N",
+                        help=f"with --duplicates: draw at most N groups (default {DUPLICATE_GROUPS})")
+
+
+def _verify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", help=DATA_HELP)
+    parser.add_argument("--no-decode", action="store_true", help="skip decoding the images (faster)")
+
+
+def _preview_arguments(parser: argparse.ArgumentParser) -> None:
+    from shardflow.tools.preview import preview_grid
+
+    defaults = _defaults(preview_grid)
+    parser.add_argument("data", help=DATA_HELP)
+    parser.add_argument("--out", required=True, help="the PNG file to write")
+    parser.add_argument("--split", default=defaults["split"], help="the split to show")
+    parser.add_argument("--augment", help="none, a preset (seed004) or ImageDataGenerator arguments as JSON")
+    parser.add_argument("--images", type=int, default=defaults["images"], help="rows")
+    parser.add_argument("--variants", type=int, default=defaults["variants"], help="augmented versions per image")
+    parser.add_argument("--image-size", type=int, default=defaults["image_size"], help="pixels per side")
+    parser.add_argument("--seed", type=int, default=defaults["seed"], help="which images and augmentations")
+
+
+def _serve_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=5050,
+                        help="the dispatcher's port (0: any free one; the first line printed says which)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes")
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    from shardflow.trainers.options import add_arguments
+
+    add_arguments(parser)
+
+
+def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help=RUN_HELP)
+    parser.add_argument("data", help=DATA_HELP)
+    parser.add_argument("--split", default=metadata.TEST, help="the split to evaluate on")
+
+
+def _diff_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("old", help="the earlier dataset folder")
+    parser.add_argument("new", help="the later dataset folder")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help=RUN_HELP)
+    parser.add_argument("paths", nargs="+", help="image files, folders of images, or dataset folders")
+    parser.add_argument("--split", default=metadata.TEST, help="the split, when a path is a converted dataset")
+    parser.add_argument("--csv", help="write Kaggle's submission format (id,label) here")
+
+
+# -- what each subcommand runs ----------------------------------------------------------------------------------
 
 
 def _sample_data(args, _extra) -> None:
@@ -206,11 +300,12 @@ def _convert_now(args, beam_args) -> int | None:
 def _convert_like(args, beam_args) -> int:
     """`convert SRC OUT --like DATASET`: DATASET's options on SRC, then whether the result is the same."""
     from shardflow.beam_jobs.convert import convert
-    from shardflow.beam_jobs.options import ConvertOptions
+    from shardflow.beam_jobs.options import RUN_ONLY, ConvertOptions, argument_names
     from shardflow.tools.diff import diff, same_shards
 
-    given = [f"--{dest.replace('_', '-')}" for dest, default in args.shaping_defaults.items()
-             if getattr(args, dest) != default]
+    chosen: Chosen = args.chosen
+    given = [chosen.flags[name] for name in argument_names()
+             if name not in RUN_ONLY and getattr(args, name) != chosen.parser.get_default(name)]
     if given:
         raise UsageError(f"--like takes every option from {args.like}; drop {', '.join(given)}")
     recorded = metadata.read(args.like)
@@ -232,13 +327,6 @@ def _convert_like(args, beam_args) -> int:
         if paths:
             print(f"  {kind}: {', '.join(paths)}")
     return 1
-
-
-# convert's options that shape a dataset (--like takes them all from it)
-_SHAPING = ("name", "layout", "unlabeled", "class_names", "zip_encoding", "splits", "split_counts",
-            "split_counts_allow_fewer", "validation_from_train", "other_split_names", "channels", "image_format",
-            "max_side", "size", "crop_to_aspect_ratio", "quality", "shard_size_mb", "dedupe", "keep_damaged_jpegs",
-            "version", "description", "homepage", "license", "citation")
 
 
 def _inspect(args, _extra) -> None:
@@ -286,8 +374,6 @@ def _verify(args, _extra) -> int:
 def _preview(args, _extra) -> None:
     from shardflow.tools.preview import preview_grid
 
-    if args.images < 1 or args.variants < 0 or args.image_size < 8:
-        raise UsageError("--images must be >= 1, --variants >= 0 and --image-size >= 8")
     out = preview_grid(args.data, args.out, split=args.split, augment=args.augment, images=args.images,
                        variants=args.variants, image_size=args.image_size, seed=args.seed)
     print(f"wrote {out}")
@@ -300,12 +386,10 @@ def _serve_data(args, _extra) -> None:
 
 
 def _train(args, _extra) -> None:
-    from shardflow.trainers.options import TrainOptions
+    from shardflow.trainers.options import from_arguments
     from shardflow.trainers.train import train
 
-    options = TrainOptions(**{field.name: getattr(args, field.name) for field in dataclasses.fields(TrainOptions)
-                              if hasattr(args, field.name)})
-    metrics = train(args.data, args.out, options)
+    metrics = train(args.data, args.out, from_arguments(args))
     rates = metrics["images_per_second"]
     wait = metrics["input_wait_fraction"]
     scores = (f"test accuracy {metrics['test_accuracy']:.3f}, loss {metrics['test_loss']:.3f} "

@@ -267,7 +267,7 @@ def test_an_unknown_dedupe_kind_is_refused(capsys):
     with pytest.raises(SystemExit):
         main(["convert", "raw", "out", "--dedupe", "fuzzy"])
     assert "invalid choice: 'fuzzy'" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="--dedupe is exact or near, not 'fuzzy'"):
+    with pytest.raises(ValueError, match="`dedupe` is exact or near, not 'fuzzy'"):
         ConvertOptions(dedupe="fuzzy")
 
 

@@ -134,12 +134,12 @@ def test_size_follows_exif_orientation_and_keeps_a_jpeg_already_that_size():
 
 def test_size_is_checked():
     assert ImageOptions(size="120x160").size == (120, 160) and ImageOptions(size=[150]).size == (150, 150)
-    with pytest.raises(ValueError, match="--size and --max-side exclude each other"):
+    with pytest.raises(ValueError, match="`size` and `max_side` exclude each other"):
         ImageOptions(size=150, max_side=200)
-    with pytest.raises(ValueError, match="--crop-to-aspect-ratio goes with --size"):
+    with pytest.raises(ValueError, match="`crop_to_aspect_ratio` goes with `size`"):
         ImageOptions(crop_to_aspect_ratio=True)
     for bad in ("150x", "0", "ax3", (10, 20, 30)):
-        with pytest.raises(ValueError, match="--size must be"):
+        with pytest.raises(ValueError, match="`size` must be"):
             ImageOptions(size=bad)
 
 

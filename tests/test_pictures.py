@@ -52,14 +52,14 @@ def test_the_card_shows_a_few_images_of_each_class(cjk_dataset):
     assert samples.width >= 4 * 96 and samples.height >= 2 * 96  # a row of 4 per class
 
 
-def test_class_names_in_any_script_render_or_say_which_font_is_missing(cjk_dataset, tmp_path, capsys):
+def test_class_names_in_any_script_render_or_say_which_font_is_missing(cjk_dataset, tmp_path, caplog):
     data, caught_at_conversion = cjk_dataset
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         preview_grid(str(data), str(tmp_path / "grid.png"), images=3)
     glyph_warnings = [w for w in caught_at_conversion + caught if "missing from font" in str(w.message)]
     assert not glyph_warnings, [str(w.message) for w in glyph_warnings]
-    note = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: no installed font")]
+    note = [r.getMessage() for r in caplog.records if r.getMessage().startswith("note: no installed font")]
     if len(figures.font_families()) > 1:  # a CJK font is installed: the names are drawn with it
         assert not note, note
     else:  # none here: the boxes are explained once per picture, naming the characters and a font to install

@@ -46,7 +46,7 @@ def test_class_names_option_sets_the_order(tmp_path):
     for name in ("a/0.jpg", "b/0.jpg"):
         put(tmp_path, name)
     assert list_source(str(tmp_path), class_names=("b", "a")).class_names == ["b", "a"]
-    with pytest.raises(SourceError, match="not in --class-names"):
+    with pytest.raises(SourceError, match="not in `class_names`"):
         list_source(str(tmp_path), class_names=("a", "c"))
 
 
@@ -62,7 +62,7 @@ def test_existing_split_folders_are_kept(tmp_path):
 def test_unlabeled(tmp_path):
     for name in ("1.jpg", "2.jpg"):
         put(tmp_path, name)
-    with pytest.raises(SourceError, match="--unlabeled"):
+    with pytest.raises(SourceError, match="`unlabeled`"):
         list_source(str(tmp_path))
     listing = list_source(str(tmp_path), unlabeled=True)
     assert listing.class_names == [] and {f[1] for f in files(listing)} == {-1}

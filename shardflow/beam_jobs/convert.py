@@ -12,14 +12,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import difflib
 import errno
 import json
 import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -35,17 +33,19 @@ import shardflow
 from shardflow.beam_jobs import duplicate_join, metadata_writer, reject_files, staged, stages
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.beam_jobs.local_workers import WorkerDied, watched_workers
-from shardflow.beam_jobs.options import ConvertOptions, add_arguments, from_arguments
+from shardflow.beam_jobs.options import ConvertOptions, add_arguments, argument_names, from_arguments
 from shardflow.beam_jobs.out_lock import LOCK_NAME, OutputLock, OutputLocked
 from shardflow.beam_jobs.progress import ProgressDisplay, worker_logs_to
 from shardflow.beam_jobs.sources import SourceError, SourceListing, is_remote, list_source, stage_idx
 from shardflow.core import duplicates, metadata, record_index, schema
 from shardflow.core.images import ImageOptions
+from shardflow.core.messages import did_you_mean
 
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(: .*)?$")
 _WORKER_GONE = "Channel closed prematurely"  # the runner's words when a worker process vanished
 _GENERIC_NAMES = {"train", "test", "test1", "validation", "val", "data", "images", "raw"}
+logger = logging.getLogger(__name__)
 
 
 class ConversionError(RuntimeError):
@@ -143,9 +143,9 @@ def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
     except OSError as error:
         raise _disk_full(error, out) or error
     try:
-        print(f"{src}: {listing.num_inputs} inputs, layout {listing.layout}, classes {listing.class_names}"
-              + (f"; ignoring {len(listing.ignored)} file(s) beside the data: {', '.join(listing.ignored[:3])}"
-                 if listing.ignored else ""), file=sys.stderr)
+        logger.info(f"{src}: {listing.num_inputs} inputs, layout {listing.layout}, classes {listing.class_names}"
+                    + (f"; ignoring {len(listing.ignored)} file(s) beside the data: {', '.join(listing.ignored[:3])}"
+                       if listing.ignored else ""))
         return _run_and_finalize(src, listing, options, image_options, name, out, beam_args, started, lock)
     except KeyboardInterrupt:
         raise ConversionInterrupted(f"interrupted; {out} is incomplete, rerun with --overwrite") from None
@@ -175,8 +175,8 @@ def _run_and_finalize(src: str, listing: SourceListing, options: ConvertOptions,
         else:
             result = pipeline.run()
             result.wait_until_finish()
-        print("Beam counters: " + ", ".join(f"{name} {value}" for name, value in stages.counters(result).items()),
-              file=sys.stderr)
+        counters = stages.counters(result)
+        logger.info("Beam counters: " + ", ".join(f"{name} {value}" for name, value in counters.items()))
         if lock is not None:
             lock.check()
         provenance = metadata.Provenance(
@@ -390,17 +390,17 @@ def _check_split_options(listing: SourceListing, options: ConvertOptions) -> Non
     """Refuse split options that cannot apply to this source (never ignore them)."""
     own = listing.fixed_splits
     if own and options.split_counts is not None:
-        raise ConversionError(f"--split-counts does not apply: the source has its own splits ({', '.join(own)})")
+        raise ConversionError(f"`split_counts` does not apply: the source has its own splits ({', '.join(own)})")
     if own and options.splits != splits_lib.DEFAULT_SPLITS:
-        raise ConversionError(f"--splits does not apply: the source has its own splits ({', '.join(own)}); "
-                              "--validation-from-train FRACTION holds out validation from its train split")
+        raise ConversionError(f"`splits` does not apply: the source has its own splits ({', '.join(own)}); "
+                              "`validation_from_train` FRACTION holds out validation from its train split")
     if options.validation_from_train is None:
         return
     if not own:
-        raise ConversionError("--validation-from-train applies to a source with its own train split (IDX files, "
-                              "train/ and test/ folders); here --splits chooses every split")
+        raise ConversionError("`validation_from_train` applies to a source with its own train split (IDX files, "
+                              "train/ and test/ folders); here `splits` chooses every split")
     if metadata.VALIDATION in own or metadata.TRAIN not in own:
-        raise ConversionError(f"--validation-from-train does not apply: the source's splits are {', '.join(own)}")
+        raise ConversionError(f"`validation_from_train` does not apply: the source's splits are {', '.join(own)}")
 
 
 def _check_split_counts(have: dict[int, int], asked: dict[str, int], class_names: list[str], what: str) -> None:
@@ -410,8 +410,8 @@ def _check_split_counts(have: dict[int, int], asked: dict[str, int], class_names
         if have.get(label, 0) < wanted:
             text = ",".join(f"{split}={count}" for split, count in asked.items())
             raise ConversionError(
-                f"class {name!r} has {have.get(label, 0)} {what} but --split-counts {text} asks for {wanted}; "
-                "lower the counts, or pass --split-counts-allow-fewer to take what exists")
+                f"class {name!r} has {have.get(label, 0)} {what} but `split_counts` {text} asks for {wanted}; "
+                "lower the counts, or pass `split_counts_allow_fewer` to take what exists")
 
 
 def _short_splits(splits: dict[str, metadata.Split], asked: dict[str, int], class_names: list[str]) -> list[str]:
@@ -465,9 +465,10 @@ def _prepare_out(src: str, out: str, overwrite: bool) -> OutputLock | None:
     try:
         entries = [e for e in os.listdir(out_abs) if e != LOCK_NAME]
         if entries and not overwrite:
-            raise ConversionError(f"OUT {out!r} exists and is not empty; pass --overwrite to replace it")
+            raise ConversionError(f"OUT {out!r} exists and is not empty; pass `overwrite` to replace it")
         if entries and not metadata.is_dataset_dir(out_abs):
-            raise ConversionError(f"OUT {out!r} is not a shardflow dataset; refusing to delete it, even with --overwrite")
+            raise ConversionError(f"OUT {out!r} is not a shardflow dataset; refusing to delete it, even with "
+                                  "`overwrite`")
         for entry in entries:
             path = os.path.join(out_abs, entry)
             if os.path.isdir(path) and not os.path.islink(path):
@@ -506,13 +507,8 @@ def unknown_beam_options(beam_args: Sequence[str]) -> list[str]:
 
 def _did_you_mean(unknown: list[str]) -> str:
     """`; did you mean --max-side?` for the first unknown option close to a shardflow or Beam option."""
-    names = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(ConvertOptions)]
-    names += [f"--{name}" for name in PipelineOptions([]).get_all_options()]
-    for option in unknown:
-        close = difflib.get_close_matches(option.replace("_", "-"), names, n=1, cutoff=0.75)
-        if close:
-            return f"; did you mean {close[0]}?"
-    return ""
+    names = [f"--{name.replace('_', '-')}" for name in argument_names()]
+    return did_you_mean(unknown, names + [f"--{name}" for name in PipelineOptions([]).get_all_options()])
 
 
 def _pipeline_options(beam_args: Sequence[str], workers: int) -> tuple[PipelineOptions, bool]:
@@ -528,4 +524,5 @@ def _pipeline_options(beam_args: Sequence[str], workers: int) -> tuple[PipelineO
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # what it says as it goes
     run()

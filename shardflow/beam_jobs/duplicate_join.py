@@ -175,7 +175,7 @@ class Dedupe(beam.PTransform):
 
     def __init__(self, kind: str, num_parts: int, staging: str):
         super().__init__()
-        duplicates.check_kind(kind, "--dedupe")
+        duplicates.check_kind(kind, "dedupe")
         self._kind, self._num_parts, self._staging = kind, num_parts, staging
 
     def expand(self, batches):

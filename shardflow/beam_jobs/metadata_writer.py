@@ -31,7 +31,7 @@ def check_version(version: str) -> None:
     try:
         tfds.core.Version(version)
     except ValueError:
-        raise ValueError(f"--version {version!r}: expected MAJOR.MINOR.PATCH, e.g. 1.0.0 (TFDS's format)") from None
+        raise ValueError(f"`version` {version!r}: expected MAJOR.MINOR.PATCH, e.g. 1.0.0 (TFDS's format)") from None
 
 
 def write(data_dir: str, info: metadata.DatasetInfo, reject_kinds: Counter[str],

@@ -15,6 +15,7 @@ from shardflow.core.metadata import DatasetCard
 
 LAYOUTS = ("auto", "kaggle", "folders", "idx")
 CHANNELS = (1, 3)
+RUN_ONLY = ("workers", "overwrite")  # how a conversion runs, not what it makes (`--like` takes only these)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,15 +46,36 @@ class ConvertOptions:
     card: DatasetCard = DatasetCard()  # version, description, homepage, license, citation
 
     def __post_init__(self):
+        """ValueError naming the first option out of range (by its parameter name, in backticks)."""
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"`layout` must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.channels is not None and self.channels not in CHANNELS:
+            raise ValueError(f"`channels` must be 1 or 3, got {self.channels!r}")
+        if self.image_format is not None and self.image_format not in schema.IMAGE_FORMATS:
+            raise ValueError(f"`image_format` must be one of {', '.join(schema.IMAGE_FORMATS)}, "
+                             f"got {self.image_format!r}")
+        ImageOptions(max_side=self.max_side, quality=self.quality, size=self.size,
+                     crop_to_aspect_ratio=self.crop_to_aspect_ratio)  # checks those four
+        if self.shard_size_mb <= 0:
+            raise ValueError(f"`shard_size_mb` must be positive, got {self.shard_size_mb:g}")
+        if self.workers < 0:
+            raise ValueError(f"`workers` must be 0 (one per core) or more, got {self.workers}")
         if self.dedupe is not None:
-            duplicates.check_kind(self.dedupe, "--dedupe")
-        splits_lib.check_names(self.splits, "--splits", self.other_split_names)
-        splits_lib.check_names(self.split_counts or {}, "--split-counts", self.other_split_names)
-        if self.validation_from_train is not None and not 0 < self.validation_from_train < 1:
-            raise ValueError(f"--validation-from-train must be between 0 and 1 (exclusive), got "
-                             f"{self.validation_from_train:g}")
+            duplicates.check_kind(self.dedupe, "dedupe")
         if self.zip_encoding is not None:
             check_zip_encoding(self.zip_encoding)
+        self._check_splits()
+
+    def _check_splits(self) -> None:
+        splits_lib.check_fractions(self.splits)
+        splits_lib.check_names(self.splits, "splits", self.other_split_names)
+        splits_lib.check_counts(self.split_counts or {})
+        splits_lib.check_names(self.split_counts or {}, "split_counts", self.other_split_names)
+        if self.split_counts_allow_fewer and not self.split_counts:
+            raise ValueError("`split_counts_allow_fewer` goes with `split_counts`")
+        if self.validation_from_train is not None and not 0 < self.validation_from_train < 1:
+            raise ValueError(f"`validation_from_train` must be between 0 and 1 (exclusive), got "
+                             f"{self.validation_from_train:g}")
 
     def recorded(self) -> dict[str, Any]:
         """These options as JSON values for a dataset's provenance (splits as text: their order matters)."""
@@ -101,7 +123,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and test, which the trainer ignores")
     parser.add_argument("--channels", type=int, choices=CHANNELS, help="3 = RGB (default; IDX: 1)")
     parser.add_argument("--image-format", choices=schema.IMAGE_FORMATS,
-                        help="passthrough (default) keeps valid JPEGs byte for byte; IDX default: png")
+                        help="how records store images: passthrough keeps valid JPEGs byte for byte and "
+                             "re-encodes the rest; jpeg and png re-encode all; raw stores pixels (default: "
+                             "passthrough; IDX: png)")
     parser.add_argument("--max-side", type=int, help="downscale so the longer side is at most N pixels")
     parser.add_argument("--size", default=defaults.size,
                         help="store every image at exactly S x S or HxW pixels (stretched; `load` then only "
@@ -132,40 +156,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def from_arguments(args: argparse.Namespace) -> ConvertOptions:
-    """The options parsed by `add_arguments`; ValueError naming the first one out of range."""
-    if args.max_side is not None and args.max_side < 1:
-        raise ValueError("--max-side must be a positive number of pixels")
-    if not 1 <= args.quality <= 100:
-        raise ValueError("--quality must be between 1 and 100")
-    if args.shard_size_mb <= 0:
-        raise ValueError("--shard-size-mb must be positive")
-    if args.split_counts_allow_fewer and not args.split_counts:
-        raise ValueError("--split-counts-allow-fewer goes with --split-counts")
-    return ConvertOptions(
-        name=args.name,
-        layout=args.layout,
-        unlabeled=args.unlabeled,
-        class_names=tuple(c.strip() for c in args.class_names.split(",")) if args.class_names else None,
-        zip_encoding=args.zip_encoding,
-        splits=splits_lib.parse_splits(args.splits),
-        split_counts=splits_lib.parse_split_counts(args.split_counts) if args.split_counts else None,
-        split_counts_allow_fewer=args.split_counts_allow_fewer,
-        validation_from_train=args.validation_from_train,
-        other_split_names=args.other_split_names,
-        channels=args.channels,
-        image_format=args.image_format,
-        max_side=args.max_side,
-        quality=args.quality,
-        size=args.size,
-        crop_to_aspect_ratio=args.crop_to_aspect_ratio,
-        shard_size_mb=args.shard_size_mb,
-        dedupe=args.dedupe,
-        keep_damaged_jpegs=args.keep_damaged_jpegs,
-        workers=args.workers,
-        overwrite=args.overwrite,
-        card=DatasetCard(version=args.version, description=args.description or "", homepage=args.homepage or "",
-                         license=args.license or "", citation=_text_or_file(args.citation)),
-    )
+    """The options parsed by `add_arguments` (`ConvertOptions` checks them)."""
+    given = {name: getattr(args, name) for name in argument_names() if hasattr(args, name)}
+    card = {field.name: given.pop(field.name) or "" for field in dataclasses.fields(DatasetCard)}
+    return ConvertOptions(**given | {
+        "class_names": tuple(c.strip() for c in args.class_names.split(",")) if args.class_names else None,
+        "splits": splits_lib.parse_splits(args.splits),
+        "split_counts": splits_lib.parse_split_counts(args.split_counts) if args.split_counts else None,
+        "card": DatasetCard(**card | {"citation": _text_or_file(args.citation)}),
+    })
+
+
+def argument_names() -> list[str]:
+    """`ConvertOptions`' fields as `add_arguments` names them: the card's own fields in the card's place."""
+    names = []
+    for field in dataclasses.fields(ConvertOptions):
+        names += [f.name for f in dataclasses.fields(DatasetCard)] if field.name == "card" else [field.name]
+    return names
 
 
 def check_zip_encoding(name: str) -> None:
@@ -173,7 +180,7 @@ def check_zip_encoding(name: str) -> None:
     try:
         b"a".decode(name)
     except LookupError:  # unknown, or a bytes-to-bytes codec such as base64
-        raise ValueError(f"--zip-encoding {name!r} is not a text encoding Python knows; give a code page such as "
+        raise ValueError(f"`zip_encoding` {name!r} is not a text encoding Python knows; give a code page such as "
                          "cp949 (Korean Windows), cp932 (Japanese), cp936 (Chinese) or cp866 (Russian)") from None
 
 

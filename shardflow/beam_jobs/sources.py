@@ -125,7 +125,7 @@ def list_source(
         raise SourceError(f"source {src!r} does not exist")
     is_folder = not archive if remote else os.path.isdir(src)
     if zip_encoding is not None and (is_folder or not _is_zip(src)):
-        raise SourceError(f"--zip-encoding applies to a .zip source; {src} is "
+        raise SourceError(f"`zip_encoding` applies to a .zip source; {src} is "
                           + ("a folder" if is_folder else "not a zip archive"))
     folders: list[str] = []  # folder entries, to report empty class folders
     if is_folder:
@@ -445,14 +445,14 @@ def _class_names(src, labeled, unlabeled, given) -> list[str]:
     if given:
         unknown = [c for c in found if c not in given]
         if unknown:
-            raise SourceError(f"{src}: classes {unknown} are not in --class-names {list(given)}")
+            raise SourceError(f"{src}: classes {unknown} are not in `class_names` {list(given)}")
         return list(given)
     if unlabeled:
         return []
     if not found:
         raise SourceError(
             f"{src}: no class labels found (expected class folders or names like cat.123.jpg); "
-            "for an unlabeled folder such as Kaggle's test1/, pass --unlabeled"
+            "for an unlabeled folder such as Kaggle's test1/, pass `unlabeled`"
         )
     if len(found) == 1:
         raise SourceError(f"{src}: only one class ({found[0]!r}) found; a classifier needs at least two")

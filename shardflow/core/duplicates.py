@@ -149,10 +149,10 @@ def components(count: int, pairs: Iterable[tuple[int, int]]) -> list[list[int]]:
     return [group for group in members.values() if len(group) > 1]
 
 
-def check_kind(kind: str, what: str = "the kind of duplicates") -> None:
-    """ValueError unless `kind` is one of `KINDS`, naming `what` (e.g. "--dedupe")."""
+def check_kind(kind: str, parameter: str = "kind") -> None:
+    """ValueError unless `kind` is one of `KINDS`, naming the `parameter` that gave it (e.g. "dedupe")."""
     if kind not in KINDS:
-        raise ValueError(f"{what} is {' or '.join(KINDS)}, not {kind!r}")
+        raise ValueError(f"`{parameter}` is {' or '.join(KINDS)}, not {kind!r}")
 
 
 def near_pairs(hashes: np.ndarray, colours: np.ndarray, structures: np.ndarray,

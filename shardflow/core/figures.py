@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import sys
+import logging
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 DPI = 100
+logger = logging.getLogger(__name__)
 # Tried in order, per character: DejaVu Sans (matplotlib's own: Latin, Greek, Cyrillic, Arabic, Hebrew) first,
 # then the first installed font for Chinese, Japanese and Korean class names such as 猫.
 CJK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK TC", "Noto Sans CJK KR", "Source Han Sans",
@@ -52,8 +53,8 @@ def figure(width: float, height: float) -> Iterator[Figure]:
 
 
 def png(drawn: Figure) -> bytes:
-    """The figure as PNG bytes. matplotlib's one warning per missing character becomes one line on stderr naming
-    the characters (they are drawn as boxes); other warnings pass through."""
+    """The figure as PNG bytes. matplotlib's one warning per missing character becomes one logged line naming the
+    characters (they are drawn as boxes); other warnings pass through."""
     buffer = io.BytesIO()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -66,8 +67,8 @@ def png(drawn: Figure) -> bytes:
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if missing:
-        print(f"note: no installed font has {' '.join(dict.fromkeys(missing))}; they are drawn as boxes. "
-              f"Install a font for them (e.g. fonts-noto-cjk for Chinese, Japanese and Korean).", file=sys.stderr)
+        logger.warning(f"note: no installed font has {' '.join(dict.fromkeys(missing))}; they are drawn as boxes. "
+                       "Install a font for them (e.g. fonts-noto-cjk for Chinese, Japanese and Korean).")
     return buffer.getvalue()
 
 

@@ -60,25 +60,29 @@ class ImageOptions:
 
     def __post_init__(self):
         if self.size is not None:
-            object.__setattr__(self, "size", parse_size(self.size, "--size"))
+            object.__setattr__(self, "size", parse_size(self.size, "size"))
         if self.size is not None and self.max_side is not None:
-            raise ValueError("--size and --max-side exclude each other: --size stores every image at exactly that "
-                             "size, --max-side only bounds the longer side; choose one")
+            raise ValueError("`size` and `max_side` exclude each other: `size` stores every image at exactly that "
+                             "size, `max_side` only bounds the longer side; choose one")
         if self.crop_to_aspect_ratio and self.size is None:
-            raise ValueError("--crop-to-aspect-ratio goes with --size (the aspect ratio it crops to)")
+            raise ValueError("`crop_to_aspect_ratio` goes with `size` (the aspect ratio it crops to)")
+        if self.max_side is not None and self.max_side < 1:
+            raise ValueError(f"`max_side` must be a positive number of pixels, got {self.max_side}")
+        if not 1 <= self.quality <= 100:
+            raise ValueError(f"`quality` must be between 1 and 100, got {self.quality}")
 
 
-def parse_size(size: int | str | Sequence[int], what: str = "size") -> tuple[int, int]:
-    """(height, width) from an int or "S" (square), "HxW", or a (height, width) pair; ValueError naming `what`
-    unless both are whole numbers of pixels from 1 to 8192."""
+def parse_size(size: int | str | Sequence[int], parameter: str = "size") -> tuple[int, int]:
+    """(height, width) from an int or "S" (square), "HxW", or a (height, width) pair; ValueError naming the
+    `parameter` unless both are whole numbers of pixels from 1 to 8192."""
     if isinstance(size, str):
         parts = size.lower().split("x")
         if len(parts) not in (1, 2) or not all(p.strip().isdigit() for p in parts):
-            raise ValueError(f"{what} must be S or HxW in pixels (e.g. 150 or 120x160), got {size!r}")
+            raise ValueError(f"`{parameter}` must be S or HxW in pixels (e.g. 150 or 120x160), got {size!r}")
         size = [int(p) for p in parts]
     pair = (size, size) if isinstance(size, int) else tuple(size) * (2 if len(size) == 1 else 1)
     if len(pair) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= 8192 for s in pair):
-        raise ValueError(f"{what} must be one or two whole numbers of pixels from 1 to 8192, got {size!r}")
+        raise ValueError(f"`{parameter}` must be one or two whole numbers of pixels from 1 to 8192, got {size!r}")
     return pair
 
 

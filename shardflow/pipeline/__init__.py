@@ -3,7 +3,9 @@
 from shardflow.pipeline.augment import Augment
 from shardflow.pipeline.normalize import Normalize
 from shardflow.pipeline.preprocessing import Preprocessing
-from shardflow.pipeline.reader import damaged_shards_named, load, steps_per_epoch
+from shardflow.pipeline.read_config import ReadConfig
+from shardflow.pipeline.reader import damaged_shards_named, load, read, steps_per_epoch
 from shardflow.pipeline.resize import Resize
 
-__all__ = ["Augment", "Normalize", "Preprocessing", "Resize", "damaged_shards_named", "load", "steps_per_epoch"]
+__all__ = ["Augment", "Normalize", "Preprocessing", "ReadConfig", "Resize", "damaged_shards_named", "load", "read",
+           "steps_per_epoch"]

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from shardflow.core import files, metadata, record_index, schema
 from shardflow.pipeline import augment as augment_lib
+from shardflow.pipeline.read_config import ReadConfig
 
 PACKAGES = ("nvidia-dali-cuda120", "nvidia-dali-tf-plugin-cuda120")
 FILL_MODES = ("nearest", "constant")  # warp_affine: clamped coordinates, or a fill value
@@ -31,12 +32,13 @@ INSTALL = (f"pip install 'shardflow[dali]' (or {PACKAGES[0]}), then pip install 
            f"{PACKAGES[1]} (it compiles against the installed TensorFlow)")
 
 
-def load(info: metadata.DatasetInfo, split: str, shards: Sequence[tuple[str, int]], *, batch_size: int,
-         size: tuple[int, int], shuffle: bool, seed: int | None, params: dict[str, Any] | None,
-         crop_to_aspect_ratio: bool, repeat: bool, drop_remainder: bool, shuffle_buffer: int,
-         input_context: tf.distribute.InputContext | None) -> tf.data.Dataset:
-    """`reader.load`'s dataset from DALI: `shards` are the split's (path, records), checked; `params` parsed."""
+def load(info: metadata.DatasetInfo, split: str, shards: Sequence[tuple[str, int]], size: tuple[int, int],
+         config: ReadConfig) -> tf.data.Dataset:
+    """`reader.read`'s dataset from DALI: `shards` are the split's (path, records), checked; `size` the output
+    size; `config` decided for the split (`ReadConfig.for_split`)."""
     dali = import_dali()
+    params = augment_lib.parse_augment(config.augment)
+    input_context, batch_size, shuffle = config.input_context, config.batch_size, bool(config.shuffle)
     if params and params["fill_mode"] not in FILL_MODES:
         raise ValueError(f"backend='dali' supports fill_mode {' or '.join(map(repr, FILL_MODES))}, "
                          f"got {params['fill_mode']!r}")
@@ -46,19 +48,19 @@ def load(info: metadata.DatasetInfo, split: str, shards: Sequence[tuple[str, int
         input_context.input_pipeline_id, input_context.num_input_pipelines)
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
-    paths = _reading_order(info, split, shards, shuffle, seed, shared=input_context is not None)
+    paths = _reading_order(info, split, shards, shuffle, config.seed, shared=input_context is not None)
     total = sum(n for _, n in shards)
     count = total * (shard_id + 1) // num_shards - total * shard_id // num_shards  # records [total*i/n, total*(i+1)/n)
     device_id = 0 if tf.config.list_physical_devices("GPU") else None
-    pipe = _pipeline(dali, info, paths, size, params, crop_to_aspect_ratio, shuffle=shuffle,
-                     shuffle_buffer=shuffle_buffer, shard_id=shard_id, num_shards=num_shards, batch_size=batch_size,
-                     device_id=device_id, seed=seed)
+    pipe = _pipeline(dali, info, paths, size, params, config.crop_to_aspect_ratio, shuffle=shuffle,
+                     shuffle_buffer=config.shuffle_buffer, shard_id=shard_id, num_shards=num_shards,
+                     batch_size=batch_size, device_id=device_id, seed=config.seed)
     with tf.device("/cpu:0"):
         stream = dali.plugin_tf.DALIDataset(
             pipe, batch_size=batch_size, device_id=device_id, fail_on_device_mismatch=False,
             output_dtypes=(tf.uint8, tf.int64),
             output_shapes=((batch_size, *size, info.schema.channels), (batch_size,)))
-    return _epochs(stream, count, math.ceil(total / num_shards), batch_size, repeat, drop_remainder)
+    return _epochs(stream, count, math.ceil(total / num_shards), batch_size, config.repeat, config.drop_remainder)
 
 
 def _epochs(stream: tf.data.Dataset, count: int, padded: int, batch_size: int, repeat: bool,

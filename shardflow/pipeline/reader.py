@@ -3,13 +3,14 @@
 Shard order is shuffled, shards are read in parallel (`interleave`), records pass a shuffle buffer, are parsed a
 batch at a time, decoded at the cheapest JPEG DCT scale and resized (optionally augmented in the same single
 resampling), and batches are prefetched. Order is non-deterministic (faster) unless a `seed` asks for repeatable
-batches.
+batches. `load` takes the reading knobs as keywords, `read` as a `ReadConfig`; each step is a function:
+shards (`checked_shards`) -> records (`_records`) -> parsed batches (`_parsed_batches`).
 """
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import tensorflow as tf
@@ -21,9 +22,9 @@ from shardflow.core.shards import READ_BUFFER_BYTES, checked_shards, damaged_sha
 from shardflow.pipeline import augment as augment_lib
 from shardflow.pipeline.holdout import Holdout
 from shardflow.pipeline.parser import Parser
+from shardflow.pipeline.read_config import ReadConfig
 
 AUTOTUNE = tf.data.AUTOTUNE
-BACKENDS = ("tf", "dali")
 
 
 def load(
@@ -72,74 +73,81 @@ def load(
       holdout: only a deterministic part of the split: `Holdout(0.1)` the 10% held out by a stable hash of each
         image's path (validation), `Holdout(0.1).rest()` the other 90% (training). The number of batches is then
         not known in advance.
+
+    The arguments after `split` make a `ReadConfig` (checked: a ValueError names the argument); `read` takes one.
     """
+    return read(data_dir, split, ReadConfig(
+        batch_size=batch_size, image_size=image_size, shuffle=shuffle, seed=seed, augment=augment,
+        crop_to_aspect_ratio=crop_to_aspect_ratio, repeat=repeat, cache=cache, take=take,
+        drop_remainder=drop_remainder, shuffle_buffer=shuffle_buffer, input_context=input_context,
+        data_service=data_service, backend=backend, holdout=holdout))
+
+
+def read(data_dir: str, split: str, config: ReadConfig) -> tf.data.Dataset:
+    """`load`, its knobs in a `ReadConfig`: the split's shards -> their records -> parsed batches."""
     info = metadata.read(data_dir)
-    size = _image_size(info, image_size)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be a positive number of images, got {batch_size}")
-    params = augment_lib.parse_augment(augment)
-    shuffle = split == metadata.TRAIN if shuffle is None else shuffle
-    deterministic = seed is not None or not shuffle
+    config = config.for_split(split)
+    size = _image_size(info, config.image_size)
     shards = checked_shards(info, split)
-    if backend == "dali":
-        unsupported = [name for name, used in (("cache", cache), ("take", take is not None),
-                                               ("data_service", data_service), ("holdout", holdout)) if used]
-        if unsupported:
-            raise ValueError(f"backend='dali' does not support {', '.join(unsupported)}")
+    if config.backend == "dali":
         from shardflow.pipeline import dali
 
-        return dali.load(info, split, shards, batch_size=batch_size, size=size, shuffle=shuffle, seed=seed,
-                         params=params, crop_to_aspect_ratio=crop_to_aspect_ratio, repeat=repeat,
-                         drop_remainder=drop_remainder, shuffle_buffer=shuffle_buffer, input_context=input_context)
-    if backend != "tf":
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if input_context is not None:
-        shards = _shards_for_pipeline(shards, input_context, data_dir, split)
-        batch_size = input_context.get_per_replica_batch_size(batch_size)
-    count = sum(n for _, n in shards) if take is None else min(take, sum(n for _, n in shards))
-    shards = [path for path, _ in shards]
+        return dali.load(info, split, shards, size, config)
+    batch_size = config.batch_size
+    if config.input_context is not None:
+        shards = _shards_for_pipeline(shards, config.input_context, data_dir, split)
+        batch_size = config.input_context.get_per_replica_batch_size(batch_size)
+    records = _records([path for path, _ in shards], config)
+    parser = Parser(Decoder(info.schema, info.max_side, info.stored_size), size, config.crop_to_aspect_ratio)
+    batches = _parsed_batches(records, parser, batch_size, config)
+    if not config.repeat and not config.data_service and config.holdout is None:  # known from the metadata
+        count = sum(n for _, n in shards) if config.take is None else min(config.take, sum(n for _, n in shards))
+        batches = batches.apply(tf.data.experimental.assert_cardinality(  # (Keras uses it)
+            _batch_count(count, batch_size, config.drop_remainder)))
+    if config.data_service:
+        from shardflow.pipeline.service import distribute
 
-    if shuffle and len(shards) > 1:  # (parallel interleave costs ~15% of a decode-only read: not for one shard)
-        shard_files = tf.data.Dataset.from_tensor_slices(shards).shuffle(len(shards), seed=seed)
+        batches = distribute(batches, config.data_service)
+    return batches.prefetch(AUTOTUNE)
+
+
+def _records(shards: list[str], config: ReadConfig) -> tf.data.Dataset:
+    """The shards' serialized records: shuffled, the shards in a shuffled order, read in parallel; else in the stored
+    order, shard after shard (evaluation, prediction). Then only the `holdout` part, and the first `take`."""
+    if config.shuffle and len(shards) > 1:  # (parallel interleave costs ~15% of a decode-only read: not for one shard)
+        shard_files = tf.data.Dataset.from_tensor_slices(shards).shuffle(len(shards), seed=config.seed)
         records = shard_files.interleave(
             lambda path: tf.data.TFRecordDataset(path, buffer_size=READ_BUFFER_BYTES),
             cycle_length=min(len(shards), 8),
             num_parallel_calls=AUTOTUNE,
-            deterministic=deterministic,
+            deterministic=config.deterministic,
         )
-    else:  # the stored order, shard after shard (evaluation, prediction; one shard: the shuffle buffer shuffles)
+    else:  # (one shard, shuffled: the shuffle buffer shuffles)
         records = tf.data.TFRecordDataset(shards, buffer_size=READ_BUFFER_BYTES)
-    if holdout is not None:
-        records = records.filter(holdout.keeps)
-    if take is not None:
-        records = records.take(take)
-    parser = Parser(Decoder(info.schema, info.max_side, info.stored_size), size, crop_to_aspect_ratio)
-    if cache:
-        dataset = records.map(parser.parse_record, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-        dataset = dataset.cache(cache if isinstance(cache, str) else "")
-        dataset = _shuffle_repeat(dataset, shuffle, shuffle_buffer, seed, repeat)
-        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-        if params:
-            dataset = _with_seeds(dataset, seed).map(
-                lambda batch, key: (augment_lib.augment_batch(batch[0], params, key), batch[1]),
-                num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    else:
-        dataset = _shuffle_repeat(records, shuffle, shuffle_buffer, seed, repeat)
-        dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-        if params:
-            dataset = _with_seeds(dataset, seed).map(
-                lambda serialized, key: parser.parse_batch(serialized, params, key),
-                num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-        else:
-            dataset = dataset.map(parser.parse_batch, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    if not repeat and not data_service and holdout is None:  # the number of batches is known from the metadata (Keras uses it)
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(
-            count // batch_size if drop_remainder else math.ceil(count / batch_size)))
-    if data_service:
-        from shardflow.pipeline.service import distribute
+    if config.holdout is not None:
+        records = records.filter(config.holdout.keeps)
+    if config.take is not None:
+        records = records.take(config.take)
+    return records
 
-        dataset = distribute(dataset, data_service)
-    return dataset.prefetch(AUTOTUNE)
+
+def _parsed_batches(records: tf.data.Dataset, parser: Parser, batch_size: int,
+                    config: ReadConfig) -> tf.data.Dataset:
+    """Records -> `(images, labels)` batches, shuffled and repeated as asked: parsed a batch at a time, the
+    augmentation fused into the resize; with `cache`, parsed record by record into the cache and augmented after it
+    (differently each epoch)."""
+    params, deterministic = augment_lib.parse_augment(config.augment), config.deterministic
+    if config.cache:
+        images = records.map(parser.parse_record, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        batches = _batched(images.cache(config.cache if isinstance(config.cache, str) else ""), batch_size, config)
+        if not params:
+            return batches
+        return _map_with_keys(batches, lambda batch, key: (augment_lib.augment_batch(batch[0], params, key), batch[1]),
+                              config)
+    batches = _batched(records, batch_size, config)
+    if not params:
+        return batches.map(parser.parse_batch, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    return _map_with_keys(batches, lambda serialized, key: parser.parse_batch(serialized, params, key), config)
 
 
 @contextlib.contextmanager
@@ -161,11 +169,15 @@ def damaged_shards_named(data_dir: str) -> Iterator[None]:
 
 def steps_per_epoch(data_dir: str, split: str, batch_size: int, drop_remainder: bool = False) -> int:
     """Batches in one pass over a split, from the metadata (no reading)."""
-    examples = metadata.read(data_dir).split(split).num_examples
-    return examples // batch_size if drop_remainder else math.ceil(examples / batch_size)
+    return _batch_count(metadata.read(data_dir).split(split).num_examples, batch_size, drop_remainder)
+
+
+def _batch_count(records: int, batch_size: int, drop_remainder: bool) -> int:
+    return records // batch_size if drop_remainder else math.ceil(records / batch_size)
 
 
 def _image_size(info: metadata.DatasetInfo, image_size: int | tuple[int, int] | None) -> tuple[int, int]:
+    """The output size: `image_size`, else the stored size of a fixed-size dataset."""
     if image_size is not None:
         return parse_size(image_size, "image_size")
     if info.stored_size is None:
@@ -187,15 +199,20 @@ def _shards_for_pipeline(shards: list[tuple[str, int]], context: tf.distribute.I
     return shards[context.input_pipeline_id::context.num_input_pipelines]
 
 
-def _shuffle_repeat(dataset: tf.data.Dataset, shuffle: bool, buffer: int, seed: int | None,
-                    repeat: bool) -> tf.data.Dataset:
-    if shuffle:
-        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    return dataset.repeat() if repeat else dataset
+def _batched(dataset: tf.data.Dataset, batch_size: int, config: ReadConfig) -> tf.data.Dataset:
+    """Shuffled (through a buffer, anew each epoch) and repeated as asked, then batched."""
+    if config.shuffle:
+        dataset = dataset.shuffle(config.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True)
+    if config.repeat:
+        dataset = dataset.repeat()
+    return dataset.batch(batch_size, drop_remainder=config.drop_remainder)
 
 
-def _with_seeds(dataset: tf.data.Dataset, seed: int | None) -> tf.data.Dataset:
-    """Pair each element with a stateless random key [2]: new keys on every pass over the dataset (each epoch's
-    augmentation differs, also where nothing is shuffled), the passes' keys fixed by `seed`, else fresh every run."""
-    keys = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    return tf.data.Dataset.zip((dataset, keys))
+def _map_with_keys(dataset: tf.data.Dataset, function: Callable[[Any, tf.Tensor], Any],
+                   config: ReadConfig) -> tf.data.Dataset:
+    """`function(element, key)` over the dataset, each element with its own stateless random key [2]: new keys on
+    every pass over the dataset (each epoch's augmentation differs, also where nothing is shuffled), the passes'
+    keys fixed by the `seed`, else fresh every run."""
+    keys = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip((dataset, keys)).map(function, num_parallel_calls=AUTOTUNE,
+                                                     deterministic=config.deterministic)

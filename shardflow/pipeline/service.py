@@ -32,7 +32,7 @@ def serve(port: int, workers: int, host: str = "localhost") -> None:
     """Run a dispatcher on `port` (0: any free port) and `workers` worker processes until interrupted (Ctrl-C /
     SIGTERM); the line printed first gives the dispatcher's address, with the port it bound."""
     if workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {workers}")
+        raise ValueError(f"`workers` must be at least 1, got {workers}")
     dispatcher = tf.data.experimental.service.DispatchServer(
         tf.data.experimental.service.DispatcherConfig(port=port, protocol=PROTOCOL))
     address = f"{host}:{dispatcher.target.rsplit(':', 1)[1]}"  # the port bound (port 0 picks a free one)

@@ -18,6 +18,9 @@ def preview_grid(data_dir: str, out: str, *, split: str = metadata.TRAIN, augmen
                  images: int = 4, variants: int = 5, image_size: int = 150, seed: int = 0) -> str:
     """Write a PNG grid to `out`: one row per image, its class name above; with `augment`, the original then
     `variants` augmented versions (like the augmented-cat figure of Deep Learning with Python)."""
+    if images < 1 or variants < 0 or image_size < 8:
+        raise ValueError(f"`images` must be >= 1, `variants` >= 0 and `image_size` >= 8, got {images}, {variants} "
+                         f"and {image_size}")
     import tensorflow as tf
 
     from shardflow.pipeline import augment as augment_lib

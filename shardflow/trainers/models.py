@@ -13,7 +13,7 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
-from shardflow.trainers.options import BASES, MODELS
+from shardflow.trainers.options import BASES, FEATURES, MODELS, ON_A_BASE
 
 
 def output_layer(num_classes: int) -> layers.Dense:
@@ -28,7 +28,7 @@ def loss_for(num_classes: int) -> str:
 
 def normalization_for(name: str, base: str = "vgg16") -> str:
     """The `Normalize` mode a model expects: the base's own preprocessing for transfer models, else x/255."""
-    if name in ("transfer", "fine_tune", "features"):
+    if name in ON_A_BASE:
         return BASES[base][1]
     return "rescale"
 
@@ -42,15 +42,15 @@ def build(name: str, input_shape: tuple[int, int, int], num_classes: int, *, bas
       9494561
     """
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-    if name in ("transfer", "fine_tune"):
+        raise ValueError(f"unknown `name` {name!r}; choose one of {', '.join(MODELS)}")
+    if name == FEATURES:
+        raise ValueError("the 'features' model trains on extracted features: use features_head() "
+                         "on the output of feature_extractor()")
+    if name in ON_A_BASE:
         model = transfer(input_shape, num_classes, base=base, weights=weights)
         if name == "fine_tune":
             unfreeze_top(model, unfreeze)
         return model
-    if name == "features":
-        raise ValueError("the 'features' model trains on extracted features: use features_head() "
-                         "on the output of feature_extractor()")
     inputs = keras.Input(input_shape)
     try:
         return keras.Model(inputs, _CONVNETS[name](inputs, num_classes), name=name)
@@ -59,7 +59,7 @@ def build(name: str, input_shape: tuple[int, int, int], num_classes: int, *, bas
             raise
         raise ValueError(f"images of {input_shape[0]}x{input_shape[1]} are too small for {name}: its convolutions "
                          f"and poolings need at least {minimum_image_size(name)}x{minimum_image_size(name)} "
-                         "(--image-size)") from None
+                         "(`image_size`)") from None
 
 
 @functools.cache
@@ -129,7 +129,7 @@ def base_model(base: str, input_shape: tuple[int, int, int], weights: str | None
     `weights`: "imagenet" (downloads where there is internet), a local weights file, or None/"none".
     """
     if base not in BASES:
-        raise ValueError(f"unknown base {base!r}; choose one of {', '.join(BASES)}")
+        raise ValueError(f"unknown `base` {base!r}; choose one of {', '.join(BASES)}")
     weights = None if weights in (None, "none") else weights
     constructor = getattr(keras.applications, BASES[base][0])
     try:
@@ -138,7 +138,7 @@ def base_model(base: str, input_shape: tuple[int, int, int], weights: str | None
         if not isinstance(error.__context__, urllib.error.URLError):
             raise
         raise ValueError(f"could not download the {base} ImageNet weights ({error.__context__.reason}); pass "
-                         "--weights FILE (those weights, saved where there is internet) or --weights none "
+                         "`weights` FILE (those weights, saved where there is internet) or `weights` none "
                          "(random weights)") from None
     model.trainable = False
     return model

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
-import sys
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -23,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from shardflow.core import files, metadata
+from shardflow.core.messages import ShardflowWarning
 from shardflow.pipeline import Preprocessing, damaged_shards_named, load
 from shardflow.pipeline import preprocessing as preprocessing_lib
 from shardflow.pipeline.augment import Augment, parse_augment
@@ -30,23 +32,94 @@ from shardflow.pipeline.normalize import Normalize
 from shardflow.pipeline.resize import Resize
 from shardflow.trainers import models
 from shardflow.trainers.multi_worker import MultiWorkerLoop
-from shardflow.trainers.options import AUGMENT_PLACES, MODELS, TRAINING_DEFAULTS, TrainOptions
+from shardflow.trainers.options import FEATURES, ON_A_BASE, TRAINING_DEFAULTS, TrainOptions
 from shardflow.trainers.plots import plot_history
 from shardflow.trainers.throughput import EpochThroughput, compute_seconds_per_step, input_wait_fractions
 from shardflow.trainers.validation import Part, validation_part
 
 MODEL_FILE, RUN_FILE, HISTORY_FILE, PLOT_FILE, METRICS_FILE, LOGS = (
     "model.keras", "run.json", "history.json", "history.png", "metrics.json", "logs")
+logger = logging.getLogger(__name__)
 
 
 def train(data_dir: str, out: str, options: TrainOptions = TrainOptions()) -> dict[str, Any]:
-    """Train `options.model` on the dataset in `data_dir`, write the run to `out`; returns metrics.json's content."""
-    with damaged_shards_named(data_dir):
-        return _train(data_dir, out, options)
+    """Train `options.model` on the dataset in `data_dir`, write the run to `out`; returns metrics.json's content.
 
-
-def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
+    Says where it trains on the `shardflow` logger (INFO) and what probably is not meant as `ShardflowWarning`s."""
     started = time.time()
+    with damaged_shards_named(data_dir):
+        plan = _plan(data_dir, out, options)
+        with plan.strategy.scope():
+            if plan.options.model == FEATURES:
+                trained = _train_on_features(plan)
+            elif plan.multi_worker:
+                trained = _train_multi_worker(plan)
+            else:
+                trained = _train_with_fit(plan)
+        return _write_results(plan, trained, started)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What a run does, decided and checked before anything is written."""
+
+    data_dir: str
+    out: str
+    info: metadata.DatasetInfo
+    options: TrainOptions  # with the model's defaults filled in
+    size_source: str  # where the image size came from, for the start line
+    params: dict[str, Any] | None  # the augmentation, parsed
+    augment_on: str  # "model" or "pipeline": where resize + augmentation run
+    gpus: int
+    training: Part
+    validation: Part | None
+    evaluation: Part | None  # the test split, only reported
+    strategy: tf.distribute.Strategy
+
+    @property
+    def size(self) -> int:
+        return self.options.image_size
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """What the pipeline hands the model: in the model, it only decodes (to the stored size, when there is one)."""
+        stored = self.info.stored_size if self.augment_on == "model" else None
+        return stored or (self.size, self.size)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.info.class_names)
+
+    @property
+    def multi_worker(self) -> bool:
+        return isinstance(self.strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+    def stream(self, part: Part, train: bool) -> tf.data.Dataset:
+        """One part's batches: shuffled and augmented (when the pipeline augments) for training."""
+        dataset = load(self.data_dir, part.split, batch_size=self.options.batch_size, image_size=self.input_size,
+                       shuffle=train, seed=self.options.seed,
+                       augment=self.params if train and self.augment_on == "pipeline" else None,
+                       cache=self.options.cache, holdout=part.holdout)
+        return _shard_policy(dataset, len(self.info.split(part.split).shards), self.strategy.num_replicas_in_sync)
+
+    def normalize(self) -> Normalize:
+        """A new layer scaling the model's input as its model (or base) expects."""
+        return Normalize(models.normalization_for(self.options.model, self.options.base))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Trained:
+    """What every training path hands back: the model with its best weights (saved in the run), Keras-style
+    history, per-epoch timings, and how to score the model on a stream: (loss, accuracy)."""
+
+    model: keras.Model
+    history: dict[str, list[float]]
+    epochs: list[dict[str, float]]
+    evaluate: Callable[[tf.data.Dataset], tuple[float, float]]
+
+
+def _plan(data_dir: str, out: str, options: TrainOptions) -> _Plan:
+    """Read and check the dataset, fill in the model's defaults, choose where each step runs; say so."""
     info = metadata.read(data_dir)
     _check(info, options)
     _check_run_folder(out, options.overwrite)
@@ -55,107 +128,171 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
     if options.seed is not None:
         keras.utils.set_random_seed(options.seed)
     keras.mixed_precision.set_global_policy("mixed_float16" if options.mixed_precision else "float32")
-    size = options.image_size
     params = parse_augment(options.augment)
-    gpus = tf.config.list_physical_devices("GPU")
-    on_gpu = bool(gpus)
-    augment_on = _augment_placement(options, on_gpu)
-    # In the model, the pipeline only decodes: the model takes the stored size (when the dataset has one).
-    stored = info.stored_size if augment_on == "model" else None
-    input_size = stored or (size, size)
+    gpus = len(tf.config.list_physical_devices("GPU"))
     validation = validation_part(info, options.validation_split)
-    training = Part(metadata.TRAIN, validation.holdout.rest() if validation and validation.holdout else None)
-    evaluation = Part(metadata.TEST) if metadata.TEST in info.splits else None
+    rest_of_train = validation.holdout.rest() if validation and validation.holdout else None
+    plan = _Plan(data_dir, out, info, options, size_source, params, _augment_placement(options, gpus > 0), gpus,
+                 training=Part(metadata.TRAIN, rest_of_train), validation=validation,
+                 evaluation=Part(metadata.TEST) if metadata.TEST in info.splits else None,
+                 strategy=distribution_strategy())
     if options.verbose:
-        where = f"{len(gpus)} GPU(s)" if gpus else "the CPU (no GPU visible to TensorFlow)"
-        print(f"training {options.model} on {where} at {size}x{size} ({size_source}); "
-              f"{_placement_text(augment_on, params, info.stored_size, size)}; validating on "
-              f"{validation.describe() if validation else 'nothing'}"
-              + (f", {evaluation.describe()} only reported" if evaluation else ""), file=sys.stderr)
-    strategy = distribution_strategy()
-    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+        logger.info(_start_line(plan))
     for warning in _warnings(info, options, validation):
-        print(f"warning: {warning}", file=sys.stderr)
+        warnings.warn(warning, ShardflowWarning, stacklevel=3)
+    return plan
 
-    def stream(part: Part, train: bool) -> tf.data.Dataset:
-        dataset = load(data_dir, part.split, batch_size=options.batch_size, image_size=input_size, shuffle=train,
-                       seed=options.seed, augment=params if train and augment_on == "pipeline" else None,
-                       cache=options.cache, holdout=part.holdout)
-        return _shard_policy(dataset, len(info.split(part.split).shards), strategy.num_replicas_in_sync)
 
-    input_shape = (size, size, info.channels)
-    normalize = Normalize(models.normalization_for(options.model, options.base))
-    with strategy.scope():
-        if options.model == "features":
-            model, history, epochs = _train_on_features(info, options, size, normalize, stream,
-                                                        training, validation, out)
-        else:
-            bare = _bare_from_run(options, input_shape) if options.init_from else models.build(
-                options.model, input_shape, len(info.class_names), base=options.base, weights=options.weights,
-                unfreeze=options.unfreeze)
-            model = assemble(bare, (*input_size, info.channels), normalize,
-                             params if augment_on == "model" else None, options)
-            _compile(model, options, len(info.class_names))
-            train_stream, validation_stream = stream(training, True), stream(validation, False) if validation else None
-            _prepare_run_folder(out, options.overwrite)  # only now: a mistake found above leaves no run folder
-            if multi_worker:
-                loop = MultiWorkerLoop(model, strategy, models.loss_for(len(info.class_names)))
-                history, epochs = loop.fit(
-                    train_stream, validation_stream,
-                    epochs=options.epochs, steps_per_epoch=options.steps_per_epoch, patience=options.patience,
-                    checkpoint=os.path.join(out, MODEL_FILE), verbose=options.verbose)
-            else:
-                throughput = EpochThroughput(options.batch_size)
-                with warnings.catch_warnings():  # a held-out part's length is unknown until its first pass ends,
-                    warnings.filterwarnings("ignore", "Your input ran out of data")  # which Keras calls running out
-                    history = model.fit(
-                        train_stream, validation_data=validation_stream,
-                        epochs=options.epochs, steps_per_epoch=options.steps_per_epoch,
-                        callbacks=_callbacks(out, options, validation) + [throughput], verbose=options.verbose,
-                        shuffle=False,  # `load` shuffles (Keras would only warn that it cannot)
-                    ).history
-                epochs = throughput.epochs
-    if not multi_worker and (not os.path.exists(os.path.join(out, MODEL_FILE)) or not validation):
-        model.save(os.path.join(out, MODEL_FILE))  # (the multi-worker loop saves on every improvement)
-    _write_json(os.path.join(out, HISTORY_FILE), history)
-    plot_history(history, os.path.join(out, PLOT_FILE))
-    if multi_worker:  # the loop restored the best weights; Keras' evaluate fails under this strategy
-        scores = loop.evaluate(stream(evaluation, False)) if evaluation else {"loss": None, "accuracy": None}
-        test_loss, test_accuracy = scores["loss"], scores["accuracy"]
-    else:  # the saved model holds the best epoch; loading its weights keeps the traced evaluation step
-        model.load_weights(os.path.join(out, MODEL_FILE))
+def _train_with_fit(plan: _Plan) -> _Trained:
+    """Keras' `fit`, with best-epoch checkpoints, early stopping and TensorBoard logs."""
+    model, train_stream, validation_stream = _begin(plan)
+    throughput = EpochThroughput(plan.options.batch_size)
+    with warnings.catch_warnings():  # a held-out part's length is unknown until its first pass ends,
+        warnings.filterwarnings("ignore", "Your input ran out of data")  # which Keras calls running out
+        history = model.fit(
+            train_stream, validation_data=validation_stream,
+            epochs=plan.options.epochs, steps_per_epoch=plan.options.steps_per_epoch,
+            callbacks=_callbacks(plan.out, plan.options, plan.validation) + [throughput], verbose=plan.options.verbose,
+            shuffle=False,  # `load` shuffles (Keras would only warn that it cannot)
+        ).history
+    return _saved(plan, model, history, throughput.epochs)
+
+
+def _train_multi_worker(plan: _Plan) -> _Trained:
+    """The custom loop of `multi_worker` (Keras' `fit` and `evaluate` fail under MultiWorkerMirroredStrategy); it
+    saves on every improvement and ends with the best weights."""
+    model, train_stream, validation_stream = _begin(plan)
+    loop = MultiWorkerLoop(model, plan.strategy, models.loss_for(plan.num_classes))
+    history, epochs = loop.fit(
+        train_stream, validation_stream, epochs=plan.options.epochs, steps_per_epoch=plan.options.steps_per_epoch,
+        patience=plan.options.patience, checkpoint=os.path.join(plan.out, MODEL_FILE), verbose=plan.options.verbose)
+
+    def evaluate(stream: tf.data.Dataset) -> tuple[float, float]:
+        scores = loop.evaluate(stream)
+        return scores["loss"], scores["accuracy"]
+
+    return _Trained(model, history, epochs, evaluate)
+
+
+def _train_on_features(plan: _Plan) -> _Trained:
+    """Feature extraction: run the frozen base once per part (of the training part, `steps_per_epoch` batches if
+    set), then train a small head on the features."""
+    options, size = plan.options, plan.size
+    extractor_input = keras.Input((size, size, 3), dtype="uint8", name="image")
+    base = models.feature_extractor(options.base, (size, size, 3), options.weights)
+    extractor = keras.Model(extractor_input, base(plan.normalize()(extractor_input)))
+
+    def features(part: Part, batches: int | None = None) -> tf.data.Dataset:
+        outputs, labels = [], []
+        for images, batch_labels in plan.stream(part, False).take(batches or -1):
+            outputs.append(extractor(images, training=False).numpy())
+            labels.append(batch_labels.numpy())
+        return tf.data.Dataset.from_tensor_slices((np.concatenate(outputs), np.concatenate(labels)))
+
+    head = models.features_head(tuple(base.output.shape[1:]), plan.num_classes)
+    _compile(head, options, plan.num_classes)
+    _prepare_run_folder(plan.out, options.overwrite)  # only now: a mistake found above leaves no run folder
+    train_features = features(plan.training, options.steps_per_epoch)
+    train_features = train_features.shuffle(4096, seed=options.seed).batch(options.batch_size)
+    throughput = EpochThroughput(options.batch_size)
+    history = head.fit(train_features, epochs=options.epochs,
+                       validation_data=features(plan.validation).batch(options.batch_size) if plan.validation else None,
+                       callbacks=[throughput] + ([keras.callbacks.EarlyStopping(
+                           patience=options.patience, restore_best_weights=True)] if options.patience else []),
+                       verbose=options.verbose, shuffle=False).history
+    model = keras.Model(extractor_input, head(extractor(extractor_input)), name="shardflow_features")
+    return _saved(plan, model, history, throughput.epochs)
+
+
+def _begin(plan: _Plan) -> tuple[keras.Model, tf.data.Dataset, tf.data.Dataset | None]:
+    """The compiled model (uint8 images of the pipeline's size -> [resize/augment] -> normalize -> the bare model,
+    built or, for fine_tune, continued from a finished run), the training and validation streams; then the run
+    folder (only now: a mistake found so far leaves no run folder)."""
+    input_shape = (plan.size, plan.size, plan.info.channels)
+    options = plan.options
+    bare = _bare_from_run(options, input_shape) if options.init_from else models.build(
+        options.model, input_shape, plan.num_classes, base=options.base, weights=options.weights,
+        unfreeze=options.unfreeze)
+    model = assemble(bare, (*plan.input_size, plan.info.channels), plan.normalize(),
+                     plan.params if plan.augment_on == "model" else None, options)
+    _compile(model, options, plan.num_classes)
+    streams = plan.stream(plan.training, True), plan.stream(plan.validation, False) if plan.validation else None
+    _prepare_run_folder(plan.out, options.overwrite)
+    return model, *streams
+
+
+def _saved(plan: _Plan, model: keras.Model, history: dict[str, list[float]],
+           epochs: list[dict[str, float]]) -> _Trained:
+    """Save the model unless a checkpoint of the best validation epoch is there, then take the saved weights (the
+    best epoch); loading them keeps the traced evaluation step."""
+    path = os.path.join(plan.out, MODEL_FILE)
+    if not os.path.exists(path) or not plan.validation:
+        model.save(path)
+    model.load_weights(path)
+
+    def evaluate(stream: tf.data.Dataset) -> tuple[float, float]:
         if not model.compiled:
-            _compile(model, options, len(info.class_names))
-        test_loss, test_accuracy = model.evaluate(stream(evaluation, False), verbose=0) if evaluation else (None, None)
+            _compile(model, plan.options, plan.num_classes)
+        loss, accuracy = model.evaluate(stream, verbose=0)
+        return loss, accuracy
+
+    return _Trained(model, history, epochs, evaluate)
+
+
+def _write_results(plan: _Plan, trained: _Trained, started: float) -> dict[str, Any]:
+    """History (and its plot), the test scores, run.json, preprocessing.json and metrics.json; returns the metrics."""
+    out = plan.out
+    _write_json(os.path.join(out, HISTORY_FILE), trained.history)
+    plot_history(trained.history, os.path.join(out, PLOT_FILE))
+    scores = trained.evaluate(plan.stream(plan.evaluation, False)) if plan.evaluation else (None, None)
     compute = None  # the compute-only probe measures one device; with several replicas it would mislead
-    if options.model != "features" and strategy.num_replicas_in_sync == 1:
-        compute = compute_seconds_per_step(model, stream(training, False))
-    run = {"data_dir": os.path.abspath(data_dir), "class_names": info.class_names, "image_size": size,
-           "input_size": list(input_size), "channels": info.channels, "model": options.model,
-           "validation": validation.recorded() if validation else None,
-           "options": dataclasses.asdict(options)}
+    if plan.options.model != FEATURES and plan.strategy.num_replicas_in_sync == 1:
+        compute = compute_seconds_per_step(trained.model, plan.stream(plan.training, False))
+    run = {"data_dir": os.path.abspath(plan.data_dir), "class_names": plan.info.class_names, "image_size": plan.size,
+           "input_size": list(plan.input_size), "channels": plan.info.channels, "model": plan.options.model,
+           "validation": plan.validation.recorded() if plan.validation else None,
+           "options": dataclasses.asdict(plan.options)}
     _write_json(os.path.join(out, RUN_FILE), run)
     with open(os.path.join(out, preprocessing_lib.FILE), "w") as f:
-        f.write(Preprocessing.of_dataset(info, input_size).to_json())
-    metrics = {
+        f.write(Preprocessing.of_dataset(plan.info, plan.input_size).to_json())
+    metrics = _metrics(plan, trained, scores, compute, time.time() - started)
+    _write_json(os.path.join(out, METRICS_FILE), metrics)
+    return metrics
+
+
+def _metrics(plan: _Plan, trained: _Trained, scores: tuple[float | None, float | None], compute: float | None,
+             seconds: float) -> dict[str, Any]:
+    """metrics.json: the test scores, what chose the model, throughput, and where each step ran."""
+    history, epochs, size = trained.history, trained.epochs, plan.size
+    test_loss, test_accuracy = scores
+    stored = plan.info.stored_size
+    return {
         "test_accuracy": test_accuracy, "test_loss": test_loss,
-        "evaluated_on": evaluation.split if evaluation else None,
-        "validation": validation.recorded() if validation else None,
+        "evaluated_on": plan.evaluation.split if plan.evaluation else None,
+        "validation": plan.validation.recorded() if plan.validation else None,
         "epochs_run": len(history.get("loss", [])),
         "best_epoch": int(np.argmin(history["val_loss"])) + 1 if history.get("val_loss") else None,
         "epoch_seconds": [round(e["seconds"], 2) for e in epochs],
         "images_per_second": [round(e["images_per_second"], 1) for e in epochs],
-        "input_wait_fraction": [round(f, 3) for f in input_wait_fractions(epochs, compute)]
-        if compute else None,
-        "compute_only_images_per_second": round(options.batch_size / compute, 1) if compute else None,
-        "augment_on": augment_on if params else None,
-        "resize_on": None if info.stored_size == (size, size) else "model" if stored else "pipeline",
-        "device": "GPU" if on_gpu else "CPU",
-        "strategy": "MultiWorkerMirroredStrategy" if multi_worker else type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
-        "params": model.count_params(), "seconds": round(time.time() - started, 1),
+        "input_wait_fraction": [round(f, 3) for f in input_wait_fractions(epochs, compute)] if compute else None,
+        "compute_only_images_per_second": round(plan.options.batch_size / compute, 1) if compute else None,
+        "augment_on": plan.augment_on if plan.params else None,
+        "resize_on": None if stored == (size, size) else "model" if plan.augment_on == "model" and stored
+        else "pipeline",
+        "device": "GPU" if plan.gpus else "CPU",
+        "strategy": "MultiWorkerMirroredStrategy" if plan.multi_worker else type(plan.strategy).__name__,
+        "replicas": plan.strategy.num_replicas_in_sync,
+        "params": trained.model.count_params(), "seconds": round(seconds, 1),
     }
-    _write_json(os.path.join(out, METRICS_FILE), metrics)
-    return metrics
+
+
+def _start_line(plan: _Plan) -> str:
+    """Where the run trains, at what size, where each step runs and what it validates on."""
+    where = f"{plan.gpus} GPU(s)" if plan.gpus else "the CPU (no GPU visible to TensorFlow)"
+    return (f"training {plan.options.model} on {where} at {plan.size}x{plan.size} ({plan.size_source}); "
+            f"{_placement_text(plan.augment_on, plan.params, plan.info.stored_size, plan.size)}; validating on "
+            f"{plan.validation.describe() if plan.validation else 'nothing'}"
+            + (f", {plan.evaluation.describe()} only reported" if plan.evaluation else ""))
 
 
 def assemble(bare: keras.Model, input_shape: tuple[int, int, int], normalize: Normalize,
@@ -191,7 +328,7 @@ def _bare_from_run(options: TrainOptions, input_shape: tuple[int, int, int]) -> 
     bare = next(layer for layer in saved.layers if isinstance(layer, keras.Model))
     if tuple(bare.input_shape[1:]) != input_shape:
         raise ValueError(f"{options.init_from} was trained on {bare.input_shape[1:]} images, not {input_shape}; "
-                         "pass the same --image-size")
+                         "pass the same `image_size`")
     models.unfreeze_top(bare, options.unfreeze)
     return bare
 
@@ -214,9 +351,9 @@ def _check_run_folder(out: str, overwrite: bool) -> bool:
     is_run = any(os.path.exists(os.path.join(out, name)) for name in (MODEL_FILE, RUN_FILE, LOGS))
     if not overwrite:
         what = "holds a training run" if is_run else "exists and is not empty"
-        raise ValueError(f"{out} {what}; pass --overwrite to replace it, or choose another --out")
+        raise ValueError(f"{out} {what}; pass `overwrite` to replace it, or choose another `out`")
     if not is_run:
-        raise ValueError(f"{out} is not a training run; refusing to delete it, even with --overwrite")
+        raise ValueError(f"{out} is not a training run; refusing to delete it, even with `overwrite`")
     return True
 
 
@@ -229,47 +366,38 @@ def _prepare_run_folder(out: str, overwrite: bool) -> None:
 
 def _warnings(info: metadata.DatasetInfo, options: TrainOptions, validation: Part | None) -> list[str]:
     """What the user should know before training starts: choices that work, but probably not as meant."""
-    warnings = []
+    said = []
     if validation is None:
-        warnings.append("--validation-split 0: checkpoints and early stopping follow the training loss")
+        said.append("`validation_split` 0: checkpoints and early stopping follow the training loss")
     if metadata.TEST not in info.splits:
-        warnings.append(f"{info.data_dir} has no test split: the run reports no test accuracy (convert with "
-                        "--splits train=0.8,validation=0.1,test=0.1 to make one)")
-    if options.model in ("transfer", "fine_tune", "features") and options.weights == "none" and not options.init_from:
-        warnings.append(f"--weights none: the {options.base} base starts from random weights"
-                        + (" and stays frozen, so only the head learns" if options.model != "fine_tune" else "")
-                        + "; pass --weights imagenet (or a weights file) for transfer learning")
+        said.append(f"{info.data_dir} has no test split: the run reports no test accuracy (convert with "
+                    "--splits train=0.8,validation=0.1,test=0.1 to make one)")
+    if options.model in ON_A_BASE and options.weights == "none" and not options.init_from:
+        said.append(f"`weights` none: the {options.base} base starts from random weights"
+                    + (" and stays frozen, so only the head learns" if options.model != "fine_tune" else "")
+                    + "; pass `weights` imagenet (or a weights file) for transfer learning")
     if info.damaged_jpegs:
-        warnings.append(f"{info.damaged_jpegs} record(s) hold damaged JPEGs kept by --keep-damaged-jpegs, listed "
-                        f"with libjpeg's warning in {files.join(info.data_dir, metadata.DAMAGED_JPEGS)}: "
-                        "TensorFlow's decoder prints that warning, without the file's name, each time it reads one "
-                        "stored as it was")
-    return warnings
+        said.append(f"{info.damaged_jpegs} record(s) hold damaged JPEGs kept by --keep-damaged-jpegs, listed "
+                    f"with libjpeg's warning in {files.join(info.data_dir, metadata.DAMAGED_JPEGS)}: "
+                    "TensorFlow's decoder prints that warning, without the file's name, each time it reads one "
+                    "stored as it was")
+    return said
 
 
 def _check(info: metadata.DatasetInfo, options: TrainOptions) -> None:
-    if options.model not in MODELS:
-        raise ValueError(f"unknown model {options.model!r}; choose one of {', '.join(MODELS)}")
+    """What the options ask of this dataset (`TrainOptions` checks the options themselves)."""
     if metadata.TRAIN not in info.splits:
         raise metadata.DatasetError(f"{info.data_dir}: no {metadata.TRAIN!r} split to train on")
     if len(info.class_names) < 2:
         raise metadata.DatasetError(f"{info.data_dir}: unlabeled or single-class data cannot train a classifier")
-    if options.init_from and options.model != "fine_tune":
-        raise ValueError("--init-from is for --model fine_tune (it continues a finished transfer run)")
-    if options.epochs < 1 or (options.batch_size is not None and options.batch_size < 1):
-        raise ValueError("--epochs and --batch-size must be at least 1")
-    if options.image_size is not None and not 8 <= options.image_size <= 4096:
-        raise ValueError(f"--image-size must be between 8 and 4096 pixels, got {options.image_size}")
-    if options.model in ("transfer", "fine_tune", "features") and info.channels != 3:
+    if options.model in ON_A_BASE and info.channels != 3:
         raise ValueError(f"{options.model} needs RGB images; this dataset has {info.channels} channel(s)")
-    if options.augment_on not in AUGMENT_PLACES:
-        raise ValueError(f"augment_on must be one of {', '.join(AUGMENT_PLACES)}, got {options.augment_on!r}")
 
 
 def _augment_placement(options: TrainOptions, on_gpu: bool) -> str:
     """Where the resize to the model's size and the augmentation run: in the model (GPU), or fused into the CPU
     pipeline. XLA cannot compile the projective transform, so with --jit they stay out of the compiled model."""
-    if options.jit or options.model == "features":
+    if options.jit or options.model == FEATURES:
         return "pipeline"
     if options.augment_on == "auto":
         return "model" if on_gpu else "pipeline"
@@ -312,36 +440,6 @@ def _callbacks(out: str, options: TrainOptions, validation: Part | None) -> list
         callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=options.patience,
                                                        restore_best_weights=True))
     return callbacks
-
-
-def _train_on_features(info, options, size, normalize, stream, training, validation, out):
-    """Feature extraction: run the frozen base once per part (of the training part, `steps_per_epoch` batches if
-    set), then train a small head on the features."""
-    extractor_input = keras.Input((size, size, 3), dtype="uint8", name="image")
-    base = models.feature_extractor(options.base, (size, size, 3), options.weights)
-    extractor = keras.Model(extractor_input, base(normalize(extractor_input)))
-
-    def features(part: Part, batches: int | None = None) -> tf.data.Dataset:
-        outputs, labels = [], []
-        for images, batch_labels in stream(part, False).take(batches or -1):
-            outputs.append(extractor(images, training=False).numpy())
-            labels.append(batch_labels.numpy())
-        return tf.data.Dataset.from_tensor_slices((np.concatenate(outputs), np.concatenate(labels)))
-
-    head = models.features_head(tuple(base.output.shape[1:]), len(info.class_names))
-    _compile(head, options, len(info.class_names))
-    _prepare_run_folder(out, options.overwrite)  # only now: a mistake found above leaves no run folder
-    train_features = features(training, options.steps_per_epoch)
-    train_features = train_features.shuffle(4096, seed=options.seed).batch(options.batch_size)
-    throughput = EpochThroughput(options.batch_size)
-    history = head.fit(train_features, epochs=options.epochs,
-                       validation_data=features(validation).batch(options.batch_size) if validation else None,
-                       callbacks=[throughput] + ([keras.callbacks.EarlyStopping(
-                           patience=options.patience, restore_best_weights=True)] if options.patience else []),
-                       verbose=options.verbose, shuffle=False).history
-    model = keras.Model(extractor_input, head(extractor(extractor_input)), name="shardflow_features")
-    model.save(os.path.join(out, MODEL_FILE))
-    return model, history, throughput.epochs
 
 
 def _write_json(path: str, value: Any) -> None:

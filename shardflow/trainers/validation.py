@@ -32,10 +32,8 @@ def validation_part(info: metadata.DatasetInfo, validation_split: float | None) 
     None for `validation_split=0` (checkpoints and early stopping then follow the training loss)."""
     if metadata.VALIDATION in info.splits:
         if validation_split is not None:
-            raise ValueError(f"--validation-split does not apply: {info.data_dir} has its own validation split "
+            raise ValueError(f"`validation_split` does not apply: {info.data_dir} has its own validation split "
                              f"({info.split(metadata.VALIDATION).num_examples} images), which the run validates on")
         return Part(metadata.VALIDATION)
     fraction = VALIDATION_SPLIT if validation_split is None else validation_split
-    if not 0 <= fraction < 1:
-        raise ValueError(f"--validation-split must be at least 0 and below 1, got {fraction:g}")
     return Part(metadata.TRAIN, Holdout(fraction)) if fraction else None
