@@ -1,6 +1,8 @@
 """The conversion's stages alone, as Beam's own examples test theirs: `TestPipeline` and `assert_that`."""
 from __future__ import annotations
 
+import dataclasses
+
 import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -60,3 +62,18 @@ def test_shards_and_statistics_do_not_depend_on_how_many_ranges_sort_them(tmp_pa
             both = (one, other) | f"Pair{index}" >> beam.Flatten() | f"Distinct{index}" >> beam.Map(repr) \
                 | f"Unique{index}" >> beam.Distinct() | f"Count{index}" >> beam.combiners.Count.Globally()
             assert_that(both, equal_to([1]), label=f"same as one range ({index})")
+
+
+def test_local_workers_share_one_queue_of_read_tasks(tmp_path):
+    """Each worker's queue yields the tasks no other worker has taken yet: a worker that frees up early takes more,
+    and every task is read exactly once."""
+    src = tmp_path / "src"
+    write_sample_data(src, n=8, seed=4)
+    listing = list_source(str(src))
+    tasks = [dataclasses.replace(listing.tasks[0], files=(item,)) for item in listing.tasks[0].files]
+    path = str(tmp_path / "tasks.pickle")
+    fast, slow = staged.task_queues(staged.stage_tasks(tasks, path), path, 2, str(tmp_path / "claims"))
+    fast_reads, slow_reads = fast.read_tasks(), slow.read_tasks()
+    taken = [next(slow_reads)] + list(fast_reads)  # the slow worker takes one task while the fast one takes the rest
+    assert list(slow_reads) == []
+    assert len(taken) == 8 and sorted(t.files[0].path for t in taken) == sorted(t.files[0].path for t in tasks)
