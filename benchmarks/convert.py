@@ -1,14 +1,17 @@
 """Conversion throughput, side by side in one run: the Beam job (1 and 2 workers) vs a plain single-process loop.
 
 The plain loop is what users write today: decode each file with PIL to validate it, write `tf.train.Example`s
-with one `tf.io.TFRecordWriter` per split. The job always takes every image's duplicate keys and groups them
-(`FindDuplicates`); one row adds `--dedupe near`. Two more loops run the job's own per-image code (validation,
+with one `tf.io.TFRecordWriter` per split. A TFDS user would write a `GeneratorBasedBuilder` instead: TFDS's own
+writer (one process), which stores each file's bytes as they are, without decoding them. The job always takes
+every image's duplicate keys and groups them (`FindDuplicates`); one row adds `--dedupe near`. Two more loops run the job's own per-image code (validation,
 statistics, duplicate keys, serialization, TFRecord framing) without Beam, in one process and in two processes
 on half the files each: what two cores give this code on this machine, the ceiling for `--workers 2`.
 Each row also shows the CPU seconds per image of all its processes (robust to other jobs on the machine).
 Usage:
 
-    .venv/bin/python benchmarks/convert.py [--n 3000] [--src FOLDER] [--repeats 1]
+    .venv/bin/python benchmarks/convert.py [--n 3000] [--src FOLDER] [--repeats 1] [--only NAME ...]
+
+`--src` takes a folder of class folders or Kaggle names; `benchmarks/photos.py` writes one of real photos.
 """
 from __future__ import annotations
 
@@ -115,6 +118,41 @@ def shardflow_record(records: schema.RecordSchema) -> Callable[[InputFile, bytes
     return to_record
 
 
+def tfds_builder(src: str, out: str) -> int:
+    """What a TFDS user writes for a folder of class folders: a `GeneratorBasedBuilder` whose examples are the
+    files' paths (TFDS reads and stores the bytes, undecoded), the splits of the other methods; TFDS's defaults."""
+    import tensorflow_datasets as tfds
+
+    listing = list_source(src)
+    by_split: dict[str, list[InputFile]] = {split: [] for split in DEFAULT_SPLITS}
+    for task in listing.tasks:
+        for item in task.files:
+            by_split[split_for(item.path, DEFAULT_SPLITS)].append(item)
+
+    class Photos(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self) -> tfds.core.DatasetInfo:
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(encoding_format="jpeg"),
+                "label": tfds.features.ClassLabel(names=listing.class_names),
+                "image/filename": tfds.features.Text(),
+            }))
+
+        def _split_generators(self, dl_manager):
+            return {split: self._generate_examples(items) for split, items in by_split.items() if items}
+
+        def _generate_examples(self, items):
+            for item in items:
+                yield item.path, {"image": os.path.join(src, item.path), "label": item.label,
+                                  "image/filename": item.path}
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        builder = Photos(data_dir=out)
+        builder.download_and_prepare()
+    return sum(split.num_examples for split in builder.info.splits.values())
+
+
 def empty_beam_job(workers: int) -> None:
     """The fixed cost of any local Beam job: start the worker processes, run a tiny reshuffle and grouping."""
     options = PipelineOptions([f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing",
@@ -140,6 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=3000, help="sample images to generate (default 3000)")
     parser.add_argument("--src", help="convert this folder instead of generated sample data")
     parser.add_argument("--repeats", type=int, default=1, help="runs per method; the best is reported")
+    parser.add_argument("--only", nargs="+", metavar="WORDS",
+                        help="run the plain loop and the methods whose names contain one of these words")
     args = parser.parse_args(argv)
     work = tempfile.mkdtemp(prefix="shardflow-bench-")
     try:
@@ -147,15 +187,20 @@ def main(argv: list[str] | None = None) -> None:
         if not args.src:
             print(f"writing {args.n} sample images...", file=sys.stderr)
             write_sample_data(src, n=args.n)
-        megabytes = sum(e.stat().st_size for e in os.scandir(src) if e.is_file()) / 2**20
+        megabytes = sum(os.path.getsize(os.path.join(folder, name))
+                        for folder, _, names in os.walk(src) for name in names) / 2**20
         methods = {
             "plain loop (PIL + tf.io.TFRecordWriter), 1 process": lambda out: loop(src, out, plain_record),
+            "TFDS GeneratorBasedBuilder (bytes stored undecoded), 1 process": lambda out: tfds_builder(src, out),
             "shardflow's per-image code in a plain loop, 1 process": lambda out: shardflow_loop(src, out),
             "the same in 2 processes, half the files each (ceiling)": lambda out: shardflow_loops(src, out, 2),
             "shardflow convert --workers 1": lambda out: beam_job(src, out, 1),
             "shardflow convert --workers 2": lambda out: beam_job(src, out, 2),
             "shardflow convert --workers 2 --dedupe near": lambda out: beam_job(src, out, 2, "near"),
         }
+        loop_name = next(iter(methods))
+        methods = {name: run for name, run in methods.items()
+                   if name == loop_name or not args.only or any(word in name for word in args.only)}
         results, cpu, floor, images = {}, {}, float("inf"), 0
         loads = [os.getloadavg()[0]]
         for _ in range(args.repeats):  # interleaved, so machine noise hits every method alike
@@ -171,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
             started = time.perf_counter()
             empty_beam_job(2)
             floor = min(floor, time.perf_counter() - started)
-        baseline = results[next(iter(methods))]
+        baseline = results[loop_name]
         print(f"\n{images} images, {megabytes:.0f} MB of JPEG, {os.cpu_count()} cores, best of {args.repeats}; "
               f"load average (1 min) {min(loads):.1f}-{max(loads):.1f} during the run\n")
         print(markdown_table(["method", "seconds", "images/s", "vs loop", "CPU ms/image"],

@@ -1,6 +1,7 @@
 """The conversion's stages alone, as Beam's own examples test theirs: `TestPipeline` and `assert_that`."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import pathlib
@@ -189,3 +190,18 @@ def test_write_rejects_writes_sorted_files_that_merge_in_path_order(tmp_path):
     assert [entry["path"] for entry in merged] == sorted(
         [p.decode("utf-8", "surrogateescape") for p, _ in found] + ["link.jpg"])
     assert summary.count == 5 and summary.kinds[metadata.reject_kind("empty file (0 bytes)")] == 2
+
+
+def test_local_workers_share_one_queue_of_read_tasks(tmp_path):
+    """Each worker's queue yields the tasks no other worker has taken yet: a worker that frees up early takes more,
+    and every task is read exactly once."""
+    src = tmp_path / "src"
+    write_sample_data(src, n=8, seed=4)
+    listing = list_source(str(src))
+    tasks = [dataclasses.replace(listing.tasks[0], files=(item,)) for item in listing.tasks[0].files]
+    path = str(tmp_path / "tasks.pickle")
+    fast, slow = staged.task_queues(staged.stage_tasks(tasks, path), path, 2, str(tmp_path / "claims"))
+    fast_reads, slow_reads = fast.read_tasks(), slow.read_tasks()
+    taken = [next(slow_reads)] + list(fast_reads)  # the slow worker takes one task while the fast one takes the rest
+    assert list(slow_reads) == []
+    assert len(taken) == 8 and sorted(t.files[0].path for t in taken) == sorted(t.files[0].path for t in tasks)

@@ -22,7 +22,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -66,11 +66,24 @@ def run(argv: Sequence[str] | None = None) -> metadata.DatasetInfo:
     return convert(args.src, args.out, from_arguments(args), beam_args)
 
 
+class LocalWorkers(NamedTuple):
+    """The local runner's worker processes: how many, and the local folders where they report their progress and
+    claim read tasks from their shared queue (`staged.TaskQueue`)."""
+
+    count: int
+    progress: str
+    claims: str
+
+
 def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptions, image_options: ImageOptions,
-          name: str, staging: str, progress_dir: str | None = None) -> None:
-    """Add the conversion stages (`stages`) to `pipeline`; running it fills `staging` (see `finalize`)."""
+          name: str, staging: str, local: LocalWorkers | None = None) -> None:
+    """Add the conversion stages (`stages`) to `pipeline`; running it fills `staging` (see `finalize`). On the
+    `local` runner, the workers share a queue of read tasks and report their progress."""
     tasks = stage_idx(listing.tasks, FileSystems.join(staging, "idx")) if listing.layout == "idx" else listing.tasks
-    tasks = staged.stage_tasks(tasks, FileSystems.join(staging, "tasks.pickle"))
+    task_file = FileSystems.join(staging, "tasks.pickle")
+    tasks = staged.stage_tasks(tasks, task_file)
+    if local is not None:
+        tasks = staged.task_queues(tasks, task_file, local.count, local.claims)
     fractions = options.splits if options.split_counts is None else None
     batch_dir = FileSystems.join(staging, "batches")
     num_parts = duplicate_join.parts_for(listing.num_inputs)
@@ -78,7 +91,7 @@ def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptio
         pipeline
         | "ListInputs" >> beam.Create(tasks, reshuffle=False)
         | "ReadAndPrepare" >> stages.ReadAndPrepare(listing.class_names, image_options, fractions, staging,
-                                                    progress_dir, options.validation_from_train,
+                                                    local.progress if local else None, options.validation_from_train,
                                                     options.keep_damaged_jpegs)
     )
     kept, removed = prepared.records, pipeline | "NoneRemoved" >> beam.Create([])
@@ -158,18 +171,19 @@ def _run_and_finalize(src: str, listing: SourceListing, options: ConvertOptions,
                       name: str, out: str, beam_args: Sequence[str], started: float,
                       lock: OutputLock | None) -> metadata.DatasetInfo:
     staging = FileSystems.join(out, metadata.STAGING)
-    pipeline_options, local = _pipeline_options(beam_args, options.workers)
+    pipeline_options, workers = _pipeline_options(beam_args, options.workers)
     scratch = staging if not is_remote(out) else tempfile.mkdtemp(prefix="shardflow-")  # progress and log: local
-    progress_dir = os.path.join(scratch, "progress") if local else None
+    local = LocalWorkers(workers, os.path.join(scratch, "progress"), os.path.join(scratch, "claims")) \
+        if workers else None
     log = os.path.join(scratch, "beam.log") if local else None
     runner = FnApiRunner() if local else None
     pipeline = beam.Pipeline(runner=runner, options=pipeline_options)
     try:
-        build(pipeline, listing, options, image_options, name, staging, progress_dir)
-        if progress_dir:
-            os.makedirs(progress_dir, exist_ok=True)
+        build(pipeline, listing, options, image_options, name, staging, local)
+        if local:
+            os.makedirs(local.progress, exist_ok=True)
             with worker_logs_to(log) as stderr, watched_workers(), \
-                    ProgressDisplay(progress_dir, listing.num_inputs, len(listing.rejects), stderr):
+                    ProgressDisplay(local.progress, listing.num_inputs, len(listing.rejects), stderr):
                 result = pipeline.run()
                 result.wait_until_finish()
         else:
@@ -511,16 +525,17 @@ def _did_you_mean(unknown: list[str]) -> str:
     return did_you_mean(unknown, names + [f"--{name}" for name in PipelineOptions([]).get_all_options()])
 
 
-def _pipeline_options(beam_args: Sequence[str], workers: int) -> tuple[PipelineOptions, bool]:
-    """Beam options; with no --runner, the in-process FnApiRunner with one worker process per core."""
+def _pipeline_options(beam_args: Sequence[str], workers: int) -> tuple[PipelineOptions, int | None]:
+    """Beam options and, with no --runner, the number of local workers: the in-process FnApiRunner with one worker
+    process per core unless `workers` says; None with a --runner."""
     beam_args = list(beam_args)
-    local = not any(a == "--runner" or a.startswith("--runner=") for a in beam_args)
-    if local:
-        workers = workers or os.cpu_count() or 1
-        mode = "multi_processing" if workers > 1 else "in_memory"
-        beam_args += [f"--direct_num_workers={workers}", f"--direct_running_mode={mode}",
-                      "--default_sdk_harness_log_level=WARNING"]
-    return PipelineOptions(beam_args), local
+    if any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
+        return PipelineOptions(beam_args), None
+    workers = workers or os.cpu_count() or 1
+    mode = "multi_processing" if workers > 1 else "in_memory"
+    beam_args += [f"--direct_num_workers={workers}", f"--direct_running_mode={mode}",
+                  "--default_sdk_harness_log_level=WARNING"]
+    return PipelineOptions(beam_args), workers
 
 
 if __name__ == "__main__":

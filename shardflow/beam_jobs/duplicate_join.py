@@ -17,7 +17,6 @@ Each record puts 1 + `duplicates.BANDS` keys of about 350 bytes into the parts; 
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -31,6 +30,7 @@ from shardflow.core import duplicates, metadata
 
 NAMESPACE = "shardflow"
 KEYS_PER_PART = 200_000
+MIN_PARTS = 8  # so that a small dataset's pairs are found by several workers at once, not one
 
 Member = tuple[bytes, "str | None", int, str]  # path, split, label, record batch file
 Groups = dict[str, list[list[Member]]]  # kind -> groups of members, by path
@@ -38,7 +38,7 @@ Groups = dict[str, list[list[Member]]]  # kind -> groups of members, by path
 
 def parts_for(num_inputs: int) -> int:
     """How many parts the keys of `num_inputs` images are cut into."""
-    return max(1, math.ceil(num_inputs * (1 + duplicates.BANDS) / KEYS_PER_PART))
+    return max(MIN_PARTS, math.ceil(num_inputs * (1 + duplicates.BANDS) / KEYS_PER_PART))
 
 
 class KeyPart(NamedTuple):
@@ -94,22 +94,24 @@ def find_pairs(part_files: tuple[int, Iterable[str]]) -> list[tuple[str, Member,
     members: list[Member] = []
     exact_keys: list[bytes] = []
     exact_members: list[int] = []
-    near: dict[int, list[tuple[int, duplicates.ImageHashes]]] = defaultdict(list)
+    near_rows = []
     for path in files:
         part: KeyPart = staged.load(path)
         offset = len(members)
         members += [(p, part.split, label, part.batch_file) for p, label in zip(part.paths, part.labels.tolist())]
         exact_keys += [bytes(k) for k in part.exact["key"]]
         exact_members += (part.exact["record"] + offset).tolist()
-        for record, band, perceptual, colour, structure in zip(
-                (part.near["record"] + offset).tolist(), part.near["band"].tolist(), part.near["perceptual"].tolist(),
-                part.near["colour"], part.near["structure"]):
-            near[band].append((record, duplicates.ImageHashes(b"", perceptual, bytes(colour), bytes(structure))))
+        near = part.near.copy()
+        near["record"] += offset
+        near_rows.append(near)
     pairs = {("exact", exact_members[a], exact_members[b]) for a, b in duplicates.equal_pairs(exact_keys)}
-    for band, keyed in near.items():
-        indices = [record for record, _ in keyed]
-        pairs |= {("near", indices[a], indices[b])
-                  for a, b in duplicates.near_key_pairs([key for _, key in keyed], bands=[band])}
+    near = np.concatenate(near_rows)
+    for band in np.unique(near["band"]).tolist():
+        keyed = near[near["band"] == band]
+        records = keyed["record"].tolist()
+        pairs |= {("near", records[a], records[b]) for a, b in duplicates.near_key_pairs(
+            keyed["perceptual"], duplicates.byte_rows(keyed["colour"]), duplicates.byte_rows(keyed["structure"]),
+            bands=[band])}
     return [(kind, members[a], members[b]) for kind, a, b in sorted(pairs)]
 
 

@@ -4,12 +4,18 @@ Beam's local runner holds every element that crosses from one stage to the next 
 times over, while it encodes and splits them for the workers). The per-file data (read tasks, record batches,
 shard plans) therefore travels as files, through Beam's filesystems, and elements only name them: the runner's
 memory stays flat however many files a dataset has.
+
+Read tasks reach the workers as `StagedTask`s, one element each (any runner: the runner decides who reads
+what), or, on the local runner, as one `TaskQueue` per worker: the local runner hands each worker half the
+elements up front, and a worker slowed by anything (the machine's other jobs, its later start) would leave the
+other idle at the end; a queue hands tasks out as workers free up.
 """
 from __future__ import annotations
 
+import os
 import pickle
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 from apache_beam.io.filesystems import FileSystems
@@ -29,6 +35,36 @@ class StagedTask(NamedTuple):
             f.seek(self.offset)
             return pickle.loads(f.read(self.length))
 
+    def read_tasks(self) -> Iterator[ReadTask]:
+        yield self.load()
+
+
+class TaskQueue(NamedTuple):
+    """Every task of the staged task file, shared by the local workers: `read_tasks` yields the next task that no
+    worker has claimed yet (claimed by creating an empty file in `claims`, a local folder all workers see), so a
+    worker that finishes early takes more."""
+
+    path: str
+    offsets: tuple[int, ...]  # task i is bytes [offsets[i], offsets[i + 1]) of `path`
+    claims: str
+    worker: int
+
+    def read_tasks(self) -> Iterator[ReadTask]:
+        with FileSystems.open(self.path) as f:
+            for index in range(len(self.offsets) - 1):
+                if _claim(self.claims, index):
+                    f.seek(self.offsets[index])
+                    yield pickle.loads(f.read(self.offsets[index + 1] - self.offsets[index]))
+
+
+def _claim(folder: str, index: int) -> bool:
+    """Whether this call claimed task `index` (no other had): O_EXCL creates a file once, on every OS."""
+    try:
+        os.close(os.open(os.path.join(folder, str(index)), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
 
 def stage_tasks(tasks: Sequence[ReadTask], path: str) -> list[StagedTask]:
     """Write `tasks` one after another into the file `path`; return where each one is."""
@@ -40,6 +76,14 @@ def stage_tasks(tasks: Sequence[ReadTask], path: str) -> list[StagedTask]:
             staged.append(StagedTask(path, offset, len(data)))
             offset += len(data)
     return staged
+
+
+def task_queues(staged: Sequence[StagedTask], path: str, workers: int, claims: str) -> list[TaskQueue]:
+    """One `TaskQueue` per local worker over the tasks `stage_tasks` wrote to `path`; claims go to the local
+    folder `claims` (created here)."""
+    os.makedirs(claims, exist_ok=True)
+    offsets = (*(task.offset for task in staged), sum(task.length for task in staged))
+    return [TaskQueue(path, offsets, claims, worker) for worker in range(workers)]
 
 
 def save(value: Any, folder: str) -> str:

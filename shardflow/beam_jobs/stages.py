@@ -1,9 +1,10 @@
 """The conversion job's stages as Beam composite transforms, each a named `PTransform` with `expand()` (runner UIs
 show them by name; tests run each one alone with `TestPipeline` and `assert_that`):
 
-  ReadAndPrepare  each worker reads a task of inputs, validates/encodes them and appends the records to a
-                  spill file of its own; `RecordBatch` files (where the bytes are, plus statistics, in columns)
-                  in the staging folder describe them, so the runner's memory stays flat (see `staged`).
+  ReadAndPrepare  each worker reads tasks of inputs (on the local runner, taken from a shared queue as it frees
+                  up: `staged.TaskQueue`), validates/encodes them and appends the records to a spill file of its
+                  own; `RecordBatch` files (where the bytes are, plus statistics, in columns) in the staging
+                  folder describe them, so the runner's memory stays flat (see `staged`).
                   Each record's split (a stable hash of its path, or the source's own folders) is chosen there.
   Dedupe          only with --dedupe exact|near (`duplicate_join`): FindDuplicates, then each group's first path
                   kept, the others rejected as "duplicate of PATH" (so no group is left in two splits).
@@ -44,7 +45,8 @@ from apache_beam.transforms.window import GlobalWindows
 from shardflow.beam_jobs import metadata_writer, records, staged
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.beam_jobs.progress import ProgressWriter
-from shardflow.beam_jobs.staged import StagedTask
+from shardflow.beam_jobs.sources import ReadTask
+from shardflow.beam_jobs.staged import StagedTask, TaskQueue
 from shardflow.core import metadata, record_index, schema
 from shardflow.core.framing import frame
 from shardflow.core.images import ImageOptions, Rejected, prepare
@@ -54,7 +56,7 @@ NO_CLASS = "no class in the file name (expected <class>.<id>.jpg, e.g. cat.123.j
 
 
 class PrepareRecords(beam.DoFn):
-    """StagedTask -> per split, record batches saved in the staging folder (their bytes appended to this
+    """StagedTask or TaskQueue -> per split, record batches saved in the staging folder (their bytes appended to this
     bundle's spill file); the main output names each batch file as (split, path), the others list rejects and
     the damaged JPEGs kept (`keep_damaged_jpegs`; else they are rejects), both as (path, reason).
 
@@ -84,9 +86,13 @@ class PrepareRecords(beam.DoFn):
         self._spill, self._spill_path, self._offset, self._fingerprint = None, "", 0, 0
         self._pending: dict[str | None, list[records.RecordBatch]] = defaultdict(list)
 
-    def process(self, staged_task: StagedTask) -> Iterable[Any]:
+    def process(self, tasks: StagedTask | TaskQueue) -> Iterable[Any]:
+        for task in tasks.read_tasks():
+            yield from self._prepare_task(task)
+
+    def _prepare_task(self, task: ReadTask) -> Iterable[Any]:
         paths, rows = defaultdict(list), defaultdict(list)
-        for item, payload in staged_task.load().read():
+        for item, payload in task.read():
             path = _transportable(item.path)
             self._fingerprint ^= input_hash(path, payload)
             try:
@@ -303,7 +309,7 @@ def input_hash(path: bytes, payload: bytes | np.ndarray | OSError) -> int:
 
 
 class ReadAndPrepare(beam.PTransform):
-    """Staged read tasks -> (split, record batch file); tagged `PrepareRecords.REJECTS` and
+    """Staged read tasks, or task queues -> (split, record batch file); tagged `PrepareRecords.REJECTS` and
     `PrepareRecords.DAMAGED`, (path, reason), and `PrepareRecords.FINGERPRINT`, shares of the source fingerprint."""
 
     def __init__(self, class_names: list[str], image_options: ImageOptions, fractions: dict[str, float] | None,

@@ -104,6 +104,8 @@ def structure_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def byte_rows(values: Sequence[bytes] | np.ndarray) -> np.ndarray:
     """Equal-length byte strings (thumbnails, or a column of them) as rows of uint8."""
+    if isinstance(values, np.ndarray):
+        return np.ascontiguousarray(values).view(np.uint8).reshape(len(values), values.dtype.itemsize)
     return np.frombuffer(b"".join(bytes(v) for v in values), dtype=np.uint8).reshape(len(values), -1)
 
 
@@ -119,7 +121,7 @@ def find_groups(keys: Sequence[ImageHashes], kind: str) -> list[list[int]]:
     check_kind(kind)
     pairs = equal_pairs([k.exact for k in keys])
     if kind == "near":
-        pairs += near_key_pairs(keys)
+        pairs += near_key_pairs(*near_columns(keys))
     return components(len(keys), pairs)
 
 
@@ -129,12 +131,19 @@ def equal_pairs(keys: Sequence[Hashable]) -> list[tuple[int, int]]:
     return [(first[key], index) for index, key in enumerate(keys) if first.setdefault(key, index) != index]
 
 
-def near_key_pairs(keys: Sequence[ImageHashes], bands: Sequence[int] = range(BANDS)) -> list[tuple[int, int]]:
-    """Pairs that connect the near duplicates among `keys` (exact keys not looked at): identical near keys are
-    chained and compared once, the others by `near_pairs` with candidates from `bands`."""
-    pairs = equal_pairs([k[1:] for k in keys])
-    firsts = sorted(set(range(len(keys))) - {later for _, later in pairs})
-    return pairs + [(firsts[a], firsts[b]) for a, b in near_pairs(*near_columns([keys[i] for i in firsts]), bands)]
+def near_key_pairs(hashes: np.ndarray, colours: np.ndarray, structures: np.ndarray,
+                   bands: Sequence[int] = range(BANDS)) -> list[tuple[int, int]]:
+    """Pairs that connect the near duplicates among images' near keys (`near_columns`; exact keys not looked at):
+    identical near keys are chained to their first and compared once, the others by `near_pairs` with
+    candidates from `bands`."""
+    hashes = np.ascontiguousarray(hashes, dtype=np.uint64)
+    rows = np.concatenate([hashes.view(np.uint8).reshape(len(hashes), 8), colours, structures], axis=1)
+    _, firsts, inverse = np.unique(rows.view(f"V{rows.shape[1]}").ravel(), return_index=True, return_inverse=True)
+    first_of = firsts[inverse]
+    later = np.flatnonzero(first_of != np.arange(len(rows)))
+    firsts = np.sort(firsts)
+    near = near_pairs(hashes[firsts], colours[firsts], structures[firsts], bands)
+    return list(zip(first_of[later].tolist(), later.tolist())) + [(int(firsts[a]), int(firsts[b])) for a, b in near]
 
 
 def components(count: int, pairs: Iterable[tuple[int, int]]) -> list[list[int]]:

@@ -62,10 +62,9 @@ def duplicates_picture(info: metadata.DatasetInfo, groups: Sequence[metadata.Dup
     parser = _parser(info)
     found: dict[str, np.ndarray] = {}
     for record in stored_records(info, splits, open_file):
-        example = parser.parse_example(record)
-        path = example[schema.FILENAME].decode("utf-8", "surrogateescape")
+        path = schema.record_filename(record).decode("utf-8", "surrogateescape")
         if path in wanted:
-            found[path] = _whole(info, example[schema.IMAGE], DUPLICATE_TILE)
+            found[path] = _whole(info, parser.parse_example(record)[schema.IMAGE], DUPLICATE_TILE)
             if len(found) == len(wanted):
                 break
     rows, labels = [], []

@@ -24,6 +24,11 @@ IMAGE_FORMATS = ("passthrough", "jpeg", "png", "raw")
 UNLABELED = -1
 
 
+def record_filename(record: bytes) -> bytes:
+    """A serialized record's `image/filename` (UTF-8, surrogate-escaped), without decoding its other features."""
+    return tf_example_pb2.Example.FromString(record).features.feature[FILENAME].bytes_list.value[0]
+
+
 def stored_encoding(image_format: str) -> str:
     """The encoding the records hold: passthrough keeps (or re-encodes to) JPEG."""
     if image_format not in IMAGE_FORMATS:
