@@ -13,6 +13,7 @@ from collections.abc import Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
 
 import shardflow  # noqa: E402  (after the environment is set)
+from shardflow.core import labels as labels_lib  # noqa: E402
 from shardflow.core import metadata, quiet  # noqa: E402
 
 
@@ -48,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     from shardflow.core.pictures import DUPLICATE_GROUPS
     from shardflow.testing.sample_data import write_sample_data
     from shardflow.tools.preview import preview_grid
-    from shardflow.trainers.options import AUGMENT_PLACES, BASES, MODELS, VALIDATION_SPLIT, TrainOptions
+    from shardflow.trainers.options import AUGMENT_PLACES, BASES, MODELS, THRESHOLD, VALIDATION_SPLIT, TrainOptions
 
     parser = argparse.ArgumentParser(prog="shardflow", description=shardflow.__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -159,7 +160,10 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("run", help="a run folder written by `shardflow train`")
     predict.add_argument("paths", nargs="+", help="image files, folders of images, or dataset folders")
     predict.add_argument("--split", default=metadata.TEST, help="the split, when a path is a converted dataset")
-    predict.add_argument("--csv", help="write Kaggle's submission format (id,label) here")
+    predict.add_argument("--csv", help="write Kaggle's submission format here: id,label, or the shape of the CSV file "
+                                       "the dataset's labels came from (convert --labels)")
+    predict.add_argument("--threshold", type=float, default=THRESHOLD,
+                         help="multi-label: name the classes whose probability is above this")
     return parser
 
 
@@ -235,7 +239,8 @@ def _convert_like(args, beam_args) -> int:
 _SHAPING = ("name", "layout", "unlabeled", "class_names", "zip_encoding", "splits", "split_counts",
             "split_counts_allow_fewer", "validation_from_train", "other_split_names", "channels", "image_format",
             "max_side", "size", "crop_to_aspect_ratio", "quality", "shard_size_mb", "dedupe", "keep_damaged_jpegs",
-            "version", "description", "homepage", "license", "citation")
+            "version", "description", "homepage", "license", "citation", "labels", "id_column", "label_columns",
+            "label_separator", "multi_label")
 
 
 def _inspect(args, _extra) -> None:
@@ -305,8 +310,10 @@ def _train(args, _extra) -> None:
     metrics = train(args.data, args.out, options)
     rates = metrics["images_per_second"]
     wait = metrics["input_wait_fraction"]
-    scores = (f"test accuracy {metrics['test_accuracy']:.3f}, loss {metrics['test_loss']:.3f} "
-              f"({metrics['evaluated_on']} split)" if metrics["evaluated_on"] else "not evaluated (no test split)")
+    scores = (f"test accuracy {metrics['test_accuracy']:.3f}, loss {metrics['test_loss']:.3f}"
+              + (f", macro AUC {_score(metrics['test_auc'])}, macro F1 {metrics['test_f1']:.3f}" if "test_f1" in metrics
+                 else "") + f" ({metrics['evaluated_on']} split)" if metrics["evaluated_on"] else
+              "not evaluated (no test split)")
     print(f"{args.out}: {scores}, {metrics['epochs_run']} epochs in {metrics['seconds']:.0f} s; "
           f"last epoch {rates[-1]:.0f} images/s" + (f", {wait[-1]:.0%} of step time waiting for input" if wait else ""))
 
@@ -315,8 +322,9 @@ def _evaluate(args, _extra) -> None:
     from shardflow.trainers.predict import evaluate
 
     result = evaluate(args.run, args.data, args.split)
-    print(f"{args.split}: accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} "
-          f"on {result['num_examples']} images")
+    print(f"{args.split}: accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}"
+          + (f", macro AUC {result['auc']:.4f}, macro F1 {result['f1']:.4f}" if "f1" in result else "")
+          + f" on {result['num_examples']} images")
 
 
 def _diff(args, _extra) -> int:
@@ -339,18 +347,24 @@ def _diff(args, _extra) -> int:
 
 
 def _predict(args, _extra) -> None:
-    from shardflow.trainers.predict import predict, run_preprocessing, write_submission
+    from shardflow.trainers.predict import predict, run_labels_file, run_preprocessing, write_submission
 
-    predictions = predict(args.run, args.paths, args.split)
+    if not 0 < args.threshold < 1:
+        raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold:g}")
+    predictions = predict(args.run, args.paths, args.split, args.threshold)
     unread = [p for p in predictions if p.problem]
     for prediction in predictions:
         print(prediction.sentence(), file=sys.stderr if prediction.problem else sys.stdout)
     if args.csv:
-        write_submission(predictions, args.csv, run_preprocessing(args.run).class_names)
+        write_submission(predictions, args.csv, run_preprocessing(args.run).class_names, run_labels_file(args.run))
         print(f"wrote {len(predictions)} predictions to {args.csv}"
               + (f" ({len(unread)} without a label: their files could not be read)" if unread else ""))
     if unread:
         print(f"{len(unread)} of {len(predictions)} inputs could not be read (listed above)", file=sys.stderr)
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _summary_text(info: metadata.DatasetInfo, out: str) -> str:
@@ -363,6 +377,8 @@ def _summary_text(info: metadata.DatasetInfo, out: str) -> str:
     ]
     if info.duplicates and (info.duplicates.near.groups or info.duplicates.removed):
         lines.append(f"  duplicates: {info.duplicates.sentence()}")
+    if info.labels_file:
+        lines.append(f"  {labels_lib.source_sentence(info.labels_file, info.multi_label)}")
     if info.debris:
         lines.append(f"  skipped {len(info.debris)} macOS/Windows system file(s) such as {info.debris[0]!r} "
                      f"(listed in {out}/{metadata.SHARDFLOW_INFO})")

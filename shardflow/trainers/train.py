@@ -28,7 +28,7 @@ from shardflow.pipeline import preprocessing as preprocessing_lib
 from shardflow.pipeline.augment import Augment, parse_augment
 from shardflow.pipeline.normalize import Normalize
 from shardflow.pipeline.resize import Resize
-from shardflow.trainers import models
+from shardflow.trainers import models, multi_label
 from shardflow.trainers.multi_worker import MultiWorkerLoop
 from shardflow.trainers.options import AUGMENT_PLACES, MODELS, TRAINING_DEFAULTS, TrainOptions
 from shardflow.trainers.plots import plot_history
@@ -92,14 +92,15 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
         else:
             bare = _bare_from_run(options, input_shape) if options.init_from else models.build(
                 options.model, input_shape, len(info.class_names), base=options.base, weights=options.weights,
-                unfreeze=options.unfreeze)
+                unfreeze=options.unfreeze, multi_label=info.multi_label)
             model = assemble(bare, (*input_size, info.channels), normalize,
                              params if augment_on == "model" else None, options)
-            _compile(model, options, len(info.class_names))
+            _compile(model, options, len(info.class_names), info.multi_label)
             train_stream, validation_stream = stream(training, True), stream(validation, False) if validation else None
             _prepare_run_folder(out, options.overwrite)  # only now: a mistake found above leaves no run folder
             if multi_worker:
-                loop = MultiWorkerLoop(model, strategy, models.loss_for(len(info.class_names)))
+                loop = MultiWorkerLoop(model, strategy, models.loss_for(len(info.class_names), info.multi_label),
+                                       info.multi_label)
                 history, epochs = loop.fit(
                     train_stream, validation_stream,
                     epochs=options.epochs, steps_per_epoch=options.steps_per_epoch, patience=options.patience,
@@ -125,13 +126,16 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
     else:  # the saved model holds the best epoch; loading its weights keeps the traced evaluation step
         model.load_weights(os.path.join(out, MODEL_FILE))
         if not model.compiled:
-            _compile(model, options, len(info.class_names))
-        test_loss, test_accuracy = model.evaluate(stream(evaluation, False), verbose=0) if evaluation else (None, None)
+            _compile(model, options, len(info.class_names), info.multi_label)
+        scores = model.evaluate(stream(evaluation, False), verbose=0, return_dict=True) if evaluation else {}
+        test_loss, test_accuracy = scores.get("loss"), scores.get("accuracy")
     compute = None  # the compute-only probe measures one device; with several replicas it would mislead
     if options.model != "features" and strategy.num_replicas_in_sync == 1:
         compute = compute_seconds_per_step(model, stream(training, False))
     run = {"data_dir": os.path.abspath(data_dir), "class_names": info.class_names, "image_size": size,
            "input_size": list(input_size), "channels": info.channels, "model": options.model,
+           "multi_label": info.multi_label,
+           "labels_file": dataclasses.asdict(info.labels_file) if info.labels_file else None,
            "validation": validation.recorded() if validation else None,
            "options": dataclasses.asdict(options)}
     _write_json(os.path.join(out, RUN_FILE), run)
@@ -154,6 +158,10 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
         "strategy": "MultiWorkerMirroredStrategy" if multi_worker else type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
         "params": model.count_params(), "seconds": round(time.time() - started, 1),
     }
+    if info.multi_label:  # accuracy is then per class at 0.5; these score each class
+        per_class = multi_label.scores(model, stream(evaluation, False), info.class_names) if evaluation else None
+        metrics.update(test_auc=per_class and per_class["macro_auc"], test_f1=per_class and per_class["macro_f1"],
+                       test_per_class=per_class and per_class["classes"])
     _write_json(os.path.join(out, METRICS_FILE), metrics)
     return metrics
 
@@ -294,12 +302,12 @@ def _placement_text(augment_on: str, params: dict | None, stored_size: tuple[int
     return text
 
 
-def _compile(model: keras.Model, options: TrainOptions, num_classes: int) -> None:
+def _compile(model: keras.Model, options: TrainOptions, num_classes: int, multi_label: bool = False) -> None:
     name, lr = TRAINING_DEFAULTS[options.model]
     optimizer = keras.optimizers.get({"class_name": options.optimizer or name,
                                       "config": {"learning_rate": options.lr or lr}})
-    model.compile(optimizer=optimizer, loss=models.loss_for(num_classes), metrics=["accuracy"],
-                  jit_compile=options.jit)
+    model.compile(optimizer=optimizer, loss=models.loss_for(num_classes, multi_label),
+                  metrics=models.metrics_for(num_classes, multi_label), jit_compile=options.jit)
 
 
 def _callbacks(out: str, options: TrainOptions, validation: Part | None) -> list[keras.callbacks.Callback]:
@@ -328,8 +336,8 @@ def _train_on_features(info, options, size, normalize, stream, training, validat
             labels.append(batch_labels.numpy())
         return tf.data.Dataset.from_tensor_slices((np.concatenate(outputs), np.concatenate(labels)))
 
-    head = models.features_head(tuple(base.output.shape[1:]), len(info.class_names))
-    _compile(head, options, len(info.class_names))
+    head = models.features_head(tuple(base.output.shape[1:]), len(info.class_names), info.multi_label)
+    _compile(head, options, len(info.class_names), info.multi_label)
     _prepare_run_folder(out, options.overwrite)  # only now: a mistake found above leaves no run folder
     train_features = features(training, options.steps_per_epoch)
     train_features = train_features.shuffle(4096, seed=options.seed).batch(options.batch_size)
