@@ -34,7 +34,7 @@ from shardflow.core.files import is_remote
 from shardflow.core.images import IMAGE_EXTENSIONS
 
 NO_SEPARATOR = "none"  # --label-separator none: each value of the label column is one class name
-SEPARATORS = ("|", ";", ",")  # between tags in one column, detected when a value holds one
+SEPARATORS = ("|", ";")  # between tags in one column, detected when a value holds one (a comma: a class name's)
 TAG_COLUMNS = ("tags", "labels")  # a column so named with spaces in its values holds space-separated tags
 BINARY = {"0": False, "1": True, "0.0": False, "1.0": True}  # the values of one 0/1 column per class
 DELIMITERS = ",;\t"  # between fields (`|` separates tags inside a field: ChestX-ray14)

@@ -161,8 +161,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "only other column, or all others when each holds only 0 and 1)")
     labels.add_argument("--label-separator", metavar="SEP",
                         help="between tags in the label column, e.g. ' ' or '|'; none: each value is one class "
-                             "(default: '|', ';' or ',' when a value holds one; a space in a column named tags or "
-                             "labels)")
+                             "(default: '|' or ';' when a value holds one; a space in a column named tags or labels)")
     labels.add_argument("--multi-label", action="store_true",
                         help="multi-hot labels even when every row names one class (default: when some row "
                              "names several)")
