@@ -190,7 +190,8 @@ def test_cactus_from_the_cli(corpora, tmp_path, capsys):
     info = metadata.read(str(out))
     assert (info.layout, info.class_names, info.multi_label) == ("csv", ("0", "1"), False)
     assert info.num_inputs == 25 and info.num_rejected == 1 and not info.problems()
-    assert metadata.read_rejects(str(out)) == [{"path": "stray.jpg", "reason": "no label: no row of train.csv names it"}]
+    no_row = "no label: no row of train.csv names it"
+    assert metadata.read_rejects(str(out)) == [{"path": "stray.jpg", "reason": no_row}]
     lines = (out / metadata.LABELS_WITHOUT_IMAGES).read_text().splitlines()
     assert [json.loads(line) for line in lines] == [{"line": 26, "id": "gone.jpg"}]
     assert "## Labels" in (out / "README.md").read_text() and "- no label: 1" in (out / "README.md").read_text()
@@ -241,11 +242,21 @@ def test_frequencies_and_cooccurrence_in_metadata_card_and_inspect(corpora, plan
         assert split.label_counts == {name: split.cooccurrence[i][i] for i, name in enumerate(names)}
     card = (planet_out / "README.md").read_text()
     together = expected[names.index("clear"), names.index("primary")]
-    assert "## Labels" in card and "Co-occurrence" in card and f"| clear | {expected[1, 0]} | {expected[1, 1]} |" in card
+    assert "## Labels" in card and "Co-occurrence" in card
+    assert f"| clear | {expected[1, 0]} | {expected[1, 1]} |" in card
     assert main(["inspect", str(planet_out)]) == 0
     text = capsys.readouterr().out
     assert "multi-label" in text and "classes most often together:" in text and f"clear & primary {together}" in text
     assert metadata.read(str(planet_out)).to_json() == info.to_json()  # the fields survive a round trip
+
+
+def test_preview_names_each_images_classes_and_dali_declines(planet_out, tmp_path):
+    assert main(["preview", str(planet_out), "--out", str(tmp_path / "grid.png"), "--images", "3", "--variants", "0",
+                 "--image-size", "32"]) == 0
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="backend='dali' does not support multi-label datasets"):
+        load(str(planet_out), "train", batch_size=4, image_size=16, backend="dali")
+    assert "tf.one_hot(label, 5)" in (planet_out / "README.md").read_text()
 
 
 def test_split_counts_are_refused_for_multi_label(corpora, tmp_path, capsys):

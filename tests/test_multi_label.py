@@ -121,6 +121,16 @@ def test_evaluate_and_the_api_round_trip(planet, planet_run, tmp_path, capsys):
     assert all(set(r[1].split()) <= set(csv_corpora.TAGS) for r in rows[1:])
 
 
+def test_every_architecture_takes_multi_label():
+    for name in ("small_convnet", "mnist_convnet"):
+        model = models.build(name, (32, 32, 3), 5, multi_label=True)
+        assert model.output_shape == (None, 5) and model.layers[-1].get_config()["activation"] == "sigmoid"
+    transfer = models.build("transfer", (32, 32, 3), 5, base="mobilenet_v2", weights="none", multi_label=True)
+    assert transfer.layers[-1].get_config()["activation"] == "sigmoid"
+    assert models.features_head((2, 2, 8), 5, multi_label=True).output_shape == (None, 5)
+    assert models.build("mnist_convnet", (28, 28, 1), 2).output_shape == (None, 1)  # single-label: as before
+
+
 def test_the_multi_worker_loop_trains_multi_label(planet):
     info = metadata.read(str(planet[1]))
     n = len(info.class_names)

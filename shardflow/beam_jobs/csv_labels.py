@@ -39,6 +39,7 @@ TAG_COLUMNS = ("tags", "labels")  # a column so named with spaces in its values 
 BINARY = {"0": False, "1": True, "0.0": False, "1.0": True}  # the values of one 0/1 column per class
 DELIMITERS = ",;\t"  # between fields (`|` separates tags inside a field: ChestX-ray14)
 SNIFF_BYTES = 64 * 1024
+ID_SAMPLE = 1000  # rows whose values find the id column
 NO_ROW = "no label: no row of {file} names it"
 EMPTY_ROW = "no label: its row in {file} (line {line}) gives none"
 
@@ -102,19 +103,22 @@ def match(spec: LabelsSpec, paths: Sequence[str], class_names: Sequence[str] | N
         classes = tuple(sorted(index[c] for c in labels))
         label = label_sets.setdefault(classes, len(label_sets)) if multi_label else (classes[0] if classes else None)
         rows[identifier] = (line, label)
-    assigned, no_label, used, with_extension = {}, {}, {}, 0
+    assigned: dict[str, int] = {}
+    no_label: dict[str, str] = {}
+    used: dict[str, str] = {}  # id -> the file it names
+    with_extension = 0
     for path, path_keys in keys.items():
-        identifier = next((key for key in path_keys if key in rows), None)
-        if identifier is None:
+        row_id = next((key for key in path_keys if key in rows), None)
+        if row_id is None:
             if _is_image_name(path):
                 no_label[path] = NO_ROW.format(file=name)
             continue
-        if identifier in used:
-            raise LabelsError(f"{name}: id {identifier!r} (line {rows[identifier][0]}) names two files, "
-                              f"{used[identifier]!r} and {path!r}; give ids with their folder or extension")
-        used[identifier] = path
-        with_extension += identifier in (path_keys[0], path_keys[2])  # the path or the file name, extension kept
-        line, label = rows[identifier]
+        if row_id in used:
+            raise LabelsError(f"{name}: id {row_id!r} (line {rows[row_id][0]}) names two files, "
+                              f"{used[row_id]!r} and {path!r}; give ids with their folder or extension")
+        used[row_id] = path
+        with_extension += row_id in (path_keys[0], path_keys[2])  # the path or the file name, extension kept
+        line, label = rows[row_id]
         if label is None:
             no_label[path] = EMPTY_ROW.format(file=name, line=line)
         else:
@@ -189,12 +193,13 @@ def _column(table: _Table, wanted: str, option: str, name: str) -> int:
 
 
 def _id_column(table: _Table, spec: LabelsSpec, keys: dict[str, tuple[str, str, str, str]], name: str) -> int:
-    """The column of image ids: `spec.id_column`, else the one whose values name the most files."""
+    """The column of image ids: `spec.id_column`, else the one whose values name the most files (among the first
+    ID_SAMPLE rows)."""
     if spec.id_column is not None:
         return _column(table, spec.id_column, "--id-column", name)
     every_key = {key for path_keys in keys.values() for key in path_keys}
     taken = set(spec.label_columns or ())
-    hits = {i: sum(_clean_id(fields[i]) in every_key for _, fields in table.rows)
+    hits = {i: sum(_clean_id(fields[i]) in every_key for _, fields in table.rows[:ID_SAMPLE])
             for i, column in enumerate(table.header) if column and column not in taken}
     best = max(hits.values(), default=0)
     if not best:

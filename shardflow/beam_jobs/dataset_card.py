@@ -66,6 +66,8 @@ def markdown(info: metadata.DatasetInfo, reject_kinds: Counter[str],
         lines += ["", "## Warnings", ""] + [f"- {warning}" for warning in info.warnings]
     lines += ["", "## Loading", "", "```python", "import tensorflow_datasets as tfds", "",
               'ds = tfds.builder_from_directory("THIS_FOLDER").as_dataset(split="train")',
+              *([f"# label: the indices of each image's classes; multi-hot: "
+                 f"tf.reduce_max(tf.one_hot(label, {len(info.class_names)}), axis=0)"] if info.multi_label else []),
               f'# or, with this folder at ROOT/{info.name}/{card.version}: '
               f'tfds.load("{info.name}:{card.version}", data_dir="ROOT")', "",
               "from shardflow.pipeline import load  # the fast path: parallel reads, DCT-scaled decode", "",

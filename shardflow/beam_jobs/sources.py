@@ -30,8 +30,8 @@ from apache_beam.io.filesystems import FileSystems
 from shardflow.beam_jobs import csv_labels
 from shardflow.beam_jobs.options import LAYOUTS, check_zip_encoding
 from shardflow.core.files import is_remote
-from shardflow.core.metadata import LabelsFile
 from shardflow.core.images import IMAGE_EXTENSIONS
+from shardflow.core.metadata import LabelsFile
 from shardflow.core.schema import UNLABELED
 
 SPLIT_FOLDERS = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}

@@ -96,7 +96,8 @@ def evaluate(run: str, data_dir: str, split: str = metadata.TEST) -> dict[str, f
     trained = run_info(run).get("multi_label", False)
     if info.multi_label != trained:
         kinds = {True: "multi-label", False: "single-label"}
-        raise ValueError(f"{data_dir} is {kinds[info.multi_label]}, the model was trained on a {kinds[trained]} dataset")
+        raise ValueError(f"{data_dir} is {kinds[info.multi_label]}, the model was trained on a {kinds[trained]} "
+                         "dataset")
     n = len(info.class_names)
     model.compile(loss=models.loss_for(n, info.multi_label), metrics=models.metrics_for(n, info.multi_label))
     with damaged_shards_named(data_dir):
@@ -149,7 +150,8 @@ def write_submission(predictions: Sequence[Prediction], path: str, class_names: 
         writer.writerow([id_column, *columns])
         for p in predictions:
             name = os.path.basename(p.path)
-            identifier = name if labels_file is not None and labels_file.ids_with_extension else os.path.splitext(name)[0]
+            with_extension = labels_file is not None and labels_file.ids_with_extension
+            identifier = name if with_extension else os.path.splitext(name)[0]
             if p.problem:
                 writer.writerow([identifier] + [""] * len(columns))
             elif len(columns) > 1:
