@@ -4,6 +4,7 @@ the card and `inspect`."""
 from __future__ import annotations
 
 import json
+import zipfile
 from collections import Counter
 
 import numpy as np
@@ -198,6 +199,17 @@ def test_cactus_from_the_cli(corpora, tmp_path, capsys):
     builder = tfds.builder_from_directory(str(out))
     assert builder.info.features["label"].names == ["0", "1"]
     assert verify(str(out)).ok
+
+
+def test_a_zip_as_kaggle_ships_it(corpora, tmp_path):
+    corpus = corpora["dog_breed"]
+    archive = tmp_path / "train.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(corpus.src.iterdir()):
+            zf.write(path, f"train/{path.name}")
+    out = tmp_path / "dogs"
+    assert convert_cli(archive, out, "--labels", corpus.labels_csv, "--label-column", "breed") == 0
+    assert {path: classes for path, (_, classes) in stored(out).items()} == corpus.labels
 
 
 def test_planet_reads_with_plain_tfds_as_multi_label(corpora, planet_out):

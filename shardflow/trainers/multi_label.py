@@ -13,6 +13,15 @@ import tensorflow as tf
 from shardflow.trainers.options import THRESHOLD
 
 
+def test_metrics(model: keras.Model, dataset: tf.data.Dataset | None, class_names: Sequence[str]) -> dict[str, Any]:
+    """metrics.json's multi-label entries: `test_auc` and `test_f1` (macro) and `test_per_class`, on the test split
+    (`dataset`; None: the dataset has none)."""
+    if dataset is None:
+        return {"test_auc": None, "test_f1": None, "test_per_class": None}
+    found = scores(model, dataset, class_names)
+    return {"test_auc": found["macro_auc"], "test_f1": found["macro_f1"], "test_per_class": found["classes"]}
+
+
 def scores(model: keras.Model, dataset: tf.data.Dataset, class_names: Sequence[str],
            threshold: float = THRESHOLD) -> dict[str, Any]:
     """`per_class` of the model's outputs on every batch of `dataset`."""

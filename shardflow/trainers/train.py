@@ -158,10 +158,9 @@ def _train(data_dir: str, out: str, options: TrainOptions) -> dict[str, Any]:
         "strategy": "MultiWorkerMirroredStrategy" if multi_worker else type(strategy).__name__, "replicas": strategy.num_replicas_in_sync,
         "params": model.count_params(), "seconds": round(time.time() - started, 1),
     }
-    if info.multi_label:  # accuracy is then per class at 0.5; these score each class
-        per_class = multi_label.scores(model, stream(evaluation, False), info.class_names) if evaluation else None
-        metrics.update(test_auc=per_class and per_class["macro_auc"], test_f1=per_class and per_class["macro_f1"],
-                       test_per_class=per_class and per_class["classes"])
+    if info.multi_label:  # accuracy is then per class at 0.5
+        metrics.update(multi_label.test_metrics(model, stream(evaluation, False) if evaluation else None,
+                                                info.class_names))
     _write_json(os.path.join(out, METRICS_FILE), metrics)
     return metrics
 
