@@ -24,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ star
 
 import shardflow  # noqa: E402  (after the environment is set)
 from shardflow.core import files, metadata, quiet  # noqa: E402
+from shardflow.core import labels as labels_lib  # noqa: E402
 from shardflow.core.messages import ShardflowWarning, did_you_mean, in_flags  # noqa: E402
 
 SUMMARY_MAX_CLASSES = 12  # more classes: the end-of-run summary gives their range per split
@@ -257,10 +258,15 @@ def _diff_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _predict_arguments(parser: argparse.ArgumentParser) -> None:
+    from shardflow.trainers.options import THRESHOLD
+
     parser.add_argument("run", help=RUN_HELP)
     parser.add_argument("paths", nargs="+", help="image files, folders of images, or dataset folders")
     parser.add_argument("--split", default=metadata.TEST, help="the split, when a path is a converted dataset")
-    parser.add_argument("--csv", help="write Kaggle's submission format (id,label) here")
+    parser.add_argument("--csv", help="write Kaggle's submission format here: id,label, or the shape of the CSV file "
+                                      "the dataset's labels came from (convert --labels)")
+    parser.add_argument("--threshold", type=float, default=THRESHOLD,
+                        help="multi-label: name the classes whose probability is above this")
 
 
 # -- what each subcommand runs ----------------------------------------------------------------------------------
@@ -392,8 +398,10 @@ def _train(args, _extra) -> None:
     metrics = train(args.data, args.out, from_arguments(args))
     rates = metrics["images_per_second"]
     wait = metrics["input_wait_fraction"]
-    scores = (f"test accuracy {metrics['test_accuracy']:.3f}, loss {metrics['test_loss']:.3f} "
-              f"({metrics['evaluated_on']} split)" if metrics["evaluated_on"] else "not evaluated (no test split)")
+    scores = (f"test accuracy {metrics['test_accuracy']:.3f}, loss {metrics['test_loss']:.3f}"
+              + (f", macro AUC {_score(metrics['test_auc'])}, macro F1 {metrics['test_f1']:.3f}" if "test_f1" in metrics
+                 else "") + f" ({metrics['evaluated_on']} split)" if metrics["evaluated_on"] else
+              "not evaluated (no test split)")
     print(f"{args.out}: {scores}, {metrics['epochs_run']} epochs in {metrics['seconds']:.0f} s; "
           f"last epoch {rates[-1]:.0f} images/s" + (f", {wait[-1]:.0%} of step time waiting for input" if wait else ""))
 
@@ -402,8 +410,9 @@ def _evaluate(args, _extra) -> None:
     from shardflow.trainers.predict import evaluate
 
     result = evaluate(args.run, args.data, args.split)
-    print(f"{args.split}: accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f} "
-          f"on {result['num_examples']} images")
+    print(f"{args.split}: accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}"
+          + (f", macro AUC {result['auc']:.4f}, macro F1 {result['f1']:.4f}" if "f1" in result else "")
+          + f" on {result['num_examples']} images")
 
 
 def _diff(args, _extra) -> int:
@@ -426,18 +435,22 @@ def _diff(args, _extra) -> int:
 
 
 def _predict(args, _extra) -> None:
-    from shardflow.trainers.predict import predict, run_preprocessing, write_submission
+    from shardflow.trainers.predict import predict, run_labels_file, run_preprocessing, write_submission
 
-    predictions = predict(args.run, args.paths, args.split)
+    predictions = predict(args.run, args.paths, args.split, args.threshold)
     unread = [p for p in predictions if p.problem]
     for prediction in predictions:
         print(prediction.sentence(), file=sys.stderr if prediction.problem else sys.stdout)
     if args.csv:
-        write_submission(predictions, args.csv, run_preprocessing(args.run).class_names)
+        write_submission(predictions, args.csv, run_preprocessing(args.run).class_names, run_labels_file(args.run))
         print(f"wrote {len(predictions)} predictions to {args.csv}"
               + (f" ({len(unread)} without a label: their files could not be read)" if unread else ""))
     if unread:
         print(f"{len(unread)} of {len(predictions)} inputs could not be read (listed above)", file=sys.stderr)
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _summary_text(info: metadata.DatasetInfo, out: str) -> str:
@@ -450,6 +463,8 @@ def _summary_text(info: metadata.DatasetInfo, out: str) -> str:
     ]
     if info.duplicates and (info.duplicates.near.groups or info.duplicates.removed):
         lines.append(f"  duplicates: {info.duplicates.sentence()}")
+    if info.labels_file:
+        lines.append(f"  {labels_lib.source_sentence(info.labels_file, info.multi_label)}")
     if info.debris:
         lines.append(f"  skipped {len(info.debris)} macOS/Windows system file(s) such as {info.debris[0]!r} "
                      f"(listed in {out}/{metadata.SHARDFLOW_INFO})")

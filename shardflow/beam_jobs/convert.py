@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import datetime
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -30,14 +31,16 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 import shardflow
-from shardflow.beam_jobs import duplicate_join, metadata_writer, reject_files, staged, stages
+from shardflow.beam_jobs import csv_labels, duplicate_join, metadata_writer, reject_files, staged, stages
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.beam_jobs.local_workers import WorkerDied, watched_workers
-from shardflow.beam_jobs.options import ConvertOptions, add_arguments, argument_names, from_arguments
+from shardflow.beam_jobs.options import (MULTI_LABEL_SPLIT_COUNTS, ConvertOptions, add_arguments, argument_names,
+                                         from_arguments)
 from shardflow.beam_jobs.out_lock import LOCK_NAME, OutputLock, OutputLocked
 from shardflow.beam_jobs.progress import ProgressDisplay, worker_logs_to
 from shardflow.beam_jobs.sources import SourceError, SourceListing, is_remote, list_source, stage_idx
 from shardflow.core import duplicates, metadata, record_index, schema
+from shardflow.core import labels as labels_lib
 from shardflow.core.images import ImageOptions
 from shardflow.core.messages import did_you_mean
 
@@ -92,7 +95,7 @@ def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptio
         | "ListInputs" >> beam.Create(tasks, reshuffle=False)
         | "ReadAndPrepare" >> stages.ReadAndPrepare(listing.class_names, image_options, fractions, staging,
                                                     local.progress if local else None, options.validation_from_train,
-                                                    options.keep_damaged_jpegs)
+                                                    options.keep_damaged_jpegs, listing.label_sets)
     )
     kept, removed = prepared.records, pipeline | "NoneRemoved" >> beam.Create([])
     if options.dedupe:
@@ -136,8 +139,10 @@ def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
         raise ConversionError(f"unknown option(s) {', '.join(unknown)}: neither a shardflow convert option nor a "
                               f"registered Beam pipeline option (see shardflow convert --help){_did_you_mean(unknown)}")
     listing = list_source(src, options.layout, unlabeled=options.unlabeled, class_names=options.class_names,
-                          zip_encoding=options.zip_encoding)
+                          zip_encoding=options.zip_encoding, labels=labels_spec(options))
     _check_split_options(listing, options)
+    if listing.multi_label and options.split_counts is not None:
+        raise ConversionError(MULTI_LABEL_SPLIT_COUNTS)
     if options.split_counts is not None and not options.split_counts_allow_fewer:
         _check_split_counts(_inputs_per_class(listing), options.split_counts, listing.class_names, "inputs")
     image_options = ImageOptions(
@@ -159,6 +164,8 @@ def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
         logger.info(f"{src}: {listing.num_inputs} inputs, layout {listing.layout}, classes {listing.class_names}"
                     + (f"; ignoring {len(listing.ignored)} file(s) beside the data: {', '.join(listing.ignored[:3])}"
                        if listing.ignored else ""))
+        if listing.labels_file:
+            logger.info(labels_lib.source_sentence(listing.labels_file, listing.multi_label))
         return _run_and_finalize(src, listing, options, image_options, name, out, beam_args, started, lock)
     except KeyboardInterrupt:
         raise ConversionInterrupted(f"interrupted; {out} is incomplete, rerun with --overwrite") from None
@@ -255,7 +262,7 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
     rejects = reject_files.merge(summary["reject_files"], listing.rejects,
                                  FileSystems.join(staging, metadata.REJECTS))
     damaged = _damaged_jpegs(summary)
-    groups = duplicate_groups(summary["duplicates"], listing.class_names)
+    groups = duplicate_groups(summary["duplicates"], listing.class_names, listing.label_sets)
     info = metadata.DatasetInfo(
         name=name,
         class_names=tuple(listing.class_names),
@@ -271,13 +278,15 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
         num_unselected=summary["unselected"],
         ignored=tuple(listing.ignored),
         debris=tuple(listing.debris),
-        splits=_splits(summary, listing.class_names),
+        splits=_splits(summary, listing.class_names, listing.label_sets),
         seconds=round(time.time() - started, 2),
         data_dir=out,
         card=options.card,
-        provenance=dataclasses.replace(provenance, source_fingerprint=summary["fingerprint"]),
+        provenance=dataclasses.replace(provenance, source_fingerprint=_fingerprint(summary, listing.labels_file)),
         duplicates=_duplicates(groups, options.dedupe, rejects.kinds[metadata.DUPLICATE]),
         damaged_jpegs=len(damaged),
+        multi_label=listing.multi_label,
+        labels_file=listing.labels_file,
     )
     if info.problems():
         raise ConversionError(f"{info.problems()[0]}; {out} is left incomplete")
@@ -302,6 +311,10 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
                         for name in moved], [FileSystems.join(out, name) for name in moved])
     with FileSystems.create(FileSystems.join(out, metadata.DAMAGED_JPEGS)) as f:
         f.write("".join(json.dumps(entry) + "\n" for entry in damaged).encode())
+    if listing.labels_file:
+        with FileSystems.create(FileSystems.join(out, metadata.LABELS_WITHOUT_IMAGES)) as f:
+            f.write("".join(json.dumps({"line": line, "id": identifier}) + "\n"
+                            for line, identifier in listing.without_images).encode())
     listed = listed_groups(groups)
     write_duplicates(out, listed)
     metadata_writer.write(out, info, rejects.kinds, listed)
@@ -309,26 +322,55 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
     return info
 
 
-def _splits(summary: dict[str, Any], class_names: Sequence[str]) -> dict[str, metadata.Split]:
-    """The summary's split statistics and shard descriptions as typed splits, in reading order."""
+def _splits(summary: dict[str, Any], class_names: Sequence[str],
+            label_sets: Sequence[tuple[int, ...]] | None = None) -> dict[str, metadata.Split]:
+    """The summary's split statistics and shard descriptions as typed splits, in reading order. With `label_sets`
+    (multi-label), the records counted per label set become records per class and their co-occurrence."""
     splits = {}
     for stats in summary["splits"]:
         shards = sorted((s for s in summary["shards"] if s["split"] == stats["split"]), key=lambda s: s["index"])
-        label_counts = {metadata.label_name(class_names, int(k)): v for k, v in stats["label_counts"].items()}
+        cooccurrence: tuple[tuple[int, ...], ...] = ()
+        if label_sets is None:
+            label_counts = {metadata.label_name(class_names, int(k)): v for k, v in stats["label_counts"].items()}
+        else:
+            cooccurrence = labels_lib.tally({int(k): v for k, v in stats["label_counts"].items()}, label_sets,
+                                            len(class_names))
+            label_counts = {name: cooccurrence[i][i] for i, name in enumerate(class_names)}
         splits[stats["split"]] = metadata.Split(
             name=stats["split"],
             shards=tuple(metadata.Shard(s["filename"], s["num_records"], s["num_bytes"], s["sha256"]) for s in shards),
             label_counts=label_counts, mean=tuple(stats["mean"]), std=tuple(stats["std"]),
             size_histogram=tuple(stats["size_histogram"]), width_range=tuple(stats["width_range"]),
-            height_range=tuple(stats["height_range"]), passthrough=stats["passthrough"])
+            height_range=tuple(stats["height_range"]), passthrough=stats["passthrough"], cooccurrence=cooccurrence)
     return {name: splits[name] for name in metadata.split_names(splits)}
 
 
-def duplicate_groups(found: dict[str, list[list[tuple[str, str, int]]]],
-                     class_names: Sequence[str]) -> dict[str, list[metadata.DuplicateGroup]]:
-    """The summary's groups of duplicates (per kind, lists of (path, split, label), by path) as typed groups."""
-    return {kind: [metadata.DuplicateGroup(kind, tuple(metadata.DuplicateMember(path, split, metadata.label_name(
-        class_names, label)) for path, split, label in group)) for group in groups] for kind, groups in found.items()}
+def labels_spec(options: ConvertOptions) -> csv_labels.LabelsSpec | None:
+    """What `--labels` and its options ask of the CSV file (None: labels from the layout)."""
+    if options.labels is None:
+        return None
+    return csv_labels.LabelsSpec(options.labels, options.id_column, options.label_columns, options.label_separator,
+                                 options.multi_label)
+
+
+def _fingerprint(summary: dict[str, Any], labels_file: metadata.LabelsFile | None) -> str:
+    """The source's fingerprint (the inputs' shares), and with --labels the CSV file's bytes: new labels, a new
+    source."""
+    if labels_file is None:
+        return summary["fingerprint"]
+    return hashlib.sha256(f"{summary['fingerprint']}:{labels_file.sha256}".encode()).hexdigest()
+
+
+def duplicate_groups(found: dict[str, list[list[tuple[str, str, int]]]], class_names: Sequence[str],
+                     label_sets: Sequence[tuple[int, ...]] | None = None) -> dict[str, list[metadata.DuplicateGroup]]:
+    """The summary's groups of duplicates (per kind, lists of (path, split, label), by path) as typed groups (with
+    `label_sets`, labels are label set ids)."""
+    def name(label: int) -> str:
+        return metadata.label_name(class_names, label if label_sets is None else label_sets[label])
+
+    return {kind: [metadata.DuplicateGroup(kind, tuple(metadata.DuplicateMember(path, split, name(label))
+                                                       for path, split, label in group)) for group in groups]
+            for kind, groups in found.items()}
 
 
 def listed_groups(groups: dict[str, list[metadata.DuplicateGroup]]) -> list[metadata.DuplicateGroup]:

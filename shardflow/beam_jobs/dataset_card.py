@@ -8,6 +8,7 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 
+from shardflow.core import labels as labels_lib
 from shardflow.core import metadata
 
 CARD = "README.md"
@@ -40,6 +41,7 @@ def markdown(info: metadata.DatasetInfo, reject_kinds: Counter[str],
         classes = ", ".join(f"{c} {n}" for c, n in split.label_counts.items())
         lines.append(f"| {name} | {split.num_examples} | {len(split.shards)} | {split.num_bytes / 2**20:.1f} | "
                      f"{classes} | {_numbers(split.mean)} | {_numbers(split.std)} |")
+    lines += _labels(info)
     lines += ["", f"![A few images of each class]({SAMPLES})"]
     lines += ["", "## Rejected inputs", ""]
     if reject_kinds:
@@ -64,6 +66,8 @@ def markdown(info: metadata.DatasetInfo, reject_kinds: Counter[str],
         lines += ["", "## Warnings", ""] + [f"- {warning}" for warning in info.warnings]
     lines += ["", "## Loading", "", "```python", "import tensorflow_datasets as tfds", "",
               'ds = tfds.builder_from_directory("THIS_FOLDER").as_dataset(split="train")',
+              *([f"# label: the indices of each image's classes; multi-hot: "
+                 f"tf.reduce_max(tf.one_hot(label, {len(info.class_names)}), axis=0)"] if info.multi_label else []),
               f'# or, with this folder at ROOT/{info.name}/{card.version}: '
               f'tfds.load("{info.name}:{card.version}", data_dir="ROOT")', "",
               "from shardflow.pipeline import load  # the fast path: parallel reads, DCT-scaled decode", "",
@@ -76,6 +80,25 @@ def markdown(info: metadata.DatasetInfo, reject_kinds: Counter[str],
                   f"`{metadata.SHARDFLOW_INFO}`. Options:", "", "```json",
                   json.dumps(made.options, indent=1, sort_keys=True), "```", ""]
     return "\n".join(lines)
+
+
+def _labels(info: metadata.DatasetInfo) -> list[str]:
+    """Where the labels came from (`--labels`) and, for a multi-label dataset, their frequencies and co-occurrence."""
+    if not (info.labels_file or info.multi_label):
+        return []
+    lines = ["", "## Labels", ""]
+    if info.labels_file:
+        lines += [labels_lib.source_sentence(info.labels_file, info.multi_label) + ".", ""]
+    if info.multi_label:
+        lines += ["Each image has any number of classes: `label` holds their indices (TFDS `Sequence(ClassLabel)`); "
+                  "`shardflow.pipeline.load` gives them as multi-hot float vectors. \"per class\" above counts the "
+                  "images with each class (label frequencies).", ""]
+        lines += [f"- {line}" for line in labels_lib.summary_lines(info)]
+        table = labels_lib.matrix_table(info)
+        if table:
+            lines += ["", "Co-occurrence over all splits (images with both classes; on the diagonal, with the class):",
+                      ""] + table
+    return lines
 
 
 def _named(title: str, groups: Sequence[metadata.DuplicateGroup]) -> list[str]:

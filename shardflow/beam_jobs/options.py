@@ -16,6 +16,8 @@ from shardflow.core.metadata import DatasetCard
 LAYOUTS = ("auto", "kaggle", "folders", "idx")
 CHANNELS = (1, 3)
 RUN_ONLY = ("workers", "overwrite")  # how a conversion runs, not what it makes (`--like` takes only these)
+MULTI_LABEL_SPLIT_COUNTS = ("`split_counts` takes exact records per class, which images of several classes each "
+                            "(multi-label) cannot give; use `splits` fractions (by a stable hash of the path)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +46,11 @@ class ConvertOptions:
     workers: int = 0  # 0: one per core
     overwrite: bool = False
     card: DatasetCard = DatasetCard()  # version, description, homepage, license, citation
+    labels: str | None = None  # a CSV file of image ids and their labels (`csv_labels`); None: from the layout
+    id_column: str | None = None  # with labels: its column of image ids (None: the one naming the source's files)
+    label_columns: tuple[str, ...] | None = None  # with labels: class names or tags, or one 0/1 column per class
+    label_separator: str | None = None  # with labels: between tags in one column ("none": no tags; None: detect)
+    multi_label: bool = False  # with labels: multi-hot labels even when every row names one class
 
     def __post_init__(self):
         """ValueError naming the first option out of range (by its parameter name, in backticks)."""
@@ -65,6 +72,7 @@ class ConvertOptions:
         if self.zip_encoding is not None:
             check_zip_encoding(self.zip_encoding)
         self._check_splits()
+        self._check_labels()
 
     def _check_splits(self) -> None:
         splits_lib.check_fractions(self.splits)
@@ -76,6 +84,23 @@ class ConvertOptions:
         if self.validation_from_train is not None and not 0 < self.validation_from_train < 1:
             raise ValueError(f"`validation_from_train` must be between 0 and 1 (exclusive), got "
                              f"{self.validation_from_train:g}")
+
+    def _check_labels(self) -> None:
+        """Refuse label options that cannot apply (never ignore them)."""
+        if self.labels is None:
+            given = [f"`{name}`" for name, value in (("id_column", self.id_column), ("label_columns", self.label_columns),
+                                                     ("label_separator", self.label_separator),
+                                                     ("multi_label", self.multi_label)) if value]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only with `labels` FILE.csv")
+            return
+        if self.unlabeled or self.layout != "auto":
+            raise ValueError(f"`labels` takes the labels from {self.labels}; drop "
+                             + ("`unlabeled`" if self.unlabeled else f"`layout` {self.layout}"))
+        if self.label_separator == "":
+            raise ValueError("`label_separator` is empty; give the text between tags, or none")
+        if self.multi_label and self.split_counts is not None:
+            raise ValueError(MULTI_LABEL_SPLIT_COUNTS)
 
     def recorded(self) -> dict[str, Any]:
         """These options as JSON values for a dataset's provenance (splits as text: their order matters)."""
@@ -89,6 +114,7 @@ class ConvertOptions:
         value = {f.name: recorded[f.name] for f in dataclasses.fields(cls) if f.name in recorded}
         value["card"] = DatasetCard(**value["card"])
         value["class_names"] = tuple(value["class_names"]) if value.get("class_names") else None
+        value["label_columns"] = tuple(value["label_columns"]) if value.get("label_columns") else None
         value["splits"] = splits_lib.parse_splits(value["splits"])
         value["split_counts"] = splits_lib.parse_split_counts(value["split_counts"]) if value["split_counts"] else None
         return cls(**value | given)
@@ -146,6 +172,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=defaults.workers,
                         help="local worker processes (0: one per core)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
+    labels = parser.add_argument_group(
+        "labels from a CSV file", "Kaggle's id,label (one class per image), id,tags (space- or |-separated) or "
+        "id,class1,class2,... (one 0/1 column per class); each option only where detection cannot tell")
+    labels.add_argument("--labels", metavar="FILE.csv",
+                        help="label the source's images by this CSV file of ids (a file's path or name, with or "
+                             f"without its extension): an image without a row is rejected, rows without an image "
+                             f"are listed in {metadata.LABELS_WITHOUT_IMAGES}")
+    labels.add_argument("--id-column", metavar="NAME", help="its column of image ids (default: the one naming files)")
+    labels.add_argument("--label-column", dest="label_columns", metavar="NAME[,NAME...]",
+                        help="its column of class names or tags, or its 0/1 columns, one per class (default: the "
+                             "only other column, or all others when each holds only 0 and 1)")
+    labels.add_argument("--label-separator", metavar="SEP",
+                        help="between tags in the label column, e.g. ' ' or '|'; none: each value is one class "
+                             "(default: '|' or ';' when a value holds one; a space in a column named tags or labels)")
+    labels.add_argument("--multi-label", action="store_true",
+                        help="multi-hot labels even when every row names one class (default: when some row "
+                             "names several)")
     card = parser.add_argument_group("dataset card", "what TFDS's DatasetInfo and OUT/README.md say")
     card.add_argument("--version", default=defaults.card.version,
                       help="MAJOR.MINOR.PATCH; with OUT at ROOT/NAME/VERSION, tfds.load('NAME:VERSION', data_dir=ROOT)")
@@ -163,6 +206,7 @@ def from_arguments(args: argparse.Namespace) -> ConvertOptions:
         "class_names": tuple(c.strip() for c in args.class_names.split(",")) if args.class_names else None,
         "splits": splits_lib.parse_splits(args.splits),
         "split_counts": splits_lib.parse_split_counts(args.split_counts) if args.split_counts else None,
+        "label_columns": tuple(c.strip() for c in args.label_columns.split(",")) if args.label_columns else None,
         "card": DatasetCard(**card | {"citation": _text_or_file(args.citation)}),
     })
 

@@ -27,9 +27,11 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from shardflow.beam_jobs import csv_labels
 from shardflow.beam_jobs.options import LAYOUTS, check_zip_encoding
 from shardflow.core.files import is_remote
 from shardflow.core.images import IMAGE_EXTENSIONS
+from shardflow.core.metadata import LabelsFile
 from shardflow.core.schema import UNLABELED
 
 SPLIT_FOLDERS = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
@@ -88,6 +90,13 @@ class SourceListing:
     default_channels: int = 3
     debris: list[str] = dataclasses.field(default_factory=list)  # OS and hidden files, skipped by rule
     warnings: list[str] = dataclasses.field(default_factory=list)  # likely mistakes in the source
+    label_sets: list[tuple[int, ...]] | None = None  # multi-label (`csv_labels`): label set id -> class indices
+    labels_file: LabelsFile | None = None  # --labels: where the labels came from
+    without_images: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # --labels: (line, id)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.label_sets is not None
 
     @property
     def num_inputs(self) -> int:
@@ -106,10 +115,12 @@ def list_source(
     unlabeled: bool = False,
     class_names: Sequence[str] | None = None,
     zip_encoding: str | None = None,
+    labels: csv_labels.LabelsSpec | None = None,
 ) -> SourceListing:
     """Detect the layout of `src` (a folder, .zip, .tar[.gz] or a folder of IDX files) and list its inputs.
 
-    `zip_encoding`: the legacy code page of a zip's names that are not marked UTF-8 (see `_zip_name`)."""
+    `zip_encoding`: the legacy code page of a zip's names that are not marked UTF-8 (see `_zip_name`); `labels`:
+    a CSV file that labels the files by id (layout "csv", see `csv_labels`)."""
     if layout not in LAYOUTS:
         raise SourceError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     if zip_encoding is not None:
@@ -132,6 +143,8 @@ def list_source(
         members, rejects, folders = (folder_files, [], []) if remote else _walk(src)
         top_names = [m for m in members if "/" not in m]
         if layout == "idx" or (layout == "auto" and _idx_pairs(src, top_names)):
+            if labels is not None:
+                raise SourceError(f"{src}: IDX files carry their own labels; --labels applies to image files")
             return _list_idx(src, top_names, class_names)
     if layout == "idx":
         raise SourceError(f"{src}: no IDX files (train-images-idx3-ubyte[.gz] + train-labels-idx1-ubyte[.gz])")
@@ -148,7 +161,7 @@ def list_source(
                           f"{'.zip' if src.lower().endswith('.zip') else 'tar'} file")
     else:
         raise SourceError(f"{src}: not a folder, a .zip or a .tar/.tar.gz/.tgz archive")
-    listing = _label(src, kind, members, layout, unlabeled, class_names, locations or {}, folders)
+    listing = _label(src, kind, members, layout, unlabeled, class_names, locations or {}, folders, labels)
     listing.rejects[:0] = rejects
     return listing
 
@@ -358,7 +371,7 @@ def _strip_wrapper(members: list[str]) -> tuple[str, list[str], list[str]]:
     return prefix, members, ignored
 
 
-def _label(src, kind, members, layout, unlabeled, class_names, locations, folders) -> SourceListing:
+def _label(src, kind, members, layout, unlabeled, class_names, locations, folders, labels=None) -> SourceListing:
     debris = sorted(m for m in members if _is_debris(m))
     members = [m for m in members if not _is_debris(m)]
     if not members:
@@ -376,7 +389,7 @@ def _label(src, kind, members, layout, unlabeled, class_names, locations, folder
     layouts_seen = set()
     for split, group in groups:
         inside = [r for r in relative if r.startswith(group)]
-        group_layout = layout if layout != "auto" else _detect(inside, group)
+        group_layout = "csv" if labels else layout if layout != "auto" else _detect(inside, group)
         layouts_seen.add(group_layout)
         for rel in inside:
             name = rel[len(group):]
@@ -388,7 +401,9 @@ def _label(src, kind, members, layout, unlabeled, class_names, locations, folder
                     )
                 ignored.append(rel)
                 continue
-            labeled.append((rel, prefix + rel, _class_of(name, group_layout, unlabeled), split))
+            labeled.append((rel, prefix + rel, None if labels else _class_of(name, group_layout, unlabeled), split))
+    if labels is not None:
+        return _label_by_csv(src, kind, labeled, labels, class_names, locations, ignored, debris)
     names = _class_names(src, labeled, unlabeled, class_names)
     warnings = _case_twins(names) + (_empty_class_folders(folders, members, prefix, groups)
                                      if "folders" in layouts_seen else [])
@@ -400,6 +415,22 @@ def _label(src, kind, members, layout, unlabeled, class_names, locations, folder
     detected = layouts_seen.pop() if len(layouts_seen) == 1 else "mixed"
     return SourceListing(detected, names, _tasks(kind, src, files), [], sorted(ignored), debris=debris,
                          warnings=warnings)
+
+
+def _label_by_csv(src, kind, labeled, labels, class_names, locations, ignored, debris) -> SourceListing:
+    """The listing of files labelled by a CSV file (`csv_labels.match`): files it names are inputs, images it does
+    not name (or gives no label) rejects, other files ignored."""
+    matched = csv_labels.match(labels, [rel for rel, _, _, _ in labeled], class_names)
+    files = [InputFile(path=rel, label=matched.labels[rel], split=split, member=locations.get(member, member))
+             for rel, member, _, split in labeled if rel in matched.labels]
+    rejects = sorted(matched.no_label.items())
+    ignored += [rel for rel, _, _, _ in labeled if rel not in matched.labels and rel not in matched.no_label]
+    if not files:
+        example = f", e.g. {rejects[0][0]!r}: {rejects[0][1]}" if rejects else ""
+        raise SourceError(f"{src}: {labels.path} gives none of its files a label{example}")
+    return SourceListing("csv", matched.class_names, _tasks(kind, src, files), rejects, sorted(ignored),
+                         debris=debris, warnings=_case_twins(matched.class_names), label_sets=matched.label_sets,
+                         labels_file=matched.source, without_images=matched.without_images)
 
 
 def _case_twins(names: list[str]) -> list[str]:

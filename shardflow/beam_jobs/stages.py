@@ -60,7 +60,8 @@ class PrepareRecords(beam.DoFn):
     bundle's spill file); the main output names each batch file as (split, path), the others list rejects and
     the damaged JPEGs kept (`keep_damaged_jpegs`; else they are rejects), both as (path, reason).
 
-    With `fractions` None (exact counts per class), the split is left to `take_counts` (key None)."""
+    With `fractions` None (exact counts per class), the split is left to `take_counts` (key None). With
+    `label_sets` (multi-label), an input's label is a label set id: its record holds that set's class indices."""
 
     REJECTS = "rejects"
     DAMAGED = "damaged"
@@ -69,14 +70,14 @@ class PrepareRecords(beam.DoFn):
 
     def __init__(self, class_names: list[str], image_options: ImageOptions, fractions: dict[str, float] | None,
                  staging: str, progress_dir: str | None, validation_from_train: float | None = None,
-                 keep_damaged_jpegs: bool = False):
+                 keep_damaged_jpegs: bool = False, label_sets: list[tuple[int, ...]] | None = None):
         self._class_names, self._options, self._fractions = class_names, image_options, fractions
         self._staging, self._progress_dir, self._keep_damaged = staging, progress_dir, keep_damaged_jpegs
-        self._validation_from_train = validation_from_train
+        self._validation_from_train, self._label_sets = validation_from_train, label_sets
 
     def setup(self):
         self._schema = schema.RecordSchema(tuple(self._class_names), self._options.channels,
-                                           self._options.image_format)
+                                           self._options.image_format, self._label_sets is not None)
         self._dtype = records.row_dtype(self._options.channels)
         self._progress = ProgressWriter(self._progress_dir)
         self._records = Metrics.counter(NAMESPACE, "records prepared")
@@ -106,7 +107,8 @@ class PrepareRecords(beam.DoFn):
                 Metrics.counter(NAMESPACE, f"rejected: {metadata.reject_kind(str(reason))}").inc()
                 yield beam.pvalue.TaggedOutput(self.REJECTS, (path, str(reason)))
                 continue
-            framed = frame(self._schema.serialize(prepared.data, item.label, item.path))
+            label = item.label if self._label_sets is None else self._label_sets[item.label]
+            framed = frame(self._schema.serialize(prepared.data, label, item.path))
             offset = self._append(framed)
             self._progress.add(rejected=False)
             self._records.inc()
@@ -314,10 +316,10 @@ class ReadAndPrepare(beam.PTransform):
 
     def __init__(self, class_names: list[str], image_options: ImageOptions, fractions: dict[str, float] | None,
                  staging: str, progress_dir: str | None = None, validation_from_train: float | None = None,
-                 keep_damaged_jpegs: bool = False):
+                 keep_damaged_jpegs: bool = False, label_sets: list[tuple[int, ...]] | None = None):
         super().__init__()
         self._prepare = PrepareRecords(class_names, image_options, fractions, staging, progress_dir,
-                                       validation_from_train, keep_damaged_jpegs)
+                                       validation_from_train, keep_damaged_jpegs, label_sets)
 
     def expand(self, tasks):
         return (tasks

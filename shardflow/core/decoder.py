@@ -115,8 +115,14 @@ def _within_budget(data: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.T
         return tf.identity(data)
 
 
+def multi_hot(indices: tf.Tensor, num_classes: int) -> tf.Tensor:
+    """Class indices [..., k] (padding -1: none) -> float32 multi-hot vectors [..., num_classes]."""
+    return tf.minimum(tf.reduce_sum(tf.one_hot(indices, num_classes, dtype=tf.float32), axis=-2), 1.0)
+
+
 class Fields(NamedTuple):
-    """A record's (or a batch's) fields: the stored image (`data`, plus `shape` for raw pixels), label, filename."""
+    """A record's (or a batch's) fields: the stored image (`data`, plus `shape` for raw pixels), label (a
+    multi-label record's class indices, a batch's padded with -1), filename."""
 
     data: tf.Tensor
     shape: tf.Tensor | None
@@ -137,6 +143,13 @@ class Decoder:
         parsed = tf.io.parse_example(serialized, self._spec)
         image = {key.removeprefix(schema.IMAGE).lstrip("/") or "value": parsed[key] for key in self.schema.image_keys}
         return Fields(image["value"], image.get("shape"), parsed[schema.LABEL], parsed[schema.FILENAME])
+
+    def targets(self, label: tf.Tensor) -> tf.Tensor:
+        """What a model learns from a record's (or a batch's) `Fields.label`: the int64 class index, or for a
+        multi-label dataset the float32 multi-hot vector of its classes."""
+        if not self.schema.multi_label:
+            return label
+        return multi_hot(label, len(self.schema.class_names))
 
     def image(self, data: tf.Tensor, shape: tf.Tensor | None, target: tuple[int, int] | None = None,
               crop_to_aspect_ratio: bool = False) -> tf.Tensor:

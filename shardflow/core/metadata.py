@@ -21,6 +21,7 @@ SHARDFLOW_INFO = "shardflow.json"
 REJECTS = "rejects.jsonl"
 DAMAGED_JPEGS = "damaged_jpegs.jsonl"  # records kept by --keep-damaged-jpegs: path, split, shard, record, warning
 DUPLICATES = "duplicates.jsonl"
+LABELS_WITHOUT_IMAGES = "labels_without_images.jsonl"  # rows of `convert --labels FILE.csv` naming no file: line, id
 STAGING = ".shardflow-staging"
 FORMAT_VERSION = 1
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
@@ -29,6 +30,8 @@ SIZE_BINS = (64, 128, 256, 512, 1024, 2048)  # histogram of the longer side: <64
 DUPLICATE = "duplicate"
 DUPLICATE_OF = f"{DUPLICATE} of "  # the reason rejects.jsonl gives what --dedupe removed: "duplicate of PATH"
 UNLABELED_CLASS = "unlabeled"  # the class name of records without a label (label -1)
+NO_LABELS = "(no labels)"  # what a multi-label record with no class is called
+LABEL_SET_SEPARATOR = "|"  # between the class names of a multi-label record (`label_name`)
 NAMED_GROUPS = 10  # groups of duplicates that inspect and the card name (all of them are in duplicates.jsonl)
 
 
@@ -57,6 +60,8 @@ class Split:
     width_range: tuple[int, int]
     height_range: tuple[int, int]
     passthrough: int  # records whose bytes are the source file's
+    # multi-label: [i][j] records with classes i and j ([i][i]: with class i, as label_counts); else empty
+    cooccurrence: tuple[tuple[int, ...], ...] = ()
 
     @property
     def num_examples(self) -> int:
@@ -88,6 +93,20 @@ class Provenance:
     runner: str
     options: dict[str, Any]  # every option that shaped the records
     source_fingerprint: str = ""  # SHA-256 based: the inputs' paths, sizes and contents (same source, same value)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelsFile:
+    """Where a dataset's labels came from: `shardflow convert --labels FILE.csv`."""
+
+    path: str  # FILE.csv as given
+    id_column: str
+    label_columns: tuple[str, ...]  # the one column of class names (or tags), or one 0/1 column per class
+    separator: str | None  # between the tags of the one label column; None: each value is one class
+    rows: int
+    without_images: int  # rows naming no file of the source, listed in LABELS_WITHOUT_IMAGES
+    ids_with_extension: bool  # its ids name files with their extension (cactus.jpg, not cactus)
+    sha256: str  # of the file's bytes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,8 +221,12 @@ def named_groups(groups: Sequence[DuplicateGroup], quote: str = "", listed_in: s
         [f"... and {more} more (all in {quote}{listed_in}{quote})"] if more > 0 else [])
 
 
-def label_name(class_names: Sequence[str], label: int) -> str:
-    """A record's class name from its label (UNLABELED_CLASS for -1)."""
+def label_name(class_names: Sequence[str], label: int | Iterable[int]) -> str:
+    """A record's class name from its label (UNLABELED_CLASS for -1); for a multi-label record (its class indices,
+    padding -1 ignored) their names joined by LABEL_SET_SEPARATOR, or NO_LABELS."""
+    if isinstance(label, Iterable):
+        names = [class_names[i] for i in label if i >= 0]
+        return LABEL_SET_SEPARATOR.join(names) if names else NO_LABELS
     return class_names[label] if label >= 0 else UNLABELED_CLASS
 
 
@@ -235,6 +258,8 @@ class DatasetInfo:
     debris: tuple[str, ...] = ()  # macOS/Windows system files (._*, .DS_Store, Thumbs.db, ...), skipped by rule
     warnings: tuple[str, ...] = ()  # what the conversion warned about (case-twin classes, short splits, ...)
     damaged_jpegs: int = 0  # records of JPEGs libjpeg decodes only with a warning (--keep-damaged-jpegs)
+    multi_label: bool = False  # each record holds a set of classes (`schema.RecordSchema.multi_label`)
+    labels_file: LabelsFile | None = None  # `convert --labels FILE.csv`: where the labels came from
     card: DatasetCard = DatasetCard()
     provenance: Provenance | None = None  # None: converted by a shardflow before 0.2
     duplicates: Duplicates | None = None  # None: converted by a shardflow that did not look for duplicates
@@ -247,7 +272,7 @@ class DatasetInfo:
 
     @property
     def schema(self) -> schema.RecordSchema:
-        return schema.RecordSchema(self.class_names, self.channels, self.image_format)
+        return schema.RecordSchema(self.class_names, self.channels, self.image_format, self.multi_label)
 
     @property
     def image_options(self) -> ImageOptions:
@@ -296,14 +321,16 @@ class DatasetInfo:
         """The inverse of `to_json`; the counts it derives must equal those written beside them."""
         value = json.loads(text)
         splits = {name: _typed(Split, value["splits"][name], name=name,
-                               shards=tuple(_typed(Shard, s) for s in value["splits"][name]["shards"]))
+                               shards=tuple(_typed(Shard, s) for s in value["splits"][name]["shards"]),
+                               cooccurrence=tuple(map(tuple, value["splits"][name].get("cooccurrence", []))))
                   for name in split_names(value["splits"])}
         provenance = _typed(Provenance, value["provenance"]) if value.get("provenance") else None
         found = value.get("duplicates")
         duplicates = _typed(Duplicates, found, exact=_typed(DuplicateCounts, found["exact"]),
                             near=_typed(DuplicateCounts, found["near"])) if found else None
+        labels_file = _typed(LabelsFile, value["labels_file"]) if value.get("labels_file") else None
         info = _typed(cls, value, splits=splits, data_dir=data_dir, card=_typed(DatasetCard, value.get("card", {})),
-                      provenance=provenance, duplicates=duplicates)
+                      provenance=provenance, duplicates=duplicates, labels_file=labels_file)
         written = [("num_records", value.get("num_records"), info.num_records)] + [
             (f"{name} {key}", value["splits"][name].get(key), getattr(split, key))
             for name, split in splits.items() for key in ("num_examples", "num_bytes")]

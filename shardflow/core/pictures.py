@@ -29,8 +29,9 @@ Opener = Callable[[str], IO[bytes]]  # opens a shard by path: the reader's `file
 
 
 def class_samples(info: metadata.DatasetInfo, records: Iterable[bytes], per_class: int = 4) -> bytes:
-    """PNG bytes: a row of `per_class` images for each class (the first `SAMPLE_CLASSES`), the first found among
-    `records` (serialized records of the dataset), reading at most `SAMPLE_SCAN` of them.
+    """PNG bytes: a row of `per_class` images for each class (the first `SAMPLE_CLASSES`; a multi-label record in
+    the row of each of its classes), the first found among `records` (serialized records of the dataset), reading
+    at most `SAMPLE_SCAN` of them.
 
     Parsed with NumPy and decoded with Pillow: no TensorFlow import (seconds) in the conversion's launcher.
     """
@@ -39,9 +40,13 @@ def class_samples(info: metadata.DatasetInfo, records: Iterable[bytes], per_clas
     found: dict[int, list[np.ndarray]] = {label: [] for label in range(len(names))}
     for record in itertools.islice(records, SAMPLE_SCAN):
         example = parser.parse_example(record)
-        kept = found.get(example[schema.LABEL] if info.class_names else 0)  # unlabeled records: label -1
-        if kept is not None and len(kept) < per_class:
-            kept.append(_thumbnail(info, example[schema.IMAGE]))
+        label = example[schema.LABEL]  # a multi-label record's classes: each row may show it
+        classes = [int(i) for i in label] if info.multi_label else [int(label) if info.class_names else 0]
+        rows = [found[i] for i in classes if i in found and len(found[i]) < per_class]  # unlabeled: label -1
+        if rows:
+            thumbnail = _thumbnail(info, example[schema.IMAGE])
+            for kept in rows:
+                kept.append(thumbnail)
             if all(len(kept) == per_class for kept in found.values()):
                 break
     return figures.image_grid([(name, found[label]) for label, name in enumerate(names) if found[label]],

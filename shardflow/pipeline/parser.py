@@ -15,7 +15,8 @@ from shardflow.pipeline.resize import resize
 
 class Parser:
     """Records of one dataset -> uint8 [H, W, C] images of `size` (stretched like Keras, or centre-cropped to its
-    aspect ratio first), with their labels or filenames. Images stored at `size` are only decoded."""
+    aspect ratio first), with their labels (multi-hot for a multi-label dataset: `Decoder.targets`) or filenames.
+    Images stored at `size` are only decoded."""
 
     def __init__(self, decoder: Decoder, size: tuple[int, int], crop_to_aspect_ratio: bool = False):
         self.decoder, self.size, self.crop = decoder, size, crop_to_aspect_ratio
@@ -33,7 +34,7 @@ class Parser:
     def parse_record(self, serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """One record -> (image, label), no augmentation (what `load(cache=...)` keeps)."""
         fields = self.decoder.parse(serialized)
-        return self.image(fields.data, fields.shape), fields.label
+        return self.image(fields.data, fields.shape), self.decoder.targets(fields.label)
 
     def parse_batch(self, serialized: tf.Tensor, augment: dict[str, Any] | None = None, key: tf.Tensor | None = None,
                     with_filenames: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
@@ -50,4 +51,4 @@ class Parser:
 
         images = tf.map_fn(one, (fields.data, shapes, keys), fn_output_signature=tf.TensorSpec(
             [*self.size, self.decoder.schema.channels], tf.uint8), parallel_iterations=16)
-        return images, fields.filename if with_filenames else fields.label
+        return images, fields.filename if with_filenames else self.decoder.targets(fields.label)

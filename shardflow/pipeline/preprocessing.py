@@ -45,15 +45,16 @@ class Preprocessing:
     image: ImageOptions
     image_size: tuple[int, int]
     crop_to_aspect_ratio: bool = False
+    multi_label: bool = False  # the dataset's records hold sets of classes (`schema.RecordSchema.multi_label`)
 
     @classmethod
     def of_dataset(cls, info: metadata.DatasetInfo, image_size: tuple[int, int],
                    crop_to_aspect_ratio: bool = False) -> Preprocessing:
-        return cls(info.class_names, info.image_options, tuple(image_size), crop_to_aspect_ratio)
+        return cls(info.class_names, info.image_options, tuple(image_size), crop_to_aspect_ratio, info.multi_label)
 
     @property
     def schema(self) -> schema.RecordSchema:
-        return schema.RecordSchema(self.class_names, self.image.channels, self.image.image_format)
+        return schema.RecordSchema(self.class_names, self.image.channels, self.image.image_format, self.multi_label)
 
     @functools.cached_property
     def parser(self) -> Parser:
@@ -63,7 +64,8 @@ class Preprocessing:
 
     def record(self, encoded: bytes, filename: str = "") -> bytes:
         """An image file as the record the conversion would have made of it; raises `Rejected`."""
-        return self.schema.serialize(prepare(encoded, self.image).data, schema.UNLABELED, filename)
+        label = () if self.multi_label else schema.UNLABELED
+        return self.schema.serialize(prepare(encoded, self.image).data, label, filename)
 
     def images(self, encoded: Sequence[bytes]) -> ImageBatch:
         """Image files (their bytes) -> the model's uint8 input, exactly as training saw such images."""
@@ -90,7 +92,7 @@ class Preprocessing:
     def from_json(cls, text: str) -> Preprocessing:
         value: dict[str, Any] = json.loads(text)
         return cls(tuple(value["class_names"]), ImageOptions(**value["image"]), tuple(value["image_size"]),
-                   value["crop_to_aspect_ratio"])
+                   value["crop_to_aspect_ratio"], value.get("multi_label", False))
 
     @classmethod
     def read(cls, path: str) -> Preprocessing:

@@ -47,7 +47,8 @@ def load(
     backend: str = "tf",
     holdout: Holdout | None = None,
 ) -> tf.data.Dataset:
-    """`(images, labels)` batches of one split: images uint8 [B, H, W, C], labels int64 [B].
+    """`(images, labels)` batches of one split: images uint8 [B, H, W, C], labels int64 [B] (class indices), or
+    for a multi-label dataset (`convert --labels` with several classes per image) float32 [B, classes] (multi-hot).
 
     Args:
       data_dir: a folder written by `shardflow convert`.
@@ -69,7 +70,7 @@ def load(
       data_service: "grpc://host:port" of a `shardflow serve-data` dispatcher to decode on its workers.
       backend: "tf" (tf.data), or "dali" to read and decode with NVIDIA DALI: on the GPU when TensorFlow sees one
         (nvJPEG), else in DALI's CPU mode (slower than "tf"); see `shardflow.pipeline.dali`. Not with `cache`,
-        `take`, `data_service` or `holdout`; `augment`'s fill_mode "nearest" or "constant".
+        `take`, `data_service`, `holdout` or a multi-label dataset; `augment`'s fill_mode "nearest" or "constant".
       holdout: only a deterministic part of the split: `Holdout(0.1)` the 10% held out by a stable hash of each
         image's path (validation), `Holdout(0.1).rest()` the other 90% (training). The number of batches is then
         not known in advance.
@@ -90,6 +91,8 @@ def read(data_dir: str, split: str, config: ReadConfig) -> tf.data.Dataset:
     size = _image_size(info, config.image_size)
     shards = checked_shards(info, split)
     if config.backend == "dali":
+        if info.multi_label:
+            raise ValueError("`backend` 'dali' does not support multi-label datasets")
         from shardflow.pipeline import dali
 
         return dali.load(info, split, shards, size, config)

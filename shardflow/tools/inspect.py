@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 
 from shardflow.core import files, metadata
+from shardflow.core import labels as labels_lib
 
 
 def inspect_json(info: metadata.DatasetInfo) -> dict:
@@ -26,6 +27,9 @@ def inspect_text(info: metadata.DatasetInfo, groups: Sequence[metadata.Duplicate
            if info.damaged_jpegs else ""),
         "  duplicates: " + (info.duplicates.sentence() if info.duplicates else "not looked for (an older shardflow)"),
     ]
+    about_labels = ([labels_lib.source_sentence(info.labels_file, info.multi_label)] if info.labels_file else []) \
+        + labels_lib.summary_lines(info)
+    lines[2:2] = [f"  {line}" for line in about_labels]  # after the classes
     listed_in = files.join(info.data_dir, metadata.DUPLICATES)
     for title, named in (("leaks", [g for g in groups if g.leak]),
                          ("labels differ", [g for g in groups if g.labels_differ])):
@@ -37,7 +41,8 @@ def inspect_text(info: metadata.DatasetInfo, groups: Sequence[metadata.Duplicate
     for name, split in info.splits.items():
         mb = split.num_bytes / 2**20
         lines.append(f"\n  {name}: {split.num_examples} records, {len(split.shards)} shard(s), {mb:.1f} MB")
-        lines.append("    per class: " + ", ".join(f"{c} {n}" for c, n in split.label_counts.items()))
+        lines.append(f"    per class{' (images with it)' if info.multi_label else ''}: "
+                     + ", ".join(f"{c} {n}" for c, n in split.label_counts.items()))
         lines.append("    mean: " + " ".join(f"{v:.1f}" for v in split.mean)
                      + "   std: " + " ".join(f"{v:.1f}" for v in split.std))
         peak = max(split.size_histogram) or 1

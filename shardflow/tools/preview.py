@@ -36,7 +36,7 @@ def preview_grid(data_dir: str, out: str, *, split: str = metadata.TRAIN, augmen
         columns += [augment_lib.augment_batch(batch, params, key).numpy() for key in keys]
     rows = []
     for row, label in enumerate(labels.numpy()):
-        name = info.class_names[label] if 0 <= label < len(info.class_names) else metadata.UNLABELED_CLASS
+        name = metadata.label_name(info.class_names, label.nonzero()[0] if info.multi_label else label)
         rows.append((name + ("  (original, then augmented)" if params and row == 0 else ""),
                      [column[row] for column in columns]))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

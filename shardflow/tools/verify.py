@@ -124,8 +124,10 @@ class _RecordCheck:
         for i, (label, filename) in enumerate(zip(labels.numpy().tolist(), filenames.numpy().tolist())):
             filename = filename.decode("utf-8", "backslashreplace")
             warning = jpeg_warning(data[i]) if self._jpeg else None
-            if not (label == schema.UNLABELED or 0 <= label < self._classes):
-                results.append((f"label {label} out of range", filename))
+            wrong = [value for value in (label if isinstance(label, list) else [label])  # (multi-label: a list)
+                     if not (value == schema.UNLABELED or 0 <= value < self._classes)]
+            if wrong:
+                results.append((f"label {wrong[0]} out of range", filename))
             elif warning and warning != listed[i]:
                 also = "" if listed[i] is None else (f" (listed in {metadata.DAMAGED_JPEGS} with another warning: "
                                                      f"{listed[i]})")

@@ -2,7 +2,8 @@
 
 `build(name, input_shape, num_classes)` returns the model, `normalization_for(name)` the input scaling it
 expects (the names, bases and the tutorials' optimizers are in `shardflow.trainers.options`).
-Two classes get one sigmoid unit (binary crossentropy), more get a softmax.
+Two classes get one sigmoid unit (binary crossentropy), more get a softmax; a multi-label dataset
+(`multi_label=True`) one sigmoid unit per class (binary crossentropy, per class), scored by `metrics_for`.
 """
 from __future__ import annotations
 
@@ -16,14 +17,26 @@ from keras import layers
 from shardflow.trainers.options import BASES, FEATURES, MODELS, ON_A_BASE
 
 
-def output_layer(num_classes: int) -> layers.Dense:
+def output_layer(num_classes: int, multi_label: bool = False) -> layers.Dense:
     if num_classes < 2:
         raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
+    if multi_label:
+        return layers.Dense(num_classes, activation="sigmoid")
     return layers.Dense(1, activation="sigmoid") if num_classes == 2 else layers.Dense(num_classes, activation="softmax")
 
 
-def loss_for(num_classes: int) -> str:
-    return "binary_crossentropy" if num_classes == 2 else "sparse_categorical_crossentropy"
+def loss_for(num_classes: int, multi_label: bool = False) -> str:
+    return "binary_crossentropy" if num_classes == 2 or multi_label else "sparse_categorical_crossentropy"
+
+
+def metrics_for(num_classes: int, multi_label: bool = False) -> list[str | keras.metrics.Metric]:
+    """What training reports: accuracy; for multi-label, the per-class accuracy at 0.5 (as "accuracy"), the
+    macro-averaged ROC AUC ("auc") and the macro-averaged F1 score at 0.5 ("f1")."""
+    if not multi_label:
+        return ["accuracy"]
+    return [keras.metrics.BinaryAccuracy(name="accuracy"),
+            keras.metrics.AUC(multi_label=True, num_labels=num_classes, name="auc"),
+            keras.metrics.F1Score(average="macro", threshold=0.5, name="f1")]
 
 
 def normalization_for(name: str, base: str = "vgg16") -> str:
@@ -34,8 +47,8 @@ def normalization_for(name: str, base: str = "vgg16") -> str:
 
 
 def build(name: str, input_shape: tuple[int, int, int], num_classes: int, *, base: str = "vgg16",
-          weights: str | None = None, unfreeze: int = 3) -> keras.Model:
-    """The bare architecture `name` for images of `input_shape`.
+          weights: str | None = None, unfreeze: int = 3, multi_label: bool = False) -> keras.Model:
+    """The bare architecture `name` for images of `input_shape` (`multi_label`: a sigmoid unit per class).
 
     Example:
       >>> build("small_convnet", (150, 150, 3), 2).count_params()
@@ -47,13 +60,13 @@ def build(name: str, input_shape: tuple[int, int, int], num_classes: int, *, bas
         raise ValueError("the 'features' model trains on extracted features: use features_head() "
                          "on the output of feature_extractor()")
     if name in ON_A_BASE:
-        model = transfer(input_shape, num_classes, base=base, weights=weights)
+        model = transfer(input_shape, num_classes, base=base, weights=weights, multi_label=multi_label)
         if name == "fine_tune":
             unfreeze_top(model, unfreeze)
         return model
     inputs = keras.Input(input_shape)
     try:
-        return keras.Model(inputs, _CONVNETS[name](inputs, num_classes), name=name)
+        return keras.Model(inputs, _CONVNETS[name](inputs, num_classes, multi_label), name=name)
     except ValueError as error:
         if "output size would be zero or negative" not in str(error):
             raise
@@ -74,26 +87,26 @@ def minimum_image_size(name: str) -> int:
     raise ValueError(f"{name}: no input size up to 1024 fits")
 
 
-def _small_convnet(x, num_classes):
+def _small_convnet(x, num_classes, multi_label=False):
     for filters in (16, 32, 64):
         x = layers.Conv2D(filters, 3, activation="relu")(x)
         x = layers.MaxPooling2D(2)(x)
     x = layers.Flatten()(x)
     x = layers.Dense(512, activation="relu")(x)
-    return output_layer(num_classes)(x)
+    return output_layer(num_classes, multi_label)(x)
 
 
-def _book_convnet(x, num_classes):
+def _book_convnet(x, num_classes, multi_label=False):
     for filters in (32, 64, 128, 128):
         x = layers.Conv2D(filters, 3, activation="relu")(x)
         x = layers.MaxPooling2D(2)(x)
     x = layers.Flatten()(x)
     x = layers.Dropout(0.5)(x)
     x = layers.Dense(512, activation="relu")(x)
-    return output_layer(num_classes)(x)
+    return output_layer(num_classes, multi_label)(x)
 
 
-def _mnist_convnet(x, num_classes):
+def _mnist_convnet(x, num_classes, multi_label=False):
     x = layers.Conv2D(32, 3, activation="relu")(x)
     x = layers.MaxPooling2D(2)(x)
     x = layers.Conv2D(64, 3, activation="relu")(x)
@@ -101,10 +114,10 @@ def _mnist_convnet(x, num_classes):
     x = layers.Conv2D(64, 3, activation="relu")(x)
     x = layers.Flatten()(x)
     x = layers.Dense(64, activation="relu")(x)
-    return output_layer(num_classes)(x)
+    return output_layer(num_classes, multi_label)(x)
 
 
-def _fashion_cnn(x, num_classes):
+def _fashion_cnn(x, num_classes, multi_label=False):
     x = layers.Conv2D(32, 3, padding="same", activation="relu")(x)
     x = layers.MaxPooling2D(2)(x)
     x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)
@@ -112,7 +125,7 @@ def _fashion_cnn(x, num_classes):
     x = layers.Flatten()(x)
     x = layers.Dense(100, activation="relu")(x)
     x = layers.Dropout(0.4)(x)
-    return output_layer(num_classes)(x)
+    return output_layer(num_classes, multi_label)(x)
 
 
 _CONVNETS: dict[str, Callable] = {
@@ -145,13 +158,13 @@ def base_model(base: str, input_shape: tuple[int, int, int], weights: str | None
 
 
 def transfer(input_shape: tuple[int, int, int], num_classes: int, *, base: str = "vgg16",
-             weights: str | None = None) -> keras.Model:
+             weights: str | None = None, multi_label: bool = False) -> keras.Model:
     """Frozen base + GlobalAveragePooling2D + Dense output (the tfds cats_vs_dogs / tf_flowers tutorial)."""
     inputs = keras.Input(input_shape)
     convolutional = base_model(base, input_shape, weights)
     x = convolutional(inputs, training=False)  # keeps BatchNormalization in inference mode when fine-tuning
     x = layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, output_layer(num_classes)(x), name=f"transfer_{base}")
+    return keras.Model(inputs, output_layer(num_classes, multi_label)(x), name=f"transfer_{base}")
 
 
 def unfreeze_top(model: keras.Model, layers_to_unfreeze: int) -> None:
@@ -169,10 +182,10 @@ def feature_extractor(base: str, input_shape: tuple[int, int, int], weights: str
     return base_model(base, input_shape, weights)
 
 
-def features_head(feature_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+def features_head(feature_shape: tuple[int, ...], num_classes: int, multi_label: bool = False) -> keras.Model:
     """Dense 256 + Dropout 0.5 + output on flattened features (Deep Learning with Python, 5.3.1)."""
     inputs = keras.Input(feature_shape)
     x = layers.Flatten()(inputs)
     x = layers.Dense(256, activation="relu")(x)
     x = layers.Dropout(0.5)(x)
-    return keras.Model(inputs, output_layer(num_classes)(x), name="features_head")
+    return keras.Model(inputs, output_layer(num_classes, multi_label)(x), name="features_head")

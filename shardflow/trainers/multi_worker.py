@@ -24,10 +24,10 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 class MultiWorkerLoop:
     """fit/evaluate for a compiled model built in `strategy.scope()`; metrics are global (all workers)."""
 
-    def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy, loss: str):
-        self.model, self.strategy = model, strategy
+    def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy, loss: str, multi_label: bool = False):
+        self.model, self.strategy, self.multi_label = model, strategy, multi_label
         self.loss = keras.losses.get({"class_name": loss, "config": {"reduction": None}})
-        self.binary = loss == "binary_crossentropy"
+        self.binary = loss == "binary_crossentropy" and not multi_label
         self._train_step = tf.function(self._replicated(self._train))
         self._test_step = tf.function(self._replicated(self._test))
 
@@ -89,8 +89,13 @@ class MultiWorkerLoop:
         return run
 
     def _sums(self, labels, predictions):
-        """(summed loss, correct predictions, examples) of one replica's batch."""
+        """(summed loss, correct predictions, examples) of one replica's batch; multi-label: each image's share of
+        its classes predicted right at 0.5 (Keras' binary accuracy)."""
         predictions = tf.cast(predictions, tf.float32)
+        if self.multi_label:
+            losses = self.loss(labels, predictions)
+            correct = tf.reduce_mean(tf.cast(tf.equal(tf.cast(predictions > 0.5, tf.float32), labels), tf.float32), -1)
+            return tf.reduce_sum(losses), tf.reduce_sum(correct), tf.cast(tf.shape(labels)[0], tf.float32)
         losses = self.loss(tf.reshape(tf.cast(labels, tf.float32), [-1, 1]) if self.binary else labels, predictions)
         if self.binary:
             correct = tf.equal(tf.cast(predictions[:, 0] > 0.5, tf.int64), tf.cast(labels, tf.int64))

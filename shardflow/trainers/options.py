@@ -31,6 +31,7 @@ BATCH_SIZE = 32
 VALIDATION_SPLIT = 0.1  # of train, held out for validation when a dataset has no validation split (`Holdout`)
 AUGMENT_PLACES = ("auto", "model", "pipeline")  # of resize + augmentation; auto: the model with a GPU, else the CPU
 IMAGE_SIZE_RANGE = (8, 4096)  # pixels per side a run takes
+THRESHOLD = 0.5  # multi-label: a class is predicted when its sigmoid output is above this (F1, predict's tags)
 
 
 @dataclasses.dataclass(frozen=True)

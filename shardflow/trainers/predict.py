@@ -2,7 +2,9 @@
 
 Files go through the run's `Preprocessing` (the conversion's preparation with the dataset's options, then the
 reader's parse + decode + resize), so a file and its record give the same probabilities. A file that cannot be
-read is reported with its reason; the others are predicted.
+read is reported with its reason; the others are predicted. A multi-label model's predictions name every class
+above a threshold (`tags`); `write_submission` writes them in the shape of the CSV file the dataset's labels came
+from (`convert --labels`), which is the shape Kaggle expects back.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from shardflow.core.shards import stored_records
 from shardflow.pipeline import Preprocessing, damaged_shards_named, load  # (registers Augment, Normalize)
 from shardflow.pipeline import preprocessing as preprocessing_lib
 from shardflow.trainers import models
+from shardflow.trainers.options import THRESHOLD
 from shardflow.trainers.train import MODEL_FILE, RUN_FILE
 
 BATCH_SIZE = 64
@@ -33,8 +36,9 @@ class Prediction:
 
     path: str
     probabilities: list[float] | None  # per class
-    class_name: str | None
+    class_name: str | None  # the most probable class
     problem: str | None = None
+    tags: tuple[str, ...] | None = None  # multi-label: the classes above the threshold, most probable first
 
     @property
     def confidence(self) -> float:
@@ -43,6 +47,9 @@ class Prediction:
     def sentence(self) -> str:
         if self.problem:
             return f"{self.path}: not predicted: {self.problem}"
+        if self.tags is not None:
+            return f"{self.path}: " + (", ".join(self.tags) if self.tags else "no class") + \
+                f" (most probable: {self.class_name} {self.confidence:.0%})"
         return f"{self.path}: this image is {self.confidence:.0%} {self.class_name}"
 
 
@@ -66,6 +73,12 @@ def run_preprocessing(run: str) -> Preprocessing:
     return Preprocessing.of_dataset(metadata.read(info["data_dir"]), (size, size))
 
 
+def run_labels_file(run: str) -> metadata.LabelsFile | None:
+    """The CSV file the labels of a run's dataset came from (`convert --labels`), as its run.json records it."""
+    found = run_info(run).get("labels_file")
+    return None if found is None else metadata.LabelsFile(**found | {"label_columns": tuple(found["label_columns"])})
+
+
 def load_run(run: str) -> tuple[keras.Model, Preprocessing]:
     """The best model of a run folder, and the preprocessing it expects."""
     preprocessing = run_preprocessing(run)
@@ -73,25 +86,38 @@ def load_run(run: str) -> tuple[keras.Model, Preprocessing]:
 
 
 def evaluate(run: str, data_dir: str, split: str = metadata.TEST) -> dict[str, float]:
-    """Loss and accuracy of a run's model on a split of a converted dataset."""
+    """Loss and accuracy of a run's model on a split of a converted dataset (multi-label: also the macro AUC and F1,
+    `models.metrics_for`)."""
     model, preprocessing = load_run(run)
     info = metadata.read(data_dir)
     if info.class_names != preprocessing.class_names:
         raise ValueError(f"{data_dir} has classes {list(info.class_names)}, the model was trained on "
                          f"{list(preprocessing.class_names)}")
-    model.compile(loss=models.loss_for(len(info.class_names)), metrics=["accuracy"])
+    trained = run_info(run).get("multi_label", False)
+    if info.multi_label != trained:
+        kinds = {True: "multi-label", False: "single-label"}
+        raise ValueError(f"{data_dir} is {kinds[info.multi_label]}, the model was trained on a {kinds[trained]} "
+                         "dataset")
+    n = len(info.class_names)
+    model.compile(loss=models.loss_for(n, info.multi_label), metrics=models.metrics_for(n, info.multi_label))
     with damaged_shards_named(data_dir):
-        loss, accuracy = model.evaluate(load(data_dir, split, batch_size=BATCH_SIZE, image_size=preprocessing.image_size,
-                                             crop_to_aspect_ratio=preprocessing.crop_to_aspect_ratio), verbose=0)
-    return {"split": split, "loss": float(loss), "accuracy": float(accuracy),
+        scores = model.evaluate(load(data_dir, split, batch_size=BATCH_SIZE, image_size=preprocessing.image_size,
+                                     crop_to_aspect_ratio=preprocessing.crop_to_aspect_ratio), verbose=0,
+                                return_dict=True)
+    return {"split": split, **{name: float(value) for name, value in scores.items()},
             "num_examples": info.split(split).num_examples}
 
 
-def predict(run: str, inputs: Sequence[str], split: str = metadata.TEST) -> list[Prediction]:
+def predict(run: str, inputs: Sequence[str], split: str = metadata.TEST,
+            threshold: float = THRESHOLD) -> list[Prediction]:
     """Class probabilities for image files, folders of images, or a converted dataset's split (in stored order);
-    inputs that cannot be read come back with their `problem` instead."""
+    inputs that cannot be read come back with their `problem` instead. A multi-label model's also name the
+    classes above `threshold` (`tags`)."""
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"`threshold` must be between 0 and 1, got {threshold:g}")
     model, preprocessing = load_run(run)
     names = preprocessing.class_names
+    multi = run_info(run).get("multi_label", False)
     predictions = []
     for paths, images, problems in _batches(inputs, preprocessing, split):
         outputs = iter(_probabilities(model, images))
@@ -100,21 +126,41 @@ def predict(run: str, inputs: Sequence[str], split: str = metadata.TEST) -> list
                 predictions.append(Prediction(path, None, None, problem))
             else:
                 probabilities = next(outputs)
-                predictions.append(Prediction(path, probabilities.tolist(), names[int(np.argmax(probabilities))]))
+                tags = tuple(names[i] for i in np.argsort(-probabilities, kind="stable")
+                             if probabilities[i] > threshold) if multi else None
+                predictions.append(Prediction(path, probabilities.tolist(), names[int(np.argmax(probabilities))],
+                                              tags=tags))
     return predictions
 
 
-def write_submission(predictions: Sequence[Prediction], path: str, class_names: Sequence[str]) -> None:
-    """Kaggle's submission format, `id,label`: id from the file name (123.jpg -> 123); label = the probability
-    of the second class for two classes (dogs-vs-cats: P(dog)), else the predicted class name; empty for an
-    input that could not be read."""
+def write_submission(predictions: Sequence[Prediction], path: str, class_names: Sequence[str],
+                     labels_file: metadata.LabelsFile | None = None) -> None:
+    """Kaggle's submission format; empty values for an input that could not be read.
+
+    Without `labels_file` (labels from file names or folders): `id,label`, the id from the file name (123.jpg ->
+    123), the label the probability of the second class for two classes (dogs-vs-cats: P(dog)), else the predicted
+    class name. With the CSV file the dataset's labels came from, its own shape: its id column (ids with their
+    extension if it gave them so), then for one label column the same label (Aerial Cactus `id,has_cactus`: P(1)),
+    or for a multi-label model the tags above the threshold joined by its separator (Planet `image_name,tags`:
+    space-separated; ChestX-ray14: `|`); for one 0/1 column per class, each class's probability, in its column
+    order (Plant Pathology)."""
+    id_column, columns = "id", ["label"]
+    if labels_file is not None:
+        id_column, columns = labels_file.id_column, list(labels_file.label_columns)
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["id", "label"])
+        writer.writerow([id_column, *columns])
         for p in predictions:
-            identifier = os.path.splitext(os.path.basename(p.path))[0]
+            name = os.path.basename(p.path)
+            with_extension = labels_file is not None and labels_file.ids_with_extension
+            identifier = name if with_extension else os.path.splitext(name)[0]
             if p.problem:
-                writer.writerow([identifier, ""])
+                writer.writerow([identifier] + [""] * len(columns))
+            elif len(columns) > 1:
+                writer.writerow([identifier] + [f"{p.probabilities[class_names.index(c)]:.6f}" for c in columns])
+            elif p.tags is not None:
+                separator = labels_file.separator if labels_file and labels_file.separator else " "
+                writer.writerow([identifier, separator.join(p.tags)])
             else:
                 writer.writerow([identifier, f"{p.probabilities[1]:.6f}" if len(class_names) == 2 else p.class_name])
 

@@ -30,7 +30,7 @@ from shardflow.pipeline import preprocessing as preprocessing_lib
 from shardflow.pipeline.augment import Augment, parse_augment
 from shardflow.pipeline.normalize import Normalize
 from shardflow.pipeline.resize import Resize
-from shardflow.trainers import models
+from shardflow.trainers import models, multi_label
 from shardflow.trainers.multi_worker import MultiWorkerLoop
 from shardflow.trainers.options import FEATURES, ON_A_BASE, TRAINING_DEFAULTS, TrainOptions
 from shardflow.trainers.plots import plot_history
@@ -89,6 +89,10 @@ class _Plan:
     @property
     def num_classes(self) -> int:
         return len(self.info.class_names)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.info.multi_label
 
     @property
     def multi_worker(self) -> bool:
@@ -162,7 +166,8 @@ def _train_multi_worker(plan: _Plan) -> _Trained:
     """The custom loop of `multi_worker` (Keras' `fit` and `evaluate` fail under MultiWorkerMirroredStrategy); it
     saves on every improvement and ends with the best weights."""
     model, train_stream, validation_stream = _begin(plan)
-    loop = MultiWorkerLoop(model, plan.strategy, models.loss_for(plan.num_classes))
+    loop = MultiWorkerLoop(model, plan.strategy, models.loss_for(plan.num_classes, plan.multi_label),
+                           plan.multi_label)
     history, epochs = loop.fit(
         train_stream, validation_stream, epochs=plan.options.epochs, steps_per_epoch=plan.options.steps_per_epoch,
         patience=plan.options.patience, checkpoint=os.path.join(plan.out, MODEL_FILE), verbose=plan.options.verbose)
@@ -189,8 +194,8 @@ def _train_on_features(plan: _Plan) -> _Trained:
             labels.append(batch_labels.numpy())
         return tf.data.Dataset.from_tensor_slices((np.concatenate(outputs), np.concatenate(labels)))
 
-    head = models.features_head(tuple(base.output.shape[1:]), plan.num_classes)
-    _compile(head, options, plan.num_classes)
+    head = models.features_head(tuple(base.output.shape[1:]), plan.num_classes, plan.multi_label)
+    _compile(head, options, plan.num_classes, plan.multi_label)
     _prepare_run_folder(plan.out, options.overwrite)  # only now: a mistake found above leaves no run folder
     train_features = features(plan.training, options.steps_per_epoch)
     train_features = train_features.shuffle(4096, seed=options.seed).batch(options.batch_size)
@@ -212,10 +217,10 @@ def _begin(plan: _Plan) -> tuple[keras.Model, tf.data.Dataset, tf.data.Dataset |
     options = plan.options
     bare = _bare_from_run(options, input_shape) if options.init_from else models.build(
         options.model, input_shape, plan.num_classes, base=options.base, weights=options.weights,
-        unfreeze=options.unfreeze)
+        unfreeze=options.unfreeze, multi_label=plan.multi_label)
     model = assemble(bare, (*plan.input_size, plan.info.channels), plan.normalize(),
                      plan.params if plan.augment_on == "model" else None, options)
-    _compile(model, options, plan.num_classes)
+    _compile(model, options, plan.num_classes, plan.multi_label)
     streams = plan.stream(plan.training, True), plan.stream(plan.validation, False) if plan.validation else None
     _prepare_run_folder(plan.out, options.overwrite)
     return model, *streams
@@ -232,9 +237,9 @@ def _saved(plan: _Plan, model: keras.Model, history: dict[str, list[float]],
 
     def evaluate(stream: tf.data.Dataset) -> tuple[float, float]:
         if not model.compiled:
-            _compile(model, plan.options, plan.num_classes)
-        loss, accuracy = model.evaluate(stream, verbose=0)
-        return loss, accuracy
+            _compile(model, plan.options, plan.num_classes, plan.multi_label)
+        scores = model.evaluate(stream, verbose=0, return_dict=True)
+        return scores["loss"], scores["accuracy"]
 
     return _Trained(model, history, epochs, evaluate)
 
@@ -250,12 +255,17 @@ def _write_results(plan: _Plan, trained: _Trained, started: float) -> dict[str, 
         compute = compute_seconds_per_step(trained.model, plan.stream(plan.training, False))
     run = {"data_dir": os.path.abspath(plan.data_dir), "class_names": plan.info.class_names, "image_size": plan.size,
            "input_size": list(plan.input_size), "channels": plan.info.channels, "model": plan.options.model,
+           "multi_label": plan.multi_label,
+           "labels_file": dataclasses.asdict(plan.info.labels_file) if plan.info.labels_file else None,
            "validation": plan.validation.recorded() if plan.validation else None,
            "options": dataclasses.asdict(plan.options)}
     _write_json(os.path.join(out, RUN_FILE), run)
     with open(os.path.join(out, preprocessing_lib.FILE), "w") as f:
         f.write(Preprocessing.of_dataset(plan.info, plan.input_size).to_json())
     metrics = _metrics(plan, trained, scores, compute, time.time() - started)
+    if plan.multi_label:  # accuracy is then per class at 0.5
+        metrics.update(multi_label.test_metrics(
+            trained.model, plan.stream(plan.evaluation, False) if plan.evaluation else None, plan.info.class_names))
     _write_json(os.path.join(out, METRICS_FILE), metrics)
     return metrics
 
@@ -422,12 +432,12 @@ def _placement_text(augment_on: str, params: dict | None, stored_size: tuple[int
     return text
 
 
-def _compile(model: keras.Model, options: TrainOptions, num_classes: int) -> None:
+def _compile(model: keras.Model, options: TrainOptions, num_classes: int, multi_label: bool = False) -> None:
     name, lr = TRAINING_DEFAULTS[options.model]
     optimizer = keras.optimizers.get({"class_name": options.optimizer or name,
                                       "config": {"learning_rate": options.lr or lr}})
-    model.compile(optimizer=optimizer, loss=models.loss_for(num_classes), metrics=["accuracy"],
-                  jit_compile=options.jit)
+    model.compile(optimizer=optimizer, loss=models.loss_for(num_classes, multi_label),
+                  metrics=models.metrics_for(num_classes, multi_label), jit_compile=options.jit)
 
 
 def _callbacks(out: str, options: TrainOptions, validation: Part | None) -> list[keras.callbacks.Callback]:
