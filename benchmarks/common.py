@@ -1,6 +1,7 @@
 """Shared by the benchmark scripts: sample corpora in a scratch folder, the tutorials' input pipelines
 (ImageDataGenerator, image_dataset_from_directory and Keras' augmentation layers), timing an input, and Markdown
 tables for the README. TensorFlow and Keras are imported by the functions that need them."""
+
 from __future__ import annotations
 
 import contextlib
@@ -29,16 +30,16 @@ def sample_corpus(n: int, layout: str = "folders") -> Iterator[tuple[str, str]]:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def image_data_generator(src: str, size: int, batch_size: int, augment: dict[str, Any] | None,
-                         rescale: float | None = 1.0 / 255):
+def image_data_generator(
+    src: str, size: int, batch_size: int, augment: dict[str, Any] | None, rescale: float | None = 1.0 / 255
+):
     """tf_keras' ImageDataGenerator(rescale, **augment).flow_from_directory(src), as the tutorials use it: an
     endless iterator of (float32 images, float32 0/1 labels) batches of two classes."""
     from tf_keras.preprocessing.image import ImageDataGenerator
 
     generator = ImageDataGenerator(rescale=rescale, **(augment or {}))
     with contextlib.redirect_stdout(io.StringIO()):  # "Found N images belonging to 2 classes."
-        return generator.flow_from_directory(src, target_size=(size, size), batch_size=batch_size,
-                                             class_mode="binary")
+        return generator.flow_from_directory(src, target_size=(size, size), batch_size=batch_size, class_mode="binary")
 
 
 def keras_image_dataset(src: str, size: int, batch_size: int):
@@ -46,21 +47,25 @@ def keras_image_dataset(src: str, size: int, batch_size: int):
     import keras
 
     with contextlib.redirect_stdout(io.StringIO()):
-        return keras.utils.image_dataset_from_directory(src, image_size=(size, size), batch_size=batch_size,
-                                                        label_mode="binary")
+        return keras.utils.image_dataset_from_directory(
+            src, image_size=(size, size), batch_size=batch_size, label_mode="binary"
+        )
 
 
 def keras_augmentation():
     """Keras' preprocessing layers doing the tutorials' seed-004 ImageDataGenerator augmentation."""
     import keras
 
-    return keras.Sequential([
-        keras.layers.RandomRotation(40 / 360, fill_mode="nearest"),
-        keras.layers.RandomTranslation(0.2, 0.2, fill_mode="nearest"),
-        keras.layers.RandomShear(0.2 / 45, 0.2 / 45, fill_mode="nearest"),
-        keras.layers.RandomZoom(0.2, fill_mode="nearest"),
-        keras.layers.RandomFlip("horizontal"),
-    ], name="keras_augmentation")
+    return keras.Sequential(
+        [
+            keras.layers.RandomRotation(40 / 360, fill_mode="nearest"),
+            keras.layers.RandomTranslation(0.2, 0.2, fill_mode="nearest"),
+            keras.layers.RandomShear(0.2 / 45, 0.2 / 45, fill_mode="nearest"),
+            keras.layers.RandomZoom(0.2, fill_mode="nearest"),
+            keras.layers.RandomFlip("horizontal"),
+        ],
+        name="keras_augmentation",
+    )
 
 
 def images_per_second(batches: Iterator, count: int, seconds: float) -> float:
@@ -86,8 +91,9 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
 
     def line(row: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                                 for i, (c, w) in enumerate(zip(row, widths))) + " |"
+        return (
+            "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |"
+        )
 
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])

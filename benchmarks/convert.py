@@ -3,9 +3,10 @@
 The plain loop is what users write today: decode each file with PIL to validate it, write `tf.train.Example`s
 with one `tf.io.TFRecordWriter` per split. A TFDS user would write a `GeneratorBasedBuilder` instead: TFDS's own
 writer (one process), which stores each file's bytes as they are, without decoding them. The job always takes
-every image's duplicate keys and groups them (`FindDuplicates`); one row adds `--dedupe near`. Two more loops run the job's own per-image code (validation,
-statistics, duplicate keys, serialization, TFRecord framing) without Beam, in one process and in two processes
-on half the files each: what two cores give this code on this machine, the ceiling for `--workers 2`.
+every image's duplicate keys and groups them (`FindDuplicates`); one row adds `--dedupe near`. Two more loops run
+the job's own per-image code (validation, statistics, duplicate keys, serialization, TFRecord framing) without
+Beam, in one process and in two processes on half the files each: what two cores give this code on this machine,
+the ceiling for `--workers 2`.
 Each row also shows the CPU seconds per image of all its processes (robust to other jobs on the machine).
 Usage:
 
@@ -13,6 +14,7 @@ Usage:
 
 `--src` takes a folder of class folders or Kaggle names; `benchmarks/photos.py` writes one of real photos.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,6 +35,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from PIL import Image
 
+from common import markdown_table
 from shardflow.beam_jobs.convert import ConvertOptions, convert
 from shardflow.beam_jobs.sources import InputFile, list_source
 from shardflow.beam_jobs.splits import DEFAULT_SPLITS, split_for
@@ -40,7 +43,6 @@ from shardflow.core import schema
 from shardflow.core.framing import frame
 from shardflow.core.images import ImageOptions, Rejected, prepare
 from shardflow.testing.sample_data import write_sample_data
-from common import markdown_table
 
 
 class FramedWriter:
@@ -56,8 +58,14 @@ class FramedWriter:
         self._file.close()
 
 
-def loop(src: str, out: str, to_record: Callable[[InputFile, bytes], bytes | None],
-         open_writer: Callable[[str], Any] = tf.io.TFRecordWriter, part: int = 0, parts: int = 1) -> int:
+def loop(
+    src: str,
+    out: str,
+    to_record: Callable[[InputFile, bytes], bytes | None],
+    open_writer: Callable[[str], Any] = tf.io.TFRecordWriter,
+    part: int = 0,
+    parts: int = 1,
+) -> int:
     """One process: every input (of read tasks `part`, `part + parts`, ...) through `to_record` (None: rejected),
     records written per split with `open_writer`."""
     listing = list_source(src)
@@ -99,22 +107,28 @@ def plain_record(item: InputFile, data: bytes) -> bytes | None:
                 data = buffer.getvalue()
     except Exception:
         return None
-    return tf.train.Example(features=tf.train.Features(feature={
-        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[data])),
-        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[item.label])),
-        "image/filename": tf.train.Feature(bytes_list=tf.train.BytesList(value=[item.path.encode()])),
-    })).SerializeToString()
+    return tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[data])),
+                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[item.label])),
+                "image/filename": tf.train.Feature(bytes_list=tf.train.BytesList(value=[item.path.encode()])),
+            }
+        )
+    ).SerializeToString()
 
 
 def shardflow_record(records: schema.RecordSchema) -> Callable[[InputFile, bytes], bytes | None]:
     """The job's own per-image code (validation, statistics, duplicate keys, serialization), to show Beam's
     overhead."""
+
     def to_record(item: InputFile, data: bytes) -> bytes | None:
         try:
             prepared = prepare(data, ImageOptions(), hashes=True)
         except Rejected:
             return None
         return records.serialize(prepared.data, item.label, item.path)
+
     return to_record
 
 
@@ -133,19 +147,26 @@ def tfds_builder(src: str, out: str) -> int:
         VERSION = tfds.core.Version("1.0.0")
 
         def _info(self) -> tfds.core.DatasetInfo:
-            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(encoding_format="jpeg"),
-                "label": tfds.features.ClassLabel(names=listing.class_names),
-                "image/filename": tfds.features.Text(),
-            }))
+            return tfds.core.DatasetInfo(
+                builder=self,
+                features=tfds.features.FeaturesDict(
+                    {
+                        "image": tfds.features.Image(encoding_format="jpeg"),
+                        "label": tfds.features.ClassLabel(names=listing.class_names),
+                        "image/filename": tfds.features.Text(),
+                    }
+                ),
+            )
 
         def _split_generators(self, dl_manager):
             return {split: self._generate_examples(items) for split, items in by_split.items() if items}
 
         def _generate_examples(self, items):
             for item in items:
-                yield item.path, {"image": os.path.join(src, item.path), "label": item.label,
-                                  "image/filename": item.path}
+                yield (
+                    item.path,
+                    {"image": os.path.join(src, item.path), "label": item.label, "image/filename": item.path},
+                )
 
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         builder = Photos(data_dir=out)
@@ -155,8 +176,13 @@ def tfds_builder(src: str, out: str) -> int:
 
 def empty_beam_job(workers: int) -> None:
     """The fixed cost of any local Beam job: start the worker processes, run a tiny reshuffle and grouping."""
-    options = PipelineOptions([f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing",
-                               "--default_sdk_harness_log_level=WARNING"])
+    options = PipelineOptions(
+        [
+            f"--direct_num_workers={workers}",
+            "--direct_running_mode=multi_processing",
+            "--default_sdk_harness_log_level=WARNING",
+        ]
+    )
     with beam.Pipeline(runner=FnApiRunner(), options=options) as pipeline:
         _ = pipeline | beam.Create(range(workers)) | beam.GroupBy(lambda x: x % 2)
 
@@ -178,8 +204,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=3000, help="sample images to generate (default 3000)")
     parser.add_argument("--src", help="convert this folder instead of generated sample data")
     parser.add_argument("--repeats", type=int, default=1, help="runs per method; the best is reported")
-    parser.add_argument("--only", nargs="+", metavar="WORDS",
-                        help="run the plain loop and the methods whose names contain one of these words")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="WORDS",
+        help="run the plain loop and the methods whose names contain one of these words",
+    )
     args = parser.parse_args(argv)
     work = tempfile.mkdtemp(prefix="shardflow-bench-")
     try:
@@ -187,8 +217,10 @@ def main(argv: list[str] | None = None) -> None:
         if not args.src:
             print(f"writing {args.n} sample images...", file=sys.stderr)
             write_sample_data(src, n=args.n)
-        megabytes = sum(os.path.getsize(os.path.join(folder, name))
-                        for folder, _, names in os.walk(src) for name in names) / 2**20
+        megabytes = (
+            sum(os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(src) for name in names)
+            / 2**20
+        )
         methods = {
             "plain loop (PIL + tf.io.TFRecordWriter), 1 process": lambda out: loop(src, out, plain_record),
             "TFDS GeneratorBasedBuilder (bytes stored undecoded), 1 process": lambda out: tfds_builder(src, out),
@@ -199,8 +231,11 @@ def main(argv: list[str] | None = None) -> None:
             "shardflow convert --workers 2 --dedupe near": lambda out: beam_job(src, out, 2, "near"),
         }
         loop_name = next(iter(methods))
-        methods = {name: run for name, run in methods.items()
-                   if name == loop_name or not args.only or any(word in name for word in args.only)}
+        methods = {
+            name: run
+            for name, run in methods.items()
+            if name == loop_name or not args.only or any(word in name for word in args.only)
+        }
         results, cpu, floor, images = {}, {}, float("inf"), 0
         loads = [os.getloadavg()[0]]
         for _ in range(args.repeats):  # interleaved, so machine noise hits every method alike
@@ -217,12 +252,26 @@ def main(argv: list[str] | None = None) -> None:
             empty_beam_job(2)
             floor = min(floor, time.perf_counter() - started)
         baseline = results[loop_name]
-        print(f"\n{images} images, {megabytes:.0f} MB of JPEG, {os.cpu_count()} cores, best of {args.repeats}; "
-              f"load average (1 min) {min(loads):.1f}-{max(loads):.1f} during the run\n")
-        print(markdown_table(["method", "seconds", "images/s", "vs loop", "CPU ms/image"],
-                             [[name, f"{seconds:.1f}", f"{images / seconds:.0f}", f"{baseline / seconds:.2f}x",
-                               f"{1000 * cpu[name] / images:.2f}"] for name, seconds in results.items()]
-                             + [["an empty 2-worker Beam job (start-up floor)", f"{floor:.1f}", "", "", ""]]))
+        print(
+            f"\n{images} images, {megabytes:.0f} MB of JPEG, {os.cpu_count()} cores, best of {args.repeats}; "
+            f"load average (1 min) {min(loads):.1f}-{max(loads):.1f} during the run\n"
+        )
+        print(
+            markdown_table(
+                ["method", "seconds", "images/s", "vs loop", "CPU ms/image"],
+                [
+                    [
+                        name,
+                        f"{seconds:.1f}",
+                        f"{images / seconds:.0f}",
+                        f"{baseline / seconds:.2f}x",
+                        f"{1000 * cpu[name] / images:.2f}",
+                    ]
+                    for name, seconds in results.items()
+                ]
+                + [["an empty 2-worker Beam job (start-up floor)", f"{floor:.1f}", "", "", ""]],
+            )
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -11,6 +11,7 @@
 
     .venv/bin/python benchmarks/dedupe.py [--n 3000] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,11 +25,11 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
+from common import markdown_table, sample_corpus
 from shardflow.beam_jobs.convert import ConvertOptions, convert
 from shardflow.core import duplicates
 from shardflow.core.images import ImageOptions, prepare, prepare_encoded
 from shardflow.testing.sample_digits import handwritten_digits
-from common import markdown_table, sample_corpus
 
 COPIED = 300  # images whose copies are made and hashed
 DIGITS = 3000  # MNIST-like digits whose pairs are checked
@@ -77,30 +78,52 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(out, ignore_errors=True)
             with contextlib.redirect_stdout(io.StringIO()):
                 convert(src, out, ConvertOptions(workers=2, dedupe=dedupe, overwrite=True))
+
         cpu, wall = time.process_time, time.perf_counter  # one process: its CPU time (the machine is shared)
-        seconds = best_times(args.repeats, {
-            "per-image preparation, 1 process (CPU time)":
-                (cpu, lambda: [prepare_encoded(p, options) for p in payloads]),
-            "per-image preparation + duplicate keys, 1 process (CPU time)":
-                (cpu, lambda: [prepare_encoded(p, options, hashes=True) for p in payloads]),
-            f"grouping {n} images' keys (near), 1 process (CPU time)":
-                (cpu, lambda: duplicates.find_groups(keys, "near")),
-            "shardflow convert --workers 2 (wall time)": (wall, lambda: job(None)),
-            "shardflow convert --workers 2 --dedupe near (wall time)": (wall, lambda: job("near")),
-        })
+        seconds = best_times(
+            args.repeats,
+            {
+                "per-image preparation, 1 process (CPU time)": (
+                    cpu,
+                    lambda: [prepare_encoded(p, options) for p in payloads],
+                ),
+                "per-image preparation + duplicate keys, 1 process (CPU time)": (
+                    cpu,
+                    lambda: [prepare_encoded(p, options, hashes=True) for p in payloads],
+                ),
+                f"grouping {n} images' keys (near), 1 process (CPU time)": (
+                    cpu,
+                    lambda: duplicates.find_groups(keys, "near"),
+                ),
+                "shardflow convert --workers 2 (wall time)": (wall, lambda: job(None)),
+                "shardflow convert --workers 2 --dedupe near (wall time)": (wall, lambda: job("near")),
+            },
+        )
         names = list(seconds)
         ratios = [1.0, seconds[names[1]] / seconds[names[0]], None, 1.0, seconds[names[4]] / seconds[names[3]]]
         print(f"\n{n} sample JPEGs, {os.cpu_count()} cores, best of {args.repeats}\n")
-        print(markdown_table(["step", "ms per image", "vs without"],
-                             [[name, f"{t / n * 1e3:.3f}", "" if ratio is None else f"{ratio:.2f}x"]
-                              for (name, t), ratio in zip(seconds.items(), ratios)]))
-        print(f"\nthresholds: {duplicates.NEAR_THRESHOLD} of 64 bits, colours within {duplicates.COLOUR_TOLERANCE} "
-              f"levels, structure within {duplicates.STRUCTURE_TOLERANCE} levels RMS")
+        print(
+            markdown_table(
+                ["step", "ms per image", "vs without"],
+                [
+                    [name, f"{t / n * 1e3:.3f}", "" if ratio is None else f"{ratio:.2f}x"]
+                    for (name, t), ratio in zip(seconds.items(), ratios)
+                ],
+            )
+        )
+        print(
+            f"\nthresholds: {duplicates.NEAR_THRESHOLD} of 64 bits, colours within {duplicates.COLOUR_TOLERANCE} "
+            f"levels, structure within {duplicates.STRUCTURE_TOLERANCE} levels RMS"
+        )
         how_well(f"{n} sample JPEGs", keys, [copies(data) for data in payloads[:COPIED]], options)
         images, labels = handwritten_digits(DIGITS)
-        how_well(f"{DIGITS} MNIST-like 28x28 digits (sample_digits)",
-                 [prepare(image, ImageOptions(channels=1), hashes=True).hashes for image in images],
-                 [copies(png(image)) for image in images[:COPIED]], ImageOptions(channels=1), labels)
+        how_well(
+            f"{DIGITS} MNIST-like 28x28 digits (sample_digits)",
+            [prepare(image, ImageOptions(channels=1), hashes=True).hashes for image in images],
+            [copies(png(image)) for image in images[:COPIED]],
+            ImageOptions(channels=1),
+            labels,
+        )
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -109,8 +132,13 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def how_well(what: str, keys: list[duplicates.ImageHashes], copied: list[dict[str, bytes]], options: ImageOptions,
-             labels: np.ndarray | None = None) -> None:
+def how_well(
+    what: str,
+    keys: list[duplicates.ImageHashes],
+    copied: list[dict[str, bytes]],
+    options: ImageOptions,
+    labels: np.ndarray | None = None,
+) -> None:
     """Print how far each kind of copy of the first images is from its original (and whether it is found), and
     how many pairs of the distinct images each check lets through."""
     hashes, colours, structures = duplicates.near_columns(keys)
@@ -119,30 +147,65 @@ def how_well(what: str, keys: list[duplicates.ImageHashes], copied: list[dict[st
         for kind, copy in image_copies.items():
             other = prepare_encoded(copy, options, hashes=True).hashes
             pair = duplicates.near_columns([key, other])
-            found.setdefault(kind, []).append((
-                int(duplicates.hamming(*pair[0])), float(duplicates.colour_distances(*pair[1])),
-                float(duplicates.structure_distances(*pair[2])), duplicates.is_near(key, other)))
+            found.setdefault(kind, []).append(
+                (
+                    int(duplicates.hamming(*pair[0])),
+                    float(duplicates.colour_distances(*pair[1])),
+                    float(duplicates.structure_distances(*pair[2])),
+                    duplicates.is_near(key, other),
+                )
+            )
     print(f"\n{what}:\n")
-    print(markdown_table([f"copies of the first {len(copied)}", "largest pHash distance", "largest colour distance",
-                          "largest structure distance", "found"],
-                         [[kind, max(d[0] for d in rows), f"{max(d[1] for d in rows):.1f}",
-                           f"{max(d[2] for d in rows):.1f}", f"{sum(d[3] for d in rows)}/{len(rows)}"]
-                          for kind, rows in found.items()]))
+    print(
+        markdown_table(
+            [
+                f"copies of the first {len(copied)}",
+                "largest pHash distance",
+                "largest colour distance",
+                "largest structure distance",
+                "found",
+            ],
+            [
+                [
+                    kind,
+                    max(d[0] for d in rows),
+                    f"{max(d[1] for d in rows):.1f}",
+                    f"{max(d[2] for d in rows):.1f}",
+                    f"{sum(d[3] for d in rows)}/{len(rows)}",
+                ]
+                for kind, rows in found.items()
+            ],
+        )
+    )
     pairs = len(keys) * (len(keys) - 1) // 2
-    checks = {"pHash alone": (colours * 0, structures * 0), "pHash + colour": (colours, structures * 0),
-              "pHash + colour + structure (near)": (colours, structures)}
+    checks = {
+        "pHash alone": (colours * 0, structures * 0),
+        "pHash + colour": (colours, structures * 0),
+        "pHash + colour + structure (near)": (colours, structures),
+    }
     rows, closest = [], None
     for name, (colour_rows, structure_rows) in checks.items():
         passed = duplicates.near_pairs(hashes, colour_rows, structure_rows)
         if name == "pHash + colour" and passed:
             first, second = np.array(passed).T
             closest = duplicates.structure_distances(structures[first], structures[second]).min()
-        rows.append([name, f"{len(passed):,} of {pairs:,}", f"{len(passed) / pairs:.1e}",
-                     len({i for pair in passed for i in pair})]
-                    + ([sum(labels[i] != labels[j] for i, j in passed)] if labels is not None else []))
+        rows.append(
+            [
+                name,
+                f"{len(passed):,} of {pairs:,}",
+                f"{len(passed) / pairs:.1e}",
+                len({i for pair in passed for i in pair}),
+            ]
+            + ([sum(labels[i] != labels[j] for i, j in passed)] if labels is not None else [])
+        )
     print()
-    print(markdown_table(["distinct images: pairs passing", "pairs", "per pair", "images in such a pair"]
-                         + (["pairs of different digits"] if labels is not None else []), rows))
+    print(
+        markdown_table(
+            ["distinct images: pairs passing", "pairs", "per pair", "images in such a pair"]
+            + (["pairs of different digits"] if labels is not None else []),
+            rows,
+        )
+    )
     if closest is not None:
         print(f"\nthe closest of the pairs passing pHash + colour differ by {closest:.1f} levels in structure")
 

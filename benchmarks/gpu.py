@@ -32,6 +32,7 @@ On a GPU machine (the full grid is not timed yet: ImageDataGenerator's rows take
 
 Without a GPU it says so and runs only with --quick (tiny settings: a smoke test of every row, not a figure).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,6 +52,15 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from common import (
+    batch_images,
+    image_data_generator,
+    images_per_second,
+    keras_augmentation,
+    keras_image_dataset,
+    markdown_table,
+    sample_corpus,
+)
 from shardflow.beam_jobs.convert import ConvertOptions, convert
 from shardflow.pipeline import Normalize, load
 from shardflow.pipeline.augment import PRESETS
@@ -58,8 +68,6 @@ from shardflow.trainers import models
 from shardflow.trainers.options import TRAINING_DEFAULTS, TrainOptions
 from shardflow.trainers.throughput import input_wait_fractions
 from shardflow.trainers.train import assemble
-from common import (batch_images, image_data_generator, images_per_second, keras_augmentation,
-                    keras_image_dataset, markdown_table, sample_corpus)
 
 AUGMENT = PRESETS["seed004"]
 GOAL = 0.05  # input wait below 5% of step time, for the shardflow rows
@@ -72,10 +80,26 @@ ROWS = {
 }
 SHARDFLOW_ROWS = ("load-cpu", "load-gpu", "dali")
 MODELS = ("small_convnet", "mobilenet_v2")
-FULL = {"n": 4000, "models": MODELS, "batch_sizes": (32, 128), "sizes": (150, 224), "rounds": 2, "steps": 50,
-        "seconds": 5.0, "warmup": 10}
-QUICK = {"n": 48, "models": ("small_convnet",), "batch_sizes": (8,), "sizes": (48,), "rounds": 1, "steps": 3,
-         "seconds": 0.0, "warmup": 1}
+FULL = {
+    "n": 4000,
+    "models": MODELS,
+    "batch_sizes": (32, 128),
+    "sizes": (150, 224),
+    "rounds": 2,
+    "steps": 50,
+    "seconds": 5.0,
+    "warmup": 10,
+}
+QUICK = {
+    "n": 48,
+    "models": ("small_convnet",),
+    "batch_sizes": (8,),
+    "sizes": (48,),
+    "rounds": 1,
+    "steps": 3,
+    "seconds": 0.0,
+    "warmup": 1,
+}
 
 
 class Skipped(Exception):
@@ -104,9 +128,11 @@ def gpu_name() -> str | None:
         return None
     details = tf.config.experimental.get_device_details(gpus[0])
     capability = details.get("compute_capability")
-    return details.get("device_name", gpus[0].name) + (
-        f" (compute capability {'.'.join(map(str, capability))})" if capability else "") + (
-        f", {len(gpus)} GPUs visible (one used)" if len(gpus) > 1 else "")
+    return (
+        details.get("device_name", gpus[0].name)
+        + (f" (compute capability {'.'.join(map(str, capability))})" if capability else "")
+        + (f", {len(gpus)} GPUs visible (one used)" if len(gpus) > 1 else "")
+    )
 
 
 def prepare_data(work: str, src: str, sizes: tuple[int, ...], workers: int) -> Data:
@@ -126,16 +152,17 @@ def input_for(row: str, data: Data, size: int, batch_size: int) -> tf.data.Datas
     if row == "idg":
         missing = [name for name in ("tf_keras", "scipy") if importlib.util.find_spec(name) is None]
         if missing:
-            raise Skipped(f"{' and '.join(missing)} not installed (ImageDataGenerator needs them: pip install "
-                          "tf-keras scipy, or shardflow's test extra)")
+            raise Skipped(
+                f"{' and '.join(missing)} not installed (ImageDataGenerator needs them: pip install "
+                "tf-keras scipy, or shardflow's test extra)"
+            )
         flow = image_data_generator(data.src, size, batch_size, AUGMENT, rescale=None)
         spec = (tf.TensorSpec([None, size, size, 3], tf.float32), tf.TensorSpec([None], tf.float32))
         return tf.data.Dataset.from_generator(lambda: iter(flow), output_signature=spec).prefetch(tf.data.AUTOTUNE)
     if row == "keras":
         return keras_image_dataset(data.src, size, batch_size).repeat().prefetch(tf.data.AUTOTUNE)
     if row == "load-cpu":
-        return load(data.max_side[size], "train", batch_size=batch_size, image_size=size, augment=AUGMENT,
-                    repeat=True)
+        return load(data.max_side[size], "train", batch_size=batch_size, image_size=size, augment=AUGMENT, repeat=True)
     if row == "load-gpu":
         return load(data.fixed[size], "train", batch_size=batch_size, image_size=None, repeat=True)
     if row == "dali":
@@ -146,13 +173,16 @@ def input_for(row: str, data: Data, size: int, batch_size: int) -> tf.data.Datas
 def dali_input(data_dir: str, size: int, batch_size: int) -> tf.data.Dataset:
     """`load(backend="dali")`, or `Skipped` saying what is missing."""
     if importlib.util.find_spec("nvidia") is None or importlib.util.find_spec("nvidia.dali") is None:
-        raise Skipped("nvidia.dali is not importable (pip install nvidia-dali-cuda120, then "
-                      "pip install --no-build-isolation nvidia-dali-tf-plugin-cuda120)")
+        raise Skipped(
+            "nvidia.dali is not importable (pip install nvidia-dali-cuda120, then "
+            "pip install --no-build-isolation nvidia-dali-tf-plugin-cuda120)"
+        )
     if "backend" not in inspect.signature(load).parameters:
         raise Skipped("this shardflow's load has no backend argument yet (issue 15, item 3)")
     try:
-        return load(data_dir, "train", batch_size=batch_size, image_size=size, augment=AUGMENT, repeat=True,
-                    backend="dali")
+        return load(
+            data_dir, "train", batch_size=batch_size, image_size=size, augment=AUGMENT, repeat=True, backend="dali"
+        )
     except (ImportError, ValueError, NotImplementedError) as error:
         raise Skipped(f"backend='dali' unavailable: {first_line(error)}") from error
 
@@ -180,8 +210,10 @@ def model_for(row: str, name: str, size: int, mixed_precision: bool) -> keras.Mo
     else:
         model = assemble(bare, (size, size, 3), normalize, AUGMENT if row == "load-gpu" else None, options)
     optimizer, lr = TRAINING_DEFAULTS[training]
-    model.compile(optimizer=keras.optimizers.get({"class_name": optimizer, "config": {"learning_rate": lr}}),
-                  loss=models.loss_for(2))
+    model.compile(
+        optimizer=keras.optimizers.get({"class_name": optimizer, "config": {"learning_rate": lr}}),
+        loss=models.loss_for(2),
+    )
     return model
 
 
@@ -253,15 +285,25 @@ def measure(args: argparse.Namespace, data: Data) -> list[dict[str, Any]]:
                         print(f"{row}: {skipped[row]}", file=sys.stderr)
                         del inputs[row]
                         continue
-                    print(f"round {round_ + 1}: {row}, batch {batch_size}, {size}x{size}, input alone: "
-                          f"{alone[row][-1]:.0f} images/s", file=sys.stderr)
+                    print(
+                        f"round {round_ + 1}: {row}, batch {batch_size}, {size}x{size}, input alone: "
+                        f"{alone[row][-1]:.0f} images/s",
+                        file=sys.stderr,
+                    )
             for name in args.models:
                 results += train_rows(args, name, size, batch_size, inputs, alone, skipped)
     return results
 
 
-def train_rows(args: argparse.Namespace, name: str, size: int, batch_size: int, inputs: dict[str, tf.data.Dataset],
-               alone: dict[str, list[float]], skipped: dict[str, str]) -> list[dict[str, Any]]:
+def train_rows(
+    args: argparse.Namespace,
+    name: str,
+    size: int,
+    batch_size: int,
+    inputs: dict[str, tf.data.Dataset],
+    alone: dict[str, list[float]],
+    skipped: dict[str, str],
+) -> list[dict[str, Any]]:
     """One model at one batch size and image size, every row trained, rounds interleaved."""
     loops: dict[str, TimedTraining] = {}
     failed = dict(skipped)
@@ -280,9 +322,12 @@ def train_rows(args: argparse.Namespace, name: str, size: int, batch_size: int, 
                 del loops[row]
                 continue
             last = rounds[row][-1]
-            print(f"round {round_ + 1}: {row}, {name}, batch {batch_size}, {size}x{size}: "
-                  f"{last['images'] / last['seconds']:.0f} images/s, "
-                  f"waiting {last['waited'] / last['seconds']:.1%}", file=sys.stderr)
+            print(
+                f"round {round_ + 1}: {row}, {name}, batch {batch_size}, {size}x{size}: "
+                f"{last['images'] / last['seconds']:.0f} images/s, "
+                f"waiting {last['waited'] / last['seconds']:.1%}",
+                file=sys.stderr,
+            )
     results = []
     for row in args.rows:
         result: dict[str, Any] = {"row": row, "model": name, "batch_size": batch_size, "size": size}
@@ -295,13 +340,16 @@ def train_rows(args: argparse.Namespace, name: str, size: int, batch_size: int, 
             results.append(result | {"skipped": f"failed: {first_line(error)}"})
             continue
         epochs = [{"seconds": r["seconds"], "steps": r["steps"]} for r in rounds[row]]
-        results.append(result | {
-            "input_images_per_second": statistics.median(alone[row]),
-            "training_images_per_second": statistics.median(r["images"] / r["seconds"] for r in rounds[row]),
-            "model_alone_images_per_second": batch_size / compute,
-            "input_wait_fraction": statistics.median(r["waited"] / r["seconds"] for r in rounds[row]),
-            "inferred_input_wait_fraction": statistics.median(input_wait_fractions(epochs, compute)),
-        })
+        results.append(
+            result
+            | {
+                "input_images_per_second": statistics.median(alone[row]),
+                "training_images_per_second": statistics.median(r["images"] / r["seconds"] for r in rounds[row]),
+                "model_alone_images_per_second": batch_size / compute,
+                "input_wait_fraction": statistics.median(r["waited"] / r["seconds"] for r in rounds[row]),
+                "inferred_input_wait_fraction": statistics.median(input_wait_fractions(epochs, compute)),
+            }
+        )
     return results
 
 
@@ -315,10 +363,24 @@ def goal(result: dict[str, Any]) -> str:
 
 def table(results: list[dict[str, Any]]) -> str:
     """The results as a Markdown table, then why each skipped row was skipped."""
-    headers = ["input", "model", "batch", "size", "input alone img/s", "training img/s", "training vs idg",
-               "model alone img/s", "input wait", "inferred wait", f"wait < {GOAL:.0%}"]
-    idg = {(r["model"], r["batch_size"], r["size"]): r.get("training_images_per_second") for r in results
-           if r["row"] == "idg"}
+    headers = [
+        "input",
+        "model",
+        "batch",
+        "size",
+        "input alone img/s",
+        "training img/s",
+        "training vs idg",
+        "model alone img/s",
+        "input wait",
+        "inferred wait",
+        f"wait < {GOAL:.0%}",
+    ]
+    idg = {
+        (r["model"], r["batch_size"], r["size"]): r.get("training_images_per_second")
+        for r in results
+        if r["row"] == "idg"
+    }
     rows, reasons = [], {}
     for r in results:
         head = [r["row"], r["model"], r["batch_size"], f"{r['size']}x{r['size']}"]
@@ -327,10 +389,18 @@ def table(results: list[dict[str, Any]]) -> str:
             rows.append(head + ["skipped (below)", "", "", "", "", "", goal(r)])
             continue
         baseline = idg.get((r["model"], r["batch_size"], r["size"]))
-        rows.append(head + [f"{r['input_images_per_second']:.0f}", f"{r['training_images_per_second']:.0f}",
-                            f"{r['training_images_per_second'] / baseline:.2f}x" if baseline else "-",
-                            f"{r['model_alone_images_per_second']:.0f}", f"{r['input_wait_fraction']:.1%}",
-                            f"{r['inferred_input_wait_fraction']:.1%}", goal(r)])
+        rows.append(
+            head
+            + [
+                f"{r['input_images_per_second']:.0f}",
+                f"{r['training_images_per_second']:.0f}",
+                f"{r['training_images_per_second'] / baseline:.2f}x" if baseline else "-",
+                f"{r['model_alone_images_per_second']:.0f}",
+                f"{r['input_wait_fraction']:.1%}",
+                f"{r['inferred_input_wait_fraction']:.1%}",
+                goal(r),
+            ]
+        )
     return "\n".join([markdown_table(headers, rows), *(f"\nskipped {reason}" for reason in reasons)])
 
 
@@ -339,11 +409,14 @@ def listed(kind: Callable[[str], Any]) -> Callable[[str], tuple]:
 
 
 def arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Rows: " + "; ".join(f"{k}: {v}" for k, v in ROWS.items()))
-    parser.add_argument("--quick", action="store_true",
-                        help=f"tiny settings for a smoke test (any machine): {QUICK}; options given win")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Rows: " + "; ".join(f"{k}: {v}" for k, v in ROWS.items()),
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"tiny settings for a smoke test (any machine): {QUICK}; options given win"
+    )
     parser.add_argument("--rows", type=listed(str), default=tuple(ROWS), help="comma-separated (default: all)")
     parser.add_argument("--models", type=listed(str), help=f"comma-separated (default {','.join(FULL['models'])})")
     parser.add_argument("--batch-sizes", type=listed(int), help="comma-separated (default 32,128)")
@@ -351,8 +424,9 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, help=f"sample images (default {FULL['n']})")
     parser.add_argument("--rounds", type=int, help=f"interleaved rounds (default {FULL['rounds']})")
     parser.add_argument("--steps", type=int, help=f"timed steps per row and round, at least (default {FULL['steps']})")
-    parser.add_argument("--seconds", type=float,
-                        help=f"and at least this many seconds per row and round (default {FULL['seconds']})")
+    parser.add_argument(
+        "--seconds", type=float, help=f"and at least this many seconds per row and round (default {FULL['seconds']})"
+    )
     parser.add_argument("--warmup", type=int, help=f"untimed steps before each timing (default {FULL['warmup']})")
     parser.add_argument("--mixed-precision", action="store_true", help="train in mixed_float16")
     parser.add_argument("--json", help="also write the results to this file")
@@ -370,8 +444,12 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = arguments(argv)
     gpu = gpu_name()
-    print(f"GPU: {gpu}" if gpu else "no GPU: TensorFlow sees none, so these are CPU figures"
-          + (" (a smoke test, not a measurement)" if args.quick else ""))
+    print(
+        f"GPU: {gpu}"
+        if gpu
+        else "no GPU: TensorFlow sees none, so these are CPU figures"
+        + (" (a smoke test, not a measurement)" if args.quick else "")
+    )
     if not gpu and not args.quick:
         print("refusing a full run without a GPU (hours on a CPU); pass --quick for a smoke test", file=sys.stderr)
         return 2
@@ -380,17 +458,20 @@ def main(argv: list[str] | None = None) -> int:
     with sample_corpus(args.n) as (work, src):
         data = prepare_data(work, src, args.sizes, workers=1 if args.quick else min(8, os.cpu_count() or 1))
         results = measure(args, data)
-    print(f"\n{gpu or 'no GPU'}; {args.n} sample JPEGs (200-500 px); {os.cpu_count()} CPU cores; seed-004 "
-          f"augmentation; {'mixed_float16' if args.mixed_precision else 'float32'}; median of {args.rounds} "
-          f"interleaved round(s) of at least {args.steps} steps and {args.seconds:g} s\n")
+    print(
+        f"\n{gpu or 'no GPU'}; {args.n} sample JPEGs (200-500 px); {os.cpu_count()} CPU cores; seed-004 "
+        f"augmentation; {'mixed_float16' if args.mixed_precision else 'float32'}; median of {args.rounds} "
+        f"interleaved round(s) of at least {args.steps} steps and {args.seconds:g} s\n"
+    )
     print(table(results))
     verdicts = [goal(r) for r in results if r["row"] in SHARDFLOW_ROWS and "skipped" not in r]
-    print(f"\ngoal (input wait < {GOAL:.0%} of step time for shardflow rows): {verdicts.count('PASS')} of "
-          f"{len(verdicts)} shardflow rows PASS" + ("" if gpu else " (no GPU: not a verdict)"))
+    print(
+        f"\ngoal (input wait < {GOAL:.0%} of step time for shardflow rows): {verdicts.count('PASS')} of "
+        f"{len(verdicts)} shardflow rows PASS" + ("" if gpu else " (no GPU: not a verdict)")
+    )
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"gpu": gpu, "cpu_cores": os.cpu_count(), "options": vars(args), "results": results}, f,
-                      indent=1)
+            json.dump({"gpu": gpu, "cpu_cores": os.cpu_count(), "options": vars(args), "results": results}, f, indent=1)
     failed = [r for r in results if r.get("skipped", "").startswith("failed")]
     return 1 if failed else 0
 

@@ -5,6 +5,7 @@ or a worker), then reads one epoch with `load` in another child process (peak RS
 
     .venv/bin/python benchmarks/memory.py [--sizes 5000,20000,50000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,8 +61,20 @@ def main(argv: list[str] | None = None) -> None:
             src, out = os.path.join(work, "train"), os.path.join(work, "data")
             print(f"{n} images...", file=sys.stderr)
             write_small_jpegs(src, n)
-            convert = peak_rss_mb([sys.executable, "-m", "shardflow.cli", "convert", src, out, "--splits", "train=1",
-                                   "--shard-size-mb", "16"])
+            convert = peak_rss_mb(
+                [
+                    sys.executable,
+                    "-m",
+                    "shardflow.cli",
+                    "convert",
+                    src,
+                    out,
+                    "--splits",
+                    "train=1",
+                    "--shard-size-mb",
+                    "16",
+                ]
+            )
             read = peak_rss_mb([sys.executable, "-c", READ_EPOCH, out])
             rows.append([f"{n:,}", f"{convert:.0f}", f"{read:.0f}"])
         finally:

@@ -8,6 +8,7 @@ folder per source photo (`SRC/aqua/00017.jpg`, ...). The same seed writes the sa
     apt-get download mate-backgrounds && dpkg -x mate-backgrounds_*.deb /tmp/backgrounds
     .venv/bin/python benchmarks/photos.py /tmp/backgrounds /tmp/photos-24000 --n 24000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,9 @@ def crop(photo: Image.Image, rng: random.Random) -> Image.Image:
     side = rng.randint(*SIDES)
     scale = side / max(width, height)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    cropped = photo.resize(size, Image.Resampling.BILINEAR, box=(left, top, left + width, top + height),
-                           reducing_gap=2.0)
+    cropped = photo.resize(
+        size, Image.Resampling.BILINEAR, box=(left, top, left + width, top + height), reducing_gap=2.0
+    )
     if rng.random() < 0.5:
         cropped = cropped.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     gains = np.array([rng.uniform(*GAINS) for _ in range(3)], dtype=np.float32)

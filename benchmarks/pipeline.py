@@ -9,6 +9,7 @@ table gives each method's median over the rounds. Usage:
 
     .venv/bin/python benchmarks/pipeline.py [--n 3000] [--batches 40] [--seconds 2] [--rounds 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,11 +22,17 @@ from collections.abc import Callable, Iterator
 
 import tensorflow as tf
 
+from common import (
+    image_data_generator,
+    images_per_second,
+    keras_augmentation,
+    keras_image_dataset,
+    markdown_table,
+    sample_corpus,
+)
 from shardflow.beam_jobs.convert import ConvertOptions, convert
 from shardflow.pipeline import load
 from shardflow.pipeline.augment import PRESETS
-from common import (image_data_generator, images_per_second, keras_augmentation, keras_image_dataset,
-                    markdown_table, sample_corpus)
 
 SIZE, BATCH = 150, 32
 AUGMENT = PRESETS["seed004"]
@@ -44,8 +51,9 @@ def keras_dataset_batches(src: str, augment: bool) -> Iterator:
 
 
 def shardflow_batches(data: str, augment: bool, image_size: int | None = SIZE) -> Iterator:
-    return iter(load(data, "train", batch_size=BATCH, image_size=image_size, repeat=True,
-                     augment=AUGMENT if augment else None))
+    return iter(
+        load(data, "train", batch_size=BATCH, image_size=image_size, repeat=True, augment=AUGMENT if augment else None)
+    )
 
 
 def decode_ceiling(data: str, resize: bool = False) -> Iterator:
@@ -71,8 +79,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=3000, help="sample images (default 3000)")
     parser.add_argument("--batches", type=int, default=40, help="batches timed per method and round (default 40)")
-    parser.add_argument("--seconds", type=float, default=2.0,
-                        help="and at least this many seconds per method and round (default 2)")
+    parser.add_argument(
+        "--seconds", type=float, default=2.0, help="and at least this many seconds per method and round (default 2)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds over all methods (default 3)")
     args = parser.parse_args(argv)
     with sample_corpus(args.n) as (work, src):
@@ -95,9 +104,11 @@ def main(argv: list[str] | None = None) -> None:
             "ceiling: parallel JPEG decode, --max-side 160 bytes": lambda: decode_ceiling(data["max-side 160"]),
             "ceiling: parallel JPEG decode, --size 150 bytes": lambda: decode_ceiling(data["size 150"]),
             "ceiling: parallel JPEG decode + resize, passthrough bytes": lambda: decode_ceiling(
-                data["passthrough"], resize=True),
+                data["passthrough"], resize=True
+            ),
             "ceiling: parallel JPEG decode + resize, --max-side 160 bytes": lambda: decode_ceiling(
-                data["max-side 160"], resize=True),
+                data["max-side 160"], resize=True
+            ),
         }
         rounds: dict[str, list[float]] = {name: [] for name in methods}
         for round_ in range(args.rounds):
@@ -108,28 +119,47 @@ def main(argv: list[str] | None = None) -> None:
         baseline = rates["ImageDataGenerator, augmented"]
         plain = rates["ImageDataGenerator, rescale only"]
         keras_plain = rates["image_dataset_from_directory"]
-        print(f"\n{args.n} JPEGs (200-500 px), {SIZE}x{SIZE}, batch {BATCH}, {os.cpu_count()} cores, "
-              f"median of {args.rounds} interleaved rounds\n")
+        print(
+            f"\n{args.n} JPEGs (200-500 px), {SIZE}x{SIZE}, batch {BATCH}, {os.cpu_count()} cores, "
+            f"median of {args.rounds} interleaved rounds\n"
+        )
         headers = ["input pipeline", "images/s", "rounds' range", "vs IDG aug", "vs IDG", "vs image_dataset"]
-        print(markdown_table(headers,
-                             [[name, f"{rate:.0f}", f"{min(rounds[name]):.0f}-{max(rounds[name]):.0f}",
-                               f"{rate / baseline:.1f}x", f"{rate / plain:.1f}x", f"{rate / keras_plain:.2f}x"]
-                              for name, rate in rates.items()]))
+        print(
+            markdown_table(
+                headers,
+                [
+                    [
+                        name,
+                        f"{rate:.0f}",
+                        f"{min(rounds[name]):.0f}-{max(rounds[name]):.0f}",
+                        f"{rate / baseline:.1f}x",
+                        f"{rate / plain:.1f}x",
+                        f"{rate / keras_plain:.2f}x",
+                    ]
+                    for name, rate in rates.items()
+                ],
+            )
+        )
         corpus = rates["ceiling: parallel JPEG decode, passthrough bytes"]  # passthrough stores the source bytes
         for name in ("passthrough", "--max-side 160"):
             rate = rates[f"shardflow load, {name}"]
             decode_only = rate / rates[f"ceiling: parallel JPEG decode, {name} bytes"]
             with_resize = rate / rates[f"ceiling: parallel JPEG decode + resize, {name} bytes"]
-            print(f"shardflow load, {name}: {rate / corpus:.0%} of the source JPEGs' decode ceiling; "
-                  f"{decode_only:.0%} of its own bytes' decode ceiling, {with_resize:.0%} of their decode + resize")
+            print(
+                f"shardflow load, {name}: {rate / corpus:.0%} of the source JPEGs' decode ceiling; "
+                f"{decode_only:.0%} of its own bytes' decode ceiling, {with_resize:.0%} of their decode + resize"
+            )
+
         def paired(name: str, other: str) -> float:
             """The median over rounds of one method's rate over another's in the same round."""
             return statistics.median(a / b for a, b in zip(rounds[name], rounds[other]))
 
         fixed = "shardflow load, --size 150 (decode only)"
-        print(f"{fixed}: {paired(fixed, 'ceiling: parallel JPEG decode, --size 150 bytes'):.0%} of its own bytes' "
-              f"decode ceiling (goal >= 90%), {paired(fixed, 'shardflow load, --max-side 160'):.2f}x `load` of "
-              "--max-side 160 at 150x150 (goal >= 1.5x); each the median of the rounds' ratios")
+        print(
+            f"{fixed}: {paired(fixed, 'ceiling: parallel JPEG decode, --size 150 bytes'):.0%} of its own bytes' "
+            f"decode ceiling (goal >= 90%), {paired(fixed, 'shardflow load, --max-side 160'):.2f}x `load` of "
+            "--max-side 160 at 150x150 (goal >= 1.5x); each the median of the rounds' ratios"
+        )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ JPEGs of smooth random colour fields in 10 class folders, and IDX files of 28x28
 
     .venv/bin/python benchmarks/scale.py [--sizes 60000,600000] [--sources folders,idx] [--workers 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,8 @@ def _smooth_images(seed: int, n: int, side: int, channels: int) -> np.ndarray:
     for i in range(n):
         mode = "RGB" if channels == 3 else "L"
         field = Image.fromarray(coarse[i] if channels == 3 else coarse[i, ..., 0], mode).resize(
-            (side, side), Image.Resampling.BICUBIC)
+            (side, side), Image.Resampling.BICUBIC
+        )
         images[i] = np.asarray(field).reshape(side, side, channels)
     return np.clip(images.astype(np.int16) + rng.integers(-8, 9, images.shape), 0, 255).astype(np.uint8)
 
@@ -191,12 +193,36 @@ def main(argv: list[str] | None = None) -> None:
                     ceiling = seconds_of(CEILING, os.path.join(out, "data"))
             finally:
                 shutil.rmtree(out, ignore_errors=True)
-            rows.append([source, f"{n:,}", f"{seconds:.1f}", f"{seconds / n * 1e6:.0f}", _mib(launcher),
-                         ", ".join(map(_mib, workers)), f"{verify:.1f}", f"{ceiling:.1f}", f"{verify / ceiling:.2f}"])
+            rows.append(
+                [
+                    source,
+                    f"{n:,}",
+                    f"{seconds:.1f}",
+                    f"{seconds / n * 1e6:.0f}",
+                    _mib(launcher),
+                    ", ".join(map(_mib, workers)),
+                    f"{verify:.1f}",
+                    f"{ceiling:.1f}",
+                    f"{verify / ceiling:.2f}",
+                ]
+            )
             print(" | ".join(rows[-1]), file=sys.stderr)
-    print(markdown_table(["source", "images", "convert s", "µs per image", "launcher peak MiB (anonymous)",
-                          "workers' peaks MiB (anonymous)", "verify s", "read+CRC+SHA+decode s", "verify / that"],
-                         rows))
+    print(
+        markdown_table(
+            [
+                "source",
+                "images",
+                "convert s",
+                "µs per image",
+                "launcher peak MiB (anonymous)",
+                "workers' peaks MiB (anonymous)",
+                "verify s",
+                "read+CRC+SHA+decode s",
+                "verify / that",
+            ],
+            rows,
+        )
+    )
 
 
 def _mib(peaks: tuple[int, int]) -> str:

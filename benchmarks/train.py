@@ -5,6 +5,7 @@ Each method trains 2 epochs; the table shows the second (the first includes trac
 
     .venv/bin/python benchmarks/train.py [--n 1000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,11 +16,11 @@ import time
 
 import keras
 
+from common import image_data_generator, markdown_table, sample_corpus
 from shardflow.beam_jobs.convert import ConvertOptions, convert
 from shardflow.pipeline.augment import PRESETS
 from shardflow.trainers import models
 from shardflow.trainers.train import TrainOptions, train
-from common import image_data_generator, markdown_table, sample_corpus
 
 SIZE, BATCH, EPOCHS = 150, 32, 2
 
@@ -45,8 +46,13 @@ def image_data_generator_epoch(src: str) -> float:
 
 def shardflow_epoch(data: str, out: str) -> float:
     """`shardflow train`: the same model, augmentation fused into the tf.data pipeline (no GPU here)."""
-    metrics = train(data, out, TrainOptions(model="book_convnet", epochs=EPOCHS, batch_size=BATCH, image_size=SIZE,
-                                            augment="seed004", verbose=0))
+    metrics = train(
+        data,
+        out,
+        TrainOptions(
+            model="book_convnet", epochs=EPOCHS, batch_size=BATCH, image_size=SIZE, augment="seed004", verbose=0
+        ),
+    )
     return metrics["epoch_seconds"][-1]
 
 
@@ -60,14 +66,18 @@ def main(argv: list[str] | None = None) -> None:
             convert(src, data, ConvertOptions(splits={"train": 1.0}, workers=2))
         results = {
             "ImageDataGenerator.flow_from_directory + model.fit": image_data_generator_epoch(src),
-            "shardflow train --augment seed004 (augmentation fused in the CPU pipeline)":
-                shardflow_epoch(data, os.path.join(work, "run")),
+            "shardflow train --augment seed004 (augmentation fused in the CPU pipeline)": shardflow_epoch(
+                data, os.path.join(work, "run")
+            ),
         }
         baseline = next(iter(results.values()))
-        print(f"\nbook_convnet, {args.n} images, {SIZE}x{SIZE}, batch {BATCH}, {os.cpu_count()} cores, "
-              f"second epoch\n")
-        print(markdown_table(["training input", "epoch seconds", "speed-up"],
-                             [[name, f"{s:.1f}", f"{baseline / s:.2f}x"] for name, s in results.items()]))
+        print(f"\nbook_convnet, {args.n} images, {SIZE}x{SIZE}, batch {BATCH}, {os.cpu_count()} cores, second epoch\n")
+        print(
+            markdown_table(
+                ["training input", "epoch seconds", "speed-up"],
+                [[name, f"{s:.1f}", f"{baseline / s:.2f}x"] for name, s in results.items()],
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ every default and choice the API's own) and what it runs. The library names para
 (`max_side`, see `shardflow.core.messages`); here they become flags (--max-side), its warnings "warning: ..." lines
 and its log lines plain lines on stderr.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,8 @@ from typing import NamedTuple
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
 
 import shardflow  # noqa: E402  (after the environment is set)
-from shardflow.core import files, metadata, quiet  # noqa: E402
 from shardflow.core import labels as labels_lib  # noqa: E402
+from shardflow.core import metadata, quiet  # noqa: E402
 from shardflow.core.messages import ShardflowWarning, did_you_mean, in_flags  # noqa: E402
 
 SUMMARY_MAX_CLASSES = 12  # more classes: the end-of-run summary gives their range per split
@@ -76,26 +77,61 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _commands() -> tuple[Command, ...]:
     return (
         Command("sample-data", "write a learnable synthetic JPEG dataset", _sample_data_arguments, _sample_data),
-        Command("convert", "convert images (folder, .zip, .tar[.gz], IDX) to sharded TFRecords", _convert_arguments,
-                _convert, description="Convert raw images into a sharded, TFDS-compatible TFRecord dataset with "
-                "Apache Beam. Beam pipeline options (--runner, --project, --job_endpoint, ...) go to Beam unchanged; "
-                "any other option is refused."),
-        Command("inspect", "show a dataset's splits, classes, statistics and duplicates", _inspect_arguments,
-                _inspect),
-        Command("verify", "check checksums, record CRCs, counts and images of a dataset", _verify_arguments,
-                _verify, uses_tensorflow=True),
-        Command("preview", "a grid of images (and augmented versions) as a PNG", _preview_arguments, _preview,
-                uses_tensorflow=True),
-        Command("serve-data", "start a tf.data service dispatcher and workers here", _serve_data_arguments,
-                _serve_data, uses_tensorflow=True),
-        Command("train", "train a tutorial model on a converted dataset", _train_arguments, _train,
-                uses_tensorflow=True),
-        Command("evaluate", "a run's loss and accuracy on a dataset split", _evaluate_arguments, _evaluate,
-                uses_tensorflow=True),
-        Command("diff", "what changed between two versions of a dataset (exit 1 if anything did)", _diff_arguments,
-                _diff, uses_tensorflow=True),
-        Command("predict", "classify images, folders or a converted split with a run", _predict_arguments, _predict,
-                uses_tensorflow=True),
+        Command(
+            "convert",
+            "convert images (folder, .zip, .tar[.gz], IDX) to sharded TFRecords",
+            _convert_arguments,
+            _convert,
+            description="Convert raw images into a sharded, TFDS-compatible TFRecord dataset with "
+            "Apache Beam. Beam pipeline options (--runner, --project, --job_endpoint, ...) go to Beam unchanged; "
+            "any other option is refused.",
+        ),
+        Command("inspect", "show a dataset's splits, classes, statistics and duplicates", _inspect_arguments, _inspect),
+        Command(
+            "verify",
+            "check checksums, record CRCs, counts and images of a dataset",
+            _verify_arguments,
+            _verify,
+            uses_tensorflow=True,
+        ),
+        Command(
+            "preview",
+            "a grid of images (and augmented versions) as a PNG",
+            _preview_arguments,
+            _preview,
+            uses_tensorflow=True,
+        ),
+        Command(
+            "serve-data",
+            "start a tf.data service dispatcher and workers here",
+            _serve_data_arguments,
+            _serve_data,
+            uses_tensorflow=True,
+        ),
+        Command(
+            "train", "train a tutorial model on a converted dataset", _train_arguments, _train, uses_tensorflow=True
+        ),
+        Command(
+            "evaluate",
+            "a run's loss and accuracy on a dataset split",
+            _evaluate_arguments,
+            _evaluate,
+            uses_tensorflow=True,
+        ),
+        Command(
+            "diff",
+            "what changed between two versions of a dataset (exit 1 if anything did)",
+            _diff_arguments,
+            _diff,
+            uses_tensorflow=True,
+        ),
+        Command(
+            "predict",
+            "classify images, folders or a converted split with a run",
+            _predict_arguments,
+            _predict,
+            uses_tensorflow=True,
+        ),
     )
 
 
@@ -104,8 +140,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shardflow", description=shardflow.__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     for command in _commands():
-        sub = subparsers.add_parser(command.name, help=command.help, description=command.description,
-                                    formatter_class=_HelpFormatter)
+        sub = subparsers.add_parser(
+            command.name, help=command.help, description=command.description, formatter_class=_HelpFormatter
+        )
         command.add_arguments(sub)
         sub.set_defaults(chosen=Chosen(command, sub, _flags(sub)))
     return parser
@@ -116,16 +153,23 @@ class _HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if not action.option_strings or "default" in text or action.default in (None, argparse.SUPPRESS) \
-                or action.default is False:
+        if (
+            not action.option_strings
+            or "default" in text
+            or action.default in (None, argparse.SUPPRESS)
+            or action.default is False
+        ):
             return text
         return f"{text} (default: %(default)s)"
 
 
 def _flags(parser: argparse.ArgumentParser) -> dict[str, str]:
     """Parameter name -> the flag that sets it (its longest spelling), for the options of `parser`."""
-    return {action.dest: max(action.option_strings, key=len) for action in parser._actions  # (argparse's list)
-            if action.option_strings and action.dest != "help"}
+    return {
+        action.dest: max(action.option_strings, key=len)
+        for action in parser._actions  # (argparse's list)
+        if action.option_strings and action.dest != "help"
+    }
 
 
 @contextlib.contextmanager
@@ -161,8 +205,16 @@ class _InFlags(logging.Formatter):
         return in_flags(super().format(record), self.flags)
 
 
-def _show_warning(flags: Mapping[str, str], show_other: Callable, message: Warning | str, category: type[Warning],
-                  filename: str, lineno: int, file=None, line: str | None = None) -> None:
+def _show_warning(
+    flags: Mapping[str, str],
+    show_other: Callable,
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file=None,
+    line: str | None = None,
+) -> None:
     """`warnings.showwarning` for a command: shardflow's as "warning: ..." with flags; others as Python shows them."""
     if issubclass(category, ShardflowWarning):
         print(f"warning: {in_flags(str(message), flags)}", file=sys.stderr)
@@ -172,8 +224,11 @@ def _show_warning(flags: Mapping[str, str], show_other: Callable, message: Warni
 
 def _defaults(function: Callable) -> dict:
     """A function's keyword defaults, so the CLI shows (and uses) the API's own."""
-    return {name: p.default for name, p in inspect.signature(function).parameters.items()
-            if p.default is not inspect.Parameter.empty}
+    return {
+        name: p.default
+        for name, p in inspect.signature(function).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
 
 
 # -- each subcommand's arguments --------------------------------------------------------------------------------
@@ -187,8 +242,12 @@ def _sample_data_arguments(parser: argparse.ArgumentParser) -> None:
 
     defaults = _defaults(write_sample_data)
     parser.add_argument("out", help="the folder to write the images to")
-    parser.add_argument("--layout", choices=("kaggle", "folders"), default=defaults["layout"],
-                        help="kaggle: cat.0.jpg names in one folder; folders: one folder per class")
+    parser.add_argument(
+        "--layout",
+        choices=("kaggle", "folders"),
+        default=defaults["layout"],
+        help="kaggle: cat.0.jpg names in one folder; folders: one folder per class",
+    )
     parser.add_argument("--n", type=int, default=defaults["n"], help="number of images")
     parser.add_argument("--classes", default=",".join(defaults["classes"]), help="comma-separated class names")
     parser.add_argument("--seed", type=int, default=defaults["seed"], help="the same seed, the same images")
@@ -198,9 +257,12 @@ def _convert_arguments(parser: argparse.ArgumentParser) -> None:
     from shardflow.beam_jobs.options import add_arguments
 
     add_arguments(parser)
-    parser.add_argument("--like", metavar="DATASET",
-                        help="repeat DATASET's conversion: every option from its shardflow.json (only --workers and "
-                             "--overwrite apply); says whether the shards came out byte-identical, or what changed")
+    parser.add_argument(
+        "--like",
+        metavar="DATASET",
+        help="repeat DATASET's conversion: every option from its shardflow.json (only --workers and "
+        "--overwrite apply); says whether the shards came out byte-identical, or what changed",
+    )
 
 
 def _inspect_arguments(parser: argparse.ArgumentParser) -> None:
@@ -208,10 +270,14 @@ def _inspect_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("data", help=DATA_HELP)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("--duplicates", metavar="FILE.png",
-                        help="draw the groups of duplicates side by side, a row each (leaks first), into this PNG")
-    parser.add_argument("--groups", type=int, metavar="N",
-                        help=f"with --duplicates: draw at most N groups (default {DUPLICATE_GROUPS})")
+    parser.add_argument(
+        "--duplicates",
+        metavar="FILE.png",
+        help="draw the groups of duplicates side by side, a row each (leaks first), into this PNG",
+    )
+    parser.add_argument(
+        "--groups", type=int, metavar="N", help=f"with --duplicates: draw at most N groups (default {DUPLICATE_GROUPS})"
+    )
 
 
 def _verify_arguments(parser: argparse.ArgumentParser) -> None:
@@ -234,8 +300,12 @@ def _preview_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _serve_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=5050,
-                        help="the dispatcher's port (0: any free one; the first line printed says which)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=5050,
+        help="the dispatcher's port (0: any free one; the first line printed says which)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
 
 
@@ -263,10 +333,17 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help=RUN_HELP)
     parser.add_argument("paths", nargs="+", help="image files, folders of images, or dataset folders")
     parser.add_argument("--split", default=metadata.TEST, help="the split, when a path is a converted dataset")
-    parser.add_argument("--csv", help="write Kaggle's submission format here: id,label, or the shape of the CSV file "
-                                      "the dataset's labels came from (convert --labels)")
-    parser.add_argument("--threshold", type=float, default=THRESHOLD,
-                        help="multi-label: name the classes whose probability is above this")
+    parser.add_argument(
+        "--csv",
+        help="write Kaggle's submission format here: id,label, or the shape of the CSV file "
+        "the dataset's labels came from (convert --labels)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=THRESHOLD,
+        help="multi-label: name the classes whose probability is above this",
+    )
 
 
 # -- what each subcommand runs ----------------------------------------------------------------------------------
@@ -310,25 +387,39 @@ def _convert_like(args, beam_args) -> int:
     from shardflow.tools.diff import diff, same_shards
 
     chosen: Chosen = args.chosen
-    given = [chosen.flags[name] for name in argument_names()
-             if name not in RUN_ONLY and getattr(args, name) != chosen.parser.get_default(name)]
+    given = [
+        chosen.flags[name]
+        for name in argument_names()
+        if name not in RUN_ONLY and getattr(args, name) != chosen.parser.get_default(name)
+    ]
     if given:
         raise UsageError(f"--like takes every option from {args.like}; drop {', '.join(given)}")
     recorded = metadata.read(args.like)
     if recorded.provenance is None:
         raise UsageError(f"{args.like} records no conversion options (made by a shardflow before 0.2)")
-    info = convert(args.src, args.out, ConvertOptions.like(recorded.provenance.options, workers=args.workers,
-                                                           overwrite=args.overwrite), beam_args)
+    info = convert(
+        args.src,
+        args.out,
+        ConvertOptions.like(recorded.provenance.options, workers=args.workers, overwrite=args.overwrite),
+        beam_args,
+    )
     print(_summary_text(info, args.out))
     same_source = info.provenance.source_fingerprint == recorded.provenance.source_fingerprint
     if same_shards(recorded, info):
-        print(f"identical to {args.like}: every shard byte for byte" + ("" if same_source else
-              " (the source's fingerprint differs: files changed that no record depends on)"))
+        print(
+            f"identical to {args.like}: every shard byte for byte"
+            + ("" if same_source else " (the source's fingerprint differs: files changed that no record depends on)")
+        )
         return 0
     changes = diff(args.like, args.out)
-    print(f"differs from {args.like}: " + ("the same source (same fingerprint), other shards: "
-                                          "made by another shardflow version?" if same_source else
-                                          "the source changed since it was made"))
+    print(
+        f"differs from {args.like}: "
+        + (
+            "the same source (same fingerprint), other shards: made by another shardflow version?"
+            if same_source
+            else "the source changed since it was made"
+        )
+    )
     for kind, paths in changes.examples.items():
         if paths:
             print(f"  {kind}: {', '.join(paths)}")
@@ -367,21 +458,36 @@ def _verify(args, _extra) -> int:
     for note in report.notes:
         print(f"{args.data}: {note}")
     if report.ok:
-        print(f"{args.data}: OK, {report.records} records in {len(report.shards)} shards verified"
-              + (f"; {report.damaged_kept} of them damaged JPEGs kept by --keep-damaged-jpegs (listed in "
-                 f"{metadata.DAMAGED_JPEGS})" if report.damaged_kept else ""))
+        print(
+            f"{args.data}: OK, {report.records} records in {len(report.shards)} shards verified"
+            + (
+                f"; {report.damaged_kept} of them damaged JPEGs kept by --keep-damaged-jpegs (listed in "
+                f"{metadata.DAMAGED_JPEGS})"
+                if report.damaged_kept
+                else ""
+            )
+        )
         return 0
     bad = sum(1 for s in report.shards if s.problems)
-    print(f"{args.data}: FAILED, {bad} of {len(report.shards)} shards (or their record indexes) damaged",
-          file=sys.stderr)
+    print(
+        f"{args.data}: FAILED, {bad} of {len(report.shards)} shards (or their record indexes) damaged", file=sys.stderr
+    )
     return 1
 
 
 def _preview(args, _extra) -> None:
     from shardflow.tools.preview import preview_grid
 
-    out = preview_grid(args.data, args.out, split=args.split, augment=args.augment, images=args.images,
-                       variants=args.variants, image_size=args.image_size, seed=args.seed)
+    out = preview_grid(
+        args.data,
+        args.out,
+        split=args.split,
+        augment=args.augment,
+        images=args.images,
+        variants=args.variants,
+        image_size=args.image_size,
+        seed=args.seed,
+    )
     print(f"wrote {out}")
 
 
@@ -398,21 +504,32 @@ def _train(args, _extra) -> None:
     metrics = train(args.data, args.out, from_arguments(args))
     rates = metrics["images_per_second"]
     wait = metrics["input_wait_fraction"]
-    scores = (f"test accuracy {metrics['test_accuracy']:.3f}, loss {metrics['test_loss']:.3f}"
-              + (f", macro AUC {_score(metrics['test_auc'])}, macro F1 {metrics['test_f1']:.3f}" if "test_f1" in metrics
-                 else "") + f" ({metrics['evaluated_on']} split)" if metrics["evaluated_on"] else
-              "not evaluated (no test split)")
-    print(f"{args.out}: {scores}, {metrics['epochs_run']} epochs in {metrics['seconds']:.0f} s; "
-          f"last epoch {rates[-1]:.0f} images/s" + (f", {wait[-1]:.0%} of step time waiting for input" if wait else ""))
+    scores = (
+        f"test accuracy {metrics['test_accuracy']:.3f}, loss {metrics['test_loss']:.3f}"
+        + (
+            f", macro AUC {_score(metrics['test_auc'])}, macro F1 {metrics['test_f1']:.3f}"
+            if "test_f1" in metrics
+            else ""
+        )
+        + f" ({metrics['evaluated_on']} split)"
+        if metrics["evaluated_on"]
+        else "not evaluated (no test split)"
+    )
+    print(
+        f"{args.out}: {scores}, {metrics['epochs_run']} epochs in {metrics['seconds']:.0f} s; "
+        f"last epoch {rates[-1]:.0f} images/s" + (f", {wait[-1]:.0%} of step time waiting for input" if wait else "")
+    )
 
 
 def _evaluate(args, _extra) -> None:
     from shardflow.trainers.predict import evaluate
 
     result = evaluate(args.run, args.data, args.split)
-    print(f"{args.split}: accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}"
-          + (f", macro AUC {result['auc']:.4f}, macro F1 {result['f1']:.4f}" if "f1" in result else "")
-          + f" on {result['num_examples']} images")
+    print(
+        f"{args.split}: accuracy {result['accuracy']:.4f}, loss {result['loss']:.4f}"
+        + (f", macro AUC {result['auc']:.4f}, macro F1 {result['f1']:.4f}" if "f1" in result else "")
+        + f" on {result['num_examples']} images"
+    )
 
 
 def _diff(args, _extra) -> int:
@@ -423,8 +540,11 @@ def _diff(args, _extra) -> int:
         print(json.dumps(result.to_json(), indent=1))
         return 0 if result.identical else 1
     totals = sum(result.counts.values(), Counter())
-    print(f"{args.old} -> {args.new}: " + ", ".join(f"{totals[k]} {k}" for k in KINDS)
-          + f"; {result.moved} file(s) moved to another split")
+    print(
+        f"{args.old} -> {args.new}: "
+        + ", ".join(f"{totals[k]} {k}" for k in KINDS)
+        + f"; {result.moved} file(s) moved to another split"
+    )
     print(f"  {'split/class':<24}" + "".join(f"{k:>11}" for k in KINDS))
     for key, counts in result.counts.items():
         print(f"  {key:<24}" + "".join(f"{counts[k]:>11}" for k in KINDS))
@@ -443,8 +563,10 @@ def _predict(args, _extra) -> None:
         print(prediction.sentence(), file=sys.stderr if prediction.problem else sys.stdout)
     if args.csv:
         write_submission(predictions, args.csv, run_preprocessing(args.run).class_names, run_labels_file(args.run))
-        print(f"wrote {len(predictions)} predictions to {args.csv}"
-              + (f" ({len(unread)} without a label: their files could not be read)" if unread else ""))
+        print(
+            f"wrote {len(predictions)} predictions to {args.csv}"
+            + (f" ({len(unread)} without a label: their files could not be read)" if unread else "")
+        )
     if unread:
         print(f"{len(unread)} of {len(predictions)} inputs could not be read (listed above)", file=sys.stderr)
 
@@ -466,11 +588,15 @@ def _summary_text(info: metadata.DatasetInfo, out: str) -> str:
     if info.labels_file:
         lines.append(f"  {labels_lib.source_sentence(info.labels_file, info.multi_label)}")
     if info.debris:
-        lines.append(f"  skipped {len(info.debris)} macOS/Windows system file(s) such as {info.debris[0]!r} "
-                     f"(listed in {out}/{metadata.SHARDFLOW_INFO})")
+        lines.append(
+            f"  skipped {len(info.debris)} macOS/Windows system file(s) such as {info.debris[0]!r} "
+            f"(listed in {out}/{metadata.SHARDFLOW_INFO})"
+        )
     for name, split in info.splits.items():
-        lines.append(f"  {name:<11} {split.num_examples:>7} records in {len(split.shards)} shard(s)  "
-                     f"({_class_counts(split.label_counts, info.class_names)})")
+        lines.append(
+            f"  {name:<11} {split.num_examples:>7} records in {len(split.shards)} shard(s)  "
+            f"({_class_counts(split.label_counts, info.class_names)})"
+        )
     lines += [f"warning: {warning}" for warning in info.warnings]
     lines.append(f"dataset: {out}")
     return "\n".join(lines)
@@ -482,8 +608,7 @@ def _class_counts(counts: dict[str, int], class_names: Sequence[str]) -> str:
         return ", ".join(f"{c} {n}" for c, n in counts.items())
     values = [counts.get(c, 0) for c in class_names] or list(counts.values())
     present = sum(1 for v in values if v)
-    return (f"{present} of {len(values)} classes, {min(values)}-{max(values)} per class; "
-            "`shardflow inspect` lists them")
+    return f"{present} of {len(values)} classes, {min(values)}-{max(values)} per class; `shardflow inspect` lists them"
 
 
 if __name__ == "__main__":

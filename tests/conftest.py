@@ -1,4 +1,5 @@
 """Fixtures that build small, real image corpora on disk (JPEG, PNG, archives, IDX) for the tests."""
+
 from __future__ import annotations
 
 import gzip
@@ -72,8 +73,9 @@ def pets_in_shards(kaggle_dir, tmp_path_factory) -> pathlib.Path:
     """The 60 Kaggle-named samples, passthrough, split train/test, several 0.3 MB shards per split (with their
     record indexes). Read-only: copy it to change it."""
     out = tmp_path_factory.mktemp("shards") / "pets"
-    assert convert_cli(kaggle_dir, out, "--splits", "train=0.5,test=0.5", "--shard-size-mb", "0.3",
-                       "--workers", "1") == 0
+    assert (
+        convert_cli(kaggle_dir, out, "--splits", "train=0.5,test=0.5", "--shard-size-mb", "0.3", "--workers", "1") == 0
+    )
     return out
 
 
@@ -164,7 +166,9 @@ def wait_for_output(path: pathlib.Path, pattern: str, process: subprocess.Popen,
         if found:
             return found
         if process.poll() is not None:
-            pytest.fail(f"{process.args}: exited ({process.returncode}) before printing {pattern!r}: "
-                        f"{path.read_text(errors='replace')[-3000:] if path.exists() else ''}")
+            pytest.fail(
+                f"{process.args}: exited ({process.returncode}) before printing {pattern!r}: "
+                f"{path.read_text(errors='replace')[-3000:] if path.exists() else ''}"
+            )
         time.sleep(0.1)
     pytest.fail(f"{process.args}: printed no {pattern!r} in {timeout:.0f} s")

@@ -1,6 +1,7 @@
 """Kaggle-shaped corpora for `convert --labels`: a folder of real images named by id and a CSV file of their labels
 in each shape Kaggle ships, written with the quirks real files have (a BOM, CRLF line ends, quoted fields, extra
 columns, a trailing comma), plus an image without a row and a row without an image."""
+
 from __future__ import annotations
 
 import csv
@@ -23,8 +24,15 @@ def write_image(path: pathlib.Path, seed: int, fmt: str = "JPEG") -> None:
     path.write_bytes(encode(noise_image(24, 20, seed=seed), fmt))
 
 
-def write_csv(path: pathlib.Path, header: list[str], rows: list[list[str]], *, bom: bool = False,
-              crlf: bool = False, quoting: int = csv.QUOTE_MINIMAL) -> None:
+def write_csv(
+    path: pathlib.Path,
+    header: list[str],
+    rows: list[list[str]],
+    *,
+    bom: bool = False,
+    crlf: bool = False,
+    quoting: int = csv.QUOTE_MINIMAL,
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8-sig" if bom else "utf-8", newline="") as f:
         writer = csv.writer(f, lineterminator="\r\n" if crlf else "\n", quoting=quoting)

@@ -1,5 +1,6 @@
 """`memfs://` paths for Beam's filesystems, held in this process's memory: a stand-in for gs:// and s3:// that
 shows the job reaches its output only through Beam's FileSystems (import this module to register it)."""
+
 from __future__ import annotations
 
 import io

@@ -1,5 +1,6 @@
 """Augment / Resize / Normalize: ImageDataGenerator parity, the fused resize, the Keras layers, and GPU kernel
 coverage."""
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,15 @@ import tensorflow as tf
 from tensorflow.python.framework import kernels
 from tf_keras.preprocessing.image import apply_affine_transform
 
-from shardflow.pipeline.augment import (PRESETS, Augment, affine_transforms, augment_and_resize, augment_batch,
-                                        parse_augment, transform_images)
+from shardflow.pipeline.augment import (
+    PRESETS,
+    Augment,
+    affine_transforms,
+    augment_and_resize,
+    augment_batch,
+    parse_augment,
+    transform_images,
+)
 from shardflow.pipeline.normalize import NORMALIZE_MODES, Normalize
 from shardflow.pipeline.resize import Resize
 
@@ -35,11 +43,13 @@ def transformed(image: np.ndarray, fill_mode: str = "nearest", cval: float = 0.0
 
 def reference(image: np.ndarray, fill_mode: str = "nearest", cval: float = 0.0, **kwargs) -> np.ndarray:
     """tf_keras ImageDataGenerator's own transform (scipy, bilinear), channels last."""
-    return apply_affine_transform(image, row_axis=0, col_axis=1, channel_axis=2, fill_mode=fill_mode, cval=cval,
-                                  order=1, **kwargs)
+    return apply_affine_transform(
+        image, row_axis=0, col_axis=1, channel_axis=2, fill_mode=fill_mode, cval=cval, order=1, **kwargs
+    )
 
 
 # parse_augment
+
 
 def test_parse_augment_reads_presets_json_and_dicts():
     assert parse_augment(None) is None and parse_augment("none") is None and parse_augment("None") is None
@@ -52,25 +62,29 @@ def test_parse_augment_reads_presets_json_and_dicts():
     assert parse_augment({})["rotation_range"] == 0.0  # nothing asked: every argument at its default
 
 
-@pytest.mark.parametrize("text, named", [
-    ("seed005", "seed005"),
-    ('{"rotation": 40}', "'rotation'"),
-    ("[1, 2]", "JSON object"),
-    ({"rotation_range": -1}, "rotation_range=-1"),
-    ({"width_shift_range": "0.2"}, "width_shift_range='0.2'"),
-    ({"zoom_range": 1.5}, "zoom_range=1.5"),
-    ({"zoom_range": [1.2, 0.8]}, "zoom_range=[1.2, 0.8]"),
-    ({"brightness_range": [0.5]}, "brightness_range=[0.5]"),
-    ({"horizontal_flip": 1}, "horizontal_flip=1"),
-    ({"fill_mode": "mirror"}, "fill_mode='mirror'"),
-    ({"cval": float("nan")}, "cval=nan"),
-])
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ("seed005", "seed005"),
+        ('{"rotation": 40}', "'rotation'"),
+        ("[1, 2]", "JSON object"),
+        ({"rotation_range": -1}, "rotation_range=-1"),
+        ({"width_shift_range": "0.2"}, "width_shift_range='0.2'"),
+        ({"zoom_range": 1.5}, "zoom_range=1.5"),
+        ({"zoom_range": [1.2, 0.8]}, "zoom_range=[1.2, 0.8]"),
+        ({"brightness_range": [0.5]}, "brightness_range=[0.5]"),
+        ({"horizontal_flip": 1}, "horizontal_flip=1"),
+        ({"fill_mode": "mirror"}, "fill_mode='mirror'"),
+        ({"cval": float("nan")}, "cval=nan"),
+    ],
+)
 def test_parse_augment_names_the_bad_key_or_value(text, named):
     with pytest.raises(ValueError, match=named.replace("[", r"\[").replace("]", r"\]")):
         parse_augment(text)
 
 
 # The transform, against ImageDataGenerator
+
 
 def test_zero_augmentation_is_the_identity():
     images = np.random.default_rng(1).integers(0, 256, (3, 20, 28, 3), dtype=np.uint8)
@@ -100,10 +114,17 @@ def test_rotation_by_90_degrees_turns_the_way_image_data_generator_does():
     np.testing.assert_allclose(transformed(image, theta=90), np.rot90(image), atol=1e-3)
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"tx": 3.0}, {"ty": -2.5}, {"zx": 0.8, "zy": 1.25}, {"shear": 20.0}, {"theta": 25.0},
-    {"theta": -40.0, "tx": 2.2, "ty": 1.5, "shear": 11.0, "zx": 0.85, "zy": 1.15},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"tx": 3.0},
+        {"ty": -2.5},
+        {"zx": 0.8, "zy": 1.25},
+        {"shear": 20.0},
+        {"theta": 25.0},
+        {"theta": -40.0, "tx": 2.2, "ty": 1.5, "shear": 11.0, "zx": 0.85, "zy": 1.15},
+    ],
+)
 @pytest.mark.parametrize("fill_mode", ["nearest", "reflect", "constant"])
 def test_transforms_match_apply_affine_transform(kwargs, fill_mode):
     """Same parameters, same pixels: the tutorials' settings port one to one. Bilinear with "constant" differs
@@ -142,6 +163,7 @@ def test_brightness_multiplies_and_channel_shift_offsets_each_channel():
 
 # augment_and_resize: the fused CPU path
 
+
 @pytest.mark.parametrize("size", [(9, 13), (50, 41)])
 def test_augment_and_resize_without_params_is_a_bilinear_resize(size):
     image = np.random.default_rng(3).uniform(0, 255, (24, 30, 3)).astype(np.float32)
@@ -158,10 +180,12 @@ def test_augment_and_resize_in_a_dataset_of_mixed_sizes():
     rng = np.random.default_rng(4)
     dataset = tf.data.Dataset.from_generator(
         lambda: (rng.integers(0, 256, (*s, 3), dtype=np.uint8) for s in sizes),
-        output_signature=tf.TensorSpec([None, None, 3], tf.uint8)).cache()
+        output_signature=tf.TensorSpec([None, None, 3], tf.uint8),
+    ).cache()
     params = parse_augment("seed004")
     keyed = dataset.enumerate().map(
-        lambda i, image: augment_and_resize(image, (24, 32), params, tf.stack([i, tf.constant(7, tf.int64)])))
+        lambda i, image: augment_and_resize(image, (24, 32), params, tf.stack([i, tf.constant(7, tf.int64)]))
+    )
     first, second = list(keyed.as_numpy_iterator()), list(keyed.as_numpy_iterator())
     assert [(o.shape, o.dtype) for o in first] == [((24, 32, 3), np.uint8)] * len(sizes)
     assert all(np.array_equal(a, b) for a, b in zip(first, second))  # same keys, same augmentation
@@ -170,6 +194,7 @@ def test_augment_and_resize_in_a_dataset_of_mixed_sizes():
 
 
 # The Keras layers
+
 
 def test_augment_layer_is_active_only_in_training():
     images = np.random.default_rng(5).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
@@ -210,8 +235,9 @@ def test_augment_with_output_size_resamples_once_to_that_size():
 
 
 def test_layer_configs_round_trip():
-    layer = Augment(rotation_range=10, zoom_range=[0.9, 1.3], brightness_range=[0.5, 1.5], fill_mode="reflect",
-                    seed=7, name="aug")
+    layer = Augment(
+        rotation_range=10, zoom_range=[0.9, 1.3], brightness_range=[0.5, 1.5], fill_mode="reflect", seed=7, name="aug"
+    )
     clone = keras.layers.deserialize(json.loads(json.dumps(keras.layers.serialize(layer))))
     assert isinstance(clone, Augment) and clone.get_config() == layer.get_config()
     assert clone.params["zoom_range"] == [0.9, 1.3] and clone.seed == 7
@@ -222,13 +248,25 @@ def test_layer_configs_round_trip():
     assert Normalize.from_config(normalize.get_config()).get_config() == normalize.get_config()
 
 
-@pytest.mark.parametrize("first", [lambda: Augment(**PRESETS["seed004"]), lambda: Resize((24, 20)),
-                                   lambda: Augment(**PRESETS["seed004"], output_size=(24, 20))])
+@pytest.mark.parametrize(
+    "first",
+    [
+        lambda: Augment(**PRESETS["seed004"]),
+        lambda: Resize((24, 20)),
+        lambda: Augment(**PRESETS["seed004"], output_size=(24, 20)),
+    ],
+)
 def test_a_saved_model_with_the_layers_reloads(tmp_path, first):
-    model = keras.Sequential([
-        keras.Input((32, 40, 3), dtype="uint8"), first(), Normalize("symmetric"),
-        keras.layers.Conv2D(2, 3), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(1),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((32, 40, 3), dtype="uint8"),
+            first(),
+            Normalize("symmetric"),
+            keras.layers.Conv2D(2, 3),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(1),
+        ]
+    )
     images = np.random.default_rng(7).integers(0, 256, (4, 32, 40, 3), dtype=np.uint8)
     model.save(tmp_path / "model.keras")
     reloaded = keras.models.load_model(tmp_path / "model.keras")
@@ -238,17 +276,26 @@ def test_a_saved_model_with_the_layers_reloads(tmp_path, first):
 
 @pytest.mark.parametrize("mode", APPLICATION_MODES)
 def test_normalize_matches_keras_applications_preprocess_input(mode):
-    module = {"resnet101": "resnet", "resnet152": "resnet", "resnet50_v2": "resnet_v2", "nasnet_mobile": "nasnet",
-              "mobilenet_v3_small": "mobilenet_v3", "mobilenet_v3_large": "mobilenet_v3",
-              "convnext_tiny": "convnext"}.get(mode, mode)
+    module = {
+        "resnet101": "resnet",
+        "resnet152": "resnet",
+        "resnet50_v2": "resnet_v2",
+        "nasnet_mobile": "nasnet",
+        "mobilenet_v3_small": "mobilenet_v3",
+        "mobilenet_v3_large": "mobilenet_v3",
+        "convnext_tiny": "convnext",
+    }.get(mode, mode)
     module = "densenet" if module.startswith("densenet") else module
     module = "efficientnet" if module.startswith("efficientnet_b") else module
     preprocess_input = getattr(keras.applications, module).preprocess_input
     images = np.random.default_rng(8).uniform(0, 255, (2, 5, 7, 3)).astype(np.float32)
     expected = preprocess_input(images.copy())
     np.testing.assert_allclose(Normalize(mode)(images), expected, atol=1e-4)
-    np.testing.assert_allclose(Normalize(mode)(images.astype(np.uint8)), preprocess_input(
-        images.astype(np.uint8).astype(np.float32)), atol=1e-4)
+    np.testing.assert_allclose(
+        Normalize(mode)(images.astype(np.uint8)),
+        preprocess_input(images.astype(np.uint8).astype(np.float32)),
+        atol=1e-4,
+    )
 
 
 def test_normalize_generic_modes_and_errors():
@@ -267,6 +314,7 @@ def test_normalize_generic_modes_and_errors():
 
 # GPU kernel coverage: every op the layers put in a graph has a GPU kernel for its dtypes
 
+
 def gpu_misses(graph_def: tf.compat.v1.GraphDef) -> set[str]:
     """Ops (with their type attributes) that no GPU kernel accepts. Kernels registered for DEVICE_DEFAULT serve
     every device, the GPU included (ReadVariableOp, Placeholder, NoOp are registered that way); every op in these
@@ -274,8 +322,9 @@ def gpu_misses(graph_def: tf.compat.v1.GraphDef) -> set[str]:
     nodes = [*graph_def.node, *(node for function in graph_def.library.function for node in function.node_def)]
     misses = set()
     for node in nodes:
-        candidates = [k for k in kernels.get_registered_kernels_for_op(node.op).kernel
-                      if k.device_type in ("GPU", "DEFAULT")]
+        candidates = [
+            k for k in kernels.get_registered_kernels_for_op(node.op).kernel if k.device_type in ("GPU", "DEFAULT")
+        ]
         if not any(all(_allows(node, constraint) for constraint in k.constraint) for k in candidates):
             types = {name: tf.as_dtype(value.type).name for name, value in node.attr.items() if value.type}
             misses.add(f"{node.op}{types}")
@@ -300,19 +349,32 @@ def mixed_precision():
 def test_augment_and_normalize_have_gpu_kernels(policy, output_size, request):
     if policy == "mixed_float16":
         request.getfixturevalue("mixed_precision")
-    augment = Augment(**PRESETS["seed004"], brightness_range=[0.8, 1.2], channel_shift_range=20, vertical_flip=True,
-                      output_size=output_size, seed=0)
+    augment = Augment(
+        **PRESETS["seed004"],
+        brightness_range=[0.8, 1.2],
+        channel_shift_range=20,
+        vertical_flip=True,
+        output_size=output_size,
+        seed=0,
+    )
     for mode in ("symmetric", "vgg16", "densenet121", "efficientnet_b0"):
         normalize = Normalize(mode)
-        graph = tf.function(lambda x: normalize(augment(x, training=True))).get_concrete_function(
-            tf.TensorSpec([None, 32, 32, 3], tf.uint8)).graph
-        resampled = {node.attr["dtype"].type for node in graph.as_graph_def().node
-                     if node.op == "ImageProjectiveTransformV3"}
+        graph = (
+            tf.function(lambda x: normalize(augment(x, training=True)))  # noqa: B023 (traced here, in the loop)
+            .get_concrete_function(tf.TensorSpec([None, 32, 32, 3], tf.uint8))
+            .graph
+        )
+        resampled = {
+            node.attr["dtype"].type for node in graph.as_graph_def().node if node.op == "ImageProjectiveTransformV3"
+        }
         assert resampled == {tf.float16 if policy == "mixed_float16" else tf.float32}
         assert "StatelessRandomUniformV2" in {node.op for node in graph.as_graph_def().node}
         assert gpu_misses(graph.as_graph_def()) == set(), mode
-        inference = tf.function(lambda x: normalize(augment(x, training=False))).get_concrete_function(
-            tf.TensorSpec([None, 32, 32, 3], tf.uint8)).graph
+        inference = (
+            tf.function(lambda x: normalize(augment(x, training=False)))  # noqa: B023 (traced here, in the loop)
+            .get_concrete_function(tf.TensorSpec([None, 32, 32, 3], tf.uint8))
+            .graph
+        )
         assert gpu_misses(inference.as_graph_def()) == set(), mode
 
 
@@ -321,8 +383,11 @@ def test_resize_has_gpu_kernels(policy, request):
     if policy == "mixed_float16":
         request.getfixturevalue("mixed_precision")
     resize, normalize = Resize((24, 40)), Normalize("symmetric")
-    graph = tf.function(lambda x: normalize(resize(x))).get_concrete_function(
-        tf.TensorSpec([None, 32, 32, 3], tf.uint8)).graph
+    graph = (
+        tf.function(lambda x: normalize(resize(x)))
+        .get_concrete_function(tf.TensorSpec([None, 32, 32, 3], tf.uint8))
+        .graph
+    )
     assert "ResizeBilinear" in {node.op for node in graph.as_graph_def().node}
     assert gpu_misses(graph.as_graph_def()) == set()
 
@@ -332,9 +397,11 @@ def test_the_gpu_kernel_check_flags_cpu_only_ops():
     def cpu_only(text, images):
         transforms = affine_transforms((8, 8), (8, 8), theta=10.0)
         return tf.strings.length(text), tf.raw_ops.ImageProjectiveTransformV3(
-            images=images, transforms=transforms, output_shape=[8, 8], fill_value=0.0, interpolation="BILINEAR")
+            images=images, transforms=transforms, output_shape=[8, 8], fill_value=0.0, interpolation="BILINEAR"
+        )
 
-    graph = cpu_only.get_concrete_function(tf.TensorSpec([], tf.string),
-                                           tf.TensorSpec([1, 8, 8, 1], tf.bfloat16)).graph
-    assert gpu_misses(graph.as_graph_def()) == {"StringLength{}",  # a CPU-only op
-                                                "ImageProjectiveTransformV3{'dtype': 'bfloat16'}"}  # a CPU-only dtype
+    graph = cpu_only.get_concrete_function(tf.TensorSpec([], tf.string), tf.TensorSpec([1, 8, 8, 1], tf.bfloat16)).graph
+    assert gpu_misses(graph.as_graph_def()) == {
+        "StringLength{}",  # a CPU-only op
+        "ImageProjectiveTransformV3{'dtype': 'bfloat16'}",
+    }  # a CPU-only dtype

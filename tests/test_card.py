@@ -1,5 +1,6 @@
 """A dataset a team can share: TFDS's DatasetInfo and OUT/README.md say what it is, how it was made and how to
 load it; `tfds.load("NAME:VERSION")` finds it under ROOT/NAME/VERSION."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,17 +18,47 @@ def test_the_card_and_tfds_metadata_describe_the_dataset(tmp_path, capsys):
     (raw / "cat.broken.jpg").write_bytes(b"")
     (tmp_path / "pets.bib").write_text("@misc{pets, title={Synthetic pets}}\n")
     out = tmp_path / "root" / "pets" / "1.2.0"
-    assert main(["convert", str(raw), str(out), "--name", "pets", "--version", "1.2.0", "--max-side", "64",
-                 "--description", "Synthetic cats and dogs.", "--license", "CC-BY-4.0", "--homepage",
-                 "https://example.org/pets", "--citation", str(tmp_path / "pets.bib"), "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(raw),
+                str(out),
+                "--name",
+                "pets",
+                "--version",
+                "1.2.0",
+                "--max-side",
+                "64",
+                "--description",
+                "Synthetic cats and dogs.",
+                "--license",
+                "CC-BY-4.0",
+                "--homepage",
+                "https://example.org/pets",
+                "--citation",
+                str(tmp_path / "pets.bib"),
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     dataset, info = tfds.load("pets:1.2.0", data_dir=str(tmp_path / "root"), split="train", with_info=True)
     assert str(info.version) == "1.2.0" and info.description == "Synthetic cats and dogs."
     assert info.homepage == "https://example.org/pets" and info.redistribution_info.license == "CC-BY-4.0"
     assert "Synthetic pets" in info.citation and len(list(dataset)) == info.splits["train"].num_examples
     card = (out / "README.md").read_text()
-    for text in ("# pets 1.2.0", "Synthetic cats and dogs.", "License: CC-BY-4.0", "| train |",
-                 "1 of 31 inputs could not become records", "- empty file (0 bytes): 1",
-                 'tfds.load("pets:1.2.0", data_dir="ROOT")', f"shardflow {shardflow.__version__} converted"):
+    for text in (
+        "# pets 1.2.0",
+        "Synthetic cats and dogs.",
+        "License: CC-BY-4.0",
+        "| train |",
+        "1 of 31 inputs could not become records",
+        "- empty file (0 bytes): 1",
+        'tfds.load("pets:1.2.0", data_dir="ROOT")',
+        f"shardflow {shardflow.__version__} converted",
+    ):
         assert text in card, text
     made = metadata.read(str(out)).provenance
     assert made.source == str(raw) and made.runner == "FnApiRunner" and made.options["max_side"] == 64
@@ -45,8 +76,10 @@ def test_like_repeats_a_conversion_and_says_whether_it_came_out_the_same(tmp_pat
     raw = tmp_path / "raw"
     write_sample_data(raw, n=24, seed=10)
     first = tmp_path / "v1"
-    assert main(["convert", str(raw), str(first), "--splits", "test=0.3,train=0.7", "--max-side", "48",
-                 "--workers", "2"]) == 0
+    assert (
+        main(["convert", str(raw), str(first), "--splits", "test=0.3,train=0.7", "--max-side", "48", "--workers", "2"])
+        == 0
+    )
     assert main(["convert", str(raw), str(tmp_path / "again"), "--like", str(first), "--workers", "1"]) == 0
     assert f"identical to {first}: every shard byte for byte" in capsys.readouterr().out
     again = metadata.read(str(tmp_path / "again"))

@@ -1,5 +1,6 @@
 """The command line says the library's parameters as its flags, shows warnings once as "warning: ..." lines, and
 gives every option of every subcommand a help text that shows its default once."""
+
 from __future__ import annotations
 
 import pytest
@@ -60,18 +61,26 @@ def test_train_typos_get_a_suggestion(tiny_pets, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("command, expected", [
-    (["convert", "{data}", "{out}", "--quality", "500"], "error: --quality must be between 1 and 100, got 500"),
-    (["convert", "{data}", "{out}", "--size", "32x", "--max-side", "64"], "error: --size must be S or HxW"),
-    (["convert", "{data}", "{out}", "--split-counts-allow-fewer"],
-     "error: --split-counts-allow-fewer goes with --split-counts"),
-    (["train", "{data}", "--out", "{out}", "--validation-split", "1"],
-     "error: --validation-split must be at least 0 and below 1, got 1"),
-    (["train", "{data}", "--out", "{out}", "--init-from", "{data}"],
-     "error: --init-from is for --model fine_tune"),
-    (["preview", "{data}", "--out", "{out}.png", "--variants", "-1"],
-     "error: --images must be >= 1, --variants >= 0 and --image-size >= 8"),
-])
+@pytest.mark.parametrize(
+    "command, expected",
+    [
+        (["convert", "{data}", "{out}", "--quality", "500"], "error: --quality must be between 1 and 100, got 500"),
+        (["convert", "{data}", "{out}", "--size", "32x", "--max-side", "64"], "error: --size must be S or HxW"),
+        (
+            ["convert", "{data}", "{out}", "--split-counts-allow-fewer"],
+            "error: --split-counts-allow-fewer goes with --split-counts",
+        ),
+        (
+            ["train", "{data}", "--out", "{out}", "--validation-split", "1"],
+            "error: --validation-split must be at least 0 and below 1, got 1",
+        ),
+        (["train", "{data}", "--out", "{out}", "--init-from", "{data}"], "error: --init-from is for --model fine_tune"),
+        (
+            ["preview", "{data}", "--out", "{out}.png", "--variants", "-1"],
+            "error: --images must be >= 1, --variants >= 0 and --image-size >= 8",
+        ),
+    ],
+)
 def test_errors_name_the_flags(tiny_pets, tmp_path, capsys, command, expected):
     assert main([part.format(data=tiny_pets, out=tmp_path / "out") for part in command]) == 2
     error = capsys.readouterr().err
@@ -80,9 +89,29 @@ def test_errors_name_the_flags(tiny_pets, tmp_path, capsys, command, expected):
 
 
 def test_warnings_and_the_start_line_name_the_flags_once(pets_in_shards, tmp_path, capsys):
-    assert main(["train", str(pets_in_shards), "--out", str(tmp_path / "run"), "--validation-split", "0",
-                 "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4", "--image-size", "24"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(pets_in_shards),
+                "--out",
+                str(tmp_path / "run"),
+                "--validation-split",
+                "0",
+                "--epochs",
+                "1",
+                "--steps-per-epoch",
+                "1",
+                "--batch-size",
+                "4",
+                "--image-size",
+                "24",
+            ]
+        )
+        == 0
+    )
     error = capsys.readouterr().err.splitlines()
     assert [line for line in error if line.startswith("warning:")] == [
-        "warning: --validation-split 0: checkpoints and early stopping follow the training loss"]
+        "warning: --validation-split 0: checkpoints and early stopping follow the training loss"
+    ]
     assert [line for line in error if line.startswith("training small_convnet on")][0].count("(--image-size)") == 1

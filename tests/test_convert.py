@@ -1,4 +1,5 @@
 """`shardflow convert` end to end: real Beam pipelines (FnApiRunner) on corpora the tests write."""
+
 from __future__ import annotations
 
 import hashlib
@@ -38,8 +39,14 @@ def records(out, split: str | None = None) -> list[dict]:
     for name in [split] if split else list(info.splits):
         for serialized in tf.data.TFRecordDataset(info.shard_paths(name)):
             fields = decoder.parse(serialized)
-            found.append({"split": name, "filename": fields.filename.numpy().decode(), "label": int(fields.label),
-                          "image": fields.data.numpy()})
+            found.append(
+                {
+                    "split": name,
+                    "filename": fields.filename.numpy().decode(),
+                    "label": int(fields.label),
+                    "image": fields.data.numpy(),
+                }
+            )
     return sorted(found, key=lambda r: r["filename"])
 
 
@@ -111,18 +118,27 @@ def test_split_is_a_stable_hash_of_the_path(kaggle_dir, kaggle_out, tmp_path):
 def test_worker_count_and_runner_do_not_change_the_output(kaggle_dir, kaggle_out, tmp_path):
     """One worker in memory, and the FnApiRunner named explicitly (any Beam flag passes through)."""
     run_cli(kaggle_dir, tmp_path / "one", "--workers", "1", "--name", "pets")
-    run_cli(kaggle_dir, tmp_path / "named", "--name", "pets",
-            "--runner", "apache_beam.runners.portability.fn_api_runner.FnApiRunner")
+    run_cli(
+        kaggle_dir,
+        tmp_path / "named",
+        "--name",
+        "pets",
+        "--runner",
+        "apache_beam.runners.portability.fn_api_runner.FnApiRunner",
+    )
     reference = metadata.read(str(kaggle_out)).splits
     for out in ("one", "named"):
         splits = metadata.read(str(tmp_path / out)).splits
-        assert {n: [s.sha256 for s in v.shards] for n, v in splits.items()} == \
-               {n: [s.sha256 for s in v.shards] for n, v in reference.items()}
+        assert {n: [s.sha256 for s in v.shards] for n, v in splits.items()} == {
+            n: [s.sha256 for s in v.shards] for n, v in reference.items()
+        }
     # the runner asked for is the one that ran: a dropped --runner gives the same bytes (and test_portable: a job
     # endpoint nobody listens on fails the conversion)
     assert metadata.read(str(tmp_path / "one")).provenance.runner == "FnApiRunner"
-    assert metadata.read(str(tmp_path / "named")).provenance.runner == \
-        "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
+    assert (
+        metadata.read(str(tmp_path / "named")).provenance.runner
+        == "apache_beam.runners.portability.fn_api_runner.FnApiRunner"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -236,8 +252,20 @@ def test_split_counts_take_exact_numbers_per_class(kaggle_dir, tmp_path):
 @pytest.mark.parametrize("fmt", ["png", "raw"])
 def test_max_side_and_formats_with_several_shards(kaggle_dir, tmp_path, fmt):
     out = tmp_path / "out"
-    run_cli(kaggle_dir, out, "--image-format", fmt, "--max-side", "64", "--shard-size-mb", "0.1",
-            "--splits", "train=0.5,test=0.5", "--workers", "1")
+    run_cli(
+        kaggle_dir,
+        out,
+        "--image-format",
+        fmt,
+        "--max-side",
+        "64",
+        "--shard-size-mb",
+        "0.1",
+        "--splits",
+        "train=0.5,test=0.5",
+        "--workers",
+        "1",
+    )
     meta = metadata.read(str(out))
     assert set(meta.splits) == {"train", "test"}
     assert len(meta.splits["train"].shards) > 1
@@ -288,9 +316,23 @@ def test_a_killed_run_never_looks_complete(kaggle_dir, kaggle_out, tmp_path, poi
     """SIGKILL (the launcher and its workers) as soon as the run is seen at each step: OUT is refused by TFDS and by
     us; a rerun gives the same shards."""
     out = tmp_path / "out"
-    job = subprocess.Popen([sys.executable, "-m", "shardflow.cli", "convert", str(kaggle_dir), str(out),
-                            "--workers", "2", "--name", "pets"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)
+    job = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shardflow.cli",
+            "convert",
+            str(kaggle_dir),
+            str(out),
+            "--workers",
+            "2",
+            "--name",
+            "pets",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     reached, deadline = KILL_POINTS[point], time.monotonic() + 120
     try:
         while not reached(out) and job.poll() is None and time.monotonic() < deadline:
@@ -303,13 +345,14 @@ def test_a_killed_run_never_looks_complete(kaggle_dir, kaggle_out, tmp_path, poi
     try:
         metadata.read(str(out))
     except metadata.DatasetError:  # killed before it finished: nobody may take it as a dataset
-        with pytest.raises(Exception):
+        with pytest.raises(Exception):  # noqa: B017 (TFDS's error depends on the file missing; any refusal will do)
             tfds.builder_from_directory(str(out))
     else:  # killed after dataset_info.json was written (while it cleaned up): then it must be whole
         assert point == "moving shards into OUT" and verify(str(out)).ok
     run_cli(kaggle_dir, out, "--workers", "1", "--overwrite", "--name", "pets")
-    assert {n: [s.sha256 for s in v.shards] for n, v in metadata.read(str(out)).splits.items()} == \
-        {n: [s.sha256 for s in v.shards] for n, v in metadata.read(str(kaggle_out)).splits.items()}
+    assert {n: [s.sha256 for s in v.shards] for n, v in metadata.read(str(out)).splits.items()} == {
+        n: [s.sha256 for s in v.shards] for n, v in metadata.read(str(kaggle_out)).splits.items()
+    }
 
 
 def test_user_mistakes_are_one_line_errors(kaggle_dir, tmp_path, capsys):

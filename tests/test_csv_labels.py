@@ -1,6 +1,7 @@
 """`shardflow convert SRC OUT --labels FILE.csv`: each CSV shape Kaggle ships, read from real files (BOM, CRLF,
 quoted fields, extra columns), joined to real images, converted by the Beam job and read back by TFDS, `load`,
 the card and `inspect`."""
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,10 @@ def convert_cli(*args) -> int:
 @pytest.fixture(scope="module")
 def corpora(tmp_path_factory):
     root = tmp_path_factory.mktemp("kaggle_csv")
-    return {name: getattr(csv_corpora, name)(root / name)
-            for name in ("cactus", "dog_breed", "planet", "plant_pathology", "chest_xray")}
+    return {
+        name: getattr(csv_corpora, name)(root / name)
+        for name in ("cactus", "dog_breed", "planet", "plant_pathology", "chest_xray")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +102,11 @@ def test_ids_match_a_path_or_a_name_with_or_without_the_extension(tmp_path):
 def test_a_quoted_comma_is_part_of_a_class_name_and_extra_columns_need_naming(corpora):
     corpus = corpora["dog_breed"]
     paths = [f"d{i:04d}.jpg" for i in range(24)]
-    with pytest.raises(LabelsError, match=r"which of its columns 'breed', 'source' holds the labels\? Pass "
-                                          r"`label_columns`"):
+    with pytest.raises(
+        LabelsError,
+        match=r"which of its columns 'breed', 'source' holds the labels\? Pass "
+        r"`label_columns`",
+    ):
         csv_labels.match(LabelsSpec(str(corpus.labels_csv)), paths)
     matched = csv_labels.match(LabelsSpec(str(corpus.labels_csv), label_columns=("breed",)), paths)
     assert matched.class_names == sorted(csv_corpora.BREEDS) and matched.label_sets is None
@@ -112,8 +118,10 @@ def test_pipe_separated_findings_among_other_columns(corpora):
     paths = sorted(corpus.labels)
     matched = csv_labels.match(LabelsSpec(str(corpus.labels_csv), label_columns=("Finding Labels",)), paths)
     assert matched.source.separator == "|" and matched.class_names == sorted(csv_corpora.FINDINGS)
-    sets = {path: frozenset(matched.class_names[i] for i in matched.label_sets[label])
-            for path, label in matched.labels.items()}
+    sets = {
+        path: frozenset(matched.class_names[i] for i in matched.label_sets[label])
+        for path, label in matched.labels.items()
+    }
     assert sets == corpus.labels
 
 
@@ -144,16 +152,19 @@ def test_a_semicolon_delimited_file_with_an_empty_label(tmp_path):
     assert matched.no_label == {"b.jpg": "no label: its row in labels.csv (line 3) gives none"}
 
 
-@pytest.mark.parametrize("text, paths, message", [
-    ("id,label\na,cat\nb,dog\na,dog\n", ["a.jpg", "b.jpg"], r"id 'a' is given twice \(lines 2 and 4\)"),
-    ("id,label\na,cat\nb,dog\n", ["x/a.jpg", "y/a.png", "b.jpg"], r"id 'a' \(line 2\) names two files"),
-    ("id,label\nq,cat\nr,dog\n", ["a.jpg"], r"no column names the source's files"),
-    ("id,a,b\nx,1,0\ny,0,2\n", ["x.jpg", "y.jpg"], r"which of its columns 'a', 'b' holds the labels"),
-    ("id,label\nx,cat\ny,cat\n", ["x.jpg", "y.jpg"], r"only 1 class \('cat'\); a classifier needs at least two"),
-    ("id,label\nx,cat,extra\n", ["x.jpg"], r"line 2 has 3 fields, the header 2"),
-    ("id,label\n", ["x.jpg"], r"a header but no rows"),
-    ("id,label\n,cat\nb,dog\n", ["b.jpg"], r"line 2 has an empty id"),
-])
+@pytest.mark.parametrize(
+    "text, paths, message",
+    [
+        ("id,label\na,cat\nb,dog\na,dog\n", ["a.jpg", "b.jpg"], r"id 'a' is given twice \(lines 2 and 4\)"),
+        ("id,label\na,cat\nb,dog\n", ["x/a.jpg", "y/a.png", "b.jpg"], r"id 'a' \(line 2\) names two files"),
+        ("id,label\nq,cat\nr,dog\n", ["a.jpg"], r"no column names the source's files"),
+        ("id,a,b\nx,1,0\ny,0,2\n", ["x.jpg", "y.jpg"], r"which of its columns 'a', 'b' holds the labels"),
+        ("id,label\nx,cat\ny,cat\n", ["x.jpg", "y.jpg"], r"only 1 class \('cat'\); a classifier needs at least two"),
+        ("id,label\nx,cat,extra\n", ["x.jpg"], r"line 2 has 3 fields, the header 2"),
+        ("id,label\n", ["x.jpg"], r"a header but no rows"),
+        ("id,label\n,cat\nb,dog\n", ["b.jpg"], r"line 2 has an empty id"),
+    ],
+)
 def test_bad_files_are_refused_naming_the_problem(tmp_path, text, paths, message):
     labels = tmp_path / "labels.csv"
     labels.write_text(text)
@@ -263,8 +274,23 @@ def test_frequencies_and_cooccurrence_in_metadata_card_and_inspect(corpora, plan
 
 
 def test_preview_names_each_images_classes_and_dali_declines(planet_out, tmp_path):
-    assert main(["preview", str(planet_out), "--out", str(tmp_path / "grid.png"), "--images", "3", "--variants", "0",
-                 "--image-size", "32"]) == 0
+    assert (
+        main(
+            [
+                "preview",
+                str(planet_out),
+                "--out",
+                str(tmp_path / "grid.png"),
+                "--images",
+                "3",
+                "--variants",
+                "0",
+                "--image-size",
+                "32",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "grid.png").stat().st_size > 0
     with pytest.raises(ValueError, match="`backend` .dali. does not support multi-label datasets"):
         load(str(planet_out), "train", batch_size=4, image_size=16, backend="dali")
@@ -273,10 +299,14 @@ def test_preview_names_each_images_classes_and_dali_declines(planet_out, tmp_pat
 
 def test_split_counts_are_refused_for_multi_label(corpora, tmp_path, capsys):
     corpus = corpora["planet"]
-    assert convert_cli(corpus.src, tmp_path / "out", "--labels", corpus.labels_csv,
-                       "--split-counts", "train=5,test=2") == 2
-    assert "--split-counts takes exact records per class, which images of several classes each (multi-label) " \
-           "cannot give" in capsys.readouterr().err
+    assert (
+        convert_cli(corpus.src, tmp_path / "out", "--labels", corpus.labels_csv, "--split-counts", "train=5,test=2")
+        == 2
+    )
+    assert (
+        "--split-counts takes exact records per class, which images of several classes each (multi-label) "
+        "cannot give" in capsys.readouterr().err
+    )
     assert not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match="`split_counts` takes exact records per class"):
         ConvertOptions(labels="x.csv", multi_label=True, split_counts={"train": 5})
@@ -289,7 +319,9 @@ def test_split_counts_apply_to_single_label_files(corpora, tmp_path):
     info = metadata.read(str(out))
     assert info.class_names == csv_corpora.DISEASES and not info.multi_label  # the columns' order
     assert {name: dict(split.label_counts) for name, split in info.splits.items()} == {
-        "train": dict.fromkeys(csv_corpora.DISEASES, 4), "test": dict.fromkeys(csv_corpora.DISEASES, 2)}
+        "train": dict.fromkeys(csv_corpora.DISEASES, 4),
+        "test": dict.fromkeys(csv_corpora.DISEASES, 2),
+    }
     assert info.num_unselected == 0 and info.num_rejected == 3  # Test_*.jpg: no row
 
 
@@ -319,16 +351,21 @@ def test_a_duplicate_id_is_an_error_before_anything_is_written(corpora, tmp_path
     labels.write_text(corpus.labels_csv.read_text(encoding="utf-8-sig") + "00000000.jpg,0\n")
     assert convert_cli(corpus.src, tmp_path / "out", "--labels", labels) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == "shardflow convert: error: twice.csv: id '00000000.jpg' is given twice (lines 2 and 27); " \
-                      "each image must have one row"
+    assert (
+        err[-1] == "shardflow convert: error: twice.csv: id '00000000.jpg' is given twice (lines 2 and 27); "
+        "each image must have one row"
+    )
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--id-column", "id"], "--id-column: only with --labels FILE.csv"),
-    (["--labels", "x.csv", "--unlabeled"], "drop --unlabeled"),
-    (["--labels", "x.csv", "--layout", "folders"], "drop --layout folders"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--id-column", "id"], "--id-column: only with --labels FILE.csv"),
+        (["--labels", "x.csv", "--unlabeled"], "drop --unlabeled"),
+        (["--labels", "x.csv", "--layout", "folders"], "drop --layout folders"),
+    ],
+)
 def test_label_options_that_cannot_apply_are_refused(kaggle_dir, tmp_path, capsys, flags, message):
     assert convert_cli(kaggle_dir, tmp_path / "out", *flags) == 2
     assert message in capsys.readouterr().err

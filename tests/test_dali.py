@@ -1,6 +1,7 @@
 """`load(..., backend="dali")`: NVIDIA DALI in CPU mode (no GPU here) on datasets made by the real conversion, held
 to `load`'s contract: the same batches' shapes and dtypes, every record once per pass, close pixels, the same
 augmentation geometry, sharding, record indexes, and a clear error without DALI."""
+
 from __future__ import annotations
 
 import collections
@@ -88,8 +89,9 @@ def test_every_record_once_per_pass_shuffled(pets, stored_order):
     _, _, labels = stored_order
     reference = digests(stored_order[0])
     # 32 records in batches of 5: DALI pads every pass to 35, the padding must go, passes must not shift
-    shuffled, shuffled_labels = arrays(load(pets, "test", batch_size=5, image_size=SIZE, backend="dali",
-                                            shuffle=True, seed=5))
+    shuffled, shuffled_labels = arrays(
+        load(pets, "test", batch_size=5, image_size=SIZE, backend="dali", shuffle=True, seed=5)
+    )
     assert digests(shuffled) == reference and sorted(shuffled_labels) == sorted(labels)
     assert not np.array_equal(shuffled, stored_order[0])
     again, _ = arrays(load(pets, "test", batch_size=5, image_size=SIZE, backend="dali", shuffle=True, seed=5))
@@ -97,7 +99,7 @@ def test_every_record_once_per_pass_shuffled(pets, stored_order):
     steps = steps_per_epoch(pets, "test", 5)
     endless = load(pets, "test", batch_size=5, image_size=SIZE, backend="dali", shuffle=True, repeat=True)
     batches = [images.numpy() for images, _ in endless.take(3 * steps)]
-    passes = [np.concatenate(batches[i * steps:(i + 1) * steps]) for i in range(3)]
+    passes = [np.concatenate(batches[i * steps : (i + 1) * steps]) for i in range(3)]
     assert all(digests(images) == reference for images in passes)
     assert len({p.tobytes() for p in passes}) > 1  # reshuffled between passes
 
@@ -105,12 +107,25 @@ def test_every_record_once_per_pass_shuffled(pets, stored_order):
 def test_two_input_pipelines_share_the_split(pets, stored_order):
     seen = []
     for pipeline in range(2):
-        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline,
-                                             num_replicas_in_sync=2)
-        images, _ = arrays(load(pets, "test", batch_size=10, image_size=SIZE, backend="dali", input_context=context,
-                                shuffle=True, seed=1))
-        assert next(iter(load(pets, "test", batch_size=10, image_size=SIZE, backend="dali",
-                              input_context=context)))[0].shape[0] == 5  # the per-replica batch
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline, num_replicas_in_sync=2)
+        images, _ = arrays(
+            load(
+                pets,
+                "test",
+                batch_size=10,
+                image_size=SIZE,
+                backend="dali",
+                input_context=context,
+                shuffle=True,
+                seed=1,
+            )
+        )
+        assert (
+            next(iter(load(pets, "test", batch_size=10, image_size=SIZE, backend="dali", input_context=context)))[
+                0
+            ].shape[0]
+            == 5
+        )  # the per-replica batch
         seen.append(digests(images))
     assert seen[0] + seen[1] == digests(stored_order[0]) and not seen[0] & seen[1]
 
@@ -122,12 +137,15 @@ STRUCTURE[5:12, 6:15] = 255
 STRUCTURE[18:26, 30:33] = 0
 
 
-@pytest.mark.parametrize("params, u", [
-    ({"horizontal_flip": True}, {6: 0.2}),  # a pure flip
-    ({"width_shift_range": 0.2, "height_shift_range": 4}, {1: 0.9, 2: 0.25}),  # a pure shift (fraction, pixels)
-    ({"zoom_range": [0.5, 0.8]}, {4: 0.25, 5: 0.75}),
-    ({"rotation_range": 40, "shear_range": 20, "fill_mode": "constant", "cval": 7}, {0: 0.8, 3: 0.1}),
-])
+@pytest.mark.parametrize(
+    "params, u",
+    [
+        ({"horizontal_flip": True}, {6: 0.2}),  # a pure flip
+        ({"width_shift_range": 0.2, "height_shift_range": 4}, {1: 0.9, 2: 0.25}),  # a pure shift (fraction, pixels)
+        ({"zoom_range": [0.5, 0.8]}, {4: 0.25, 5: 0.75}),
+        ({"rotation_range": 40, "shear_range": 20, "fill_mode": "constant", "cval": 7}, {0: 0.8, 3: 0.1}),
+    ],
+)
 def test_augmentation_geometry_is_augments(params, u):
     """The same draws give DALI's warp and `Augment`'s transform (TF) the same pixels, resize included."""
     params = augment_lib.parse_augment(params)
@@ -147,8 +165,9 @@ def test_augmentation_geometry_is_augments(params, u):
     by_dali = np.array(by_dali.as_tensor())[0].astype(float)
     geometry, _ = augment_lib.random_geometry(params, [tf.constant([d]) for d in draws], size)
     transforms = augment_lib.affine_transforms(STRUCTURE.shape[:2], size, **geometry)
-    by_tf = augment_lib.transform_images(tf.cast(STRUCTURE, tf.float32)[None], transforms, size,
-                                         params["fill_mode"], params["cval"])
+    by_tf = augment_lib.transform_images(
+        tf.cast(STRUCTURE, tf.float32)[None], transforms, size, params["fill_mode"], params["cval"]
+    )
     by_tf = np.round(by_tf[0].numpy())
     plain = augment_lib.augment_and_resize(STRUCTURE, size, None).numpy().astype(float)
     assert np.abs(by_dali - plain).mean() > 10  # the augmentation moved pixels
@@ -157,20 +176,26 @@ def test_augmentation_geometry_is_augments(params, u):
 
 def test_augment_through_load(pets, stored_order):
     """Random horizontal flips mirror some images and leave the others as they were; a fixed brightness scales."""
-    flipped, _ = arrays(load(pets, "test", batch_size=8, image_size=SIZE, backend="dali",
-                             augment={"horizontal_flip": True}))
+    flipped, _ = arrays(
+        load(pets, "test", batch_size=8, image_size=SIZE, backend="dali", augment={"horizontal_flip": True})
+    )
     plain = stored_order[0].astype(int)
     same = np.abs(flipped - plain).max(axis=(1, 2, 3)) <= 1
     mirrored = np.abs(flipped - plain[:, :, ::-1]).max(axis=(1, 2, 3)) <= 1
     assert (same | mirrored).all() and same.any() and mirrored.any()
-    dimmed, _ = arrays(load(pets, "test", batch_size=8, image_size=SIZE, backend="dali",
-                            augment={"brightness_range": [0.5, 0.5]}))
+    dimmed, _ = arrays(
+        load(pets, "test", batch_size=8, image_size=SIZE, backend="dali", augment={"brightness_range": [0.5, 0.5]})
+    )
     assert np.abs(dimmed - plain * 0.5).max() <= 1
 
 
 def test_unsupported_options_are_refused(pets):
-    for options, words in [({"cache": True}, "cache"), ({"take": 3}, "take"),
-                           ({"augment": {"fill_mode": "reflect"}}, "fill_mode"), ({"backend": "torch"}, "backend")]:
+    for options, words in [
+        ({"cache": True}, "cache"),
+        ({"take": 3}, "take"),
+        ({"augment": {"fill_mode": "reflect"}}, "fill_mode"),
+        ({"backend": "torch"}, "backend"),
+    ]:
         with pytest.raises(ValueError, match=words):
             load(pets, "test", batch_size=8, image_size=SIZE, **{"backend": "dali", **options})
 
@@ -178,8 +203,18 @@ def test_unsupported_options_are_refused(pets):
 @pytest.fixture(scope="module")
 def fixed(kaggle_dir, tmp_path_factory):
     """Raw pixels at one size: no JPEG decoder in the way, so the backends' pixels can be compared exactly."""
-    return str(convert(kaggle_dir, tmp_path_factory.mktemp("dali-fixed") / "fixed", "--size", "32x48",
-                       "--image-format", "raw", "--splits", "train=0.5,test=0.5"))
+    return str(
+        convert(
+            kaggle_dir,
+            tmp_path_factory.mktemp("dali-fixed") / "fixed",
+            "--size",
+            "32x48",
+            "--image-format",
+            "raw",
+            "--splits",
+            "train=0.5,test=0.5",
+        )
+    )
 
 
 @pytest.mark.parametrize("size, crop", [((24, 40), False), ((50, 20), True)])
@@ -228,8 +263,10 @@ def test_indexes_are_built_on_first_use(pets, stored_order, tmp_path):
     images, _ = arrays(load(str(bare), "test", batch_size=8, image_size=SIZE, backend="dali"))
     np.testing.assert_array_equal(images, stored_order[0])
     for path in paths:
-        assert open(record_index.index_path(path)).read() == open(
-            record_index.index_path(path.replace(str(bare), pets))).read()
+        assert (
+            open(record_index.index_path(path)).read()
+            == open(record_index.index_path(path.replace(str(bare), pets))).read()
+        )
 
 
 @contextlib.contextmanager
@@ -274,8 +311,10 @@ def test_a_read_only_dataset_gets_its_indexes_in_the_users_cache(pets, stored_or
         np.testing.assert_array_equal(images, stored_order[0])
         assert not (view / record_index.FOLDER).exists()
         cached = {path.name: path.read_text() for path in cache.iterdir()}
-        assert cached == {shard.sha256 + record_index.SUFFIX: record_index.scan(path)
-                          for shard, path in zip(info.split("test").shards, info.shard_paths("test"))}
+        assert cached == {
+            shard.sha256 + record_index.SUFFIX: record_index.scan(path)
+            for shard, path in zip(info.split("test").shards, info.shard_paths("test"))
+        }
         built = {path.name: path.stat().st_mtime_ns for path in cache.iterdir()}
         arrays(load(str(view), "test", batch_size=8, image_size=SIZE, backend="dali"))
         assert {path.name: path.stat().st_mtime_ns for path in cache.iterdir()} == built  # used, not rebuilt
@@ -291,12 +330,11 @@ def test_an_index_with_a_flipped_byte_is_rebuilt(pets, tmp_path):
     index = record_index.index_path(path)
     good = open(index, "rb").read()
     at = good.index(b"\n") - 1  # the last digit of the first record's size
-    open(index, "wb").write(good[:at] + bytes([good[at] ^ 0x01]) + good[at + 1:])
+    open(index, "wb").write(good[:at] + bytes([good[at] ^ 0x01]) + good[at + 1 :])
     assert record_index.index_for(path, shard) == index and open(index, "rb").read() == good
 
 
-def test_a_dataset_with_old_index_names_loads_and_they_leave_the_shard_glob(pets, stored_order, tmp_path,
-                                                                             monkeypatch):
+def test_a_dataset_with_old_index_names_loads_and_they_leave_the_shard_glob(pets, stored_order, tmp_path, monkeypatch):
     """Datasets converted before the `dali-index/` folder kept each index beside its shard as `dali-index.SHARD`,
     which `*.tfrecord*` matches: verify notes them, DALI reads them and moves them into the folder; one that does
     not fit its shard is named by verify, and replaced."""
@@ -310,7 +348,8 @@ def test_a_dataset_with_old_index_names_loads_and_they_leave_the_shard_glob(pets
     legacy[1].write_text("0 100\n")
     report = verify(str(old))
     assert [(shard.old_index, len(shard.problems)) for shard in report.shards if shard.split == "test"] == [
-        (False, 1) if i == 1 else (True, 0) for i in range(len(paths))]
+        (False, 1) if i == 1 else (True, 0) for i in range(len(paths))
+    ]
     assert legacy[1].name in next(shard for shard in report.shards if shard.problems).problems[0]
     assert report.notes[0].startswith(f"{len(paths) - 1} record index(es) under their old name")
     images, _ = arrays(load(str(old), "test", batch_size=8, image_size=SIZE, backend="dali"))
@@ -332,11 +371,17 @@ def test_without_dali_the_error_names_the_packages(pets, monkeypatch):
 
 def test_a_keras_model_trains_on_it(pets):
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((*SIZE, 3)), keras.layers.Rescaling(1 / 255),
-                              keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
-                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)])
+    model = keras.Sequential(
+        [
+            keras.Input((*SIZE, 3)),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.Conv2D(4, 3, strides=2, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(2),
+        ]
+    )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    history = model.fit(load(pets, "train", batch_size=8, image_size=SIZE, backend="dali", augment="seed004"),
-                        epochs=1, verbose=0)
+    history = model.fit(
+        load(pets, "train", batch_size=8, image_size=SIZE, backend="dali", augment="seed004"), epochs=1, verbose=0
+    )
     assert np.isfinite(history.history["loss"][0])
-

@@ -1,6 +1,7 @@
 """Damaged JPEGs that still decode: bytes flipped or cut in the compressed data after the SOS marker, so libjpeg
 decodes a garbled picture with a warning that PIL keeps to itself. Conversion rejects them with libjpeg's words
 (or keeps and lists them, --keep-damaged-jpegs), verify names their record and shard, the trainer warns."""
+
 from __future__ import annotations
 
 import functools
@@ -34,8 +35,8 @@ def scan_start(data: bytes) -> int:
     """Where the entropy-coded data of the first scan begins: just after the SOS marker's header."""
     position = 2
     while data[position + 1] != 0xDA:
-        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
-    return position + 2 + int.from_bytes(data[position + 2:position + 4], "big")
+        position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    return position + 2 + int.from_bytes(data[position + 2 : position + 4], "big")
 
 
 @functools.cache
@@ -56,7 +57,7 @@ def cut(seed: int) -> bytes:
     """A photo whose entropy-coded data stops halfway, the end-of-image marker still there (a download cut and
     closed): libjpeg fills the rest with grey, "premature end of data segment"."""
     good = photo(seed)
-    return good[:(scan_start(good) + len(good)) // 2] + b"\xff\xd9"
+    return good[: (scan_start(good) + len(good)) // 2] + b"\xff\xd9"
 
 
 def tensorflow_warns(data: bytes, capfd) -> str:
@@ -66,11 +67,14 @@ def tensorflow_warns(data: bytes, capfd) -> str:
     return capfd.readouterr().err
 
 
-@pytest.mark.parametrize("make, expected", [
-    (lambda: flipped(3), "extraneous bytes before marker 0xd9"),
-    (lambda: flipped(4, progressive=True), "extraneous bytes before marker"),
-    (lambda: cut(5), "premature end of data segment"),
-])
+@pytest.mark.parametrize(
+    "make, expected",
+    [
+        (lambda: flipped(3), "extraneous bytes before marker 0xd9"),
+        (lambda: flipped(4, progressive=True), "extraneous bytes before marker"),
+        (lambda: cut(5), "premature end of data segment"),
+    ],
+)
 def test_damaged_jpegs_decode_with_a_warning_that_becomes_the_reason(make, expected, capfd):
     data = make()
     printed = tensorflow_warns(data, capfd)  # the bare line `shardflow train` printed every epoch
@@ -120,8 +124,9 @@ def test_conversion_rejects_them_with_libjpegs_words(source, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def kept(source, tmp_path_factory):
     out = tmp_path_factory.mktemp("kept") / "data"
-    assert main(["convert", str(source), str(out), "--workers", "1", "--splits", "train=1",
-                 "--keep-damaged-jpegs"]) == 0
+    assert (
+        main(["convert", str(source), str(out), "--workers", "1", "--splits", "train=1", "--keep-damaged-jpegs"]) == 0
+    )
     return out
 
 
@@ -130,9 +135,12 @@ def test_keep_damaged_jpegs_keeps_lists_and_warns(source, kept, tmp_path, capsys
     assert (info.num_records, info.num_rejected, info.damaged_jpegs) == (8, 0, 2)
     listed = [json.loads(line) for line in (kept / metadata.DAMAGED_JPEGS).read_text().splitlines()]
     assert [(d["path"], d["split"], d["warning"]) for d in listed] == [
-        ("cat.100.jpg", "train", jpeg_warning(flipped(3))), ("dog.100.jpg", "train", PREMATURE)]
-    assert any("--keep-damaged-jpegs kept 2 damaged JPEG(s)" in w and metadata.DAMAGED_JPEGS in w
-               for w in info.warnings)
+        ("cat.100.jpg", "train", jpeg_warning(flipped(3))),
+        ("dog.100.jpg", "train", PREMATURE),
+    ]
+    assert any(
+        "--keep-damaged-jpegs kept 2 damaged JPEG(s)" in w and metadata.DAMAGED_JPEGS in w for w in info.warnings
+    )
     assert "keep-damaged-jpegs" in (kept / "README.md").read_text()  # the card's warnings
     assert info.provenance.options["keep_damaged_jpegs"] is True
     assert main(["inspect", str(kept)]) == 0
@@ -176,5 +184,10 @@ def test_verify_counts_the_list_against_the_metadata(kept, tmp_path, capsys):
 
 def test_the_trainer_says_where_the_kept_ones_are_listed(kept):
     warnings = _warnings(metadata.read(str(kept)), TrainOptions(), "validation")
-    assert [w for w in warnings if "2 record(s) hold damaged JPEGs kept by --keep-damaged-jpegs" in w
-            and str(kept / metadata.DAMAGED_JPEGS) in w and "without the file's name" in w]
+    assert [
+        w
+        for w in warnings
+        if "2 record(s) hold damaged JPEGs kept by --keep-damaged-jpegs" in w
+        and str(kept / metadata.DAMAGED_JPEGS) in w
+        and "without the file's name" in w
+    ]

@@ -3,6 +3,7 @@ downscale, a JPEG's PNG copy) are found, distinct photo-like images and alike ha
 `--dedupe` leaves no group across splits, and without it the splits are the paths' own and the leaks are
 reported; every group is listed in duplicates.jsonl (the one --dedupe keeps first), named by inspect and the card,
 and drawn side by side."""
+
 from __future__ import annotations
 
 import contextlib
@@ -42,9 +43,12 @@ def _encoded(image: Image.Image, fmt: str, **params) -> bytes:
 def _copies(jpeg: bytes) -> dict[str, bytes]:
     """What scraped datasets hold of one photo besides the photo itself."""
     image = Image.open(io.BytesIO(jpeg))
-    return {"byte copy": jpeg, "JPEG quality 30": _encoded(image, "JPEG", quality=30),
-            "50% downscale": _encoded(image.resize((image.width // 2, image.height // 2)), "JPEG", quality=90),
-            "PNG copy": _encoded(image, "PNG")}
+    return {
+        "byte copy": jpeg,
+        "JPEG quality 30": _encoded(image, "JPEG", quality=30),
+        "50% downscale": _encoded(image.resize((image.width // 2, image.height // 2)), "JPEG", quality=90),
+        "PNG copy": _encoded(image, "PNG"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -56,16 +60,22 @@ def planted(tmp_path_factory):
     Image.fromarray(np.asarray(render_image(0, np.random.default_rng(7)))).save(src / "cat.50.png")
     png = Image.open(src / "cat.50.png")
     copies = {original: _copies((src / original).read_bytes()) for original in ("dog.0.jpg", "dog.1.jpg", "cat.2.jpg")}
-    plants = [("cat.0.jpg", (src / "cat.0.jpg").read_bytes(), "jpg", True),  # renamed
-              ("cat.50.png", _encoded(png, "BMP"), "bmp", True),  # lossless: the same pixels
-              ("dog.0.jpg", copies["dog.0.jpg"]["JPEG quality 30"], "jpg", False),
-              ("dog.1.jpg", copies["dog.1.jpg"]["50% downscale"], "jpg", False),
-              ("cat.2.jpg", copies["cat.2.jpg"]["PNG copy"], "png", False)]
+    plants = [
+        ("cat.0.jpg", (src / "cat.0.jpg").read_bytes(), "jpg", True),  # renamed
+        ("cat.50.png", _encoded(png, "BMP"), "bmp", True),  # lossless: the same pixels
+        ("dog.0.jpg", copies["dog.0.jpg"]["JPEG quality 30"], "jpg", False),
+        ("dog.1.jpg", copies["dog.1.jpg"]["50% downscale"], "jpg", False),
+        ("cat.2.jpg", copies["cat.2.jpg"]["PNG copy"], "png", False),
+    ]
     exact, near = [], []
     for original, data, ext, same_pixels in plants:
         label = original.split(".")[0]
-        copy = next(name for i in itertools.count(1000) if not (src / (name := f"{label}.{i}.{ext}")).exists()
-                    and split_for(name, FRACTIONS) != split_for(original, FRACTIONS))
+        copy = next(
+            name
+            for i in itertools.count(1000)
+            if not (src / (name := f"{label}.{i}.{ext}")).exists()
+            and split_for(name, FRACTIONS) != split_for(original, FRACTIONS)
+        )
         (src / copy).write_bytes(data)
         (exact if same_pixels else near).append(sorted([original, copy]))
     return src, exact, sorted(exact + near)
@@ -79,8 +89,9 @@ def _near_groups(keys: list[duplicates.ImageHashes]) -> list[list[int]]:
 def test_copies_are_near_and_distinct_images_are_not():
     """Every kind of copy of a sample photo is its near duplicate; no two distinct sample photos are."""
     options = ImageOptions()
-    originals = [_encoded(render_image(k % 2, np.random.default_rng([5, k])), "JPEG", quality=85)
-                 for k in range(DISTINCT)]
+    originals = [
+        _encoded(render_image(k % 2, np.random.default_rng([5, k])), "JPEG", quality=85) for k in range(DISTINCT)
+    ]
     hashes = [prepare(data, options, hashes=True).hashes for data in originals]
     for data, original in list(zip(originals, hashes))[:20]:
         for kind, copy in _copies(data).items():
@@ -92,16 +103,26 @@ def test_copies_are_near_and_distinct_images_are_not():
 def test_look_alikes_in_other_colours_are_not_near_duplicates():
     """Two sample photos whose grayscale structure pHash cannot tell apart (dog.404.jpg and dog.457.jpg of `make
     demo`): their colour thumbnails can."""
-    keys = [prepare(_encoded(render_image(1, np.random.default_rng([0, 1, i])), "JPEG", quality=90), ImageOptions(),
-                    hashes=True).hashes for i in (404, 457)]
-    assert duplicates.hamming(np.uint64(keys[0].perceptual), np.uint64(keys[1].perceptual)) \
-        <= duplicates.NEAR_THRESHOLD
+    keys = [
+        prepare(
+            _encoded(render_image(1, np.random.default_rng([0, 1, i])), "JPEG", quality=90), ImageOptions(), hashes=True
+        ).hashes
+        for i in (404, 457)
+    ]
+    assert duplicates.hamming(np.uint64(keys[0].perceptual), np.uint64(keys[1].perceptual)) <= duplicates.NEAR_THRESHOLD
     assert _near_groups(keys) == []
 
 
 def test_flat_images_are_told_apart_by_colour_alone():
-    flat = [Image.new("RGB", size, colour) for size, colour in (((60, 40), (0, 0, 0)), ((60, 40), (255, 0, 0)),
-                                                                ((30, 20), (255, 0, 0)), ((60, 40), (10, 200, 30)))]
+    flat = [
+        Image.new("RGB", size, colour)
+        for size, colour in (
+            ((60, 40), (0, 0, 0)),
+            ((60, 40), (255, 0, 0)),
+            ((30, 20), (255, 0, 0)),
+            ((60, 40), (10, 200, 30)),
+        )
+    ]
     keys = [duplicates.image_hashes(image) for image in flat]
     perceptual = np.array([k.perceptual for k in keys], dtype=np.uint64)
     assert duplicates.hamming(perceptual[:, None], perceptual[None, :]).max() <= 1  # no structure to hash
@@ -134,10 +155,13 @@ def test_the_banded_index_finds_what_comparing_all_pairs_finds():
         structures[index + 1] = structures[index] if index % 6 else structures[index + 1]
     distances = np.bitwise_count(hashes[:, None] ^ hashes[None, :])
     colour_distances = np.abs(colours[:, None].astype(np.int16) - colours[None, :]).mean(axis=-1)
-    close = np.argwhere(np.triu((distances <= duplicates.NEAR_THRESHOLD)
-                                & (colour_distances <= duplicates.COLOUR_TOLERANCE), 1))
-    alike = duplicates.structure_distances(structures[close[:, 0]], structures[close[:, 1]]) \
+    close = np.argwhere(
+        np.triu((distances <= duplicates.NEAR_THRESHOLD) & (colour_distances <= duplicates.COLOUR_TOLERANCE), 1)
+    )
+    alike = (
+        duplicates.structure_distances(structures[close[:, 0]], structures[close[:, 1]])
         <= duplicates.STRUCTURE_TOLERANCE
+    )
     all_pairs = [(int(i), int(j)) for i, j in close[alike]]
     assert duplicates.near_pairs(hashes, colours, structures) == sorted(all_pairs) and 30 <= len(all_pairs) < 60
     assert len(all_pairs) < len(close)  # some pairs differ in structure alone
@@ -166,8 +190,15 @@ def test_crowded_bands_are_searched_exactly_and_each_pair_is_found_by_one_band(m
 
 def test_groups_are_connected_components_listed_by_first_member():
     exact = [b"a", b"b", b"a", b"c", b"d", b"e", b"f"]
-    perceptual = [0, 2**64 - 1, 0x0F0F0F0F0F0F0F0F, 0b111111, 0x0F0F0F0F0F0F0F0E, 0xFFFFFFFFFFFF0000,
-                  0xFFFFFFFFFFFFFFF0]
+    perceptual = [
+        0,
+        2**64 - 1,
+        0x0F0F0F0F0F0F0F0F,
+        0b111111,
+        0x0F0F0F0F0F0F0F0E,
+        0xFFFFFFFFFFFF0000,
+        0xFFFFFFFFFFFFFFF0,
+    ]
     keys = [duplicates.ImageHashes(e, p, bytes(48), bytes(256)) for e, p in zip(exact, perceptual)]
     assert duplicates.find_groups(keys, "exact") == [[0, 2]]
     # 3 is 6 bits from 0, 4 one bit from 2 (0's exact twin), 6 four bits from 1; 5 is 12 bits from 6
@@ -180,11 +211,20 @@ def test_dedupe_stage_keeps_the_smallest_path_of_each_group(planted, tmp_path):
     tasks = staged.stage_tasks(listing.tasks, str(tmp_path / "tasks.pickle"))
     staging = str(tmp_path / "staging")
     with TestPipeline() as pipeline:
-        prepared = (pipeline | beam.Create(tasks)
-                    | stages.ReadAndPrepare(listing.class_names, ImageOptions(), FRACTIONS, staging)).records
-        found = (prepared | duplicate_join.FindDuplicates(3, staging + "/parts")
-                 | beam.FlatMap(lambda groups: [(kind, sorted(member[0].decode() for member in group))
-                                                for kind in groups for group in groups[kind]]))
+        prepared = (
+            pipeline
+            | beam.Create(tasks)
+            | stages.ReadAndPrepare(listing.class_names, ImageOptions(), FRACTIONS, staging)
+        ).records
+        found = (
+            prepared
+            | duplicate_join.FindDuplicates(3, staging + "/parts")
+            | beam.FlatMap(
+                lambda groups: [
+                    (kind, sorted(member[0].decode() for member in group)) for kind in groups for group in groups[kind]
+                ]
+            )
+        )
         assert_that(found, equal_to([("exact", g) for g in exact] + [("near", g) for g in near]), label="groups")
         deduped = prepared | duplicate_join.Dedupe("near", 3, staging)
         rejects = deduped.rejects | beam.Map(lambda reject: (reject[0].decode(), reject[1]))
@@ -214,12 +254,20 @@ def test_the_distributed_join_finds_the_groups_of_one_process(tmp_path, num_part
         batch = records.RecordBatch(split, ("spill",), tuple(paths[start:stop]), np.array(rows, records.row_dtype(1)))
         batches.append((split, staged.save(batch, str(tmp_path))))
     splits = ["train"] * 300 + ["test"] * (len(encoded) - 300)
-    expected = {kind: [[(paths[i].decode(), splits[i], labels[i]) for i in group]
-                       for group in duplicates.find_groups(keys, kind)] for kind in duplicates.KINDS}
+    expected = {
+        kind: [
+            [(paths[i].decode(), splits[i], labels[i]) for i in group] for group in duplicates.find_groups(keys, kind)
+        ]
+        for kind in duplicates.KINDS
+    }
     assert len(expected["exact"]) == 6 and len(expected["near"]) >= 30
     with TestPipeline() as pipeline:
-        found = (pipeline | beam.Create(batches) | duplicate_join.FindDuplicates(num_parts, str(tmp_path / "parts"))
-                 | beam.Map(duplicate_join.summary_groups))
+        found = (
+            pipeline
+            | beam.Create(batches)
+            | duplicate_join.FindDuplicates(num_parts, str(tmp_path / "parts"))
+            | beam.Map(duplicate_join.summary_groups)
+        )
         assert_that(found, equal_to([expected]))
 
 
@@ -233,13 +281,18 @@ def test_without_dedupe_splits_are_the_paths_own_and_leaks_are_reported(planted,
     found = info.duplicates
     assert (found.exact, found.near) == (metadata.DuplicateCounts(2, 4, 2, 0), metadata.DuplicateCounts(5, 10, 5, 0))
     assert list(found.leak_example.items()) == [(path, split_for(path, FRACTIONS)) for path in near[0]]
-    assert f"warning: LEAK: 5 group(s) of duplicate images span splits (2 of exact copies), e.g. '{near[0][0]}'" \
-        in printed
+    assert (
+        f"warning: LEAK: 5 group(s) of duplicate images span splits (2 of exact copies), e.g. '{near[0][0]}'" in printed
+    )
     assert main(["inspect", str(out)]) == 0
     assert "duplicates: 5 group(s) of near duplicates (10 images" in capsys.readouterr().out
     assert main(["inspect", str(out), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["duplicates"]["near"] == {"groups": 5, "images": 10, "leaks": 5,
-                                                                         "labels_differ": 0}
+    assert json.loads(capsys.readouterr().out)["duplicates"]["near"] == {
+        "groups": 5,
+        "images": 10,
+        "leaks": 5,
+        "labels_differ": 0,
+    }
     card = (out / "README.md").read_text()
     assert "## Duplicates" in card and "5 across splits (leaks)" in card and f"`{near[0][0]}`" in card
 
@@ -247,17 +300,22 @@ def test_without_dedupe_splits_are_the_paths_own_and_leaks_are_reported(planted,
 @pytest.mark.slow
 def test_dedupe_exact_then_near_leave_no_group_across_splits(planted, tmp_path, capsys):
     src, exact, near = planted
-    info = convert.run([str(src), str(tmp_path / "exact"), "--splits", SPLITS, "--dedupe", "exact",
-                        "--workers", "1"])  # the launcher, as Beam's examples have it
+    info = convert.run(
+        [str(src), str(tmp_path / "exact"), "--splits", SPLITS, "--dedupe", "exact", "--workers", "1"]
+    )  # the launcher, as Beam's examples have it
     assert metadata.read_rejects(info.data_dir) == sorted(
-        ({"path": g[1], "reason": f"duplicate of {g[0]}"} for g in exact), key=lambda r: r["path"])
+        ({"path": g[1], "reason": f"duplicate of {g[0]}"} for g in exact), key=lambda r: r["path"]
+    )
     assert (info.duplicates.exact.groups, info.duplicates.near.leaks, info.duplicates.removed) == (0, 3, 2)
-    assert main(["convert", str(src), str(tmp_path / "near"), "--splits", SPLITS, "--dedupe", "near",
-                 "--workers", "1"]) == 0
+    assert (
+        main(["convert", str(src), str(tmp_path / "near"), "--splits", SPLITS, "--dedupe", "near", "--workers", "1"])
+        == 0
+    )
     assert "LEAK" not in capsys.readouterr().out
     info = metadata.read(str(tmp_path / "near"))
     assert metadata.read_rejects(info.data_dir) == sorted(
-        ({"path": g[1], "reason": f"duplicate of {g[0]}"} for g in near), key=lambda r: r["path"])
+        ({"path": g[1], "reason": f"duplicate of {g[0]}"} for g in near), key=lambda r: r["path"]
+    )
     assert (info.duplicates.near, info.num_records) == (metadata.DuplicateCounts(0, 0, 0, 0), info.num_inputs - 5)
     assert "--dedupe near removed 5" in (tmp_path / "near" / "README.md").read_text()
     assert ConvertOptions.like(info.provenance.options).dedupe == "near"  # --like repeats it
@@ -278,8 +336,12 @@ def mislabelled(planted, tmp_path_factory):
     src = planted[0]
     root = tmp_path_factory.mktemp("mislabelled")
     shutil.copytree(src, root / "raw")
-    copy = next(name for i in itertools.count(1000) if not (root / "raw" / (name := f"dog.{i}.jpg")).exists()
-                and split_for(name, FRACTIONS) == split_for("cat.3.jpg", FRACTIONS))
+    copy = next(
+        name
+        for i in itertools.count(1000)
+        if not (root / "raw" / (name := f"dog.{i}.jpg")).exists()
+        and split_for(name, FRACTIONS) == split_for("cat.3.jpg", FRACTIONS)
+    )
     shutil.copyfile(src / "cat.3.jpg", root / "raw" / copy)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
@@ -301,14 +363,20 @@ def test_duplicates_jsonl_lists_every_group_with_what_dedupe_keeps_first(planted
     for paths, group in zip(listed, groups):
         assert group["kind"] == ("exact" if paths in exact + [relabelled] else "near"), paths
         assert [(m["split"], m["label"]) for m in group["members"]] == [
-            (split_for(path, FRACTIONS), path.split(".")[0]) for path in paths]
+            (split_for(path, FRACTIONS), path.split(".")[0]) for path in paths
+        ]
         assert (group["leak"], group["labels_differ"]) == ((paths != relabelled), (paths == relabelled)), paths
     assert "5 across splits (leaks), 1 whose labels differ (each group listed in duplicates.jsonl)" in printed
     assert metadata.read(str(root / "out")).duplicates.near == metadata.DuplicateCounts(6, 12, 5, 1)
-    assert main(["convert", str(root / "raw"), str(root / "near"), "--splits", SPLITS, "--dedupe", "near",
-                 "--workers", "1"]) == 0
+    assert (
+        main(
+            ["convert", str(root / "raw"), str(root / "near"), "--splits", SPLITS, "--dedupe", "near", "--workers", "1"]
+        )
+        == 0
+    )
     assert {r["path"]: r["reason"] for r in metadata.read_rejects(str(root / "near"))} == {
-        path: f"duplicate of {paths[0]}" for paths in listed for path in paths[1:]}
+        path: f"duplicate of {paths[0]}" for paths in listed for path in paths[1:]
+    }
     assert (root / "near" / metadata.DUPLICATES).read_text() == ""  # the records left hold no group
 
 
@@ -337,7 +405,7 @@ def test_inspect_draws_the_groups_side_by_side(mislabelled, tmp_path, capsys):
     columns = max(pictures.DUPLICATE_COLUMNS, 2)  # every group a pair
     assert picture.size == figures.grid_size(6, columns, pictures.DUPLICATE_TILE, label_lines=3)
     top, tile = figures.GAP + figures.CAPTION, pictures.DUPLICATE_TILE
-    first = np.asarray(picture)[top:top + tile, figures.GAP:figures.GAP + tile]
+    first = np.asarray(picture)[top : top + tile, figures.GAP : figures.GAP + tile]
     assert first.std() > 20  # the first group's kept image is drawn (a photo, not the white page)
     assert main(["inspect", str(out), "--duplicates", str(tmp_path / "two.png"), "--groups", "2"]) == 0
     assert Image.open(tmp_path / "two.png").size == figures.grid_size(2, columns, pictures.DUPLICATE_TILE, 3)

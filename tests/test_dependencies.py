@@ -1,6 +1,7 @@
 """Dependencies run one way and every default has one home: reading a dataset needs no Apache Beam, the read
 side never imports the conversion job, the CLI's defaults are the Python API's, importing shardflow changes no
 global state, DALI is imported only for `backend="dali"`."""
+
 from __future__ import annotations
 
 import ast
@@ -47,8 +48,9 @@ def test_nvidia_dali_is_imported_only_when_asked_for():
 
 def python(script: str) -> subprocess.Popen:
     """A fresh interpreter running `script`: its output is read by `communicate`."""
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +58,10 @@ def fresh_interpreters(kaggle_dir, tiny_pets, tmp_path_factory):
     """Both fresh-interpreter checks below, started together: each is mostly a single-threaded import of TensorFlow,
     so on a machine with two cores the second adds little time. Each test waits for its own."""
     run = tmp_path_factory.mktemp("without_beam") / "run"
-    processes = {"without_beam": python(without_beam_script(kaggle_dir, tiny_pets, run)),
-                 "global_state": python(GLOBAL_STATE_SCRIPT)}
+    processes = {
+        "without_beam": python(without_beam_script(kaggle_dir, tiny_pets, run)),
+        "global_state": python(GLOBAL_STATE_SCRIPT),
+    }
     yield processes
     for process in processes.values():  # one a test gave up on (timeout), or whose test was not selected
         process.kill()

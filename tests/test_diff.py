@@ -1,5 +1,6 @@
 """`shardflow diff OLD NEW`: added, removed and changed images per split and class; unchanged files keep their
 split between versions (stable hash splits)."""
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,12 @@ def test_a_new_version_is_compared_record_by_record(tmp_path, capsys):
 def test_other_splits_show_as_moved_files(tmp_path, capsys):
     write_sample_data(tmp_path / "src", n=30, seed=6)
     assert main(["convert", str(tmp_path / "src"), str(tmp_path / "a"), "--workers", "1"]) == 0
-    assert main(["convert", str(tmp_path / "src"), str(tmp_path / "b"), "--splits", "train=0.5,test=0.5",
-                 "--workers", "1"]) == 0
+    assert (
+        main(
+            ["convert", str(tmp_path / "src"), str(tmp_path / "b"), "--splits", "train=0.5,test=0.5", "--workers", "1"]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["diff", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
     out = capsys.readouterr().out

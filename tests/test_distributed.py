@@ -1,4 +1,5 @@
 """Two local CPU workers train together with MultiWorkerMirroredStrategy (TF_CONFIG on loopback)."""
+
 from __future__ import annotations
 
 import json
@@ -35,18 +36,45 @@ def train_together(data, tmp_path) -> tuple[list[str], set[tuple[int, int]]] | N
     jobs, logs = [], [tmp_path / f"worker{index}.log" for index in range(2)]
     for index in range(2):
         cluster = {"worker": [f"localhost:{port}" for port in ports]}
-        environment = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster,
-                                                             "task": {"type": "worker", "index": index}}))
+        environment = dict(
+            os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        )
         with open(logs[index], "w") as log:  # a file: a pipe nobody reads while polling would fill up
-            jobs.append(subprocess.Popen(
-                [sys.executable, "-m", "shardflow.cli", "train", str(data), "--out", str(tmp_path / f"run{index}"),
-                 "--overwrite", "--epochs", "1", "--steps-per-epoch", "3", "--batch-size", "8", "--image-size", "32",
-                 "--seed", "0"], env=environment, stdout=log, stderr=subprocess.STDOUT))
+            jobs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "shardflow.cli",
+                        "train",
+                        str(data),
+                        "--out",
+                        str(tmp_path / f"run{index}"),
+                        "--overwrite",
+                        "--epochs",
+                        "1",
+                        "--steps-per-epoch",
+                        "3",
+                        "--batch-size",
+                        "8",
+                        "--image-size",
+                        "32",
+                        "--seed",
+                        "0",
+                    ],
+                    env=environment,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
     seen: set[tuple[int, int]] = set()
     try:
         deadline = time.monotonic() + 240
-        while any(job.poll() is None for job in jobs) and not any(job.poll() for job in jobs) \
-                and time.monotonic() < deadline:  # (one that failed leaves the other waiting for it)
+        while (
+            any(job.poll() is None for job in jobs)
+            and not any(job.poll() for job in jobs)
+            and time.monotonic() < deadline
+        ):  # (one that failed leaves the other waiting for it)
             seen |= links(jobs, ports)
             time.sleep(0.2)
     finally:

@@ -1,4 +1,5 @@
 """The `>>>` examples in the package's docstrings run, as written (doctest): the API reference shows them."""
+
 from __future__ import annotations
 
 import doctest

@@ -1,4 +1,5 @@
 """User mistakes get one line saying what is wrong and what to do: exit status 2, no traceback."""
+
 from __future__ import annotations
 
 import contextlib
@@ -22,21 +23,25 @@ def tree(tmp_path):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(encode(noise_image(8, 8)))
         return tmp_path / "src"
+
     return make
 
 
-@pytest.mark.parametrize("files, extra, expected", [
-    (None, [], "does not exist"),
-    ((), [], "empty"),
-    (("cat.0.jpg", "dog.0.jpg"), ["--layout", "csv"], "invalid choice"),
-    (("cat/0.jpg", "dog/0.jpg", "stray.jpg"), [], "mixed"),
-    (("cat.0.jpg", "cat.1.jpg"), [], "only one class"),
-    (("1.jpg", "2.jpg"), [], "--unlabeled"),
-    (("cat.0.jpg", "dog.0.jpg"), ["--splits", "train=0.7,test=0.2"], "add up to 0.9"),
-    (("cat.0.jpg", "dog.0.jpg"), ["--splits", "train"], "NAME=VALUE"),
-    (("cat.0.jpg", "dog.0.jpg"), ["--max-side", "0"], "--max-side"),
-    (("cat.0.jpg", "dog.0.jpg"), ["--quality", "101"], "--quality"),
-])
+@pytest.mark.parametrize(
+    "files, extra, expected",
+    [
+        (None, [], "does not exist"),
+        ((), [], "empty"),
+        (("cat.0.jpg", "dog.0.jpg"), ["--layout", "csv"], "invalid choice"),
+        (("cat/0.jpg", "dog/0.jpg", "stray.jpg"), [], "mixed"),
+        (("cat.0.jpg", "cat.1.jpg"), [], "only one class"),
+        (("1.jpg", "2.jpg"), [], "--unlabeled"),
+        (("cat.0.jpg", "dog.0.jpg"), ["--splits", "train=0.7,test=0.2"], "add up to 0.9"),
+        (("cat.0.jpg", "dog.0.jpg"), ["--splits", "train"], "NAME=VALUE"),
+        (("cat.0.jpg", "dog.0.jpg"), ["--max-side", "0"], "--max-side"),
+        (("cat.0.jpg", "dog.0.jpg"), ["--quality", "101"], "--quality"),
+    ],
+)
 def test_convert_mistakes(tree, tmp_path, capsys, files, extra, expected):
     src = tree(*files) if files is not None else tmp_path / "missing"
     if files == ():
@@ -54,24 +59,30 @@ def test_out_inside_src(tree, capsys):
     assert "inside SRC" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [
-    ["train", "{dir}", "--out", "{dir}/run"],
-    ["inspect", "{dir}"],
-    ["verify", "{dir}"],
-    ["preview", "{dir}", "--out", "{dir}/grid.png"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["train", "{dir}", "--out", "{dir}/run"],
+        ["inspect", "{dir}"],
+        ["verify", "{dir}"],
+        ["preview", "{dir}", "--out", "{dir}/grid.png"],
+    ],
+)
 def test_not_a_dataset(tmp_path, capsys, command):
     assert main([part.format(dir=tmp_path) for part in command]) == 2
     error = capsys.readouterr().err
     assert "not a shardflow dataset" in error and len(error.splitlines()) == 1
 
 
-@pytest.mark.parametrize("flags, expected", [
-    (["--batch-size", "0"], "--batch-size"),
-    (["--image-size", "3"], "--image-size"),
-    (["--epochs", "0"], "--epochs"),
-    (["--augment", '{"rotation": 40}'], "rotation"),
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        (["--batch-size", "0"], "--batch-size"),
+        (["--image-size", "3"], "--image-size"),
+        (["--epochs", "0"], "--epochs"),
+        (["--augment", '{"rotation": 40}'], "rotation"),
+    ],
+)
 def test_training_mistakes(tiny_pets, tmp_path, capsys, flags, expected):
     assert main(["train", str(tiny_pets), "--out", str(tmp_path / "run"), *flags]) == 2
     error = capsys.readouterr().err
@@ -83,8 +94,12 @@ def test_the_error_is_all_a_command_prints(tmp_path):
     """In a fresh process, TensorFlow's C++ start-up lines (which ignore TF_CPP_MIN_LOG_LEVEL since TF 2.19, and
     on a machine without a GPU include an error line about cuInit) stay off the terminal: the user's one line is
     all there is."""
-    result = subprocess.run([sys.executable, "-m", "shardflow.cli", "verify", str(tmp_path / "nothing")],
-                            capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    result = subprocess.run(
+        [sys.executable, "-m", "shardflow.cli", "verify", str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert "shardflow verify: error:" in result.stderr
@@ -98,8 +113,12 @@ def help_entries(text: str) -> dict[str, str]:
     lines = text.splitlines() + [""]
     for number, line in enumerate(lines[:-1]):
         entry = re.match(r"^  (\S.*?)(?:\s{2,}(\S.*))?$", line)
-        description = number and lines[number - 1].endswith(":") and not lines[number - 1].startswith(" ") \
+        description = (
+            number
+            and lines[number - 1].endswith(":")
+            and not lines[number - 1].startswith(" ")
             and not lines[number + 1].strip()
+        )
         if entry and not description:
             current = entry.group(1)
             entries[current] = entry.group(2) or ""

@@ -3,6 +3,7 @@
 Each runs the CLI as a separate process (`python -m shardflow.cli`), so a hang shows as a timeout, not as a
 stuck test run.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def start_convert(*args: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    return subprocess.Popen([sys.executable, "-m", "shardflow.cli", "convert", *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            preexec_fn=_ctrl_c_as_in_a_terminal)
+    return subprocess.Popen(
+        [sys.executable, "-m", "shardflow.cli", "convert", *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
+    )
 
 
 def _ctrl_c_as_in_a_terminal() -> None:
@@ -46,8 +53,9 @@ def wait_until_converting(run: subprocess.Popen, out) -> None:
     """Until the conversion's workers report progress (images are being converted); fails if it ended first."""
     progress = out / metadata.STAGING / "progress"
     deadline = time.monotonic() + 60
-    while not (progress.is_dir() and any(progress.glob("*.json"))) and run.poll() is None \
-            and time.monotonic() < deadline:
+    while (
+        not (progress.is_dir() and any(progress.glob("*.json"))) and run.poll() is None and time.monotonic() < deadline
+    ):
         time.sleep(0.05)
     assert run.poll() is None, "the conversion ended before images were being converted"
 
@@ -66,8 +74,9 @@ def beam_workers_of(pid: int) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline", "environ"]):
         try:
-            if "sdk_worker_main" in " ".join(process.info["cmdline"] or ()) and \
-                    (process.info["environ"] or {}).get("SHARDFLOW_TEST_RUN") == str(pid):
+            if "sdk_worker_main" in " ".join(process.info["cmdline"] or ()) and (process.info["environ"] or {}).get(
+                "SHARDFLOW_TEST_RUN"
+            ) == str(pid):
                 found.append(process)
         except psutil.Error:
             continue
@@ -85,8 +94,9 @@ def small_filesystem(tmp_path):
     """A 1 MB tmpfs mounted for this test (needs root); skipped where no such filesystem can be made."""
     mount = tmp_path / "small"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True,
-                          text=True)
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True
+    )
     if made.returncode:
         pytest.skip(f"cannot mount a 1 MB tmpfs to fill up (needs root): {made.stderr.strip()}")
     yield mount
@@ -170,7 +180,8 @@ def test_a_second_conversion_into_the_same_out_is_refused(corpus, tmp_path):
     assert second.returncode == 2
     assert last_line(second_err).startswith(
         f"shardflow convert: error: {out} is being written by another conversion (pid {first.pid} on "
-        f"{socket.gethostname()}, started ")
+        f"{socket.gethostname()}, started "
+    )
     info = metadata.read(str(out))
     assert info.max_side is None and info.num_records == 250  # the first run's dataset, whole
     assert not (out / LOCK_NAME).exists()
@@ -187,8 +198,10 @@ def test_a_run_whose_lock_was_taken_over_writes_no_metadata(corpus, tmp_path):
     (out / LOCK_NAME).write_text(json.dumps(other))
     err = errors_of(run, 120, "the conversion hung")
     assert run.returncode == 2, err[-2000:]
-    assert last_line(err) == (f"shardflow convert: error: {out}: another conversion took over this output folder; "
-                              "this run's results are not written")
+    assert last_line(err) == (
+        f"shardflow convert: error: {out}: another conversion took over this output folder; "
+        "this run's results are not written"
+    )
     assert not (out / metadata.DATASET_INFO).exists() and not (out / metadata.SHARDFLOW_INFO).exists()
     assert not list(out.glob("*.tfrecord*"))
     assert json.loads((out / LOCK_NAME).read_text()) == other  # the other run's lock stays
@@ -201,8 +214,9 @@ def test_a_stale_lock_from_a_killed_run_is_taken_over(tmp_path):
     out.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (out / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid, "started": 0,
-                                             "run": "killed"}))
+    (out / LOCK_NAME).write_text(
+        json.dumps({"host": socket.gethostname(), "pid": dead.pid, "started": 0, "run": "killed"})
+    )
     assert main(["convert", str(src), str(out), "--workers", "1"]) == 0
     assert metadata.read(str(out)).num_records == 6
     assert not (out / LOCK_NAME).exists()

@@ -1,4 +1,5 @@
 """Hard and hostile inputs: fuzzed images, symbolic links, odd file names. Nothing crashes, nothing is lost."""
+
 from __future__ import annotations
 
 import os
@@ -29,8 +30,12 @@ def fuzz_corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz") / "train"
     root.mkdir()
     rng = np.random.default_rng(2024)
-    seeds = [encode(noise_image(48, 40, seed=1), quality=80), encode(noise_image(48, 40, seed=2), progressive=True),
-             encode(noise_image(40, 32, seed=3), "PNG"), encode(noise_image(40, 32, seed=4, mode="L"), "PNG")]
+    seeds = [
+        encode(noise_image(48, 40, seed=1), quality=80),
+        encode(noise_image(48, 40, seed=2), progressive=True),
+        encode(noise_image(40, 32, seed=3), "PNG"),
+        encode(noise_image(40, 32, seed=4, mode="L"), "PNG"),
+    ]
     for i in range(FUZZ_CASES):
         (root / f"{('cat', 'dog')[i % 2]}.{i}.jpg").write_bytes(fuzzed(seeds[i % len(seeds)], rng))
     return root
@@ -64,16 +69,23 @@ def test_symbolic_links_are_listed_not_followed(tmp_path):
     os.symlink(root, root / "dog" / "loop")  # a folder loop
     assert main(["convert", str(root), str(tmp_path / "out"), "--workers", "1"]) == 0
     rejects = {r["path"]: r["reason"] for r in metadata.read_rejects(str(tmp_path / "out"))}
-    assert rejects == {"cat/1.jpg": "symbolic link, not followed",
-                       "dog/loop": "symbolic link to a folder, not followed"}
+    assert rejects == {
+        "cat/1.jpg": "symbolic link, not followed",
+        "dog/loop": "symbolic link to a folder, not followed",
+    }
     assert metadata.read(str(tmp_path / "out")).num_records == 2
 
 
 def test_non_utf8_and_unusual_file_names_are_kept_faithfully(tmp_path):
     root = tmp_path / "src"
     root.mkdir()
-    names = [b"cat.\xff\xfe.jpg", "cat.chat \u00e9t\u00e9 #1.jpg".encode(), b"dog.with space.jpg", b"dog.0.jpg",
-             b"dog.\xe9broken.jpg"]
+    names = [
+        b"cat.\xff\xfe.jpg",
+        "cat.chat \u00e9t\u00e9 #1.jpg".encode(),
+        b"dog.with space.jpg",
+        b"dog.0.jpg",
+        b"dog.\xe9broken.jpg",
+    ]
     for i, name in enumerate(names):
         data = b"" if name == b"dog.\xe9broken.jpg" else encode(noise_image(16, 16, seed=i))
         with open(os.path.join(os.fsencode(root), name), "wb") as f:

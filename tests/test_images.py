@@ -1,4 +1,5 @@
 """Validation and conversion of single input images: what is kept, how, and what is rejected why."""
+
 from __future__ import annotations
 
 import io
@@ -34,8 +35,9 @@ def smooth_image(width: int, height: int, mode: str = "RGB") -> Image.Image:
     """Three gradients, one per channel (in `mode`; RGBA with alpha 200): JPEG keeps such pixels within a few
     levels, where it moves random noise's colours by ~50 (chroma subsampling)."""
     y, x = np.mgrid[0:height, 0:width]
-    rgb = np.stack([x * 255 // (width - 1), y * 255 // (height - 1), (x + y) * 255 // (width + height - 2)],
-                   axis=-1).astype(np.uint8)
+    rgb = np.stack(
+        [x * 255 // (width - 1), y * 255 // (height - 1), (x + y) * 255 // (width + height - 2)], axis=-1
+    ).astype(np.uint8)
     if mode == "RGBA":
         return Image.fromarray(np.concatenate([rgb, np.full((height, width, 1), 200, np.uint8)], axis=-1), "RGBA")
     return Image.fromarray(rgb, "RGB").convert(mode)
@@ -104,7 +106,7 @@ def test_max_side_downscales_keeping_aspect():
 def three_bands(width: int = 300, height: int = 100) -> Image.Image:
     """Black sides and a white centre band a third of the width wide."""
     pixels = np.zeros((height, width, 3), np.uint8)
-    pixels[:, width // 3:2 * width // 3] = 255
+    pixels[:, width // 3 : 2 * width // 3] = 255
     return Image.fromarray(pixels)
 
 
@@ -118,8 +120,9 @@ def test_size_stores_exactly_that_size_stretched_like_keras(fmt):
 
 
 def test_size_with_crop_to_aspect_ratio_keeps_the_centre():
-    prepared = prepare_encoded(encode(three_bands(), quality=100),
-                               ImageOptions(image_format="raw", size=32, crop_to_aspect_ratio=True))
+    prepared = prepare_encoded(
+        encode(three_bands(), quality=100), ImageOptions(image_format="raw", size=32, crop_to_aspect_ratio=True)
+    )
     assert prepared.data.shape == (32, 32, 3) and prepared.data[:, 3:-3].min() > 215
 
 
@@ -192,15 +195,22 @@ def test_tiny_and_thin_images_convert_load_and_train(tmp_path):
     src.mkdir()
     for i, size in enumerate(TINY_SIZES * 2):
         (src / f"{('cat', 'dog')[i % 2]}.{i}.{'jpg' if i < 5 else 'png'}").write_bytes(
-            encode(noise_image(*size, seed=i), "JPEG" if i < 5 else "PNG"))
+            encode(noise_image(*size, seed=i), "JPEG" if i < 5 else "PNG")
+        )
     out = tmp_path / "out"
     assert main(["convert", str(src), str(out), "--splits", "train=1", "--workers", "1"]) == 0
     info = metadata.read(str(out))
     assert info.num_records == 10 and info.num_rejected == 0
     images, labels = next(iter(load(str(out), "train", batch_size=10, image_size=8)))
     assert images.shape == (10, 8, 8, 3) and labels.shape == (10,)
-    model = tf.keras.Sequential([tf.keras.Input((8, 8, 3)), tf.keras.layers.Rescaling(1 / 255),
-                                 tf.keras.layers.Flatten(), tf.keras.layers.Dense(2)])
+    model = tf.keras.Sequential(
+        [
+            tf.keras.Input((8, 8, 3)),
+            tf.keras.layers.Rescaling(1 / 255),
+            tf.keras.layers.Flatten(),
+            tf.keras.layers.Dense(2),
+        ]
+    )
     model.compile("sgd", tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     history = model.fit(load(str(out), "train", batch_size=5, image_size=8), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])

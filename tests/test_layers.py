@@ -6,6 +6,7 @@ Imports are read from each module's syntax tree (`ast`): every import statement,
 under TYPE_CHECKING, counts; `from shardflow.core import schema` names the module `shardflow.core.schema`; and
 importing a module also runs the `__init__` of each package above it. A fresh interpreter where Keras cannot be
 imported then runs the tools, to check what the syntax cannot show."""
+
 from __future__ import annotations
 
 import ast
@@ -82,22 +83,32 @@ def loaded_with(module: str) -> set[str]:
 def uses_keras(module: str) -> list[str]:
     """How `module` itself reaches Keras: an import of it, or TensorFlow's lazily loaded `tf.keras`."""
     found = [name for name in imports(module) if name.startswith(KERAS)]
-    return found + [f"line {node.lineno}: .keras" for node in ast.walk(ast.parse(MODULES[module].read_text()))
-                    if isinstance(node, ast.Attribute) and node.attr == "keras"]
+    return found + [
+        f"line {node.lineno}: .keras"
+        for node in ast.walk(ast.parse(MODULES[module].read_text()))
+        if isinstance(node, ast.Attribute) and node.attr == "keras"
+    ]
 
 
 def upward_imports() -> list[str]:
     wrong = []
     for module in sorted(MODULES):
         allowed = {layer(module), "shardflow"} | MAY_IMPORT[layer(module)]
-        wrong += [f"{module} imports {name}" for name in sorted(imports(module))
-                  if name in MODULES and layer(name) not in allowed]
+        wrong += [
+            f"{module} imports {name}"
+            for name in sorted(imports(module))
+            if name in MODULES and layer(name) not in allowed
+        ]
     return wrong
 
 
 def keras_in_the_tools() -> list[str]:
-    return [f"importing {tool} runs {module}, which uses Keras ({', '.join(uses_keras(module))})"
-            for tool in KERAS_FREE_TOOLS for module in sorted(loaded_with(tool)) if uses_keras(module)]
+    return [
+        f"importing {tool} runs {module}, which uses Keras ({', '.join(uses_keras(module))})"
+        for tool in KERAS_FREE_TOOLS
+        for module in sorted(loaded_with(tool))
+        if uses_keras(module)
+    ]
 
 
 def test_imports_run_downward_only():
@@ -130,8 +141,10 @@ def test_the_checks_find_a_planted_import(tmp_path, monkeypatch):
     imports.cache_clear()
     try:
         assert f"{module} imports shardflow.pipeline" in upward_imports()
-        assert "importing shardflow.tools.verify runs shardflow.pipeline.augment, which uses Keras (keras)" \
+        assert (
+            "importing shardflow.tools.verify runs shardflow.pipeline.augment, which uses Keras (keras)"
             in keras_in_the_tools()
+        )
     finally:
         imports.cache_clear()
 

@@ -1,6 +1,7 @@
 """Multi-label end to end, from the CLI and from Python: a Planet-shaped CSV converted, loaded, trained on (sigmoid
 outputs, binary cross-entropy, per-class and macro AUC and F1), evaluated and predicted into the CSV Kaggle expects;
 and the submissions of the single-label CSV shapes."""
+
 from __future__ import annotations
 
 import csv
@@ -23,8 +24,20 @@ from shardflow.trainers.predict import evaluate, predict, run_labels_file, write
 from shardflow.trainers.train import TrainOptions, train
 from tests import csv_corpora
 
-QUICK = ("--model", "mnist_convnet", "--image-size", "28", "--epochs", "2", "--steps-per-epoch", "2",
-         "--batch-size", "8", "--seed", "0")
+QUICK = (
+    "--model",
+    "mnist_convnet",
+    "--image-size",
+    "28",
+    "--epochs",
+    "2",
+    "--steps-per-epoch",
+    "2",
+    "--batch-size",
+    "8",
+    "--seed",
+    "0",
+)
 
 
 def read_csv(path) -> list[list[str]]:
@@ -90,8 +103,21 @@ def test_the_model_has_a_sigmoid_per_class_and_binary_cross_entropy(planet, plan
 
 def test_predict_writes_the_tags_above_the_threshold(planet, planet_run, tmp_path, capsys):
     corpus, data = planet
-    assert main(["predict", str(planet_run), str(corpus.src / "train_3.jpg"), str(corpus.src / "train_4.jpg"),
-                 "--csv", str(tmp_path / "submission.csv"), "--threshold", "0.3"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(planet_run),
+                str(corpus.src / "train_3.jpg"),
+                str(corpus.src / "train_4.jpg"),
+                "--csv",
+                str(tmp_path / "submission.csv"),
+                "--threshold",
+                "0.3",
+            ]
+        )
+        == 0
+    )
     assert "most probable" in capsys.readouterr().out
     rows = read_csv(tmp_path / "submission.csv")
     assert rows[0] == ["image_name", "tags"] and [r[0] for r in rows[1:]] == ["train_3", "train_4"]
@@ -110,12 +136,21 @@ def test_evaluate_and_the_api_round_trip(planet, planet_run, tmp_path, capsys):
     assert {"loss", "accuracy", "auc", "f1"} <= set(result) and result["num_examples"] > 0
     assert main(["evaluate", str(planet_run), str(data)]) == 0
     assert "macro AUC" in capsys.readouterr().out
-    metrics = train(str(data), str(tmp_path / "api"), TrainOptions(
-        model="mnist_convnet", image_size=28, epochs=1, steps_per_epoch=2, batch_size=8, seed=0, verbose=0))
+    metrics = train(
+        str(data),
+        str(tmp_path / "api"),
+        TrainOptions(
+            model="mnist_convnet", image_size=28, epochs=1, steps_per_epoch=2, batch_size=8, seed=0, verbose=0
+        ),
+    )
     assert metrics["test_auc"] is None or 0 <= metrics["test_auc"] <= 1
     predictions = predict(str(tmp_path / "api"), [str(data)], "validation")
-    write_submission(predictions, str(tmp_path / "val.csv"), metadata.read(str(data)).class_names,
-                     run_labels_file(str(tmp_path / "api")))
+    write_submission(
+        predictions,
+        str(tmp_path / "val.csv"),
+        metadata.read(str(data)).class_names,
+        run_labels_file(str(tmp_path / "api")),
+    )
     rows = read_csv(tmp_path / "val.csv")
     assert len(rows) == 1 + metadata.read(str(data)).split("validation").num_examples
     assert all(set(r[1].split()) <= set(csv_corpora.TAGS) for r in rows[1:])
@@ -138,15 +173,25 @@ def test_the_multi_worker_loop_trains_multi_label(planet):
     model.compile(optimizer="adam")
     loop = MultiWorkerLoop(model, tf.distribute.get_strategy(), models.loss_for(n, True), multi_label=True)
     stream = load(str(planet[1]), "train", batch_size=8, image_size=28)
-    history, _ = loop.fit(stream.map(lambda x, y: (tf.cast(x, tf.float32) / 255, y)), None, epochs=1,
-                          steps_per_epoch=2, patience=None, checkpoint=None, verbose=0)
+    history, _ = loop.fit(
+        stream.map(lambda x, y: (tf.cast(x, tf.float32) / 255, y)),
+        None,
+        epochs=1,
+        steps_per_epoch=2,
+        patience=None,
+        checkpoint=None,
+        verbose=0,
+    )
     assert 0 <= history["accuracy"][0] <= 1 and history["loss"][0] > 0
 
 
-@pytest.mark.parametrize("shape, header", [
-    ("cactus", ["id", "has_cactus"]),
-    ("plant_pathology", ["image_id", *csv_corpora.DISEASES]),
-])
+@pytest.mark.parametrize(
+    "shape, header",
+    [
+        ("cactus", ["id", "has_cactus"]),
+        ("plant_pathology", ["image_id", *csv_corpora.DISEASES]),
+    ],
+)
 def test_single_label_submissions_keep_the_files_shape(shape, header, tmp_path):
     corpus = getattr(csv_corpora, shape)(tmp_path / "kaggle")
     data, run = tmp_path / "data", tmp_path / "run"
@@ -167,5 +212,8 @@ def _splits(data) -> dict[str, str]:
     """Each record's source path -> its split."""
     info = metadata.read(str(data))
     decoder = Decoder(info.schema)
-    return {decoder.parse(record).filename.numpy().decode(): split
-            for split in info.splits for record in tf.data.TFRecordDataset(info.shard_paths(split))}
+    return {
+        decoder.parse(record).filename.numpy().decode(): split
+        for split in info.splits
+        for record in tf.data.TFRecordDataset(info.shard_paths(split))
+    }

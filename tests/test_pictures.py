@@ -1,6 +1,7 @@
 """The pictures people look at, drawn with matplotlib: history.png, the preview grid and the card's samples.png;
 class names in any script (猫) come out as characters when a font for them is installed, and otherwise as one
 note saying what to install, never as a stream of matplotlib warnings."""
+
 from __future__ import annotations
 
 import io
@@ -26,8 +27,15 @@ def colour_pixels(path, colour) -> int:
 
 def test_history_plot_draws_validation_only_when_there_is_some(tmp_path):
     both, alone = tmp_path / "both.png", tmp_path / "alone.png"
-    plot_history({"accuracy": [0.5, 0.7, 0.8], "loss": [0.7, 0.5, 0.4], "val_accuracy": [0.5, 0.6, 0.6],
-                  "val_loss": [0.7, 0.6, 0.6]}, str(both))
+    plot_history(
+        {
+            "accuracy": [0.5, 0.7, 0.8],
+            "loss": [0.7, 0.5, 0.4],
+            "val_accuracy": [0.5, 0.6, 0.6],
+            "val_loss": [0.7, 0.6, 0.6],
+        },
+        str(both),
+    )
     plot_history({"accuracy": [0.5, 0.7, 0.8], "loss": [0.7, 0.5, 0.4]}, str(alone))
     assert Image.open(both).size == Image.open(alone).size == (960, 360)
     assert colour_pixels(both, TRAINING) > 200 and colour_pixels(both, VALIDATION) > 200

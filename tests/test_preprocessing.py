@@ -1,5 +1,6 @@
 """One preprocessing path: a file given to prediction (or to `Preprocessing.images`, for serving) reaches the model
 as exactly the pixels its record gives in training, whatever the conversion did to it."""
+
 from __future__ import annotations
 
 import csv
@@ -44,11 +45,18 @@ def hard_run(kaggle_dir, tmp_path_factory):
     for name, data in special.items():
         (raw / name).write_bytes(data)
     data = root / "data"
-    assert main(["convert", str(raw), str(data), "--max-side", "64", "--splits", "train=0.5,test=0.5",
-                 "--workers", "1"]) == 0
+    assert (
+        main(["convert", str(raw), str(data), "--max-side", "64", "--splits", "train=0.5,test=0.5", "--workers", "1"])
+        == 0
+    )
     run = root / "run"
-    train(str(data), str(run), TrainOptions(model="small_convnet", epochs=1, steps_per_epoch=2, batch_size=8,
-                                            image_size=IMAGE_SIZE, seed=0, verbose=0))
+    train(
+        str(data),
+        str(run),
+        TrainOptions(
+            model="small_convnet", epochs=1, steps_per_epoch=2, batch_size=8, image_size=IMAGE_SIZE, seed=0, verbose=0
+        ),
+    )
     return raw, data, run, sorted(special)
 
 
@@ -59,12 +67,39 @@ def fixed_run(hard_run, tmp_path_factory):
     raw, _, _, special = hard_run
     root = tmp_path_factory.mktemp("fixed")
     data = root / "data"
-    assert main(["convert", str(raw), str(data), "--size", "40x56", "--crop-to-aspect-ratio",
-                 "--splits", "train=0.5,test=0.5", "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(raw),
+                str(data),
+                "--size",
+                "40x56",
+                "--crop-to-aspect-ratio",
+                "--splits",
+                "train=0.5,test=0.5",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     run = root / "run"
-    train(str(data), str(run), TrainOptions(model="small_convnet", epochs=1, steps_per_epoch=2, batch_size=8,
-                                            image_size=IMAGE_SIZE, augment="seed004", augment_on="model", seed=0,
-                                            verbose=0))
+    train(
+        str(data),
+        str(run),
+        TrainOptions(
+            model="small_convnet",
+            epochs=1,
+            steps_per_epoch=2,
+            batch_size=8,
+            image_size=IMAGE_SIZE,
+            augment="seed004",
+            augment_on="model",
+            seed=0,
+            verbose=0,
+        ),
+    )
     return raw, data, run, special
 
 
@@ -96,7 +131,9 @@ def test_a_file_and_its_record_give_the_model_the_same_pixels(any_run):
 
 def test_predicting_files_equals_predicting_their_records(any_run):
     raw, data, run, special = any_run
-    from_records = {p.path: p.probabilities for split in ("train", "test") for p in predict(str(run), [str(data)], split)}
+    from_records = {
+        p.path: p.probabilities for split in ("train", "test") for p in predict(str(run), [str(data)], split)
+    }
     from_files = {p.path.rsplit("/", 1)[1]: p.probabilities for p in predict(str(run), [str(raw)])}
     assert set(from_files) == set(from_records) and set(special) <= set(from_files)
     difference = max(abs(a - b) for name in from_files for a, b in zip(from_files[name], from_records[name]))
@@ -130,8 +167,9 @@ def test_evaluate_reads_like_training(any_run):
     parsed = [preprocessing.parser.parse_batch(r) for r in stored_records(info, "test").batch(16)]
     images = np.concatenate([batch.numpy() for batch, _ in parsed])
     labels = np.concatenate([batch.numpy() for _, batch in parsed]).astype("float32")
-    loaded = np.concatenate([b.numpy() for b, _ in load(str(data), "test", batch_size=16,
-                                                        image_size=preprocessing.image_size)])
+    loaded = np.concatenate(
+        [b.numpy() for b, _ in load(str(data), "test", batch_size=16, image_size=preprocessing.image_size)]
+    )
     np.testing.assert_array_equal(loaded, images)
     model = keras.models.load_model(run / "model.keras")
     probabilities = np.asarray(model.predict(images, verbose=0))[:, 0].astype("float64")

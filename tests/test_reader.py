@@ -1,4 +1,5 @@
 """`shardflow.pipeline.load`: batches, formats, decoding, order, options and errors, on converted datasets."""
+
 from __future__ import annotations
 
 import glob
@@ -124,8 +125,10 @@ def test_shards_and_records_are_shuffled(pets, fixed):
     stored = digests(all_batches(load(str(pets), "train", batch_size=8, image_size=16, shuffle=False)))
     starts = np.cumsum([0] + [shard.num_records for shard in info.splits["train"].shards[:-1]])
     shard_firsts = {stored[start] for start in starts}
-    firsts = {digests(all_batches(load(str(pets), "train", batch_size=8, image_size=16, seed=seed,
-                                       shuffle_buffer=1)))[0] for seed in range(6)}
+    firsts = {
+        digests(all_batches(load(str(pets), "train", batch_size=8, image_size=16, seed=seed, shuffle_buffer=1)))[0]
+        for seed in range(6)
+    }
     assert firsts <= shard_firsts and len(firsts) > 1, (firsts, shard_firsts)
     (shard,) = metadata.read(str(fixed)).splits["train"].shards
     one_shard = digests(all_batches(load(str(fixed), "train", batch_size=8, image_size=None, shuffle=False)))
@@ -150,12 +153,21 @@ def test_cache_serves_later_passes_without_the_shards(pets, tmp_path, in_files):
     if in_files:
         (tmp_path / "cache").mkdir()
     cached = load(str(copy), "test", batch_size=8, image_size=16, cache=cache, shuffle=False)
-    augmented = load(str(copy), "test", batch_size=8, image_size=16, cache=cache + "-augmented" if in_files else True,
-                     shuffle=False, augment="seed004")
+    augmented = load(
+        str(copy),
+        "test",
+        batch_size=8,
+        image_size=16,
+        cache=cache + "-augmented" if in_files else True,
+        shuffle=False,
+        augment="seed004",
+    )
     first, first_augmented = all_batches(cached), all_batches(augmented)
     if in_files:
-        assert sorted(p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith("test.")) == \
-            ["test.data-00000-of-00001", "test.index"]
+        assert sorted(p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith("test.")) == [
+            "test.data-00000-of-00001",
+            "test.index",
+        ]
     for path in metadata.read(str(copy)).shard_paths("test"):
         pathlib.Path(path).unlink()
     second, second_augmented = all_batches(cached), all_batches(augmented)
@@ -168,8 +180,7 @@ def test_input_context_gives_each_pipeline_its_own_records(pets):
     assert len(meta.splits["train"].shards) >= 2
     seen = []
     for pipeline in range(2):
-        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline,
-                                             num_replicas_in_sync=2)
+        context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline, num_replicas_in_sync=2)
         dataset = load(str(pets), "train", batch_size=8, image_size=16, input_context=context)
         seen.append(digests(all_batches(dataset)))
         assert next(iter(dataset))[0].shape[0] <= 4  # per-replica batch
@@ -219,13 +230,17 @@ def test_a_fixed_size_dataset_is_only_decoded(fixed):
     assert images.shape == (info.splits["test"].num_examples, 40, 56, 3) and images.dtype == np.uint8
     np.testing.assert_array_equal(images, next(iter(asked))[0].numpy())
     first = tf.train.Example.FromString(next(iter(tf.data.TFRecordDataset(info.shard_paths("test")))).numpy())
-    np.testing.assert_array_equal(images[0], tf.io.decode_jpeg(
-        first.features.feature["image"].bytes_list.value[0], dct_method="INTEGER_FAST").numpy())
+    np.testing.assert_array_equal(
+        images[0],
+        tf.io.decode_jpeg(first.features.feature["image"].bytes_list.value[0], dct_method="INTEGER_FAST").numpy(),
+    )
 
 
 def test_image_size_none_on_varying_sizes_says_what_to_do(pets):
-    with pytest.raises(metadata.DatasetError, match=f"{pets}: image_size=None needs images of one size.*"
-                                                    "pass image_size, or convert with --size"):
+    with pytest.raises(
+        metadata.DatasetError,
+        match=f"{pets}: image_size=None needs images of one size.*pass image_size, or convert with --size",
+    ):
         load(str(pets), "train", batch_size=4, image_size=None)
 
 
@@ -237,8 +252,12 @@ def test_size_and_max_side_are_refused_together(kaggle_dir, tmp_path, capsys):
 
 def test_augment_in_the_pipeline(pets):
     plain = next(iter(load(str(pets), "test", batch_size=8, image_size=32, shuffle=False)))[0].numpy()
-    augmented = [next(iter(load(str(pets), "test", batch_size=8, image_size=32, shuffle=False, seed=3,
-                                augment="seed004")))[0].numpy() for _ in range(2)]
+    augmented = [
+        next(iter(load(str(pets), "test", batch_size=8, image_size=32, shuffle=False, seed=3, augment="seed004")))[
+            0
+        ].numpy()
+        for _ in range(2)
+    ]
     assert augmented[0].shape == plain.shape and augmented[0].dtype == np.uint8
     assert not np.array_equal(augmented[0], plain)
     np.testing.assert_array_equal(augmented[0], augmented[1])
@@ -247,6 +266,7 @@ def test_augment_in_the_pipeline(pets):
 def tfrecords(path: str) -> list[bytes]:
     """A TFRecord file's records by its framing (8-byte length, its masked CRC-32C, data, the data's masked CRC-32C),
     read without TensorFlow or shardflow; AssertionError (or struct.error) for a file that is not framed so."""
+
     def masked(data: bytes) -> int:
         crc = google_crc32c.value(data)
         return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
@@ -254,8 +274,8 @@ def tfrecords(path: str) -> list[bytes]:
     data, records, at = pathlib.Path(path).read_bytes(), [], 0
     while at < len(data):
         length, length_crc = struct.unpack_from("<QI", data, at)
-        assert length_crc == masked(data[at:at + 8]), f"{path}: no TFRecord length at byte {at}"
-        record = data[at + 12:at + 12 + length]
+        assert length_crc == masked(data[at : at + 8]), f"{path}: no TFRecord length at byte {at}"
+        record = data[at + 12 : at + 12 + length]
         assert struct.unpack_from("<I", data, at + 12 + length) == (masked(record),), f"{path}: byte {at}"
         records.append(record)
         at += 16 + length

@@ -1,5 +1,6 @@
 """Inputs as real users have them: OS debris, archives made by `tar`, encrypted or truncated archives,
 --split-counts beyond the data, option typos, many classes. Each converts for real (FnApiRunner)."""
+
 from __future__ import annotations
 
 import shutil
@@ -55,12 +56,20 @@ def test_an_encrypted_zip_member_is_one_reject(tmp_path):
         pytest.skip("the zip command is needed to write an encrypted zip")
     src = write(tmp_path / "src", [f"{c}.{i}.jpg" for c in ("cat", "dog") for i in range(3)])
     subprocess.run(["zip", "-q", "-P", "secret", str(tmp_path / "pets.zip"), "cat.0.jpg"], cwd=src, check=True)
-    subprocess.run(["zip", "-q", str(tmp_path / "pets.zip"), *[f"{c}.{i}.jpg" for c in ("cat", "dog")
-                                                                for i in range(3) if (c, i) != ("cat", 0)]],
-                   cwd=src, check=True)
+    subprocess.run(
+        [
+            "zip",
+            "-q",
+            str(tmp_path / "pets.zip"),
+            *[f"{c}.{i}.jpg" for c in ("cat", "dog") for i in range(3) if (c, i) != ("cat", 0)],
+        ],
+        cwd=src,
+        check=True,
+    )
     assert main(["convert", str(tmp_path / "pets.zip"), str(tmp_path / "out"), "--workers", "1"]) == 0
-    assert metadata.read_rejects(str(tmp_path / "out")) == [{"path": "cat.0.jpg",
-                                                            "reason": "encrypted, password required"}]
+    assert metadata.read_rejects(str(tmp_path / "out")) == [
+        {"path": "cat.0.jpg", "reason": "encrypted, password required"}
+    ]
 
 
 def test_a_truncated_tgz_is_one_line(kaggle_with_debris, tmp_path, capsys):
@@ -79,14 +88,18 @@ def test_split_counts_beyond_the_data_are_refused_unless_allowed(kaggle_with_deb
     assert main(["convert", str(kaggle_with_debris), str(tmp_path / "out"), *asked]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (
         "shardflow convert: error: class 'cat' has 8 inputs but --split-counts train=6,validation=2,test=2 asks "
-        "for 10; lower the counts, or pass --split-counts-allow-fewer to take what exists")
+        "for 10; lower the counts, or pass --split-counts-allow-fewer to take what exists"
+    )
     assert not (tmp_path / "out").exists()
     assert main(["convert", str(kaggle_with_debris), str(tmp_path / "out"), *asked, "--split-counts-allow-fewer"]) == 0
     meta = metadata.read(str(tmp_path / "out"))
     assert {name: split.label_counts for name, split in meta.splits.items()} == {
-        "train": {"cat": 6, "dog": 6}, "validation": {"cat": 2, "dog": 2}}
+        "train": {"cat": 6, "dog": 6},
+        "validation": {"cat": 2, "dog": 2},
+    }
     assert meta.warnings == (
-        "split 'test' has fewer than the 2 records per class asked for 2 class(es), e.g. 'cat' with 0",)
+        "split 'test' has fewer than the 2 records per class asked for 2 class(es), e.g. 'cat' with 0",
+    )
 
 
 def test_split_counts_beyond_the_valid_images_are_refused_before_the_dataset_is_written(tmp_path, capsys):
@@ -94,14 +107,26 @@ def test_split_counts_beyond_the_valid_images_are_refused_before_the_dataset_is_
     (src / "cat.0.jpg").write_bytes(b"")  # two broken cats: 3 valid
     (src / "cat.1.jpg").write_bytes(b"not a jpeg")
     assert main(["convert", str(src), str(tmp_path / "out"), "--split-counts", "train=4", "--workers", "1"]) == 2
-    assert capsys.readouterr().err.splitlines()[-1].startswith(
-        "shardflow convert: error: class 'cat' has 3 valid images (after rejects) but --split-counts train=4 "
-        "asks for 4")
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .startswith(
+            "shardflow convert: error: class 'cat' has 3 valid images (after rejects) but --split-counts train=4 "
+            "asks for 4"
+        )
+    )
     assert not (tmp_path / "out" / metadata.DATASET_INFO).exists()
 
 
-@pytest.mark.parametrize("typo, suggestion", [(["--max_sid", "100"], "--max-side"), (["--max-size=100"], "--max-side"),
-                                              (["-q", "80"], None), (["stray", "--overwrite"], None)])
+@pytest.mark.parametrize(
+    "typo, suggestion",
+    [
+        (["--max_sid", "100"], "--max-side"),
+        (["--max-size=100"], "--max-side"),
+        (["-q", "80"], None),
+        (["stray", "--overwrite"], None),
+    ],
+)
 def test_option_typos_are_refused_before_any_work(kaggle_with_debris, tmp_path, capsys, typo, suggestion):
     assert main(["convert", str(kaggle_with_debris), str(tmp_path / "out"), *typo]) == 2
     error = capsys.readouterr().err
@@ -112,18 +137,43 @@ def test_option_typos_are_refused_before_any_work(kaggle_with_debris, tmp_path, 
 
 
 def test_registered_beam_options_pass():
-    assert unknown_beam_options(["--runner", "DataflowRunner", "--project", "P", "--region", "R",
-                                 "--temp_location", "gs://bucket/tmp", "--setup_file", "./setup.py"]) == []
-    assert unknown_beam_options(["--runner=FlinkRunner", "--flink_master=localhost:8081", "--save_main_session",
-                                 "--experiments", "a", "--experiments=b"]) == []
+    assert (
+        unknown_beam_options(
+            [
+                "--runner",
+                "DataflowRunner",
+                "--project",
+                "P",
+                "--region",
+                "R",
+                "--temp_location",
+                "gs://bucket/tmp",
+                "--setup_file",
+                "./setup.py",
+            ]
+        )
+        == []
+    )
+    assert (
+        unknown_beam_options(
+            [
+                "--runner=FlinkRunner",
+                "--flink_master=localhost:8081",
+                "--save_main_session",
+                "--experiments",
+                "a",
+                "--experiments=b",
+            ]
+        )
+        == []
+    )
 
 
 def test_many_classes_are_summarized_and_untrained_ones_warned_about(tmp_path, capsys):
     names = [f"class{c:03d}/{i}.jpg" for c in range(200) for i in range(2)] + ["Cat/0.jpg", "cat/0.jpg"]
     src = write(tmp_path / "src", names)
     (src / "empty").mkdir()
-    assert main(["convert", str(src), str(tmp_path / "out"), "--splits", "train=0.5,test=0.5",
-                 "--workers", "1"]) == 0
+    assert main(["convert", str(src), str(tmp_path / "out"), "--splits", "train=0.5,test=0.5", "--workers", "1"]) == 0
     output = capsys.readouterr().out.splitlines()
     info = metadata.read(str(tmp_path / "out"))
     untrained = [c for c in info.class_names if not info.splits["train"].label_counts.get(c)]
@@ -135,4 +185,5 @@ def test_many_classes_are_summarized_and_untrained_ones_warned_about(tmp_path, c
         "folders if they are one)",
         "warning: class folder 'empty/' is empty; no class is made for it",
         f"warning: {len(untrained)} class(es) have no training image: {', '.join(untrained[:10])} and "
-        f"{len(untrained) - 10} more"]
+        f"{len(untrained) - 10} more",
+    ]

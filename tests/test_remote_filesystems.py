@@ -1,5 +1,6 @@
 """SRC and OUT on a non-local filesystem (gs://, s3://): the conversion goes through Beam's FileSystems, the
 read side (metadata, verify, load) through tf.io.gfile."""
+
 from __future__ import annotations
 
 import io
@@ -24,9 +25,14 @@ def test_convert_to_a_remote_filesystem(kaggle_dir, tmp_path):
     out = "memfs://bucket/datasets/pets"
     info = convert(str(kaggle_dir), out, ConvertOptions(name="pets", workers=1))
     assert info.num_records == 60
-    names = {path[len(out) + 1:] for path in MemoryFileSystem.files if path.startswith(out + "/")}
-    assert {metadata.DATASET_INFO, metadata.FEATURES, metadata.SHARDFLOW_INFO, metadata.REJECTS,
-            metadata.DUPLICATES} <= names
+    names = {path[len(out) + 1 :] for path in MemoryFileSystem.files if path.startswith(out + "/")}
+    assert {
+        metadata.DATASET_INFO,
+        metadata.FEATURES,
+        metadata.SHARDFLOW_INFO,
+        metadata.REJECTS,
+        metadata.DUPLICATES,
+    } <= names
     assert not any(name.startswith(metadata.STAGING) for name in names)  # staging cleaned up remotely
     shards = [s.filename for split in info.splits.values() for s in split.shards]
     assert {record_index.index_filename(shard) for shard in shards} <= names
@@ -52,7 +58,8 @@ def test_a_remote_dataset_reads_through_tf_gfile(pets_in_shards):
     info = metadata.read(remote)
     assert info.num_records == 60 and info.shard_paths("train")[0].startswith(remote + "/")
     assert sorted(tf.io.gfile.glob(f"{remote}/*.tfrecord*")) == sorted(
-        path for split in info.splits for path in info.shard_paths(split))
+        path for split in info.splits for path in info.shard_paths(split)
+    )
     assert verify(remote).ok
     local = sum(len(labels) for _, labels in load(str(kaggle_out), "train", batch_size=8, image_size=16))
     assert sum(len(labels) for _, labels in load(remote, "train", batch_size=8, image_size=16)) == local

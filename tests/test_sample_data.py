@@ -1,4 +1,5 @@
 """`shardflow sample-data`: deterministic, photo-like, and learnable."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,21 @@ def test_kaggle_layout_sizes_and_determinism(tmp_path):
 
 
 def test_folders_layout_via_cli(tmp_path, capsys):
-    assert main(["sample-data", str(tmp_path / "flowers"), "--layout", "folders", "--n", "9",
-                 "--classes", "daisy,roses,tulips"]) == 0
+    assert (
+        main(
+            [
+                "sample-data",
+                str(tmp_path / "flowers"),
+                "--layout",
+                "folders",
+                "--n",
+                "9",
+                "--classes",
+                "daisy,roses,tulips",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in (tmp_path / "flowers").iterdir()) == ["daisy", "roses", "tulips"]
     assert len(list((tmp_path / "flowers" / "roses").glob("*.jpg"))) == 3
     assert "wrote 9 images" in capsys.readouterr().out

@@ -1,4 +1,5 @@
 """The record schema's serializer gives TFDS's own bytes (byte-identical shards depend on it)."""
+
 import io
 
 import numpy as np
@@ -13,7 +14,8 @@ def tfds_record(records: schema.RecordSchema, image, label: int, filename: str) 
     """What TFDS's ExampleSerializer makes of the same values."""
     serializer = example_serializer.ExampleSerializer(records.features.get_serialized_info())
     encoded = records.features.encode_example(
-        {schema.IMAGE: image, schema.LABEL: label, schema.FILENAME: filename.encode("utf-8", "surrogateescape")})
+        {schema.IMAGE: image, schema.LABEL: label, schema.FILENAME: filename.encode("utf-8", "surrogateescape")}
+    )
     return serializer.get_tf_example(encoded).SerializeToString(deterministic=True)
 
 

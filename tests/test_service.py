@@ -1,4 +1,5 @@
 """The tf.data service on loopback: `shardflow serve-data` with 2 worker processes decodes one epoch, quietly."""
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,11 @@ for images, labels in dataset:
 
 
 def fingerprints(dataset) -> list[str]:
-    return sorted(hashlib.sha1(image.tobytes()).hexdigest() + str(label)
-                  for images, labels in dataset for image, label in zip(images.numpy(), labels.numpy()))
+    return sorted(
+        hashlib.sha1(image.tobytes()).hexdigest() + str(label)
+        for images, labels in dataset
+        for image, label in zip(images.numpy(), labels.numpy())
+    )
 
 
 @pytest.mark.slow
@@ -39,8 +43,11 @@ def test_one_epoch_through_the_service_yields_every_record_once(pets_in_shards, 
     assert len(train.shards) > 1  # the workers share them out
     out, err = tmp_path / "serve-data.out", tmp_path / "serve-data.err"
     with open(out, "w") as stdout, open(err, "w") as stderr:  # files, not pipes: nothing blocks on a full pipe
-        server = subprocess.Popen([sys.executable, "-m", "shardflow.cli", "serve-data", "--port", "0",
-                                   "--workers", "2"], stdout=stdout, stderr=stderr)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "shardflow.cli", "serve-data", "--port", "0", "--workers", "2"],
+            stdout=stdout,
+            stderr=stderr,
+        )
     try:
         local = fingerprints(load(str(pets_in_shards), "train", batch_size=7, image_size=24, shuffle=False))
         assert len(local) == train.num_examples  # (read here while the server starts)
@@ -57,8 +64,9 @@ def test_one_epoch_through_the_service_yields_every_record_once(pets_in_shards, 
     # The server is gone: the same pipeline gives nothing (a `load` that read the shards itself would).
     log = tmp_path / "reader.out"
     with open(log, "w") as stdout:
-        reader = subprocess.Popen([sys.executable, "-c", READER, str(pets_in_shards), service], stdout=stdout,
-                                  stderr=subprocess.DEVNULL)
+        reader = subprocess.Popen(
+            [sys.executable, "-c", READER, str(pets_in_shards), service], stdout=stdout, stderr=subprocess.DEVNULL
+        )
     try:
         wait_for_output(log, "imported", reader)
         time.sleep(10)  # a local read of these 30 records takes about a second (a tf.data service client waits

@@ -1,4 +1,5 @@
 """Source detection and listing: layouts, labels, wrappers, archives, IDX, and the user's mistakes."""
+
 from __future__ import annotations
 
 import gzip
@@ -55,8 +56,12 @@ def test_existing_split_folders_are_kept(tmp_path):
         put(tmp_path, name)
     listing = list_source(str(tmp_path))
     assert listing.fixed_splits
-    assert files(listing) == [("test/dog/1.jpg", 1, "test"), ("train/cat/0.jpg", 0, "train"),
-                              ("train/dog/0.jpg", 1, "train"), ("validation/cat/1.jpg", 0, "validation")]
+    assert files(listing) == [
+        ("test/dog/1.jpg", 1, "test"),
+        ("train/cat/0.jpg", 0, "train"),
+        ("train/dog/0.jpg", 1, "train"),
+        ("validation/cat/1.jpg", 0, "validation"),
+    ]
 
 
 def test_unlabeled(tmp_path):
@@ -144,8 +149,17 @@ def test_missing_source_and_unknown_layout(tmp_path):
         list_source(str(tmp_path), layout="csv")
 
 
-DEBRIS = ("._cat.0.jpg", ".DS_Store", "__MACOSX/._dog.0.jpg", "__MACOSX/cat.9.jpg", "Thumbs.db", "desktop.ini",
-          ".Spotlight-V100/store.db", "$RECYCLE.BIN/dog.7.jpg", ".gitkeep")
+DEBRIS = (
+    "._cat.0.jpg",
+    ".DS_Store",
+    "__MACOSX/._dog.0.jpg",
+    "__MACOSX/cat.9.jpg",
+    "Thumbs.db",
+    "desktop.ini",
+    ".Spotlight-V100/store.db",
+    "$RECYCLE.BIN/dog.7.jpg",
+    ".gitkeep",
+)
 
 
 def test_macos_and_windows_debris_is_skipped_and_listed_in_folders_zips_and_tars(tmp_path):
@@ -214,4 +228,5 @@ def test_case_twins_and_empty_class_folders_are_warned_about(tmp_path):
     assert listing.warnings == [
         "classes 'Cat' and 'cat' differ only in case; they are kept as 2 classes (rename or merge the folders "
         "if they are one)",
-        "class folder 'bird/' is empty; no class is made for it"]
+        "class folder 'bird/' is empty; no class is made for it",
+    ]

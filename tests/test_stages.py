@@ -1,4 +1,5 @@
 """The conversion's stages alone, as Beam's own examples test theirs: `TestPipeline` and `assert_that`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,10 +15,10 @@ import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from shardflow.core import metadata, record_index, schema
 from shardflow.beam_jobs import records, reject_files, staged, stages
 from shardflow.beam_jobs.sources import list_source
 from shardflow.beam_jobs.splits import stable_hash
+from shardflow.core import metadata, record_index, schema
 from shardflow.core.framing import frame
 from shardflow.core.images import ImageOptions, prepare
 from shardflow.testing.sample_data import write_sample_data
@@ -25,8 +26,9 @@ from shardflow.testing.sample_data import write_sample_data
 CLASSES = ("cat", "dog")
 
 
-def record_batch(folder: pathlib.Path, photos: list[pathlib.Path], split: str | None,
-                 damaged: frozenset[str] = frozenset()) -> tuple[str, list[bytes]]:
+def record_batch(
+    folder: pathlib.Path, photos: list[pathlib.Path], split: str | None, damaged: frozenset[str] = frozenset()
+) -> tuple[str, list[bytes]]:
     """A record batch file of these photos (class from the Kaggle name), its records in a spill file of their own,
     as a worker of ReadAndPrepare leaves them (the names in `damaged` marked as damaged JPEGs kept); returns the
     batch file and the framed records in order."""
@@ -37,12 +39,22 @@ def record_batch(folder: pathlib.Path, photos: list[pathlib.Path], split: str | 
         prepared = prepare(photo.read_bytes(), ImageOptions(), hashes=True)
         label = CLASSES.index(photo.name.split(".")[0])
         framed = frame(record_schema.serialize(prepared.data, label, photo.name))
-        rows.append(records.row(stable_hash(photo.name), label, sum(map(len, framed_records)), len(framed),
-                                prepared.stats, prepared.hashes, damaged=photo.name in damaged))
+        rows.append(
+            records.row(
+                stable_hash(photo.name),
+                label,
+                sum(map(len, framed_records)),
+                len(framed),
+                prepared.stats,
+                prepared.hashes,
+                damaged=photo.name in damaged,
+            )
+        )
         framed_records.append(framed)
     spill.write_bytes(b"".join(framed_records))
-    batch = records.RecordBatch(split, (str(spill),), tuple(p.name.encode() for p in photos),
-                                np.array(rows, dtype=records.row_dtype(3)))
+    batch = records.RecordBatch(
+        split, (str(spill),), tuple(p.name.encode() for p in photos), np.array(rows, dtype=records.row_dtype(3))
+    )
     return staged.save(batch, str(folder)), framed_records
 
 
@@ -50,8 +62,9 @@ def _prepared(pipeline, src, fractions: dict[str, float], staging: str):
     """ReadAndPrepare's outputs for the images in `src`."""
     listing = list_source(str(src))
     tasks = staged.stage_tasks(listing.tasks, f"{staging}-tasks.pickle")
-    return pipeline | beam.Create(tasks) | stages.ReadAndPrepare(listing.class_names, ImageOptions(), fractions,
-                                                                 staging)
+    return (
+        pipeline | beam.Create(tasks) | stages.ReadAndPrepare(listing.class_names, ImageOptions(), fractions, staging)
+    )
 
 
 def test_read_and_prepare_then_plan_shards(tmp_path):
@@ -61,8 +74,13 @@ def test_read_and_prepare_then_plan_shards(tmp_path):
     staging = str(tmp_path / "staging")
     with TestPipeline() as pipeline:
         prepared = _prepared(pipeline, src, {"train": 0.5, "test": 0.5}, staging)
-        records = prepared.records | "Count" >> beam.Map(lambda item: (item[0], len(staged.load(item[1])))) \
-            | beam.CombinePerKey(sum) | beam.Values() | beam.CombineGlobally(sum)
+        records = (
+            prepared.records
+            | "Count" >> beam.Map(lambda item: (item[0], len(staged.load(item[1]))))
+            | beam.CombinePerKey(sum)
+            | beam.Values()
+            | beam.CombineGlobally(sum)
+        )
         assert_that(records, equal_to([20]), label="every good image is a record")
         reasons = prepared[stages.PrepareRecords.REJECTS] | beam.Map(lambda reject: reject[1])
         assert_that(reasons, equal_to(["empty file (0 bytes)"]), label="the broken one is a reject")
@@ -86,15 +104,27 @@ def test_shards_and_statistics_do_not_depend_on_how_many_ranges_sort_them(tmp_pa
         outcomes = []
         for ranges in (1, 4, 40):
             planned = prepared.records | f"Plan{ranges}" >> stages.PlanShards(100_000, ranges, staging)
-            shards = (planned["jobs"] | f"Write{ranges}" >> stages.WriteShards(f"{staging}/shards{ranges}", "pets")
-                      | f"Describe{ranges}" >> beam.Map(lambda s: (s["filename"], s["num_records"], s["sha256"])))
+            shards = (
+                planned["jobs"]
+                | f"Write{ranges}" >> stages.WriteShards(f"{staging}/shards{ranges}", "pets")
+                | f"Describe{ranges}" >> beam.Map(lambda s: (s["filename"], s["num_records"], s["sha256"]))
+            )
             stats = planned["stats"] | f"Stats{ranges}" >> beam.Map(lambda s: repr(sorted(s.items())))
-            outcomes.append(((shards, stats) | f"All{ranges}" >> beam.Flatten()
-                             | f"Sorted{ranges}" >> beam.combiners.ToList() | f"Key{ranges}" >> beam.Map(lambda items: sorted(map(repr, items)))))
+            outcomes.append(
+                (shards, stats)
+                | f"All{ranges}" >> beam.Flatten()
+                | f"Sorted{ranges}" >> beam.combiners.ToList()
+                | f"Key{ranges}" >> beam.Map(lambda items: sorted(map(repr, items)))
+            )
         one, *others = outcomes
         for index, other in enumerate(others):
-            both = (one, other) | f"Pair{index}" >> beam.Flatten() | f"Distinct{index}" >> beam.Map(repr) \
-                | f"Unique{index}" >> beam.Distinct() | f"Count{index}" >> beam.combiners.Count.Globally()
+            both = (
+                (one, other)
+                | f"Pair{index}" >> beam.Flatten()
+                | f"Distinct{index}" >> beam.Map(repr)
+                | f"Unique{index}" >> beam.Distinct()
+                | f"Count{index}" >> beam.combiners.Count.Globally()
+            )
             assert_that(both, equal_to([1]), label=f"same as one range ({index})")
 
 
@@ -109,11 +139,17 @@ def test_take_counts_takes_exact_counts_per_class_in_hash_order(kaggle_dir, tmp_
         expected += [("train", "train", CLASSES.index(name), n) for n in ordered[:3]]
         expected += [("test", "test", CLASSES.index(name), n) for n in ordered[3:5]]
     with TestPipeline() as pipeline:
-        counted = pipeline | beam.Create([(None, b) for b in batches]) | stages.TakeCounts(
-            {"train": 3, "test": 2}, str(tmp_path / "taken"))
-        taken = counted.assigned | beam.FlatMap(lambda item: [
-            (item[0], staged.load(item[1]).split, int(label), path.decode())
-            for label, path in zip(staged.load(item[1]).rows["label"], staged.load(item[1]).paths)])
+        counted = (
+            pipeline
+            | beam.Create([(None, b) for b in batches])
+            | stages.TakeCounts({"train": 3, "test": 2}, str(tmp_path / "taken"))
+        )
+        taken = counted.assigned | beam.FlatMap(
+            lambda item: [
+                (item[0], staged.load(item[1]).split, int(label), path.decode())
+                for label, path in zip(staged.load(item[1]).rows["label"], staged.load(item[1]).paths)
+            ]
+        )
         assert_that(taken, equal_to(expected), label="exact counts in hash order")
         left = counted.unselected | beam.CombineGlobally(sum)
         assert_that(left, equal_to([2]), label="one record of each class left over")
@@ -129,13 +165,22 @@ def test_write_shards_copies_the_records_with_their_index_and_digest(kaggle_dir,
     third, third_records = record_batch(tmp_path, photos[7:], "train")
     contents = [b"".join(first_records), b"".join(second_records + third_records)]
     shard_dir = tmp_path / "shards"
-    expected = [{"split": "train", "index": index, "filename": f"pets-train.tfrecord-{index:05d}-of-00002",
-                 "num_records": count, "num_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                 "damaged": [[1, photos[5].name]] if index else []}
-                for index, (count, data) in enumerate(zip((4, 5), contents))]
+    expected = [
+        {
+            "split": "train",
+            "index": index,
+            "filename": f"pets-train.tfrecord-{index:05d}-of-00002",
+            "num_records": count,
+            "num_bytes": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "damaged": [[1, photos[5].name]] if index else [],
+        }
+        for index, (count, data) in enumerate(zip((4, 5), contents))
+    ]
     with TestPipeline() as pipeline:
-        jobs = pipeline | beam.Create([stages.ShardJob("train", 0, 2, (first,)),
-                                       stages.ShardJob("train", 1, 2, (second, third))])
+        jobs = pipeline | beam.Create(
+            [stages.ShardJob("train", 0, 2, (first,)), stages.ShardJob("train", 1, 2, (second, third))]
+        )
         described = jobs | stages.WriteShards(str(shard_dir), "pets")
         assert_that(described, equal_to(expected))
     for index, data in enumerate(contents):
@@ -150,20 +195,37 @@ def test_summarize_gathers_what_every_stage_tagged_into_one_file(tmp_path):
     summed, the fingerprint shares combined by XOR."""
     path = str(tmp_path / "summary.json")
     shards = [{"split": "train", "index": i, "filename": f"s{i}"} for i in range(3)]
-    tagged = {"shards": shards, "splits": [{"split": "train", "num_examples": 9}], "reject_files": ["a", "b"],
-              "damaged": [], "duplicates": [{"exact": [], "near": []}], "fingerprint": [0b0110, 0b0011],
-              "unselected": [2, 3]}
-    expected = {"shards": shards, "splits": [{"split": "train", "num_examples": 9}], "reject_files": ["a", "b"],
-                "damaged": [], "duplicates": {"exact": [], "near": []}, "unselected": 5, "fingerprint": f"{5:064x}"}
+    tagged = {
+        "shards": shards,
+        "splits": [{"split": "train", "num_examples": 9}],
+        "reject_files": ["a", "b"],
+        "damaged": [],
+        "duplicates": [{"exact": [], "near": []}],
+        "fingerprint": [0b0110, 0b0011],
+        "unselected": [2, 3],
+    }
+    expected = {
+        "shards": shards,
+        "splits": [{"split": "train", "num_examples": 9}],
+        "reject_files": ["a", "b"],
+        "damaged": [],
+        "duplicates": {"exact": [], "near": []},
+        "unselected": 5,
+        "fingerprint": f"{5:064x}",
+    }
 
     def written(_) -> dict:
         summary = json.loads(pathlib.Path(path).read_text())
-        return summary | {"shards": sorted(summary["shards"], key=lambda s: s["index"]),
-                          "reject_files": sorted(summary["reject_files"])}
+        return summary | {
+            "shards": sorted(summary["shards"], key=lambda s: s["index"]),
+            "reject_files": sorted(summary["reject_files"]),
+        }
 
     with TestPipeline() as pipeline:
-        stage_outputs = tuple(pipeline | f"From {kind}" >> beam.Create([(kind, value) for value in values])
-                              for kind, values in tagged.items())
+        stage_outputs = tuple(
+            pipeline | f"From {kind}" >> beam.Create([(kind, value) for value in values])
+            for kind, values in tagged.items()
+        )
         summary = stage_outputs | stages.Summarize(path) | beam.Map(written)
         assert_that(summary, equal_to([expected]))
 
@@ -171,24 +233,38 @@ def test_summarize_gathers_what_every_stage_tagged_into_one_file(tmp_path):
 def test_write_rejects_writes_sorted_files_that_merge_in_path_order(tmp_path):
     """Rejects (a non-UTF-8 name among them) -> files of JSON lines sorted by path, one per bundle; merged with the
     listing's own rejects, rejects.jsonl is in path order and the summary counts them by kind."""
-    found = [(b"cat.\xff.jpg", "empty file (0 bytes)"), (b"dog.2.jpg", "not an image: unrecognized file format"),
-             (b"cat.1.jpg", "truncated"), ("\u732b.jpg".encode(), "empty file (0 bytes)")]
+    found = [
+        (b"cat.\xff.jpg", "empty file (0 bytes)"),
+        (b"dog.2.jpg", "not an image: unrecognized file format"),
+        (b"cat.1.jpg", "truncated"),
+        ("\u732b.jpg".encode(), "empty file (0 bytes)"),
+    ]
     folder = tmp_path / "rejects"
     folder.mkdir()
     with TestPipeline() as pipeline:
         files = pipeline | beam.Create(found) | beam.ParDo(reject_files.WriteRejects(str(folder)))
         lines = files | beam.FlatMap(lambda path: pathlib.Path(path).read_text().splitlines())
-        in_order = files | "Sorted" >> beam.Map(lambda path: (lambda paths: paths == sorted(paths))(
-            [json.loads(line)["path"] for line in pathlib.Path(path).read_text().splitlines()]))
-        entries = lines | beam.Map(lambda line: (lambda entry: (  # bytes: Beam's str coder refuses surrogates
-            entry["path"].encode("utf-8", "surrogateescape"), entry["reason"]))(json.loads(line)))
+        in_order = files | "Sorted" >> beam.Map(
+            lambda path: (lambda paths: paths == sorted(paths))(
+                [json.loads(line)["path"] for line in pathlib.Path(path).read_text().splitlines()]
+            )
+        )
+        entries = lines | beam.Map(
+            lambda line: (
+                lambda entry: (  # bytes: Beam's str coder refuses surrogates
+                    entry["path"].encode("utf-8", "surrogateescape"),
+                    entry["reason"],
+                )
+            )(json.loads(line))
+        )
         assert_that(entries, equal_to(found), label="every reject")
         assert_that(in_order | beam.Distinct(), equal_to([True]), label="each file sorted")
     known = [("link.jpg", "symbolic link, not followed")]
     summary = reject_files.merge([str(p) for p in folder.iterdir()], known, str(tmp_path / "rejects.jsonl"))
     merged = [json.loads(line) for line in (tmp_path / "rejects.jsonl").read_text().splitlines()]
     assert [entry["path"] for entry in merged] == sorted(
-        [p.decode("utf-8", "surrogateescape") for p, _ in found] + ["link.jpg"])
+        [p.decode("utf-8", "surrogateescape") for p, _ in found] + ["link.jpg"]
+    )
     assert summary.count == 5 and summary.kinds[metadata.reject_kind("empty file (0 bytes)")] == 2
 
 

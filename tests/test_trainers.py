@@ -1,4 +1,5 @@
 """Trainers: the tutorials' architectures, training runs and their outputs, evaluate and predict."""
+
 from __future__ import annotations
 
 import csv
@@ -20,12 +21,15 @@ from shardflow.trainers.train import TrainOptions, train
 from tests.conftest import write_idx
 
 
-@pytest.mark.parametrize("name, shape, classes, params", [
-    ("small_convnet", (150, 150, 3), 2, 9_494_561),
-    ("book_convnet", (150, 150, 3), 2, 3_453_121),
-    ("mnist_convnet", (28, 28, 1), 10, 93_322),
-    ("fashion_cnn", (28, 28, 1), 10, 333_526),
-])
+@pytest.mark.parametrize(
+    "name, shape, classes, params",
+    [
+        ("small_convnet", (150, 150, 3), 2, 9_494_561),
+        ("book_convnet", (150, 150, 3), 2, 3_453_121),
+        ("mnist_convnet", (28, 28, 1), 10, 93_322),
+        ("fashion_cnn", (28, 28, 1), 10, 333_526),
+    ],
+)
 def test_parameter_counts_match_the_tutorials(name, shape, classes, params):
     model = models.build(name, shape, classes)
     assert model.count_params() == params
@@ -62,8 +66,11 @@ def small_pets(sample_photos, tmp_path_factory):
 @pytest.mark.slow
 def test_small_convnet_learns_and_writes_its_run(small_pets, tmp_path):
     run = tmp_path / "run"  # at 32 px as accurate as at 48 (seeds 1, 2, 3: 0.86, 0.77, 0.90) in 2/3 of the time
-    metrics = train(str(small_pets), str(run), TrainOptions(
-        model="small_convnet", epochs=8, image_size=32, seed=1, patience=4, verbose=0))
+    metrics = train(
+        str(small_pets),
+        str(run),
+        TrainOptions(model="small_convnet", epochs=8, image_size=32, seed=1, patience=4, verbose=0),
+    )
     assert metrics["test_accuracy"] > 0.75, metrics
     for name in ("model.keras", "run.json", "history.json", "history.png", "metrics.json"):
         assert (run / name).exists(), name
@@ -81,8 +88,11 @@ def test_small_convnet_learns_and_writes_its_run(small_pets, tmp_path):
 
 @pytest.mark.slow
 def test_early_stopping_keeps_the_best_epoch(tiny_pets, tmp_path):
-    metrics = train(str(tiny_pets), str(tmp_path / "run"), TrainOptions(
-        model="small_convnet", epochs=8, image_size=32, lr=0.5, patience=1, seed=2, verbose=0))
+    metrics = train(
+        str(tiny_pets),
+        str(tmp_path / "run"),
+        TrainOptions(model="small_convnet", epochs=8, image_size=32, lr=0.5, patience=1, seed=2, verbose=0),
+    )
     assert metrics["epochs_run"] < 8  # a learning rate this large diverges: stopped early
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     best = int(np.argmin(history["val_loss"]))
@@ -128,15 +138,21 @@ def trained_part(saved: keras.Model) -> keras.Model:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model, options", [  # transfer and fine_tune: test_fine_tune_continues_a_transfer_run
-    ("book_convnet", {"image_size": 64, "augment": "seed004", "augment_on": "model"}),
-    ("small_convnet", {"image_size": 32, "jit": True, "augment": "seed004"}),
-    ("features", {"image_size": 32, "base": "vgg16", "weights": "none"}),
-    ("small_convnet", {"image_size": 32, "mixed_precision": True}),
-])
+@pytest.mark.parametrize(
+    "model, options",
+    [  # transfer and fine_tune: test_fine_tune_continues_a_transfer_run
+        ("book_convnet", {"image_size": 64, "augment": "seed004", "augment_on": "model"}),
+        ("small_convnet", {"image_size": 32, "jit": True, "augment": "seed004"}),
+        ("features", {"image_size": 32, "base": "vgg16", "weights": "none"}),
+        ("small_convnet", {"image_size": 32, "mixed_precision": True}),
+    ],
+)
 def test_every_model_trains_a_few_steps(tiny_pets, tmp_path, model, options):
-    metrics = train(str(tiny_pets), str(tmp_path / "run"), TrainOptions(
-        model=model, epochs=1, steps_per_epoch=3, batch_size=8, seed=0, verbose=0, **options))
+    metrics = train(
+        str(tiny_pets),
+        str(tmp_path / "run"),
+        TrainOptions(model=model, epochs=1, steps_per_epoch=3, batch_size=8, seed=0, verbose=0, **options),
+    )
     assert 0 <= metrics["test_accuracy"] <= 1 and np.isfinite(metrics["test_loss"])
     if "augment" in options:  # in the model when asked; XLA (--jit) keeps it in the CPU pipeline
         assert metrics["augment_on"] == ("pipeline" if options.get("jit") else options.get("augment_on", "pipeline"))
@@ -157,19 +173,63 @@ def test_every_model_trains_a_few_steps(tiny_pets, tmp_path, model, options):
 
 @pytest.mark.slow
 def test_fine_tune_continues_a_transfer_run(tiny_pets, tmp_path, capsys):
-    common = ["--image-size", "32", "--base", "mobilenet_v2", "--weights", "none", "--epochs", "1",
-              "--steps-per-epoch", "2", "--batch-size", "8"]
+    common = [
+        "--image-size",
+        "32",
+        "--base",
+        "mobilenet_v2",
+        "--weights",
+        "none",
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "2",
+        "--batch-size",
+        "8",
+    ]
     assert main(["train", str(tiny_pets), "--model", "transfer", "--out", str(tmp_path / "transfer"), *common]) == 0
-    assert "warning: --weights none: the mobilenet_v2 base starts from random weights and stays frozen" in \
-        capsys.readouterr().err  # said before training starts
+    assert (
+        "warning: --weights none: the mobilenet_v2 base starts from random weights and stays frozen"
+        in capsys.readouterr().err
+    )  # said before training starts
     transfer = keras.models.load_model(tmp_path / "transfer" / "model.keras")
-    assert main(["train", str(tiny_pets), "--model", "fine_tune", "--init-from", str(tmp_path / "transfer"),
-                 "--unfreeze", "5", "--out", str(tmp_path / "fine"), *common]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(tiny_pets),
+                "--model",
+                "fine_tune",
+                "--init-from",
+                str(tmp_path / "transfer"),
+                "--unfreeze",
+                "5",
+                "--out",
+                str(tmp_path / "fine"),
+                *common,
+            ]
+        )
+        == 0
+    )
     fine = keras.models.load_model(tmp_path / "fine" / "model.keras")
-    assert sum(int(np.prod(w.shape)) for w in fine.trainable_weights) > \
-        sum(int(np.prod(w.shape)) for w in transfer.trainable_weights)
-    assert main(["train", str(tiny_pets), "--model", "small_convnet", "--init-from", str(tmp_path / "transfer"),
-                 "--out", str(tmp_path / "bad")]) == 2
+    assert sum(int(np.prod(w.shape)) for w in fine.trainable_weights) > sum(
+        int(np.prod(w.shape)) for w in transfer.trainable_weights
+    )
+    assert (
+        main(
+            [
+                "train",
+                str(tiny_pets),
+                "--model",
+                "small_convnet",
+                "--init-from",
+                str(tmp_path / "transfer"),
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
     assert "--init-from is for --model fine_tune" in capsys.readouterr().err
 
 
@@ -180,21 +240,23 @@ def test_mnist_models_on_idx(tmp_path):
     labels = np.arange(200) % 10
     digits = (rng.random((200, 28, 28)) * 40).astype(np.uint8)
     for i, label in enumerate(labels):  # a bright bar whose position is the class
-        digits[i, 2 + 2 * label:4 + 2 * label, 4:24] = 255
+        digits[i, 2 + 2 * label : 4 + 2 * label, 4:24] = 255
     write_idx(tmp_path / "mnist", "train", digits, labels, gz=True)
     write_idx(tmp_path / "mnist", "t10k", digits[:50], labels[:50], gz=True)
     assert main(["convert", str(tmp_path / "mnist"), str(tmp_path / "data"), "--workers", "1"]) == 0
     for model in ("mnist_convnet", "fashion_cnn"):  # one epoch: 0.8-1.0 with seeds 0, 1, 2 (two: 1.0)
-        metrics = train(str(tmp_path / "data"), str(tmp_path / model), TrainOptions(
-            model=model, epochs=1, batch_size=16, seed=0, verbose=0))
+        metrics = train(
+            str(tmp_path / "data"),
+            str(tmp_path / model),
+            TrainOptions(model=model, epochs=1, batch_size=16, seed=0, verbose=0),
+        )
         assert metrics["test_accuracy"] > 0.5, (model, metrics)
 
 
 @pytest.mark.slow
 def test_evaluate_and_predict(tiny_pets, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", str(tiny_pets), "--out", str(run), "--epochs", "2", "--image-size", "32",
-                 "--seed", "0"]) == 0
+    assert main(["train", str(tiny_pets), "--out", str(run), "--epochs", "2", "--image-size", "32", "--seed", "0"]) == 0
     printed = capsys.readouterr()
     assert "test accuracy" in printed.out
     assert f"training small_convnet on {where_it_trains()}" in printed.err  # says where, before the epochs
@@ -211,8 +273,10 @@ def test_evaluate_and_predict(tiny_pets, tmp_path, capsys):
     assert rows[0] == ["id", "label"] and sorted(r[0] for r in rows[1:]) == ["1", "2", "3", "4"]
     assert all(0 <= float(r[1]) <= 1 for r in rows[1:])
     assert main(["predict", str(run), str(tiny_pets), "--split", "test"]) == 0
-    assert capsys.readouterr().out.count("this image is") == json.loads(
-        (tiny_pets / "shardflow.json").read_text())["splits"]["test"]["num_examples"]
+    assert (
+        capsys.readouterr().out.count("this image is")
+        == json.loads((tiny_pets / "shardflow.json").read_text())["splits"]["test"]["num_examples"]
+    )
 
 
 def test_user_mistakes(tiny_pets, tmp_path, capsys):
@@ -247,8 +311,10 @@ def test_a_run_is_never_silently_replaced(tiny_pets, tmp_path, capsys):
 @pytest.mark.slow
 def test_mistakes_that_train_but_not_as_meant_are_said(tiny_pets, kaggle_dir, tmp_path, capsys):
     assert main(["train", str(tiny_pets), "--out", str(tmp_path / "tiny"), "--image-size", "16"]) == 2
-    assert "16x16 are too small for small_convnet: its convolutions and poolings need at least 22x22" in \
-        capsys.readouterr().err
+    assert (
+        "16x16 are too small for small_convnet: its convolutions and poolings need at least 22x22"
+        in capsys.readouterr().err
+    )
     assert not (tmp_path / "tiny").exists()  # a mistake found before training leaves no run folder
     only_train = tmp_path / "only_train"
     assert main(["convert", str(kaggle_dir), str(only_train), "--splits", "train=1", "--workers", "1"]) == 0
@@ -263,17 +329,43 @@ def test_mistakes_that_train_but_not_as_meant_are_said(tiny_pets, kaggle_dir, tm
 
 @pytest.mark.slow
 def test_the_start_line_says_where_resize_and_augmentation_run(fixed_pets, tmp_path, capsys):
-    assert main(["train", str(fixed_pets), "--out", str(tmp_path / "gpu"), "--augment-on", "model", "--epochs", "1",
-                 "--steps-per-epoch", "1", "--batch-size", "4", "--image-size", "24", "--augment", "seed004"]) == 0
-    assert f"on {where_it_trains()} at 24x24 (--image-size); decode in the input pipeline (CPU), " \
+    assert (
+        main(
+            [
+                "train",
+                str(fixed_pets),
+                "--out",
+                str(tmp_path / "gpu"),
+                "--augment-on",
+                "model",
+                "--epochs",
+                "1",
+                "--steps-per-epoch",
+                "1",
+                "--batch-size",
+                "4",
+                "--image-size",
+                "24",
+                "--augment",
+                "seed004",
+            ]
+        )
+        == 0
+    )
+    assert (
+        f"on {where_it_trains()} at 24x24 (--image-size); decode in the input pipeline (CPU), "
         "resize + augmentation in the model" in capsys.readouterr().err
+    )
     assert keras.models.load_model(tmp_path / "gpu" / "model.keras").input.shape[1:] == (40, 56, 3)  # stored size
 
 
 def test_a_closed_pipe_ends_inspect_quietly(tiny_pets):
     """`shardflow inspect DATA | head`: the reader goes away; no BrokenPipeError traceback."""
-    reader = subprocess.Popen([sys.executable, "-m", "shardflow.cli", "inspect", str(tiny_pets)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader = subprocess.Popen(
+        [sys.executable, "-m", "shardflow.cli", "inspect", str(tiny_pets)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     reader.stdout.close()  # before the command prints its first line
     _, stderr = reader.communicate(timeout=120)
     assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr

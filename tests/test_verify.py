@@ -1,4 +1,5 @@
 """`shardflow verify` and the reader on damaged or hostile shards: every problem named, nothing skipped."""
+
 from __future__ import annotations
 
 import json
@@ -37,11 +38,14 @@ def test_a_good_dataset_verifies(dataset, capsys):
     assert "OK, 60 records" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda path: path.write_bytes(_flip(path.read_bytes(), 5000)), "CRC mismatch"),
-    (lambda path: path.write_bytes(path.read_bytes()[:-100]), "truncated"),
-    (lambda path: path.unlink(), "missing"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda path: path.write_bytes(_flip(path.read_bytes(), 5000)), "CRC mismatch"),
+        (lambda path: path.write_bytes(path.read_bytes()[:-100]), "truncated"),
+        (lambda path: path.unlink(), "missing"),
+    ],
+)
 def test_damage_is_named(copy, capsys, damage, message):
     shard = first_shard(copy)
     damage(shard)
@@ -51,10 +55,13 @@ def test_damage_is_named(copy, capsys, damage, message):
     assert len(out.splitlines()) == 1  # only the damaged shard is reported
 
 
-@pytest.mark.parametrize("damage, message", [  # the last digit of line 2 (the second record's size) flipped
-    (lambda data: _flip(data, data.index(b"\n", data.index(b"\n") + 1) - 1, 0x01), "line 2 is '"),
-    (lambda data: data[:data.rindex(b"\n", 0, -1) + 1], " lines for the shard's "),  # the last line lost
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [  # the last digit of line 2 (the second record's size) flipped
+        (lambda data: _flip(data, data.index(b"\n", data.index(b"\n") + 1) - 1, 0x01), "line 2 is '"),
+        (lambda data: data[: data.rindex(b"\n", 0, -1) + 1], " lines for the shard's "),  # the last line lost
+    ],
+)
 def test_a_record_index_that_does_not_match_its_shard_is_named(copy, capsys, damage, message):
     """The metadata's checksums cover the shards, not their indexes (DALI's): verify checks each index against its
     shard's framing instead."""
@@ -63,8 +70,13 @@ def test_a_record_index_that_does_not_match_its_shard_is_named(copy, capsys, dam
     index.write_bytes(damage(index.read_bytes()))
     assert main(["verify", str(copy)]) == 1
     out = capsys.readouterr().out
-    assert out.startswith(f"train: {shard.name}: its record index {record_index.index_filename(shard.name)} does "
-                          "not match it (") and message in out and "delete the index" in out
+    assert (
+        out.startswith(
+            f"train: {shard.name}: its record index {record_index.index_filename(shard.name)} does not match it ("
+        )
+        and message in out
+        and "delete the index" in out
+    )
     assert len(out.splitlines()) == 1
     index.unlink()  # as the message says: a missing index is built on first use
     assert main(["verify", str(copy)]) == 0
@@ -101,8 +113,22 @@ def test_the_reader_refuses_a_decompression_bomb(tmp_path):
     root.mkdir()
     for name in ("cat.0.png", "dog.0.png"):
         (root / name).write_bytes(encode(Image.new("RGB", (8, 8)), "PNG"))
-    assert main(["convert", str(root), str(tmp_path / "data"), "--image-format", "png", "--splits", "train=1",
-                 "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(root),
+                str(tmp_path / "data"),
+                "--image-format",
+                "png",
+                "--splits",
+                "train=1",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     bomb = encode(Image.new("1", (10_000, 9_500)), "PNG")
     craft_first_shard(tmp_path / "data", [bomb, bomb], "png")
     with pytest.raises(tf.errors.InvalidArgumentError, match="pixel budget"):
@@ -113,13 +139,29 @@ def test_the_reader_refuses_a_decompression_bomb(tmp_path):
 def test_a_fixed_size_dataset_holding_another_size_is_named(kaggle_dir, tmp_path, capsys):
     """A --size shard crafted elsewhere: a larger JPEG decodes no more than the stored size's pixels when read,
     a smaller one fails the read, and verify names both."""
-    assert main(["convert", str(kaggle_dir), str(tmp_path / "data"), "--size", "24x32", "--splits", "train=1",
-                 "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                str(kaggle_dir),
+                str(tmp_path / "data"),
+                "--size",
+                "24x32",
+                "--splits",
+                "train=1",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     craft_first_shard(tmp_path / "data", [encode(Image.new("RGB", (3200, 2400))), encode(Image.new("RGB", (32, 24)))])
     images, _ = next(iter(load(str(tmp_path / "data"), "train", batch_size=2, image_size=None, shuffle=False)))
     assert images.shape == (2, 24, 32, 3)
     assert main(["verify", str(tmp_path / "data")]) == 1
-    assert "record 0 (cat.0.jpg): image is 2400x3200, not the dataset's stored size 24x32 (HxW)" in capsys.readouterr().out
+    assert (
+        "record 0 (cat.0.jpg): image is 2400x3200, not the dataset's stored size 24x32 (HxW)" in capsys.readouterr().out
+    )
     craft_first_shard(tmp_path / "data", [encode(Image.new("RGB", (16, 24)))] * 2)
     with pytest.raises(tf.errors.InvalidArgumentError):
         next(iter(load(str(tmp_path / "data"), "train", batch_size=2, image_size=None)))
@@ -149,19 +191,28 @@ def test_counts_must_add_up(copy, capsys):
     assert main(["verify", str(copy)]) == 1
     assert "rejects.jsonl lists 1 files, the metadata says 0" in capsys.readouterr().out
     rejects.write_text("")
-    (copy / metadata.DUPLICATES).write_text(json.dumps(
-        {"kind": "near", "members": [{"path": p, "split": s, "label": "cat"} for p, s in (("cat.1.jpg", "train"),
-                                                                                        ("cat.2.jpg", "test"))]}))
+    (copy / metadata.DUPLICATES).write_text(
+        json.dumps(
+            {
+                "kind": "near",
+                "members": [
+                    {"path": p, "split": s, "label": "cat"} for p, s in (("cat.1.jpg", "train"), ("cat.2.jpg", "test"))
+                ],
+            }
+        )
+    )
     assert main(["verify", str(copy), "--no-decode"]) == 1
-    assert ("duplicates.jsonl lists 1 groups (1 leaking, 0 whose labels differ), the metadata says 0 (0, 0)"
-            in capsys.readouterr().out)
+    assert (
+        "duplicates.jsonl lists 1 groups (1 leaking, 0 whose labels differ), the metadata says 0 (0, 0)"
+        in capsys.readouterr().out
+    )
     (copy / metadata.DUPLICATES).unlink()
     assert main(["verify", str(copy), "--no-decode"]) == 1
     assert "duplicates.jsonl is missing" in capsys.readouterr().out
 
 
 def _flip(data: bytes, offset: int, bits: int = 0xFF) -> bytes:
-    return data[:offset] + bytes([data[offset] ^ bits]) + data[offset + 1:]
+    return data[:offset] + bytes([data[offset] ^ bits]) + data[offset + 1 :]
 
 
 def test_metadata_that_contradicts_itself_is_refused(copy):

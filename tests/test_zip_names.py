@@ -1,5 +1,6 @@
 """Zip member names as `unzip` reads them (the UTF-8 flag, Info-ZIP's Unicode Path field, UTF-8, cp437, or the
 --zip-encoding code page): a folder and its zip give the same classes, paths and records."""
+
 from __future__ import annotations
 
 import os
@@ -114,14 +115,19 @@ def test_a_name_its_code_page_cannot_decode_is_a_reject(tmp_path):
     folder = write(tmp_path / "folder", KOREAN)
     archive = korean_windows_zip(folder, tmp_path / "photos.zip", "고양이/".encode("cp949") + b"\xff.jpg")
     listing = list_source(str(archive), zip_encoding="cp949")
-    assert listing.rejects == [("고양이/\\xff.jpg", "archive member name is not cp949 (--zip-encoding): byte 0xff at 7 "
-                                                "(illegal multibyte sequence)")]
+    assert listing.rejects == [
+        (
+            "고양이/\\xff.jpg",
+            "archive member name is not cp949 (--zip-encoding): byte 0xff at 7 (illegal multibyte sequence)",
+        )
+    ]
     assert listing.num_inputs == 4 and files(listing) == files(list_source(str(folder)))
 
 
 def test_a_name_marked_utf8_that_is_not_is_a_clear_error(tmp_path):
-    archive = legacy_zip(tmp_path / "x.zip", {b"cat/\xff.jpg": (b"x", b""), b"dog/0.jpg": (b"y", b"")},
-                         marked_utf8=True)
+    archive = legacy_zip(
+        tmp_path / "x.zip", {b"cat/\xff.jpg": (b"x", b""), b"dog/0.jpg": (b"y", b"")}, marked_utf8=True
+    )
     with pytest.raises(SourceError, match=r"x\.zip: a member name is marked UTF-8 but is not"):
         list_source(str(archive))
 
@@ -144,19 +150,25 @@ def test_zip_encoding_is_recorded_repeated_by_like_and_its_rejects_listed(tmp_pa
     assert records(tmp_path / "zip") == records(tmp_path / "folder")
     assert metadata.read(str(tmp_path / "zip")).provenance.options["zip_encoding"] == "cp949"
     assert metadata.read_rejects(str(tmp_path / "zip")) == [
-        {"path": "\\xff.jpg", "reason": "archive member name is not cp949 (--zip-encoding): byte 0xff at 0 "
-                                        "(illegal multibyte sequence)"}]
+        {
+            "path": "\\xff.jpg",
+            "reason": "archive member name is not cp949 (--zip-encoding): byte 0xff at 0 (illegal multibyte sequence)",
+        }
+    ]
     capsys.readouterr()
     assert main(["convert", str(archive), str(tmp_path / "again"), "--like", str(tmp_path / "zip")]) == 0
     assert "identical to" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("source, encoding, message", [
-    ("photos", "cp949", "--zip-encoding applies to a .zip source; {src} is a folder"),
-    ("photos.tgz", "cp949", "--zip-encoding applies to a .zip source; {src} is not a zip archive"),
-    ("photos.zip", "windows-949", "--zip-encoding 'windows-949' is not a text encoding Python knows"),
-    ("photos.zip", "base64", "--zip-encoding 'base64' is not a text encoding Python knows"),
-])
+@pytest.mark.parametrize(
+    "source, encoding, message",
+    [
+        ("photos", "cp949", "--zip-encoding applies to a .zip source; {src} is a folder"),
+        ("photos.tgz", "cp949", "--zip-encoding applies to a .zip source; {src} is not a zip archive"),
+        ("photos.zip", "windows-949", "--zip-encoding 'windows-949' is not a text encoding Python knows"),
+        ("photos.zip", "base64", "--zip-encoding 'base64' is not a text encoding Python knows"),
+    ],
+)
 def test_zip_encoding_is_refused_where_it_cannot_apply(tmp_path, capsys, source, encoding, message):
     folder = write(tmp_path / "photos", KOREAN)
     korean_windows_zip(folder, tmp_path / "photos.zip")

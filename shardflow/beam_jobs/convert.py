@@ -7,6 +7,7 @@ WriteShards, Summarize). The launching process holds OUT's lock throughout (`out
 then OUT is visibly incomplete.
 Any worker error, a full disk included, ends the job with one line; Ctrl-C stops the workers (`local_workers`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,13 @@ import shardflow
 from shardflow.beam_jobs import csv_labels, duplicate_join, metadata_writer, reject_files, staged, stages
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.beam_jobs.local_workers import WorkerDied, watched_workers
-from shardflow.beam_jobs.options import (MULTI_LABEL_SPLIT_COUNTS, ConvertOptions, add_arguments, argument_names,
-                                         from_arguments)
+from shardflow.beam_jobs.options import (
+    MULTI_LABEL_SPLIT_COUNTS,
+    ConvertOptions,
+    add_arguments,
+    argument_names,
+    from_arguments,
+)
 from shardflow.beam_jobs.out_lock import LOCK_NAME, OutputLock, OutputLocked
 from shardflow.beam_jobs.progress import ProgressDisplay, worker_logs_to
 from shardflow.beam_jobs.sources import SourceError, SourceListing, is_remote, list_source, stage_idx
@@ -78,8 +84,15 @@ class LocalWorkers(NamedTuple):
     claims: str
 
 
-def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptions, image_options: ImageOptions,
-          name: str, staging: str, local: LocalWorkers | None = None) -> None:
+def build(
+    pipeline: beam.Pipeline,
+    listing: SourceListing,
+    options: ConvertOptions,
+    image_options: ImageOptions,
+    name: str,
+    staging: str,
+    local: LocalWorkers | None = None,
+) -> None:
     """Add the conversion stages (`stages`) to `pipeline`; running it fills `staging` (see `finalize`). On the
     `local` runner, the workers share a queue of read tasks and report their progress."""
     tasks = stage_idx(listing.tasks, FileSystems.join(staging, "idx")) if listing.layout == "idx" else listing.tasks
@@ -93,9 +106,17 @@ def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptio
     prepared = (
         pipeline
         | "ListInputs" >> beam.Create(tasks, reshuffle=False)
-        | "ReadAndPrepare" >> stages.ReadAndPrepare(listing.class_names, image_options, fractions, staging,
-                                                    local.progress if local else None, options.validation_from_train,
-                                                    options.keep_damaged_jpegs, listing.label_sets)
+        | "ReadAndPrepare"
+        >> stages.ReadAndPrepare(
+            listing.class_names,
+            image_options,
+            fractions,
+            staging,
+            local.progress if local else None,
+            options.validation_from_train,
+            options.keep_damaged_jpegs,
+            listing.label_sets,
+        )
     )
     kept, removed = prepared.records, pipeline | "NoneRemoved" >> beam.Create([])
     if options.dedupe:
@@ -109,13 +130,15 @@ def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptio
         assigned = counted.assigned
         unselected = counted.unselected | "TagUnselected" >> beam.Map(lambda n: ("unselected", n))
     found = assigned | "FindDuplicates" >> duplicate_join.FindDuplicates(num_parts, FileSystems.join(staging, "parts"))
-    planned = assigned | "PlanShards" >> stages.PlanShards(int(options.shard_size_mb * 2**20),
-                                                           stages.ranges_for(listing.num_inputs), batch_dir)
+    planned = assigned | "PlanShards" >> stages.PlanShards(
+        int(options.shard_size_mb * 2**20), stages.ranges_for(listing.num_inputs), batch_dir
+    )
     shards = planned["jobs"] | "WriteShards" >> stages.WriteShards(FileSystems.join(staging, "shards"), name)
     _ = (
         shards | "TagShards" >> beam.Map(lambda s: ("shards", s)),
         planned["stats"] | "TagStats" >> beam.Map(lambda s: ("splits", s)),
-        (prepared[stages.PrepareRecords.REJECTS], removed) | "AllRejects" >> beam.Flatten()
+        (prepared[stages.PrepareRecords.REJECTS], removed)
+        | "AllRejects" >> beam.Flatten()
         | "WriteRejects" >> beam.ParDo(reject_files.WriteRejects(FileSystems.join(staging, "rejects")))
         | "TagRejects" >> beam.Map(lambda path: ("reject_files", path)),
         prepared[stages.PrepareRecords.DAMAGED] | "TagDamaged" >> beam.Map(lambda d: ("damaged", d)),
@@ -128,18 +151,27 @@ def build(pipeline: beam.Pipeline, listing: SourceListing, options: ConvertOptio
 # -- launching and finishing ----------------------------------------------------------------------------------
 
 
-def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
-            beam_args: Sequence[str] = ()) -> metadata.DatasetInfo:
+def convert(
+    src: str, out: str, options: ConvertOptions = ConvertOptions(), beam_args: Sequence[str] = ()
+) -> metadata.DatasetInfo:
     """Convert `src` into a dataset folder `out`; returns what its shardflow.json records.
 
     `beam_args` are Beam pipeline options (`--runner`, `--project`, ...); any other option is refused."""
     started = time.time()
     unknown = unknown_beam_options(beam_args)
     if unknown:
-        raise ConversionError(f"unknown option(s) {', '.join(unknown)}: neither a shardflow convert option nor a "
-                              f"registered Beam pipeline option (see shardflow convert --help){_did_you_mean(unknown)}")
-    listing = list_source(src, options.layout, unlabeled=options.unlabeled, class_names=options.class_names,
-                          zip_encoding=options.zip_encoding, labels=labels_spec(options))
+        raise ConversionError(
+            f"unknown option(s) {', '.join(unknown)}: neither a shardflow convert option nor a "
+            f"registered Beam pipeline option (see shardflow convert --help){_did_you_mean(unknown)}"
+        )
+    listing = list_source(
+        src,
+        options.layout,
+        unlabeled=options.unlabeled,
+        class_names=options.class_names,
+        zip_encoding=options.zip_encoding,
+        labels=labels_spec(options),
+    )
     _check_split_options(listing, options)
     if listing.multi_label and options.split_counts is not None:
         raise ConversionError(MULTI_LABEL_SPLIT_COUNTS)
@@ -159,11 +191,16 @@ def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
     try:
         lock = _prepare_out(src, out, options.overwrite)
     except OSError as error:
-        raise _disk_full(error, out) or error
+        raise _disk_full(error, out) or error  # noqa: B904 (the error itself, or its disk-full wording)
     try:
-        logger.info(f"{src}: {listing.num_inputs} inputs, layout {listing.layout}, classes {listing.class_names}"
-                    + (f"; ignoring {len(listing.ignored)} file(s) beside the data: {', '.join(listing.ignored[:3])}"
-                       if listing.ignored else ""))
+        logger.info(
+            f"{src}: {listing.num_inputs} inputs, layout {listing.layout}, classes {listing.class_names}"
+            + (
+                f"; ignoring {len(listing.ignored)} file(s) beside the data: {', '.join(listing.ignored[:3])}"
+                if listing.ignored
+                else ""
+            )
+        )
         if listing.labels_file:
             logger.info(labels_lib.source_sentence(listing.labels_file, listing.multi_label))
         return _run_and_finalize(src, listing, options, image_options, name, out, beam_args, started, lock)
@@ -174,14 +211,23 @@ def convert(src: str, out: str, options: ConvertOptions = ConvertOptions(),
             lock.release()
 
 
-def _run_and_finalize(src: str, listing: SourceListing, options: ConvertOptions, image_options: ImageOptions,
-                      name: str, out: str, beam_args: Sequence[str], started: float,
-                      lock: OutputLock | None) -> metadata.DatasetInfo:
+def _run_and_finalize(
+    src: str,
+    listing: SourceListing,
+    options: ConvertOptions,
+    image_options: ImageOptions,
+    name: str,
+    out: str,
+    beam_args: Sequence[str],
+    started: float,
+    lock: OutputLock | None,
+) -> metadata.DatasetInfo:
     staging = FileSystems.join(out, metadata.STAGING)
     pipeline_options, workers = _pipeline_options(beam_args, options.workers)
     scratch = staging if not is_remote(out) else tempfile.mkdtemp(prefix="shardflow-")  # progress and log: local
-    local = LocalWorkers(workers, os.path.join(scratch, "progress"), os.path.join(scratch, "claims")) \
-        if workers else None
+    local = (
+        LocalWorkers(workers, os.path.join(scratch, "progress"), os.path.join(scratch, "claims")) if workers else None
+    )
     log = os.path.join(scratch, "beam.log") if local else None
     runner = FnApiRunner() if local else None
     pipeline = beam.Pipeline(runner=runner, options=pipeline_options)
@@ -189,8 +235,11 @@ def _run_and_finalize(src: str, listing: SourceListing, options: ConvertOptions,
         build(pipeline, listing, options, image_options, name, staging, local)
         if local:
             os.makedirs(local.progress, exist_ok=True)
-            with worker_logs_to(log) as stderr, watched_workers(), \
-                    ProgressDisplay(local.progress, listing.num_inputs, len(listing.rejects), stderr):
+            with (
+                worker_logs_to(log) as stderr,
+                watched_workers(),
+                ProgressDisplay(local.progress, listing.num_inputs, len(listing.rejects), stderr),
+            ):
                 result = pipeline.run()
                 result.wait_until_finish()
         else:
@@ -201,10 +250,12 @@ def _run_and_finalize(src: str, listing: SourceListing, options: ConvertOptions,
         if lock is not None:
             lock.check()
         provenance = metadata.Provenance(
-            shardflow_version=shardflow.__version__, source=src,
+            shardflow_version=shardflow.__version__,
+            source=src,
             created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             runner=type(runner).__name__ if runner else pipeline_options.view_as(StandardOptions).runner,
-            options=options.recorded() | {"image": dataclasses.asdict(image_options), "name": name})
+            options=options.recorded() | {"image": dataclasses.asdict(image_options), "name": name},
+        )
         info = finalize(out, staging, listing, image_options, name, started, options, provenance)
     except (ConversionError, OutputLocked, SourceError):
         raise
@@ -226,19 +277,24 @@ def _job_error(error: Exception, out: str, log: str | None) -> ConversionError:
     if _WORKER_GONE in text:
         text = "a Beam worker process died (killed, or out of memory?)"
     raised = [line.strip() for line in text.splitlines() if _EXCEPTION_LINE.match(line.strip())]
-    return ConversionError(f"the Beam job failed: {raised[-1] if raised else text.splitlines()[0]} "
-                           f"({out} is left incomplete" + (f"; Beam's log: {log})" if log else ")"))
+    return ConversionError(
+        f"the Beam job failed: {raised[-1] if raised else text.splitlines()[0]} "
+        f"({out} is left incomplete" + (f"; Beam's log: {log})" if log else ")")
+    )
 
 
 def _disk_full(error: Exception, out: str) -> ConversionError | None:
     """The one-line error for a full disk (or quota) seen by the launcher or, in Beam's message, by a worker."""
     text = str(error)
-    if not (isinstance(error, OSError) and error.errno in _DISK_FULL
-            or any(f"[Errno {n}]" in text for n in _DISK_FULL)):
+    if not (
+        isinstance(error, OSError) and error.errno in _DISK_FULL or any(f"[Errno {n}]" in text for n in _DISK_FULL)
+    ):
         return None
     where = os.path.abspath(out) if not is_remote(out) else out
-    return ConversionError(f"disk full: no space left on {_mount_point(where)} while writing {where}; "
-                           f"{out} is left incomplete (free some space, then rerun with --overwrite)")
+    return ConversionError(
+        f"disk full: no space left on {_mount_point(where)} while writing {where}; "
+        f"{out} is left incomplete (free some space, then rerun with --overwrite)"
+    )
 
 
 def _mount_point(path: str) -> str:
@@ -251,16 +307,23 @@ def _mount_point(path: str) -> str:
     return path
 
 
-def finalize(out: str, staging: str, listing: SourceListing, image_options: ImageOptions, name: str,
-             started: float, options: ConvertOptions, provenance: metadata.Provenance) -> metadata.DatasetInfo:
+def finalize(
+    out: str,
+    staging: str,
+    listing: SourceListing,
+    image_options: ImageOptions,
+    name: str,
+    started: float,
+    options: ConvertOptions,
+    provenance: metadata.Provenance,
+) -> metadata.DatasetInfo:
     """Check the counts (with --split-counts: every class filled every split, else an error or, with
     --split-counts-allow-fewer, a warning), move shards and their record indexes into `out`, write rejects, the
     groups of duplicates, damaged JPEGs kept, the dataset card and the metadata (dataset_info.json last)."""
     split_counts, allow_fewer = options.split_counts, options.split_counts_allow_fewer
     with FileSystems.open(FileSystems.join(staging, "summary.json")) as f:
         summary = json.loads(f.read())
-    rejects = reject_files.merge(summary["reject_files"], listing.rejects,
-                                 FileSystems.join(staging, metadata.REJECTS))
+    rejects = reject_files.merge(summary["reject_files"], listing.rejects, FileSystems.join(staging, metadata.REJECTS))
     damaged = _damaged_jpegs(summary)
     groups = duplicate_groups(summary["duplicates"], listing.class_names, listing.label_sets)
     info = metadata.DatasetInfo(
@@ -291,8 +354,10 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
     if info.problems():
         raise ConversionError(f"{info.problems()[0]}; {out} is left incomplete")
     if not info.num_records:
-        raise ConversionError(f"no input became a record ({rejects.count} rejected; see the reasons below)\n"
-                              + "\n".join(f"  {p}: {r}" for p, r in rejects.first))
+        raise ConversionError(
+            f"no input became a record ({rejects.count} rejected; see the reasons below)\n"
+            + "\n".join(f"  {p}: {r}" for p, r in rejects.first)
+        )
     if split_counts is not None and not allow_fewer:
         valid: dict[int, int] = defaultdict(int)
         for split in info.splits.values():
@@ -300,21 +365,36 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
                 valid[listing.class_names.index(cls)] += count
         _check_split_counts(valid, split_counts, listing.class_names, "valid images (after rejects)")
     short = _short_splits(info.splits, split_counts or {}, listing.class_names) if allow_fewer else []
-    info = dataclasses.replace(info, warnings=tuple(
-        listing.warnings + short + _untrained_classes(listing.class_names, info.splits) + _leaks(info.duplicates)
-        + _kept_damaged(damaged)))
-    moved = [name for shard in summary["shards"]
-             for name in (shard["filename"], record_index.index_filename(shard["filename"]))] + [metadata.REJECTS]
+    info = dataclasses.replace(
+        info,
+        warnings=tuple(
+            listing.warnings
+            + short
+            + _untrained_classes(listing.class_names, info.splits)
+            + _leaks(info.duplicates)
+            + _kept_damaged(damaged)
+        ),
+    )
+    moved = [
+        name
+        for shard in summary["shards"]
+        for name in (shard["filename"], record_index.index_filename(shard["filename"]))
+    ] + [metadata.REJECTS]
     if not FileSystems.exists(FileSystems.join(out, record_index.FOLDER)):
         FileSystems.mkdirs(FileSystems.join(out, record_index.FOLDER))  # (local folders; object stores have none)
-    FileSystems.rename([FileSystems.join(staging, *(("shards", name) if name != metadata.REJECTS else (name,)))
-                        for name in moved], [FileSystems.join(out, name) for name in moved])
+    FileSystems.rename(
+        [FileSystems.join(staging, *(("shards", name) if name != metadata.REJECTS else (name,))) for name in moved],
+        [FileSystems.join(out, name) for name in moved],
+    )
     with FileSystems.create(FileSystems.join(out, metadata.DAMAGED_JPEGS)) as f:
         f.write("".join(json.dumps(entry) + "\n" for entry in damaged).encode())
     if listing.labels_file:
         with FileSystems.create(FileSystems.join(out, metadata.LABELS_WITHOUT_IMAGES)) as f:
-            f.write("".join(json.dumps({"line": line, "id": identifier}) + "\n"
-                            for line, identifier in listing.without_images).encode())
+            f.write(
+                "".join(
+                    json.dumps({"line": line, "id": identifier}) + "\n" for line, identifier in listing.without_images
+                ).encode()
+            )
     listed = listed_groups(groups)
     write_duplicates(out, listed)
     metadata_writer.write(out, info, rejects.kinds, listed)
@@ -322,8 +402,9 @@ def finalize(out: str, staging: str, listing: SourceListing, image_options: Imag
     return info
 
 
-def _splits(summary: dict[str, Any], class_names: Sequence[str],
-            label_sets: Sequence[tuple[int, ...]] | None = None) -> dict[str, metadata.Split]:
+def _splits(
+    summary: dict[str, Any], class_names: Sequence[str], label_sets: Sequence[tuple[int, ...]] | None = None
+) -> dict[str, metadata.Split]:
     """The summary's split statistics and shard descriptions as typed splits, in reading order. With `label_sets`
     (multi-label), the records counted per label set become records per class and their co-occurrence."""
     splits = {}
@@ -333,15 +414,22 @@ def _splits(summary: dict[str, Any], class_names: Sequence[str],
         if label_sets is None:
             label_counts = {metadata.label_name(class_names, int(k)): v for k, v in stats["label_counts"].items()}
         else:
-            cooccurrence = labels_lib.tally({int(k): v for k, v in stats["label_counts"].items()}, label_sets,
-                                            len(class_names))
+            cooccurrence = labels_lib.tally(
+                {int(k): v for k, v in stats["label_counts"].items()}, label_sets, len(class_names)
+            )
             label_counts = {name: cooccurrence[i][i] for i, name in enumerate(class_names)}
         splits[stats["split"]] = metadata.Split(
             name=stats["split"],
             shards=tuple(metadata.Shard(s["filename"], s["num_records"], s["num_bytes"], s["sha256"]) for s in shards),
-            label_counts=label_counts, mean=tuple(stats["mean"]), std=tuple(stats["std"]),
-            size_histogram=tuple(stats["size_histogram"]), width_range=tuple(stats["width_range"]),
-            height_range=tuple(stats["height_range"]), passthrough=stats["passthrough"], cooccurrence=cooccurrence)
+            label_counts=label_counts,
+            mean=tuple(stats["mean"]),
+            std=tuple(stats["std"]),
+            size_histogram=tuple(stats["size_histogram"]),
+            width_range=tuple(stats["width_range"]),
+            height_range=tuple(stats["height_range"]),
+            passthrough=stats["passthrough"],
+            cooccurrence=cooccurrence,
+        )
     return {name: splits[name] for name in metadata.split_names(splits)}
 
 
@@ -349,8 +437,9 @@ def labels_spec(options: ConvertOptions) -> csv_labels.LabelsSpec | None:
     """What `--labels` and its options ask of the CSV file (None: labels from the layout)."""
     if options.labels is None:
         return None
-    return csv_labels.LabelsSpec(options.labels, options.id_column, options.label_columns, options.label_separator,
-                                 options.multi_label)
+    return csv_labels.LabelsSpec(
+        options.labels, options.id_column, options.label_columns, options.label_separator, options.multi_label
+    )
 
 
 def _fingerprint(summary: dict[str, Any], labels_file: metadata.LabelsFile | None) -> str:
@@ -361,24 +450,33 @@ def _fingerprint(summary: dict[str, Any], labels_file: metadata.LabelsFile | Non
     return hashlib.sha256(f"{summary['fingerprint']}:{labels_file.sha256}".encode()).hexdigest()
 
 
-def duplicate_groups(found: dict[str, list[list[tuple[str, str, int]]]], class_names: Sequence[str],
-                     label_sets: Sequence[tuple[int, ...]] | None = None) -> dict[str, list[metadata.DuplicateGroup]]:
+def duplicate_groups(
+    found: dict[str, list[list[tuple[str, str, int]]]],
+    class_names: Sequence[str],
+    label_sets: Sequence[tuple[int, ...]] | None = None,
+) -> dict[str, list[metadata.DuplicateGroup]]:
     """The summary's groups of duplicates (per kind, lists of (path, split, label), by path) as typed groups (with
     `label_sets`, labels are label set ids)."""
+
     def name(label: int) -> str:
         return metadata.label_name(class_names, label if label_sets is None else label_sets[label])
 
-    return {kind: [metadata.DuplicateGroup(kind, tuple(metadata.DuplicateMember(path, split, name(label))
-                                                       for path, split, label in group)) for group in groups]
-            for kind, groups in found.items()}
+    return {
+        kind: [
+            metadata.DuplicateGroup(
+                kind, tuple(metadata.DuplicateMember(path, split, name(label)) for path, split, label in group)
+            )
+            for group in groups
+        ]
+        for kind, groups in found.items()
+    }
 
 
 def listed_groups(groups: dict[str, list[metadata.DuplicateGroup]]) -> list[metadata.DuplicateGroup]:
     """What duplicates.jsonl lists: every near group (each exact group lies within one), as "exact" where all its
     members are one group of exact copies."""
     exact = {group.members for group in groups["exact"]}
-    return [dataclasses.replace(group, kind="exact") if group.members in exact else group
-            for group in groups["near"]]
+    return [dataclasses.replace(group, kind="exact") if group.members in exact else group for group in groups["near"]]
 
 
 def write_duplicates(out: str, groups: Sequence[metadata.DuplicateGroup]) -> None:
@@ -387,40 +485,69 @@ def write_duplicates(out: str, groups: Sequence[metadata.DuplicateGroup]) -> Non
         f.write("".join(group.to_json() + "\n" for group in groups).encode())
 
 
-def _duplicates(groups: dict[str, list[metadata.DuplicateGroup]], dedupe: str | None,
-                removed: int) -> metadata.Duplicates:
+def _duplicates(
+    groups: dict[str, list[metadata.DuplicateGroup]], dedupe: str | None, removed: int
+) -> metadata.Duplicates:
     """What the records' duplicate groups (per kind) and the duplicates `removed` by --dedupe add up to."""
+
     def counts(kind: str) -> metadata.DuplicateCounts:
-        return metadata.DuplicateCounts(groups=len(groups[kind]), images=sum(len(g.members) for g in groups[kind]),
-                                        leaks=sum(g.leak for g in groups[kind]),
-                                        labels_differ=sum(g.labels_differ for g in groups[kind]))
+        return metadata.DuplicateCounts(
+            groups=len(groups[kind]),
+            images=sum(len(g.members) for g in groups[kind]),
+            leaks=sum(g.leak for g in groups[kind]),
+            labels_differ=sum(g.labels_differ for g in groups[kind]),
+        )
 
     leaking = next((group.members for group in groups["near"] if group.leak), None)
-    example = {} if leaking is None else {member.path: member.split for member in
-                                          (leaking[0], next(m for m in leaking if m.split != leaking[0].split))}
+    example = (
+        {}
+        if leaking is None
+        else {
+            member.path: member.split
+            for member in (leaking[0], next(m for m in leaking if m.split != leaking[0].split))
+        }
+    )
     return metadata.Duplicates(
-        threshold=duplicates.NEAR_THRESHOLD, colour_tolerance=duplicates.COLOUR_TOLERANCE,
-        structure_tolerance=duplicates.STRUCTURE_TOLERANCE, exact=counts("exact"), near=counts("near"),
-        leak_example=example, dedupe=dedupe,
-        removed=removed)
+        threshold=duplicates.NEAR_THRESHOLD,
+        colour_tolerance=duplicates.COLOUR_TOLERANCE,
+        structure_tolerance=duplicates.STRUCTURE_TOLERANCE,
+        exact=counts("exact"),
+        near=counts("near"),
+        leak_example=example,
+        dedupe=dedupe,
+        removed=removed,
+    )
 
 
 def _damaged_jpegs(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """The damaged JPEGs kept that are records (not removed by --dedupe, nor left unselected), by path: each with
     its split, shard, index in the shard and libjpeg's warning (damaged_jpegs.jsonl's lines)."""
     warnings = dict(summary["damaged"])
-    return sorted(({"path": path, "split": shard["split"], "shard": shard["filename"], "record": index,
-                    "warning": warnings[path]} for shard in summary["shards"] for index, path in shard["damaged"]),
-                  key=lambda entry: entry["path"])
+    return sorted(
+        (
+            {
+                "path": path,
+                "split": shard["split"],
+                "shard": shard["filename"],
+                "record": index,
+                "warning": warnings[path],
+            }
+            for shard in summary["shards"]
+            for index, path in shard["damaged"]
+        ),
+        key=lambda entry: entry["path"],
+    )
 
 
 def _kept_damaged(damaged: list[dict[str, Any]]) -> list[str]:
     """The warning for damaged JPEGs kept by --keep-damaged-jpegs: their pictures are probably garbled."""
     if not damaged:
         return []
-    return [f"--keep-damaged-jpegs kept {len(damaged)} damaged JPEG(s) whose pictures are probably garbled, e.g. "
-            f"{damaged[0]['path']!r} ({damaged[0]['warning']}); each is listed with libjpeg's warning in "
-            f"{metadata.DAMAGED_JPEGS}"]
+    return [
+        f"--keep-damaged-jpegs kept {len(damaged)} damaged JPEG(s) whose pictures are probably garbled, e.g. "
+        f"{damaged[0]['path']!r} ({damaged[0]['warning']}); each is listed with libjpeg's warning in "
+        f"{metadata.DAMAGED_JPEGS}"
+    ]
 
 
 def _leaks(found: metadata.Duplicates) -> list[str]:
@@ -428,9 +555,11 @@ def _leaks(found: metadata.Duplicates) -> list[str]:
     if not found.near.leaks:
         return []
     (first, first_split), (second, second_split) = found.leak_example.items()
-    return [f"LEAK: {found.near.leaks} group(s) of duplicate images span splits ({found.exact.leaks} of exact "
-            f"copies), e.g. {first!r} ({first_split}) and {second!r} ({second_split}); test scores count them "
-            f"as unseen. --dedupe near keeps one image per group; every group is listed in {metadata.DUPLICATES}"]
+    return [
+        f"LEAK: {found.near.leaks} group(s) of duplicate images span splits ({found.exact.leaks} of exact "
+        f"copies), e.g. {first!r} ({first_split}) and {second!r} ({second_split}); test scores count them "
+        f"as unseen. --dedupe near keeps one image per group; every group is listed in {metadata.DUPLICATES}"
+    ]
 
 
 def _inputs_per_class(listing: SourceListing) -> dict[int, int]:
@@ -448,13 +577,17 @@ def _check_split_options(listing: SourceListing, options: ConvertOptions) -> Non
     if own and options.split_counts is not None:
         raise ConversionError(f"`split_counts` does not apply: the source has its own splits ({', '.join(own)})")
     if own and options.splits != splits_lib.DEFAULT_SPLITS:
-        raise ConversionError(f"`splits` does not apply: the source has its own splits ({', '.join(own)}); "
-                              "`validation_from_train` FRACTION holds out validation from its train split")
+        raise ConversionError(
+            f"`splits` does not apply: the source has its own splits ({', '.join(own)}); "
+            "`validation_from_train` FRACTION holds out validation from its train split"
+        )
     if options.validation_from_train is None:
         return
     if not own:
-        raise ConversionError("`validation_from_train` applies to a source with its own train split (IDX files, "
-                              "train/ and test/ folders); here `splits` chooses every split")
+        raise ConversionError(
+            "`validation_from_train` applies to a source with its own train split (IDX files, "
+            "train/ and test/ folders); here `splits` chooses every split"
+        )
     if metadata.VALIDATION in own or metadata.TRAIN not in own:
         raise ConversionError(f"`validation_from_train` does not apply: the source's splits are {', '.join(own)}")
 
@@ -467,7 +600,8 @@ def _check_split_counts(have: dict[int, int], asked: dict[str, int], class_names
             text = ",".join(f"{split}={count}" for split, count in asked.items())
             raise ConversionError(
                 f"class {name!r} has {have.get(label, 0)} {what} but `split_counts` {text} asks for {wanted}; "
-                "lower the counts, or pass `split_counts_allow_fewer` to take what exists")
+                "lower the counts, or pass `split_counts_allow_fewer` to take what exists"
+            )
 
 
 def _short_splits(splits: dict[str, metadata.Split], asked: dict[str, int], class_names: list[str]) -> list[str]:
@@ -477,8 +611,10 @@ def _short_splits(splits: dict[str, metadata.Split], asked: dict[str, int], clas
         counts = splits[split].label_counts if split in splits else {}
         short = [c for c in class_names if counts.get(c, 0) < count]
         if short:
-            warnings.append(f"split {split!r} has fewer than the {count} records per class asked for "
-                            f"{len(short)} class(es), e.g. {short[0]!r} with {counts.get(short[0], 0)}")
+            warnings.append(
+                f"split {split!r} has fewer than the {count} records per class asked for "
+                f"{len(short)} class(es), e.g. {short[0]!r} with {counts.get(short[0], 0)}"
+            )
     return warnings
 
 
@@ -523,8 +659,9 @@ def _prepare_out(src: str, out: str, overwrite: bool) -> OutputLock | None:
         if entries and not overwrite:
             raise ConversionError(f"OUT {out!r} exists and is not empty; pass `overwrite` to replace it")
         if entries and not metadata.is_dataset_dir(out_abs):
-            raise ConversionError(f"OUT {out!r} is not a shardflow dataset; refusing to delete it, even with "
-                                  "`overwrite`")
+            raise ConversionError(
+                f"OUT {out!r} is not a shardflow dataset; refusing to delete it, even with `overwrite`"
+            )
         for entry in entries:
             path = os.path.join(out_abs, entry)
             if os.path.isdir(path) and not os.path.islink(path):
@@ -549,8 +686,7 @@ def unknown_beam_options(beam_args: Sequence[str]) -> list[str]:
         retained = options.get_all_options(retain_unknown_options=True)
     finally:
         beam_logger.setLevel(level)
-    values = {str(item) for value in retained.values()
-              for item in (value if isinstance(value, list) else [value])}
+    values = {str(item) for value in retained.values() for item in (value if isinstance(value, list) else [value])}
     unknown = []
     for arg in beam_args:
         name = arg[2:].split("=", 1)[0].replace("-", "_") if arg.startswith("--") else None
@@ -575,8 +711,11 @@ def _pipeline_options(beam_args: Sequence[str], workers: int) -> tuple[PipelineO
         return PipelineOptions(beam_args), None
     workers = workers or os.cpu_count() or 1
     mode = "multi_processing" if workers > 1 else "in_memory"
-    beam_args += [f"--direct_num_workers={workers}", f"--direct_running_mode={mode}",
-                  "--default_sdk_harness_log_level=WARNING"]
+    beam_args += [
+        f"--direct_num_workers={workers}",
+        f"--direct_running_mode={mode}",
+        "--default_sdk_harness_log_level=WARNING",
+    ]
     return PipelineOptions(beam_args), workers
 
 

@@ -15,6 +15,7 @@ tuple of its class indices, numbered in `label_sets`.
 
 It runs in the launcher, as the listing does: one entry per row, like the listing's one per input.
 """
+
 from __future__ import annotations
 
 import csv
@@ -98,8 +99,10 @@ def match(spec: LabelsSpec, paths: Sequence[str], class_names: Sequence[str] | N
         if not identifier:
             raise LabelsError(f"{name}: line {line} has an empty id (column {table.header[id_index]!r})")
         if identifier in rows:
-            raise LabelsError(f"{name}: id {identifier!r} is given twice (lines {rows[identifier][0]} and {line}); "
-                              "each image must have one row")
+            raise LabelsError(
+                f"{name}: id {identifier!r} is given twice (lines {rows[identifier][0]} and {line}); "
+                "each image must have one row"
+            )
         classes = tuple(sorted(index[c] for c in labels))
         label = label_sets.setdefault(classes, len(label_sets)) if multi_label else (classes[0] if classes else None)
         rows[identifier] = (line, label)
@@ -114,8 +117,10 @@ def match(spec: LabelsSpec, paths: Sequence[str], class_names: Sequence[str] | N
                 no_label[path] = NO_ROW.format(file=name)
             continue
         if row_id in used:
-            raise LabelsError(f"{name}: id {row_id!r} (line {rows[row_id][0]}) names two files, "
-                              f"{used[row_id]!r} and {path!r}; give ids with their folder or extension")
+            raise LabelsError(
+                f"{name}: id {row_id!r} (line {rows[row_id][0]}) names two files, "
+                f"{used[row_id]!r} and {path!r}; give ids with their folder or extension"
+            )
         used[row_id] = path
         with_extension += row_id in (path_keys[0], path_keys[2])  # the path or the file name, extension kept
         line, label = rows[row_id]
@@ -125,9 +130,15 @@ def match(spec: LabelsSpec, paths: Sequence[str], class_names: Sequence[str] | N
             assigned[path] = label
     without = sorted((line, identifier) for identifier, (line, _) in rows.items() if identifier not in used)
     source = metadata.LabelsFile(
-        path=spec.path, id_column=table.header[id_index], label_columns=tuple(columns), separator=separator,
-        rows=len(rows), without_images=len(without), ids_with_extension=with_extension * 2 > len(used),
-        sha256=table.sha256)
+        path=spec.path,
+        id_column=table.header[id_index],
+        label_columns=tuple(columns),
+        separator=separator,
+        rows=len(rows),
+        without_images=len(without),
+        ids_with_extension=with_extension * 2 > len(used),
+        sha256=table.sha256,
+    )
     ordered = [classes for classes, _ in sorted(label_sets.items(), key=lambda item: item[1])]
     return Matched(assigned, no_label, without, names, ordered if multi_label else None, source)
 
@@ -146,8 +157,10 @@ def _read(path: str) -> _Table:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise LabelsError(f"`labels` {path}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset "
-                          f"{error.start}); save it as UTF-8") from None
+        raise LabelsError(
+            f"`labels` {path}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset "
+            f"{error.start}); save it as UTF-8"
+        ) from None
     try:
         dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:SNIFF_BYTES], delimiters=DELIMITERS)
     except csv.Error:  # one column, or too little text to tell: Excel's own dialect (commas)
@@ -199,14 +212,19 @@ def _id_column(table: _Table, spec: LabelsSpec, keys: dict[str, tuple[str, str, 
         return _column(table, spec.id_column, "`id_column`", name)
     every_key = {key for path_keys in keys.values() for key in path_keys}
     taken = set(spec.label_columns or ())
-    hits = {i: sum(_clean_id(fields[i]) in every_key for _, fields in table.rows[:ID_SAMPLE])
-            for i, column in enumerate(table.header) if column and column not in taken}
+    hits = {
+        i: sum(_clean_id(fields[i]) in every_key for _, fields in table.rows[:ID_SAMPLE])
+        for i, column in enumerate(table.header)
+        if column and column not in taken
+    }
     best = max(hits.values(), default=0)
     if not best:
         example = next(iter(keys), "(none)")
-        raise LabelsError(f"{name}: no column names the source's files (e.g. {example!r}; ids match a file's path "
-                          f"or name, with or without its extension); its columns: {_listed(table.header)}; pass "
-                          "`id_column`")
+        raise LabelsError(
+            f"{name}: no column names the source's files (e.g. {example!r}; ids match a file's path "
+            f"or name, with or without its extension); its columns: {_listed(table.header)}; pass "
+            "`id_column`"
+        )
     tied = [table.header[i] for i, count in hits.items() if count == best]
     if len(tied) > 1:
         raise LabelsError(f"{name}: columns {_listed(tied)} all name the source's files; pass `id_column`")
@@ -222,16 +240,21 @@ def _label_columns(table: _Table, spec: LabelsSpec, id_index: int, name: str) ->
         if id_index in indices:
             raise LabelsError(f"{name}: column {table.header[id_index]!r} is the id column, not a label column")
         return indices
-    others = [i for i, column in enumerate(table.header)
-              if i != id_index and (column or any(fields[i].strip() for _, fields in table.rows))]
+    others = [
+        i
+        for i, column in enumerate(table.header)
+        if i != id_index and (column or any(fields[i].strip() for _, fields in table.rows))
+    ]
     if len(others) == 1:
         return others
     if len(others) > 1 and all(_binary(table, i) for i in others):
         return others
     if not others:
         raise LabelsError(f"{name}: no label column besides the id column {table.header[id_index]!r}")
-    raise LabelsError(f"{name}: which of its columns {_listed([table.header[i] for i in others])} holds the labels? "
-                      "Pass `label_columns` NAME (class names or tags) or NAME,NAME,... (one 0/1 column per class)")
+    raise LabelsError(
+        f"{name}: which of its columns {_listed([table.header[i] for i in others])} holds the labels? "
+        "Pass `label_columns` NAME (class names or tags) or NAME,NAME,... (one 0/1 column per class)"
+    )
 
 
 def _binary(table: _Table, index: int) -> bool:
@@ -247,8 +270,10 @@ def _separator(table: _Table, spec: LabelsSpec, label_indices: list[int], name: 
     column = table.header[index]
     found = [sep for sep in SEPARATORS if any(sep in value for value in values)]
     if len(found) > 1:
-        raise LabelsError(f"{name}: values of column {column!r} hold both {found[0]!r} and {found[1]!r}; pass "
-                          "`label_separator` (the one between tags), or `label_separator` none")
+        raise LabelsError(
+            f"{name}: values of column {column!r} hold both {found[0]!r} and {found[1]!r}; pass "
+            "`label_separator` (the one between tags), or `label_separator` none"
+        )
     if found:
         return found[0]
     spaced = next((value for value in values if len(value.split()) > 1), None)
@@ -256,20 +281,24 @@ def _separator(table: _Table, spec: LabelsSpec, label_indices: list[int], name: 
         return None
     if column.lower() in TAG_COLUMNS:
         return " "
-    raise LabelsError(f"{name}: values of column {column!r} hold spaces (e.g. {spaced!r}): pass `label_separator` "
-                      "' ' if they are space-separated tags, or `label_separator` none if they are class names")
+    raise LabelsError(
+        f"{name}: values of column {column!r} hold spaces (e.g. {spaced!r}): pass `label_separator` "
+        "' ' if they are space-separated tags, or `label_separator` none if they are class names"
+    )
 
 
-def _row_labels(fields: list[str], label_indices: list[int], columns: list[str], separator: str | None, line: int,
-                name: str) -> list[str]:
+def _row_labels(
+    fields: list[str], label_indices: list[int], columns: list[str], separator: str | None, line: int, name: str
+) -> list[str]:
     """The class names one row gives its image."""
     if len(label_indices) > 1:
         labels = []
         for index, column in zip(label_indices, columns):
             value = fields[index].strip()
             if value not in BINARY:
-                raise LabelsError(f"{name}: line {line}, column {column!r}: {value!r} is not 0 or 1 (one 0/1 column "
-                                  "per class)")
+                raise LabelsError(
+                    f"{name}: line {line}, column {column!r}: {value!r} is not 0 or 1 (one 0/1 column per class)"
+                )
             labels += [column] if BINARY[value] else []
         return labels
     value = fields[label_indices[0]].strip()

@@ -14,6 +14,7 @@
 Each record puts 1 + `duplicates.BANDS` keys of about 350 bytes into the parts; `parts_for` keeps a part near
 `KEYS_PER_PART` keys, so a worker's memory does not grow with the dataset.
 """
+
 from __future__ import annotations
 
 import math
@@ -68,10 +69,22 @@ def key_parts(split_path: tuple[str | None, str], num_parts: int, part_dir: str)
     rows, count = batch.rows, len(batch)
     exact_part = _mix(np.ascontiguousarray(rows["exact"]).view("<u8").reshape(count, 2)[:, 0], 0) % np.uint64(num_parts)
     hashes = rows["perceptual"]
-    near_parts = np.stack([_mix(duplicates.band_values(hashes, band), band + 1) % np.uint64(num_parts)
-                           for band in range(duplicates.BANDS)], axis=1)  # (count, BANDS)
-    near_dtype = np.dtype([("record", "<i4"), ("band", "u1"), ("perceptual", "<u8"),
-                           ("colour", rows.dtype["colour"]), ("structure", rows.dtype["structure"])])
+    near_parts = np.stack(
+        [
+            _mix(duplicates.band_values(hashes, band), band + 1) % np.uint64(num_parts)
+            for band in range(duplicates.BANDS)
+        ],
+        axis=1,
+    )  # (count, BANDS)
+    near_dtype = np.dtype(
+        [
+            ("record", "<i4"),
+            ("band", "u1"),
+            ("perceptual", "<u8"),
+            ("colour", rows.dtype["colour"]),
+            ("structure", rows.dtype["structure"]),
+        ]
+    )
     for part in np.union1d(exact_part, near_parts).tolist():
         exact_records = np.flatnonzero(exact_part == part)
         near_records, near_bands = np.nonzero(near_parts == part)
@@ -82,8 +95,10 @@ def key_parts(split_path: tuple[str | None, str], num_parts: int, part_dir: str)
         near["record"], near["band"] = np.searchsorted(used, near_records), near_bands
         for column in ("perceptual", "colour", "structure"):
             near[column] = rows[column][near_records]
-        part_file = staged.save(KeyPart(split, batch_file, tuple(batch.paths[i] for i in used.tolist()),
-                                        rows["label"][used], exact, near), part_dir)
+        part_file = staged.save(
+            KeyPart(split, batch_file, tuple(batch.paths[i] for i in used.tolist()), rows["label"][used], exact, near),
+            part_dir,
+        )
         yield part, part_file
 
 
@@ -109,9 +124,15 @@ def find_pairs(part_files: tuple[int, Iterable[str]]) -> list[tuple[str, Member,
     for band in np.unique(near["band"]).tolist():
         keyed = near[near["band"] == band]
         records = keyed["record"].tolist()
-        pairs |= {("near", records[a], records[b]) for a, b in duplicates.near_key_pairs(
-            keyed["perceptual"], duplicates.byte_rows(keyed["colour"]), duplicates.byte_rows(keyed["structure"]),
-            bands=[band])}
+        pairs |= {
+            ("near", records[a], records[b])
+            for a, b in duplicates.near_key_pairs(
+                keyed["perceptual"],
+                duplicates.byte_rows(keyed["colour"]),
+                duplicates.byte_rows(keyed["structure"]),
+                bands=[band],
+            )
+        }
     return [(kind, members[a], members[b]) for kind, a, b in sorted(pairs)]
 
 
@@ -163,12 +184,14 @@ class FindDuplicates(beam.PTransform):
         self._num_parts, self._part_dir = num_parts, part_dir
 
     def expand(self, batches):
-        return (batches
-                | "KeyParts" >> beam.FlatMap(key_parts, self._num_parts, self._part_dir)
-                | "GroupByPart" >> beam.GroupByKey()
-                | "FindPairs" >> beam.Map(find_pairs)
-                | "GatherPairs" >> beam.CombineGlobally(_concatenate)
-                | "GroupPairs" >> beam.Map(group_pairs))
+        return (
+            batches
+            | "KeyParts" >> beam.FlatMap(key_parts, self._num_parts, self._part_dir)
+            | "GroupByPart" >> beam.GroupByKey()
+            | "FindPairs" >> beam.Map(find_pairs)
+            | "GatherPairs" >> beam.CombineGlobally(_concatenate)
+            | "GroupPairs" >> beam.Map(group_pairs)
+        )
 
 
 class Dedupe(beam.PTransform):
@@ -181,14 +204,20 @@ class Dedupe(beam.PTransform):
         self._kind, self._num_parts, self._staging = kind, num_parts, staging
 
     def expand(self, batches):
-        drops = (batches
-                 | "FindDuplicates" >> FindDuplicates(self._num_parts, FileSystems.join(self._staging, "parts"))
-                 | "ChooseKept" >> beam.FlatMap(drops_by_batch, self._kind))
+        drops = (
+            batches
+            | "FindDuplicates" >> FindDuplicates(self._num_parts, FileSystems.join(self._staging, "parts"))
+            | "ChooseKept" >> beam.FlatMap(drops_by_batch, self._kind)
+        )
         by_file = batches | "ByFile" >> beam.Map(lambda split_path: (split_path[1], split_path[0]))
-        return ({"batch": by_file, "drop": drops}
-                | "JoinDrops" >> beam.CoGroupByKey()
-                | "Drop" >> beam.FlatMap(drop_duplicates, FileSystems.join(self._staging, "batches")).with_outputs(
-                    "rejects", main="kept"))
+        return (
+            {"batch": by_file, "drop": drops}
+            | "JoinDrops" >> beam.CoGroupByKey()
+            | "Drop"
+            >> beam.FlatMap(drop_duplicates, FileSystems.join(self._staging, "batches")).with_outputs(
+                "rejects", main="kept"
+            )
+        )
 
 
 def _concatenate(lists: Iterable[list]) -> list:
@@ -197,5 +226,10 @@ def _concatenate(lists: Iterable[list]) -> list:
 
 def summary_groups(groups: Groups) -> dict[str, list[list[tuple[str, str | None, int]]]]:
     """The groups as the job's summary lists them: (path, split, label) of each member."""
-    return {kind: [[(path.decode("utf-8", "surrogateescape"), split, label) for path, split, label, _ in group]
-                   for group in kind_groups] for kind, kind_groups in groups.items()}
+    return {
+        kind: [
+            [(path.decode("utf-8", "surrogateescape"), split, label) for path, split, label, _ in group]
+            for group in kind_groups
+        ]
+        for kind, kind_groups in groups.items()
+    }

@@ -5,6 +5,7 @@ exit, but a worker in the middle of a bundle never does; and when a worker proce
 out-of-memory killer, `kill -9`) the runner may wait for its answer forever. The worker processes are this
 process's children (`sh -c python -m ...sdk_worker_main`), so they are watched and stopped here.
 """
+
 from __future__ import annotations
 
 import contextlib

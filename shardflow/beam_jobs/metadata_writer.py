@@ -1,6 +1,7 @@
 """The one writer of a dataset's metadata: `shardflow.json`, the dataset card `README.md` and its pictures
 (`samples.png`, `duplicates.png`), then TFDS's files with `dataset_info.json` last (the completion mark). Through
 Beam's filesystems, so OUT may be remote."""
+
 from __future__ import annotations
 
 import os
@@ -17,9 +18,7 @@ from shardflow.core import metadata, pictures, schema
 
 def shard_template(data_dir: str, name: str, split: str) -> tfds.core.ShardedFileTemplate:
     """TFDS's file naming: NAME-SPLIT.tfrecord-00000-of-000NN."""
-    return tfds.core.ShardedFileTemplate(
-        data_dir=data_dir, dataset_name=name, split=split, filetype_suffix="tfrecord"
-    )
+    return tfds.core.ShardedFileTemplate(data_dir=data_dir, dataset_name=name, split=split, filetype_suffix="tfrecord")
 
 
 def shard_filename(name: str, split: str, index: int, num_shards: int) -> str:
@@ -34,8 +33,9 @@ def check_version(version: str) -> None:
         raise ValueError(f"`version` {version!r}: expected MAJOR.MINOR.PATCH, e.g. 1.0.0 (TFDS's format)") from None
 
 
-def write(data_dir: str, info: metadata.DatasetInfo, reject_kinds: Counter[str],
-          groups: Sequence[metadata.DuplicateGroup]) -> None:
+def write(
+    data_dir: str, info: metadata.DatasetInfo, reject_kinds: Counter[str], groups: Sequence[metadata.DuplicateGroup]
+) -> None:
     """Write shardflow.json, the dataset card (with samples and, when there are `groups` of duplicates, their
     picture, drawn from the shards already in `data_dir`), then the TFDS metadata with dataset_info.json last.
 
@@ -55,16 +55,19 @@ def write(data_dir: str, info: metadata.DatasetInfo, reject_kinds: Counter[str],
         _tfds_info(scratch, info).write_to_directory(scratch)
         names = sorted(os.listdir(scratch), key=lambda n: n == metadata.DATASET_INFO)  # dataset_info.json last
         for name in names:
-            with open(os.path.join(scratch, name), "rb") as source, \
-                    FileSystems.create(FileSystems.join(data_dir, name)) as target:
+            with (
+                open(os.path.join(scratch, name), "rb") as source,
+                FileSystems.create(FileSystems.join(data_dir, name)) as target,
+            ):
                 target.write(source.read())
 
 
 def _tfds_info(scratch: str, info: metadata.DatasetInfo) -> tfds.core.DatasetInfo:
     """What `tfds.folder_dataset.write_metadata` builds, without its listing of the shard files."""
     card = info.card
-    identity = tfds.core.DatasetIdentity(name=info.name, version=tfds.core.Version(card.version), data_dir=scratch,
-                                         module_name="")
+    identity = tfds.core.DatasetIdentity(
+        name=info.name, version=tfds.core.Version(card.version), data_dir=scratch, module_name=""
+    )
     dataset_info = tfds.core.DatasetInfo(
         builder=identity,
         features=info.schema.features,
@@ -75,13 +78,17 @@ def _tfds_info(scratch: str, info: metadata.DatasetInfo) -> tfds.core.DatasetInf
         supervised_keys=(schema.IMAGE, schema.LABEL),
     )
     dataset_info.set_file_format(tfds.core.file_adapters.FileFormat.TFRECORD)
-    dataset_info.set_splits(tfds.core.SplitDict([
-        tfds.core.SplitInfo(
-            name=split.name,
-            shard_lengths=[s.num_records for s in split.shards],
-            num_bytes=split.num_bytes,
-            filename_template=shard_template(scratch, info.name, split.name),
+    dataset_info.set_splits(
+        tfds.core.SplitDict(
+            [
+                tfds.core.SplitInfo(
+                    name=split.name,
+                    shard_lengths=[s.num_records for s in split.shards],
+                    num_bytes=split.num_bytes,
+                    filename_template=shard_template(scratch, info.name, split.name),
+                )
+                for split in info.splits.values()
+            ]
         )
-        for split in info.splits.values()
-    ]))
+    )
     return dataset_info

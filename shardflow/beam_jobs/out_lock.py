@@ -4,6 +4,7 @@ The lock is a file in OUT created atomically (`O_CREAT | O_EXCL`) that names its
 start time and a run id. A second run is refused with the owner's name. A lock left by a killed run on this
 host (its process is gone) is stale and taken over; one from another host cannot be checked and is reported.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,7 @@ class OutputLock:
 
     def __init__(self, folder: str):
         self.path = os.path.join(folder, LOCK_NAME)
-        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
-                      "run": uuid.uuid4().hex}
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), "run": uuid.uuid4().hex}
 
     def acquire(self) -> OutputLock:
         """Take the lock, taking over a stale one; raises `OutputLocked` naming a live owner."""
@@ -52,8 +52,10 @@ class OutputLock:
         """Raise `OutputLocked` unless this run still holds the lock (nothing may finalize over another run)."""
         holder = _read(self.path)
         if holder is None or holder.get("run") != self.owner["run"]:
-            raise OutputLocked(f"{os.path.dirname(self.path)}: another conversion took over this output folder; "
-                               "this run's results are not written")
+            raise OutputLocked(
+                f"{os.path.dirname(self.path)}: another conversion took over this output folder; "
+                "this run's results are not written"
+            )
 
     def release(self) -> None:
         """Remove the lock file if it is still this run's."""
@@ -65,10 +67,15 @@ class OutputLock:
         if not holder:
             return f"{os.path.dirname(self.path)} is being written by another conversion (lock file {self.path})"
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("started", 0)))
-        hint = ("" if holder.get("host") == self.owner["host"]
-                else f"; if no conversion runs on {holder.get('host')}, delete {self.path}")
-        return (f"{os.path.dirname(self.path)} is being written by another conversion "
-                f"(pid {holder.get('pid')} on {holder.get('host')}, started {started}){hint}")
+        hint = (
+            ""
+            if holder.get("host") == self.owner["host"]
+            else f"; if no conversion runs on {holder.get('host')}, delete {self.path}"
+        )
+        return (
+            f"{os.path.dirname(self.path)} is being written by another conversion "
+            f"(pid {holder.get('pid')} on {holder.get('host')}, started {started}){hint}"
+        )
 
 
 def _read(path: str) -> dict | None:

@@ -3,6 +3,7 @@
 Beam's in-process runner blocks until the job ends and its workers are separate processes, so counters
 travel through files in a local folder. Remote runners have their own UI; there, no progress folder is given.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -65,8 +66,15 @@ class ProgressDisplay:
 
     def __init__(self, folder: str, total: int, already_rejected: int = 0, stream: TextIO = sys.stderr):
         self._folder, self._rejected_before = folder, already_rejected
-        self._bar = tqdm(total=total, desc="converting", unit="img", file=stream, dynamic_ncols=True,
-                         mininterval=FLUSH_SECONDS, initial=already_rejected)
+        self._bar = tqdm(
+            total=total,
+            desc="converting",
+            unit="img",
+            file=stream,
+            dynamic_ncols=True,
+            mininterval=FLUSH_SECONDS,
+            initial=already_rejected,
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 

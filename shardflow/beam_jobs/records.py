@@ -4,6 +4,7 @@ The job moves records between stages a batch at a time (one batch per read task 
 per record: Beam's cost per element exceeds the work per image, and columns keep what the grouping stages hold
 to a few hundred bytes per record (most of it the duplicate keys' thumbnails).
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -17,27 +18,51 @@ from shardflow.core.duplicates import COLOUR_CELLS, STRUCTURE_CELLS, ImageHashes
 from shardflow.core.images import ImageStats
 from shardflow.core.metadata import SIZE_BINS
 
-
 FIXED_POINT_BITS = 32  # the pixel sums' fraction bits when summed exactly (`partial_statistics`)
 
 
 def row_dtype(channels: int) -> np.dtype:
     """One record's columns: sort key, label, location in its spill file, what statistics need, whether it is a
     damaged JPEG kept by --keep-damaged-jpegs, and the image's duplicate keys (`duplicates.ImageHashes`)."""
-    return np.dtype([
-        ("hash", "<u8"), ("label", "<i8"), ("spill", "<i4"), ("offset", "<i8"), ("length", "<i8"),
-        ("width", "<i8"), ("height", "<i8"), ("passthrough", "?"), ("damaged", "?"),
-        ("channel_sum", "<f8", (channels,)), ("channel_sumsq", "<f8", (channels,)),
-        ("exact", "V16"), ("perceptual", "<u8"), ("colour", f"V{3 * COLOUR_CELLS ** 2}"),
-        ("structure", f"V{STRUCTURE_CELLS ** 2}"),
-    ])
+    return np.dtype(
+        [
+            ("hash", "<u8"),
+            ("label", "<i8"),
+            ("spill", "<i4"),
+            ("offset", "<i8"),
+            ("length", "<i8"),
+            ("width", "<i8"),
+            ("height", "<i8"),
+            ("passthrough", "?"),
+            ("damaged", "?"),
+            ("channel_sum", "<f8", (channels,)),
+            ("channel_sumsq", "<f8", (channels,)),
+            ("exact", "V16"),
+            ("perceptual", "<u8"),
+            ("colour", f"V{3 * COLOUR_CELLS**2}"),
+            ("structure", f"V{STRUCTURE_CELLS**2}"),
+        ]
+    )
 
 
-def row(path_hash: int, label: int, offset: int, length: int, stats: ImageStats, hashes: ImageHashes,
-        damaged: bool) -> tuple:
+def row(
+    path_hash: int, label: int, offset: int, length: int, stats: ImageStats, hashes: ImageHashes, damaged: bool
+) -> tuple:
     """The columns of one record appended at `offset` of its batch's (only) spill file."""
-    return (path_hash, label, 0, offset, length, stats.width, stats.height, stats.passthrough, damaged,
-            stats.channel_sum, stats.channel_sumsq, *hashes)
+    return (
+        path_hash,
+        label,
+        0,
+        offset,
+        length,
+        stats.width,
+        stats.height,
+        stats.passthrough,
+        damaged,
+        stats.channel_sum,
+        stats.channel_sumsq,
+        *hashes,
+    )
 
 
 class RecordBatch(NamedTuple):
@@ -110,8 +135,9 @@ def _exact_sums(values: np.ndarray) -> list[int]:
 
 def merge_statistics(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """Two `partial_statistics` as one."""
-    merged = {key: a[key] + b[key] for key in ("num_examples", "label_counts", "pixels", "size_histogram",
-                                               "passthrough")}
+    merged = {
+        key: a[key] + b[key] for key in ("num_examples", "label_counts", "pixels", "size_histogram", "passthrough")
+    }
     for key in ("channel_sum", "channel_sumsq"):
         merged[key] = [x + y for x, y in zip(a[key], b[key])]
     for key in ("width_range", "height_range"):

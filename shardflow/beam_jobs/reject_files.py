@@ -2,6 +2,7 @@
 staging folder), and the launcher merges those files in path order into rejects.jsonl, a line at a time. No
 process ever holds the whole list, and the file's order does not depend on which worker read what.
 """
+
 from __future__ import annotations
 
 import heapq

@@ -4,6 +4,7 @@
 predefined train/validation/test folders, IDX pairs), fixes the class names and cuts the inputs into `ReadTask`s
 that Beam workers read independently. Nothing is extracted to disk.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -136,8 +137,9 @@ def list_source(
         raise SourceError(f"source {src!r} does not exist")
     is_folder = not archive if remote else os.path.isdir(src)
     if zip_encoding is not None and (is_folder or not _is_zip(src)):
-        raise SourceError(f"`zip_encoding` applies to a .zip source; {src} is "
-                          + ("a folder" if is_folder else "not a zip archive"))
+        raise SourceError(
+            f"`zip_encoding` applies to a .zip source; {src} is " + ("a folder" if is_folder else "not a zip archive")
+        )
     folders: list[str] = []  # folder entries, to report empty class folders
     if is_folder:
         members, rejects, folders = (folder_files, [], []) if remote else _walk(src)
@@ -157,8 +159,10 @@ def list_source(
         members, rejects, locations, folders = _tar_members(src)
         kind = "tar" if locations else "tar-stream"
     elif src.lower().endswith((".zip", *TAR_SUFFIXES)):
-        raise SourceError(f"{src}: damaged or truncated archive: it cannot be read as a "
-                          f"{'.zip' if src.lower().endswith('.zip') else 'tar'} file")
+        raise SourceError(
+            f"{src}: damaged or truncated archive: it cannot be read as a "
+            f"{'.zip' if src.lower().endswith('.zip') else 'tar'} file"
+        )
     else:
         raise SourceError(f"{src}: not a folder, a .zip or a .tar/.tar.gz/.tgz archive")
     listing = _label(src, kind, members, layout, unlabeled, class_names, locations or {}, folders, labels)
@@ -186,7 +190,7 @@ def _match_all(root: str) -> list[str]:
         matched = FileSystems.match([f"{root}/**"])[0].metadata_list
     except Exception as error:  # Beam raises BeamIOError for a missing bucket, ValueError for an unknown scheme
         raise SourceError(f"cannot list {root!r}: {error}") from None
-    return sorted(m.path[len(root) + 1:] for m in matched if not m.path.endswith("/"))
+    return sorted(m.path[len(root) + 1 :] for m in matched if not m.path.endswith("/"))
 
 
 def _is_zip(path: str) -> bool:
@@ -212,7 +216,7 @@ def _walk(root: str) -> tuple[list[str], list[tuple[str, str]], list[str]]:
         dirs.sort()
         relative = os.path.relpath(folder, root)
 
-        def rel(name: str) -> str:
+        def rel(name: str, relative: str = relative) -> str:
             return name if relative == "." else posixpath.join(relative.replace(os.sep, "/"), name)
 
         for name in [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
@@ -229,8 +233,9 @@ def _walk(root: str) -> tuple[list[str], list[tuple[str, str]], list[str]]:
     return found, rejects, folders
 
 
-def _zip_members(archive: str, encoding: str | None
-                 ) -> tuple[list[str], list[tuple[str, str]], dict[str, str], list[str]]:
+def _zip_members(
+    archive: str, encoding: str | None
+) -> tuple[list[str], list[tuple[str, str]], dict[str, str], list[str]]:
     """Member names (decoded as `unzip` does: `_zip_name`), rejects (names that do not decode, unsafe paths,
     encrypted members), where each member whose name zipfile decodes otherwise is (zipfile's name for it, which
     the reader opens) and the folder entries of a zip archive."""
@@ -238,8 +243,10 @@ def _zip_members(archive: str, encoding: str | None
         with _open(archive) as raw, zipfile.ZipFile(raw) as zf:
             infos = zf.infolist()
     except UnicodeDecodeError as error:  # zipfile decodes a name marked UTF-8 strictly, refusing the whole archive
-        raise SourceError(f"{archive}: a member name is marked UTF-8 but is not ({error}); Python's zipfile "
-                          "cannot read this archive: rezip it") from None
+        raise SourceError(
+            f"{archive}: a member name is marked UTF-8 but is not ({error}); Python's zipfile "
+            "cannot read this archive: rezip it"
+        ) from None
     names, rejects, encrypted, locations, folders = [], [], [], {}, []
     for info in infos:
         name, undecodable = _zip_name(info, encoding)
@@ -275,8 +282,10 @@ def _zip_name(info: zipfile.ZipInfo, encoding: str | None) -> tuple[str, str | N
             name = raw.decode(encoding)
         except UnicodeDecodeError as error:
             name = raw.decode(encoding, "backslashreplace")
-            undecodable = (f"archive member name is not {encoding} (--zip-encoding): byte 0x{raw[error.start]:02x} "
-                           f"at {error.start} ({error.reason})")
+            undecodable = (
+                f"archive member name is not {encoding} (--zip-encoding): byte 0x{raw[error.start]:02x} "
+                f"at {error.start} ({error.reason})"
+            )
     if name is None:
         try:
             name = raw.decode("utf-8")
@@ -289,7 +298,7 @@ def _unicode_path(extra: bytes, raw: bytes) -> str | None:
     """The UTF-8 name in an Info-ZIP Unicode Path extra field (0x7075) for the stored name `raw`, if any."""
     while len(extra) >= 4:
         kind, size = struct.unpack("<HH", extra[:4])
-        body, extra = extra[4:4 + size], extra[4 + size:]
+        body, extra = extra[4 : 4 + size], extra[4 + size :]
         if kind == ZIP_UNICODE_PATH and body[:1] == b"\x01" and body[1:5] == struct.pack("<I", zlib.crc32(raw)):
             try:
                 return body[5:].decode("utf-8")
@@ -345,8 +354,11 @@ def _is_debris(path: str) -> bool:
     """What operating systems leave beside files (AppleDouble `._x`, `.DS_Store`, `Thumbs.db`, `__MACOSX/`,
     ...) and any hidden file or folder: never part of a dataset."""
     *folders, name = path.split("/")  # a folder entry (`__MACOSX/`) has the name ""
-    return (name.startswith(".") or name.lower() in DEBRIS_FILES
-            or any(f.lower() in DEBRIS_FOLDERS or f.startswith(".") for f in folders))
+    return (
+        name.startswith(".")
+        or name.lower() in DEBRIS_FILES
+        or any(f.lower() in DEBRIS_FOLDERS or f.startswith(".") for f in folders)
+    )
 
 
 def _is_image_name(path: str) -> bool:
@@ -360,8 +372,8 @@ def _strip_wrapper(members: list[str]) -> tuple[str, list[str], list[str]]:
     """
     prefix, ignored = "", []
     while True:
-        top_files = [m for m in members if "/" not in m[len(prefix):]]
-        top_dirs = {m[len(prefix):].split("/", 1)[0] for m in members if "/" in m[len(prefix):]}
+        top_files = [m for m in members if "/" not in m[len(prefix) :]]
+        top_dirs = {m[len(prefix) :].split("/", 1)[0] for m in members if "/" in m[len(prefix) :]}
         if len(top_dirs) != 1 or any(_is_image_name(f) for f in top_files):
             break
         (wrapper,) = top_dirs
@@ -375,10 +387,12 @@ def _label(src, kind, members, layout, unlabeled, class_names, locations, folder
     debris = sorted(m for m in members if _is_debris(m))
     members = [m for m in members if not _is_debris(m)]
     if not members:
-        raise SourceError(f"source {src!r} is empty: no files to convert"
-                          + (f" (only {len(debris)} system file(s) such as {debris[0]})" if debris else ""))
+        raise SourceError(
+            f"source {src!r} is empty: no files to convert"
+            + (f" (only {len(debris)} system file(s) such as {debris[0]})" if debris else "")
+        )
     prefix, members, ignored = _strip_wrapper(members)
-    relative = [m[len(prefix):] for m in members]
+    relative = [m[len(prefix) :] for m in members]
     top_dirs = sorted({r.split("/", 1)[0] for r in relative if "/" in r})
     split_dirs = [d for d in top_dirs if d.lower() in SPLIT_FOLDERS]
     split_dirs = split_dirs if len(split_dirs) >= 2 else []  # a lone train/ is just a wrapper (Kaggle's zip)
@@ -392,7 +406,7 @@ def _label(src, kind, members, layout, unlabeled, class_names, locations, folder
         group_layout = "csv" if labels else layout if layout != "auto" else _detect(inside, group)
         layouts_seen.add(group_layout)
         for rel in inside:
-            name = rel[len(group):]
+            name = rel[len(group) :]
             if group_layout == "folders" and "/" not in name:
                 if _is_image_name(name):
                     raise SourceError(
@@ -405,32 +419,46 @@ def _label(src, kind, members, layout, unlabeled, class_names, locations, folder
     if labels is not None:
         return _label_by_csv(src, kind, labeled, labels, class_names, locations, ignored, debris)
     names = _class_names(src, labeled, unlabeled, class_names)
-    warnings = _case_twins(names) + (_empty_class_folders(folders, members, prefix, groups)
-                                     if "folders" in layouts_seen else [])
+    warnings = _case_twins(names) + (
+        _empty_class_folders(folders, members, prefix, groups) if "folders" in layouts_seen else []
+    )
     index = {name: i for i, name in enumerate(names)}
     files = []
     for rel, member, cls, split in labeled:
         label = UNLABELED if unlabeled else index.get(cls)
         files.append(InputFile(path=rel, label=label, split=split, member=locations.get(member, member)))
     detected = layouts_seen.pop() if len(layouts_seen) == 1 else "mixed"
-    return SourceListing(detected, names, _tasks(kind, src, files), [], sorted(ignored), debris=debris,
-                         warnings=warnings)
+    return SourceListing(
+        detected, names, _tasks(kind, src, files), [], sorted(ignored), debris=debris, warnings=warnings
+    )
 
 
 def _label_by_csv(src, kind, labeled, labels, class_names, locations, ignored, debris) -> SourceListing:
     """The listing of files labelled by a CSV file (`csv_labels.match`): files it names are inputs, images it does
     not name (or gives no label) rejects, other files ignored."""
     matched = csv_labels.match(labels, [rel for rel, _, _, _ in labeled], class_names)
-    files = [InputFile(path=rel, label=matched.labels[rel], split=split, member=locations.get(member, member))
-             for rel, member, _, split in labeled if rel in matched.labels]
+    files = [
+        InputFile(path=rel, label=matched.labels[rel], split=split, member=locations.get(member, member))
+        for rel, member, _, split in labeled
+        if rel in matched.labels
+    ]
     rejects = sorted(matched.no_label.items())
     ignored += [rel for rel, _, _, _ in labeled if rel not in matched.labels and rel not in matched.no_label]
     if not files:
         example = f", e.g. {rejects[0][0]!r}: {rejects[0][1]}" if rejects else ""
         raise SourceError(f"{src}: {labels.path} gives none of its files a label{example}")
-    return SourceListing("csv", matched.class_names, _tasks(kind, src, files), rejects, sorted(ignored),
-                         debris=debris, warnings=_case_twins(matched.class_names), label_sets=matched.label_sets,
-                         labels_file=matched.source, without_images=matched.without_images)
+    return SourceListing(
+        "csv",
+        matched.class_names,
+        _tasks(kind, src, files),
+        rejects,
+        sorted(ignored),
+        debris=debris,
+        warnings=_case_twins(matched.class_names),
+        label_sets=matched.label_sets,
+        labels_file=matched.source,
+        without_images=matched.without_images,
+    )
 
 
 def _case_twins(names: list[str]) -> list[str]:
@@ -438,9 +466,12 @@ def _case_twins(names: list[str]) -> list[str]:
     by_lower: dict[str, list[str]] = {}
     for name in names:
         by_lower.setdefault(name.lower(), []).append(name)
-    return [f"classes {' and '.join(repr(n) for n in twins)} differ only in case; they are kept as "
-            f"{len(twins)} classes (rename or merge the folders if they are one)"
-            for twins in by_lower.values() if len(twins) > 1]
+    return [
+        f"classes {' and '.join(repr(n) for n in twins)} differ only in case; they are kept as "
+        f"{len(twins)} classes (rename or merge the folders if they are one)"
+        for twins in by_lower.values()
+        if len(twins) > 1
+    ]
 
 
 def _empty_class_folders(folders: list[str], members: list[str], prefix: str, groups) -> list[str]:
@@ -448,8 +479,8 @@ def _empty_class_folders(folders: list[str], members: list[str], prefix: str, gr
     warnings = []
     for _, group in groups:
         for folder in sorted(folders):
-            relative = folder[len(prefix):] if folder.startswith(prefix) else None
-            if relative is None or not relative.startswith(group) or relative[len(group):].count("/") != 1:
+            relative = folder[len(prefix) :] if folder.startswith(prefix) else None
+            if relative is None or not relative.startswith(group) or relative[len(group) :].count("/") != 1:
                 continue
             if _is_debris(folder) or any(m.startswith(folder) for m in members):
                 continue
@@ -458,7 +489,7 @@ def _empty_class_folders(folders: list[str], members: list[str], prefix: str, gr
 
 
 def _detect(relative: list[str], group: str) -> str:
-    names = [r[len(group):] for r in relative]
+    names = [r[len(group) :] for r in relative]
     return "folders" if any("/" in n for n in names) else "kaggle"
 
 
@@ -492,7 +523,7 @@ def _class_names(src, labeled, unlabeled, given) -> list[str]:
 
 def _tasks(kind: str, container: str, files: list[InputFile]) -> list[ReadTask]:
     size = max(1, math.ceil(len(files) / STREAM_TASKS)) if kind == "tar-stream" else FILES_PER_TASK
-    return [ReadTask(kind, container, tuple(files[i:i + size])) for i in range(0, len(files), size)]
+    return [ReadTask(kind, container, tuple(files[i : i + size])) for i in range(0, len(files), size)]
 
 
 def _idx_pairs(folder: str, names: list[str]) -> list[tuple[str, str, str]]:
@@ -523,7 +554,7 @@ def _list_idx(folder: str, names: list[str], class_names: Sequence[str] | None) 
         name = os.path.basename(images_file)
         files = [InputFile(f"{name}#{i:05d}", int(label), split, str(i)) for i, label in enumerate(labels)]
         for start in range(0, len(files), IDX_IMAGES_PER_TASK):
-            chunk = tuple(files[start:start + IDX_IMAGES_PER_TASK])
+            chunk = tuple(files[start : start + IDX_IMAGES_PER_TASK])
             tasks.append(ReadTask("idx", images_file, chunk, labels_file))
     names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
     if len(names) < num_classes:
@@ -537,8 +568,11 @@ def stage_idx(tasks: Sequence[ReadTask], folder: str) -> list[ReadTask]:
     staged: dict[str, str] = {}
     for container in sorted({t.container for t in tasks if t.kind == "idx" and t.container.endswith(".gz")}):
         staged[container] = FileSystems.join(folder, posixpath.basename(container)[:-3])
-        with _open(container) as raw, gzip.open(raw) as source, FileSystems.create(
-                staged[container], compression_type=CompressionTypes.UNCOMPRESSED) as copy:
+        with (
+            _open(container) as raw,
+            gzip.open(raw) as source,
+            FileSystems.create(staged[container], compression_type=CompressionTypes.UNCOMPRESSED) as copy,
+        ):
             while chunk := source.read(2**20):
                 copy.write(chunk)
         _check_idx_size(staged[container], container)
@@ -550,7 +584,7 @@ def stage_idx(tasks: Sequence[ReadTask], folder: str) -> list[ReadTask]:
 
 def _idx_header(path: str) -> tuple[tuple[int, ...], int]:
     """An IDX file's shape and header size (MNIST format: big-endian, unsigned bytes), gzipped or not."""
-    with _open(path) as raw, (gzip.open(raw) if path.endswith(".gz") else raw) as f:
+    with _open(path) as raw, gzip.open(raw) if path.endswith(".gz") else raw as f:
         magic = f.read(4)
         if len(magic) < 4 or magic[:3] != b"\0\0\x08":
             raise SourceError(f"{path}: not an unsigned-byte IDX file")
@@ -573,7 +607,7 @@ def _check_idx_size(path: str, named: str) -> tuple[tuple[int, ...], int]:
 def _load_idx_labels(path: str) -> np.ndarray:
     """An IDX labels file (one byte per image), gzipped or not, whole: small."""
     shape, header = _idx_header(path)
-    with _open(path) as raw, (gzip.open(raw) if path.endswith(".gz") else raw) as f:
+    with _open(path) as raw, gzip.open(raw) if path.endswith(".gz") else raw as f:
         body = np.frombuffer(f.read()[header:], dtype=np.uint8)
     if body.size != math.prod(shape):
         raise SourceError(f"{path}: truncated IDX file ({body.size} bytes of labels, header says {shape})")
@@ -674,5 +708,10 @@ def _read_idx(task: ReadTask):
         yield f, images[int(f.member)]
 
 
-_READERS = {"folder": _read_folder, "zip": _read_zip, "tar": _read_tar, "tar-stream": _read_tar_stream,
-            "idx": _read_idx}
+_READERS = {
+    "folder": _read_folder,
+    "zip": _read_zip,
+    "tar": _read_tar,
+    "tar-stream": _read_tar_stream,
+    "idx": _read_idx,
+}

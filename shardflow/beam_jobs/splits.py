@@ -4,6 +4,7 @@ that hash order: `convert.take_counts`).
 A file's split depends only on its path (and, for `split_counts`, on which files of its class are valid),
 never on the run, the runner, the worker count or the order in which workers see files.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,9 @@ def check_fractions(fractions: Mapping[str, float]) -> None:
     if any(v < 0 for v in fractions.values()):
         raise ValueError(f"`splits` {format_splits(fractions)!r}: fractions must not be negative")
     if abs(sum(fractions.values()) - 1.0) > 1e-6:
-        raise ValueError(f"`splits` {format_splits(fractions)!r}: fractions add up to {sum(fractions.values()):g}, "
-                         "not 1")
+        raise ValueError(
+            f"`splits` {format_splits(fractions)!r}: fractions add up to {sum(fractions.values()):g}, not 1"
+        )
 
 
 def format_splits(values: Mapping[str, float | int]) -> str:
@@ -55,9 +57,11 @@ def check_names(names: Iterable[str], parameter: str, other_names: bool) -> None
     (`other_split_names`)."""
     unknown = [name for name in names if name not in KNOWN_SPLITS]
     if unknown and not other_names:
-        raise ValueError(f"`{parameter}`: split name(s) {', '.join(map(repr, unknown))}: `shardflow train` trains "
-                         f"on {TRAIN!r}, validates on {VALIDATION!r} ({', '.join(ALIASES)} mean it too) and reports "
-                         f"on {TEST!r}; pass `other_split_names` to keep other names")
+        raise ValueError(
+            f"`{parameter}`: split name(s) {', '.join(map(repr, unknown))}: `shardflow train` trains "
+            f"on {TRAIN!r}, validates on {VALIDATION!r} ({', '.join(ALIASES)} mean it too) and reports "
+            f"on {TEST!r}; pass `other_split_names` to keep other names"
+        )
 
 
 def _parse(text: str, kind: type, parameter: str) -> dict:
@@ -65,8 +69,7 @@ def _parse(text: str, kind: type, parameter: str) -> dict:
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.partition("=")
         if not sep or not name.strip():
-            raise ValueError(f"`{parameter}` {text!r}: expected NAME=VALUE pairs, e.g. "
-                             f"{format_splits(DEFAULT_SPLITS)}")
+            raise ValueError(f"`{parameter}` {text!r}: expected NAME=VALUE pairs, e.g. {format_splits(DEFAULT_SPLITS)}")
         name = ALIASES.get(name.strip(), name.strip())
         if name in values:
             raise ValueError(f"`{parameter}` {text!r}: {name!r} is given twice")
@@ -90,8 +93,9 @@ def split_for(path: str | bytes, fractions: Mapping[str, float]) -> str:
     return split_for_hash(stable_hash(path), fractions)
 
 
-def split_of(fixed: str | None, path_hash: int, fractions: Mapping[str, float] | None,
-             validation_from_train: float | None) -> str | None:
+def split_of(
+    fixed: str | None, path_hash: int, fractions: Mapping[str, float] | None, validation_from_train: float | None
+) -> str | None:
     """A record's split: the source's own (`fixed`; its train split less `validation_from_train`, which goes to
     validation), else by `fractions` of its path hash (None: left to `split_counts`)."""
     if fixed == TRAIN and validation_from_train:

@@ -10,6 +10,7 @@ what), or, on the local runner, as one `TaskQueue` per worker: the local runner 
 elements up front, and a worker slowed by anything (the machine's other jobs, its later start) would leave the
 other idle at the end; a queue hands tasks out as workers free up.
 """
+
 from __future__ import annotations
 
 import os

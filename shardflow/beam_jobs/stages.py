@@ -24,6 +24,7 @@ show them by name; tests run each one alone with `TestPipeline` and `assert_that
 Beam `Metrics` counters (namespace "shardflow": records prepared, rejected by reason, record bytes, shards
 written, shard bytes) show the job's progress in Dataflow's and Flink's UIs; `counters` reads them back.
 """
+
 from __future__ import annotations
 
 import functools
@@ -68,16 +69,25 @@ class PrepareRecords(beam.DoFn):
     FINGERPRINT = "fingerprint"  # per bundle: the XOR of its inputs' `input_hash`
     RECORDS_PER_BATCH = 65536  # a worker holds at most this many records' columns per split
 
-    def __init__(self, class_names: list[str], image_options: ImageOptions, fractions: dict[str, float] | None,
-                 staging: str, progress_dir: str | None, validation_from_train: float | None = None,
-                 keep_damaged_jpegs: bool = False, label_sets: list[tuple[int, ...]] | None = None):
+    def __init__(
+        self,
+        class_names: list[str],
+        image_options: ImageOptions,
+        fractions: dict[str, float] | None,
+        staging: str,
+        progress_dir: str | None,
+        validation_from_train: float | None = None,
+        keep_damaged_jpegs: bool = False,
+        label_sets: list[tuple[int, ...]] | None = None,
+    ):
         self._class_names, self._options, self._fractions = class_names, image_options, fractions
         self._staging, self._progress_dir, self._keep_damaged = staging, progress_dir, keep_damaged_jpegs
         self._validation_from_train, self._label_sets = validation_from_train, label_sets
 
     def setup(self):
-        self._schema = schema.RecordSchema(tuple(self._class_names), self._options.channels,
-                                           self._options.image_format, self._label_sets is not None)
+        self._schema = schema.RecordSchema(
+            tuple(self._class_names), self._options.channels, self._options.image_format, self._label_sets is not None
+        )
         self._dtype = records.row_dtype(self._options.channels)
         self._progress = ProgressWriter(self._progress_dir)
         self._records = Metrics.counter(NAMESPACE, "records prepared")
@@ -119,12 +129,24 @@ class PrepareRecords(beam.DoFn):
             path_hash = splits_lib.stable_hash(path)
             split = splits_lib.split_of(item.split, path_hash, self._fractions, self._validation_from_train)
             paths[split].append(path)
-            rows[split].append(records.row(path_hash, item.label, offset, len(framed), prepared.stats,
-                                           prepared.hashes, damaged=prepared.warning is not None))
+            rows[split].append(
+                records.row(
+                    path_hash,
+                    item.label,
+                    offset,
+                    len(framed),
+                    prepared.stats,
+                    prepared.hashes,
+                    damaged=prepared.warning is not None,
+                )
+            )
         for split in paths:
             pending = self._pending[split]
-            pending.append(records.RecordBatch(split, (self._spill_path,), tuple(paths[split]),
-                                               np.array(rows[split], dtype=self._dtype)))
+            pending.append(
+                records.RecordBatch(
+                    split, (self._spill_path,), tuple(paths[split]), np.array(rows[split], dtype=self._dtype)
+                )
+            )
             if sum(map(len, pending)) >= self.RECORDS_PER_BATCH:
                 yield self._save(split)
 
@@ -170,8 +192,8 @@ def take_counts(label_paths: tuple[int, Iterable[str]], counts: dict[str, int], 
     of_class = records.concat([staged.load(p) for p in paths])
     order, start = of_class.hash_order(), 0
     for split, count in counts.items():
-        if order[start:start + count].size:
-            yield split, staged.save(of_class.take(order[start:start + count], split), batch_dir)
+        if order[start : start + count].size:
+            yield split, staged.save(of_class.take(order[start : start + count], split), batch_dir)
         start += count
     yield beam.pvalue.TaggedOutput("unselected", max(0, len(order) - start))
 
@@ -212,8 +234,12 @@ def split_sizes(sizes: dict[tuple[str, int], tuple[int, int]], split: str) -> tu
     return sum(counts.values()), sum(b for (name, _), (_, b) in sizes.items() if name == split), counts
 
 
-def sort_range(range_files: tuple[tuple[str, int], Iterable[str]], sizes: dict[tuple[str, int], tuple[int, int]],
-               shard_bytes: int, batch_dir: str) -> Iterable[Any]:
+def sort_range(
+    range_files: tuple[tuple[str, int], Iterable[str]],
+    sizes: dict[tuple[str, int], tuple[int, int]],
+    shard_bytes: int,
+    batch_dir: str,
+) -> Iterable[Any]:
     """((split, range), its files) -> its records in hash order, cut where the split's shards begin:
     ((split, shard), (range, num_shards, piece file)); tagged "stats", (split, `records.partial_statistics`).
     The split has max(1, min(records, ceil(bytes / shard_bytes))) shards, shard i its records
@@ -254,8 +280,9 @@ class WriteShard(beam.DoFn):
         try:
             with FileSystems.create(FileSystems.join(self._shard_dir, filename)) as out:
                 rows = batch.rows
-                for spill, offset, length in zip(rows["spill"].tolist(), rows["offset"].tolist(),
-                                                 rows["length"].tolist()):
+                for spill, offset, length in zip(
+                    rows["spill"].tolist(), rows["offset"].tolist(), rows["length"].tolist()
+                ):
                     spills[spill].seek(offset)
                     data = spills[spill].read(length)
                     digest.update(data)
@@ -268,10 +295,19 @@ class WriteShard(beam.DoFn):
             out.write(record_index.index_text(batch.rows["length"].tolist()).encode())
         Metrics.counter(NAMESPACE, "shards written").inc()
         Metrics.counter(NAMESPACE, "shard bytes").inc(size)
-        damaged = [[index, batch.paths[index].decode("utf-8", "surrogateescape")]
-                   for index in np.flatnonzero(batch.rows["damaged"]).tolist()]
-        yield {"split": job.split, "index": job.index, "filename": filename, "num_records": len(batch),
-               "num_bytes": size, "sha256": digest.hexdigest(), "damaged": damaged}
+        damaged = [
+            [index, batch.paths[index].decode("utf-8", "surrogateescape")]
+            for index in np.flatnonzero(batch.rows["damaged"]).tolist()
+        ]
+        yield {
+            "split": job.split,
+            "index": job.index,
+            "filename": filename,
+            "num_records": len(batch),
+            "num_bytes": size,
+            "sha256": digest.hexdigest(),
+            "damaged": damaged,
+        }
 
 
 def _merge_all_statistics(partials: Iterable[dict[str, Any]]) -> dict[str, Any]:
@@ -305,8 +341,9 @@ def input_hash(path: bytes, payload: bytes | np.ndarray | OSError) -> int:
     """One input's share of the source fingerprint, from its path, size and content. Shares are combined by XOR,
     so the fingerprint does not depend on which worker read what, or in which order."""
     content = payload.tobytes() if isinstance(payload, np.ndarray) else b"" if isinstance(payload, OSError) else payload
-    digest = hashlib.sha256(hashlib.sha256(path).digest() + len(content).to_bytes(8, "big")
-                            + hashlib.sha256(content).digest())
+    digest = hashlib.sha256(
+        hashlib.sha256(path).digest() + len(content).to_bytes(8, "big") + hashlib.sha256(content).digest()
+    )
     return int.from_bytes(digest.digest(), "big")
 
 
@@ -314,18 +351,38 @@ class ReadAndPrepare(beam.PTransform):
     """Staged read tasks, or task queues -> (split, record batch file); tagged `PrepareRecords.REJECTS` and
     `PrepareRecords.DAMAGED`, (path, reason), and `PrepareRecords.FINGERPRINT`, shares of the source fingerprint."""
 
-    def __init__(self, class_names: list[str], image_options: ImageOptions, fractions: dict[str, float] | None,
-                 staging: str, progress_dir: str | None = None, validation_from_train: float | None = None,
-                 keep_damaged_jpegs: bool = False, label_sets: list[tuple[int, ...]] | None = None):
+    def __init__(
+        self,
+        class_names: list[str],
+        image_options: ImageOptions,
+        fractions: dict[str, float] | None,
+        staging: str,
+        progress_dir: str | None = None,
+        validation_from_train: float | None = None,
+        keep_damaged_jpegs: bool = False,
+        label_sets: list[tuple[int, ...]] | None = None,
+    ):
         super().__init__()
-        self._prepare = PrepareRecords(class_names, image_options, fractions, staging, progress_dir,
-                                       validation_from_train, keep_damaged_jpegs, label_sets)
+        self._prepare = PrepareRecords(
+            class_names,
+            image_options,
+            fractions,
+            staging,
+            progress_dir,
+            validation_from_train,
+            keep_damaged_jpegs,
+            label_sets,
+        )
 
     def expand(self, tasks):
-        return (tasks
-                | "SpreadInputs" >> beam.Reshuffle()
-                | "Prepare" >> beam.ParDo(self._prepare).with_outputs(
-                    PrepareRecords.REJECTS, PrepareRecords.DAMAGED, PrepareRecords.FINGERPRINT, main="records"))
+        return (
+            tasks
+            | "SpreadInputs" >> beam.Reshuffle()
+            | "Prepare"
+            >> beam.ParDo(self._prepare).with_outputs(
+                PrepareRecords.REJECTS, PrepareRecords.DAMAGED, PrepareRecords.FINGERPRINT, main="records"
+            )
+        )
 
 
 class TakeCounts(beam.PTransform):
@@ -337,11 +394,13 @@ class TakeCounts(beam.PTransform):
         self._counts, self._batch_dir = counts, batch_dir
 
     def expand(self, batches):
-        return (batches
-                | "CutByClass" >> beam.FlatMap(cut_by_class, self._batch_dir)
-                | "GroupByClass" >> beam.GroupByKey()
-                | "Take" >> beam.FlatMap(take_counts, self._counts, self._batch_dir).with_outputs(
-                    "unselected", main="assigned"))
+        return (
+            batches
+            | "CutByClass" >> beam.FlatMap(cut_by_class, self._batch_dir)
+            | "GroupByClass" >> beam.GroupByKey()
+            | "Take"
+            >> beam.FlatMap(take_counts, self._counts, self._batch_dir).with_outputs("unselected", main="assigned")
+        )
 
 
 class PlanShards(beam.PTransform):
@@ -354,19 +413,27 @@ class PlanShards(beam.PTransform):
 
     def expand(self, batches):
         cut = batches | "CutByHash" >> beam.FlatMap(cut_by_hash, self._num_ranges, self._batch_dir)
-        sizes = (cut
-                 | "RangeSizes" >> beam.MapTuple(lambda key, value: (key, value[1:]))
-                 | "SumRange" >> beam.CombinePerKey(lambda sizes: tuple(map(sum, zip(*sizes))))
-                 | "AllSizes" >> beam.combiners.ToDict())
-        sorted_ranges = (cut
-                         | "RangeFiles" >> beam.MapTuple(lambda key, value: (key, value[0]))
-                         | "GroupByRange" >> beam.GroupByKey()
-                         | "SortRange" >> beam.FlatMap(sort_range, beam.pvalue.AsSingleton(sizes), self._shard_bytes,
-                                                       self._batch_dir).with_outputs("stats", main="pieces"))
+        sizes = (
+            cut
+            | "RangeSizes" >> beam.MapTuple(lambda key, value: (key, value[1:]))
+            | "SumRange" >> beam.CombinePerKey(lambda sizes: tuple(map(sum, zip(*sizes))))
+            | "AllSizes" >> beam.combiners.ToDict()
+        )
+        sorted_ranges = (
+            cut
+            | "RangeFiles" >> beam.MapTuple(lambda key, value: (key, value[0]))
+            | "GroupByRange" >> beam.GroupByKey()
+            | "SortRange"
+            >> beam.FlatMap(
+                sort_range, beam.pvalue.AsSingleton(sizes), self._shard_bytes, self._batch_dir
+            ).with_outputs("stats", main="pieces")
+        )
         jobs = sorted_ranges.pieces | "GroupByShard" >> beam.GroupByKey() | "ShardJob" >> beam.Map(shard_job)
-        stats = (sorted_ranges.stats
-                 | "MergeStatistics" >> beam.CombinePerKey(_merge_all_statistics)
-                 | "SplitStatistics" >> beam.MapTuple(records.split_statistics))
+        stats = (
+            sorted_ranges.stats
+            | "MergeStatistics" >> beam.CombinePerKey(_merge_all_statistics)
+            | "SplitStatistics" >> beam.MapTuple(records.split_statistics)
+        )
         return {"jobs": jobs, "stats": stats}
 
 
@@ -378,9 +445,9 @@ class WriteShards(beam.PTransform):
         self._shard_dir, self._name = shard_dir, name
 
     def expand(self, jobs):
-        return (jobs
-                | "SpreadShards" >> beam.Reshuffle()
-                | "Write" >> beam.ParDo(WriteShard(self._shard_dir, self._name)))
+        return (
+            jobs | "SpreadShards" >> beam.Reshuffle() | "Write" >> beam.ParDo(WriteShard(self._shard_dir, self._name))
+        )
 
 
 class Summarize(beam.PTransform):
@@ -391,10 +458,12 @@ class Summarize(beam.PTransform):
         self._path = path
 
     def expand(self, tagged):
-        return (tagged
-                | "Gather" >> beam.Flatten()
-                | "ToList" >> beam.combiners.ToList()
-                | "Write" >> beam.Map(_write_summary, self._path))
+        return (
+            tagged
+            | "Gather" >> beam.Flatten()
+            | "ToList" >> beam.combiners.ToList()
+            | "Write" >> beam.Map(_write_summary, self._path)
+        )
 
 
 def counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:

@@ -5,6 +5,7 @@ JPEGs are decoded at the largest DCT scale (1/1, 1/2, 1/4, 1/8) that still cover
 header first; with `crop_to_aspect_ratio`, only the central crop of the target aspect is decoded
 (`decode_and_crop_jpeg`). PNG and raw records decode in full.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -33,8 +34,9 @@ def usable_ratios(target: tuple[int, int] | None, max_side: int | None) -> tuple
     return tuple(r for r in DCT_RATIOS if r == 1 or (max_side + r - 1) // r >= max(target))
 
 
-def dct_ratio(height: tf.Tensor, width: tf.Tensor, target: tuple[int, int],
-              ratios: tuple[int, ...] = DCT_RATIOS) -> tf.Tensor:
+def dct_ratio(
+    height: tf.Tensor, width: tf.Tensor, target: tuple[int, int], ratios: tuple[int, ...] = DCT_RATIOS
+) -> tf.Tensor:
     """Index into `ratios` of the largest ratio whose scaled image still covers `target` (height, width)."""
     index = tf.constant(0)
     for i, ratio in enumerate(ratios[1:], start=1):
@@ -51,8 +53,13 @@ def central_crop_window(height: tf.Tensor, width: tf.Tensor, aspect: float) -> t
     return tf.stack([(height - crop_h) // 2, (width - crop_w) // 2, crop_h, crop_w])
 
 
-def decode_jpeg(data: tf.Tensor, channels: int, target: tuple[int, int] | None, crop_to_aspect_ratio: bool,
-                max_side: int | None = None) -> tf.Tensor:
+def decode_jpeg(
+    data: tf.Tensor,
+    channels: int,
+    target: tuple[int, int] | None,
+    crop_to_aspect_ratio: bool,
+    max_side: int | None = None,
+) -> tf.Tensor:
     """A JPEG decoded at the cheapest DCT scale that covers `target`; uint8 [h, w, channels]."""
     shape = tf.image.extract_jpeg_shape(data)
     height, width = shape[0], shape[1]
@@ -66,10 +73,16 @@ def decode_jpeg(data: tf.Tensor, channels: int, target: tuple[int, int] | None, 
             # The crop window applies to the scaled image: scale it the way libjpeg scales the image.
             scaled = (window + ratio - 1) // ratio
             scaled_size = (shape[:2] + ratio - 1) // ratio
-            box = tf.concat([tf.minimum(scaled[:2], scaled_size - 1),
-                             tf.maximum(1, tf.minimum(scaled[2:], scaled_size - scaled[:2]))], axis=0)
-            return lambda: tf.image.decode_and_crop_jpeg(data, box, channels=channels, ratio=ratio,
-                                                         dct_method=DCT_METHOD)
+            box = tf.concat(
+                [
+                    tf.minimum(scaled[:2], scaled_size - 1),
+                    tf.maximum(1, tf.minimum(scaled[2:], scaled_size - scaled[:2])),
+                ],
+                axis=0,
+            )
+            return lambda: tf.image.decode_and_crop_jpeg(
+                data, box, channels=channels, ratio=ratio, dct_method=DCT_METHOD
+            )
     else:
         index = dct_ratio(height, width, target, ratios)
 
@@ -80,8 +93,15 @@ def decode_jpeg(data: tf.Tensor, channels: int, target: tuple[int, int] | None, 
     return tf.ensure_shape(image, [None, None, channels])
 
 
-def decode(data: tf.Tensor, shape: tf.Tensor | None, encoding: str, channels: int, target: tuple[int, int] | None,
-           crop_to_aspect_ratio: bool = False, max_side: int | None = None) -> tf.Tensor:
+def decode(
+    data: tf.Tensor,
+    shape: tf.Tensor | None,
+    encoding: str,
+    channels: int,
+    target: tuple[int, int] | None,
+    crop_to_aspect_ratio: bool = False,
+    max_side: int | None = None,
+) -> tf.Tensor:
     """One stored image (`data`: encoded bytes, or raw pixel bytes with their `shape`) as uint8 [h, w, channels].
 
     JPEGs come back already cropped to the target aspect when asked; for PNG and raw the caller crops. With no
@@ -101,7 +121,7 @@ def decode(data: tf.Tensor, shape: tf.Tensor | None, encoding: str, channels: in
     image = tf.ensure_shape(image, [None, None, channels])
     if crop_to_aspect_ratio:
         window = central_crop_window(tf.shape(image)[0], tf.shape(image)[1], target[1] / target[0])
-        image = image[window[0]:window[0] + window[2], window[1]:window[1] + window[3]]
+        image = image[window[0] : window[0] + window[2], window[1] : window[1] + window[3]]
     return image
 
 
@@ -109,8 +129,10 @@ def _within_budget(data: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tf.T
     """`data`, once its header's size is known to be within MAX_PIXELS (else InvalidArgumentError)."""
     pixels = tf.cast(height, tf.int64) * tf.cast(width, tf.int64)
     check = tf.debugging.assert_less_equal(
-        pixels, tf.constant(MAX_PIXELS, tf.int64),
-        message=f"image larger than the {MAX_PIXELS / 1e6:.0f} MP pixel budget (decompression bomb?)")
+        pixels,
+        tf.constant(MAX_PIXELS, tf.int64),
+        message=f"image larger than the {MAX_PIXELS / 1e6:.0f} MP pixel budget (decompression bomb?)",
+    )
     with tf.control_dependencies([check]):
         return tf.identity(data)
 
@@ -133,8 +155,12 @@ class Fields(NamedTuple):
 class Decoder:
     """Records of one dataset -> fields -> uint8 images; everything it knows of the layout comes from the schema."""
 
-    def __init__(self, record_schema: schema.RecordSchema, max_side: int | None = None,
-                 stored_size: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        record_schema: schema.RecordSchema,
+        max_side: int | None = None,
+        stored_size: tuple[int, int] | None = None,
+    ):
         self.schema, self.max_side, self.stored_size = record_schema, max_side, stored_size
         self._spec = record_schema.parse_spec()
 
@@ -151,22 +177,29 @@ class Decoder:
             return label
         return multi_hot(label, len(self.schema.class_names))
 
-    def image(self, data: tf.Tensor, shape: tf.Tensor | None, target: tuple[int, int] | None = None,
-              crop_to_aspect_ratio: bool = False) -> tf.Tensor:
+    def image(
+        self,
+        data: tf.Tensor,
+        shape: tf.Tensor | None,
+        target: tuple[int, int] | None = None,
+        crop_to_aspect_ratio: bool = False,
+    ) -> tf.Tensor:
         """One stored image as uint8 [h, w, channels], decoded at the cheapest scale that covers `target`; at the
         stored size of a fixed-size dataset (`target` None or equal to it), a plain full decode."""
         if self.stored_size is not None and target in (None, self.stored_size):
             return self._stored(data, shape)
-        return decode(data, shape, self.schema.encoding, self.schema.channels, target, crop_to_aspect_ratio,
-                      self.max_side)
+        return decode(
+            data, shape, self.schema.encoding, self.schema.channels, target, crop_to_aspect_ratio, self.max_side
+        )
 
     def _stored(self, data: tf.Tensor, shape: tf.Tensor | None) -> tf.Tensor:
         """An image of a fixed-size dataset, decoded in full. A JPEG is decoded through a window of the stored size:
         decoded memory stays that of the stored size whatever a record holds (no header check per image, the
         cheapest decode there is), and a smaller image is an error."""
         if self.schema.encoding == "jpeg":
-            image = tf.image.decode_and_crop_jpeg(data, [0, 0, *self.stored_size], channels=self.schema.channels,
-                                                  dct_method=DCT_METHOD)
+            image = tf.image.decode_and_crop_jpeg(
+                data, [0, 0, *self.stored_size], channels=self.schema.channels, dct_method=DCT_METHOD
+            )
         else:
             image = decode(data, shape, self.schema.encoding, self.schema.channels, None)
         return tf.ensure_shape(image, [*self.stored_size, self.schema.channels])

@@ -26,6 +26,7 @@
 
 Needs no Beam and no TensorFlow (the per-image part runs inside `images.prepare`).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -111,8 +112,11 @@ def byte_rows(values: Sequence[bytes] | np.ndarray) -> np.ndarray:
 
 def near_columns(keys: Sequence[ImageHashes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What `near_pairs` compares of `keys`: their perceptual hashes, colour rows and structure rows."""
-    return (np.array([k.perceptual for k in keys], dtype=np.uint64), byte_rows([k.colour for k in keys]),
-            byte_rows([k.structure for k in keys]))
+    return (
+        np.array([k.perceptual for k in keys], dtype=np.uint64),
+        byte_rows([k.colour for k in keys]),
+        byte_rows([k.structure for k in keys]),
+    )
 
 
 def find_groups(keys: Sequence[ImageHashes], kind: str) -> list[list[int]]:
@@ -131,8 +135,9 @@ def equal_pairs(keys: Sequence[Hashable]) -> list[tuple[int, int]]:
     return [(first[key], index) for index, key in enumerate(keys) if first.setdefault(key, index) != index]
 
 
-def near_key_pairs(hashes: np.ndarray, colours: np.ndarray, structures: np.ndarray,
-                   bands: Sequence[int] = range(BANDS)) -> list[tuple[int, int]]:
+def near_key_pairs(
+    hashes: np.ndarray, colours: np.ndarray, structures: np.ndarray, bands: Sequence[int] = range(BANDS)
+) -> list[tuple[int, int]]:
     """Pairs that connect the near duplicates among images' near keys (`near_columns`; exact keys not looked at):
     identical near keys are chained to their first and compared once, the others by `near_pairs` with
     candidates from `bands`."""
@@ -164,8 +169,9 @@ def check_kind(kind: str, parameter: str = "kind") -> None:
         raise ValueError(f"`{parameter}` is {' or '.join(KINDS)}, not {kind!r}")
 
 
-def near_pairs(hashes: np.ndarray, colours: np.ndarray, structures: np.ndarray,
-               bands: Sequence[int] = range(BANDS)) -> list[tuple[int, int]]:
+def near_pairs(
+    hashes: np.ndarray, colours: np.ndarray, structures: np.ndarray, bands: Sequence[int] = range(BANDS)
+) -> list[tuple[int, int]]:
     """Index pairs (i < j) of images whose 64-bit `hashes` are within `NEAR_THRESHOLD` bits, from the banded
     index (candidates: images whose first band with the same value is one of `bands`, so the pairs of each band
     can be found apart and each pair once), whose `colours` are within `COLOUR_TOLERANCE` and whose `structures`
@@ -174,8 +180,9 @@ def near_pairs(hashes: np.ndarray, colours: np.ndarray, structures: np.ndarray,
     found: set[tuple[int, int]] = set()
     for number in bands:
         for a, b in _close_pairs_in_band(hashes, number):
-            alike = (colour_distances(colours[a], colours[b]) <= COLOUR_TOLERANCE) \
-                & (structure_distances(structures[a], structures[b]) <= STRUCTURE_TOLERANCE)
+            alike = (colour_distances(colours[a], colours[b]) <= COLOUR_TOLERANCE) & (
+                structure_distances(structures[a], structures[b]) <= STRUCTURE_TOLERANCE
+            )
             found.update(zip(np.minimum(a, b)[alike].tolist(), np.maximum(a, b)[alike].tolist()))
     return sorted(found)
 
@@ -221,12 +228,14 @@ def _close_hashes(unique: np.ndarray, number: int) -> Iterable[tuple[np.ndarray,
             crowded[:] = False  # cutting would not pay: compare them all
         yield from _close(unique, _pairs_within(members[~crowded], group[~crowded]), number)
         if crowded.any():
-            pending += [(members[crowded], keys, [bit for bit in free_bits if bit not in sub])
-                        for sub, keys in zip(subs, cut)]
+            pending += [
+                (members[crowded], keys, [bit for bit in free_bits if bit not in sub]) for sub, keys in zip(subs, cut)
+            ]
 
 
-def _close(hashes: np.ndarray, pairs: Iterable[tuple[np.ndarray, np.ndarray]], number: int
-           ) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+def _close(
+    hashes: np.ndarray, pairs: Iterable[tuple[np.ndarray, np.ndarray]], number: int
+) -> Iterable[tuple[np.ndarray, np.ndarray]]:
     """The `pairs` (blocks of index arrays) whose hashes are within `NEAR_THRESHOLD` bits and share no band before
     band `number` (the band that finds them; each pair is compared once)."""
     for a, b in pairs:

@@ -4,6 +4,7 @@ caption per row, and PNG bytes.
 matplotlib is imported when a picture is drawn, not with shardflow, and nothing global changes: figures are drawn
 on Agg canvases without pyplot, and the fonts apply only while a figure is drawn (`matplotlib.rc_context`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,10 +25,26 @@ logger = logging.getLogger(__name__)
 PNG_COMPRESSION = 3  # zlib's level: a 1 MB grid in a third of level 6's time, 10% larger
 # Tried in order, per character: DejaVu Sans (matplotlib's own: Latin, Greek, Cyrillic, Arabic, Hebrew) first,
 # then the first installed font for Chinese, Japanese and Korean class names such as 猫.
-CJK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK TC", "Noto Sans CJK KR", "Source Han Sans",
-             "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback", "AR PL UMing CN", "IPAexGothic",
-             "IPAGothic", "Microsoft YaHei", "SimHei", "PingFang SC", "Hiragino Sans", "Apple SD Gothic Neo",
-             "Malgun Gothic", "Arial Unicode MS")
+CJK_FONTS = (
+    "Noto Sans CJK JP",
+    "Noto Sans CJK SC",
+    "Noto Sans CJK TC",
+    "Noto Sans CJK KR",
+    "Source Han Sans",
+    "WenQuanYi Zen Hei",
+    "WenQuanYi Micro Hei",
+    "Droid Sans Fallback",
+    "AR PL UMing CN",
+    "IPAexGothic",
+    "IPAGothic",
+    "Microsoft YaHei",
+    "SimHei",
+    "PingFang SC",
+    "Hiragino Sans",
+    "Apple SD Gothic Neo",
+    "Malgun Gothic",
+    "Arial Unicode MS",
+)
 
 
 @functools.cache
@@ -68,8 +85,10 @@ def png(drawn: Figure) -> bytes:
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if missing:
-        logger.warning(f"note: no installed font has {' '.join(dict.fromkeys(missing))}; they are drawn as boxes. "
-                       "Install a font for them (e.g. fonts-noto-cjk for Chinese, Japanese and Korean).")
+        logger.warning(
+            f"note: no installed font has {' '.join(dict.fromkeys(missing))}; they are drawn as boxes. "
+            "Install a font for them (e.g. fonts-noto-cjk for Chinese, Japanese and Korean)."
+        )
     return buffer.getvalue()
 
 
@@ -84,8 +103,12 @@ def grid_size(rows: int, columns: int, tile: int, label_lines: int = 0) -> tuple
     return GAP + columns * (tile + GAP), GAP + rows * (CAPTION + tile + label_lines * LABEL_LINE + GAP)
 
 
-def image_grid(rows: Sequence[tuple[str, Sequence[np.ndarray | None]]], tile: int,
-               labels: Sequence[Sequence[str]] | None = None, min_columns: int = 1) -> bytes:
+def image_grid(
+    rows: Sequence[tuple[str, Sequence[np.ndarray | None]]],
+    tile: int,
+    labels: Sequence[Sequence[str]] | None = None,
+    min_columns: int = 1,
+) -> bytes:
     """PNG bytes of a grid: one row per (caption, uint8 images [H, W, C]), the caption above the row's first
     image, each image in a `tile` x `tile` pixel cell (scaled to fit, aspect ratio kept, centred), at least
     `min_columns` cells wide; with `labels`, text under each image (`labels[row][column]`, lines split by
@@ -100,20 +123,40 @@ def image_grid(rows: Sequence[tuple[str, Sequence[np.ndarray | None]]], tile: in
     with figure(width, height) as drawn:
         for row, (text, images) in enumerate(rows):
             top = height - GAP - row * row_height  # pixels from the bottom, as matplotlib counts
-            drawn.text(GAP / width, (top - CAPTION + 5) / height, text, fontsize=11, va="baseline",
-                       parse_math=False)  # class names are text: "$" is a dollar sign, not TeX
+            drawn.text(
+                GAP / width, (top - CAPTION + 5) / height, text, fontsize=11, va="baseline", parse_math=False
+            )  # class names are text: "$" is a dollar sign, not TeX
             for col, pixels in enumerate(images):
                 left, bottom = GAP + col * (tile + GAP), top - CAPTION - tile
                 if pixels is None:
-                    drawn.add_artist(Rectangle((left / width, bottom / height), tile / width, tile / height,
-                                               transform=drawn.transFigure, fill=False, edgecolor="0.6"))
+                    drawn.add_artist(
+                        Rectangle(
+                            (left / width, bottom / height),
+                            tile / width,
+                            tile / height,
+                            transform=drawn.transFigure,
+                            fill=False,
+                            edgecolor="0.6",
+                        )
+                    )
                 else:
                     fitted = _fit(pixels, tile)
-                    drawn.figimage(fitted, left + (tile - fitted.shape[1]) // 2,
-                                   bottom + (tile - fitted.shape[0]) // 2, origin="upper")
+                    drawn.figimage(
+                        fitted,
+                        left + (tile - fitted.shape[1]) // 2,
+                        bottom + (tile - fitted.shape[0]) // 2,
+                        origin="upper",
+                    )
                 if labels:
-                    drawn.text(left / width, (bottom - 2) / height, labels[row][col], fontsize=8, va="top",
-                               linespacing=1.2, parse_math=False)
+                    drawn.text(
+                        left / width,
+                        (bottom - 2) / height,
+                        labels[row][col],
+                        fontsize=8,
+                        va="top",
+                        linespacing=1.2,
+                        parse_math=False,
+                    )
         return png(drawn)
 
 

@@ -1,6 +1,7 @@
 """Files on the read side: local paths through the standard library, remote ones (gs://, ...) through
 `tf.io.gfile`, imported only for them. Reading a dataset needs neither Apache Beam nor, for local metadata,
 TensorFlow."""
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 Written here, rather than through TensorFlow, so Beam workers never import TensorFlow (~3 s and ~0.5 GB each);
 `google_crc32c` is the C implementation TensorFlow itself uses.
 """
+
 from __future__ import annotations
 
 import struct

@@ -12,6 +12,7 @@ A JPEG whose compressed data is damaged can still decode, garbled, with a libjpe
 `jpeg_warning` asks libjpeg-turbo again through simplejpeg, which reports them, and `PreparedImage.warning` carries
 it for the conversion to reject the input (or keep it, with --keep-damaged-jpegs).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -62,8 +63,10 @@ class ImageOptions:
         if self.size is not None:
             object.__setattr__(self, "size", parse_size(self.size, "size"))
         if self.size is not None and self.max_side is not None:
-            raise ValueError("`size` and `max_side` exclude each other: `size` stores every image at exactly that "
-                             "size, `max_side` only bounds the longer side; choose one")
+            raise ValueError(
+                "`size` and `max_side` exclude each other: `size` stores every image at exactly that "
+                "size, `max_side` only bounds the longer side; choose one"
+            )
         if self.crop_to_aspect_ratio and self.size is None:
             raise ValueError("`crop_to_aspect_ratio` goes with `size` (the aspect ratio it crops to)")
         if self.max_side is not None and self.max_side < 1:
@@ -153,8 +156,12 @@ def _load(data: bytes, image: Image.Image) -> tuple[Image.Image, str | None]:
     say why."""
     if image.format == "JPEG" and image.mode in ("RGB", "L") and _orientation(image) == 1:
         try:
-            pixels = simplejpeg.decode_jpeg(data, colorspace="RGB" if image.mode == "RGB" else "GRAY",
-                                            min_height=image.height, min_width=image.width)
+            pixels = simplejpeg.decode_jpeg(
+                data,
+                colorspace="RGB" if image.mode == "RGB" else "GRAY",
+                min_height=image.height,
+                min_width=image.width,
+            )
         except ValueError:
             pixels = None
         if pixels is not None and pixels.shape[:2] == (image.height, image.width):  # else another DCT scale
@@ -195,8 +202,9 @@ def prepare_pixels(image: Image.Image, options: ImageOptions, hashes: bool = Fal
         box = central_crop_box(image.size, options.size) if options.crop_to_aspect_ratio else None
         image = image.resize(options.size[::-1], Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
     if options.image_format == "raw":
-        return _prepared(np.asarray(image).reshape(image.height, image.width, options.channels), image, False,
-                         hashes=keys)
+        return _prepared(
+            np.asarray(image).reshape(image.height, image.width, options.channels), image, False, hashes=keys
+        )
     buffer = io.BytesIO()
     if options.image_format == "png":
         image.save(buffer, format="PNG", compress_level=1)
@@ -284,21 +292,30 @@ def _fit(size: tuple[int, int], max_side: int) -> tuple[int, int]:
     return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
 
 
-def _prepared(data: bytes | np.ndarray, image: Image.Image, passthrough: bool,
-              size: tuple[int, int] | None = None, hashes: ImageHashes | None = None) -> PreparedImage:
+def _prepared(
+    data: bytes | np.ndarray,
+    image: Image.Image,
+    passthrough: bool,
+    size: tuple[int, int] | None = None,
+    hashes: ImageHashes | None = None,
+) -> PreparedImage:
     """What the record stores, its size (`size` when `image` was decoded at a reduced scale), and pixel
     statistics from PIL's per-band histogram, weighted as if taken at full size."""
     width, height = size or image.size
     histogram = np.asarray(image.histogram(), dtype=np.float64).reshape(-1, 256)
     histogram *= (width * height) / (image.width * image.height)
-    return PreparedImage(data, ImageStats(
-        width=width,
-        height=height,
-        passthrough=passthrough,
-        channel_sum=tuple((histogram @ _LEVELS).tolist()),
-        channel_sumsq=tuple((histogram @ np.square(_LEVELS)).tolist()),
-        num_pixels=width * height,
-    ), hashes)
+    return PreparedImage(
+        data,
+        ImageStats(
+            width=width,
+            height=height,
+            passthrough=passthrough,
+            channel_sum=tuple((histogram @ _LEVELS).tolist()),
+            channel_sumsq=tuple((histogram @ np.square(_LEVELS)).tolist()),
+            num_pixels=width * height,
+        ),
+        hashes,
+    )
 
 
 def prepare(payload: bytes | np.ndarray, options: ImageOptions, hashes: bool = False) -> PreparedImage:

@@ -5,6 +5,7 @@ pixels"): from Python that is the keyword to change; the CLI turns each name int
 must be ..."). Warnings are `ShardflowWarning`s, which the CLI prints as "warning: ..."; progress lines go to the
 `shardflow` logger (`logging.getLogger(__name__)` in each module), which the CLI prints as they are.
 """
+
 from __future__ import annotations
 
 import difflib

@@ -5,6 +5,7 @@ or remote ones through `tf.io.gfile`: no Beam needed), `DatasetInfo.to_json` wha
 `dataset_info.json` is written last: a folder without it (an interrupted run) is never taken as a dataset, by
 TFDS or by `read`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -145,9 +146,11 @@ class Duplicates:
         colours = "" if self.colour_tolerance is None else f" and colours within {self.colour_tolerance} levels"
         if self.structure_tolerance is not None:
             colours += f", structure within {self.structure_tolerance} levels RMS"
-        found = (f"{near.groups} group(s) of near duplicates ({near.images} images, perceptual hashes within "
-                 f"{self.threshold} of 64 bits{colours}; exact copies among them: {exact.groups} group(s), {exact.images} "
-                 f"images), {near.leaks} across splits (leaks)")
+        found = (
+            f"{near.groups} group(s) of near duplicates ({near.images} images, perceptual hashes within "
+            f"{self.threshold} of 64 bits{colours}; exact copies among them: {exact.groups} group(s), {exact.images} "
+            f"images), {near.leaks} across splits (leaks)"
+        )
         if self.listed:
             found += f", {near.labels_differ} whose labels differ (each group listed in {DUPLICATES})"
         if not self.dedupe:
@@ -156,11 +159,16 @@ class Duplicates:
 
     def problems(self, num_records: int, num_rejected: int) -> list[str]:
         """Broken invariants: counts that cannot be, or groups of the kind --dedupe removed still there."""
-        found = [f"{kind} duplicates: {counts.images} images cannot make {counts.groups} groups ({counts.leaks} "
-                 f"leaking) among {num_records} records"
-                 for kind, counts in (("exact", self.exact), ("near", self.near))
-                 if not (2 * counts.groups <= counts.images <= num_records and counts.leaks <= counts.groups
-                         and (counts.labels_differ or 0) <= counts.groups)]
+        found = [
+            f"{kind} duplicates: {counts.images} images cannot make {counts.groups} groups ({counts.leaks} "
+            f"leaking) among {num_records} records"
+            for kind, counts in (("exact", self.exact), ("near", self.near))
+            if not (
+                2 * counts.groups <= counts.images <= num_records
+                and counts.leaks <= counts.groups
+                and (counts.labels_differ or 0) <= counts.groups
+            )
+        ]
         if self.exact.images > self.near.images:
             found.append(f"more exact duplicates ({self.exact.images}) than near ones ({self.near.images})")
         if self.removed > num_rejected:
@@ -199,8 +207,14 @@ class DuplicateGroup:
         return len({member.label for member in self.members}) > 1
 
     def to_json(self) -> str:
-        return json.dumps({"kind": self.kind, "leak": self.leak, "labels_differ": self.labels_differ,
-                           "members": [dataclasses.asdict(member) for member in self.members]})
+        return json.dumps(
+            {
+                "kind": self.kind,
+                "leak": self.leak,
+                "labels_differ": self.labels_differ,
+                "members": [dataclasses.asdict(member) for member in self.members],
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> DuplicateGroup:
@@ -213,12 +227,14 @@ class DuplicateGroup:
         return ", ".join(f"{quote}{m.path}{quote} ({m.split}, {m.label})" for m in self.members)
 
 
-def named_groups(groups: Sequence[DuplicateGroup], quote: str = "", listed_in: str = DUPLICATES,
-                 limit: int = NAMED_GROUPS) -> list[str]:
+def named_groups(
+    groups: Sequence[DuplicateGroup], quote: str = "", listed_in: str = DUPLICATES, limit: int = NAMED_GROUPS
+) -> list[str]:
     """The first `limit` groups (`DuplicateGroup.text`), one per line, then how many more `listed_in` lists."""
     more = len(groups) - limit
     return [group.text(quote) for group in groups[:limit]] + (
-        [f"... and {more} more (all in {quote}{listed_in}{quote})"] if more > 0 else [])
+        [f"... and {more} more (all in {quote}{listed_in}{quote})"] if more > 0 else []
+    )
 
 
 def label_name(class_names: Sequence[str], label: int | Iterable[int]) -> str:
@@ -277,8 +293,14 @@ class DatasetInfo:
     @property
     def image_options(self) -> ImageOptions:
         """The per-image preparation the conversion applied (prediction applies it to files)."""
-        return ImageOptions(channels=self.channels, image_format=self.image_format, max_side=self.max_side,
-                            quality=self.quality, size=self.size, crop_to_aspect_ratio=self.crop_to_aspect_ratio)
+        return ImageOptions(
+            channels=self.channels,
+            image_format=self.image_format,
+            max_side=self.max_side,
+            quality=self.quality,
+            size=self.size,
+            crop_to_aspect_ratio=self.crop_to_aspect_ratio,
+        )
 
     @property
     def stored_size(self) -> tuple[int, int] | None:
@@ -302,8 +324,10 @@ class DatasetInfo:
         """Broken invariants: every input is a record, a reject or unselected, each exactly once."""
         accounted = self.num_records + self.num_rejected + self.num_unselected
         if self.num_inputs != accounted:
-            return [f"lost inputs: inputs ({self.num_inputs}) != records ({self.num_records}) + rejects "
-                    f"({self.num_rejected}) + unselected ({self.num_unselected})"]
+            return [
+                f"lost inputs: inputs ({self.num_inputs}) != records ({self.num_records}) + rejects "
+                f"({self.num_rejected}) + unselected ({self.num_unselected})"
+            ]
         if not 0 <= self.damaged_jpegs <= self.num_records:
             return [f"{self.damaged_jpegs} damaged JPEGs kept among {self.num_records} records"]
         return self.duplicates.problems(self.num_records, self.num_rejected) if self.duplicates else []
@@ -320,22 +344,49 @@ class DatasetInfo:
     def from_json(cls, text: str, data_dir: str = "") -> DatasetInfo:
         """The inverse of `to_json`; the counts it derives must equal those written beside them."""
         value = json.loads(text)
-        splits = {name: _typed(Split, value["splits"][name], name=name,
-                               shards=tuple(_typed(Shard, s) for s in value["splits"][name]["shards"]),
-                               cooccurrence=tuple(map(tuple, value["splits"][name].get("cooccurrence", []))))
-                  for name in split_names(value["splits"])}
+        splits = {
+            name: _typed(
+                Split,
+                value["splits"][name],
+                name=name,
+                shards=tuple(_typed(Shard, s) for s in value["splits"][name]["shards"]),
+                cooccurrence=tuple(map(tuple, value["splits"][name].get("cooccurrence", []))),
+            )
+            for name in split_names(value["splits"])
+        }
         provenance = _typed(Provenance, value["provenance"]) if value.get("provenance") else None
         found = value.get("duplicates")
-        duplicates = _typed(Duplicates, found, exact=_typed(DuplicateCounts, found["exact"]),
-                            near=_typed(DuplicateCounts, found["near"])) if found else None
+        duplicates = (
+            _typed(
+                Duplicates,
+                found,
+                exact=_typed(DuplicateCounts, found["exact"]),
+                near=_typed(DuplicateCounts, found["near"]),
+            )
+            if found
+            else None
+        )
         labels_file = _typed(LabelsFile, value["labels_file"]) if value.get("labels_file") else None
-        info = _typed(cls, value, splits=splits, data_dir=data_dir, card=_typed(DatasetCard, value.get("card", {})),
-                      provenance=provenance, duplicates=duplicates, labels_file=labels_file)
+        info = _typed(
+            cls,
+            value,
+            splits=splits,
+            data_dir=data_dir,
+            card=_typed(DatasetCard, value.get("card", {})),
+            provenance=provenance,
+            duplicates=duplicates,
+            labels_file=labels_file,
+        )
         written = [("num_records", value.get("num_records"), info.num_records)] + [
             (f"{name} {key}", value["splits"][name].get(key), getattr(split, key))
-            for name, split in splits.items() for key in ("num_examples", "num_bytes")]
-        wrong = [f"{what} is {stored}, its shards add up to {derived}"
-                 for what, stored, derived in written if stored is not None and stored != derived]
+            for name, split in splits.items()
+            for key in ("num_examples", "num_bytes")
+        ]
+        wrong = [
+            f"{what} is {stored}, its shards add up to {derived}"
+            for what, stored, derived in written
+            if stored is not None and stored != derived
+        ]
         if wrong:
             raise DatasetError(f"{data_dir}: {SHARDFLOW_INFO} contradicts itself: {'; '.join(wrong)}")
         return info
@@ -358,7 +409,9 @@ def read(data_dir: str) -> DatasetInfo:
                 f"{data_dir}: incomplete dataset (the conversion did not finish); "
                 "run `shardflow convert ... --overwrite` again"
             )
-        raise DatasetError(f"{data_dir}: not a shardflow dataset (no {DATASET_INFO}); create one with `shardflow convert`")
+        raise DatasetError(
+            f"{data_dir}: not a shardflow dataset (no {DATASET_INFO}); create one with `shardflow convert`"
+        )
     if not files.exists(info_path):
         raise DatasetError(f"{data_dir}: a TFDS dataset, but not written by shardflow (no {SHARDFLOW_INFO})")
     return DatasetInfo.from_json(files.read_text(info_path), data_dir)
@@ -384,8 +437,10 @@ def read_duplicates(data_dir: str) -> list[DuplicateGroup]:
     `DatasetError` for a dataset converted before the file existed."""
     path = files.join(data_dir, DUPLICATES)
     if not files.exists(path):
-        raise DatasetError(f"{data_dir}: no {DUPLICATES} (converted by an older shardflow, or the file was "
-                           "removed); convert it again to list its groups of duplicates")
+        raise DatasetError(
+            f"{data_dir}: no {DUPLICATES} (converted by an older shardflow, or the file was "
+            "removed); convert it again to list its groups of duplicates"
+        )
     text = files.read_text(path)
     return [DuplicateGroup.from_json(line) for line in text.splitlines() if line.strip()]
 

@@ -5,6 +5,7 @@ samples (a few stored images per class) and its groups of duplicates side by sid
 
 matplotlib is imported when a picture is drawn, not with this module.
 """
+
 from __future__ import annotations
 
 import io
@@ -49,12 +50,15 @@ def class_samples(info: metadata.DatasetInfo, records: Iterable[bytes], per_clas
                 kept.append(thumbnail)
             if all(len(kept) == per_class for kept in found.values()):
                 break
-    return figures.image_grid([(name, found[label]) for label, name in enumerate(names) if found[label]],
-                              SAMPLE_SIZE)
+    return figures.image_grid([(name, found[label]) for label, name in enumerate(names) if found[label]], SAMPLE_SIZE)
 
 
-def duplicates_picture(info: metadata.DatasetInfo, groups: Sequence[metadata.DuplicateGroup],
-                       limit: int = DUPLICATE_GROUPS, open_file: Opener = files.open_binary) -> bytes:
+def duplicates_picture(
+    info: metadata.DatasetInfo,
+    groups: Sequence[metadata.DuplicateGroup],
+    limit: int = DUPLICATE_GROUPS,
+    open_file: Opener = files.open_binary,
+) -> bytes:
     """PNG bytes: one row per group of duplicates (`groups` as duplicates.jsonl lists them; leaks first, then
     those whose labels differ, at most `limit`), captioned with its line in the file, its kind and marks, its
     images side by side as stored, each labelled with its split, class and path, the one --dedupe keeps first.
@@ -74,17 +78,25 @@ def duplicates_picture(info: metadata.DatasetInfo, groups: Sequence[metadata.Dup
                 break
     rows, labels = [], []
     for line, group in numbered:
-        marks = [mark for mark, applies in (("LEAK", group.leak), ("LABELS DIFFER", group.labels_differ),
-                                            (f"{len(group.members) - DUPLICATE_MEMBERS} more not drawn",
-                                             len(group.members) > DUPLICATE_MEMBERS)) if applies]
+        marks = [
+            mark
+            for mark, applies in (
+                ("LEAK", group.leak),
+                ("LABELS DIFFER", group.labels_differ),
+                (f"{len(group.members) - DUPLICATE_MEMBERS} more not drawn", len(group.members) > DUPLICATE_MEMBERS),
+            )
+            if applies
+        ]
         rows.append((" · ".join([f"line {line}", group.kind, *marks]), [found.get(m.path) for m in shown[line]]))
-        labels.append([_duplicate_label(member, index == 0, member.path in found)
-                       for index, member in enumerate(shown[line])])
+        labels.append(
+            [_duplicate_label(member, index == 0, member.path in found) for index, member in enumerate(shown[line])]
+        )
     return figures.image_grid(rows, DUPLICATE_TILE, labels, min_columns=DUPLICATE_COLUMNS)
 
 
-def stored_records(info: metadata.DatasetInfo, splits: Iterable[str],
-                   open_file: Opener = files.open_binary) -> Iterator[bytes]:
+def stored_records(
+    info: metadata.DatasetInfo, splits: Iterable[str], open_file: Opener = files.open_binary
+) -> Iterator[bytes]:
     """The serialized records of `splits`, shard after shard (`open_file`: Beam's `FileSystems.open` in the
     conversion's launcher; the reader's files otherwise)."""
     for split in splits:
@@ -96,9 +108,10 @@ def stored_records(info: metadata.DatasetInfo, splits: Iterable[str],
 def _duplicate_label(member: metadata.DuplicateMember, kept: bool, found: bool) -> str:
     """Three lines under an image of a group: its split (and whether --dedupe keeps it), class and path."""
     chars = DUPLICATE_TILE // 7  # of 8-point text in a cell
-    path = member.path if len(member.path) <= chars else "…" + member.path[1 - chars:]
-    return "\n".join((member.split + (" · kept" if kept else ""), member.label[:chars],
-                      path if found else "not in shards"))
+    path = member.path if len(member.path) <= chars else "…" + member.path[1 - chars :]
+    return "\n".join(
+        (member.split + (" · kept" if kept else ""), member.label[:chars], path if found else "not in shards")
+    )
 
 
 def _parser(info: metadata.DatasetInfo) -> Any:
@@ -126,8 +139,9 @@ def _array(picture: Image.Image) -> np.ndarray:
 def _thumbnail(info: metadata.DatasetInfo, image: Any) -> np.ndarray:
     """A stored image -> its central square at `SAMPLE_SIZE`, uint8 [H, W, C]."""
     picture = _decoded(info, image)
-    return _array(picture.crop(central_crop_box(picture.size, (1, 1))).resize((SAMPLE_SIZE, SAMPLE_SIZE),
-                                                                               Image.BILINEAR))
+    return _array(
+        picture.crop(central_crop_box(picture.size, (1, 1))).resize((SAMPLE_SIZE, SAMPLE_SIZE), Image.BILINEAR)
+    )
 
 
 def _whole(info: metadata.DatasetInfo, image: Any, side: int) -> np.ndarray:

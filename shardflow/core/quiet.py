@@ -5,6 +5,7 @@ probing) ignore it (tensorflow/tensorflow#100442). On a machine without a GPU dr
 prints "failed call to cuInit" as an error line; that only means "no GPU", which the commands that care say in
 words. Every other line, errors included, still reaches the terminal.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,9 +18,11 @@ import threading
 from collections.abc import Iterator
 from typing import IO
 
-CHATTER = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)"
-                     r"|[IW]\d{4} "  # INFO and WARNING lines
-                     r"|E\d{4} .*failed call to cuInit)")  # "no GPU driver", said as an error
+CHATTER = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\)"
+    r"|[IW]\d{4} "  # INFO and WARNING lines
+    r"|E\d{4} .*failed call to cuInit)"
+)  # "no GPU driver", said as an error
 
 
 def start_tensorflow() -> None:
@@ -52,6 +55,7 @@ def stderr_filtered() -> Iterator[None]:
 
 def forward_filtered(stream: IO[bytes]) -> None:
     """Copy a child process's stderr pipe to ours, line by line, without the chatter (in a daemon thread)."""
+
     def copy() -> None:
         for line in _kept(stream):
             os.write(2, line)

@@ -8,6 +8,7 @@ the user's cache. Datasets converted earlier kept each index beside its shard as
 (`legacy_filename`), a name shard globs match: `index_for` moves it into the folder. Needs neither TensorFlow nor
 Apache Beam.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -4,6 +4,7 @@
 data CRCs, the record count, the record index), which names a damaged shard for `shardflow verify` and for the
 reader's errors (`damaged_shards`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,7 +56,8 @@ def checked_shards(info: metadata.DatasetInfo, split: str) -> list[tuple[str, in
         if files.size(path) != shard.num_bytes:
             raise metadata.DatasetError(
                 f"{info.data_dir}: split {split!r}: shard {shard.filename} has {files.size(path)} bytes, "
-                f"the metadata says {shard.num_bytes} (truncated or replaced); run `shardflow verify`")
+                f"the metadata says {shard.num_bytes} (truncated or replaced); run `shardflow verify`"
+            )
         paths.append((path, shard.num_records))
     return paths
 
@@ -67,8 +69,13 @@ def damaged_shards(data_dir: str, split: str) -> list[str]:
     return [f"{r.filename}: {'; '.join(r.problems)}" for r in reports if r.problems]
 
 
-def check_shard(info: metadata.DatasetInfo, split: str, shard: metadata.Shard,
-                check: RecordCheck | None = None, indexes: bool = False) -> ShardReport:
+def check_shard(
+    info: metadata.DatasetInfo,
+    split: str,
+    shard: metadata.Shard,
+    check: RecordCheck | None = None,
+    indexes: bool = False,
+) -> ShardReport:
     """One shard against its metadata; with `check`, every record's fields and image too; with `indexes`, its
     record indexes."""
     report = ShardReport(split, shard.filename)
@@ -125,8 +132,10 @@ def _check_indexes(report: ShardReport, data_dir: str, framed: list[int]) -> Non
         with files.open_binary(path) as f:
             mismatch = record_index.mismatch(f.read().decode(errors="replace"), framed)
         if mismatch:
-            report.problems.append(f"its record index {name} does not match it ({mismatch}); delete the index: it "
-                                   "is rebuilt from the shard on first use")
+            report.problems.append(
+                f"its record index {name} does not match it ({mismatch}); delete the index: it "
+                "is rebuilt from the shard on first use"
+            )
         elif name != current:
             report.old_index = True
 

@@ -11,6 +11,7 @@ Two conventions differ from tf_keras' ImageDataGenerator, whose versions only ag
 with equal width/height ranges (the tutorials' case): `width_shift_range` always shifts horizontally (tf_keras
 applies the height range horizontally), and non-square images turn about their true centre.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,15 +27,28 @@ from shardflow.pipeline.resize import resize
 
 PRESETS: dict[str, dict[str, Any]] = {
     "seed004": {  # the tutorials' ImageDataGenerator(...) for cats vs dogs
-        "rotation_range": 40, "width_shift_range": 0.2, "height_shift_range": 0.2, "shear_range": 0.2,
-        "zoom_range": 0.2, "horizontal_flip": True, "fill_mode": "nearest",
+        "rotation_range": 40,
+        "width_shift_range": 0.2,
+        "height_shift_range": 0.2,
+        "shear_range": 0.2,
+        "zoom_range": 0.2,
+        "horizontal_flip": True,
+        "fill_mode": "nearest",
     },
 }
 FILL_MODES = ("constant", "nearest", "reflect", "wrap")
 DEFAULTS: dict[str, Any] = {
-    "rotation_range": 0.0, "width_shift_range": 0.0, "height_shift_range": 0.0, "shear_range": 0.0,
-    "zoom_range": [1.0, 1.0], "horizontal_flip": False, "vertical_flip": False, "brightness_range": None,
-    "channel_shift_range": 0.0, "fill_mode": "nearest", "cval": 0.0,
+    "rotation_range": 0.0,
+    "width_shift_range": 0.0,
+    "height_shift_range": 0.0,
+    "shear_range": 0.0,
+    "zoom_range": [1.0, 1.0],
+    "horizontal_flip": False,
+    "vertical_flip": False,
+    "brightness_range": None,
+    "channel_shift_range": 0.0,
+    "fill_mode": "nearest",
+    "cval": 0.0,
 }
 _RANGES = ("rotation_range", "width_shift_range", "height_shift_range", "shear_range", "channel_shift_range")
 DRAWS = 9  # uniform numbers per image besides the channel shifts: see `random_transforms`
@@ -59,14 +73,18 @@ def parse_augment(text: str | dict[str, Any] | None) -> dict[str, Any] | None:
             try:
                 text = json.loads(text)
             except json.JSONDecodeError:
-                raise ValueError(f"augment must be 'none', a preset ({', '.join(PRESETS)}) or a JSON object of "
-                                 f"ImageDataGenerator arguments, got {text!r}") from None
+                raise ValueError(
+                    f"augment must be 'none', a preset ({', '.join(PRESETS)}) or a JSON object of "
+                    f"ImageDataGenerator arguments, got {text!r}"
+                ) from None
     if not isinstance(text, dict):
         raise ValueError(f"augment must be a JSON object of ImageDataGenerator arguments, got {text!r}")
     unknown = sorted(set(text) - set(DEFAULTS))
     if unknown:
-        raise ValueError(f"unknown augmentation argument(s) {', '.join(map(repr, unknown))}; "
-                         f"ImageDataGenerator's are: {', '.join(DEFAULTS)}")
+        raise ValueError(
+            f"unknown augmentation argument(s) {', '.join(map(repr, unknown))}; "
+            f"ImageDataGenerator's are: {', '.join(DEFAULTS)}"
+        )
     params = dict(DEFAULTS)
     for key, value in text.items():
         params[key] = _checked(key, value)
@@ -103,17 +121,34 @@ def _checked(key: str, value: Any) -> Any:
             return [1.0 - value, 1.0 + value]
     if value is None and key == "brightness_range":
         return None
-    if (not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2
-            or not all(number(v) for v in value) or not 0 <= value[0] <= value[1]
-            or (key == "zoom_range" and value[0] <= 0)):
+    if (
+        not isinstance(value, Sequence)
+        or isinstance(value, str)
+        or len(value) != 2
+        or not all(number(v) for v in value)
+        or not 0 <= value[0] <= value[1]
+        or (key == "zoom_range" and value[0] <= 0)
+    ):
         fail("[low, high] with 0 < low <= high" if key == "zoom_range" else "[low, high] with 0 <= low <= high")
     return [float(value[0]), float(value[1])]
 
 
-def affine_matrix(input_size: Sequence, output_size: Sequence, *, theta: Any = 0.0, tx: Any = 0.0, ty: Any = 0.0,
-                  shear: Any = 0.0, zx: Any = 1.0, zy: Any = 1.0, flip_horizontal: Any = False,
-                  flip_vertical: Any = False, sin: Callable = math.sin, cos: Callable = math.cos,
-                  pixel_centre: float = 0.0) -> tuple[tuple[Any, Any, Any], tuple[Any, Any, Any]]:
+def affine_matrix(
+    input_size: Sequence,
+    output_size: Sequence,
+    *,
+    theta: Any = 0.0,
+    tx: Any = 0.0,
+    ty: Any = 0.0,
+    shear: Any = 0.0,
+    zx: Any = 1.0,
+    zy: Any = 1.0,
+    flip_horizontal: Any = False,
+    flip_vertical: Any = False,
+    sin: Callable = math.sin,
+    cos: Callable = math.cos,
+    pixel_centre: float = 0.0,
+) -> tuple[tuple[Any, Any, Any], tuple[Any, Any, Any]]:
     """The affine map (2 x 3 rows) from output pixel (x, y) to input pixel of an image stretched from `input_size` to
     `output_size` (height, width) and transformed there like `apply_affine_transform`.
 
@@ -145,8 +180,13 @@ def affine_matrix(input_size: Sequence, output_size: Sequence, *, theta: Any = 0
     ]
     matrix = chain[0]
     for step in chain[1:]:
-        matrix = tuple(tuple(_sum(_product(row[0], step[0][j]), _product(row[1], step[1][j]), row[2] if j == 2 else 0)
-                             for j in range(3)) for row in matrix)
+        matrix = tuple(
+            tuple(
+                _sum(_product(row[0], step[0][j]), _product(row[1], step[1][j]), row[2] if j == 2 else 0)
+                for j in range(3)
+            )
+            for row in matrix
+        )
     return matrix
 
 
@@ -217,8 +257,9 @@ def symmetric(u: Any, limit: float) -> Any:
     return limit * (2 * u - 1)
 
 
-def random_transforms(params: dict[str, Any], count: Any, channels: Any, input_size: Sequence,
-                      output_size: Sequence, seed: Any) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+def random_transforms(
+    params: dict[str, Any], count: Any, channels: Any, input_size: Sequence, output_size: Sequence, seed: Any
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """One random draw per image, like ImageDataGenerator.get_random_transform, from a stateless `seed` [2].
 
     Returns the [count, 8] transforms (see `affine_transforms`), [count] brightness factors and
@@ -231,12 +272,18 @@ def random_transforms(params: dict[str, Any], count: Any, channels: Any, input_s
     return transforms, factors, symmetric(u[:, DRAWS:], params["channel_shift_range"])
 
 
-def transform_images(images: tf.Tensor, transforms: tf.Tensor, output_size: Any, fill_mode: str = "nearest",
-                     cval: float = 0.0) -> tf.Tensor:
+def transform_images(
+    images: tf.Tensor, transforms: tf.Tensor, output_size: Any, fill_mode: str = "nearest", cval: float = 0.0
+) -> tf.Tensor:
     """Bilinear resampling of float images [N, H, W, C] by `transforms` [N, 8] to `output_size` (height, width)."""
     return tf.raw_ops.ImageProjectiveTransformV3(
-        images=images, transforms=transforms, output_shape=tf.cast(output_size, tf.int32),
-        fill_value=tf.constant(cval, tf.float32), interpolation="BILINEAR", fill_mode=fill_mode.upper())
+        images=images,
+        transforms=transforms,
+        output_shape=tf.cast(output_size, tf.int32),
+        fill_value=tf.constant(cval, tf.float32),
+        interpolation="BILINEAR",
+        fill_mode=fill_mode.upper(),
+    )
 
 
 def _augment(images: tf.Tensor, params: dict[str, Any], seed: Any, output_size: Any) -> tf.Tensor:
@@ -258,8 +305,9 @@ def _like_input(images: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
     return images
 
 
-def augment_and_resize(image: tf.Tensor, size: Sequence[int], params: dict[str, Any] | None,
-                       seed: Any = None) -> tf.Tensor:
+def augment_and_resize(
+    image: tf.Tensor, size: Sequence[int], params: dict[str, Any] | None, seed: Any = None
+) -> tf.Tensor:
     """One image [H, W, C] of any size -> augmented and stretched to `size` (height, width) in one resampling.
 
     `params` from `parse_augment` (None: a plain bilinear resize, like `tf.image.resize`); `seed` a stateless
@@ -305,19 +353,39 @@ class Augment(keras.layers.Layer):
       TensorShape([2, 32, 48, 3])
     """
 
-    def __init__(self, rotation_range: float = 0.0, width_shift_range: float = 0.0, height_shift_range: float = 0.0,
-                 shear_range: float = 0.0, zoom_range: float | Sequence[float] = 0.0, horizontal_flip: bool = False,
-                 vertical_flip: bool = False, brightness_range: Sequence[float] | None = None,
-                 channel_shift_range: float = 0.0, fill_mode: str = "nearest", cval: float = 0.0,
-                 output_size: int | Sequence[int] | None = None, seed: int | None = None, **kwargs):
+    def __init__(
+        self,
+        rotation_range: float = 0.0,
+        width_shift_range: float = 0.0,
+        height_shift_range: float = 0.0,
+        shear_range: float = 0.0,
+        zoom_range: float | Sequence[float] = 0.0,
+        horizontal_flip: bool = False,
+        vertical_flip: bool = False,
+        brightness_range: Sequence[float] | None = None,
+        channel_shift_range: float = 0.0,
+        fill_mode: str = "nearest",
+        cval: float = 0.0,
+        output_size: int | Sequence[int] | None = None,
+        seed: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        self.params = parse_augment({
-            "rotation_range": rotation_range, "width_shift_range": width_shift_range,
-            "height_shift_range": height_shift_range, "shear_range": shear_range, "zoom_range": zoom_range,
-            "horizontal_flip": horizontal_flip, "vertical_flip": vertical_flip,
-            "brightness_range": brightness_range, "channel_shift_range": channel_shift_range,
-            "fill_mode": fill_mode, "cval": cval,
-        })
+        self.params = parse_augment(
+            {
+                "rotation_range": rotation_range,
+                "width_shift_range": width_shift_range,
+                "height_shift_range": height_shift_range,
+                "shear_range": shear_range,
+                "zoom_range": zoom_range,
+                "horizontal_flip": horizontal_flip,
+                "vertical_flip": vertical_flip,
+                "brightness_range": brightness_range,
+                "channel_shift_range": channel_shift_range,
+                "fill_mode": fill_mode,
+                "cval": cval,
+            }
+        )
         self.output_size = None if output_size is None else parse_size(output_size, "output_size")
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)

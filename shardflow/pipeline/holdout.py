@@ -6,6 +6,7 @@ without a validation split validates on the same images, and never trains on the
 (`shardflow convert --validation-from-train` makes such a split once, in the dataset, by the conversion's own path
 hash: the same fraction, not the same images.)
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -4,6 +4,7 @@ Every mode is one multiply-add per channel (after RGB -> BGR for Caffe-style mod
 on the GPU in the model's compute dtype and reloads from a saved model. The Keras-applications modes match their
 `keras.applications.<module>.preprocess_input`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -16,12 +17,24 @@ _IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, 0..1 units
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _APPLICATIONS: dict[str, str] = {  # Keras-applications model: its preprocess_input style
     **dict.fromkeys(("vgg16", "vgg19", "resnet50", "resnet101", "resnet152"), "caffe"),
-    **dict.fromkeys(("mobilenet", "mobilenet_v2", "inception_v3", "inception_resnet_v2", "xception",
-                     "resnet50_v2", "nasnet_mobile"), "tf"),
+    **dict.fromkeys(
+        (
+            "mobilenet",
+            "mobilenet_v2",
+            "inception_v3",
+            "inception_resnet_v2",
+            "xception",
+            "resnet50_v2",
+            "nasnet_mobile",
+        ),
+        "tf",
+    ),
     **dict.fromkeys(("densenet121", "densenet169", "densenet201"), "torch"),
     # These models rescale inside themselves and expect 0..255 pixels.
-    **dict.fromkeys((*(f"efficientnet_b{i}" for i in range(8)), "mobilenet_v3_small", "mobilenet_v3_large",
-                     "convnext_tiny"), "identity"),
+    **dict.fromkeys(
+        (*(f"efficientnet_b{i}" for i in range(8)), "mobilenet_v3_small", "mobilenet_v3_large", "convnext_tiny"),
+        "identity",
+    ),
 }
 NORMALIZE_MODES = ("rescale", "symmetric", "standardize", *_APPLICATIONS)
 
@@ -40,8 +53,9 @@ class Normalize(keras.layers.Layer):
       [[[[-1.0, 1.0]]]]
     """
 
-    def __init__(self, mode: str = "rescale", mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None, **kwargs):
+    def __init__(
+        self, mode: str = "rescale", mean: Sequence[float] | None = None, std: Sequence[float] | None = None, **kwargs
+    ):
         super().__init__(**kwargs)
         if mode not in NORMALIZE_MODES:
             raise ValueError(f"unknown normalization mode {mode!r}; choose one of {', '.join(NORMALIZE_MODES)}")

@@ -2,6 +2,7 @@
 the model's size; for training, augmentation is fused into that one resampling. The eval path (no augmentation)
 is what prediction and serving reuse, so a model sees the same pixels from a file as from its record.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,8 +22,13 @@ class Parser:
     def __init__(self, decoder: Decoder, size: tuple[int, int], crop_to_aspect_ratio: bool = False):
         self.decoder, self.size, self.crop = decoder, size, crop_to_aspect_ratio
 
-    def image(self, data: tf.Tensor, shape: tf.Tensor | None, augment: dict[str, Any] | None = None,
-              key: tf.Tensor | None = None) -> tf.Tensor:
+    def image(
+        self,
+        data: tf.Tensor,
+        shape: tf.Tensor | None,
+        augment: dict[str, Any] | None = None,
+        key: tf.Tensor | None = None,
+    ) -> tf.Tensor:
         """One stored image at the model's size; with `augment` (training), augmented in the same resampling."""
         image = self.decoder.image(data, shape, self.size, self.crop)
         if augment:
@@ -36,8 +42,13 @@ class Parser:
         fields = self.decoder.parse(serialized)
         return self.image(fields.data, fields.shape), self.decoder.targets(fields.label)
 
-    def parse_batch(self, serialized: tf.Tensor, augment: dict[str, Any] | None = None, key: tf.Tensor | None = None,
-                    with_filenames: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+    def parse_batch(
+        self,
+        serialized: tf.Tensor,
+        augment: dict[str, Any] | None = None,
+        key: tf.Tensor | None = None,
+        with_filenames: bool = False,
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """A batch of records, parsed together, each image decoded and resized (and augmented) on its own ->
         (images, labels), or (images, filenames) for prediction."""
         fields = self.decoder.parse(serialized)
@@ -49,6 +60,10 @@ class Parser:
             data, shape, item_key = args
             return self.image(data, shape if fields.shape is not None else None, augment, item_key)
 
-        images = tf.map_fn(one, (fields.data, shapes, keys), fn_output_signature=tf.TensorSpec(
-            [*self.size, self.decoder.schema.channels], tf.uint8), parallel_iterations=16)
+        images = tf.map_fn(
+            one,
+            (fields.data, shapes, keys),
+            fn_output_signature=tf.TensorSpec([*self.size, self.decoder.schema.channels], tf.uint8),
+            parallel_iterations=16,
+        )
         return images, fields.filename if with_filenames else self.decoder.targets(fields.label)

@@ -11,6 +11,7 @@ Example (serving a trained model outside shardflow's CLI; `runs/pets` is a run f
     batch = preprocessing.images([open("cat.jpg", "rb").read()])
     model.predict(batch.images)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,8 +49,9 @@ class Preprocessing:
     multi_label: bool = False  # the dataset's records hold sets of classes (`schema.RecordSchema.multi_label`)
 
     @classmethod
-    def of_dataset(cls, info: metadata.DatasetInfo, image_size: tuple[int, int],
-                   crop_to_aspect_ratio: bool = False) -> Preprocessing:
+    def of_dataset(
+        cls, info: metadata.DatasetInfo, image_size: tuple[int, int], crop_to_aspect_ratio: bool = False
+    ) -> Preprocessing:
         return cls(info.class_names, info.image_options, tuple(image_size), crop_to_aspect_ratio, info.multi_label)
 
     @property
@@ -59,8 +61,9 @@ class Preprocessing:
     @functools.cached_property
     def parser(self) -> Parser:
         """The reader's parser for these records (what `load` uses)."""
-        return Parser(Decoder(self.schema, self.image.max_side, self.image.size), self.image_size,
-                      self.crop_to_aspect_ratio)
+        return Parser(
+            Decoder(self.schema, self.image.max_side, self.image.size), self.image_size, self.crop_to_aspect_ratio
+        )
 
     def record(self, encoded: bytes, filename: str = "") -> bytes:
         """An image file as the record the conversion would have made of it; raises `Rejected`."""
@@ -82,8 +85,9 @@ class Preprocessing:
 
     @functools.cached_property
     def _parse(self):
-        return tf.function(lambda records: self.parser.parse_batch(records)[0],
-                           input_signature=[tf.TensorSpec([None], tf.string)])
+        return tf.function(
+            lambda records: self.parser.parse_batch(records)[0], input_signature=[tf.TensorSpec([None], tf.string)]
+        )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=1)
@@ -91,8 +95,13 @@ class Preprocessing:
     @classmethod
     def from_json(cls, text: str) -> Preprocessing:
         value: dict[str, Any] = json.loads(text)
-        return cls(tuple(value["class_names"]), ImageOptions(**value["image"]), tuple(value["image_size"]),
-                   value["crop_to_aspect_ratio"], value.get("multi_label", False))
+        return cls(
+            tuple(value["class_names"]),
+            ImageOptions(**value["image"]),
+            tuple(value["image_size"]),
+            value["crop_to_aspect_ratio"],
+            value.get("multi_label", False),
+        )
 
     @classmethod
     def read(cls, path: str) -> Preprocessing:

@@ -1,4 +1,5 @@
 """`ReadConfig`: how `load` reads a split, as one frozen object (as `tfds.ReadConfig`), checked when it is made."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -51,9 +52,16 @@ class ReadConfig:
 
     def _check_dali(self) -> None:
         """Refuse what DALI's reader cannot do."""
-        unsupported = [f"`{name}`" for name, used in (
-            ("cache", bool(self.cache)), ("take", self.take is not None), ("data_service", bool(self.data_service)),
-            ("holdout", self.holdout is not None)) if used]
+        unsupported = [
+            f"`{name}`"
+            for name, used in (
+                ("cache", bool(self.cache)),
+                ("take", self.take is not None),
+                ("data_service", bool(self.data_service)),
+                ("holdout", self.holdout is not None),
+            )
+            if used
+        ]
         if unsupported:
             raise ValueError(f"`backend` 'dali' does not support {', '.join(unsupported)}")
 

@@ -6,6 +6,7 @@ resampling), and batches are prefetched. Order is non-deterministic (faster) unl
 batches. `load` takes the reading knobs as keywords, `read` as a `ReadConfig`; each step is a function:
 shards (`checked_shards`) -> records (`_records`) -> parsed batches (`_parsed_batches`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -77,11 +78,27 @@ def load(
 
     The arguments after `split` make a `ReadConfig` (checked: a ValueError names the argument); `read` takes one.
     """
-    return read(data_dir, split, ReadConfig(
-        batch_size=batch_size, image_size=image_size, shuffle=shuffle, seed=seed, augment=augment,
-        crop_to_aspect_ratio=crop_to_aspect_ratio, repeat=repeat, cache=cache, take=take,
-        drop_remainder=drop_remainder, shuffle_buffer=shuffle_buffer, input_context=input_context,
-        data_service=data_service, backend=backend, holdout=holdout))
+    return read(
+        data_dir,
+        split,
+        ReadConfig(
+            batch_size=batch_size,
+            image_size=image_size,
+            shuffle=shuffle,
+            seed=seed,
+            augment=augment,
+            crop_to_aspect_ratio=crop_to_aspect_ratio,
+            repeat=repeat,
+            cache=cache,
+            take=take,
+            drop_remainder=drop_remainder,
+            shuffle_buffer=shuffle_buffer,
+            input_context=input_context,
+            data_service=data_service,
+            backend=backend,
+            holdout=holdout,
+        ),
+    )
 
 
 def read(data_dir: str, split: str, config: ReadConfig) -> tf.data.Dataset:
@@ -105,8 +122,11 @@ def read(data_dir: str, split: str, config: ReadConfig) -> tf.data.Dataset:
     batches = _parsed_batches(records, parser, batch_size, config)
     if not config.repeat and not config.data_service and config.holdout is None:  # known from the metadata
         count = sum(n for _, n in shards) if config.take is None else min(config.take, sum(n for _, n in shards))
-        batches = batches.apply(tf.data.experimental.assert_cardinality(  # (Keras uses it)
-            _batch_count(count, batch_size, config.drop_remainder)))
+        batches = batches.apply(
+            tf.data.experimental.assert_cardinality(  # (Keras uses it)
+                _batch_count(count, batch_size, config.drop_remainder)
+            )
+        )
     if config.data_service:
         from shardflow.pipeline.service import distribute
 
@@ -134,8 +154,7 @@ def _records(shards: list[str], config: ReadConfig) -> tf.data.Dataset:
     return records
 
 
-def _parsed_batches(records: tf.data.Dataset, parser: Parser, batch_size: int,
-                    config: ReadConfig) -> tf.data.Dataset:
+def _parsed_batches(records: tf.data.Dataset, parser: Parser, batch_size: int, config: ReadConfig) -> tf.data.Dataset:
     """Records -> `(images, labels)` batches, shuffled and repeated as asked: parsed a batch at a time, the
     augmentation fused into the resize; with `cache`, parsed record by record into the cache and augmented after it
     (differently each epoch)."""
@@ -145,8 +164,9 @@ def _parsed_batches(records: tf.data.Dataset, parser: Parser, batch_size: int,
         batches = _batched(images.cache(config.cache if isinstance(config.cache, str) else ""), batch_size, config)
         if not params:
             return batches
-        return _map_with_keys(batches, lambda batch, key: (augment_lib.augment_batch(batch[0], params, key), batch[1]),
-                              config)
+        return _map_with_keys(
+            batches, lambda batch, key: (augment_lib.augment_batch(batch[0], params, key), batch[1]), config
+        )
     batches = _batched(records, batch_size, config)
     if not params:
         return batches.map(parser.parse_batch, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
@@ -166,8 +186,9 @@ def damaged_shards_named(data_dir: str) -> Iterator[None]:
         damaged = [f"{split}: {d}" for split in info.splits for d in damaged_shards(data_dir, split)]
         if not damaged:
             raise
-        raise metadata.DatasetError(f"{data_dir}: damaged shard(s) {'; '.join(damaged)}; "
-                                    f"`shardflow verify {data_dir}` checks them all") from error
+        raise metadata.DatasetError(
+            f"{data_dir}: damaged shard(s) {'; '.join(damaged)}; `shardflow verify {data_dir}` checks them all"
+        ) from error
 
 
 def steps_per_epoch(data_dir: str, split: str, batch_size: int, drop_remainder: bool = False) -> int:
@@ -189,17 +210,20 @@ def _image_size(info: metadata.DatasetInfo, image_size: int | tuple[int, int] | 
         raise metadata.DatasetError(
             f"{info.data_dir}: image_size=None needs images of one size, this dataset's vary (heights "
             f"{min(heights)}-{max(heights)}, widths {min(widths)}-{max(widths)}); pass image_size, or convert "
-            "with --size")
+            "with --size"
+        )
     return info.stored_size
 
 
-def _shards_for_pipeline(shards: list[tuple[str, int]], context: tf.distribute.InputContext, data_dir: str,
-                         split: str) -> list[tuple[str, int]]:
+def _shards_for_pipeline(
+    shards: list[tuple[str, int]], context: tf.distribute.InputContext, data_dir: str, split: str
+) -> list[tuple[str, int]]:
     if len(shards) < context.num_input_pipelines:
         raise metadata.DatasetError(
             f"{data_dir}: split {split!r} has {len(shards)} shard(s) for {context.num_input_pipelines} input "
-            "pipelines; convert with a smaller --shard-size-mb so each pipeline gets at least one")
-    return shards[context.input_pipeline_id::context.num_input_pipelines]
+            "pipelines; convert with a smaller --shard-size-mb so each pipeline gets at least one"
+        )
+    return shards[context.input_pipeline_id :: context.num_input_pipelines]
 
 
 def _batched(dataset: tf.data.Dataset, batch_size: int, config: ReadConfig) -> tf.data.Dataset:
@@ -211,11 +235,13 @@ def _batched(dataset: tf.data.Dataset, batch_size: int, config: ReadConfig) -> t
     return dataset.batch(batch_size, drop_remainder=config.drop_remainder)
 
 
-def _map_with_keys(dataset: tf.data.Dataset, function: Callable[[Any, tf.Tensor], Any],
-                   config: ReadConfig) -> tf.data.Dataset:
+def _map_with_keys(
+    dataset: tf.data.Dataset, function: Callable[[Any, tf.Tensor], Any], config: ReadConfig
+) -> tf.data.Dataset:
     """`function(element, key)` over the dataset, each element with its own stateless random key [2]: new keys on
     every pass over the dataset (each epoch's augmentation differs, also where nothing is shuffled), the passes'
     keys fixed by the `seed`, else fresh every run."""
     keys = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True).batch(2)
-    return tf.data.Dataset.zip((dataset, keys)).map(function, num_parallel_calls=AUTOTUNE,
-                                                     deterministic=config.deterministic)
+    return tf.data.Dataset.zip((dataset, keys)).map(
+        function, num_parallel_calls=AUTOTUNE, deterministic=config.deterministic
+    )

@@ -4,6 +4,7 @@
 Bilinear like `tf.image.resize` (stretched, pixel centres aligned), computed in float32 and rounded to whole
 0..255 values, as uint8 pixels would hold them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -7,6 +7,7 @@ last family the families repeat with a different fill (stripes, then a two-tone 
 ``MAX_CLASSES`` classes stay distinguishable. Every image comes from its own generator seeded with
 ``[seed, class_index, i]``: the same arguments give byte-identical files, and an image does not depend on n.
 """
+
 from __future__ import annotations
 
 import math

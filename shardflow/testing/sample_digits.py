@@ -6,6 +6,7 @@ stroke width; then fitted into a 20x20 box and centred by its centre of mass in 
 Distinct digits of one kind are as alike as different people's handwriting (they are not copies of each other).
 Digit `i` comes from its own generator seeded with `[seed, i]`, so it does not depend on n.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,16 +33,25 @@ def handwritten_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def _digit(label: int, rng: np.random.Generator) -> np.ndarray:
     canvas = Image.new("L", (_CANVAS, _CANVAS))
     font = ImageFont.load_default(size=int(rng.integers(40, 52)))
-    ImageDraw.Draw(canvas).text((_CANVAS // 2, _CANVAS // 2), str(label), fill=255, font=font, anchor="mm",
-                                stroke_width=int(rng.integers(1, 4)), stroke_fill=255)
+    ImageDraw.Draw(canvas).text(
+        (_CANVAS // 2, _CANVAS // 2),
+        str(label),
+        fill=255,
+        font=font,
+        anchor="mm",
+        stroke_width=int(rng.integers(1, 4)),
+        stroke_fill=255,
+    )
     canvas = _elastic(np.asarray(canvas), rng)
     canvas = canvas.rotate(float(rng.uniform(-15, 15)), Image.Resampling.BILINEAR)
-    canvas = canvas.transform(canvas.size, Image.Transform.AFFINE, (1, float(rng.uniform(-0.3, 0.3)), 0, 0, 1, 0),
-                              Image.Resampling.BILINEAR)
+    canvas = canvas.transform(
+        canvas.size, Image.Transform.AFFINE, (1, float(rng.uniform(-0.3, 0.3)), 0, 0, 1, 0), Image.Resampling.BILINEAR
+    )
     digit = canvas.crop(canvas.getbbox())
     scale = BOX / max(digit.size)
-    digit = digit.resize((max(1, round(digit.width * scale)), max(1, round(digit.height * scale))),
-                         Image.Resampling.LANCZOS)
+    digit = digit.resize(
+        (max(1, round(digit.width * scale)), max(1, round(digit.height * scale))), Image.Resampling.LANCZOS
+    )
     ink = np.asarray(digit, dtype=np.float64)
     rows, cols = np.indices(ink.shape)
     centre_row, centre_col = (rows * ink).sum() / ink.sum(), (cols * ink).sum() / ink.sum()
@@ -52,6 +62,7 @@ def _digit(label: int, rng: np.random.Generator) -> np.ndarray:
 
 def _elastic(pixels: np.ndarray, rng: np.random.Generator) -> Image.Image:
     """`pixels` resampled through a smooth random displacement field (bicubic between random points)."""
+
     def field() -> np.ndarray:
         coarse = Image.fromarray(rng.uniform(-_MAX_SHIFT, _MAX_SHIFT, (_FIELD, _FIELD)).astype(np.float32), "F")
         return np.asarray(coarse.resize(pixels.shape[::-1], Image.Resampling.BICUBIC))

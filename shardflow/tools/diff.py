@@ -5,6 +5,7 @@ path only in NEW is added, only in OLD removed, in both with other pixels or ano
 from a stable hash of the path, so an unchanged file keeps its split between versions; `moved` counts the
 files that did not (another --splits, or --split-counts).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,8 +43,13 @@ class DatasetDiff:
         return not any(c["added"] or c["removed"] or c["changed"] for c in self.counts.values()) and not self.moved
 
     def to_json(self) -> dict:
-        return {"old": self.old, "new": self.new, "moved": self.moved, "examples": self.examples,
-                "counts": {key: dict(counts) for key, counts in self.counts.items()}}
+        return {
+            "old": self.old,
+            "new": self.new,
+            "moved": self.moved,
+            "examples": self.examples,
+            "counts": {key: dict(counts) for key, counts in self.counts.items()},
+        }
 
 
 def diff(old_dir: str, new_dir: str) -> DatasetDiff:
@@ -85,7 +91,8 @@ def _entries(info: metadata.DatasetInfo) -> dict[str, Entry]:
             fields = decoder.parse(records)
             for name, label, data in zip(fields.filename.numpy(), fields.label.numpy(), _image_bytes(fields)):
                 entries[name.decode("utf-8", "surrogateescape")] = Entry(
-                    split, metadata.label_name(info.class_names, label), hashlib.sha256(data).hexdigest())
+                    split, metadata.label_name(info.class_names, label), hashlib.sha256(data).hexdigest()
+                )
     return entries
 
 
@@ -99,6 +106,7 @@ def _image_bytes(fields: Fields) -> list[bytes]:
 
 def same_shards(old: metadata.DatasetInfo, new: metadata.DatasetInfo) -> bool:
     """Whether two datasets hold byte-identical shards (by their recorded SHA-256s), split by split."""
+
     def checksums(info: metadata.DatasetInfo) -> dict[str, list[str]]:
         return {name: [shard.sha256 for shard in split.shards] for name, split in info.splits.items()}
 

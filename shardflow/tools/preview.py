@@ -5,6 +5,7 @@ versions of itself) and `shardflow inspect --duplicates` (its groups of duplicat
 TensorFlow and matplotlib are imported when a picture is drawn, not with this module (the CLI reads
 `preview_grid`'s defaults).
 """
+
 from __future__ import annotations
 
 import os
@@ -14,13 +15,23 @@ from shardflow.core import figures, metadata
 from shardflow.core.pictures import DUPLICATE_GROUPS, duplicates_picture
 
 
-def preview_grid(data_dir: str, out: str, *, split: str = metadata.TRAIN, augment: str | dict[str, Any] | None = None,
-                 images: int = 4, variants: int = 5, image_size: int = 150, seed: int = 0) -> str:
+def preview_grid(
+    data_dir: str,
+    out: str,
+    *,
+    split: str = metadata.TRAIN,
+    augment: str | dict[str, Any] | None = None,
+    images: int = 4,
+    variants: int = 5,
+    image_size: int = 150,
+    seed: int = 0,
+) -> str:
     """Write a PNG grid to `out`: one row per image, its class name above; with `augment`, the original then
     `variants` augmented versions (like the augmented-cat figure of Deep Learning with Python)."""
     if images < 1 or variants < 0 or image_size < 8:
-        raise ValueError(f"`images` must be >= 1, `variants` >= 0 and `image_size` >= 8, got {images}, {variants} "
-                         f"and {image_size}")
+        raise ValueError(
+            f"`images` must be >= 1, `variants` >= 0 and `image_size` >= 8, got {images}, {variants} and {image_size}"
+        )
     import tensorflow as tf
 
     from shardflow.pipeline import augment as augment_lib
@@ -37,8 +48,12 @@ def preview_grid(data_dir: str, out: str, *, split: str = metadata.TRAIN, augmen
     rows = []
     for row, label in enumerate(labels.numpy()):
         name = metadata.label_name(info.class_names, label.nonzero()[0] if info.multi_label else label)
-        rows.append((name + ("  (original, then augmented)" if params and row == 0 else ""),
-                     [column[row] for column in columns]))
+        rows.append(
+            (
+                name + ("  (original, then augmented)" if params and row == 0 else ""),
+                [column[row] for column in columns],
+            )
+        )
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "wb") as f:
         f.write(figures.image_grid(rows, image_size))

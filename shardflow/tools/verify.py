@@ -9,6 +9,7 @@ the metadata holds no checksum of it), if any, gives every record's place. For t
 metadata (inputs == records + rejects + unselected), the rejects list, the damaged JPEGs' and the groups of
 duplicates.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -42,9 +43,15 @@ class VerifyReport:
     def notes(self) -> list[str]:
         """Worth knowing, not wrong."""
         old = sum(s.old_index for s in self.shards)
-        return [f"{old} record index(es) under their old name ({record_index.LEGACY_PREFIX}SHARD), which shard globs "
+        return (
+            [
+                f"{old} record index(es) under their old name ({record_index.LEGACY_PREFIX}SHARD), which shard globs "
                 f"(*.tfrecord*) read as shards: the DALI backend moves them into {record_index.FOLDER}/ on first "
-                f"use, or delete them"] if old else []
+                f"use, or delete them"
+            ]
+            if old
+            else []
+        )
 
     @property
     def damaged_kept(self) -> int:
@@ -61,16 +68,18 @@ def verify(data_dir: str, *, decode_images: bool = True, workers: int | None = N
         damaged = []
         problems.append(f"{metadata.DAMAGED_JPEGS} is missing")
     if len(damaged) != info.damaged_jpegs:
-        problems.append(f"{metadata.DAMAGED_JPEGS} lists {len(damaged)} records, the metadata says "
-                        f"{info.damaged_jpegs}")
+        problems.append(
+            f"{metadata.DAMAGED_JPEGS} lists {len(damaged)} records, the metadata says {info.damaged_jpegs}"
+        )
     check = _RecordCheck(info, {(d["shard"], d["record"]): d["warning"] for d in damaged}) if decode_images else None
     jobs = [(split.name, shard) for split in info.splits.values() for shard in split.shards]
     with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         shards = list(pool.map(lambda job: check_shard(info, *job, check=check, indexes=True), jobs))
     report = VerifyReport(data_dir, shards, problems)
     if check is not None and report.damaged_kept != len(damaged):
-        problems.append(f"{metadata.DAMAGED_JPEGS} lists {len(damaged)} records, {report.damaged_kept} of them are "
-                        "in the shards")
+        problems.append(
+            f"{metadata.DAMAGED_JPEGS} lists {len(damaged)} records, {report.damaged_kept} of them are in the shards"
+        )
     return report
 
 
@@ -86,8 +95,11 @@ class _RecordCheck:
     def __init__(self, info: metadata.DatasetInfo, listed: dict[tuple[str, int], str]):
         decoder = Decoder(info.schema)
         raw = info.schema.encoding == "raw"
-        self._classes, self._stored_size, self._jpeg = (len(info.class_names), info.stored_size,
-                                                          info.schema.encoding == "jpeg")
+        self._classes, self._stored_size, self._jpeg = (
+            len(info.class_names),
+            info.stored_size,
+            info.schema.encoding == "jpeg",
+        )
         self.listed = listed  # (shard, record index) -> the warning damaged_jpegs.jsonl gives
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
@@ -124,13 +136,19 @@ class _RecordCheck:
         for i, (label, filename) in enumerate(zip(labels.numpy().tolist(), filenames.numpy().tolist())):
             filename = filename.decode("utf-8", "backslashreplace")
             warning = jpeg_warning(data[i]) if self._jpeg else None
-            wrong = [value for value in (label if isinstance(label, list) else [label])  # (multi-label: a list)
-                     if not (value == schema.UNLABELED or 0 <= value < self._classes)]
+            wrong = [
+                value
+                for value in (label if isinstance(label, list) else [label])  # (multi-label: a list)
+                if not (value == schema.UNLABELED or 0 <= value < self._classes)
+            ]
             if wrong:
                 results.append((f"label {wrong[0]} out of range", filename))
             elif warning and warning != listed[i]:
-                also = "" if listed[i] is None else (f" (listed in {metadata.DAMAGED_JPEGS} with another warning: "
-                                                     f"{listed[i]})")
+                also = (
+                    ""
+                    if listed[i] is None
+                    else (f" (listed in {metadata.DAMAGED_JPEGS} with another warning: {listed[i]})")
+                )
                 results.append((warning + also, filename))
             elif warning:  # a damaged JPEG kept on purpose: its size from its header (TF's decoder would warn)
                 results.append(self._size_problem(self._header(data[i]), filename))
@@ -162,8 +180,11 @@ class _RecordCheck:
 
 def _reason(error: tf.errors.OpError) -> str:
     """The op's own words from a graph error (without "Graph execution error", the Python stack, node names)."""
-    lines = [line for line in error.message.splitlines() if line and not line[0].isspace()
-             and not line.startswith(("Graph execution error", "Detected at node"))]
+    lines = [
+        line
+        for line in error.message.splitlines()
+        if line and not line[0].isspace() and not line.startswith(("Graph execution error", "Detected at node"))
+    ]
     return (lines[0] if lines else error.message).removeprefix("Name: <unknown>, ")  # a batch's record: no name
 
 
@@ -189,6 +210,8 @@ def _duplicates_problems(info: metadata.DatasetInfo) -> list[str]:
     near = info.duplicates.near
     listed = (len(groups), sum(g.leak for g in groups), sum(g.labels_differ for g in groups))
     if listed != (near.groups, near.leaks, near.labels_differ):
-        return [f"{metadata.DUPLICATES} lists {listed[0]} groups ({listed[1]} leaking, {listed[2]} whose labels "
-                f"differ), the metadata says {near.groups} ({near.leaks}, {near.labels_differ})"]
+        return [
+            f"{metadata.DUPLICATES} lists {listed[0]} groups ({listed[1]} leaking, {listed[2]} whose labels "
+            f"differ), the metadata says {near.groups} ({near.leaks}, {near.labels_differ})"
+        ]
     return []

@@ -5,6 +5,7 @@ expects (the names, bases and the tutorials' optimizers are in `shardflow.traine
 Two classes get one sigmoid unit (binary crossentropy), more get a softmax; a multi-label dataset
 (`multi_label=True`) one sigmoid unit per class (binary crossentropy, per class), scored by `metrics_for`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,7 +23,9 @@ def output_layer(num_classes: int, multi_label: bool = False) -> layers.Dense:
         raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
     if multi_label:
         return layers.Dense(num_classes, activation="sigmoid")
-    return layers.Dense(1, activation="sigmoid") if num_classes == 2 else layers.Dense(num_classes, activation="softmax")
+    return (
+        layers.Dense(1, activation="sigmoid") if num_classes == 2 else layers.Dense(num_classes, activation="softmax")
+    )
 
 
 def loss_for(num_classes: int, multi_label: bool = False) -> str:
@@ -34,9 +37,11 @@ def metrics_for(num_classes: int, multi_label: bool = False) -> list[str | keras
     macro-averaged ROC AUC ("auc") and the macro-averaged F1 score at 0.5 ("f1")."""
     if not multi_label:
         return ["accuracy"]
-    return [keras.metrics.BinaryAccuracy(name="accuracy"),
-            keras.metrics.AUC(multi_label=True, num_labels=num_classes, name="auc"),
-            keras.metrics.F1Score(average="macro", threshold=0.5, name="f1")]
+    return [
+        keras.metrics.BinaryAccuracy(name="accuracy"),
+        keras.metrics.AUC(multi_label=True, num_labels=num_classes, name="auc"),
+        keras.metrics.F1Score(average="macro", threshold=0.5, name="f1"),
+    ]
 
 
 def normalization_for(name: str, base: str = "vgg16") -> str:
@@ -46,8 +51,16 @@ def normalization_for(name: str, base: str = "vgg16") -> str:
     return "rescale"
 
 
-def build(name: str, input_shape: tuple[int, int, int], num_classes: int, *, base: str = "vgg16",
-          weights: str | None = None, unfreeze: int = 3, multi_label: bool = False) -> keras.Model:
+def build(
+    name: str,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    base: str = "vgg16",
+    weights: str | None = None,
+    unfreeze: int = 3,
+    multi_label: bool = False,
+) -> keras.Model:
     """The bare architecture `name` for images of `input_shape` (`multi_label`: a sigmoid unit per class).
 
     Example:
@@ -57,8 +70,10 @@ def build(name: str, input_shape: tuple[int, int, int], num_classes: int, *, bas
     if name not in MODELS:
         raise ValueError(f"unknown `name` {name!r}; choose one of {', '.join(MODELS)}")
     if name == FEATURES:
-        raise ValueError("the 'features' model trains on extracted features: use features_head() "
-                         "on the output of feature_extractor()")
+        raise ValueError(
+            "the 'features' model trains on extracted features: use features_head() "
+            "on the output of feature_extractor()"
+        )
     if name in ON_A_BASE:
         model = transfer(input_shape, num_classes, base=base, weights=weights, multi_label=multi_label)
         if name == "fine_tune":
@@ -70,9 +85,11 @@ def build(name: str, input_shape: tuple[int, int, int], num_classes: int, *, bas
     except ValueError as error:
         if "output size would be zero or negative" not in str(error):
             raise
-        raise ValueError(f"images of {input_shape[0]}x{input_shape[1]} are too small for {name}: its convolutions "
-                         f"and poolings need at least {minimum_image_size(name)}x{minimum_image_size(name)} "
-                         "(`image_size`)") from None
+        raise ValueError(
+            f"images of {input_shape[0]}x{input_shape[1]} are too small for {name}: its convolutions "
+            f"and poolings need at least {minimum_image_size(name)}x{minimum_image_size(name)} "
+            "(`image_size`)"
+        ) from None
 
 
 @functools.cache
@@ -150,15 +167,23 @@ def base_model(base: str, input_shape: tuple[int, int, int], weights: str | None
     except Exception as error:  # Keras' get_file raises a bare Exception from the URLError
         if not isinstance(error.__context__, urllib.error.URLError):
             raise
-        raise ValueError(f"could not download the {base} ImageNet weights ({error.__context__.reason}); pass "
-                         "`weights` FILE (those weights, saved where there is internet) or `weights` none "
-                         "(random weights)") from None
+        raise ValueError(
+            f"could not download the {base} ImageNet weights ({error.__context__.reason}); pass "
+            "`weights` FILE (those weights, saved where there is internet) or `weights` none "
+            "(random weights)"
+        ) from None
     model.trainable = False
     return model
 
 
-def transfer(input_shape: tuple[int, int, int], num_classes: int, *, base: str = "vgg16",
-             weights: str | None = None, multi_label: bool = False) -> keras.Model:
+def transfer(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    *,
+    base: str = "vgg16",
+    weights: str | None = None,
+    multi_label: bool = False,
+) -> keras.Model:
     """Frozen base + GlobalAveragePooling2D + Dense output (the tfds cats_vs_dogs / tf_flowers tutorial)."""
     inputs = keras.Input(input_shape)
     convolutional = base_model(base, input_shape, weights)

@@ -1,6 +1,7 @@
 """How well a multi-label model does, class by class: ROC AUC and F1 at a threshold for each class, and their
 macro averages (the mean over classes), on a split's `(images, multi-hot labels)` batches. Exact (every image's
 score ranked), unlike Keras' streaming AUC, which buckets scores into 200 thresholds."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -22,8 +23,9 @@ def test_metrics(model: keras.Model, dataset: tf.data.Dataset | None, class_name
     return {"test_auc": found["macro_auc"], "test_f1": found["macro_f1"], "test_per_class": found["classes"]}
 
 
-def scores(model: keras.Model, dataset: tf.data.Dataset, class_names: Sequence[str],
-           threshold: float = THRESHOLD) -> dict[str, Any]:
+def scores(
+    model: keras.Model, dataset: tf.data.Dataset, class_names: Sequence[str], threshold: float = THRESHOLD
+) -> dict[str, Any]:
     """`per_class` of the model's outputs on every batch of `dataset`."""
     truth, outputs = [], []
     for images, labels in dataset:
@@ -32,8 +34,9 @@ def scores(model: keras.Model, dataset: tf.data.Dataset, class_names: Sequence[s
     return per_class(np.concatenate(truth), np.concatenate(outputs), class_names, threshold)
 
 
-def per_class(truth: np.ndarray, outputs: np.ndarray, class_names: Sequence[str],
-              threshold: float = THRESHOLD) -> dict[str, Any]:
+def per_class(
+    truth: np.ndarray, outputs: np.ndarray, class_names: Sequence[str], threshold: float = THRESHOLD
+) -> dict[str, Any]:
     """{"macro_auc", "macro_f1", "classes": {name: {"auc", "f1", "precision", "recall", "support"}}} of multi-hot
     `truth` [N, classes] and sigmoid `outputs` [N, classes]. A class without positive (or without negative)
     images has no AUC (None) and is left out of the macro AUC; F1, precision and recall are 0 where undefined."""
@@ -43,14 +46,20 @@ def per_class(truth: np.ndarray, outputs: np.ndarray, class_names: Sequence[str]
     for i, name in enumerate(class_names):
         hits = int(np.sum(predicted[:, i] & positive[:, i]))
         claimed, support = int(predicted[:, i].sum()), int(positive[:, i].sum())
-        classes[name] = {"auc": roc_auc(positive[:, i], outputs[:, i]),
-                         "f1": 2 * hits / (claimed + support) if claimed + support else 0.0,
-                         "precision": hits / claimed if claimed else 0.0,
-                         "recall": hits / support if support else 0.0, "support": support}
+        classes[name] = {
+            "auc": roc_auc(positive[:, i], outputs[:, i]),
+            "f1": 2 * hits / (claimed + support) if claimed + support else 0.0,
+            "precision": hits / claimed if claimed else 0.0,
+            "recall": hits / support if support else 0.0,
+            "support": support,
+        }
     aucs = [c["auc"] for c in classes.values() if c["auc"] is not None]
-    return {"macro_auc": float(np.mean(aucs)) if aucs else None,
-            "macro_f1": float(np.mean([c["f1"] for c in classes.values()])), "threshold": threshold,
-            "classes": classes}
+    return {
+        "macro_auc": float(np.mean(aucs)) if aucs else None,
+        "macro_f1": float(np.mean([c["f1"] for c in classes.values()])),
+        "threshold": threshold,
+        "classes": classes,
+    }
 
 
 def roc_auc(positive: np.ndarray, score: np.ndarray) -> float | None:

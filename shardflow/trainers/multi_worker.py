@@ -4,6 +4,7 @@ Keras 3's `model.fit` and `model.evaluate` fail under MultiWorkerMirroredStrateg
 tensorflow/tensorflow#72388), so this loop does their job: replicated steps with `strategy.run`, losses and
 accuracy summed across workers, best-by-validation-loss checkpoints and early stopping on the chief.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,11 @@ import tensorflow as tf
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     resolver = getattr(strategy, "cluster_resolver", None)
-    return resolver is None or resolver.task_type in (None, "chief") or (
-        resolver.task_type == "worker" and resolver.task_id == 0)
+    return (
+        resolver is None
+        or resolver.task_type in (None, "chief")
+        or (resolver.task_type == "worker" and resolver.task_id == 0)
+    )
 
 
 class MultiWorkerLoop:
@@ -31,9 +35,17 @@ class MultiWorkerLoop:
         self._train_step = tf.function(self._replicated(self._train))
         self._test_step = tf.function(self._replicated(self._test))
 
-    def fit(self, train: tf.data.Dataset, validation: tf.data.Dataset | None, *, epochs: int,
-            steps_per_epoch: int | None, patience: int | None, checkpoint: str | None,
-            verbose: int = 2) -> tuple[dict[str, list[float]], list[dict[str, float]]]:
+    def fit(
+        self,
+        train: tf.data.Dataset,
+        validation: tf.data.Dataset | None,
+        *,
+        epochs: int,
+        steps_per_epoch: int | None,
+        patience: int | None,
+        checkpoint: str | None,
+        verbose: int = 2,
+    ) -> tuple[dict[str, list[float]], list[dict[str, float]]]:
         """Train; returns (history like Keras', per-epoch timing). The best weights by val_loss are restored."""
         history: dict[str, list[float]] = {}
         timings, best, best_weights, waited = [], np.inf, None, 0
@@ -86,6 +98,7 @@ class MultiWorkerLoop:
         def run(batch):
             per_replica = self.strategy.run(step, args=batch)
             return [self.strategy.reduce("SUM", value, axis=None) for value in per_replica]
+
         return run
 
     def _sums(self, labels, predictions):

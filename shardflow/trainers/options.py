@@ -1,5 +1,6 @@
 """The knobs of `shardflow train`, their defaults and their command-line form, in one place (`add_arguments`,
 `from_arguments`), and the models' names: importing this needs no TensorFlow."""
+
 from __future__ import annotations
 
 import argparse
@@ -62,12 +63,18 @@ class TrainOptions:
 
     def __post_init__(self):
         """ValueError naming the first option out of range (by its parameter name, in backticks)."""
-        for name, value, choices in (("model", self.model, MODELS), ("augment_on", self.augment_on, AUGMENT_PLACES),
-                                     ("base", self.base, tuple(BASES))):
+        for name, value, choices in (
+            ("model", self.model, MODELS),
+            ("augment_on", self.augment_on, AUGMENT_PLACES),
+            ("base", self.base, tuple(BASES)),
+        ):
             if value not in choices:
                 raise ValueError(f"unknown `{name}` {value!r}; choose one of {', '.join(choices)}")
-        for name, value in (("epochs", self.epochs), ("batch_size", self.batch_size),
-                            ("steps_per_epoch", self.steps_per_epoch)):
+        for name, value in (
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("steps_per_epoch", self.steps_per_epoch),
+        ):
             if value is not None and value < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {value}")
         low, high = IMAGE_SIZE_RANGE
@@ -82,8 +89,11 @@ class TrainOptions:
         """These options with the batch and image size filled in where they are None: the image size of a dataset
         stored at one square size (`stored_size`), else the model's."""
         square = stored_size[0] if stored_size and stored_size[0] == stored_size[1] else None
-        return dataclasses.replace(self, batch_size=self.batch_size or BATCH_SIZES.get(self.model, BATCH_SIZE),
-                                   image_size=self.image_size or square or IMAGE_SIZES.get(self.model, IMAGE_SIZE))
+        return dataclasses.replace(
+            self,
+            batch_size=self.batch_size or BATCH_SIZES.get(self.model, BATCH_SIZE),
+            image_size=self.image_size or square or IMAGE_SIZES.get(self.model, IMAGE_SIZE),
+        )
 
     def image_size_source(self, stored_size: tuple[int, int] | None) -> str:
         """Where `with_model_defaults(stored_size)` takes the image size from, for the start line."""
@@ -91,8 +101,9 @@ class TrainOptions:
             return "`image_size`"
         if stored_size and stored_size[0] == stored_size[1]:
             return "the dataset's stored size"
-        return f"{self.model}'s default" + (f"; the dataset's images are {stored_size[0]}x{stored_size[1]}"
-                                            if stored_size else "")
+        return f"{self.model}'s default" + (
+            f"; the dataset's images are {stored_size[0]}x{stored_size[1]}" if stored_size else ""
+        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,32 +117,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=defaults.model, choices=MODELS, help="the tutorial architecture")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the training data")
     parser.add_argument("--batch-size", type=int, help=f"images per step (default: {BATCH_SIZE}; {batch_sizes})")
-    parser.add_argument("--image-size", type=int,
-                        help="pixels per side the model sees (default: the dataset's size when it is stored at one "
-                             f"square size (convert --size), else {IMAGE_SIZE}; {image_sizes})")
-    parser.add_argument("--validation-split", type=float,
-                        help="for a dataset without a validation split: the fraction of train held out (by a stable "
-                             "hash of each path) to choose epochs and checkpoints; 0: none. The test split is never "
-                             f"used to choose (default: {VALIDATION_SPLIT:g})")
-    parser.add_argument("--augment", default=defaults.augment,
-                        help="none, a preset (seed004) or ImageDataGenerator arguments as JSON")
-    parser.add_argument("--augment-on", default=defaults.augment_on, choices=AUGMENT_PLACES,
-                        help="where the resize to --image-size and the augmentation run; auto: in the model (the "
-                             "pipeline only decodes the stored size) with a GPU, else in the CPU pipeline")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        help="pixels per side the model sees (default: the dataset's size when it is stored at one "
+        f"square size (convert --size), else {IMAGE_SIZE}; {image_sizes})",
+    )
+    parser.add_argument(
+        "--validation-split",
+        type=float,
+        help="for a dataset without a validation split: the fraction of train held out (by a stable "
+        "hash of each path) to choose epochs and checkpoints; 0: none. The test split is never "
+        f"used to choose (default: {VALIDATION_SPLIT:g})",
+    )
+    parser.add_argument(
+        "--augment", default=defaults.augment, help="none, a preset (seed004) or ImageDataGenerator arguments as JSON"
+    )
+    parser.add_argument(
+        "--augment-on",
+        default=defaults.augment_on,
+        choices=AUGMENT_PLACES,
+        help="where the resize to --image-size and the augmentation run; auto: in the model (the "
+        "pipeline only decodes the stored size) with a GPU, else in the CPU pipeline",
+    )
     parser.add_argument("--optimizer", help=f"a Keras optimizer name (default: the tutorial's, {optimizers})")
     parser.add_argument("--lr", type=float, help="learning rate (default: the tutorial's)")
-    parser.add_argument("--patience", type=int,
-                        help="stop after N epochs without a better validation loss (default: train every epoch)")
-    parser.add_argument("--mixed-precision", action="store_true",
-                        help="compute in float16 with float32 weights (Keras' mixed_float16 policy)")
+    parser.add_argument(
+        "--patience", type=int, help="stop after N epochs without a better validation loss (default: train every epoch)"
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="compute in float16 with float32 weights (Keras' mixed_float16 policy)",
+    )
     parser.add_argument("--jit", action="store_true", help="XLA-compile the model")
     parser.add_argument("--seed", type=int, help="repeatable shuffling, augmentation and initial weights")
-    parser.add_argument("--base", default=defaults.base, choices=tuple(BASES),
-                        help="the Keras-applications base of " + ", ".join(sorted(ON_A_BASE)))
-    parser.add_argument("--weights", default=defaults.weights,
-                        help="the base's weights: imagenet (downloads), a weights file, or none")
-    parser.add_argument("--unfreeze", type=int, default=defaults.unfreeze,
-                        help="fine_tune: top layers of the base to train")
+    parser.add_argument(
+        "--base",
+        default=defaults.base,
+        choices=tuple(BASES),
+        help="the Keras-applications base of " + ", ".join(sorted(ON_A_BASE)),
+    )
+    parser.add_argument(
+        "--weights", default=defaults.weights, help="the base's weights: imagenet (downloads), a weights file, or none"
+    )
+    parser.add_argument(
+        "--unfreeze", type=int, default=defaults.unfreeze, help="fine_tune: top layers of the base to train"
+    )
     parser.add_argument("--init-from", help="fine_tune: a finished transfer run to continue from (its model.keras)")
     parser.add_argument("--steps-per-epoch", type=int, help="limit each epoch to N steps (quick trials)")
     parser.add_argument("--cache", action="store_true", help="keep decoded images in memory after epoch 1")
@@ -140,5 +172,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def from_arguments(args: argparse.Namespace) -> TrainOptions:
     """The options parsed by `add_arguments` (`TrainOptions` checks them)."""
-    return TrainOptions(**{field.name: getattr(args, field.name) for field in dataclasses.fields(TrainOptions)
-                           if hasattr(args, field.name)})
+    return TrainOptions(
+        **{
+            field.name: getattr(args, field.name)
+            for field in dataclasses.fields(TrainOptions)
+            if hasattr(args, field.name)
+        }
+    )

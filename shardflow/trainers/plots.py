@@ -1,4 +1,5 @@
 """history.png: accuracy and loss per epoch, training vs validation, side by side like the tutorials' plots."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

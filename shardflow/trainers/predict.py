@@ -6,6 +6,7 @@ read is reported with its reason; the others are predicted. A multi-label model'
 above a threshold (`tags`); `write_submission` writes them in the shape of the CSV file the dataset's labels came
 from (`convert --labels`), which is the shape Kaggle expects back.
 """
+
 from __future__ import annotations
 
 import csv
@@ -48,8 +49,11 @@ class Prediction:
         if self.problem:
             return f"{self.path}: not predicted: {self.problem}"
         if self.tags is not None:
-            return f"{self.path}: " + (", ".join(self.tags) if self.tags else "no class") + \
-                f" (most probable: {self.class_name} {self.confidence:.0%})"
+            return (
+                f"{self.path}: "
+                + (", ".join(self.tags) if self.tags else "no class")
+                + f" (most probable: {self.class_name} {self.confidence:.0%})"
+            )
         return f"{self.path}: this image is {self.confidence:.0%} {self.class_name}"
 
 
@@ -57,8 +61,9 @@ def run_info(run: str) -> dict:
     """A finished run's run.json: class names, image size, channels, model name, options."""
     model_path, run_path = os.path.join(run, MODEL_FILE), os.path.join(run, RUN_FILE)
     if not os.path.exists(model_path) or not os.path.exists(run_path):
-        raise FileNotFoundError(f"{run}: not a finished training run (no {MODEL_FILE} and {RUN_FILE}); "
-                                "create one with `shardflow train`")
+        raise FileNotFoundError(
+            f"{run}: not a finished training run (no {MODEL_FILE} and {RUN_FILE}); create one with `shardflow train`"
+        )
     with open(run_path) as f:
         return json.load(f)
 
@@ -91,25 +96,40 @@ def evaluate(run: str, data_dir: str, split: str = metadata.TEST) -> dict[str, f
     model, preprocessing = load_run(run)
     info = metadata.read(data_dir)
     if info.class_names != preprocessing.class_names:
-        raise ValueError(f"{data_dir} has classes {list(info.class_names)}, the model was trained on "
-                         f"{list(preprocessing.class_names)}")
+        raise ValueError(
+            f"{data_dir} has classes {list(info.class_names)}, the model was trained on "
+            f"{list(preprocessing.class_names)}"
+        )
     trained = run_info(run).get("multi_label", False)
     if info.multi_label != trained:
         kinds = {True: "multi-label", False: "single-label"}
-        raise ValueError(f"{data_dir} is {kinds[info.multi_label]}, the model was trained on a {kinds[trained]} "
-                         "dataset")
+        raise ValueError(
+            f"{data_dir} is {kinds[info.multi_label]}, the model was trained on a {kinds[trained]} dataset"
+        )
     n = len(info.class_names)
     model.compile(loss=models.loss_for(n, info.multi_label), metrics=models.metrics_for(n, info.multi_label))
     with damaged_shards_named(data_dir):
-        scores = model.evaluate(load(data_dir, split, batch_size=BATCH_SIZE, image_size=preprocessing.image_size,
-                                     crop_to_aspect_ratio=preprocessing.crop_to_aspect_ratio), verbose=0,
-                                return_dict=True)
-    return {"split": split, **{name: float(value) for name, value in scores.items()},
-            "num_examples": info.split(split).num_examples}
+        scores = model.evaluate(
+            load(
+                data_dir,
+                split,
+                batch_size=BATCH_SIZE,
+                image_size=preprocessing.image_size,
+                crop_to_aspect_ratio=preprocessing.crop_to_aspect_ratio,
+            ),
+            verbose=0,
+            return_dict=True,
+        )
+    return {
+        "split": split,
+        **{name: float(value) for name, value in scores.items()},
+        "num_examples": info.split(split).num_examples,
+    }
 
 
-def predict(run: str, inputs: Sequence[str], split: str = metadata.TEST,
-            threshold: float = THRESHOLD) -> list[Prediction]:
+def predict(
+    run: str, inputs: Sequence[str], split: str = metadata.TEST, threshold: float = THRESHOLD
+) -> list[Prediction]:
     """Class probabilities for image files, folders of images, or a converted dataset's split (in stored order);
     inputs that cannot be read come back with their `problem` instead. A multi-label model's also name the
     classes above `threshold` (`tags`)."""
@@ -126,15 +146,23 @@ def predict(run: str, inputs: Sequence[str], split: str = metadata.TEST,
                 predictions.append(Prediction(path, None, None, problem))
             else:
                 probabilities = next(outputs)
-                tags = tuple(names[i] for i in np.argsort(-probabilities, kind="stable")
-                             if probabilities[i] > threshold) if multi else None
-                predictions.append(Prediction(path, probabilities.tolist(), names[int(np.argmax(probabilities))],
-                                              tags=tags))
+                tags = (
+                    tuple(names[i] for i in np.argsort(-probabilities, kind="stable") if probabilities[i] > threshold)
+                    if multi
+                    else None
+                )
+                predictions.append(
+                    Prediction(path, probabilities.tolist(), names[int(np.argmax(probabilities))], tags=tags)
+                )
     return predictions
 
 
-def write_submission(predictions: Sequence[Prediction], path: str, class_names: Sequence[str],
-                     labels_file: metadata.LabelsFile | None = None) -> None:
+def write_submission(
+    predictions: Sequence[Prediction],
+    path: str,
+    class_names: Sequence[str],
+    labels_file: metadata.LabelsFile | None = None,
+) -> None:
     """Kaggle's submission format; empty values for an input that could not be read.
 
     Without `labels_file` (labels from file names or folders): `id,label`, the id from the file name (123.jpg ->
@@ -174,25 +202,36 @@ def _probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
     return outputs
 
 
-def _batches(inputs: Sequence[str], preprocessing: Preprocessing,
-             split: str) -> Iterator[tuple[list[str], np.ndarray, list[str | None]]]:
+def _batches(
+    inputs: Sequence[str], preprocessing: Preprocessing, split: str
+) -> Iterator[tuple[list[str], np.ndarray, list[str | None]]]:
     files = []
     for item in inputs:
         if metadata.is_dataset_dir(item):
             yield from _dataset_batches(item, split, preprocessing)
         elif os.path.isdir(item):
-            files += sorted(os.path.join(folder, name) for folder, _, names in os.walk(item) for name in names
-                            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS)
+            files += sorted(
+                os.path.join(folder, name)
+                for folder, _, names in os.walk(item)
+                for name in names
+                if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+            )
         elif os.path.isfile(item):
             files.append(item)
         else:
             raise FileNotFoundError(f"{item}: no such image, folder or dataset")
     for start in range(0, len(files), BATCH_SIZE):
-        chunk = files[start:start + BATCH_SIZE]
+        chunk = files[start : start + BATCH_SIZE]
         contents = [_read(path) for path in chunk]
         batch = preprocessing.images([data if isinstance(data, bytes) else b"" for data in contents])
-        yield chunk, batch.images, [f"cannot read file: {data}" if isinstance(data, OSError) else problem
-                                    for data, problem in zip(contents, batch.problems)]
+        yield (
+            chunk,
+            batch.images,
+            [
+                f"cannot read file: {data}" if isinstance(data, OSError) else problem
+                for data, problem in zip(contents, batch.problems)
+            ],
+        )
 
 
 def _read(path: str) -> bytes | OSError:
@@ -203,13 +242,17 @@ def _read(path: str) -> bytes | OSError:
         return error
 
 
-def _dataset_batches(data_dir: str, split: str,
-                     preprocessing: Preprocessing) -> Iterator[tuple[list[str], np.ndarray, list[None]]]:
+def _dataset_batches(
+    data_dir: str, split: str, preprocessing: Preprocessing
+) -> Iterator[tuple[list[str], np.ndarray, list[None]]]:
     """A converted split in stored order, with each record's source path, read as `load` reads it."""
     info = metadata.read(data_dir)
     parser = Preprocessing.of_dataset(info, preprocessing.image_size, preprocessing.crop_to_aspect_ratio).parser
-    batches = stored_records(info, split).batch(BATCH_SIZE).map(
-        lambda records: parser.parse_batch(records, with_filenames=True), num_parallel_calls=tf.data.AUTOTUNE)
+    batches = (
+        stored_records(info, split)
+        .batch(BATCH_SIZE)
+        .map(lambda records: parser.parse_batch(records, with_filenames=True), num_parallel_calls=tf.data.AUTOTUNE)
+    )
     with damaged_shards_named(data_dir):
         for images, names in batches:
             yield [n.decode("utf-8", "surrogateescape") for n in names.numpy()], images.numpy(), [None] * len(names)

@@ -4,6 +4,7 @@ Steady state: each epoch's first step (tracing, the input pipeline's start) is l
 fraction compares that time per step with the model's pure compute time per step, measured by the trained model's
 own (already traced) train step fed one batch held in memory, so no input pipeline at all.
 """
+
 from __future__ import annotations
 
 import time
@@ -31,8 +32,7 @@ class EpochThroughput(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         ends = self._ends[1:] if len(self._ends) > 2 else self._ends  # a one-step epoch keeps its only step
         steps, seconds = len(ends) - 1, max(ends[-1] - ends[0], 1e-9)
-        self.epochs.append({"seconds": seconds, "steps": steps,
-                            "images_per_second": steps * self.batch_size / seconds})
+        self.epochs.append({"seconds": seconds, "steps": steps, "images_per_second": steps * self.batch_size / seconds})
 
 
 def compute_seconds_per_step(trained: keras.Model, batches: tf.data.Dataset) -> float:

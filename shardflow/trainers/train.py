@@ -7,6 +7,7 @@ uint8 images. Without a GPU, the resize and augmentation stay fused in the CPU i
 Everything a run produces goes to its folder: model.keras, run.json, preprocessing.json (what prediction and
 serving repeat), history.json, history.png, metrics.json, logs/.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,7 +39,13 @@ from shardflow.trainers.throughput import EpochThroughput, compute_seconds_per_s
 from shardflow.trainers.validation import Part, validation_part
 
 MODEL_FILE, RUN_FILE, HISTORY_FILE, PLOT_FILE, METRICS_FILE, LOGS = (
-    "model.keras", "run.json", "history.json", "history.png", "metrics.json", "logs")
+    "model.keras",
+    "run.json",
+    "history.json",
+    "history.png",
+    "metrics.json",
+    "logs",
+)
 logger = logging.getLogger(__name__)
 
 
@@ -100,10 +107,17 @@ class _Plan:
 
     def stream(self, part: Part, train: bool) -> tf.data.Dataset:
         """One part's batches: shuffled and augmented (when the pipeline augments) for training."""
-        dataset = load(self.data_dir, part.split, batch_size=self.options.batch_size, image_size=self.input_size,
-                       shuffle=train, seed=self.options.seed,
-                       augment=self.params if train and self.augment_on == "pipeline" else None,
-                       cache=self.options.cache, holdout=part.holdout)
+        dataset = load(
+            self.data_dir,
+            part.split,
+            batch_size=self.options.batch_size,
+            image_size=self.input_size,
+            shuffle=train,
+            seed=self.options.seed,
+            augment=self.params if train and self.augment_on == "pipeline" else None,
+            cache=self.options.cache,
+            holdout=part.holdout,
+        )
         return _shard_policy(dataset, len(self.info.split(part.split).shards), self.strategy.num_replicas_in_sync)
 
     def normalize(self) -> Normalize:
@@ -136,10 +150,20 @@ def _plan(data_dir: str, out: str, options: TrainOptions) -> _Plan:
     gpus = len(tf.config.list_physical_devices("GPU"))
     validation = validation_part(info, options.validation_split)
     rest_of_train = validation.holdout.rest() if validation and validation.holdout else None
-    plan = _Plan(data_dir, out, info, options, size_source, params, _augment_placement(options, gpus > 0), gpus,
-                 training=Part(metadata.TRAIN, rest_of_train), validation=validation,
-                 evaluation=Part(metadata.TEST) if metadata.TEST in info.splits else None,
-                 strategy=distribution_strategy())
+    plan = _Plan(
+        data_dir,
+        out,
+        info,
+        options,
+        size_source,
+        params,
+        _augment_placement(options, gpus > 0),
+        gpus,
+        training=Part(metadata.TRAIN, rest_of_train),
+        validation=validation,
+        evaluation=Part(metadata.TEST) if metadata.TEST in info.splits else None,
+        strategy=distribution_strategy(),
+    )
     if options.verbose:
         logger.info(_start_line(plan))
     for warning in _warnings(info, options, validation):
@@ -154,9 +178,12 @@ def _train_with_fit(plan: _Plan) -> _Trained:
     with warnings.catch_warnings():  # a held-out part's length is unknown until its first pass ends,
         warnings.filterwarnings("ignore", "Your input ran out of data")  # which Keras calls running out
         history = model.fit(
-            train_stream, validation_data=validation_stream,
-            epochs=plan.options.epochs, steps_per_epoch=plan.options.steps_per_epoch,
-            callbacks=_callbacks(plan.out, plan.options, plan.validation) + [throughput], verbose=plan.options.verbose,
+            train_stream,
+            validation_data=validation_stream,
+            epochs=plan.options.epochs,
+            steps_per_epoch=plan.options.steps_per_epoch,
+            callbacks=_callbacks(plan.out, plan.options, plan.validation) + [throughput],
+            verbose=plan.options.verbose,
             shuffle=False,  # `load` shuffles (Keras would only warn that it cannot)
         ).history
     return _saved(plan, model, history, throughput.epochs)
@@ -166,11 +193,16 @@ def _train_multi_worker(plan: _Plan) -> _Trained:
     """The custom loop of `multi_worker` (Keras' `fit` and `evaluate` fail under MultiWorkerMirroredStrategy); it
     saves on every improvement and ends with the best weights."""
     model, train_stream, validation_stream = _begin(plan)
-    loop = MultiWorkerLoop(model, plan.strategy, models.loss_for(plan.num_classes, plan.multi_label),
-                           plan.multi_label)
+    loop = MultiWorkerLoop(model, plan.strategy, models.loss_for(plan.num_classes, plan.multi_label), plan.multi_label)
     history, epochs = loop.fit(
-        train_stream, validation_stream, epochs=plan.options.epochs, steps_per_epoch=plan.options.steps_per_epoch,
-        patience=plan.options.patience, checkpoint=os.path.join(plan.out, MODEL_FILE), verbose=plan.options.verbose)
+        train_stream,
+        validation_stream,
+        epochs=plan.options.epochs,
+        steps_per_epoch=plan.options.steps_per_epoch,
+        patience=plan.options.patience,
+        checkpoint=os.path.join(plan.out, MODEL_FILE),
+        verbose=plan.options.verbose,
+    )
 
     def evaluate(stream: tf.data.Dataset) -> tuple[float, float]:
         scores = loop.evaluate(stream)
@@ -200,11 +232,19 @@ def _train_on_features(plan: _Plan) -> _Trained:
     train_features = features(plan.training, options.steps_per_epoch)
     train_features = train_features.shuffle(4096, seed=options.seed).batch(options.batch_size)
     throughput = EpochThroughput(options.batch_size)
-    history = head.fit(train_features, epochs=options.epochs,
-                       validation_data=features(plan.validation).batch(options.batch_size) if plan.validation else None,
-                       callbacks=[throughput] + ([keras.callbacks.EarlyStopping(
-                           patience=options.patience, restore_best_weights=True)] if options.patience else []),
-                       verbose=options.verbose, shuffle=False).history
+    history = head.fit(
+        train_features,
+        epochs=options.epochs,
+        validation_data=features(plan.validation).batch(options.batch_size) if plan.validation else None,
+        callbacks=[throughput]
+        + (
+            [keras.callbacks.EarlyStopping(patience=options.patience, restore_best_weights=True)]
+            if options.patience
+            else []
+        ),
+        verbose=options.verbose,
+        shuffle=False,
+    ).history
     model = keras.Model(extractor_input, head(extractor(extractor_input)), name="shardflow_features")
     return _saved(plan, model, history, throughput.epochs)
 
@@ -215,19 +255,35 @@ def _begin(plan: _Plan) -> tuple[keras.Model, tf.data.Dataset, tf.data.Dataset |
     folder (only now: a mistake found so far leaves no run folder)."""
     input_shape = (plan.size, plan.size, plan.info.channels)
     options = plan.options
-    bare = _bare_from_run(options, input_shape) if options.init_from else models.build(
-        options.model, input_shape, plan.num_classes, base=options.base, weights=options.weights,
-        unfreeze=options.unfreeze, multi_label=plan.multi_label)
-    model = assemble(bare, (*plan.input_size, plan.info.channels), plan.normalize(),
-                     plan.params if plan.augment_on == "model" else None, options)
+    bare = (
+        _bare_from_run(options, input_shape)
+        if options.init_from
+        else models.build(
+            options.model,
+            input_shape,
+            plan.num_classes,
+            base=options.base,
+            weights=options.weights,
+            unfreeze=options.unfreeze,
+            multi_label=plan.multi_label,
+        )
+    )
+    model = assemble(
+        bare,
+        (*plan.input_size, plan.info.channels),
+        plan.normalize(),
+        plan.params if plan.augment_on == "model" else None,
+        options,
+    )
     _compile(model, options, plan.num_classes, plan.multi_label)
     streams = plan.stream(plan.training, True), plan.stream(plan.validation, False) if plan.validation else None
     _prepare_run_folder(plan.out, options.overwrite)
     return model, *streams
 
 
-def _saved(plan: _Plan, model: keras.Model, history: dict[str, list[float]],
-           epochs: list[dict[str, float]]) -> _Trained:
+def _saved(
+    plan: _Plan, model: keras.Model, history: dict[str, list[float]], epochs: list[dict[str, float]]
+) -> _Trained:
     """Save the model unless a checkpoint of the best validation epoch is there, then take the saved weights (the
     best epoch); loading them keeps the traced evaluation step."""
     path = os.path.join(plan.out, MODEL_FILE)
@@ -253,31 +309,42 @@ def _write_results(plan: _Plan, trained: _Trained, started: float) -> dict[str, 
     compute = None  # the compute-only probe measures one device; with several replicas it would mislead
     if plan.options.model != FEATURES and plan.strategy.num_replicas_in_sync == 1:
         compute = compute_seconds_per_step(trained.model, plan.stream(plan.training, False))
-    run = {"data_dir": os.path.abspath(plan.data_dir), "class_names": plan.info.class_names, "image_size": plan.size,
-           "input_size": list(plan.input_size), "channels": plan.info.channels, "model": plan.options.model,
-           "multi_label": plan.multi_label,
-           "labels_file": dataclasses.asdict(plan.info.labels_file) if plan.info.labels_file else None,
-           "validation": plan.validation.recorded() if plan.validation else None,
-           "options": dataclasses.asdict(plan.options)}
+    run = {
+        "data_dir": os.path.abspath(plan.data_dir),
+        "class_names": plan.info.class_names,
+        "image_size": plan.size,
+        "input_size": list(plan.input_size),
+        "channels": plan.info.channels,
+        "model": plan.options.model,
+        "multi_label": plan.multi_label,
+        "labels_file": dataclasses.asdict(plan.info.labels_file) if plan.info.labels_file else None,
+        "validation": plan.validation.recorded() if plan.validation else None,
+        "options": dataclasses.asdict(plan.options),
+    }
     _write_json(os.path.join(out, RUN_FILE), run)
     with open(os.path.join(out, preprocessing_lib.FILE), "w") as f:
         f.write(Preprocessing.of_dataset(plan.info, plan.input_size).to_json())
     metrics = _metrics(plan, trained, scores, compute, time.time() - started)
     if plan.multi_label:  # accuracy is then per class at 0.5
-        metrics.update(multi_label.test_metrics(
-            trained.model, plan.stream(plan.evaluation, False) if plan.evaluation else None, plan.info.class_names))
+        metrics.update(
+            multi_label.test_metrics(
+                trained.model, plan.stream(plan.evaluation, False) if plan.evaluation else None, plan.info.class_names
+            )
+        )
     _write_json(os.path.join(out, METRICS_FILE), metrics)
     return metrics
 
 
-def _metrics(plan: _Plan, trained: _Trained, scores: tuple[float | None, float | None], compute: float | None,
-             seconds: float) -> dict[str, Any]:
+def _metrics(
+    plan: _Plan, trained: _Trained, scores: tuple[float | None, float | None], compute: float | None, seconds: float
+) -> dict[str, Any]:
     """metrics.json: the test scores, what chose the model, throughput, and where each step ran."""
     history, epochs, size = trained.history, trained.epochs, plan.size
     test_loss, test_accuracy = scores
     stored = plan.info.stored_size
     return {
-        "test_accuracy": test_accuracy, "test_loss": test_loss,
+        "test_accuracy": test_accuracy,
+        "test_loss": test_loss,
         "evaluated_on": plan.evaluation.split if plan.evaluation else None,
         "validation": plan.validation.recorded() if plan.validation else None,
         "epochs_run": len(history.get("loss", [])),
@@ -287,26 +354,37 @@ def _metrics(plan: _Plan, trained: _Trained, scores: tuple[float | None, float |
         "input_wait_fraction": [round(f, 3) for f in input_wait_fractions(epochs, compute)] if compute else None,
         "compute_only_images_per_second": round(plan.options.batch_size / compute, 1) if compute else None,
         "augment_on": plan.augment_on if plan.params else None,
-        "resize_on": None if stored == (size, size) else "model" if plan.augment_on == "model" and stored
+        "resize_on": None
+        if stored == (size, size)
+        else "model"
+        if plan.augment_on == "model" and stored
         else "pipeline",
         "device": "GPU" if plan.gpus else "CPU",
         "strategy": "MultiWorkerMirroredStrategy" if plan.multi_worker else type(plan.strategy).__name__,
         "replicas": plan.strategy.num_replicas_in_sync,
-        "params": trained.model.count_params(), "seconds": round(seconds, 1),
+        "params": trained.model.count_params(),
+        "seconds": round(seconds, 1),
     }
 
 
 def _start_line(plan: _Plan) -> str:
     """Where the run trains, at what size, where each step runs and what it validates on."""
     where = f"{plan.gpus} GPU(s)" if plan.gpus else "the CPU (no GPU visible to TensorFlow)"
-    return (f"training {plan.options.model} on {where} at {plan.size}x{plan.size} ({plan.size_source}); "
-            f"{_placement_text(plan.augment_on, plan.params, plan.info.stored_size, plan.size)}; validating on "
-            f"{plan.validation.describe() if plan.validation else 'nothing'}"
-            + (f", {plan.evaluation.describe()} only reported" if plan.evaluation else ""))
+    return (
+        f"training {plan.options.model} on {where} at {plan.size}x{plan.size} ({plan.size_source}); "
+        f"{_placement_text(plan.augment_on, plan.params, plan.info.stored_size, plan.size)}; validating on "
+        f"{plan.validation.describe() if plan.validation else 'nothing'}"
+        + (f", {plan.evaluation.describe()} only reported" if plan.evaluation else "")
+    )
 
 
-def assemble(bare: keras.Model, input_shape: tuple[int, int, int], normalize: Normalize,
-             augment: dict[str, Any] | None, options: TrainOptions) -> keras.Model:
+def assemble(
+    bare: keras.Model,
+    input_shape: tuple[int, int, int],
+    normalize: Normalize,
+    augment: dict[str, Any] | None,
+    options: TrainOptions,
+) -> keras.Model:
     """uint8 images of `input_shape` -> [Augment or Resize to the bare model's size: one resampling] ->
     Normalize -> the bare model (-> float32 output under mixed precision)."""
     inputs = keras.Input(input_shape, dtype="uint8", name="image")
@@ -337,8 +415,10 @@ def _bare_from_run(options: TrainOptions, input_shape: tuple[int, int, int]) -> 
     saved = keras.models.load_model(os.path.join(options.init_from, MODEL_FILE))
     bare = next(layer for layer in saved.layers if isinstance(layer, keras.Model))
     if tuple(bare.input_shape[1:]) != input_shape:
-        raise ValueError(f"{options.init_from} was trained on {bare.input_shape[1:]} images, not {input_shape}; "
-                         "pass the same `image_size`")
+        raise ValueError(
+            f"{options.init_from} was trained on {bare.input_shape[1:]} images, not {input_shape}; "
+            "pass the same `image_size`"
+        )
     models.unfreeze_top(bare, options.unfreeze)
     return bare
 
@@ -380,17 +460,23 @@ def _warnings(info: metadata.DatasetInfo, options: TrainOptions, validation: Par
     if validation is None:
         said.append("`validation_split` 0: checkpoints and early stopping follow the training loss")
     if metadata.TEST not in info.splits:
-        said.append(f"{info.data_dir} has no test split: the run reports no test accuracy (convert with "
-                    "--splits train=0.8,validation=0.1,test=0.1 to make one)")
+        said.append(
+            f"{info.data_dir} has no test split: the run reports no test accuracy (convert with "
+            "--splits train=0.8,validation=0.1,test=0.1 to make one)"
+        )
     if options.model in ON_A_BASE and options.weights == "none" and not options.init_from:
-        said.append(f"`weights` none: the {options.base} base starts from random weights"
-                    + (" and stays frozen, so only the head learns" if options.model != "fine_tune" else "")
-                    + "; pass `weights` imagenet (or a weights file) for transfer learning")
+        said.append(
+            f"`weights` none: the {options.base} base starts from random weights"
+            + (" and stays frozen, so only the head learns" if options.model != "fine_tune" else "")
+            + "; pass `weights` imagenet (or a weights file) for transfer learning"
+        )
     if info.damaged_jpegs:
-        said.append(f"{info.damaged_jpegs} record(s) hold damaged JPEGs kept by --keep-damaged-jpegs, listed "
-                    f"with libjpeg's warning in {files.join(info.data_dir, metadata.DAMAGED_JPEGS)}: "
-                    "TensorFlow's decoder prints that warning, without the file's name, each time it reads one "
-                    "stored as it was")
+        said.append(
+            f"{info.damaged_jpegs} record(s) hold damaged JPEGs kept by --keep-damaged-jpegs, listed "
+            f"with libjpeg's warning in {files.join(info.data_dir, metadata.DAMAGED_JPEGS)}: "
+            "TensorFlow's decoder prints that warning, without the file's name, each time it reads one "
+            "stored as it was"
+        )
     return said
 
 
@@ -434,10 +520,15 @@ def _placement_text(augment_on: str, params: dict | None, stored_size: tuple[int
 
 def _compile(model: keras.Model, options: TrainOptions, num_classes: int, multi_label: bool = False) -> None:
     name, lr = TRAINING_DEFAULTS[options.model]
-    optimizer = keras.optimizers.get({"class_name": options.optimizer or name,
-                                      "config": {"learning_rate": options.lr or lr}})
-    model.compile(optimizer=optimizer, loss=models.loss_for(num_classes, multi_label),
-                  metrics=models.metrics_for(num_classes, multi_label), jit_compile=options.jit)
+    optimizer = keras.optimizers.get(
+        {"class_name": options.optimizer or name, "config": {"learning_rate": options.lr or lr}}
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss=models.loss_for(num_classes, multi_label),
+        metrics=models.metrics_for(num_classes, multi_label),
+        jit_compile=options.jit,
+    )
 
 
 def _callbacks(out: str, options: TrainOptions, validation: Part | None) -> list[keras.callbacks.Callback]:
@@ -447,8 +538,9 @@ def _callbacks(out: str, options: TrainOptions, validation: Part | None) -> list
         keras.callbacks.TensorBoard(os.path.join(out, LOGS)),
     ]
     if options.patience is not None:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor=monitor, patience=options.patience,
-                                                       restore_best_weights=True))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(monitor=monitor, patience=options.patience, restore_best_weights=True)
+        )
     return callbacks
 
 

@@ -1,5 +1,6 @@
 """What a run validates on (early stopping, the kept checkpoint): the dataset's validation split, else a part of
 train held out by a stable path hash (`Holdout`); never the test split, which only reports the chosen model."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,8 +33,10 @@ def validation_part(info: metadata.DatasetInfo, validation_split: float | None) 
     None for `validation_split=0` (checkpoints and early stopping then follow the training loss)."""
     if metadata.VALIDATION in info.splits:
         if validation_split is not None:
-            raise ValueError(f"`validation_split` does not apply: {info.data_dir} has its own validation split "
-                             f"({info.split(metadata.VALIDATION).num_examples} images), which the run validates on")
+            raise ValueError(
+                f"`validation_split` does not apply: {info.data_dir} has its own validation split "
+                f"({info.split(metadata.VALIDATION).num_examples} images), which the run validates on"
+            )
         return Part(metadata.VALIDATION)
     fraction = VALIDATION_SPLIT if validation_split is None else validation_split
     return Part(metadata.TRAIN, Holdout(fraction)) if fraction else None
