@@ -107,19 +107,20 @@ def test_the_error_is_all_a_command_prints(tmp_path):
 
 def help_entries(text: str) -> dict[str, str]:
     """argparse's help text -> {invocation: its help}, for every option and positional argument listed (a group's
-    description, the line between its title and a blank line, is none)."""
+    description, the lines between its title and a blank line that the group's options follow, is none)."""
+    lines = text.splitlines() + [""]
+    description: set[int] = set()
+    for number, line in enumerate(lines):
+        if line.endswith(":") and not line.startswith(" "):  # a group's title
+            end = lines.index("", number)
+            following = next((later for later in lines[end:] if later), "")
+            if following.startswith("  "):  # its options come after a blank line: what precedes it describes them
+                description.update(range(number + 1, end))
     entries: dict[str, str] = {}
     current = None
-    lines = text.splitlines() + [""]
     for number, line in enumerate(lines[:-1]):
         entry = re.match(r"^  (\S.*?)(?:\s{2,}(\S.*))?$", line)
-        description = (
-            number
-            and lines[number - 1].endswith(":")
-            and not lines[number - 1].startswith(" ")
-            and not lines[number + 1].strip()
-        )
-        if entry and not description:
+        if entry and number not in description:
             current = entry.group(1)
             entries[current] = entry.group(2) or ""
         elif current and line.startswith("   ") and line.strip():

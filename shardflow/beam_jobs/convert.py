@@ -79,7 +79,7 @@ class LocalWorkers(NamedTuple):
     """The local runner's worker processes: how many, and the local folders where they report their progress and
     claim read tasks from their shared queue (`staged.TaskQueue`)."""
 
-    count: int
+    processes: int
     progress: str
     claims: str
 
@@ -95,11 +95,14 @@ def build(
 ) -> None:
     """Add the conversion stages (`stages`) to `pipeline`; running it fills `staging` (see `finalize`). On the
     `local` runner, the workers share a queue of read tasks and report their progress."""
-    tasks = stage_idx(listing.tasks, FileSystems.join(staging, "idx")) if listing.layout == "idx" else listing.tasks
+    read_tasks = (
+        stage_idx(listing.tasks, FileSystems.join(staging, "idx")) if listing.layout == "idx" else listing.tasks
+    )
     task_file = FileSystems.join(staging, "tasks.pickle")
-    tasks = staged.stage_tasks(tasks, task_file)
+    staged_tasks = staged.stage_tasks(read_tasks, task_file)
+    tasks: Sequence[staged.StagedTask | staged.TaskQueue] = staged_tasks
     if local is not None:
-        tasks = staged.task_queues(tasks, task_file, local.count, local.claims)
+        tasks = staged.task_queues(staged_tasks, task_file, local.processes, local.claims)
     fractions = options.splits if options.split_counts is None else None
     batch_dir = FileSystems.join(staging, "batches")
     num_parts = duplicate_join.parts_for(listing.num_inputs)
@@ -182,7 +185,7 @@ def convert(
         image_format=options.image_format or ("png" if listing.layout == "idx" else "passthrough"),
         max_side=options.max_side,
         quality=options.quality,
-        size=options.size,
+        size=options.size,  # type: ignore[arg-type]  # S, "HxW" or (h, w): ImageOptions parses each
         crop_to_aspect_ratio=options.crop_to_aspect_ratio,
     )
     schema.stored_encoding(image_options.image_format)  # validates the name
@@ -233,7 +236,7 @@ def _run_and_finalize(
     pipeline = beam.Pipeline(runner=runner, options=pipeline_options)
     try:
         build(pipeline, listing, options, image_options, name, staging, local)
-        if local:
+        if local and log:
             os.makedirs(local.progress, exist_ok=True)
             with (
                 worker_logs_to(log) as stderr,
@@ -550,9 +553,9 @@ def _kept_damaged(damaged: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def _leaks(found: metadata.Duplicates) -> list[str]:
+def _leaks(found: metadata.Duplicates | None) -> list[str]:
     """The warning for duplicate groups across splits: a copy in train with its twin in test inflates test scores."""
-    if not found.near.leaks:
+    if found is None or not found.near.leaks:
         return []
     (first, first_split), (second, second_split) = found.leak_example.items()
     return [

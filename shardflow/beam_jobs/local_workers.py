@@ -102,5 +102,7 @@ class _WorkerWatch:
         if args.thread is not None and args.thread.name == "run_worker" and code and not self.stopping:
             self.stopping = True
             self.died = f"a Beam worker process died (exit status {code.group(1)}: killed, or out of memory?)"
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # wakes a blocked wait too
+            signal.pthread_kill(
+                threading.main_thread().ident or 0, signal.SIGINT
+            )  # (set: it runs); wakes a blocked wait
         self._default_hook(args)

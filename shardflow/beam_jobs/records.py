@@ -105,7 +105,7 @@ def concat(batches: Sequence[RecordBatch], split: str | None = None) -> RecordBa
 
 def without_duplicate_keys(batch: RecordBatch) -> RecordBatch:
     """The batch without the duplicate keys' columns (most of its bytes): what planning and writing shards need."""
-    columns = [name for name in batch.rows.dtype.names if name not in ImageHashes._fields]
+    columns = [name for name in batch.rows.dtype.names or () if name not in ImageHashes._fields]
     return RecordBatch(batch.split, batch.spills, batch.paths, repack_fields(batch.rows[columns]))
 
 

@@ -55,7 +55,9 @@ class RejectsSummary:
     """What the metadata and the card say of the rejects: how many, how many of each kind, the first few."""
 
     def __init__(self) -> None:
-        self.count, self.kinds, self.first = 0, Counter(), []
+        self.count = 0
+        self.kinds: Counter[str] = Counter()
+        self.first: list[tuple[str, str]] = []
 
     def add(self, path: str, reason: str) -> None:
         self.count += 1

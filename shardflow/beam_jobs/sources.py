@@ -425,7 +425,7 @@ def _label(src, kind, members, layout, unlabeled, class_names, locations, folder
     index = {name: i for i, name in enumerate(names)}
     files = []
     for rel, member, cls, split in labeled:
-        label = UNLABELED if unlabeled else index.get(cls)
+        label = UNLABELED if unlabeled else None if cls is None else index.get(cls)
         files.append(InputFile(path=rel, label=label, split=split, member=locations.get(member, member)))
     detected = layouts_seen.pop() if len(layouts_seen) == 1 else "mixed"
     return SourceListing(
@@ -676,9 +676,8 @@ def _read_tar(task: ReadTask):
             try:
                 archive.seek(offset)
                 data = archive.read(size)
-                if len(data) != size:
-                    data = OSError(f"archive member truncated: {len(data)} of {size} bytes")
-                yield f, data
+                truncated = OSError(f"archive member truncated: {len(data)} of {size} bytes")
+                yield f, data if len(data) == size else truncated
             except OSError as error:
                 yield f, OSError(f"cannot read archive member: {error}")
 
@@ -691,7 +690,8 @@ def _read_tar_stream(task: ReadTask):
             for member in tf:
                 f = wanted.pop(_tar_member_name(member.name), None)
                 if f is not None:
-                    yield f, tf.extractfile(member).read()
+                    extracted = tf.extractfile(member)  # None: not a regular file
+                    yield f, extracted.read() if extracted else OSError(f"not a regular file: {member.name}")
                 if not wanted:
                     return
     except (OSError, tarfile.TarError, EOFError) as error:

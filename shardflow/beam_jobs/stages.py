@@ -202,7 +202,7 @@ class ShardJob(NamedTuple):
     """One shard to write: its place among the split's shards and the files listing its records, in order."""
 
     split: str
-    index: int
+    shard_index: int
     num_shards: int
     batch_files: tuple[str, ...]
 
@@ -274,7 +274,7 @@ class WriteShard(beam.DoFn):
 
     def process(self, job: ShardJob) -> Iterable[dict[str, Any]]:
         batch = records.concat([staged.load(f) for f in job.batch_files], job.split)
-        filename = metadata_writer.shard_filename(self._name, job.split, job.index, job.num_shards)
+        filename = metadata_writer.shard_filename(self._name, job.split, job.shard_index, job.num_shards)
         digest, size = hashlib.sha256(), 0
         spills = [FileSystems.open(path) for path in batch.spills]
         try:
@@ -301,7 +301,7 @@ class WriteShard(beam.DoFn):
         ]
         yield {
             "split": job.split,
-            "index": job.index,
+            "index": job.shard_index,
             "filename": filename,
             "num_records": len(batch),
             "num_bytes": size,

@@ -64,6 +64,10 @@ def decode_jpeg(
     shape = tf.image.extract_jpeg_shape(data)
     height, width = shape[0], shape[1]
     data = _within_budget(data, height, width)
+    if target is None:  # the whole image at full size
+        return tf.ensure_shape(
+            tf.io.decode_jpeg(data, channels=channels, dct_method=DCT_METHOD), [None, None, channels]
+        )
     ratios = usable_ratios(target, max_side)
     if crop_to_aspect_ratio:
         window = central_crop_window(height, width, target[1] / target[0])
@@ -119,7 +123,7 @@ def decode(
     else:
         raise ValueError(f"unknown stored encoding {encoding!r}; expected one of jpeg, png, raw")
     image = tf.ensure_shape(image, [None, None, channels])
-    if crop_to_aspect_ratio:
+    if crop_to_aspect_ratio and target is not None:
         window = central_crop_window(tf.shape(image)[0], tf.shape(image)[1], target[1] / target[0])
         image = image[window[0] : window[0] + window[2], window[1] : window[1] + window[3]]
     return image
@@ -187,19 +191,19 @@ class Decoder:
         """One stored image as uint8 [h, w, channels], decoded at the cheapest scale that covers `target`; at the
         stored size of a fixed-size dataset (`target` None or equal to it), a plain full decode."""
         if self.stored_size is not None and target in (None, self.stored_size):
-            return self._stored(data, shape)
+            return self._stored(data, shape, self.stored_size)
         return decode(
             data, shape, self.schema.encoding, self.schema.channels, target, crop_to_aspect_ratio, self.max_side
         )
 
-    def _stored(self, data: tf.Tensor, shape: tf.Tensor | None) -> tf.Tensor:
+    def _stored(self, data: tf.Tensor, shape: tf.Tensor | None, stored_size: tuple[int, int]) -> tf.Tensor:
         """An image of a fixed-size dataset, decoded in full. A JPEG is decoded through a window of the stored size:
         decoded memory stays that of the stored size whatever a record holds (no header check per image, the
         cheapest decode there is), and a smaller image is an error."""
         if self.schema.encoding == "jpeg":
             image = tf.image.decode_and_crop_jpeg(
-                data, [0, 0, *self.stored_size], channels=self.schema.channels, dct_method=DCT_METHOD
+                data, [0, 0, *stored_size], channels=self.schema.channels, dct_method=DCT_METHOD
             )
         else:
             image = decode(data, shape, self.schema.encoding, self.schema.channels, None)
-        return tf.ensure_shape(image, [*self.stored_size, self.schema.channels])
+        return tf.ensure_shape(image, [*stored_size, self.schema.channels])

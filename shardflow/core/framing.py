@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import IO
 
 import google_crc32c
 
@@ -29,7 +29,7 @@ def frame(record: bytes) -> bytes:
     return b"".join((length, struct.pack("<I", masked_crc(length)), record, struct.pack("<I", masked_crc(record))))
 
 
-def unframe(stream: BinaryIO, digest=None) -> Iterator[bytes]:
+def unframe(stream: IO[bytes], digest=None) -> Iterator[bytes]:
     """The records of a TFRecord stream, checking both CRCs of each (ValueError naming the record); `digest`
     (a hashlib object), when given, sees every byte read."""
     index = 0
@@ -56,7 +56,7 @@ def unframe(stream: BinaryIO, digest=None) -> Iterator[bytes]:
         index += 1
 
 
-def framed_sizes(stream: BinaryIO) -> Iterator[int]:
+def framed_sizes(stream: IO[bytes]) -> Iterator[int]:
     """The framed size of each record of a seekable TFRecord stream, from its headers alone (the data is skipped,
     neither read nor checked; ValueError on a partial header)."""
     while header := stream.read(HEADER_BYTES):

@@ -136,7 +136,9 @@ def prepare_encoded(data: bytes, options: ImageOptions, hashes: bool = False) ->
     elif options.max_side and image.format == "JPEG":
         image.draft(image.mode, _fit(size, options.max_side))  # decode at a reduced DCT scale
     elif options.size and image.format == "JPEG":
-        image.draft(image.mode, _covering(size, options, turned=_orientation(image) in _TURNED))
+        image.draft(
+            image.mode, _covering(size, options.size, options.crop_to_aspect_ratio, _orientation(image) in _TURNED)
+        )
     image, warning = _load(data, image)
     if keep_bytes:
         prepared = _prepared(data, image, passthrough=True, size=size, hashes=image_hashes(image) if hashes else None)
@@ -196,7 +198,7 @@ def prepare_pixels(image: Image.Image, options: ImageOptions, hashes: bool = Fal
     `size`) and encode it."""
     image = _normalize_mode(image, options.channels)
     keys = image_hashes(image) if hashes else None
-    if _too_big(image.size, options.max_side):
+    if options.max_side and _too_big(image.size, options.max_side):
         image = image.resize(_fit(image.size, options.max_side), Image.Resampling.LANCZOS, reducing_gap=3.0)
     elif options.size and image.size != options.size[::-1]:
         box = central_crop_box(image.size, options.size) if options.crop_to_aspect_ratio else None
@@ -260,7 +262,7 @@ def _normalize_mode(image: Image.Image, channels: int) -> Image.Image:
 
 
 def _too_big(size: tuple[int, int], max_side: int | None) -> bool:
-    return bool(max_side) and max(size) > max_side
+    return max_side is not None and 0 < max_side < max(size)
 
 
 def central_crop_box(size: tuple[int, int], target: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -274,13 +276,15 @@ def central_crop_box(size: tuple[int, int], target: tuple[int, int]) -> tuple[in
     return left, top, left + crop_w, top + crop_h
 
 
-def _covering(size: tuple[int, int], options: ImageOptions, turned: bool) -> tuple[int, int]:
-    """The smallest (width, height) a JPEG of `size` may be drafted to and still cover `options.size` (after
-    its crop, and its EXIF turn when `turned`)."""
-    target = options.size[::-1]  # (width, height)
+def _covering(
+    size: tuple[int, int], output_size: tuple[int, int], crop_to_aspect_ratio: bool, turned: bool
+) -> tuple[int, int]:
+    """The smallest (width, height) a JPEG of `size` may be drafted to and still cover `output_size` (height,
+    width; after its crop when `crop_to_aspect_ratio`, and its EXIF turn when `turned`)."""
+    target = output_size[::-1]  # (width, height)
     if turned:
         target = target[::-1]
-    if not options.crop_to_aspect_ratio:
+    if not crop_to_aspect_ratio:
         return target
     crop = central_crop_box(size, target[::-1])
     scale = max(target[0] / (crop[2] - crop[0]), target[1] / (crop[3] - crop[1]))

@@ -140,7 +140,9 @@ def _thumbnail(info: metadata.DatasetInfo, image: Any) -> np.ndarray:
     """A stored image -> its central square at `SAMPLE_SIZE`, uint8 [H, W, C]."""
     picture = _decoded(info, image)
     return _array(
-        picture.crop(central_crop_box(picture.size, (1, 1))).resize((SAMPLE_SIZE, SAMPLE_SIZE), Image.BILINEAR)
+        picture.crop(central_crop_box(picture.size, (1, 1))).resize(
+            (SAMPLE_SIZE, SAMPLE_SIZE), Image.Resampling.BILINEAR
+        )
     )
 
 

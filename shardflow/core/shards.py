@@ -98,7 +98,7 @@ def check_shard(
     except ValueError as error:
         report.problems.append(str(error))
         return report
-    if chunk:
+    if check is not None and chunk:
         _check_chunk(report, check, chunk, report.records - len(chunk))
     size = sum(framed)
     if size != shard.num_bytes:

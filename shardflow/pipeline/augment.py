@@ -148,7 +148,7 @@ def affine_matrix(
     sin: Callable = math.sin,
     cos: Callable = math.cos,
     pixel_centre: float = 0.0,
-) -> tuple[tuple[Any, Any, Any], tuple[Any, Any, Any]]:
+) -> tuple[tuple[Any, ...], ...]:
     """The affine map (2 x 3 rows) from output pixel (x, y) to input pixel of an image stretched from `input_size` to
     `output_size` (height, width) and transformed there like `apply_affine_transform`.
 
@@ -178,7 +178,7 @@ def affine_matrix(
         ((mirror_x, 0, (1 - mirror_x) * cx), (0, mirror_y, (1 - mirror_y) * cy)),
         ((1, 0, -c), (0, 1, -c)),
     ]
-    matrix = chain[0]
+    matrix: tuple[tuple[Any, ...], ...] = chain[0]
     for step in chain[1:]:
         matrix = tuple(
             tuple(
@@ -407,4 +407,4 @@ class Augment(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         output_size = None if self.output_size is None else list(self.output_size)
-        return {**super().get_config(), **self.params, "output_size": output_size, "seed": self.seed}
+        return {**super().get_config(), **(self.params or {}), "output_size": output_size, "seed": self.seed}

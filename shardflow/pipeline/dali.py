@@ -236,8 +236,11 @@ def resample(
             images, corner, fn.stack(crop_h, crop_w), axes=[0, 1], normalized_anchor=False, normalized_shape=False
         )
         height, width = crop_h, crop_w
-    geometry, brightness = {}, None
+    geometry: dict[str, Any] = {}
+    brightness = None
     if params:
+        if draws is None:
+            raise ValueError("`params` need `draws`: augment.DRAWS uniform numbers per image")
         geometry, brightness = augment_lib.random_geometry(params, draws, size)
     matrix = augment_lib.affine_matrix(
         (height, width), size, sin=dmath.sin, cos=dmath.cos, pixel_centre=0.5, **geometry

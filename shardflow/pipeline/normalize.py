@@ -61,7 +61,7 @@ class Normalize(keras.layers.Layer):
             raise ValueError(f"unknown normalization mode {mode!r}; choose one of {', '.join(NORMALIZE_MODES)}")
         if (mode == "standardize") != (mean is not None and std is not None):
             raise ValueError("mean= and std= go together, with mode='standardize' only")
-        if mode == "standardize" and (len(mean) != len(std) or not mean or min(std) <= 0):
+        if mean is not None and std is not None and (len(mean) != len(std) or not mean or min(std) <= 0):
             raise ValueError(f"mean and std need one value per channel (std > 0), got mean={mean}, std={std}")
         self.mode = mode
         self.mean = None if mean is None else [float(m) for m in mean]
@@ -98,6 +98,6 @@ def _scale_offset(mode: str, mean: list[float] | None, std: list[float] | None) 
         return [1.0] * 3, [-103.939, -116.779, -123.68]
     if style == "torch":  # x / 255, then the ImageNet mean and std
         mean, std = [255 * m for m in _IMAGENET_MEAN], [255 * s for s in _IMAGENET_STD]
-    if style in ("standardize", "torch"):
+    if style in ("standardize", "torch") and mean is not None and std is not None:
         return [1 / s for s in std], [-m / s for m, s in zip(mean, std)]
     return [1.0], [0.0]  # identity

@@ -52,7 +52,9 @@ class Preprocessing:
     def of_dataset(
         cls, info: metadata.DatasetInfo, image_size: tuple[int, int], crop_to_aspect_ratio: bool = False
     ) -> Preprocessing:
-        return cls(info.class_names, info.image_options, tuple(image_size), crop_to_aspect_ratio, info.multi_label)
+        return cls(
+            info.class_names, info.image_options, (image_size[0], image_size[1]), crop_to_aspect_ratio, info.multi_label
+        )
 
     @property
     def schema(self) -> schema.RecordSchema:
@@ -72,7 +74,8 @@ class Preprocessing:
 
     def images(self, encoded: Sequence[bytes]) -> ImageBatch:
         """Image files (their bytes) -> the model's uint8 input, exactly as training saw such images."""
-        records, problems = [], []
+        records: list[bytes] = []
+        problems: list[str | None] = []
         for data in encoded:
             try:
                 records.append(self.record(data))

@@ -48,7 +48,7 @@ def serve(port: int, workers: int, host: str = "localhost") -> None:
         for _ in range(workers)
     ]
     for process in processes:
-        quiet.forward_filtered(process.stderr)
+        quiet.forward_filtered(process.stderr)  # type: ignore[arg-type]  # (stderr=PIPE: a stream)
     print(
         f"tf.data service: dispatcher at {PROTOCOL}://{address}, {workers} worker process(es); "
         f'load(..., data_service="{PROTOCOL}://{address}")',

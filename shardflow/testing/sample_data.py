@@ -106,7 +106,7 @@ def _background(width: int, height: int, rng: np.random.Generator) -> tuple[Imag
     t = (t - t_min) / t_span
     pixels = c0.astype(np.float32) + t[..., None] * (c1 - c0).astype(np.float32)
     blotches = Image.fromarray(rng.normal(0, 12, size=(6, 6)).astype(np.float32), "F")
-    pixels += np.asarray(blotches.resize((width, height), Image.BILINEAR))[..., None]
+    pixels += np.asarray(blotches.resize((width, height), Image.Resampling.BILINEAR))[..., None]
     pixels += rng.integers(-8, 9, size=(height, width, 1), dtype=np.int16)
     image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
@@ -172,11 +172,13 @@ def _contrasting_colour(background_luma: float, rng: np.random.Generator) -> tup
             goal, target = background_luma + _MIN_CONTRAST, 255.0
         a = (luma - goal) / (luma - target)
         colour = (1 - a) * colour + a * target
-    return tuple(int(round(c)) for c in colour)
+    red, green, blue = (int(round(c)) for c in colour)
+    return red, green, blue
 
 
 def _invert(colour: tuple[int, int, int]) -> tuple[int, int, int]:
-    return tuple(255 - c for c in colour)
+    red, green, blue = colour
+    return 255 - red, 255 - green, 255 - blue
 
 
 def _stripes(size: tuple[int, int], half_period: float, rng: np.random.Generator) -> Image.Image:

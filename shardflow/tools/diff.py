@@ -67,7 +67,7 @@ def diff(old_dir: str, new_dir: str) -> DatasetDiff:
     for path in sorted(old.keys() | new.keys()):
         before, after = old.get(path), new.get(path)
         if before is None:
-            count(after, "added", path)
+            count(new[path], "added", path)
         elif after is None:
             count(before, "removed", path)
         else:

@@ -74,7 +74,7 @@ def verify(data_dir: str, *, decode_images: bool = True, workers: int | None = N
     check = _RecordCheck(info, {(d["shard"], d["record"]): d["warning"] for d in damaged}) if decode_images else None
     jobs = [(split.name, shard) for split in info.splits.values() for shard in split.shards]
     with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        shards = list(pool.map(lambda job: check_shard(info, *job, check=check, indexes=True), jobs))
+        shards = list(pool.map(lambda job: check_shard(info, job[0], job[1], check=check, indexes=True), jobs))
     report = VerifyReport(data_dir, shards, problems)
     if check is not None and report.damaged_kept != len(damaged):
         problems.append(
