@@ -1,3 +1,3 @@
 """shardflow: image folders and archives -> sharded TFRecords (Beam) -> tf.data streams -> Keras trainers."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

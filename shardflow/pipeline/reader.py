@@ -76,7 +76,8 @@ def load(
         image's path (validation), `Holdout(0.1).rest()` the other 90% (training). The number of batches is then
         not known in advance.
 
-    The arguments after `split` make a `ReadConfig` (checked: a ValueError names the argument); `read` takes one.
+    The arguments after `split` make a [`ReadConfig`][] (checked: a ValueError names the argument); [`read`][]
+    takes one.
     """
     return read(
         data_dir,
