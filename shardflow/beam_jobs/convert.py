@@ -157,7 +157,9 @@ def build(
 def convert(
     src: str, out: str, options: ConvertOptions = ConvertOptions(), beam_args: Sequence[str] = ()
 ) -> metadata.DatasetInfo:
-    """Convert `src` into a dataset folder `out`; returns what its shardflow.json records.
+    """Convert `src` into a dataset folder `out` as `options` say
+    ([`ConvertOptions`][shardflow.beam_jobs.options.ConvertOptions]); returns what its shardflow.json records
+    ([`DatasetInfo`][shardflow.core.metadata.DatasetInfo]).
 
     `beam_args` are Beam pipeline options (`--runner`, `--project`, ...); any other option is refused."""
     started = time.time()

@@ -62,15 +62,16 @@ def load(
       shuffle: shuffle shards and records (default: only for "train"); unshuffled splits keep the stored order.
       seed: makes the order (and augmentation) repeatable: the same seed gives the same batches.
       augment: ImageDataGenerator keyword arguments (a dict, a JSON string or a preset name such as "seed004"),
-        applied on the CPU, fused with the resize into one resampling. For the GPU, use the `Augment` layer.
-      repeat: repeat forever (use `steps_per_epoch`).
+        applied on the CPU, fused with the resize into one resampling. For the GPU, use the
+        [`Augment`][shardflow.pipeline.Augment] layer.
+      repeat: repeat forever (use [`steps_per_epoch`][shardflow.pipeline.steps_per_epoch]).
       cache: keep the decoded, resized images in memory (True) or in files at this path prefix; augmentation
         still varies per epoch.
       take: only the first N records (after shuffling), e.g. for a quick trial run.
       input_context: from `strategy.distribute_datasets_from_function`; each input pipeline reads its own shards.
       data_service: "grpc://host:port" of a `shardflow serve-data` dispatcher to decode on its workers.
       backend: "tf" (tf.data), or "dali" to read and decode with NVIDIA DALI: on the GPU when TensorFlow sees one
-        (nvJPEG), else in DALI's CPU mode (slower than "tf"); see `shardflow.pipeline.dali`. Not with `cache`,
+        (nvJPEG), else in DALI's CPU mode (slower than "tf"); see [`shardflow.pipeline.dali`][]. Not with `cache`,
         `take`, `data_service`, `holdout` or a multi-label dataset; `augment`'s fill_mode "nearest" or "constant".
       holdout: only a deterministic part of the split: `Holdout(0.1)` the 10% held out by a stable hash of each
         image's path (validation), `Holdout(0.1).rest()` the other 90% (training). The number of batches is then
@@ -103,7 +104,8 @@ def load(
 
 
 def read(data_dir: str, split: str, config: ReadConfig) -> tf.data.Dataset:
-    """`load`, its knobs in a `ReadConfig`: the split's shards -> their records -> parsed batches."""
+    """[`load`][shardflow.pipeline.load], its knobs in a [`ReadConfig`][shardflow.pipeline.ReadConfig]: the split's
+    shards -> their records -> parsed batches."""
     info = metadata.read(data_dir)
     config = config.for_split(split)
     size = _image_size(info, config.image_size)

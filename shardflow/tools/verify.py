@@ -59,7 +59,7 @@ class VerifyReport:
 
 
 def verify(data_dir: str, *, decode_images: bool = True, workers: int | None = None) -> VerifyReport:
-    """Check every shard of `data_dir` against its metadata; see the module docstring."""
+    """Check every shard of `data_dir` against its metadata; see [`shardflow.tools.verify`][]."""
     info = metadata.read(data_dir)
     problems = _dataset_problems(info)
     try:

@@ -52,7 +52,8 @@ logger = logging.getLogger(__name__)
 def train(data_dir: str, out: str, options: TrainOptions = TrainOptions()) -> dict[str, Any]:
     """Train `options.model` on the dataset in `data_dir`, write the run to `out`; returns metrics.json's content.
 
-    Says where it trains on the `shardflow` logger (INFO) and what probably is not meant as `ShardflowWarning`s."""
+    `options`: a [`TrainOptions`][shardflow.trainers.options.TrainOptions]. Says where it trains on the `shardflow`
+    logger (INFO) and what probably is not meant as [`ShardflowWarning`][shardflow.core.messages.ShardflowWarning]s."""
     started = time.time()
     with damaged_shards_named(data_dir):
         plan = _plan(data_dir, out, options)
