@@ -68,6 +68,8 @@ def load(
       cache: keep the decoded, resized images in memory (True) or in files at this path prefix; augmentation
         still varies per epoch.
       take: only the first N records (after shuffling), e.g. for a quick trial run.
+      drop_remainder: leave out the last batch when it is partial.
+      shuffle_buffer: records held in the shuffle buffer (when shuffling).
       input_context: from `strategy.distribute_datasets_from_function`; each input pipeline reads its own shards.
       data_service: "grpc://host:port" of a `shardflow serve-data` dispatcher to decode on its workers.
       backend: "tf" (tf.data), or "dali" to read and decode with NVIDIA DALI: on the GPU when TensorFlow sees one
