@@ -1,4 +1,5 @@
-"""mkdocs hooks: the site's pages for `benchmarks/RESULTS.md` and `CHANGELOG.md`, which live outside docs/.
+"""mkdocs hooks: the site's pages for `README.md`, `benchmarks/RESULTS.md` and `CHANGELOG.md`, which live outside
+docs/.
 
 The pages in docs/ link to those files by their paths in the repository (`../benchmarks/RESULTS.md`), which is
 right when they are read on a forge or in a clone; here each such link is pointed at the generated page, and the
@@ -13,10 +14,16 @@ import re
 from mkdocs.structure.files import File
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-OUTSIDE = {"results.md": ROOT / "benchmarks" / "RESULTS.md", "changelog.md": ROOT / "CHANGELOG.md"}
+OUTSIDE = {
+    "getting-started.md": ROOT / "README.md",
+    "results.md": ROOT / "benchmarks" / "RESULTS.md",
+    "changelog.md": ROOT / "CHANGELOG.md",
+}
 LINKS = [
     (re.compile(r"\]\((?:\.\./)*benchmarks/RESULTS\.md"), "](results.md"),
     (re.compile(r"\]\((?:\.\./)*CHANGELOG\.md"), "](changelog.md"),
+    (re.compile(r"\]\((?:\.\./)+README\.md"), "](getting-started.md"),
+    (re.compile(r"\]\(LICENSE\)"), "](https://www.apache.org/licenses/LICENSE-2.0)"),
     (re.compile(r"\]\((?:\.\./)?docs/"), "]("),
 ]
 
