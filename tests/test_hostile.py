@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
 from shardflow.cli import main
 from shardflow.core import metadata
+from shardflow.pipeline import load
 from shardflow.tools.verify import verify
 from tests.conftest import encode, noise_image
 
@@ -100,3 +103,21 @@ def test_non_utf8_and_unusual_file_names_are_kept_faithfully(tmp_path):
     assert stored == set(names) - {b"dog.\xe9broken.jpg"}
     (reject,) = metadata.read_rejects(str(tmp_path / "out"))
     assert os.fsencode(reject["path"]) == b"dog.\xe9broken.jpg" and "empty" in reject["reason"]
+
+
+@pytest.mark.parametrize("name", ["../outside.tfrecord", "/tmp/outside.tfrecord", "gs://bucket/outside.tfrecord"])
+def test_a_dataset_cannot_send_a_reader_outside_its_folder(pets_dataset, tmp_path, capsys, name):
+    """A crafted shardflow.json names a shard outside the dataset's folder (a real TFRecord file is there, so
+    reading it would work): every reader refuses the dataset, naming the file name, and reads nothing."""
+    data = tmp_path / "data"
+    shutil.copytree(pets_dataset, data)
+    info = json.loads((data / metadata.SHARDFLOW_INFO).read_text())
+    shard = info["splits"]["train"]["shards"][0]
+    (tmp_path / "outside.tfrecord").write_bytes((data / shard["filename"]).read_bytes())
+    shard["filename"] = name
+    (data / metadata.SHARDFLOW_INFO).write_text(json.dumps(info))
+    with pytest.raises(metadata.DatasetError, match=r"shard file name .* is not a file name of the dataset's own"):
+        load(str(data), "train", batch_size=4, image_size=32)
+    for command in (["verify", str(data)], ["inspect", str(data)]):
+        assert main(command) == 2
+        assert f"shard file name {name!r} is not a file name" in capsys.readouterr().err

@@ -42,10 +42,19 @@ class DatasetError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Shard:
+    """One shard file of a split: a bare file name in the dataset's folder, its records, bytes and SHA-256."""
+
     filename: str
     num_records: int
     num_bytes: int
     sha256: str
+
+    def __post_init__(self) -> None:
+        """DatasetError for a name that is not a bare file name: a dataset from someone else must not make a
+        reader open a file outside its folder (`../..`, an absolute path, another filesystem)."""
+        name = self.filename
+        if not isinstance(name, str) or name in ("", ".", "..") or any(c in name for c in "/\\:\0"):
+            raise DatasetError(f"shard file name {name!r} is not a file name of the dataset's own folder")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -414,7 +423,10 @@ def read(data_dir: str) -> DatasetInfo:
         )
     if not files.exists(info_path):
         raise DatasetError(f"{data_dir}: a TFDS dataset, but not written by shardflow (no {SHARDFLOW_INFO})")
-    return DatasetInfo.from_json(files.read_text(info_path), data_dir)
+    try:
+        return DatasetInfo.from_json(files.read_text(info_path), data_dir)
+    except DatasetError as error:
+        raise DatasetError(f"{info_path}: {error}") from None
 
 
 def read_rejects(data_dir: str) -> list[dict[str, str]]:
