@@ -138,6 +138,12 @@ def _commands() -> tuple[Command, ...]:
 def _parser() -> argparse.ArgumentParser:
     """`shardflow` and a subparser per `Command`; each knows its flag for every parameter name (`flags`)."""
     parser = argparse.ArgumentParser(prog="shardflow", description=shardflow.__doc__)
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"shardflow {shardflow.__version__}",
+        help="print shardflow's version and exit (`convert --version` is the dataset's)",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True)
     for command in _commands():
         sub = subparsers.add_parser(
