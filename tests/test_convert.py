@@ -288,7 +288,7 @@ def test_existing_output_is_refused_unless_overwrite(kaggle_dir, tmp_path, capsy
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     assert main(["convert", str(kaggle_dir), str(out)]) == 2
-    assert "not empty" in capsys.readouterr().err
+    assert "not a shardflow dataset" in capsys.readouterr().err
     assert main(["convert", str(kaggle_dir), str(out), "--overwrite"]) == 2
     assert "not a shardflow dataset" in capsys.readouterr().err
     assert (out / "notes.txt").exists()

@@ -305,7 +305,7 @@ def test_a_run_is_never_silently_replaced(tiny_pets, tmp_path, capsys):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")
     assert main(["train", str(tiny_pets), "--out", str(tmp_path / "notes"), "--overwrite", *quick]) == 2
-    assert "is not a training run; refusing to delete it" in capsys.readouterr().err
+    assert "not a training run (no model.keras); --overwrite will not replace it" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -656,12 +656,13 @@ def _prepare_out(src: str, out: str, overwrite: bool) -> OutputLock | None:
     lock = OutputLock(out_abs).acquire()
     try:
         entries = [e for e in os.listdir(out_abs) if e != LOCK_NAME]
-        if entries and not overwrite:
-            raise ConversionError(f"OUT {out!r} exists and is not empty; pass `overwrite` to replace it")
-        if entries and not metadata.is_dataset_dir(out_abs):
+        if entries and not metadata.is_dataset_dir(out_abs):  # (said first: `overwrite` cannot help here)
             raise ConversionError(
-                f"OUT {out!r} is not a shardflow dataset; refusing to delete it, even with `overwrite`"
+                f"OUT {out!r} is not empty and not a shardflow dataset (no {metadata.DATASET_INFO}); `overwrite` "
+                "will not replace it either, as it deletes only a dataset shardflow wrote: give a new or empty folder"
             )
+        if entries and not overwrite:
+            raise ConversionError(f"OUT {out!r} holds a shardflow dataset; pass `overwrite` to replace it")
         for entry in entries:
             path = os.path.join(out_abs, entry)
             if os.path.isdir(path) and not os.path.islink(path):
