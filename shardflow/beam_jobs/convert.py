@@ -32,7 +32,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 import shardflow
-from shardflow.beam_jobs import csv_labels, duplicate_join, metadata_writer, reject_files, staged, stages
+from shardflow.beam_jobs import csv_labels, duplicate_join, metadata_writer, progress, reject_files, staged, stages
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.beam_jobs.local_workers import WorkerDied, watched_workers
 from shardflow.beam_jobs.options import (
@@ -103,6 +103,7 @@ def build(
     fractions = options.splits if options.split_counts is None else None
     batch_dir = FileSystems.join(staging, "batches")
     num_parts = duplicate_join.parts_for(listing.num_inputs)
+    progress_dir = local.progress if local else None
     prepared = (
         pipeline
         | "ListInputs" >> beam.Create(tasks, reshuffle=False)
@@ -112,7 +113,7 @@ def build(
             image_options,
             fractions,
             staging,
-            local.progress if local else None,
+            progress_dir,
             options.validation_from_train,
             options.keep_damaged_jpegs,
             listing.label_sets,
@@ -120,7 +121,7 @@ def build(
     )
     kept, removed = prepared.records, pipeline | "NoneRemoved" >> beam.Create([])
     if options.dedupe:
-        deduped = prepared.records | "Dedupe" >> duplicate_join.Dedupe(options.dedupe, num_parts, staging)
+        deduped = prepared.records | "Dedupe" >> duplicate_join.Dedupe(options.dedupe, num_parts, staging, progress_dir)
         kept, removed = deduped.kept, deduped.rejects
     if options.split_counts is None:
         assigned = kept  # the split was chosen while preparing
@@ -129,11 +130,15 @@ def build(
         counted = kept | "TakeCounts" >> stages.TakeCounts(options.split_counts, batch_dir)
         assigned = counted.assigned
         unselected = counted.unselected | "TagUnselected" >> beam.Map(lambda n: ("unselected", n))
-    found = assigned | "FindDuplicates" >> duplicate_join.FindDuplicates(num_parts, FileSystems.join(staging, "parts"))
-    planned = assigned | "PlanShards" >> stages.PlanShards(
-        int(options.shard_size_mb * 2**20), stages.ranges_for(listing.num_inputs), batch_dir
+    found = assigned | "FindDuplicates" >> duplicate_join.FindDuplicates(
+        num_parts, FileSystems.join(staging, "parts"), progress_dir
     )
-    shards = planned["jobs"] | "WriteShards" >> stages.WriteShards(FileSystems.join(staging, "shards"), name)
+    planned = assigned | "PlanShards" >> stages.PlanShards(
+        int(options.shard_size_mb * 2**20), stages.ranges_for(listing.num_inputs), batch_dir, progress_dir
+    )
+    shards = planned["jobs"] | "WriteShards" >> stages.WriteShards(
+        FileSystems.join(staging, "shards"), name, progress_dir
+    )
     _ = (
         shards | "TagShards" >> beam.Map(lambda s: ("shards", s)),
         planned["stats"] | "TagStats" >> beam.Map(lambda s: ("splits", s)),
@@ -146,6 +151,18 @@ def build(
         prepared[stages.PrepareRecords.FINGERPRINT] | "TagFingerprint" >> beam.Map(lambda h: ("fingerprint", h)),
         unselected,
     ) | "Summarize" >> stages.Summarize(FileSystems.join(staging, "summary.json"))
+
+
+def progress_stages(listing: SourceListing, options: ConvertOptions) -> list[progress.Stage]:
+    """The steps of `build`'s job that the local progress display names, with what each counts."""
+    num_parts = duplicate_join.parts_for(listing.num_inputs)
+    return [
+        progress.Stage(progress.READING, "images", listing.num_inputs),
+        *([progress.Stage(progress.REMOVING, "parts", num_parts)] if options.dedupe else []),
+        progress.Stage(progress.GROUPING, "parts", num_parts),
+        progress.Stage(progress.PLANNING, "ranges"),  # (of a split's path hashes: per split, up to `ranges_for`)
+        progress.Stage(progress.WRITING, "shards"),
+    ]
 
 
 # -- launching and finishing ----------------------------------------------------------------------------------
@@ -238,7 +255,7 @@ def _run_and_finalize(
             with (
                 worker_logs_to(log) as stderr,
                 watched_workers(),
-                ProgressDisplay(local.progress, listing.num_inputs, len(listing.rejects), stderr),
+                ProgressDisplay(local.progress, progress_stages(listing, options), len(listing.rejects), stderr),
             ):
                 result = pipeline.run()
                 result.wait_until_finish()
