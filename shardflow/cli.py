@@ -341,8 +341,9 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default=metadata.TEST, help="the split, when a path is a converted dataset")
     parser.add_argument(
         "--csv",
-        help="write Kaggle's submission format here: id,label, or the shape of the CSV file "
-        "the dataset's labels came from (convert --labels)",
+        help="write Kaggle's submission format here, a row per input in id order: id,label (label: with two "
+        "classes the probability of the second, else the class name), or the shape of the CSV file the "
+        "dataset's labels came from (convert --labels)",
     )
     parser.add_argument(
         "--threshold",
@@ -561,18 +562,21 @@ def _diff(args, _extra) -> int:
 
 
 def _predict(args, _extra) -> None:
-    from shardflow.trainers.predict import predict, run_labels_file, run_preprocessing, write_submission
+    from shardflow.trainers.predict import label_meaning, predict, run_labels_file, run_preprocessing, write_submission
 
     predictions = predict(args.run, args.paths, args.split, args.threshold)
     unread = [p for p in predictions if p.problem]
+    if args.csv:  # first: the file does not depend on stdout (`... | head` closes it early)
+        class_names, labels_file = run_preprocessing(args.run).class_names, run_labels_file(args.run)
+        write_submission(predictions, args.csv, class_names, labels_file)
+        meaning = label_meaning(predictions, class_names, labels_file)
+        print(
+            f"wrote {len(predictions)} predictions to {args.csv} ({meaning}"
+            + (f"; {len(unread)} without a label: their files could not be read)" if unread else ")"),
+            file=sys.stderr,
+        )
     for prediction in predictions:
         print(prediction.sentence(), file=sys.stderr if prediction.problem else sys.stdout)
-    if args.csv:
-        write_submission(predictions, args.csv, run_preprocessing(args.run).class_names, run_labels_file(args.run))
-        print(
-            f"wrote {len(predictions)} predictions to {args.csv}"
-            + (f" ({len(unread)} without a label: their files could not be read)" if unread else "")
-        )
     if unread:
         print(f"{len(unread)} of {len(predictions)} inputs could not be read (listed above)", file=sys.stderr)
 
