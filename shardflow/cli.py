@@ -17,7 +17,6 @@ import logging
 import os
 import sys
 import warnings
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
@@ -26,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ star
 import shardflow  # noqa: E402  (after the environment is set)
 from shardflow.core import labels as labels_lib  # noqa: E402
 from shardflow.core import metadata, quiet  # noqa: E402
-from shardflow.core.messages import ShardflowWarning, did_you_mean, in_flags  # noqa: E402
+from shardflow.core.messages import ShardflowWarning, did_you_mean, in_flags, pad  # noqa: E402
 
 SUMMARY_MAX_CLASSES = 12  # more classes: the end-of-run summary gives their range per split
 INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
@@ -540,24 +539,10 @@ def _evaluate(args, _extra) -> None:
 
 
 def _diff(args, _extra) -> int:
-    from shardflow.tools.diff import KINDS, diff
+    from shardflow.tools.diff import diff
 
     result = diff(args.old, args.new)
-    if args.json:
-        print(json.dumps(result.to_json(), indent=1))
-        return 0 if result.identical else 1
-    totals = sum(result.counts.values(), Counter())
-    print(
-        f"{args.old} -> {args.new}: "
-        + ", ".join(f"{totals[k]} {k}" for k in KINDS)
-        + f"; {result.moved} file(s) moved to another split"
-    )
-    print(f"  {'split/class':<24}" + "".join(f"{k:>11}" for k in KINDS))
-    for key, counts in result.counts.items():
-        print(f"  {key:<24}" + "".join(f"{counts[k]:>11}" for k in KINDS))
-    for kind, paths in result.examples.items():
-        if paths:
-            print(f"  {kind}: {', '.join(paths)}" + (" ..." if totals[kind] > len(paths) else ""))
+    print(json.dumps(result.to_json(), indent=1) if args.json else result.text())
     return 0 if result.identical else 1
 
 
@@ -604,7 +589,7 @@ def _summary_text(info: metadata.DatasetInfo, out: str) -> str:
         )
     for name, split in info.splits.items():
         lines.append(
-            f"  {name:<11} {split.num_examples:>7} records in {len(split.shards)} shard(s)  "
+            f"  {pad(name, 11)} {split.num_examples:>7} records in {len(split.shards)} shard(s)  "
             f"({_class_counts(split.label_counts, info.class_names)})"
         )
     lines += [f"warning: {warning}" for warning in info.warnings]
