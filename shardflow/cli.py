@@ -102,10 +102,15 @@ def _commands() -> tuple[Command, ...]:
         ),
         Command(
             "serve-data",
-            "start a tf.data service dispatcher and workers here",
+            "start a tf.data service dispatcher and workers here (every interface, no authentication)",
             _serve_data_arguments,
             _serve_data,
             uses_tensorflow=True,
+            description="Start a tf.data service dispatcher and worker processes on this machine, for "
+            '`load(..., data_service="grpc://HOST:PORT")` elsewhere. They listen on every network interface '
+            "(TensorFlow's servers cannot bind one address, so there is no --host) with no authentication, and "
+            "a worker runs whatever dataset graph a client sends: use it on a trusted network only, and keep "
+            "the ports private with a firewall or a private network.",
         ),
         Command(
             "train", "train a tutorial model on a converted dataset", _train_arguments, _train, uses_tensorflow=True
@@ -309,7 +314,7 @@ def _serve_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--port",
         type=int,
         default=5050,
-        help="the dispatcher's port (0: any free one; the first line printed says which)",
+        help="the dispatcher's port, on every interface (0: any free one; the first line printed says which)",
     )
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
 
