@@ -404,12 +404,13 @@ def finalize(
         [FileSystems.join(out, name) for name in moved],
     )
     with FileSystems.create(FileSystems.join(out, metadata.DAMAGED_JPEGS)) as f:
-        f.write("".join(json.dumps(entry) + "\n" for entry in damaged).encode())
+        f.write("".join(metadata.json_text(entry) + "\n" for entry in damaged).encode())
     if listing.labels_file:
         with FileSystems.create(FileSystems.join(out, metadata.LABELS_WITHOUT_IMAGES)) as f:
             f.write(
                 "".join(
-                    json.dumps({"line": line, "id": identifier}) + "\n" for line, identifier in listing.without_images
+                    metadata.json_text({"line": line, "id": identifier}) + "\n"
+                    for line, identifier in listing.without_images
                 ).encode()
             )
     listed = listed_groups(groups)
