@@ -17,7 +17,6 @@ import logging
 import os
 import sys
 import warnings
-from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
@@ -26,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ star
 import shardflow  # noqa: E402  (after the environment is set)
 from shardflow.core import labels as labels_lib  # noqa: E402
 from shardflow.core import metadata, quiet  # noqa: E402
-from shardflow.core.messages import ShardflowWarning, did_you_mean, in_flags  # noqa: E402
+from shardflow.core.messages import ShardflowWarning, did_you_mean, in_flags, pad  # noqa: E402
 
 SUMMARY_MAX_CLASSES = 12  # more classes: the end-of-run summary gives their range per split
 INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
@@ -103,10 +102,15 @@ def _commands() -> tuple[Command, ...]:
         ),
         Command(
             "serve-data",
-            "start a tf.data service dispatcher and workers here",
+            "start a tf.data service dispatcher and workers here (every interface, no authentication)",
             _serve_data_arguments,
             _serve_data,
             uses_tensorflow=True,
+            description="Start a tf.data service dispatcher and worker processes on this machine, for "
+            '`load(..., data_service="grpc://HOST:PORT")` elsewhere. They listen on every network interface '
+            "(TensorFlow's servers cannot bind one address, so there is no --host) with no authentication, and "
+            "a worker runs whatever dataset graph a client sends: use it on a trusted network only, and keep "
+            "the ports private with a firewall or a private network.",
         ),
         Command(
             "train", "train a tutorial model on a converted dataset", _train_arguments, _train, uses_tensorflow=True
@@ -138,6 +142,12 @@ def _commands() -> tuple[Command, ...]:
 def _parser() -> argparse.ArgumentParser:
     """`shardflow` and a subparser per `Command`; each knows its flag for every parameter name (`flags`)."""
     parser = argparse.ArgumentParser(prog="shardflow", description=shardflow.__doc__)
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"shardflow {shardflow.__version__}",
+        help="print shardflow's version and exit (`convert --version` is the dataset's)",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True)
     for command in _commands():
         sub = subparsers.add_parser(
@@ -304,7 +314,7 @@ def _serve_data_arguments(parser: argparse.ArgumentParser) -> None:
         "--port",
         type=int,
         default=5050,
-        help="the dispatcher's port (0: any free one; the first line printed says which)",
+        help="the dispatcher's port, on every interface (0: any free one; the first line printed says which)",
     )
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
 
@@ -335,8 +345,9 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default=metadata.TEST, help="the split, when a path is a converted dataset")
     parser.add_argument(
         "--csv",
-        help="write Kaggle's submission format here: id,label, or the shape of the CSV file "
-        "the dataset's labels came from (convert --labels)",
+        help="write Kaggle's submission format here, a row per input in id order: id,label (label: with two "
+        "classes the probability of the second, else the class name), or the shape of the CSV file the "
+        "dataset's labels came from (convert --labels)",
     )
     parser.add_argument(
         "--threshold",
@@ -533,40 +544,29 @@ def _evaluate(args, _extra) -> None:
 
 
 def _diff(args, _extra) -> int:
-    from shardflow.tools.diff import KINDS, diff
+    from shardflow.tools.diff import diff
 
     result = diff(args.old, args.new)
-    if args.json:
-        print(json.dumps(result.to_json(), indent=1))
-        return 0 if result.identical else 1
-    totals = sum(result.counts.values(), Counter())
-    print(
-        f"{args.old} -> {args.new}: "
-        + ", ".join(f"{totals[k]} {k}" for k in KINDS)
-        + f"; {result.moved} file(s) moved to another split"
-    )
-    print(f"  {'split/class':<24}" + "".join(f"{k:>11}" for k in KINDS))
-    for key, counts in result.counts.items():
-        print(f"  {key:<24}" + "".join(f"{counts[k]:>11}" for k in KINDS))
-    for kind, paths in result.examples.items():
-        if paths:
-            print(f"  {kind}: {', '.join(paths)}" + (" ..." if totals[kind] > len(paths) else ""))
+    print(json.dumps(result.to_json(), indent=1) if args.json else result.text())
     return 0 if result.identical else 1
 
 
 def _predict(args, _extra) -> None:
-    from shardflow.trainers.predict import predict, run_labels_file, run_preprocessing, write_submission
+    from shardflow.trainers.predict import label_meaning, predict, run_labels_file, run_preprocessing, write_submission
 
     predictions = predict(args.run, args.paths, args.split, args.threshold)
     unread = [p for p in predictions if p.problem]
+    if args.csv:  # first: the file does not depend on stdout (`... | head` closes it early)
+        class_names, labels_file = run_preprocessing(args.run).class_names, run_labels_file(args.run)
+        write_submission(predictions, args.csv, class_names, labels_file)
+        meaning = label_meaning(predictions, class_names, labels_file)
+        print(
+            f"wrote {len(predictions)} predictions to {args.csv} ({meaning}"
+            + (f"; {len(unread)} without a label: their files could not be read)" if unread else ")"),
+            file=sys.stderr,
+        )
     for prediction in predictions:
         print(prediction.sentence(), file=sys.stderr if prediction.problem else sys.stdout)
-    if args.csv:
-        write_submission(predictions, args.csv, run_preprocessing(args.run).class_names, run_labels_file(args.run))
-        print(
-            f"wrote {len(predictions)} predictions to {args.csv}"
-            + (f" ({len(unread)} without a label: their files could not be read)" if unread else "")
-        )
     if unread:
         print(f"{len(unread)} of {len(predictions)} inputs could not be read (listed above)", file=sys.stderr)
 
@@ -594,7 +594,7 @@ def _summary_text(info: metadata.DatasetInfo, out: str) -> str:
         )
     for name, split in info.splits.items():
         lines.append(
-            f"  {name:<11} {split.num_examples:>7} records in {len(split.shards)} shard(s)  "
+            f"  {pad(name, 11)} {split.num_examples:>7} records in {len(split.shards)} shard(s)  "
             f"({_class_counts(split.label_counts, info.class_names)})"
         )
     lines += [f"warning: {warning}" for warning in info.warnings]

@@ -3,8 +3,15 @@ gives every option of every subcommand a help text that shows its default once."
 
 from __future__ import annotations
 
+import argparse
+import os
+import subprocess
+import sys
+
 import pytest
 
+import shardflow
+from shardflow import cli
 from shardflow.cli import main
 
 
@@ -43,6 +50,36 @@ def test_every_option_of_every_subcommand_has_help_that_shows_its_default_once(c
         for option, text in helps.items():
             assert text, f"shardflow {name} {option} has no help text"
             assert text.lower().count("default") <= 1, f"shardflow {name} {option}: {text}"
+
+
+def test_every_action_of_every_subparser_has_help_and_says_default_at_most_once():
+    """The same, from argparse's own actions (positionals and argument groups included), as each --help renders
+    them: help text, at most one "default" in it, and every option with a default says it."""
+    parser = cli._parser()
+    (subparsers,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert len(subparsers.choices) == len(cli._commands())
+    for name, sub in subparsers.choices.items():
+        formatter = sub._get_formatter()
+        for action in sub._actions:
+            if action.dest == "help":
+                continue
+            where = f"shardflow {name} {'/'.join(action.option_strings) or action.dest}"
+            text = formatter._expand_help(action) if action.help else ""
+            assert text.strip(), f"{where} has no help text"
+            assert text.lower().count("default") <= 1, f"{where}: {text}"
+            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+                assert "default" in text.lower(), f"{where} does not show its default {action.default!r}: {text}"
+
+
+def test_version_is_the_package_version_and_convert_version_the_dataset_version(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    shown = subprocess.run(
+        [sys.executable, "-m", "shardflow.cli", "--version"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == f"shardflow {shardflow.__version__}"
+    args = cli._parser().parse_args(["convert", str(tmp_path), str(tmp_path / "out"), "--version", "2.1.0"])
+    assert args.version == "2.1.0"
 
 
 def test_train_help_shows_the_api_defaults(capsys):

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import pty
+import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tarfile
+import termios
+import threading
 import time
 
 import numpy as np
@@ -288,7 +294,7 @@ def test_existing_output_is_refused_unless_overwrite(kaggle_dir, tmp_path, capsy
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     assert main(["convert", str(kaggle_dir), str(out)]) == 2
-    assert "not empty" in capsys.readouterr().err
+    assert "not a shardflow dataset" in capsys.readouterr().err
     assert main(["convert", str(kaggle_dir), str(out), "--overwrite"]) == 2
     assert "not a shardflow dataset" in capsys.readouterr().err
     assert (out / "notes.txt").exists()
@@ -362,3 +368,72 @@ def test_user_mistakes_are_one_line_errors(kaggle_dir, tmp_path, capsys):
     error = capsys.readouterr().err
     assert "--splits" in error and "Traceback" not in error and error.count("\n") == 1
     assert not (tmp_path / "x").exists()
+
+
+def _convert_with_stderr_on(stderr: int, src, out, *flags: str) -> None:
+    """`python -m shardflow.cli convert SRC OUT` in its own process, its stderr on the file descriptor `stderr`
+    (a file, or a terminal's end)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    job = subprocess.run(
+        [sys.executable, "-m", "shardflow.cli", "convert", str(src), str(out), "--workers", "2", *flags],
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
+        env=env,
+        timeout=300,
+    )
+    assert job.returncode == 0
+
+
+@pytest.mark.slow
+def test_progress_names_each_stage_and_draws_no_bars_into_a_file(kaggle_dir, tmp_path):
+    """stderr into a file (not a terminal): one plain line per stage, each with its own count, in the job's
+    order; no carriage returns, no bars."""
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as f:
+        _convert_with_stderr_on(f.fileno(), kaggle_dir, tmp_path / "out", "--dedupe", "exact")
+    text = log.read_text()
+    assert "\r" not in text and "%|" not in text, text
+    lines = text.splitlines()
+    stages = [line for line in lines if line.split(":")[0] in STAGE_NAMES]
+    assert [line.split(":")[0] for line in stages] == list(STAGE_NAMES), text
+    assert stages[0] == "reading images: 60/60, 0 rejected"
+    info = metadata.read(str(tmp_path / "out"))
+    shards = sum(len(split.shards) for split in info.splits.values())
+    assert stages[-1] == f"writing shards: {shards} shards"
+    for line in stages[1:3]:
+        assert re.fullmatch(r"[a-z ]+: [1-9]\d* parts", line), line
+    assert re.fullmatch(r"planning shards: [1-9]\d* ranges", stages[3]), stages[3]
+
+
+@pytest.mark.slow
+def test_progress_on_a_terminal_is_a_bar_per_stage(kaggle_dir, tmp_path):
+    """stderr on a terminal: a live bar per stage, named, each ending at its own count."""
+    terminal, its_end = pty.openpty()
+    fcntl.ioctl(its_end, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    shown = bytearray()
+    reader = threading.Thread(target=_drain, args=(terminal, shown), daemon=True)
+    reader.start()
+    try:
+        _convert_with_stderr_on(its_end, kaggle_dir, tmp_path / "out")
+    finally:
+        os.close(its_end)
+        reader.join(timeout=10)
+        os.close(terminal)
+    screen = [line.rstrip("\r").split("\r")[-1] for line in shown.decode().split("\n")]
+    bars = [line for line in screen if line.split(":")[0] in STAGE_NAMES]
+    assert [bar.split(":")[0] for bar in bars] == [name for name in STAGE_NAMES if name != "removing duplicates"]
+    assert "100%|" in bars[0] and "60/60" in bars[0] and "rejected=0" in bars[0], bars[0]
+
+
+STAGE_NAMES = ("reading images", "removing duplicates", "grouping duplicates", "planning shards", "writing shards")
+
+
+def _drain(fd: int, into: bytearray) -> None:
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # (the terminal's other end closed)
+            return
+        if not chunk:
+            return
+        into.extend(chunk)

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from shardflow.cli import main
+from shardflow.core.messages import display_width, pad
 from shardflow.testing.sample_data import write_sample_data
 from tests.conftest import encode
 
@@ -50,3 +51,29 @@ def test_other_splits_show_as_moved_files(tmp_path, capsys):
     assert main(["diff", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
     out = capsys.readouterr().out
     assert "0 added, 0 removed, 0 changed, 30 unchanged" in out and "0 file(s) moved" not in out
+
+
+def test_the_table_stays_aligned_after_wide_class_names(tmp_path, capsys):
+    """CJK class names take two terminal columns per character: every row's counts end in the same column."""
+    src = tmp_path / "src"
+    write_sample_data(src, layout="folders", n=8, classes=["風景", "猫と犬の写真", "cat", "dog"], seed=3)
+    assert main(["convert", str(src), str(tmp_path / "a"), "--workers", "1", "--splits", "train=1"]) == 0
+    next((src / "cat").iterdir()).unlink()
+    assert main(["convert", str(src), str(tmp_path / "b"), "--workers", "1", "--splits", "train=1"]) == 0
+    capsys.readouterr()
+    assert main(["diff", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    table = lines[1 : lines.index(next(line for line in lines if line.startswith("  removed:")))]
+    assert [row.split()[0] for row in table] == [
+        "split/class",
+        "train/cat",
+        "train/dog",
+        "train/猫と犬の写真",
+        "train/風景",
+    ]
+    assert len({display_width(row) for row in table}) == 1, "\n".join(table)
+
+
+def test_display_width_counts_wide_characters_twice():
+    assert display_width("風景") == 4 and display_width("cat") == 3 and display_width("e\u0301") == 1
+    assert pad("風景", 6) == "風景  " and pad("cat", 6, ">") == "   cat"

@@ -107,20 +107,22 @@ def test_the_error_is_all_a_command_prints(tmp_path):
 
 def help_entries(text: str) -> dict[str, str]:
     """argparse's help text -> {invocation: its help}, for every option and positional argument listed (a group's
-    description, the lines between its title and a blank line that the group's options follow, is none)."""
-    lines = text.splitlines() + [""]
-    description: set[int] = set()
-    for number, line in enumerate(lines):
-        if line.endswith(":") and not line.startswith(" "):  # a group's title
-            end = lines.index("", number)
-            following = next((later for later in lines[end:] if later), "")
-            if following.startswith("  "):  # its options come after a blank line: what precedes it describes them
-                description.update(range(number + 1, end))
+    description, the lines between its title and a blank line that more entries follow, is none)."""
     entries: dict[str, str] = {}
     current = None
+    lines = text.splitlines() + [""]
+    description = False
     for number, line in enumerate(lines[:-1]):
+        if line.endswith(":") and not line.startswith(" "):  # a group's title: is a description next?
+            end = next(i for i in range(number + 1, len(lines)) if not lines[i].strip())
+            description = end < len(lines) - 1 and lines[end + 1].startswith("  ")
+            current = None
+            continue
+        if not line.strip():
+            description = current = None
+            continue
         entry = re.match(r"^  (\S.*?)(?:\s{2,}(\S.*))?$", line)
-        if entry and number not in description:
+        if entry and not description:
             current = entry.group(1)
             entries[current] = entry.group(2) or ""
         elif current and line.startswith("   ") and line.strip():
@@ -146,3 +148,36 @@ def test_every_option_of_every_command_has_help_and_shows_its_default(capsys):
             options = ConvertOptions()
             assert f"(default: {options.quality})" in entries["--quality QUALITY"]
             assert f"(default: {options.shard_size_mb})" in entries["--shard-size-mb SHARD_SIZE_MB"]
+
+
+def test_a_full_folder_that_is_no_dataset_is_refused_first_for_what_overwrite_cannot_do(tree, tmp_path, capsys):
+    """OUT holds other files: the first message already says --overwrite will not replace it (and why), rather
+    than suggesting --overwrite and then refusing it."""
+    src = tree("cat/0.jpg", "dog/0.jpg")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    for extra in ([], ["--overwrite"]):
+        assert main(["convert", str(src), str(out), "--workers", "1", *extra]) == 2
+        error = capsys.readouterr().err
+        assert len(error.splitlines()) == 1, error
+        assert "not a shardflow dataset" in error and "--overwrite will not replace it" in error, error
+        assert "pass --overwrite" not in error, error
+    assert os.listdir(out) == ["notes.txt"]
+    (out / "notes.txt").unlink()
+    (out / "dataset_info.json").write_text("{}")  # a dataset shardflow wrote: --overwrite is the way
+    assert main(["convert", str(src), str(out), "--workers", "1"]) == 2
+    error = capsys.readouterr().err
+    assert "holds a shardflow dataset; pass --overwrite to replace it" in error and len(error.splitlines()) == 1
+
+
+def test_a_full_folder_that_is_no_run_is_refused_first_for_what_overwrite_cannot_do(tiny_pets, tmp_path, capsys):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "todo.txt").write_text("mine")
+    for extra in ([], ["--overwrite"]):
+        assert main(["train", str(tiny_pets), "--out", str(out), "--epochs", "1", *extra]) == 2
+        error = capsys.readouterr().err
+        assert "not a training run (no model.keras); --overwrite will not replace it" in error, error
+        assert "pass --overwrite" not in error and len(error.splitlines()) == 1, error
+    assert os.listdir(out) == ["todo.txt"]

@@ -121,3 +121,31 @@ def test_a_dataset_cannot_send_a_reader_outside_its_folder(pets_dataset, tmp_pat
     for command in (["verify", str(data)], ["inspect", str(data)]):
         assert main(command) == 2
         assert f"shard file name {name!r} is not a file name" in capsys.readouterr().err
+
+
+def test_rejects_and_duplicates_are_written_in_utf8_and_undecodable_names_losslessly(tmp_path):
+    """rejects.jsonl says 風景 (not \\u98a8\\u666f); a name that is not UTF-8 (cp949 bytes) keeps its bytes as
+    \\udcXX escapes, which json.loads turns back into the same name."""
+    root = tmp_path / "src"
+    root.mkdir()
+    photo = encode(noise_image(16, 16, seed=1))
+    files = {
+        "cat.風景.jpg".encode(): b"",
+        b"cat.\xb0\xa1.jpg": b"not an image",  # cp949's 가
+        "dog.写真.jpg".encode(): photo,
+        "dog.写真 (1).jpg".encode(): photo,
+        b"dog.0.jpg": encode(noise_image(16, 16, seed=2)),
+        b"cat.0.jpg": encode(noise_image(16, 16, seed=3)),
+    }
+    for name, data in files.items():
+        with open(os.path.join(os.fsencode(root), name), "wb") as f:
+            f.write(data)
+    assert main(["convert", str(root), str(tmp_path / "out"), "--splits", "train=1", "--workers", "1"]) == 0
+    raw = (tmp_path / "out" / metadata.REJECTS).read_bytes()
+    assert "cat.風景.jpg".encode() in raw and b"\\u" + b"98a8" not in raw, raw
+    assert b"cat.\\udcb0\\udca1.jpg" in raw, raw
+    rejects = [json.loads(line) for line in raw.decode("utf-8").splitlines()]
+    assert {os.fsencode(reject["path"]) for reject in rejects} == {"cat.風景.jpg".encode(), b"cat.\xb0\xa1.jpg"}
+    assert metadata.read_rejects(str(tmp_path / "out")) == rejects
+    duplicates = (tmp_path / "out" / metadata.DUPLICATES).read_bytes()
+    assert "dog.写真 (1).jpg".encode() in duplicates and "dog.写真.jpg".encode() in duplicates, duplicates

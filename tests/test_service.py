@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import pathlib
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +14,7 @@ import time
 import pytest
 import tensorflow as tf
 
+from shardflow.cli import main
 from shardflow.core import metadata
 from shardflow.pipeline import load
 from shardflow.pipeline.service import distribute
@@ -80,3 +84,58 @@ def test_one_epoch_through_the_service_yields_every_record_once(pets_in_shards, 
 def test_bad_service_address():
     with pytest.raises(ValueError, match="grpc://host:port"):
         distribute(tf.data.Dataset.range(3), "localhost:5000")
+
+
+def _listening(pids: set[int]) -> list[str]:
+    """The local addresses (`ss -ltnp`) on which the processes `pids` listen for TCP connections."""
+    table = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    return [
+        line.split()[3] for line in table.splitlines() if {int(pid) for pid in re.findall(r"pid=(\d+)", line)} & pids
+    ]
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in pathlib.Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(child) for child in (task / "children").read_text().split()}
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("ss") is None, reason="needs iproute2's ss")
+def test_the_start_line_says_who_can_reach_the_servers_and_it_is_true(tmp_path):
+    """The servers listen on every interface, with no authentication; the start line says so, and how to keep
+    them private. ss shows the dispatcher and the worker on 0.0.0.0 (or [::]): what the line says is true."""
+    out = tmp_path / "serve-data.out"
+    with open(out, "w") as stdout:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "shardflow.cli", "serve-data", "--port", "0", "--workers", "1"],
+            stdout=stdout,
+            stderr=subprocess.DEVNULL,
+        )
+    try:
+        line = wait_for_output(out, r"dispatcher at grpc://localhost:(\d+).*\n", server).group(0)
+        port = line.split("localhost:", 1)[1].split(",", 1)[0]
+        for said in ("every network interface", "no authentication", "trusted network only", "firewall"):
+            assert said in line, line
+        deadline = time.monotonic() + 60
+        while len(addresses := _listening({server.pid} | _children(server.pid))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)  # (the worker process starts TensorFlow first)
+        assert any(address.endswith(f":{port}") for address in addresses), addresses
+        assert len(addresses) >= 2 and all(address.rsplit(":", 1)[0] in ANY_INTERFACE for address in addresses), (
+            addresses
+        )
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+ANY_INTERFACE = ("0.0.0.0", "*", "[::]")
+
+
+def test_serve_data_help_says_it_listens_everywhere(capsys):
+    with pytest.raises(SystemExit):
+        main(["serve-data", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "every network interface" in text and "no authentication" in text and "firewall" in text
+    assert "--host " not in text and "--host]" not in text  # (no flag that does nothing: TensorFlow binds all)

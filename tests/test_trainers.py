@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shlex
 import subprocess
 import sys
 
@@ -305,7 +307,7 @@ def test_a_run_is_never_silently_replaced(tiny_pets, tmp_path, capsys):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("mine")
     assert main(["train", str(tiny_pets), "--out", str(tmp_path / "notes"), "--overwrite", *quick]) == 2
-    assert "is not a training run; refusing to delete it" in capsys.readouterr().err
+    assert "not a training run (no model.keras); --overwrite will not replace it" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -370,3 +372,31 @@ def test_a_closed_pipe_ends_inspect_quietly(tiny_pets):
     _, stderr = reader.communicate(timeout=120)
     assert b"Traceback" not in stderr and b"BrokenPipe" not in stderr
     assert reader.returncode == 141
+
+
+@pytest.mark.slow
+def test_the_submission_does_not_depend_on_stdout_and_says_its_label(tiny_pets, kaggle_dir, tmp_path):
+    """`shardflow predict RUN test1/ --csv sub.csv | head -2`: the reader leaves after two lines, and sub.csv is
+    still whole; its rows in id order with numbers as numbers (1, 2, ..., 10); the label column's meaning said."""
+    run = tmp_path / "run"
+    quick = ["--model", "mnist_convnet", "--image-size", "28", "--epochs", "1", "--steps-per-epoch", "1"]
+    assert main(["train", str(tiny_pets), "--out", str(run), "--batch-size", "4", *quick]) == 0
+    test1 = tmp_path / "test1"
+    test1.mkdir()
+    photo = (kaggle_dir / "cat.0.jpg").read_bytes()
+    count = 1000  # more lines than a pipe's buffer (64 KiB) holds: printing fails once the reader left
+    for i in range(1, count + 1):
+        (test1 / f"{i}.jpg").write_bytes(photo)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    command = f"{shlex.quote(sys.executable)} -m shardflow.cli predict {run} {test1} --csv {tmp_path / 'sub.csv'}"
+    job = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {command} | head -2"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert len(job.stdout.splitlines()) == 2 and "this image is" in job.stdout, job.stdout
+    assert job.returncode == 141, job.stderr  # the reader left: 128 + SIGPIPE, as a shell's own commands exit
+    rows = list(csv.reader(open(tmp_path / "sub.csv")))
+    assert rows[0] == ["id", "label"]
+    assert [row[0] for row in rows[1:]] == [str(i) for i in range(1, count + 1)]
+    assert all(0 <= float(row[1]) <= 1 for row in rows[1:])
+    assert f"wrote {count} predictions to {tmp_path / 'sub.csv'} (label: the probability of dog" in job.stderr
+    assert f"{test1 / '1.jpg'}: this image is" in job.stdout.splitlines()[0]  # files in the same order

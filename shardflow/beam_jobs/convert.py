@@ -32,7 +32,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 import shardflow
-from shardflow.beam_jobs import csv_labels, duplicate_join, metadata_writer, reject_files, staged, stages
+from shardflow.beam_jobs import csv_labels, duplicate_join, metadata_writer, progress, reject_files, staged, stages
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.beam_jobs.local_workers import WorkerDied, watched_workers
 from shardflow.beam_jobs.options import (
@@ -106,6 +106,7 @@ def build(
     fractions = options.splits if options.split_counts is None else None
     batch_dir = FileSystems.join(staging, "batches")
     num_parts = duplicate_join.parts_for(listing.num_inputs)
+    progress_dir = local.progress if local else None
     prepared = (
         pipeline
         | "ListInputs" >> beam.Create(tasks, reshuffle=False)
@@ -115,7 +116,7 @@ def build(
             image_options,
             fractions,
             staging,
-            local.progress if local else None,
+            progress_dir,
             options.validation_from_train,
             options.keep_damaged_jpegs,
             listing.label_sets,
@@ -123,7 +124,7 @@ def build(
     )
     kept, removed = prepared.records, pipeline | "NoneRemoved" >> beam.Create([])
     if options.dedupe:
-        deduped = prepared.records | "Dedupe" >> duplicate_join.Dedupe(options.dedupe, num_parts, staging)
+        deduped = prepared.records | "Dedupe" >> duplicate_join.Dedupe(options.dedupe, num_parts, staging, progress_dir)
         kept, removed = deduped.kept, deduped.rejects
     if options.split_counts is None:
         assigned = kept  # the split was chosen while preparing
@@ -132,11 +133,15 @@ def build(
         counted = kept | "TakeCounts" >> stages.TakeCounts(options.split_counts, batch_dir)
         assigned = counted.assigned
         unselected = counted.unselected | "TagUnselected" >> beam.Map(lambda n: ("unselected", n))
-    found = assigned | "FindDuplicates" >> duplicate_join.FindDuplicates(num_parts, FileSystems.join(staging, "parts"))
-    planned = assigned | "PlanShards" >> stages.PlanShards(
-        int(options.shard_size_mb * 2**20), stages.ranges_for(listing.num_inputs), batch_dir
+    found = assigned | "FindDuplicates" >> duplicate_join.FindDuplicates(
+        num_parts, FileSystems.join(staging, "parts"), progress_dir
     )
-    shards = planned["jobs"] | "WriteShards" >> stages.WriteShards(FileSystems.join(staging, "shards"), name)
+    planned = assigned | "PlanShards" >> stages.PlanShards(
+        int(options.shard_size_mb * 2**20), stages.ranges_for(listing.num_inputs), batch_dir, progress_dir
+    )
+    shards = planned["jobs"] | "WriteShards" >> stages.WriteShards(
+        FileSystems.join(staging, "shards"), name, progress_dir
+    )
     _ = (
         shards | "TagShards" >> beam.Map(lambda s: ("shards", s)),
         planned["stats"] | "TagStats" >> beam.Map(lambda s: ("splits", s)),
@@ -149,6 +154,18 @@ def build(
         prepared[stages.PrepareRecords.FINGERPRINT] | "TagFingerprint" >> beam.Map(lambda h: ("fingerprint", h)),
         unselected,
     ) | "Summarize" >> stages.Summarize(FileSystems.join(staging, "summary.json"))
+
+
+def progress_stages(listing: SourceListing, options: ConvertOptions) -> list[progress.Stage]:
+    """The steps of `build`'s job that the local progress display names, with what each counts."""
+    num_parts = duplicate_join.parts_for(listing.num_inputs)
+    return [
+        progress.Stage(progress.READING, "images", listing.num_inputs),
+        *([progress.Stage(progress.REMOVING, "parts", num_parts)] if options.dedupe else []),
+        progress.Stage(progress.GROUPING, "parts", num_parts),
+        progress.Stage(progress.PLANNING, "ranges"),  # (of a split's path hashes: per split, up to `ranges_for`)
+        progress.Stage(progress.WRITING, "shards"),
+    ]
 
 
 # -- launching and finishing ----------------------------------------------------------------------------------
@@ -243,7 +260,7 @@ def _run_and_finalize(
             with (
                 worker_logs_to(log) as stderr,
                 watched_workers(),
-                ProgressDisplay(local.progress, listing.num_inputs, len(listing.rejects), stderr),
+                ProgressDisplay(local.progress, progress_stages(listing, options), len(listing.rejects), stderr),
             ):
                 result = pipeline.run()
                 result.wait_until_finish()
@@ -392,12 +409,13 @@ def finalize(
         [FileSystems.join(out, name) for name in moved],
     )
     with FileSystems.create(FileSystems.join(out, metadata.DAMAGED_JPEGS)) as f:
-        f.write("".join(json.dumps(entry) + "\n" for entry in damaged).encode())
+        f.write("".join(metadata.json_text(entry) + "\n" for entry in damaged).encode())
     if listing.labels_file:
         with FileSystems.create(FileSystems.join(out, metadata.LABELS_WITHOUT_IMAGES)) as f:
             f.write(
                 "".join(
-                    json.dumps({"line": line, "id": identifier}) + "\n" for line, identifier in listing.without_images
+                    metadata.json_text({"line": line, "id": identifier}) + "\n"
+                    for line, identifier in listing.without_images
                 ).encode()
             )
     listed = listed_groups(groups)
@@ -661,12 +679,13 @@ def _prepare_out(src: str, out: str, overwrite: bool) -> OutputLock | None:
     lock = OutputLock(out_abs).acquire()
     try:
         entries = [e for e in os.listdir(out_abs) if e != LOCK_NAME]
-        if entries and not overwrite:
-            raise ConversionError(f"OUT {out!r} exists and is not empty; pass `overwrite` to replace it")
-        if entries and not metadata.is_dataset_dir(out_abs):
+        if entries and not metadata.is_dataset_dir(out_abs):  # (said first: `overwrite` cannot help here)
             raise ConversionError(
-                f"OUT {out!r} is not a shardflow dataset; refusing to delete it, even with `overwrite`"
+                f"OUT {out!r} is not empty and not a shardflow dataset (no {metadata.DATASET_INFO}); `overwrite` "
+                "will not replace it either, as it deletes only a dataset shardflow wrote: give a new or empty folder"
             )
+        if entries and not overwrite:
+            raise ConversionError(f"OUT {out!r} holds a shardflow dataset; pass `overwrite` to replace it")
         for entry in entries:
             path = os.path.join(out_abs, entry)
             if os.path.isdir(path) and not os.path.islink(path):

@@ -27,6 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from shardflow.beam_jobs import staged
+from shardflow.beam_jobs.progress import GROUPING, REMOVING, Counted
 from shardflow.core import duplicates, metadata
 
 NAMESPACE = "shardflow"
@@ -136,6 +137,10 @@ def find_pairs(part_files: tuple[int, Iterable[str]]) -> list[tuple[str, Member,
     return [(kind, members[a], members[b]) for kind, a, b in sorted(pairs)]
 
 
+def _pairs_of_part(part_files: tuple[int, Iterable[str]]) -> Iterable[list[tuple[str, Member, Member]]]:
+    yield find_pairs(part_files)
+
+
 def group_pairs(pairs: Iterable[tuple[str, Member, Member]]) -> Groups:
     """Every part's pairs -> per kind ("exact", "near": exact ones included), the groups of duplicates, members
     and groups in path order."""
@@ -177,18 +182,19 @@ def drop_duplicates(joined: tuple[str, dict[str, list[Any]]], batch_dir: str) ->
 
 class FindDuplicates(beam.PTransform):
     """(split, record batch file) -> one element: per kind, the groups of duplicates (`group_pairs`), each member
-    (path, split, label, record batch file)."""
+    (path, split, label, record batch file). Parts done are counted as `stage` in `progress_dir`."""
 
-    def __init__(self, num_parts: int, part_dir: str):
+    def __init__(self, num_parts: int, part_dir: str, progress_dir: str | None = None, stage: str = GROUPING):
         super().__init__()
         self._num_parts, self._part_dir = num_parts, part_dir
+        self._progress_dir, self._stage = progress_dir, stage
 
     def expand(self, batches):
         return (
             batches
             | "KeyParts" >> beam.FlatMap(key_parts, self._num_parts, self._part_dir)
             | "GroupByPart" >> beam.GroupByKey()
-            | "FindPairs" >> beam.Map(find_pairs)
+            | "FindPairs" >> beam.ParDo(Counted(_pairs_of_part, self._progress_dir, self._stage))
             | "GatherPairs" >> beam.CombineGlobally(_concatenate)
             | "GroupPairs" >> beam.Map(group_pairs)
         )
@@ -198,15 +204,16 @@ class Dedupe(beam.PTransform):
     """(split, record batch file) -> the same, one image kept per group of `kind` duplicates (its smallest path);
     tagged "rejects", the others as (path, "duplicate of PATH")."""
 
-    def __init__(self, kind: str, num_parts: int, staging: str):
+    def __init__(self, kind: str, num_parts: int, staging: str, progress_dir: str | None = None):
         super().__init__()
         duplicates.check_kind(kind, "dedupe")
-        self._kind, self._num_parts, self._staging = kind, num_parts, staging
+        self._kind, self._num_parts, self._staging, self._progress_dir = kind, num_parts, staging, progress_dir
 
     def expand(self, batches):
         drops = (
             batches
-            | "FindDuplicates" >> FindDuplicates(self._num_parts, FileSystems.join(self._staging, "parts"))
+            | "FindDuplicates"
+            >> FindDuplicates(self._num_parts, FileSystems.join(self._staging, "parts"), self._progress_dir, REMOVING)
             | "ChooseKept" >> beam.FlatMap(drops_by_batch, self._kind)
         )
         by_file = batches | "ByFile" >> beam.Map(lambda split_path: (split_path[1], split_path[0]))

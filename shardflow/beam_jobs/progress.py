@@ -13,68 +13,100 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from typing import TextIO
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, NamedTuple, TextIO
 
+import apache_beam as beam
 from tqdm import tqdm
 
 FLUSH_SECONDS = 0.5
 PUMP_JOIN_SECONDS = 2.0
+READING = "reading images"  # the stages the display names, in the job's order: inputs read (or rejected),
+REMOVING = "removing duplicates"  # parts of the duplicate keys joined (--dedupe),
+GROUPING = "grouping duplicates"  # the same to report the groups,
+PLANNING = "planning shards"  # ranges of path hashes sorted and cut into shards,
+WRITING = "writing shards"  # shards written
+
+
+class Stage(NamedTuple):
+    """A step of the job the display names: what it counts, and how many there are (None: not known ahead)."""
+
+    name: str
+    unit: str
+    total: int | None = None
 
 
 class ProgressWriter:
-    """Counts inputs done and rejected in one worker; writes them to `folder` at most every half second."""
+    """Counts what one worker did in one `stage` (inputs done and rejected, parts, shards...); writes the counts
+    to `folder` at most every half second, and on `flush`. No folder: counts nothing anywhere."""
 
-    def __init__(self, folder: str | None):
+    def __init__(self, folder: str | None, stage: str = READING):
         self._path = os.path.join(folder, f"{uuid.uuid4().hex}.json") if folder else None
+        self.stage = stage
         self.done = self.rejected = 0
         self._last = 0.0
 
-    def add(self, *, rejected: bool) -> None:
+    def add(self, *, rejected: bool = False) -> None:
         self.done += 1
         self.rejected += int(rejected)
         if time.monotonic() - self._last > FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
-        if self._path is None:
+        if self._path is None or not self.done:
             return
         self._last = time.monotonic()
         temporary = f"{self._path}.tmp"
         with open(temporary, "w") as f:
-            json.dump({"done": self.done, "rejected": self.rejected}, f)
+            json.dump({"stage": self.stage, "done": self.done, "rejected": self.rejected}, f)
         os.replace(temporary, self._path)
 
 
-def read_counts(folder: str) -> tuple[int, int]:
-    """(inputs done, rejected) summed over every worker's counter file."""
-    done = rejected = 0
+class Counted(beam.DoFn):
+    """`function` (element, *side inputs) -> its outputs, each element counted as one done in `stage`: a worker
+    step the progress display names."""
+
+    def __init__(self, function: Callable[..., Iterable[Any]], progress_dir: str | None, stage: str):
+        self._function, self._progress_dir, self._stage = function, progress_dir, stage
+
+    def setup(self):
+        self._progress = ProgressWriter(self._progress_dir, self._stage)
+
+    def process(self, element, *args, **kwargs):
+        yield from self._function(element, *args, **kwargs)
+        self._progress.add()
+
+    def finish_bundle(self):
+        self._progress.flush()
+
+
+def read_counts(folder: str) -> dict[str, tuple[int, int]]:
+    """Per stage, (done, rejected) summed over every worker's counter file."""
+    counts: dict[str, tuple[int, int]] = {}
     for name in os.listdir(folder) if os.path.isdir(folder) else ():
         if name.endswith(".json"):
             try:
                 with open(os.path.join(folder, name)) as f:
-                    counts = json.load(f)
+                    worker = json.load(f)
             except (OSError, ValueError):
                 continue  # being replaced right now
-            done += counts["done"]
-            rejected += counts["rejected"]
-    return done, rejected
+            done, rejected = counts.get(worker["stage"], (0, 0))
+            counts[worker["stage"]] = done + worker["done"], rejected + worker["rejected"]
+    return counts
 
 
 class ProgressDisplay:
-    """A live bar (files done, images/s, rejects) fed from a progress folder, in a background thread."""
+    """The job's progress, fed from a progress folder by a background thread: each stage of `stages` by name with
+    its own count, once its workers report (the local runner runs one stage at a time). On a terminal, a live
+    bar per stage; into a file or pipe, no bars: one line per stage, as it ends ("reading images: 70000/70000").
+    `rejected_before`: inputs the listing rejected, counted as read."""
 
-    def __init__(self, folder: str, total: int, already_rejected: int = 0, stream: TextIO = sys.stderr):
-        self._folder, self._rejected_before = folder, already_rejected
-        self._bar = tqdm(
-            total=total,
-            desc="converting",
-            unit="img",
-            file=stream,
-            dynamic_ncols=True,
-            mininterval=FLUSH_SECONDS,
-            initial=already_rejected,
-        )
+    def __init__(self, folder: str, stages: Sequence[Stage], rejected_before: int = 0, stream: TextIO = sys.stderr):
+        self._folder, self._stages, self._stream = folder, {stage.name: stage for stage in stages}, stream
+        self._rejected_before = rejected_before
+        self._live = _isatty(stream)
+        self._seen: list[str] = []  # stages in the order they began
+        self._bar: tqdm | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -86,19 +118,71 @@ class ProgressDisplay:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self._update(refresh=False)
-        self._bar.close()
+        self._update(final=True)
 
     def _run(self) -> None:
         while not self._stop.wait(FLUSH_SECONDS):
             self._update()
 
-    def _update(self, refresh: bool = True) -> None:
-        done, rejected = read_counts(self._folder)
-        self._bar.n = done + self._rejected_before
-        self._bar.set_postfix(rejected=rejected + self._rejected_before, refresh=False)
-        if refresh:
+    def _update(self, final: bool = False) -> None:
+        counts = read_counts(self._folder)
+        done, rejected = counts.get(READING, (0, 0))
+        counts[READING] = done + self._rejected_before, rejected + self._rejected_before  # (shown from the start)
+        began = [name for name in self._stages if name in counts and name not in self._seen]
+        for name in began:  # a stage begins once the one before it ended: that one's counts are final
+            if self._seen:
+                self._end(self._seen[-1], counts[self._seen[-1]])
+            self._seen.append(name)
+            if self._live:
+                stage = self._stages[name]
+                self._bar = tqdm(
+                    total=stage.total,
+                    desc=name,
+                    unit=f" {stage.unit}",
+                    file=self._stream,
+                    dynamic_ncols=True,
+                    mininterval=FLUSH_SECONDS,
+                )
+        if self._seen and self._bar is not None:
+            self._show(self._bar, counts[self._seen[-1]])
             self._bar.refresh()
+        if final and self._seen:
+            self._end(self._seen[-1], counts[self._seen[-1]])
+
+    def _show(self, bar: tqdm, count: tuple[int, int]) -> None:
+        bar.n = count[0]
+        if count[1] or self._seen[-1] == READING:
+            bar.set_postfix(rejected=count[1], refresh=False)
+
+    def _end(self, name: str, count: tuple[int, int]) -> None:
+        """The stage `name` ended with `count`: its bar closes at that count, or its line is written."""
+        if self._bar is not None:
+            self._show(self._bar, count)
+            if self._bar.total is not None and self._bar.n < self._bar.total:
+                self._bar.total = self._bar.n  # (it ended: fewer than planned, e.g. parts that got no keys)
+            self._bar.close()
+            self._bar = None
+            return
+        if self._live:
+            return
+        done, rejected = count
+        self._stream.write(
+            f"{name}: "
+            + (
+                f"{done}/{self._stages[name].total}, {rejected} rejected"
+                if name == READING
+                else f"{done} {self._stages[name].unit}"
+            )
+            + "\n"
+        )
+        self._stream.flush()
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 @contextlib.contextmanager

@@ -41,7 +41,7 @@ class WriteRejects(beam.DoFn):
 
 
 def _line(path: str, reason: str) -> str:
-    return json.dumps({"path": path, "reason": reason}) + "\n"
+    return metadata.json_text({"path": path, "reason": reason}) + "\n"
 
 
 def _read(path: str) -> Iterator[tuple[str, str]]:

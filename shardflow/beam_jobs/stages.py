@@ -45,7 +45,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from shardflow.beam_jobs import metadata_writer, records, staged
 from shardflow.beam_jobs import splits as splits_lib
-from shardflow.beam_jobs.progress import ProgressWriter
+from shardflow.beam_jobs.progress import PLANNING, WRITING, Counted, ProgressWriter
 from shardflow.beam_jobs.sources import ReadTask
 from shardflow.beam_jobs.staged import StagedTask, TaskQueue
 from shardflow.core import metadata, record_index, schema
@@ -267,10 +267,16 @@ def shard_job(shard_pieces: tuple[tuple[str, int], Iterable[tuple[int, int, str]
 
 class WriteShard(beam.DoFn):
     """ShardJob -> the shard file and its record index in the staging folder (copied from spill files), and its
-    description."""
+    description; shards written are counted in `progress_dir`."""
 
-    def __init__(self, shard_dir: str, name: str):
-        self._shard_dir, self._name = shard_dir, name
+    def __init__(self, shard_dir: str, name: str, progress_dir: str | None = None):
+        self._shard_dir, self._name, self._progress_dir = shard_dir, name, progress_dir
+
+    def setup(self):
+        self._progress = ProgressWriter(self._progress_dir, WRITING)
+
+    def finish_bundle(self):
+        self._progress.flush()
 
     def process(self, job: ShardJob) -> Iterable[dict[str, Any]]:
         batch = records.concat([staged.load(f) for f in job.batch_files], job.split)
@@ -294,6 +300,7 @@ class WriteShard(beam.DoFn):
         with FileSystems.create(FileSystems.join(self._shard_dir, record_index.index_filename(filename))) as out:
             out.write(record_index.index_text(batch.rows["length"].tolist()).encode())
         Metrics.counter(NAMESPACE, "shards written").inc()
+        self._progress.add()
         Metrics.counter(NAMESPACE, "shard bytes").inc(size)
         damaged = [
             [index, batch.paths[index].decode("utf-8", "surrogateescape")]
@@ -405,11 +412,13 @@ class TakeCounts(beam.PTransform):
 
 class PlanShards(beam.PTransform):
     """(split, record batch file) -> shard jobs, and tagged "stats", each split's statistics: records cut into
-    `num_ranges` ranges of path hashes, each sorted by one worker, placed in shards by counts alone."""
+    `num_ranges` ranges of path hashes, each sorted by one worker, placed in shards by counts alone; ranges sorted
+    are counted in `progress_dir`."""
 
-    def __init__(self, shard_bytes: int, num_ranges: int, batch_dir: str):
+    def __init__(self, shard_bytes: int, num_ranges: int, batch_dir: str, progress_dir: str | None = None):
         super().__init__()
         self._shard_bytes, self._num_ranges, self._batch_dir = shard_bytes, num_ranges, batch_dir
+        self._progress_dir = progress_dir
 
     def expand(self, batches):
         cut = batches | "CutByHash" >> beam.FlatMap(cut_by_hash, self._num_ranges, self._batch_dir)
@@ -424,8 +433,11 @@ class PlanShards(beam.PTransform):
             | "RangeFiles" >> beam.MapTuple(lambda key, value: (key, value[0]))
             | "GroupByRange" >> beam.GroupByKey()
             | "SortRange"
-            >> beam.FlatMap(
-                sort_range, beam.pvalue.AsSingleton(sizes), self._shard_bytes, self._batch_dir
+            >> beam.ParDo(
+                Counted(sort_range, self._progress_dir, PLANNING),
+                beam.pvalue.AsSingleton(sizes),
+                self._shard_bytes,
+                self._batch_dir,
             ).with_outputs("stats", main="pieces")
         )
         jobs = sorted_ranges.pieces | "GroupByShard" >> beam.GroupByKey() | "ShardJob" >> beam.Map(shard_job)
@@ -440,13 +452,15 @@ class PlanShards(beam.PTransform):
 class WriteShards(beam.PTransform):
     """Shard jobs -> shard files in `shard_dir`, and their descriptions (filename, records, bytes, SHA-256)."""
 
-    def __init__(self, shard_dir: str, name: str):
+    def __init__(self, shard_dir: str, name: str, progress_dir: str | None = None):
         super().__init__()
-        self._shard_dir, self._name = shard_dir, name
+        self._shard_dir, self._name, self._progress_dir = shard_dir, name, progress_dir
 
     def expand(self, jobs):
         return (
-            jobs | "SpreadShards" >> beam.Reshuffle() | "Write" >> beam.ParDo(WriteShard(self._shard_dir, self._name))
+            jobs
+            | "SpreadShards" >> beam.Reshuffle()
+            | "Write" >> beam.ParDo(WriteShard(self._shard_dir, self._name, self._progress_dir))
         )
 
 

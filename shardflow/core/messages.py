@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 
 _PARAMETER = re.compile(r"`([A-Za-z_]\w*)`")
@@ -32,3 +33,16 @@ def did_you_mean(unknown: Iterable[str], options: Iterable[str]) -> str:
         if close:
             return f"; did you mean {close[0]}?"
     return ""
+
+
+def display_width(text: str) -> int:
+    """Columns `text` takes on a terminal: 2 for each wide or full-width character (CJK: 風景 is 4), 0 for
+    combining marks, 1 for the others."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def pad(text: str, width: int, align: str = "<") -> str:
+    """`text` padded with spaces to `width` terminal columns (`display_width`), on the right ("<") or left (">"):
+    what `f"{text:<{width}}"` does for text of one column per character."""
+    fill = " " * max(0, width - display_width(text))
+    return text + fill if align == "<" else fill + text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ UNLABELED_CLASS = "unlabeled"  # the class name of records without a label (labe
 NO_LABELS = "(no labels)"  # what a multi-label record with no class is called
 LABEL_SET_SEPARATOR = "|"  # between the class names of a multi-label record (`label_name`)
 NAMED_GROUPS = 10  # groups of duplicates that inspect and the card name (all of them are in duplicates.jsonl)
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a byte surrogateescape kept of a name that is not valid UTF-8
 
 
 class DatasetError(ValueError):
@@ -216,7 +218,7 @@ class DuplicateGroup:
         return len({member.label for member in self.members}) > 1
 
     def to_json(self) -> str:
-        return json.dumps(
+        return json_text(
             {
                 "kind": self.kind,
                 "leak": self.leak,
@@ -427,6 +429,13 @@ def read(data_dir: str) -> DatasetInfo:
         return DatasetInfo.from_json(files.read_text(info_path), data_dir)
     except DatasetError as error:
         raise DatasetError(f"{info_path}: {error}") from None
+
+
+def json_text(value: Any) -> str:
+    """`value` as one line of a .jsonl file (rejects, duplicates, damaged JPEGs): text as it is, in UTF-8 (風景,
+    not \\u98a8\\u666f); in a name that is not valid UTF-8 (read with surrogateescape), each byte that is not
+    stays an escape (\\udcb0), which `json.loads` turns back into the same name: lossless, and readable."""
+    return _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", json.dumps(value, ensure_ascii=False))
 
 
 def read_rejects(data_dir: str) -> list[dict[str, str]]:

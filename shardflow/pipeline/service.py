@@ -2,6 +2,12 @@
 
 `serve` starts a dispatcher on this machine and N worker processes; `distribute` sends a `load` pipeline to
 them with `distributed_epoch` processing, so each record is produced once per epoch, by whichever worker is free.
+
+Exposure: TensorFlow's data servers listen on every network interface (its C++ server binds "0.0.0.0:PORT";
+neither `DispatcherConfig` nor `WorkerConfig` takes an address to bind: `worker_address` is only the address a
+worker gives the dispatcher), with no authentication, and a worker runs whatever dataset graph a client sends
+(graphs can read and write files). So: trusted networks only, the ports kept private by a firewall or a private
+network. `EXPOSURE` says so where the service starts.
 """
 
 from __future__ import annotations
@@ -18,6 +24,11 @@ import tensorflow as tf
 from shardflow.core import quiet
 
 PROTOCOL = "grpc"
+EXPOSURE = (
+    "listening on every network interface (the dispatcher's port and each worker's own; TensorFlow cannot bind "
+    "one address) with no authentication: whoever reaches these ports can run any dataset graph on this machine, "
+    "so use it on a trusted network only, and keep the ports private (a firewall, a private network)"
+)
 
 
 def distribute(dataset: tf.data.Dataset, service: str) -> tf.data.Dataset:
@@ -34,7 +45,9 @@ def distribute(dataset: tf.data.Dataset, service: str) -> tf.data.Dataset:
 
 def serve(port: int, workers: int, host: str = "localhost") -> None:
     """Run a dispatcher on `port` (0: any free port) and `workers` worker processes until interrupted (Ctrl-C /
-    SIGTERM); the line printed first gives the dispatcher's address, with the port it bound."""
+    SIGTERM); the line printed first gives the dispatcher's address, with the port it bound, and says who can
+    reach it (`EXPOSURE`: every interface, no authentication). `host` is only the name the workers and that line
+    give the dispatcher; the servers listen on every interface whatever it is."""
     if workers < 1:
         raise ValueError(f"`workers` must be at least 1, got {workers}")
     dispatcher = tf.data.experimental.service.DispatchServer(
@@ -51,7 +64,7 @@ def serve(port: int, workers: int, host: str = "localhost") -> None:
         quiet.forward_filtered(process.stderr)  # type: ignore[arg-type]  # (stderr=PIPE: a stream)
     print(
         f"tf.data service: dispatcher at {PROTOCOL}://{address}, {workers} worker process(es); "
-        f'load(..., data_service="{PROTOCOL}://{address}")',
+        f'load(..., data_service="{PROTOCOL}://{address}"); {EXPOSURE}',
         flush=True,
     )
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

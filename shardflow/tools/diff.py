@@ -15,11 +15,14 @@ from typing import NamedTuple
 
 from shardflow.core import metadata
 from shardflow.core.decoder import Decoder, Fields
+from shardflow.core.messages import display_width, pad
 from shardflow.core.shards import stored_records
 
 BATCH = 256
 EXAMPLES = 5  # paths listed per kind of change
 KINDS = ("added", "removed", "changed", "unchanged")
+KEY_TITLE = "split/class"
+COUNT_WIDTH = 11  # columns of each kind's count
 
 
 class Entry(NamedTuple):
@@ -41,6 +44,28 @@ class DatasetDiff:
     @property
     def identical(self) -> bool:
         return not any(c["added"] or c["removed"] or c["changed"] for c in self.counts.values()) and not self.moved
+
+    def text(self) -> str:
+        """For people: the totals, a table of counts per split and class (aligned by display width, so CJK class
+        names keep their columns), then examples of each change."""
+        totals = sum(self.counts.values(), Counter())
+        width = max([display_width(KEY_TITLE), *map(display_width, self.counts)])
+        lines = [
+            f"{self.old} -> {self.new}: "
+            + ", ".join(f"{totals[k]} {k}" for k in KINDS)
+            + f"; {self.moved} file(s) moved to another split",
+            f"  {pad(KEY_TITLE, width)}" + "".join(f"{k:>{COUNT_WIDTH}}" for k in KINDS),
+        ]
+        lines += [
+            f"  {pad(key, width)}" + "".join(f"{counts[k]:>{COUNT_WIDTH}}" for k in KINDS)
+            for key, counts in self.counts.items()
+        ]
+        lines += [
+            f"  {kind}: {', '.join(paths)}" + (" ..." if totals[kind] > len(paths) else "")
+            for kind, paths in self.examples.items()
+            if paths
+        ]
+        return "\n".join(lines)
 
     def to_json(self) -> dict:
         return {

@@ -13,6 +13,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 
 import keras
@@ -29,6 +30,7 @@ from shardflow.trainers.options import THRESHOLD
 from shardflow.trainers.train import MODEL_FILE, RUN_FILE
 
 BATCH_SIZE = 64
+_DIGITS = re.compile(r"(\d+)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,34 +165,58 @@ def write_submission(
     class_names: Sequence[str],
     labels_file: metadata.LabelsFile | None = None,
 ) -> None:
-    """Kaggle's submission format; empty values for an input that could not be read.
+    """Kaggle's submission format, a row per input in the order of its id (numbers as numbers: 1, 2, ..., 10);
+    empty values for an input that could not be read.
 
     Without `labels_file` (labels from file names or folders): `id,label`, the id from the file name (123.jpg ->
-    123), the label the probability of the second class for two classes (dogs-vs-cats: P(dog)), else the predicted
-    class name. With the CSV file the dataset's labels came from, its own shape: its id column (ids with their
-    extension if it gave them so), then for one label column the same label (Aerial Cactus `id,has_cactus`: P(1)),
-    or for a multi-label model the tags above the threshold joined by its separator (Planet `image_name,tags`:
-    space-separated; ChestX-ray14: `|`); for one 0/1 column per class, each class's probability, in its column
+    123). With the CSV file the dataset's labels came from, its own shape: its id column (ids with their
+    extension if it gave them so), then its label columns. One rule for a single label column, either way
+    (`label_meaning` says it): with two classes, the probability of the second class in class order (dogs-vs-cats
+    `id,label`: P(dog); Aerial Cactus `id,has_cactus`: P(1)), with more, the most probable class name; for a
+    multi-label model the tags above the threshold joined by the file's separator (Planet `image_name,tags`:
+    space-separated; ChestX-ray14: `|`). For one 0/1 column per class, each class's probability, in its column
     order (Plant Pathology)."""
     id_column, columns = "id", ["label"]
     if labels_file is not None:
         id_column, columns = labels_file.id_column, list(labels_file.label_columns)
+    with_extension = labels_file is not None and labels_file.ids_with_extension
+    rows: list[list[str]] = []
+    for p in predictions:
+        name = os.path.basename(p.path)
+        identifier = name if with_extension else os.path.splitext(name)[0]
+        if p.problem:
+            rows.append([identifier] + [""] * len(columns))
+        elif len(columns) > 1:
+            rows.append([identifier] + [f"{p.probabilities[class_names.index(c)]:.6f}" for c in columns])
+        elif p.tags is not None:
+            separator = labels_file.separator if labels_file and labels_file.separator else " "
+            rows.append([identifier, separator.join(p.tags)])
+        else:
+            rows.append([identifier, f"{p.probabilities[1]:.6f}" if len(class_names) == 2 else str(p.class_name)])
+    rows.sort(key=lambda row: natural_key(row[0]))
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow([id_column, *columns])
-        for p in predictions:
-            name = os.path.basename(p.path)
-            with_extension = labels_file is not None and labels_file.ids_with_extension
-            identifier = name if with_extension else os.path.splitext(name)[0]
-            if p.problem:
-                writer.writerow([identifier] + [""] * len(columns))
-            elif len(columns) > 1:
-                writer.writerow([identifier] + [f"{p.probabilities[class_names.index(c)]:.6f}" for c in columns])
-            elif p.tags is not None:
-                separator = labels_file.separator if labels_file and labels_file.separator else " "
-                writer.writerow([identifier, separator.join(p.tags)])
-            else:
-                writer.writerow([identifier, f"{p.probabilities[1]:.6f}" if len(class_names) == 2 else p.class_name])
+        writer.writerows(rows)
+
+
+def label_meaning(
+    predictions: Sequence[Prediction], class_names: Sequence[str], labels_file: metadata.LabelsFile | None = None
+) -> str:
+    """What `write_submission` puts in its label column(s), in words ("label: the probability of dog, ...")."""
+    columns = list(labels_file.label_columns) if labels_file else ["label"]
+    if len(columns) > 1:
+        return f"{', '.join(columns)}: the probability of each class"
+    if any(p.tags is not None for p in predictions):
+        return f"{columns[0]}: the classes above the threshold"
+    if len(class_names) == 2:
+        return f"{columns[0]}: the probability of {class_names[1]} (the second of {class_names[0]}, {class_names[1]})"
+    return f"{columns[0]}: the most probable class"
+
+
+def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    """Sorts names with their numbers as numbers: 1, 2, ..., 10 (not 1, 10, 2); cat.2 before cat.10."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(text) if part)
 
 
 def _probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
@@ -211,10 +237,13 @@ def _batches(
             yield from _dataset_batches(item, split, preprocessing)
         elif os.path.isdir(item):
             files += sorted(
-                os.path.join(folder, name)
-                for folder, _, names in os.walk(item)
-                for name in names
-                if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+                (
+                    os.path.join(folder, name)
+                    for folder, _, names in os.walk(item)
+                    for name in names
+                    if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+                ),
+                key=natural_key,
             )
         elif os.path.isfile(item):
             files.append(item)

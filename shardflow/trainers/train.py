@@ -440,11 +440,13 @@ def _check_run_folder(out: str, overwrite: bool) -> bool:
     if not (os.path.isdir(out) and os.listdir(out)):
         return False
     is_run = any(os.path.exists(os.path.join(out, name)) for name in (MODEL_FILE, RUN_FILE, LOGS))
+    if not is_run:  # (said first: `overwrite` cannot help here)
+        raise ValueError(
+            f"{out} is not empty and not a training run (no {MODEL_FILE}); `overwrite` will not replace it either, "
+            "as it deletes only a run shardflow wrote: choose another `out`"
+        )
     if not overwrite:
-        what = "holds a training run" if is_run else "exists and is not empty"
-        raise ValueError(f"{out} {what}; pass `overwrite` to replace it, or choose another `out`")
-    if not is_run:
-        raise ValueError(f"{out} is not a training run; refusing to delete it, even with `overwrite`")
+        raise ValueError(f"{out} holds a training run; pass `overwrite` to replace it, or choose another `out`")
     return True
 
 
