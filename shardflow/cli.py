@@ -389,6 +389,7 @@ def _convert_now(args, beam_args) -> int | None:
         print(f"shardflow convert: {interrupted}", file=sys.stderr)
         return INTERRUPTED
     print(_summary_text(info, args.out))
+    return 0
 
 
 def _convert_like(args, beam_args) -> int:
@@ -415,7 +416,9 @@ def _convert_like(args, beam_args) -> int:
         beam_args,
     )
     print(_summary_text(info, args.out))
-    same_source = info.provenance.source_fingerprint == recorded.provenance.source_fingerprint
+    same_source = info.provenance is not None and (
+        info.provenance.source_fingerprint == recorded.provenance.source_fingerprint
+    )
     if same_shards(recorded, info):
         print(
             f"identical to {args.like}: every shard byte for byte"

@@ -45,7 +45,7 @@ class Prediction:
 
     @property
     def confidence(self) -> float:
-        return max(self.probabilities)
+        return max(self.probabilities) if self.probabilities else 0.0
 
     def sentence(self) -> str:
         if self.problem:
@@ -92,7 +92,7 @@ def load_run(run: str) -> tuple[keras.Model, Preprocessing]:
     return keras.models.load_model(os.path.join(run, MODEL_FILE)), preprocessing
 
 
-def evaluate(run: str, data_dir: str, split: str = metadata.TEST) -> dict[str, float]:
+def evaluate(run: str, data_dir: str, split: str = metadata.TEST) -> dict[str, float | str]:
     """Loss and accuracy of a run's model on a split of a converted dataset (multi-label: also the macro AUC and F1,
     `models.metrics_for`)."""
     model, preprocessing = load_run(run)
@@ -184,7 +184,7 @@ def write_submission(
     for p in predictions:
         name = os.path.basename(p.path)
         identifier = name if with_extension else os.path.splitext(name)[0]
-        if p.problem:
+        if p.problem or p.probabilities is None:
             rows.append([identifier] + [""] * len(columns))
         elif len(columns) > 1:
             rows.append([identifier] + [f"{p.probabilities[class_names.index(c)]:.6f}" for c in columns])
@@ -273,7 +273,7 @@ def _read(path: str) -> bytes | OSError:
 
 def _dataset_batches(
     data_dir: str, split: str, preprocessing: Preprocessing
-) -> Iterator[tuple[list[str], np.ndarray, list[None]]]:
+) -> Iterator[tuple[list[str], np.ndarray, list[str | None]]]:
     """A converted split in stored order, with each record's source path, read as `load` reads it."""
     info = metadata.read(data_dir)
     parser = Preprocessing.of_dataset(info, preprocessing.image_size, preprocessing.crop_to_aspect_ratio).parser
