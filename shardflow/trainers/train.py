@@ -26,12 +26,14 @@ import tensorflow as tf
 
 from shardflow.core import files, metadata
 from shardflow.core.messages import ShardflowWarning
-from shardflow.pipeline import Preprocessing, damaged_shards_named, load
+from shardflow.pipeline import Preprocessing, ReadConfig, damaged_shards_named, read
 from shardflow.pipeline import preprocessing as preprocessing_lib
 from shardflow.pipeline.augment import Augment, parse_augment
 from shardflow.pipeline.normalize import Normalize
+from shardflow.pipeline.read_config import epoch_seed
+from shardflow.pipeline.reader import batch_count, read_epochs
 from shardflow.pipeline.resize import Resize
-from shardflow.trainers import models, multi_label
+from shardflow.trainers import models, multi_label, resume
 from shardflow.trainers.multi_worker import MultiWorkerLoop
 from shardflow.trainers.options import FEATURES, ON_A_BASE, TRAINING_DEFAULTS, TrainOptions
 from shardflow.trainers.plots import plot_history
@@ -52,10 +54,20 @@ logger = logging.getLogger(__name__)
 def train(data_dir: str, out: str, options: TrainOptions = TrainOptions()) -> dict[str, Any]:
     """Train `options.model` on the dataset in `data_dir`, write the run to `out`; returns metrics.json's content.
 
-    Says where it trains on the `shardflow` logger (INFO) and what probably is not meant as `ShardflowWarning`s."""
+    Says where it trains on the `shardflow` logger (INFO) and what probably is not meant as `ShardflowWarning`s.
+    SIGTERM or SIGINT while it trains writes a checkpoint (also every `options.checkpoint_every` steps) and raises
+    `resume.Interrupted`; the same call with `resume=True` continues at the next batch (exactly, with a `seed`)."""
     started = time.time()
     with damaged_shards_named(data_dir):
         plan = _plan(data_dir, out, options)
+        if plan.state.finished:
+            warnings.warn(
+                f"`resume`: the run in {out} is finished ({plan.state.epoch} epochs); nothing to resume",
+                ShardflowWarning,
+                stacklevel=2,
+            )
+            with open(os.path.join(out, METRICS_FILE)) as f:
+                return json.load(f)
         with plan.strategy.scope():
             if plan.options.model == FEATURES:
                 trained = _train_on_features(plan)
@@ -63,7 +75,9 @@ def train(data_dir: str, out: str, options: TrainOptions = TrainOptions()) -> di
                 trained = _train_multi_worker(plan)
             else:
                 trained = _train_with_fit(plan)
-        return _write_results(plan, trained, started)
+        metrics = _write_results(plan, trained, started)
+        resume.write(os.path.join(out, resume.FILE), dataclasses.replace(plan.state, finished=True), {})
+        return metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +96,8 @@ class _Plan:
     validation: Part | None
     evaluation: Part | None  # the test split, only reported
     strategy: tf.distribute.Strategy
+    state: resume.State  # where training starts: a new run's, or the checkpoint's
+    arrays: dict[str, list[np.ndarray]] | None  # the checkpoint's variables (resuming), to restore
 
     @property
     def size(self) -> int:
@@ -107,9 +123,15 @@ class _Plan:
 
     def stream(self, part: Part, train: bool) -> tf.data.Dataset:
         """One part's batches: shuffled and augmented (when the pipeline augments) for training."""
-        dataset = load(
-            self.data_dir,
-            part.split,
+        return self._distributed(read(self.data_dir, part.split, self.read_config(part, train)), part)
+
+    def training_epochs(self, first: int, skip: int) -> tf.data.Dataset:
+        """The training part epoch after epoch from epoch `first`, its first `skip` batches left out (`read_epochs`)."""
+        config = dataclasses.replace(self.read_config(self.training, True), skip=skip)
+        return self._distributed(read_epochs(self.data_dir, self.training.split, config, first), self.training)
+
+    def read_config(self, part: Part, train: bool) -> ReadConfig:
+        return ReadConfig(
             batch_size=self.options.batch_size,
             image_size=self.input_size,
             shuffle=train,
@@ -118,6 +140,8 @@ class _Plan:
             cache=self.options.cache,
             holdout=part.holdout,
         )
+
+    def _distributed(self, dataset: tf.data.Dataset, part: Part) -> tf.data.Dataset:
         return _shard_policy(dataset, len(self.info.split(part.split).shards), self.strategy.num_replicas_in_sync)
 
     def normalize(self) -> Normalize:
@@ -140,7 +164,8 @@ def _plan(data_dir: str, out: str, options: TrainOptions) -> _Plan:
     """Read and check the dataset, fill in the model's defaults, choose where each step runs; say so."""
     info = metadata.read(data_dir)
     _check(info, options)
-    _check_run_folder(out, options.overwrite)
+    if not options.resume:
+        _check_run_folder(out, options.overwrite)
     size_source = options.image_size_source(info.stored_size)
     options = options.with_model_defaults(info.stored_size)
     if options.seed is not None:
@@ -150,6 +175,9 @@ def _plan(data_dir: str, out: str, options: TrainOptions) -> _Plan:
     gpus = len(tf.config.list_physical_devices("GPU"))
     validation = validation_part(info, options.validation_split)
     rest_of_train = validation.holdout.rest() if validation and validation.holdout else None
+    state, arrays = resume.State.start(data_dir, options), None
+    if options.resume:
+        state, arrays = resume.resumed(out, state)
     plan = _Plan(
         data_dir,
         out,
@@ -163,36 +191,78 @@ def _plan(data_dir: str, out: str, options: TrainOptions) -> _Plan:
         validation=validation,
         evaluation=Part(metadata.TEST) if metadata.TEST in info.splits else None,
         strategy=distribution_strategy(),
+        state=state,
+        arrays=arrays,
     )
+    if plan.multi_worker and (options.resume or options.checkpoint_every):
+        raise ValueError(
+            "`resume` and `checkpoint_every` are not supported by the multi-worker loop (TF_CONFIG is set): it cannot "
+            "resume a run, only start it again"
+        )
     if options.verbose:
         logger.info(_start_line(plan))
-    for warning in _warnings(info, options, validation):
+    for warning in _warnings(info, options, validation) + _resume_warnings(plan):
         warnings.warn(warning, ShardflowWarning, stacklevel=3)
     return plan
 
 
 def _train_with_fit(plan: _Plan) -> _Trained:
-    """Keras' `fit`, with best-epoch checkpoints, early stopping and TensorBoard logs."""
-    model, train_stream, validation_stream = _begin(plan)
+    """Keras' `fit`, with best-epoch checkpoints, early stopping and TensorBoard logs, resumable."""
+    model, validation_stream = _begin(plan)
     throughput = EpochThroughput(plan.options.batch_size)
-    with warnings.catch_warnings():  # a held-out part's length is unknown until its first pass ends,
-        warnings.filterwarnings("ignore", "Your input ran out of data")  # which Keras calls running out
-        history = model.fit(
-            train_stream,
-            validation_data=validation_stream,
-            epochs=plan.options.epochs,
-            steps_per_epoch=plan.options.steps_per_epoch,
-            callbacks=_callbacks(plan.out, plan.options, plan.validation) + [throughput],
-            verbose=plan.options.verbose,
-            shuffle=False,  # `load` shuffles (Keras would only warn that it cannot)
-        ).history
+    per_epoch = batch_count(plan.data_dir, plan.training.split, plan.read_config(plan.training, True))
+    history = _fit(
+        plan,
+        model,
+        lambda done: plan.training_epochs(*divmod(done, per_epoch)),
+        plan.options.steps_per_epoch or per_epoch,
+        validation_stream,
+        _callbacks(plan.out, plan.options, plan.validation) + [throughput],
+    )
     return _saved(plan, model, history, throughput.epochs)
+
+
+def _fit(
+    plan: _Plan,
+    model: keras.Model,
+    stream_after: Callable[[int], tf.data.Dataset],
+    steps: int,
+    validation: tf.data.Dataset | None,
+    callbacks: list[keras.callbacks.Callback],
+) -> dict[str, list[float]]:
+    """`model.fit` for `steps` per epoch on `stream_after(steps done)`, from the plan's state: a run resumed within
+    an epoch first finishes it in a `fit` of its own. Returns the whole run's history."""
+    state, options = plan.state, plan.options
+    checkpointing = resume.Checkpointing(
+        os.path.join(plan.out, resume.FILE), state, options.checkpoint_every, callbacks, plan.arrays
+    )
+    fits = [(state.epoch + 1, steps - state.step)] if state.step else []
+    fits.append((options.epochs, steps))
+    with checkpointing.catching_signals(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Your input ran out of data")  # (a held-out part's first pass)
+        if state.stopped or state.epoch >= options.epochs:
+            checkpointing.restore_weights(model)
+        for epochs, steps_now in fits:
+            if state.stopped or state.epoch >= epochs:
+                break
+            model.fit(
+                stream_after(state.steps_done),
+                validation_data=validation,
+                initial_epoch=state.epoch,
+                epochs=epochs,
+                steps_per_epoch=steps_now,
+                callbacks=[checkpointing, *callbacks],
+                verbose=options.verbose,
+                shuffle=False,  # the stream is shuffled (Keras would only warn that it cannot)
+            )
+    return state.history
 
 
 def _train_multi_worker(plan: _Plan) -> _Trained:
     """The custom loop of `multi_worker` (Keras' `fit` and `evaluate` fail under MultiWorkerMirroredStrategy); it
     saves on every improvement and ends with the best weights."""
-    model, train_stream, validation_stream = _begin(plan)
+    model, validation_stream = _begin(plan)
+    train_stream = plan.stream(plan.training, True)
     loop = MultiWorkerLoop(model, plan.strategy, models.loss_for(plan.num_classes, plan.multi_label), plan.multi_label)
     history, epochs = loop.fit(
         train_stream,
@@ -219,40 +289,46 @@ def _train_on_features(plan: _Plan) -> _Trained:
     base = models.feature_extractor(options.base, (size, size, 3), options.weights)
     extractor = keras.Model(extractor_input, base(plan.normalize()(extractor_input)))
 
-    def features(part: Part, batches: int | None = None) -> tf.data.Dataset:
+    def features(part: Part, batches: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         outputs, labels = [], []
         for images, batch_labels in plan.stream(part, False).take(batches or -1):
             outputs.append(extractor(images, training=False).numpy())
             labels.append(batch_labels.numpy())
-        return tf.data.Dataset.from_tensor_slices((np.concatenate(outputs), np.concatenate(labels)))
+        return np.concatenate(outputs), np.concatenate(labels)
 
     head = models.features_head(tuple(base.output.shape[1:]), plan.num_classes, plan.multi_label)
     _compile(head, options, plan.num_classes, plan.multi_label)
-    _prepare_run_folder(plan.out, options.overwrite)  # only now: a mistake found above leaves no run folder
-    train_features = features(plan.training, options.steps_per_epoch)
-    train_features = train_features.shuffle(4096, seed=options.seed).batch(options.batch_size)
+    _prepare_run_folder(plan.out, options)  # only now: a mistake found above leaves no run folder
+    train_features = tf.data.Dataset.from_tensor_slices(features(plan.training, options.steps_per_epoch))
+    per_epoch = int(train_features.batch(options.batch_size).cardinality())
+
+    def head_epochs(done: int) -> tf.data.Dataset:
+        """Epoch after epoch of the features, each shuffled by (seed, epoch), from `done` batches on."""
+        first, skip = divmod(done, per_epoch)
+
+        def epoch(number: tf.Tensor) -> tf.data.Dataset:
+            batches = train_features.shuffle(4096, seed=epoch_seed(options.seed, number)).batch(options.batch_size)
+            return batches.skip(tf.where(number == first, tf.constant(skip, tf.int64), 0))
+
+        return tf.data.Dataset.counter(first).flat_map(epoch)
+
     throughput = EpochThroughput(options.batch_size)
-    history = head.fit(
-        train_features,
-        epochs=options.epochs,
-        validation_data=features(plan.validation).batch(options.batch_size) if plan.validation else None,
-        callbacks=[throughput]
-        + (
-            [keras.callbacks.EarlyStopping(patience=options.patience, restore_best_weights=True)]
-            if options.patience
-            else []
-        ),
-        verbose=options.verbose,
-        shuffle=False,
-    ).history
+    validation = (
+        tf.data.Dataset.from_tensor_slices(features(plan.validation)).batch(options.batch_size)
+        if plan.validation
+        else None
+    )
+    patience = options.patience
+    stopping = [keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)] if patience else []
+    history = _fit(plan, head, head_epochs, per_epoch, validation, [throughput, *stopping])
     model = keras.Model(extractor_input, head(extractor(extractor_input)), name="shardflow_features")
     return _saved(plan, model, history, throughput.epochs)
 
 
-def _begin(plan: _Plan) -> tuple[keras.Model, tf.data.Dataset, tf.data.Dataset | None]:
+def _begin(plan: _Plan) -> tuple[keras.Model, tf.data.Dataset | None]:
     """The compiled model (uint8 images of the pipeline's size -> [resize/augment] -> normalize -> the bare model,
-    built or, for fine_tune, continued from a finished run), the training and validation streams; then the run
-    folder (only now: a mistake found so far leaves no run folder)."""
+    built or, for fine_tune, continued from a finished run) and the validation stream; then the run folder (only
+    now: a mistake found so far leaves no run folder)."""
     input_shape = (plan.size, plan.size, plan.info.channels)
     options = plan.options
     bare = (
@@ -276,9 +352,9 @@ def _begin(plan: _Plan) -> tuple[keras.Model, tf.data.Dataset, tf.data.Dataset |
         options,
     )
     _compile(model, options, plan.num_classes, plan.multi_label)
-    streams = plan.stream(plan.training, True), plan.stream(plan.validation, False) if plan.validation else None
-    _prepare_run_folder(plan.out, options.overwrite)
-    return model, *streams
+    validation = plan.stream(plan.validation, False) if plan.validation else None
+    _prepare_run_folder(plan.out, options)
+    return model, validation
 
 
 def _saved(
@@ -447,9 +523,9 @@ def _check_run_folder(out: str, overwrite: bool) -> bool:
     return True
 
 
-def _prepare_run_folder(out: str, overwrite: bool) -> None:
-    """An empty run folder at `out` (see `_check_run_folder`)."""
-    if _check_run_folder(out, overwrite):
+def _prepare_run_folder(out: str, options: TrainOptions) -> None:
+    """An empty run folder at `out` (see `_check_run_folder`), or the run to resume as it is."""
+    if not options.resume and _check_run_folder(out, options.overwrite):
         shutil.rmtree(out)
     os.makedirs(out, exist_ok=True)
 
@@ -476,6 +552,17 @@ def _warnings(info: metadata.DatasetInfo, options: TrainOptions, validation: Par
             f"with libjpeg's warning in {files.join(info.data_dir, metadata.DAMAGED_JPEGS)}: "
             "TensorFlow's decoder prints that warning, without the file's name, each time it reads one "
             "stored as it was"
+        )
+    return said
+
+
+def _resume_warnings(plan: _Plan) -> list[str]:
+    """Where a resumed run will not see exactly the batches of an uninterrupted one."""
+    options, said = plan.options, []
+    if (options.resume or options.checkpoint_every) and options.seed is None:
+        said.append(
+            "without a `seed` a resumed run continues at the step where it stopped, but in a new order: some images "
+            "of that epoch are seen twice and others not at all; pass `seed` for an exact resume"
         )
     return said
 
