@@ -1,7 +1,8 @@
 """`shardflow train` in this process, its batches observed: `python batch_recorder.py cli|api RECORD KILL_AT ARGS...`
 runs the CLI (`cli`) or `train(data, out, TrainOptions)` (`api`) with ARGS, Keras' own train step wrapped to append
 each step's batch (its labels and an MD5 of its images) as a JSON line to RECORD, and sends this process SIGTERM as
-step KILL_AT (0: never) runs. The API's `Interrupted` exits as the CLI does: 128 + the signal."""
+step KILL_AT (0: never) runs; each step takes at least $STEP_SECONDS. The API's `Interrupted` exits as the CLI does:
+128 + the signal."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 import keras
 import tensorflow as tf
@@ -21,13 +23,14 @@ from shardflow.trainers import options, resume, train
 
 def observe(record: str, kill_at: int) -> None:
     """Wrap `keras.Model.train_step` to record each batch before it trains on it."""
-    real, steps = keras.Model.train_step, [0]
+    real, steps, pause = keras.Model.train_step, [0], float(os.environ.get("STEP_SECONDS", 0))
 
     def write(images: tf.Tensor, labels: tf.Tensor) -> None:
         steps[0] += 1
         line = {"labels": labels.numpy().tolist(), "images": hashlib.md5(images.numpy().tobytes()).hexdigest()}
         with open(record, "a") as f:
             f.write(json.dumps(line) + "\n")
+        time.sleep(pause)
         if steps[0] == kill_at:
             os.kill(os.getpid(), signal.SIGTERM)
 

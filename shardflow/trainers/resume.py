@@ -112,7 +112,7 @@ def resumed(out: str, new: State) -> tuple[State, dict[str, list[np.ndarray]]]:
 
 def write(path: str, state: State, arrays: dict[str, list[np.ndarray]]) -> None:
     """The checkpoint at `path`, replaced in one step (a run stopped while writing keeps the one before)."""
-    entries = {f"{name}/{i}": array for name, values in arrays.items() for i, array in enumerate(values)}
+    entries: dict[str, Any] = {f"{name}/{i}": a for name, values in arrays.items() for i, a in enumerate(values)}
     entries["state"] = np.array(json.dumps(dataclasses.asdict(state), default=float))
     partial = path + ".partial.npz"
     np.savez(partial, **entries)

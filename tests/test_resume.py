@@ -1,0 +1,147 @@
+"""`shardflow train` stopped by SIGTERM and resumed (`--resume`) sees exactly the batches of an uninterrupted run
+with the same seed and ends with the same weights; real processes (`batch_recorder.py` records each step's batch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from shardflow.cli import main
+from shardflow.testing.sample_data import write_sample_data
+from shardflow.trainers import resume
+from shardflow.trainers.options import TrainOptions
+from shardflow.trainers.train import train
+
+RECORDER = pathlib.Path(__file__).with_name("batch_recorder.py")
+STEPS = 33  # 3 epochs of 11 batches (85 training images, batch 8); then the throughput probe trains 12 more steps
+ARGS = ["--model", "small_convnet", "--epochs", "3", "--image-size", "32", "--batch-size", "8", "--seed", "3"]
+ARGS += ["--augment", "seed004"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> pathlib.Path:
+    """120 sample images stored at 32x32, train in two shards (shuffled, interleaved), validation and test."""
+    root = tmp_path_factory.mktemp("resume")
+    write_sample_data(root / "raw", n=120, seed=1)
+    argv = ["convert", str(root / "raw"), str(root / "data"), "--size", "32", "--shard-size-mb", "0.05"]
+    assert main([*argv, "--workers", "1"]) == 0
+    return root / "data"
+
+
+def record(mode: str, data: pathlib.Path, out: pathlib.Path, kill_at: int = 0, *args: str, wait=True, step_seconds=0.0):
+    """`shardflow train` (`mode` cli or api) in a new process, its batches appended to out.parent/batches-OUT; each
+    step at least `step_seconds` long."""
+    command = [sys.executable, str(RECORDER), mode, str(batches_of(out)), str(kill_at), str(data), *ARGS]
+    process = subprocess.Popen(
+        [*command, "--out", str(out), *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env={
+            **os.environ,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONPATH": str(RECORDER.parents[1]),
+            "STEP_SECONDS": str(step_seconds),
+        },
+    )
+    if not wait:
+        return process
+    _, stderr = process.communicate(timeout=120)
+    return process.returncode, stderr
+
+
+def batches_of(out: pathlib.Path) -> pathlib.Path:
+    return out.parent / f"batches-{out.name}"
+
+
+def trained_on(out: pathlib.Path) -> list[dict]:
+    """The batches the run in `out` trained on, in order, across its processes (not the throughput probe's)."""
+    return [json.loads(line) for line in batches_of(out).read_text().splitlines()][:STEPS]
+
+
+def weights(out: pathlib.Path) -> list[np.ndarray]:
+    return keras.models.load_model(out / "model.keras").get_weights()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data, tmp_path_factory) -> pathlib.Path:
+    out = tmp_path_factory.mktemp("runs") / "uninterrupted"
+    returncode, stderr = record("api", data, out)
+    assert returncode == 0, stderr
+    return out
+
+
+def assert_same_run(run: pathlib.Path, reference: pathlib.Path) -> None:
+    """The same batches (labels and image checksums) in the same order, the same history and weights."""
+    seen, expected = trained_on(run), trained_on(reference)
+    assert len(seen) == len(expected) == STEPS
+    assert [b["labels"] for b in seen] == [b["labels"] for b in expected]
+    assert [b["images"] for b in seen] == [b["images"] for b in expected]
+    history, reference_history = (json.loads((out / "history.json").read_text()) for out in (run, reference))
+    assert history.keys() == reference_history.keys()
+    for key, values in history.items():
+        assert values == pytest.approx(reference_history[key], rel=1e-6), key
+    for got, want in zip(weights(run), weights(reference), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_stopped_twice_and_resumed_it_sees_the_batches_of_an_uninterrupted_run(data, uninterrupted, tmp_path, capsys):
+    """`kill -TERM` in epoch 2 (the CLI, a checkpoint every 4 steps too), a second SIGTERM in epoch 3 of the resumed
+    run (the Python API), resumed again (the CLI): the batches, history and weights of the uninterrupted run."""
+    out = tmp_path / "run"
+    process = record("cli", data, out, 0, "--checkpoint-every", "4", wait=False, step_seconds=0.05)
+    while len(batches_of(out).read_text().splitlines() if batches_of(out).exists() else []) < 14:
+        assert process.poll() is None, process.stderr.read()
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "SIGTERM: stopped in epoch 2," in stderr and "the same command with --resume continues" in stderr
+    state, _ = resume.load(str(out))
+    assert state.epoch == 1 and state.steps_done == 11 + state.step
+    returncode, stderr = record("api", data, out, 12, "--checkpoint-every", "4", "--resume")
+    assert returncode == 128 + signal.SIGTERM, stderr
+    state, _ = resume.load(str(out))
+    assert state.epoch == 2 and 0 < state.step < 11
+    returncode, stderr = record("cli", data, out, 0, "--checkpoint-every", "4", "--resume")
+    assert returncode == 0, stderr
+    assert_same_run(out, uninterrupted)
+    # resumed once more, a finished run says so and changes nothing
+    metrics = (out / "metrics.json").read_text()
+    assert main(["train", str(data), "--out", str(out), *ARGS, "--resume"]) == 0
+    assert f"warning: --resume: the run in {out} is finished (3 epochs); nothing to resume" in capsys.readouterr().err
+    assert (out / "metrics.json").read_text() == metrics
+
+
+@pytest.mark.slow
+def test_resuming_with_other_arguments_is_refused_naming_them(data, uninterrupted, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(uninterrupted, out)
+    state, arrays = resume.load(str(out))
+    resume.write(str(out / resume.FILE), state.__class__(**{**state.__dict__, "finished": False}), arrays)
+    changed = [*ARGS[:-4], "--seed", "4", "--augment", "seed004", "--lr", "0.01"]
+    assert main(["train", str(data), "--out", str(out), *changed, "--resume"]) == 2
+    error = capsys.readouterr().err
+    assert "--seed 3 (now 4)" in error and "--lr None (now 0.01)" in error and "--epochs" not in error
+    options = TrainOptions("small_convnet", epochs=4, batch_size=8, image_size=32, augment="seed004", seed=3)
+    with pytest.raises(ValueError, match=r"`epochs` 3 \(now 4\); resume it with the same options"):
+        train(str(data), str(out), TrainOptions(**{**options.__dict__, "resume": True}))
+
+
+def test_resume_needs_a_checkpoint_not_overwrite(data, tmp_path, capsys):
+    assert main(["train", str(data), "--out", str(tmp_path / "none"), *ARGS, "--resume"]) == 2
+    assert f"--resume: {tmp_path / 'none'} holds no checkpoint" in capsys.readouterr().err
+    assert main(["train", str(data), "--out", str(tmp_path / "none"), *ARGS, "--resume", "--overwrite"]) == 2
+    assert "--resume continues the run in the folder, --overwrite replaces it" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
