@@ -15,8 +15,12 @@ import time
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from shardflow.cli import main
+from shardflow.pipeline import ReadConfig, read
+from shardflow.pipeline.holdout import Holdout
+from shardflow.pipeline.reader import batch_count, read_epochs
 from shardflow.testing.sample_data import write_sample_data
 from shardflow.trainers import resume
 from shardflow.trainers.options import TrainOptions
@@ -145,3 +149,24 @@ def test_resume_needs_a_checkpoint_not_overwrite(data, tmp_path, capsys):
     assert main(["train", str(data), "--out", str(tmp_path / "none"), *ARGS, "--resume", "--overwrite"]) == 2
     assert "--resume continues the run in the folder, --overwrite replaces it" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_an_epoch_is_rebuilt_in_a_new_stream_at_any_batch(data, cache):
+    """`read_epochs` from epoch 1 with 3 batches skipped hands out what one stream from epoch 0 does from its 14th
+    batch on (11 batches an epoch), also under a global seed of 0 (`train`'s with `seed` 0); epochs differ;
+    `batch_count` counts a holdout."""
+    config = ReadConfig(batch_size=8, image_size=32, shuffle=True, seed=0, augment="seed004", cache=cache)
+
+    def batches(stream: tf.data.Dataset, n: int) -> list[bytes]:
+        return [images.numpy().tobytes() + labels.numpy().tobytes() for images, labels in stream.take(n)]
+
+    tf.random.set_seed(0)
+    whole = batches(read_epochs(str(data), "train", config), 30)
+    tf.random.set_seed(0)  # (as `train` sets it: with `cache`, the order of the records cached depends on it)
+    resumed = batches(read_epochs(str(data), "train", ReadConfig(**{**config.__dict__, "skip": 3}), first=1), 16)
+    assert resumed == whole[14:]
+    assert whole[:11] != whole[11:22]
+    assert batch_count(str(data), "train", config) == 11
+    held = ReadConfig(batch_size=4, image_size=32, holdout=Holdout(0.3))
+    assert batch_count(str(data), "train", held) == sum(1 for _ in read(str(data), "train", held))

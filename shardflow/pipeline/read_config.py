@@ -10,10 +10,10 @@ import tensorflow as tf
 from shardflow.core import metadata
 from shardflow.core.images import parse_size
 from shardflow.pipeline import augment as augment_lib
+from shardflow.pipeline.epochs import epoch_seed
 from shardflow.pipeline.holdout import Holdout
 
 BACKENDS = ("tf", "dali")
-EPOCH_SEED_STRIDE = 1_000_003  # pass seed = seed * stride + epoch: distinct for the first million epochs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,11 +85,3 @@ class ReadConfig:
     def deterministic(self) -> bool:
         """Whether the order is repeatable (a `seed`, or nothing shuffled); otherwise faster, in any order."""
         return self.seed is not None or not self.shuffle
-
-
-def epoch_seed(seed: int | None, epoch: int | tf.Tensor) -> tf.Tensor | None:
-    """The seed of one epoch's shuffles and augmentation in a run seeded with `seed` (None: none), derived from
-    both, so an epoch's order needs no iterator to have made the epochs before it (a resumed run rebuilds any)."""
-    if seed is None:
-        return None
-    return tf.constant(seed, tf.int64) * EPOCH_SEED_STRIDE + tf.cast(epoch, tf.int64)

@@ -22,6 +22,7 @@ from shardflow.core.decoder import Decoder
 from shardflow.core.images import parse_size
 from shardflow.core.shards import READ_BUFFER_BYTES, checked_shards, damaged_shards
 from shardflow.pipeline import augment as augment_lib
+from shardflow.pipeline.epochs import endless_epochs
 from shardflow.pipeline.holdout import Holdout
 from shardflow.pipeline.parser import Parser
 from shardflow.pipeline.read_config import ReadConfig
@@ -114,8 +115,7 @@ def read(data_dir: str, split: str, config: ReadConfig) -> tf.data.Dataset:
 
         return dali.load(info, split, checked_shards(info, split), size, config)
     shards, batch_size = _pipeline_shards(info, split, config)
-    records = _records([path for path, _ in shards], config)
-    parser = Parser(Decoder(info.schema, info.max_side, info.stored_size), size, config.crop_to_aspect_ratio)
+    records, parser = _records([path for path, _ in shards], config), _parser(info, config)
     batches = _parsed_batches(records, parser, batch_size, config)
     if not config.repeat and not config.data_service and config.holdout is None:  # known from the metadata
         count = sum(n for _, n in shards) if config.take is None else min(config.take, sum(n for _, n in shards))
@@ -137,12 +137,20 @@ def read_epochs(data_dir: str, split: str, config: ReadConfig, first: int = 0) -
     rebuilds any epoch, and the config's `skip` batches of epoch `first` are left out without being decoded: a
     resumed run's position is a count. Without a `seed`, every epoch is in a new random order."""
 
-    @tf.autograph.experimental.do_not_convert  # (plain Python: it builds one epoch's pipeline)
+    cached = None
+    if config.cache:  # one cache for every epoch, filled by the first (its records in the order of `seed`)
+        info, config = metadata.read(data_dir), config.for_split(split)
+        shards, batch_size = _pipeline_shards(info, split, config)
+        cached = _cached_images(_records([path for path, _ in shards], config), _parser(info, config), config)
+
     def epoch(number: tf.Tensor) -> tf.data.Dataset:
         skip = tf.where(number == first, tf.cast(config.skip, tf.int64), tf.constant(0, tf.int64))
-        return read(data_dir, split, dataclasses.replace(config, epoch=number, skip=skip, repeat=False))
+        epoch_config = dataclasses.replace(config, epoch=number, skip=skip, repeat=False)
+        if cached is None:
+            return read(data_dir, split, epoch_config)
+        return _cached_batches(cached, batch_size, epoch_config).prefetch(AUTOTUNE)
 
-    return tf.data.Dataset.counter(first).flat_map(epoch).prefetch(AUTOTUNE)
+    return endless_epochs(epoch, first).prefetch(AUTOTUNE)
 
 
 def batch_count(data_dir: str, split: str, config: ReadConfig) -> int:
@@ -184,19 +192,36 @@ def _parsed_batches(records: tf.data.Dataset, parser: Parser, batch_size: int, c
     (differently each epoch)."""
     params, deterministic = augment_lib.parse_augment(config.augment), config.deterministic
     if config.cache:
-        images = records.map(parser.parse_record, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-        batches = _batched(images.cache(config.cache if isinstance(config.cache, str) else ""), batch_size, config)
-        if not params:
-            return batches.skip(config.skip)
-        return _map_with_keys(
-            batches, lambda batch, key: (augment_lib.augment_batch(batch[0], params, key), batch[1]), config
-        )
+        return _cached_batches(_cached_images(records, parser, config), batch_size, config)
     batches = _batched(records, batch_size, config)
     if not params:
         return batches.skip(config.skip).map(
             parser.parse_batch, num_parallel_calls=AUTOTUNE, deterministic=deterministic
         )
     return _map_with_keys(batches, lambda serialized, key: parser.parse_batch(serialized, params, key), config)
+
+
+def _parser(info: metadata.DatasetInfo, config: ReadConfig) -> Parser:
+    decoder = Decoder(info.schema, info.max_side, info.stored_size)
+    return Parser(decoder, _image_size(info, config.image_size), config.crop_to_aspect_ratio)
+
+
+def _cached_images(records: tf.data.Dataset, parser: Parser, config: ReadConfig) -> tf.data.Dataset:
+    """Records parsed one by one into the `cache` (memory, or files at that path prefix)."""
+    images = records.map(parser.parse_record, num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
+    return images.cache(config.cache if isinstance(config.cache, str) else "")
+
+
+def _cached_batches(images: tf.data.Dataset, batch_size: int, config: ReadConfig) -> tf.data.Dataset:
+    """Cached images -> batches, shuffled and repeated as asked, augmented after the cache (differently each
+    epoch); the first `skip` left out (decoded once, into the cache)."""
+    params = augment_lib.parse_augment(config.augment)
+    batches = _batched(images, batch_size, config)
+    if not params:
+        return batches.skip(config.skip)
+    return _map_with_keys(
+        batches, lambda batch, key: (augment_lib.augment_batch(batch[0], params, key), batch[1]), config
+    )
 
 
 @contextlib.contextmanager

@@ -138,6 +138,7 @@ class Checkpointing(keras.callbacks.Callback):
         self._arrays = arrays
         self._metrics = arrays["metrics"] if arrays is not None and state.step else None  # the epoch's sums so far
         self._signal: int | None = None
+        self.another_fit = False  # set before a `fit` that only finishes an epoch
 
     @contextmanager
     def catching_signals(self) -> Iterator[None]:
@@ -189,7 +190,7 @@ class Checkpointing(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self._metrics is not None:  # (built by the first step): Keras' metric states are sums, so add
             variables = self._variables("metrics")
-            _assign(variables, [np.array(v) + saved for v, saved in zip(variables, self._metrics)], "metrics")
+            _assign(variables, [v.numpy() + saved for v, saved in zip(variables, self._metrics)], "metrics")
             self._metrics = None
         self.state.step += 1
         self.state.steps_done += 1
@@ -204,9 +205,10 @@ class Checkpointing(keras.callbacks.Callback):
         self.state.epoch, self.state.step = epoch + 1, 0
 
     def on_train_end(self, logs=None):
-        """Before `EarlyStopping` puts its best weights back: what the next `fit` (if any) continues from."""
+        """Before `EarlyStopping` puts its best weights back: what `another_fit` continues from."""
         self.state.stopped = bool(self.model.stop_training)
-        self._arrays = self._snapshot()
+        if self.another_fit:
+            self._arrays = self._snapshot()
 
     def save(self) -> float:
         """Write the checkpoint now; returns the seconds it took."""
@@ -221,7 +223,7 @@ class Checkpointing(keras.callbacks.Callback):
 
     def _snapshot(self) -> dict[str, list[np.ndarray]]:
         """The variables, and the callbacks' decisions (`state.carried`, their arrays beside them)."""
-        arrays = {name: [np.array(v) for v in self._variables(name)] for name in ("model", "optimizer", "metrics")}
+        arrays = {name: [v.numpy() for v in self._variables(name)] for name in ("model", "optimizer", "metrics")}
         for callback in self.callbacks:
             kept = {}
             for name in CARRIED.get(type(callback).__name__, ()):

@@ -29,8 +29,8 @@ from shardflow.core.messages import ShardflowWarning
 from shardflow.pipeline import Preprocessing, ReadConfig, damaged_shards_named, read
 from shardflow.pipeline import preprocessing as preprocessing_lib
 from shardflow.pipeline.augment import Augment, parse_augment
+from shardflow.pipeline.epochs import endless_epochs, epoch_seed
 from shardflow.pipeline.normalize import Normalize
-from shardflow.pipeline.read_config import epoch_seed
 from shardflow.pipeline.reader import batch_count, read_epochs
 from shardflow.pipeline.resize import Resize
 from shardflow.trainers import models, multi_label, resume
@@ -236,15 +236,21 @@ def _fit(
     checkpointing = resume.Checkpointing(
         os.path.join(plan.out, resume.FILE), state, options.checkpoint_every, callbacks, plan.arrays
     )
+    if plan.arrays is not None and options.verbose:
+        logger.info(
+            f"resuming {plan.out} in epoch {state.epoch + 1} of {options.epochs}, after step {state.step} of {steps}"
+            + ("" if options.seed is not None else " (a new order: no `seed`)")
+        )
     fits = [(state.epoch + 1, steps - state.step)] if state.step else []
     fits.append((options.epochs, steps))
     with checkpointing.catching_signals(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Your input ran out of data")  # (a held-out part's first pass)
         if state.stopped or state.epoch >= options.epochs:
             checkpointing.restore_weights(model)
-        for epochs, steps_now in fits:
+        for number, (epochs, steps_now) in enumerate(fits):
             if state.stopped or state.epoch >= epochs:
                 break
+            checkpointing.another_fit = number < len(fits) - 1
             model.fit(
                 stream_after(state.steps_done),
                 validation_data=validation,
@@ -310,7 +316,7 @@ def _train_on_features(plan: _Plan) -> _Trained:
             batches = train_features.shuffle(4096, seed=epoch_seed(options.seed, number)).batch(options.batch_size)
             return batches.skip(tf.where(number == first, tf.constant(skip, tf.int64), 0))
 
-        return tf.data.Dataset.counter(first).flat_map(epoch)
+        return endless_epochs(epoch, first)
 
     throughput = EpochThroughput(options.batch_size)
     validation = (
