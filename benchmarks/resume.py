@@ -11,7 +11,7 @@ resuming `--skip` batches into an epoch:
 and the run checkpoint itself (`checkpoint.npz`: variables, optimizer, metrics) of small_convnet at 150x150 with
 RMSprop: seconds to write and its size. Usage:
 
-    .venv/bin/python benchmarks/resume.py [--n 2000] [--skip 50]
+    .venv/bin/python benchmarks/resume.py [--n 3000] [--skip 60]
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ def run_checkpoint(scratch: str) -> tuple[float, float, int]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--skip", type=int, default=50)
+    parser.add_argument("--n", type=int, default=3000)
+    parser.add_argument("--skip", type=int, default=60)
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(SEED)
     with sample_corpus(args.n, layout="kaggle") as (work, src):

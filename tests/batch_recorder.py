@@ -1,8 +1,8 @@
 """`shardflow train` in this process, its batches observed: `python batch_recorder.py cli|api RECORD KILL_AT ARGS...`
 runs the CLI (`cli`) or `train(data, out, TrainOptions)` (`api`) with ARGS, Keras' own train step wrapped to append
-each step's batch (its labels and an MD5 of its images) as a JSON line to RECORD, and sends this process SIGTERM as
-step KILL_AT (0: never) runs; each step takes at least $STEP_SECONDS. The API's `Interrupted` exits as the CLI does:
-128 + the signal."""
+each step's batch (its labels and an MD5 of its images) as a JSON line to RECORD, and sends this process SIGTERM
+(SIG$SIGNAL) as step KILL_AT (0: never) runs; each step takes at least $STEP_SECONDS. The API's `Interrupted` exits
+as the CLI does: 128 + the signal."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def observe(record: str, kill_at: int) -> None:
             f.write(json.dumps(line) + "\n")
         time.sleep(pause)
         if steps[0] == kill_at:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.Signals["SIG" + os.environ.get("SIGNAL", "TERM")])
 
     def train_step(self, data):
         tf.py_function(write, [data[0], data[1]], [])

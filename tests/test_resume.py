@@ -42,9 +42,9 @@ def data(tmp_path_factory) -> pathlib.Path:
     return root / "data"
 
 
-def record(mode: str, data: pathlib.Path, out: pathlib.Path, kill_at: int = 0, *args: str, wait=True, step_seconds=0.0):
+def record(mode, data, out, kill_at=0, *args: str, wait=True, step_seconds=0.0, kill="TERM"):
     """`shardflow train` (`mode` cli or api) in a new process, its batches appended to out.parent/batches-OUT; each
-    step at least `step_seconds` long."""
+    step at least `step_seconds` long; SIG`kill` at step `kill_at`."""
     command = [sys.executable, str(RECORDER), mode, str(batches_of(out)), str(kill_at), str(data), *ARGS]
     process = subprocess.Popen(
         [*command, "--out", str(out), *args],
@@ -56,6 +56,7 @@ def record(mode: str, data: pathlib.Path, out: pathlib.Path, kill_at: int = 0, *
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "PYTHONPATH": str(RECORDER.parents[1]),
             "STEP_SECONDS": str(step_seconds),
+            "SIGNAL": kill,
         },
     )
     if not wait:
@@ -170,3 +171,20 @@ def test_an_epoch_is_rebuilt_in_a_new_stream_at_any_batch(data, cache):
     assert batch_count(str(data), "train", config) == 11
     held = ReadConfig(batch_size=4, image_size=32, holdout=Holdout(0.3))
     assert batch_count(str(data), "train", held) == sum(1 for _ in read(str(data), "train", held))
+
+
+def test_without_a_seed_it_says_so(data, tmp_path):
+    options = TrainOptions(epochs=1, steps_per_epoch=2, batch_size=8, image_size=32, checkpoint_every=2, verbose=0)
+    with pytest.warns(UserWarning, match="without a `seed` a resumed run continues at the step where it stopped"):
+        train(str(data), str(tmp_path / "run"), options)
+    state, arrays = resume.load(str(tmp_path / "run"))
+    assert state.finished and (state.epoch, state.steps_done) == (1, 2) and not arrays  # (a finished run's)
+
+
+@pytest.mark.slow
+def test_a_killed_run_keeps_its_last_periodic_checkpoint(data, tmp_path):
+    out = tmp_path / "run"
+    returncode, _ = record("api", data, out, 7, "--checkpoint-every", "3", kill="KILL")
+    assert returncode == -signal.SIGKILL
+    state, arrays = resume.load(str(out))
+    assert (state.epoch, state.step, state.steps_done) == (0, 6, 6) and len(arrays["model"]) == 10

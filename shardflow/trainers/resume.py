@@ -157,8 +157,7 @@ class Checkpointing(keras.callbacks.Callback):
         try:
             yield
             if self._signal is not None:  # after the last step: the weights as training left them
-                self._arrays = None
-                self._stop()
+                self._stop(fresh=True)
         finally:
             for number, handler in previous.items():
                 signal.signal(number, handler)
@@ -210,16 +209,17 @@ class Checkpointing(keras.callbacks.Callback):
         if self.another_fit:
             self._arrays = self._snapshot()
 
-    def save(self) -> float:
-        """Write the checkpoint now; returns the seconds it took."""
+    def save(self, fresh: bool = False) -> float:
+        """Write the checkpoint now (`fresh`: the model's weights as they are, after `EarlyStopping` put its best
+        ones back); returns the seconds it took."""
         started = time.perf_counter()
-        write(self.path, self.state, self._snapshot() if self._arrays is None else self._arrays)
+        write(self.path, self.state, self._snapshot() if fresh or self._arrays is None else self._arrays)
         return time.perf_counter() - started
 
-    def _stop(self) -> None:
+    def _stop(self, fresh: bool = False) -> None:
         signum, self._signal = self._signal, None
         assert signum is not None
-        raise Interrupted(signum, self.state, self.path, self.save())
+        raise Interrupted(signum, self.state, self.path, self.save(fresh))
 
     def _snapshot(self) -> dict[str, list[np.ndarray]]:
         """The variables, and the callbacks' decisions (`state.carried`, their arrays beside them)."""
@@ -236,10 +236,10 @@ class Checkpointing(keras.callbacks.Callback):
         return arrays
 
     def _variables(self, name: str) -> list:
-        model = self.model
-        return {"model": model.variables, "optimizer": model.optimizer.variables, "metrics": model.metrics_variables}[
-            name
-        ]
+        """The model's variables (`name` "model"), its optimizer's or its metrics'."""
+        if name == "model":
+            return self.model.variables
+        return self.model.optimizer.variables if name == "optimizer" else self.model.metrics_variables
 
 
 def _assign(variables: list, values: list[np.ndarray], what: str) -> None:

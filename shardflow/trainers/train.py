@@ -243,9 +243,9 @@ def _fit(
         )
     fits = [(state.epoch + 1, steps - state.step)] if state.step else []
     fits.append((options.epochs, steps))
-    with checkpointing.catching_signals(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "Your input ran out of data")  # (a held-out part's first pass)
-        if state.stopped or state.epoch >= options.epochs:
+    trains = not state.stopped and state.epoch < options.epochs
+    with checkpointing.catching_signals():
+        if not trains:
             checkpointing.restore_weights(model)
         for number, (epochs, steps_now) in enumerate(fits):
             if state.stopped or state.epoch >= epochs:
@@ -261,6 +261,8 @@ def _fit(
                 verbose=options.verbose,
                 shuffle=False,  # the stream is shuffled (Keras would only warn that it cannot)
             )
+        if trains and options.checkpoint_every:  # training done: a run stopped while writing results resumes there
+            checkpointing.save(fresh=True)
     return state.history
 
 
