@@ -30,6 +30,8 @@ RECORDER = pathlib.Path(__file__).with_name("batch_recorder.py")
 STEPS = 33  # 3 epochs of 11 batches (85 training images, batch 8); then the throughput probe trains 12 more steps
 ARGS = ["--model", "small_convnet", "--epochs", "3", "--image-size", "32", "--batch-size", "8", "--seed", "3"]
 ARGS += ["--augment", "seed004"]
+FEATURES = ["--model", "features", "--base", "vgg16", "--weights", "none", "--epochs", "5", "--patience", "1"]
+FEATURES += ["--image-size", "32", "--batch-size", "8", "--seed", "3", "--lr", "0.01"]  # stops early after epoch 3
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +44,10 @@ def data(tmp_path_factory) -> pathlib.Path:
     return root / "data"
 
 
-def record(mode, data, out, kill_at=0, *args: str, wait=True, step_seconds=0.0, kill="TERM"):
-    """`shardflow train` (`mode` cli or api) in a new process, its batches appended to out.parent/batches-OUT; each
-    step at least `step_seconds` long; SIG`kill` at step `kill_at`."""
-    command = [sys.executable, str(RECORDER), mode, str(batches_of(out)), str(kill_at), str(data), *ARGS]
+def record(mode, data, out, kill_at=0, *args: str, wait=True, step_seconds=0.0, kill="TERM", options=ARGS):
+    """`shardflow train DATA OPTIONS ARGS` (`mode` cli or api) in a new process, its batches appended to
+    out.parent/batches-OUT; each step at least `step_seconds` long; SIG`kill` at step `kill_at`."""
+    command = [sys.executable, str(RECORDER), mode, str(batches_of(out)), str(kill_at), str(data), *options]
     process = subprocess.Popen(
         [*command, "--out", str(out), *args],
         stderr=subprocess.PIPE,
@@ -69,9 +71,9 @@ def batches_of(out: pathlib.Path) -> pathlib.Path:
     return out.parent / f"batches-{out.name}"
 
 
-def trained_on(out: pathlib.Path) -> list[dict]:
+def trained_on(out: pathlib.Path, steps: int = STEPS) -> list[dict]:
     """The batches the run in `out` trained on, in order, across its processes (not the throughput probe's)."""
-    return [json.loads(line) for line in batches_of(out).read_text().splitlines()][:STEPS]
+    return [json.loads(line) for line in batches_of(out).read_text().splitlines()][:steps]
 
 
 def weights(out: pathlib.Path) -> list[np.ndarray]:
@@ -86,10 +88,10 @@ def uninterrupted(data, tmp_path_factory) -> pathlib.Path:
     return out
 
 
-def assert_same_run(run: pathlib.Path, reference: pathlib.Path) -> None:
+def assert_same_run(run: pathlib.Path, reference: pathlib.Path, steps: int = STEPS) -> None:
     """The same batches (labels and image checksums) in the same order, the same history and weights."""
-    seen, expected = trained_on(run), trained_on(reference)
-    assert len(seen) == len(expected) == STEPS
+    seen, expected = trained_on(run, steps), trained_on(reference, steps)
+    assert len(seen) == len(expected) == steps
     assert [b["labels"] for b in seen] == [b["labels"] for b in expected]
     assert [b["images"] for b in seen] == [b["images"] for b in expected]
     history, reference_history = (json.loads((out / "history.json").read_text()) for out in (run, reference))
@@ -142,6 +144,20 @@ def test_resuming_with_other_arguments_is_refused_naming_them(data, uninterrupte
     options = TrainOptions("small_convnet", epochs=4, batch_size=8, image_size=32, augment="seed004", seed=3)
     with pytest.raises(ValueError, match=r"`epochs` 3 \(now 4\); resume it with the same options"):
         train(str(data), str(out), TrainOptions(**{**options.__dict__, "resume": True}))
+
+
+@pytest.mark.slow
+def test_features_resume_with_early_stopping_as_it_was(data, tmp_path):
+    """The features head, stopped in epoch 3 (which early stopping ends the run after, putting epoch 2's weights
+    back, saved with the checkpoint), resumed: the batches, history and weights of the uninterrupted run."""
+    runs = {name: tmp_path / name for name in ("uninterrupted", "run")}
+    assert record("api", data, runs["uninterrupted"], options=FEATURES)[0] == 0
+    assert record("api", data, runs["run"], 27, options=FEATURES)[0] == 128 + signal.SIGTERM
+    state, arrays = resume.load(str(runs["run"]))
+    assert (state.epoch, state.step) == (2, 5) and "EarlyStopping.best_weights" in arrays
+    assert record("api", data, runs["run"], 0, "--resume", options=FEATURES)[0] == 0
+    assert len(json.loads((runs["run"] / "history.json").read_text())["loss"]) == 3
+    assert_same_run(runs["run"], runs["uninterrupted"], steps=33)
 
 
 def test_resume_needs_a_checkpoint_not_overwrite(data, tmp_path, capsys):

@@ -182,8 +182,13 @@ class Checkpointing(keras.callbacks.Callback):
         if self._arrays is None:
             return
         for callback in self.callbacks:
-            for name, value in self.state.carried.get(type(callback).__name__, {}).items():
-                setattr(callback, name, self._arrays.get(f"{type(callback).__name__}.{name}", value))
+            kind = type(callback).__name__
+            kept = self.state.carried.get(kind, {})
+            for name in CARRIED.get(kind, ()):
+                if f"{kind}.{name}" in self._arrays:
+                    setattr(callback, name, self._arrays[f"{kind}.{name}"])
+                elif name in kept:
+                    setattr(callback, name, kept[name])
         self._arrays = None
 
     def on_train_batch_end(self, batch, logs=None):
