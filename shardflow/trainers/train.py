@@ -244,7 +244,8 @@ def _fit(
     fits = [(state.epoch + 1, steps - state.step)] if state.step else []
     fits.append((options.epochs, steps))
     trains = not state.stopped and state.epoch < options.epochs
-    with checkpointing.catching_signals():
+    with checkpointing.catching_signals(), warnings.catch_warnings():  # a held-out validation part's length is
+        warnings.filterwarnings("ignore", "Your input ran out of data")  # unknown: Keras calls its end running out
         if not trains:
             checkpointing.restore_weights(model)
         for number, (epochs, steps_now) in enumerate(fits):
