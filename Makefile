@@ -30,7 +30,11 @@ $(DOCS): $(BASE)
 	$(BIN)/python -m pip install -q -e '.[docs]'
 	touch $(DOCS)
 
+# Lint, format and types first (seconds), then the suite.
 test: $(TEST)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q tests
 
 # The site (API reference from the docstrings) goes to site/; --strict fails on any warning or broken reference.

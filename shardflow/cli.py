@@ -511,11 +511,16 @@ def _serve_data(args, _extra) -> None:
     serve(args.port, args.workers)
 
 
-def _train(args, _extra) -> None:
+def _train(args, _extra) -> int | None:
     from shardflow.trainers.options import from_arguments
+    from shardflow.trainers.resume import Interrupted
     from shardflow.trainers.train import train
 
-    metrics = train(args.data, args.out, from_arguments(args))
+    try:
+        metrics = train(args.data, args.out, from_arguments(args))
+    except Interrupted as interrupted:
+        print(f"shardflow train: {in_flags(str(interrupted), args.chosen.flags)}", file=sys.stderr)
+        return 128 + interrupted.signum
     rates = metrics["images_per_second"]
     wait = metrics["input_wait_fraction"]
     scores = (
@@ -533,6 +538,7 @@ def _train(args, _extra) -> None:
         f"{args.out}: {scores}, {metrics['epochs_run']} epochs in {metrics['seconds']:.0f} s; "
         f"last epoch {rates[-1]:.0f} images/s" + (f", {wait[-1]:.0%} of step time waiting for input" if wait else "")
     )
+    return None
 
 
 def _evaluate(args, _extra) -> None:

@@ -69,6 +69,8 @@ def test_image_options_name_their_parameters():
         ({"base": "vgg"}, "base"),
         ({"validation_split": 1.0}, "validation_split"),
         ({"init_from": "runs/transfer"}, "init_from"),  # only for fine_tune
+        ({"checkpoint_every": 0}, "checkpoint_every"),
+        ({"resume": True, "overwrite": True}, "overwrite"),  # continue or replace: not both
     ],
 )
 def test_train_options_check_themselves_from_python(values, parameter):
@@ -86,6 +88,8 @@ def test_train_options_check_themselves_from_python(values, parameter):
         ({"take": -1}, "take"),
         ({"backend": "torch"}, "backend"),
         ({"backend": "dali", "cache": True}, "cache"),
+        ({"skip": -1}, "skip"),
+        ({"backend": "dali", "skip": 2}, "skip"),
     ],
 )
 def test_read_config_checks_itself(values, parameter):

@@ -10,6 +10,7 @@ import tensorflow as tf
 from shardflow.core import metadata
 from shardflow.core.images import parse_size
 from shardflow.pipeline import augment as augment_lib
+from shardflow.pipeline.epochs import epoch_seed
 from shardflow.pipeline.holdout import Holdout
 
 BACKENDS = ("tf", "dali")
@@ -34,6 +35,8 @@ class ReadConfig:
     data_service: str | None = None
     backend: str = "tf"
     holdout: Holdout | None = None
+    epoch: int | tf.Tensor | None = None  # the pass's shuffle and augmentation seeds from (seed, epoch) alone
+    skip: int | tf.Tensor = 0  # batches left out at the start: read, never decoded (unless cached)
 
     def __post_init__(self):
         if self.batch_size < 1:
@@ -43,6 +46,8 @@ class ReadConfig:
         augment_lib.parse_augment(self.augment)
         if self.shuffle_buffer < 1:
             raise ValueError(f"`shuffle_buffer` must be at least 1, got {self.shuffle_buffer}")
+        if isinstance(self.skip, int) and self.skip < 0:
+            raise ValueError(f"`skip` must not be negative, got {self.skip}")
         if self.take is not None and self.take < 0:
             raise ValueError(f"`take` must not be negative, got {self.take}")
         if self.backend not in BACKENDS:
@@ -59,6 +64,8 @@ class ReadConfig:
                 ("take", self.take is not None),
                 ("data_service", bool(self.data_service)),
                 ("holdout", self.holdout is not None),
+                ("epoch", self.epoch is not None),
+                ("skip", not isinstance(self.skip, int) or self.skip > 0),
             )
             if used
         ]
@@ -68,6 +75,11 @@ class ReadConfig:
     def for_split(self, split: str) -> ReadConfig:
         """This config with `shuffle` decided: unless given, only the "train" split is shuffled."""
         return self if self.shuffle is not None else dataclasses.replace(self, shuffle=split == metadata.TRAIN)
+
+    @property
+    def pass_seed(self) -> int | tf.Tensor | None:
+        """The seed of this pass's shuffles and augmentation: `seed`, or with an `epoch` `epoch_seed`'s."""
+        return self.seed if self.epoch is None else epoch_seed(self.seed, self.epoch)
 
     @property
     def deterministic(self) -> bool:

@@ -10,6 +10,7 @@ shards (`checked_shards`) -> records (`_records`) -> parsed batches (`_parsed_ba
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -21,6 +22,7 @@ from shardflow.core.decoder import Decoder
 from shardflow.core.images import parse_size
 from shardflow.core.shards import READ_BUFFER_BYTES, checked_shards, damaged_shards
 from shardflow.pipeline import augment as augment_lib
+from shardflow.pipeline.epochs import endless_epochs
 from shardflow.pipeline.holdout import Holdout
 from shardflow.pipeline.parser import Parser
 from shardflow.pipeline.read_config import ReadConfig
@@ -111,25 +113,20 @@ def read(data_dir: str, split: str, config: ReadConfig) -> tf.data.Dataset:
     info = metadata.read(data_dir)
     config = config.for_split(split)
     size = _image_size(info, config.image_size)
-    shards = checked_shards(info, split)
     if config.backend == "dali":
         if info.multi_label:
             raise ValueError("`backend` 'dali' does not support multi-label datasets")
         from shardflow.pipeline import dali
 
-        return dali.load(info, split, shards, size, config)
-    batch_size = config.batch_size
-    if config.input_context is not None:
-        shards = _shards_for_pipeline(shards, config.input_context, data_dir, split)
-        batch_size = config.input_context.get_per_replica_batch_size(batch_size)
-    records = _records([path for path, _ in shards], config)
-    parser = Parser(Decoder(info.schema, info.max_side, info.stored_size), size, config.crop_to_aspect_ratio)
+        return dali.load(info, split, checked_shards(info, split), size, config)
+    shards, batch_size = _pipeline_shards(info, split, config)
+    records, parser = _records([path for path, _ in shards], config), _parser(info, config)
     batches = _parsed_batches(records, parser, batch_size, config)
     if not config.repeat and not config.data_service and config.holdout is None:  # known from the metadata
         count = sum(n for _, n in shards) if config.take is None else min(config.take, sum(n for _, n in shards))
         batches = batches.apply(
             tf.data.experimental.assert_cardinality(  # (Keras uses it)
-                _batch_count(count, batch_size, config.drop_remainder)
+                _batch_count(count, batch_size, config.drop_remainder) - config.skip
             )
         )
     if config.data_service:
@@ -139,11 +136,46 @@ def read(data_dir: str, split: str, config: ReadConfig) -> tf.data.Dataset:
     return batches.prefetch(AUTOTUNE)
 
 
+def read_epochs(data_dir: str, split: str, config: ReadConfig, first: int = 0) -> tf.data.Dataset:
+    """Epoch after epoch of `read`, endlessly, from epoch `first` (take `steps_per_epoch` batches at a time): each
+    epoch's order and augmentation a function of (`seed`, epoch) alone (`ReadConfig.epoch`), so a new process
+    rebuilds any epoch, and the config's `skip` batches of epoch `first` are left out without being decoded: a
+    resumed run's position is a count. Without a `seed`, every epoch is in a new random order."""
+
+    cached = None
+    if config.cache:  # one cache for every epoch, filled by the first (its records in the order of `seed`)
+        info, config = metadata.read(data_dir), config.for_split(split)
+        shards, batch_size = _pipeline_shards(info, split, config)
+        cached = _cached_images(_records([path for path, _ in shards], config), _parser(info, config), config)
+
+    def epoch(number: tf.Tensor) -> tf.data.Dataset:
+        skip = tf.where(number == first, tf.cast(config.skip, tf.int64), tf.constant(0, tf.int64))
+        epoch_config = dataclasses.replace(config, epoch=number, skip=skip, repeat=False)
+        if cached is None:
+            return read(data_dir, split, epoch_config)
+        return _cached_batches(cached, batch_size, epoch_config).prefetch(AUTOTUNE)
+
+    return endless_epochs(epoch, first).prefetch(AUTOTUNE)
+
+
+def batch_count(data_dir: str, split: str, config: ReadConfig) -> int:
+    """Batches in one pass of `read`: from the metadata, or with a `holdout` by counting its records (read, not
+    decoded)."""
+    shards, batch_size = _pipeline_shards(metadata.read(data_dir), split, config.for_split(split))
+    if config.holdout is None:
+        count = sum(n for _, n in shards)
+    else:
+        records = _records([path for path, _ in shards], dataclasses.replace(config, shuffle=False, take=None))
+        count = int(records.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+    count = count if config.take is None else min(config.take, count)
+    return _batch_count(count, batch_size, config.drop_remainder)
+
+
 def _records(shards: list[str], config: ReadConfig) -> tf.data.Dataset:
     """The shards' serialized records: shuffled, the shards in a shuffled order, read in parallel; else in the stored
     order, shard after shard (evaluation, prediction). Then only the `holdout` part, and the first `take`."""
     if config.shuffle and len(shards) > 1:  # (parallel interleave costs ~15% of a decode-only read: not for one shard)
-        shard_files = tf.data.Dataset.from_tensor_slices(shards).shuffle(len(shards), seed=config.seed)
+        shard_files = tf.data.Dataset.from_tensor_slices(shards).shuffle(len(shards), seed=config.pass_seed)
         records = shard_files.interleave(
             lambda path: tf.data.TFRecordDataset(path, buffer_size=READ_BUFFER_BYTES),
             cycle_length=min(len(shards), 8),
@@ -165,17 +197,36 @@ def _parsed_batches(records: tf.data.Dataset, parser: Parser, batch_size: int, c
     (differently each epoch)."""
     params, deterministic = augment_lib.parse_augment(config.augment), config.deterministic
     if config.cache:
-        images = records.map(parser.parse_record, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-        batches = _batched(images.cache(config.cache if isinstance(config.cache, str) else ""), batch_size, config)
-        if not params:
-            return batches
-        return _map_with_keys(
-            batches, lambda batch, key: (augment_lib.augment_batch(batch[0], params, key), batch[1]), config
-        )
+        return _cached_batches(_cached_images(records, parser, config), batch_size, config)
     batches = _batched(records, batch_size, config)
     if not params:
-        return batches.map(parser.parse_batch, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        return batches.skip(config.skip).map(
+            parser.parse_batch, num_parallel_calls=AUTOTUNE, deterministic=deterministic
+        )
     return _map_with_keys(batches, lambda serialized, key: parser.parse_batch(serialized, params, key), config)
+
+
+def _parser(info: metadata.DatasetInfo, config: ReadConfig) -> Parser:
+    decoder = Decoder(info.schema, info.max_side, info.stored_size)
+    return Parser(decoder, _image_size(info, config.image_size), config.crop_to_aspect_ratio)
+
+
+def _cached_images(records: tf.data.Dataset, parser: Parser, config: ReadConfig) -> tf.data.Dataset:
+    """Records parsed one by one into the `cache` (memory, or files at that path prefix)."""
+    images = records.map(parser.parse_record, num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
+    return images.cache(config.cache if isinstance(config.cache, str) else "")
+
+
+def _cached_batches(images: tf.data.Dataset, batch_size: int, config: ReadConfig) -> tf.data.Dataset:
+    """Cached images -> batches, shuffled and repeated as asked, augmented after the cache (differently each
+    epoch); the first `skip` left out (decoded once, into the cache)."""
+    params = augment_lib.parse_augment(config.augment)
+    batches = _batched(images, batch_size, config)
+    if not params:
+        return batches.skip(config.skip)
+    return _map_with_keys(
+        batches, lambda batch, key: (augment_lib.augment_batch(batch[0], params, key), batch[1]), config
+    )
 
 
 @contextlib.contextmanager
@@ -220,6 +271,17 @@ def _image_size(info: metadata.DatasetInfo, image_size: int | tuple[int, int] | 
     return info.stored_size
 
 
+def _pipeline_shards(info: metadata.DatasetInfo, split: str, config: ReadConfig) -> tuple[list[tuple[str, int]], int]:
+    """The shards this input pipeline reads (`(path, records)`) and its batch size."""
+    shards = checked_shards(info, split)
+    if config.input_context is None:
+        return shards, config.batch_size
+    context = config.input_context
+    return _shards_for_pipeline(shards, context, info.data_dir, split), context.get_per_replica_batch_size(
+        config.batch_size
+    )
+
+
 def _shards_for_pipeline(
     shards: list[tuple[str, int]], context: tf.distribute.InputContext, data_dir: str, split: str
 ) -> list[tuple[str, int]]:
@@ -234,7 +296,7 @@ def _shards_for_pipeline(
 def _batched(dataset: tf.data.Dataset, batch_size: int, config: ReadConfig) -> tf.data.Dataset:
     """Shuffled (through a buffer, anew each epoch) and repeated as asked, then batched."""
     if config.shuffle:
-        dataset = dataset.shuffle(config.shuffle_buffer, seed=config.seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(config.shuffle_buffer, seed=config.pass_seed, reshuffle_each_iteration=True)
     if config.repeat:
         dataset = dataset.repeat()
     return dataset.batch(batch_size, drop_remainder=config.drop_remainder)
@@ -245,8 +307,10 @@ def _map_with_keys(
 ) -> tf.data.Dataset:
     """`function(element, key)` over the dataset, each element with its own stateless random key [2]: new keys on
     every pass over the dataset (each epoch's augmentation differs, also where nothing is shuffled), the passes'
-    keys fixed by the `seed`, else fresh every run."""
-    keys = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True).batch(2)
-    return tf.data.Dataset.zip((dataset, keys)).map(
-        function, num_parallel_calls=AUTOTUNE, deterministic=config.deterministic
+    keys fixed by the `seed` (and `epoch`), else fresh every run. The first `skip` elements keep their keys, unused."""
+    keys = tf.data.Dataset.random(seed=config.pass_seed, rerandomize_each_iteration=True).batch(2)
+    return (
+        tf.data.Dataset.zip((dataset, keys))
+        .skip(config.skip)
+        .map(function, num_parallel_calls=AUTOTUNE, deterministic=config.deterministic)
     )

@@ -59,6 +59,8 @@ class TrainOptions:
     steps_per_epoch: int | None = None
     cache: bool = False
     overwrite: bool = False  # replace an existing run folder
+    checkpoint_every: int | None = None  # steps between checkpoints (`resume`); SIGTERM/SIGINT always write one
+    resume: bool = False  # continue the run in the folder from its checkpoint, at the next batch
     verbose: int = 2
 
     def __post_init__(self):
@@ -74,6 +76,7 @@ class TrainOptions:
             ("epochs", self.epochs),
             ("batch_size", self.batch_size),
             ("steps_per_epoch", self.steps_per_epoch),
+            ("checkpoint_every", self.checkpoint_every),
         ):
             if value is not None and value < 1:
                 raise ValueError(f"`{name}` must be at least 1, got {value}")
@@ -82,6 +85,8 @@ class TrainOptions:
             raise ValueError(f"`image_size` must be between {low} and {high} pixels, got {self.image_size}")
         if self.validation_split is not None and not 0 <= self.validation_split < 1:
             raise ValueError(f"`validation_split` must be at least 0 and below 1, got {self.validation_split:g}")
+        if self.resume and self.overwrite:
+            raise ValueError("`resume` continues the run in the folder, `overwrite` replaces it: pass one of them")
         if self.init_from and self.model != "fine_tune":
             raise ValueError("`init_from` is for `model` fine_tune (it continues a finished transfer run)")
 
@@ -168,6 +173,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps-per-epoch", type=int, help="limit each epoch to N steps (quick trials)")
     parser.add_argument("--cache", action="store_true", help="keep decoded images in memory after epoch 1")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        help="write a checkpoint to resume from every N steps (SIGTERM and SIGINT always write one before exiting)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint at the next batch (the same arguments, and --seed for "
+        "exactly the batches of an uninterrupted run)",
+    )
 
 
 def from_arguments(args: argparse.Namespace) -> TrainOptions:

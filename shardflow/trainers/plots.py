@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from shardflow.core import figures
 
 PANELS = (("accuracy", "Training and validation accuracy"), ("loss", "Training and validation loss"))
 
 
-def plot_history(history: dict[str, Sequence[float]], out: str) -> str:
+def plot_history(history: Mapping[str, Sequence[float]], out: str) -> str:
     """Two panels: accuracy (left) and loss (right), training vs validation per epoch; returns `out`."""
     with figures.figure(960, 360) as drawn:
         drawn.set_layout_engine("constrained")

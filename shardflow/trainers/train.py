@@ -26,12 +26,14 @@ import tensorflow as tf
 
 from shardflow.core import files, metadata
 from shardflow.core.messages import ShardflowWarning
-from shardflow.pipeline import Preprocessing, damaged_shards_named, load
+from shardflow.pipeline import Preprocessing, ReadConfig, damaged_shards_named, read
 from shardflow.pipeline import preprocessing as preprocessing_lib
 from shardflow.pipeline.augment import Augment, parse_augment
+from shardflow.pipeline.epochs import endless_epochs, epoch_seed
 from shardflow.pipeline.normalize import Normalize
+from shardflow.pipeline.reader import batch_count, read_epochs
 from shardflow.pipeline.resize import Resize
-from shardflow.trainers import models, multi_label
+from shardflow.trainers import models, multi_label, resume
 from shardflow.trainers.multi_worker import MultiWorkerLoop
 from shardflow.trainers.options import FEATURES, ON_A_BASE, TRAINING_DEFAULTS, TrainOptions
 from shardflow.trainers.plots import plot_history
@@ -53,10 +55,21 @@ def train(data_dir: str, out: str, options: TrainOptions = TrainOptions()) -> di
     """Train `options.model` on the dataset in `data_dir`, write the run to `out`; returns metrics.json's content.
 
     `options`: a [`TrainOptions`][shardflow.trainers.options.TrainOptions]. Says where it trains on the `shardflow`
-    logger (INFO) and what probably is not meant as [`ShardflowWarning`][shardflow.core.messages.ShardflowWarning]s."""
+    logger (INFO) and what probably is not meant as [`ShardflowWarning`][shardflow.core.messages.ShardflowWarning]s.
+    SIGTERM or SIGINT while it trains writes a checkpoint (also every `options.checkpoint_every` steps) and raises
+    [`Interrupted`][shardflow.trainers.resume.Interrupted]; the same call with `resume=True` continues at the next
+    batch (exactly, with a `seed`)."""
     started = time.time()
     with damaged_shards_named(data_dir):
         plan = _plan(data_dir, out, options)
+        if plan.state.finished:
+            warnings.warn(
+                f"`resume`: the run in {out} is finished ({plan.state.epoch} epochs); nothing to resume",
+                ShardflowWarning,
+                stacklevel=2,
+            )
+            with open(os.path.join(out, METRICS_FILE)) as f:
+                return json.load(f)
         with plan.strategy.scope():
             if plan.options.model == FEATURES:
                 trained = _train_on_features(plan)
@@ -64,7 +77,9 @@ def train(data_dir: str, out: str, options: TrainOptions = TrainOptions()) -> di
                 trained = _train_multi_worker(plan)
             else:
                 trained = _train_with_fit(plan)
-        return _write_results(plan, trained, started)
+        metrics = _write_results(plan, trained, started)
+        resume.write(os.path.join(out, resume.FILE), dataclasses.replace(plan.state, finished=True), {})
+        return metrics
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,10 +98,16 @@ class _Plan:
     validation: Part | None
     evaluation: Part | None  # the test split, only reported
     strategy: tf.distribute.Strategy
+    state: resume.State  # where training starts: a new run's, or the checkpoint's
+    arrays: dict[str, list[np.ndarray]] | None  # the checkpoint's variables (resuming), to restore
 
     @property
     def size(self) -> int:
-        return self.options.image_size
+        return _filled(self.options.image_size)
+
+    @property
+    def batch_size(self) -> int:
+        return _filled(self.options.batch_size)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -108,10 +129,16 @@ class _Plan:
 
     def stream(self, part: Part, train: bool) -> tf.data.Dataset:
         """One part's batches: shuffled and augmented (when the pipeline augments) for training."""
-        dataset = load(
-            self.data_dir,
-            part.split,
-            batch_size=self.options.batch_size,
+        return self._distributed(read(self.data_dir, part.split, self.read_config(part, train)), part)
+
+    def training_epochs(self, first: int, skip: int) -> tf.data.Dataset:
+        """The training part epoch after epoch from epoch `first`, its first `skip` batches left out (`read_epochs`)."""
+        config = dataclasses.replace(self.read_config(self.training, True), skip=skip)
+        return self._distributed(read_epochs(self.data_dir, self.training.split, config, first), self.training)
+
+    def read_config(self, part: Part, train: bool) -> ReadConfig:
+        return ReadConfig(
+            batch_size=self.batch_size,
             image_size=self.input_size,
             shuffle=train,
             seed=self.options.seed,
@@ -119,6 +146,8 @@ class _Plan:
             cache=self.options.cache,
             holdout=part.holdout,
         )
+
+    def _distributed(self, dataset: tf.data.Dataset, part: Part) -> tf.data.Dataset:
         return _shard_policy(dataset, len(self.info.split(part.split).shards), self.strategy.num_replicas_in_sync)
 
     def normalize(self) -> Normalize:
@@ -141,7 +170,8 @@ def _plan(data_dir: str, out: str, options: TrainOptions) -> _Plan:
     """Read and check the dataset, fill in the model's defaults, choose where each step runs; say so."""
     info = metadata.read(data_dir)
     _check(info, options)
-    _check_run_folder(out, options.overwrite)
+    if not options.resume:
+        _check_run_folder(out, options.overwrite)
     size_source = options.image_size_source(info.stored_size)
     options = options.with_model_defaults(info.stored_size)
     if options.seed is not None:
@@ -151,6 +181,9 @@ def _plan(data_dir: str, out: str, options: TrainOptions) -> _Plan:
     gpus = len(tf.config.list_physical_devices("GPU"))
     validation = validation_part(info, options.validation_split)
     rest_of_train = validation.holdout.rest() if validation and validation.holdout else None
+    state, arrays = resume.State.start(data_dir, options), None
+    if options.resume:
+        state, arrays = resume.resumed(out, state)
     plan = _Plan(
         data_dir,
         out,
@@ -164,36 +197,87 @@ def _plan(data_dir: str, out: str, options: TrainOptions) -> _Plan:
         validation=validation,
         evaluation=Part(metadata.TEST) if metadata.TEST in info.splits else None,
         strategy=distribution_strategy(),
+        state=state,
+        arrays=arrays,
     )
+    if plan.multi_worker and (options.resume or options.checkpoint_every):
+        raise ValueError(
+            "`resume` and `checkpoint_every` are not supported by the multi-worker loop (TF_CONFIG is set): it cannot "
+            "resume a run, only start it again"
+        )
     if options.verbose:
         logger.info(_start_line(plan))
-    for warning in _warnings(info, options, validation):
+    for warning in _warnings(info, options, validation) + _resume_warnings(plan):
         warnings.warn(warning, ShardflowWarning, stacklevel=3)
     return plan
 
 
 def _train_with_fit(plan: _Plan) -> _Trained:
-    """Keras' `fit`, with best-epoch checkpoints, early stopping and TensorBoard logs."""
-    model, train_stream, validation_stream = _begin(plan)
-    throughput = EpochThroughput(plan.options.batch_size)
-    with warnings.catch_warnings():  # a held-out part's length is unknown until its first pass ends,
-        warnings.filterwarnings("ignore", "Your input ran out of data")  # which Keras calls running out
-        history = model.fit(
-            train_stream,
-            validation_data=validation_stream,
-            epochs=plan.options.epochs,
-            steps_per_epoch=plan.options.steps_per_epoch,
-            callbacks=_callbacks(plan.out, plan.options, plan.validation) + [throughput],
-            verbose=plan.options.verbose,
-            shuffle=False,  # `load` shuffles (Keras would only warn that it cannot)
-        ).history
+    """Keras' `fit`, with best-epoch checkpoints, early stopping and TensorBoard logs, resumable."""
+    model, validation_stream = _begin(plan)
+    throughput = EpochThroughput(plan.batch_size)
+    per_epoch = batch_count(plan.data_dir, plan.training.split, plan.read_config(plan.training, True))
+    history = _fit(
+        plan,
+        model,
+        lambda done: plan.training_epochs(*divmod(done, per_epoch)),
+        plan.options.steps_per_epoch or per_epoch,
+        validation_stream,
+        _callbacks(plan.out, plan.options, plan.validation) + [throughput],
+    )
     return _saved(plan, model, history, throughput.epochs)
+
+
+def _fit(
+    plan: _Plan,
+    model: keras.Model,
+    stream_after: Callable[[int], tf.data.Dataset],
+    steps: int,
+    validation: tf.data.Dataset | None,
+    callbacks: list[keras.callbacks.Callback],
+) -> dict[str, list[float]]:
+    """`model.fit` for `steps` per epoch on `stream_after(steps done)`, from the plan's state: a run resumed within
+    an epoch first finishes it in a `fit` of its own. Returns the whole run's history."""
+    state, options = plan.state, plan.options
+    checkpointing = resume.Checkpointing(
+        os.path.join(plan.out, resume.FILE), state, options.checkpoint_every, callbacks, plan.arrays
+    )
+    if plan.arrays is not None and options.verbose:
+        logger.info(
+            f"resuming {plan.out} in epoch {state.epoch + 1} of {options.epochs}, after step {state.step} of {steps}"
+            + ("" if options.seed is not None else " (a new order: no `seed`)")
+        )
+    fits = [(state.epoch + 1, steps - state.step)] if state.step else []
+    fits.append((options.epochs, steps))
+    trains = not state.stopped and state.epoch < options.epochs
+    with checkpointing.catching_signals(), warnings.catch_warnings():  # a held-out validation part's length is
+        warnings.filterwarnings("ignore", "Your input ran out of data")  # unknown: Keras calls its end running out
+        if not trains:
+            checkpointing.restore_weights(model)
+        for number, (epochs, steps_now) in enumerate(fits):
+            if state.stopped or state.epoch >= epochs:
+                break
+            checkpointing.another_fit = number < len(fits) - 1
+            model.fit(
+                stream_after(state.steps_done),
+                validation_data=validation,
+                initial_epoch=state.epoch,
+                epochs=epochs,
+                steps_per_epoch=steps_now,
+                callbacks=[checkpointing, *callbacks],
+                verbose=options.verbose,
+                shuffle=False,  # the stream is shuffled (Keras would only warn that it cannot)
+            )
+        if trains and options.checkpoint_every:  # training done: a run stopped while writing results resumes there
+            checkpointing.save(fresh=True)
+    return state.history
 
 
 def _train_multi_worker(plan: _Plan) -> _Trained:
     """The custom loop of `multi_worker` (Keras' `fit` and `evaluate` fail under MultiWorkerMirroredStrategy); it
     saves on every improvement and ends with the best weights."""
-    model, train_stream, validation_stream = _begin(plan)
+    model, validation_stream = _begin(plan)
+    train_stream = plan.stream(plan.training, True)
     loop = MultiWorkerLoop(model, plan.strategy, models.loss_for(plan.num_classes, plan.multi_label), plan.multi_label)
     history, epochs = loop.fit(
         train_stream,
@@ -220,44 +304,50 @@ def _train_on_features(plan: _Plan) -> _Trained:
     base = models.feature_extractor(options.base, (size, size, 3), options.weights)
     extractor = keras.Model(extractor_input, base(plan.normalize()(extractor_input)))
 
-    def features(part: Part, batches: int | None = None) -> tf.data.Dataset:
+    def features(part: Part, batches: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         outputs, labels = [], []
         for images, batch_labels in plan.stream(part, False).take(batches or -1):
             outputs.append(extractor(images, training=False).numpy())
             labels.append(batch_labels.numpy())
-        return tf.data.Dataset.from_tensor_slices((np.concatenate(outputs), np.concatenate(labels)))
+        return np.concatenate(outputs), np.concatenate(labels)
 
     head = models.features_head(tuple(base.output.shape[1:]), plan.num_classes, plan.multi_label)
     _compile(head, options, plan.num_classes, plan.multi_label)
-    _prepare_run_folder(plan.out, options.overwrite)  # only now: a mistake found above leaves no run folder
-    train_features = features(plan.training, options.steps_per_epoch)
-    train_features = train_features.shuffle(4096, seed=options.seed).batch(options.batch_size)
-    throughput = EpochThroughput(options.batch_size)
-    history = head.fit(
-        train_features,
-        epochs=options.epochs,
-        validation_data=features(plan.validation).batch(options.batch_size) if plan.validation else None,
-        callbacks=[throughput]
-        + (
-            [keras.callbacks.EarlyStopping(patience=options.patience, restore_best_weights=True)]
-            if options.patience
-            else []
-        ),
-        verbose=options.verbose,
-        shuffle=False,
-    ).history
+    _prepare_run_folder(plan.out, options)  # only now: a mistake found above leaves no run folder
+    train_features = tf.data.Dataset.from_tensor_slices(features(plan.training, options.steps_per_epoch))
+    per_epoch = int(train_features.batch(plan.batch_size).cardinality())
+
+    def head_epochs(done: int) -> tf.data.Dataset:
+        """Epoch after epoch of the features, each shuffled by (seed, epoch), from `done` batches on."""
+        first, skip = divmod(done, per_epoch)
+
+        def epoch(number: tf.Tensor) -> tf.data.Dataset:
+            batches = train_features.shuffle(4096, seed=epoch_seed(options.seed, number)).batch(plan.batch_size)
+            return batches.skip(tf.where(number == first, tf.constant(skip, tf.int64), 0))
+
+        return endless_epochs(epoch, first)
+
+    throughput = EpochThroughput(plan.batch_size)
+    validation = (
+        tf.data.Dataset.from_tensor_slices(features(plan.validation)).batch(plan.batch_size)
+        if plan.validation
+        else None
+    )
+    patience = options.patience
+    stopping = [keras.callbacks.EarlyStopping(patience=patience, restore_best_weights=True)] if patience else []
+    history = _fit(plan, head, head_epochs, per_epoch, validation, [throughput, *stopping])
     model = keras.Model(extractor_input, head(extractor(extractor_input)), name="shardflow_features")
     return _saved(plan, model, history, throughput.epochs)
 
 
-def _begin(plan: _Plan) -> tuple[keras.Model, tf.data.Dataset, tf.data.Dataset | None]:
+def _begin(plan: _Plan) -> tuple[keras.Model, tf.data.Dataset | None]:
     """The compiled model (uint8 images of the pipeline's size -> [resize/augment] -> normalize -> the bare model,
-    built or, for fine_tune, continued from a finished run), the training and validation streams; then the run
-    folder (only now: a mistake found so far leaves no run folder)."""
+    built or, for fine_tune, continued from a finished run) and the validation stream; then the run folder (only
+    now: a mistake found so far leaves no run folder)."""
     input_shape = (plan.size, plan.size, plan.info.channels)
     options = plan.options
     bare = (
-        _bare_from_run(options, input_shape)
+        _bare_from_run(options.init_from, options.unfreeze, input_shape)
         if options.init_from
         else models.build(
             options.model,
@@ -277,9 +367,9 @@ def _begin(plan: _Plan) -> tuple[keras.Model, tf.data.Dataset, tf.data.Dataset |
         options,
     )
     _compile(model, options, plan.num_classes, plan.multi_label)
-    streams = plan.stream(plan.training, True), plan.stream(plan.validation, False) if plan.validation else None
-    _prepare_run_folder(plan.out, options.overwrite)
-    return model, *streams
+    validation = plan.stream(plan.validation, False) if plan.validation else None
+    _prepare_run_folder(plan.out, options)
+    return model, validation
 
 
 def _saved(
@@ -353,7 +443,7 @@ def _metrics(
         "epoch_seconds": [round(e["seconds"], 2) for e in epochs],
         "images_per_second": [round(e["images_per_second"], 1) for e in epochs],
         "input_wait_fraction": [round(f, 3) for f in input_wait_fractions(epochs, compute)] if compute else None,
-        "compute_only_images_per_second": round(plan.options.batch_size / compute, 1) if compute else None,
+        "compute_only_images_per_second": round(plan.batch_size / compute, 1) if compute else None,
         "augment_on": plan.augment_on if plan.params else None,
         "resize_on": None
         if stored == (size, size)
@@ -410,17 +500,23 @@ def distribution_strategy() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def _bare_from_run(options: TrainOptions, input_shape: tuple[int, int, int]) -> keras.Model:
-    """The trained bare transfer model inside a finished run, with the top of its base unfrozen (fine-tuning
-    after transfer learning, as the tutorials do)."""
-    saved = keras.models.load_model(os.path.join(options.init_from, MODEL_FILE))
+def _filled(value: int | None) -> int:
+    """A size `TrainOptions.with_model_defaults` has filled in."""
+    if value is None:
+        raise ValueError("the model's defaults are not filled in (`TrainOptions.with_model_defaults`)")
+    return value
+
+
+def _bare_from_run(run: str, unfreeze: int, input_shape: tuple[int, int, int]) -> keras.Model:
+    """The trained bare transfer model inside the finished `run`, with the top `unfreeze` layers of its base
+    unfrozen (fine-tuning after transfer learning, as the tutorials do)."""
+    saved = keras.models.load_model(os.path.join(run, MODEL_FILE))
     bare = next(layer for layer in saved.layers if isinstance(layer, keras.Model))
     if tuple(bare.input_shape[1:]) != input_shape:
         raise ValueError(
-            f"{options.init_from} was trained on {bare.input_shape[1:]} images, not {input_shape}; "
-            "pass the same `image_size`"
+            f"{run} was trained on {bare.input_shape[1:]} images, not {input_shape}; pass the same `image_size`"
         )
-    models.unfreeze_top(bare, options.unfreeze)
+    models.unfreeze_top(bare, unfreeze)
     return bare
 
 
@@ -450,9 +546,9 @@ def _check_run_folder(out: str, overwrite: bool) -> bool:
     return True
 
 
-def _prepare_run_folder(out: str, overwrite: bool) -> None:
-    """An empty run folder at `out` (see `_check_run_folder`)."""
-    if _check_run_folder(out, overwrite):
+def _prepare_run_folder(out: str, options: TrainOptions) -> None:
+    """An empty run folder at `out` (see `_check_run_folder`), or the run to resume as it is."""
+    if not options.resume and _check_run_folder(out, options.overwrite):
         shutil.rmtree(out)
     os.makedirs(out, exist_ok=True)
 
@@ -479,6 +575,17 @@ def _warnings(info: metadata.DatasetInfo, options: TrainOptions, validation: Par
             f"with libjpeg's warning in {files.join(info.data_dir, metadata.DAMAGED_JPEGS)}: "
             "TensorFlow's decoder prints that warning, without the file's name, each time it reads one "
             "stored as it was"
+        )
+    return said
+
+
+def _resume_warnings(plan: _Plan) -> list[str]:
+    """Where a resumed run will not see exactly the batches of an uninterrupted one."""
+    options, said = plan.options, []
+    if (options.resume or options.checkpoint_every) and options.seed is None:
+        said.append(
+            "without a `seed` a resumed run continues at the step where it stopped, but in a new order: some images "
+            "of that epoch are seen twice and others not at all; pass `seed` for an exact resume"
         )
     return said
 
