@@ -31,7 +31,7 @@ from shardflow.beam_jobs.progress import GROUPING, REMOVING, Counted
 from shardflow.core import duplicates, metadata
 
 NAMESPACE = "shardflow"
-KEYS_PER_PART = 200_000
+KEYS_PER_PART = 60_000  # about 7,500 images: what a part of a 60,000-image dataset holds (MIN_PARTS)
 MIN_PARTS = 8  # so that a small dataset's pairs are found by several workers at once, not one
 
 Member = tuple[bytes, "str | None", int, str]  # path, split, label, record batch file

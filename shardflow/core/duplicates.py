@@ -254,7 +254,7 @@ def _pair_count(keys: np.ndarray) -> int:
     return int((sizes * (sizes - 1) // 2).sum())
 
 
-_BLOCK = 1 << 22  # pairs handed out at once: bounds the memory of a long run
+_BLOCK = 1 << 20  # pairs handed out at once: bounds the memory of a long run (about 40 MB)
 
 
 def _pairs_within(indices: np.ndarray, keys: np.ndarray) -> Iterable[tuple[np.ndarray, np.ndarray]]:
