@@ -535,8 +535,9 @@ def _train(args, _extra) -> int | None:
         else "not evaluated (no test split)"
     )
     print(
-        f"{args.out}: {scores}, {metrics['epochs_run']} epochs in {metrics['seconds']:.0f} s; "
-        f"last epoch {rates[-1]:.0f} images/s" + (f", {wait[-1]:.0%} of step time waiting for input" if wait else "")
+        f"{args.out}: {scores}, {metrics['epochs_run']} epochs in {metrics['seconds']:.0f} s"
+        + (f"; last epoch {rates[-1]:.0f} images/s" if rates else "")  # (none: resumed after the last epoch)
+        + (f", {wait[-1]:.0%} of step time waiting for input" if wait else "")
     )
     return None
 

@@ -204,3 +204,16 @@ def test_a_killed_run_keeps_its_last_periodic_checkpoint(data, tmp_path):
     assert returncode == -signal.SIGKILL
     state, arrays = resume.load(str(out))
     assert (state.epoch, state.step, state.steps_done) == (0, 6, 6) and len(arrays["model"]) == 10
+
+
+@pytest.mark.slow
+def test_stopped_at_the_last_step_it_resumes_to_write_the_results(data, uninterrupted, tmp_path):
+    """SIGTERM during the very last step (seen on a small real dataset, where the run was nearly done): the
+    checkpoint holds a trained run, and `--resume` writes its results, as the uninterrupted run did."""
+    out = tmp_path / "run"
+    returncode, stderr = record("api", data, out, STEPS)
+    assert returncode == 128 + signal.SIGTERM, stderr
+    returncode, stderr = record("cli", data, out, 0, "--resume")
+    assert returncode == 0, stderr
+    assert f"resuming {out}: its 3 epochs were trained; writing the results" in stderr
+    assert_same_run(out, uninterrupted)

@@ -138,6 +138,7 @@ class Checkpointing(keras.callbacks.Callback):
         self._arrays = arrays
         self._metrics = arrays["metrics"] if arrays is not None and state.step else None  # the epoch's sums so far
         self._signal: int | None = None
+        self._save_after_epoch = False  # a periodic save that fell on an epoch's last step
         self.another_fit = False  # set before a `fit` that only finishes an epoch
 
     @contextmanager
@@ -179,6 +180,7 @@ class Checkpointing(keras.callbacks.Callback):
             _assign(model.variables, self._arrays["model"], "model")
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._after_epoch()  # (before a resumed fit's first epoch takes the callbacks' state from the checkpoint)
         if self._arrays is None:
             return
         for callback in self.callbacks:
@@ -198,9 +200,13 @@ class Checkpointing(keras.callbacks.Callback):
             self._metrics = None
         self.state.step += 1
         self.state.steps_done += 1
+        due = bool(self.every) and self.state.steps_done % self.every == 0
+        if batch + 1 == self.params.get("steps"):  # the epoch's end (validation, every callback's) comes first:
+            self._save_after_epoch = due  # a checkpoint at its last step could not replay it
+            return
         if self._signal is not None:
             self._stop()
-        if self.every and self.state.steps_done % self.every == 0:
+        if due:
             self.save()
 
     def on_epoch_end(self, epoch, logs=None):
@@ -208,11 +214,21 @@ class Checkpointing(keras.callbacks.Callback):
             self.state.history.setdefault(key, []).append(float(value))
         self.state.epoch, self.state.step = epoch + 1, 0
 
+    def _after_epoch(self) -> None:
+        """What an epoch's last step left for after the epoch's end: a signal's stop, a periodic save."""
+        if self._signal is not None:
+            self._stop()
+        if self._save_after_epoch:
+            self._save_after_epoch = False
+            self.save()
+
     def on_train_end(self, logs=None):
         """Before `EarlyStopping` puts its best weights back: what `another_fit` continues from."""
         self.state.stopped = bool(self.model.stop_training)
         if self.another_fit:
             self._arrays = self._snapshot()
+        else:
+            self._after_epoch()
 
     def save(self, fresh: bool = False) -> float:
         """Write the checkpoint now (`fresh`: the model's weights as they are, after `EarlyStopping` put its best
