@@ -176,9 +176,7 @@ def write_submission(
     multi-label model the tags above the threshold joined by the file's separator (Planet `image_name,tags`:
     space-separated; ChestX-ray14: `|`). For one 0/1 column per class, each class's probability, in its column
     order (Plant Pathology)."""
-    id_column, columns = "id", ["label"]
-    if labels_file is not None:
-        id_column, columns = labels_file.id_column, list(labels_file.label_columns)
+    id_column, columns = _submission_columns(labels_file)
     with_extension = labels_file is not None and labels_file.ids_with_extension
     rows: list[list[str]] = []
     for p in predictions:
@@ -204,7 +202,7 @@ def label_meaning(
     predictions: Sequence[Prediction], class_names: Sequence[str], labels_file: metadata.LabelsFile | None = None
 ) -> str:
     """What `write_submission` puts in its label column(s), in words ("label: the probability of dog, ...")."""
-    columns = list(labels_file.label_columns) if labels_file else ["label"]
+    columns = _submission_columns(labels_file)[1]
     if len(columns) > 1:
         return f"{', '.join(columns)}: the probability of each class"
     if any(p.tags is not None for p in predictions):
@@ -212,6 +210,13 @@ def label_meaning(
     if len(class_names) == 2:
         return f"{columns[0]}: the probability of {class_names[1]} (the second of {class_names[0]}, {class_names[1]})"
     return f"{columns[0]}: the most probable class"
+
+
+def _submission_columns(labels_file: metadata.LabelsFile | None) -> tuple[str, list[str]]:
+    """The submission's id column and label column(s): Kaggle's `id,label`, else those of the labels' CSV file."""
+    if labels_file is None:
+        return "id", ["label"]
+    return labels_file.id_column, list(labels_file.label_columns)
 
 
 def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
