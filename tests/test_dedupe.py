@@ -271,6 +271,22 @@ def test_the_distributed_join_finds_the_groups_of_one_process(tmp_path, num_part
         assert_that(found, equal_to([expected]))
 
 
+def test_parts_share_the_keys_evenly_when_band_values_are_uneven():
+    """Band values as uneven as 600,000 synthetic images' (a few thousand records on the most common, tens on most):
+    the planned parts each hold the mean within the largest value's count, where parts by a hash of the value do
+    not; every value that occurs has a part, and the plan is the same every time."""
+    rng = np.random.default_rng(0)
+    counts = rng.lognormal(np.log(1000), 0.9, (duplicates.BANDS, duplicates.BAND_VALUES)).astype(np.int64)
+    counts[:, 512:] = 0  # six of the seven bands have 9 bits
+    parts = duplicate_join.plan_parts(counts, 80)
+    loads = np.bincount(parts[counts > 0], weights=counts[counts > 0], minlength=80)
+    assert loads.sum() == counts.sum() and loads.max() <= loads.mean() + counts.max()
+    assert loads.max() < 1.1 * loads.mean() and (parts[counts > 0] < 80).all()
+    naive = np.bincount(np.arange(counts.size) % 80, weights=counts.ravel(), minlength=80)
+    assert naive.max() > 1.2 * naive.mean()  # (parts taken in turn, blind to the counts)
+    assert (duplicate_join.plan_parts(counts, 80) == parts).all()
+
+
 def test_without_dedupe_splits_are_the_paths_own_and_leaks_are_reported(planted, tmp_path, capsys):
     src, exact, near = planted
     out = tmp_path / "out"

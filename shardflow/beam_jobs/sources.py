@@ -16,6 +16,7 @@ import os
 import posixpath
 import re
 import struct
+import sys
 import tarfile
 import tempfile
 import threading
@@ -62,7 +63,7 @@ class InputFile:
     path: str
     label: int | None  # None: the file name carries no class (rejected once it is known to be an image)
     split: str | None  # fixed by the source layout, else chosen by the split rules
-    member: str  # where the reader finds it: file path, archive member name or IDX index
+    member: str  # where its task's container holds it: path under the folder, archive member name or IDX index
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,7 +153,7 @@ def list_source(
         raise SourceError(f"{src}: no IDX files (train-images-idx3-ubyte[.gz] + train-labels-idx1-ubyte[.gz])")
     locations: dict[str, str] | None = None  # where each member is, when not at its own name
     if is_folder:
-        kind, locations = "folder", {m: _join(src, m) for m in members}
+        kind = "folder"  # a member is its path under src (the task's container): one string per input, not two
     elif _is_zip(src):
         kind, (members, rejects, locations, folders) = "zip", _zip_members(src, zip_encoding)
     elif src.lower().endswith(TAR_SUFFIXES) and _is_tar(src):
@@ -424,7 +425,9 @@ def _label(src, kind, members, layout, unlabeled, class_names, locations, folder
     )
     index = {name: i for i, name in enumerate(names)}
     files = []
-    for rel, member, cls, split in labeled:
+    labeled.reverse()
+    while labeled:  # each input's tuple freed as its InputFile is made: the listing is held once, not twice
+        rel, member, cls, split = labeled.pop()
         label = UNLABELED if unlabeled else None if cls is None else index.get(cls)
         files.append(InputFile(path=rel, label=label, split=split, member=locations.get(member, member)))
     detected = layouts_seen.pop() if len(layouts_seen) == 1 else "mixed"
@@ -497,9 +500,9 @@ def _class_of(name: str, layout: str, unlabeled: bool) -> str | None:
     if unlabeled:
         return None
     if layout == "folders":
-        return name.split("/", 1)[0]
+        return sys.intern(name.split("/", 1)[0])  # interned: a few class names, not one string per input
     base = name.rsplit("/", 1)[-1]
-    return base.split(".", 1)[0] if base.count(".") >= 2 else None
+    return sys.intern(base.split(".", 1)[0]) if base.count(".") >= 2 else None
 
 
 def _class_names(src, labeled, unlabeled, given) -> list[str]:
@@ -641,7 +644,7 @@ def _mapped_idx(path: str, version: tuple[int, int] | None) -> np.ndarray:
 def _read_folder(task: ReadTask):
     for f in task.files:
         try:
-            with _open(f.member) as handle:
+            with _open(_join(task.container, f.member)) as handle:
                 yield f, handle.read()
         except OSError as error:
             yield f, error

@@ -67,7 +67,7 @@ class PrepareRecords(beam.DoFn):
     REJECTS = "rejects"
     DAMAGED = "damaged"
     FINGERPRINT = "fingerprint"  # per bundle: the XOR of its inputs' `input_hash`
-    RECORDS_PER_BATCH = 65536  # a worker holds at most this many records' columns per split
+    RECORDS_PER_BATCH = 16384  # a worker holds at most this many records' columns per split
 
     def __init__(
         self,

@@ -48,6 +48,7 @@ _DCT = np.cos(np.pi * (2 * np.arange(THUMBNAIL)[None, :] + 1) * np.arange(_LOW)[
 _DCT_2D = np.kron(_DCT, _DCT)  # the 8x8 lowest frequencies of a flattened 32x32 thumbnail, in one product
 BANDS = NEAR_THRESHOLD + 1  # the 64 bits cut into this many bands: near duplicates share one band's value
 _BAND_STARTS = [64 * b // BANDS for b in range(BANDS + 1)]
+BAND_VALUES = 1 << max(stop - start for start, stop in zip(_BAND_STARTS, _BAND_STARTS[1:]))  # a band's values
 
 
 class ImageHashes(NamedTuple):
