@@ -654,10 +654,11 @@ _open_zips = threading.local()
 
 
 def _zip(path: str) -> zipfile.ZipFile:
-    """An open archive, kept per thread: parsing a 25,000-entry central directory per task would dominate."""
+    """An open archive, kept per thread: parsing a 25,000-entry central directory per task would dominate. A local
+    one is opened by its path, so that the archive owns its file and closes it when it goes."""
     cache = _open_zips.__dict__.setdefault("archives", {})
     if path not in cache:
-        cache[path] = zipfile.ZipFile(_open(path))
+        cache[path] = zipfile.ZipFile(_open(path) if is_remote(path) else path)
     return cache[path]
 
 
