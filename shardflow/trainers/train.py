@@ -242,12 +242,12 @@ def _fit(
     checkpointing = resume.Checkpointing(
         os.path.join(plan.out, resume.FILE), state, options.checkpoint_every, callbacks, plan.arrays
     )
-    if plan.arrays is not None and options.verbose and state.epoch >= options.epochs:
-        logger.info(f"resuming {plan.out}: its {options.epochs} epochs were trained; writing the results")
-    elif plan.arrays is not None and options.verbose:
+    if plan.arrays is not None and options.verbose:
         logger.info(
-            f"resuming {plan.out} in epoch {state.epoch + 1} of {options.epochs}, after step {state.step} of {steps}"
-            + ("" if options.seed is not None else " (a new order: no `seed`)")
+            f"resuming {plan.out}: its {options.epochs} epochs were trained; writing the results"
+            if state.epoch >= options.epochs
+            else f"resuming {plan.out} in epoch {state.epoch + 1} of {options.epochs}, after step {state.step} of "
+            f"{steps}" + ("" if options.seed is not None else " (a new order: no `seed`)")
         )
     fits = [(state.epoch + 1, steps - state.step)] if state.step else []
     fits.append((options.epochs, steps))
