@@ -7,17 +7,20 @@
 - how well, on the sample JPEGs and on MNIST-like 28x28 digits (`sample_digits`, as alike as handwriting): how far
   each kind of copy (JPEG quality 30, 50% downscale, PNG copy) of the first 300 images is from its original, and
   whether it is found; and how many pairs of distinct images pass pHash alone, pHash and colour, and all three
-  checks (the false positives). Usage:
+  checks (the false positives); with `--photos DIR`, the same for real photos (a sample of DIR's JPEGs, e.g. the
+  folder `benchmarks/photos.py` writes). Usage:
 
-    .venv/bin/python benchmarks/dedupe.py [--n 3000] [--repeats 3]
+    .venv/bin/python benchmarks/dedupe.py [--n 3000] [--repeats 3] [--photos DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import io
 import os
+import random
 import shutil
 import time
 from collections.abc import Callable
@@ -32,6 +35,7 @@ from shardflow.core.images import ImageOptions, prepare, prepare_encoded
 from shardflow.testing.sample_digits import handwritten_digits
 
 COPIED = 300  # images whose copies are made and hashed
+PHOTOS = 1500  # real photos sampled from --photos, each copied
 DIGITS = 3000  # MNIST-like digits whose pairs are checked
 
 
@@ -65,6 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=3000, help="sample images to generate (default 3000)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per method; the best is reported")
+    parser.add_argument("--photos", help=f"also copies of {PHOTOS} JPEGs sampled from this folder (searched deeply)")
     args = parser.parse_args(argv)
     with sample_corpus(args.n, layout="kaggle") as (work, src):
         files = sorted(os.path.join(src, name) for name in os.listdir(src))
@@ -124,6 +129,15 @@ def main(argv: list[str] | None = None) -> None:
             ImageOptions(channels=1),
             labels,
         )
+        if args.photos:
+            found = sorted(glob.glob(os.path.join(args.photos, "**", "*.jp*g"), recursive=True))
+            photos = [open(path, "rb").read() for path in random.Random(0).sample(found, min(PHOTOS, len(found)))]
+            how_well(
+                f"{len(photos)} real photos sampled from {args.photos}",
+                [prepare_encoded(data, options, hashes=True).hashes for data in photos],
+                [copies(data) for data in photos],
+                options,
+            )
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -160,6 +174,7 @@ def how_well(
         markdown_table(
             [
                 f"copies of the first {len(copied)}",
+                "mean pHash distance",
                 "largest pHash distance",
                 "largest colour distance",
                 "largest structure distance",
@@ -168,6 +183,7 @@ def how_well(
             [
                 [
                     kind,
+                    f"{np.mean([d[0] for d in rows]):.2f}",
                     max(d[0] for d in rows),
                     f"{max(d[1] for d in rows):.1f}",
                     f"{max(d[2] for d in rows):.1f}",

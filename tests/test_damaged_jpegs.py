@@ -16,8 +16,8 @@ from PIL import Image
 
 from shardflow.cli import main
 from shardflow.core import metadata
-from shardflow.core.duplicates import image_hashes
-from shardflow.core.images import HALF_SCALE_SIDE, ImageOptions, jpeg_warning, prepare_encoded
+from shardflow.core.duplicates import image_hashes, key_reduction
+from shardflow.core.images import ImageOptions, jpeg_warning, prepare_encoded
 from shardflow.testing.sample_data import render_image, write_sample_data
 from shardflow.trainers.options import TrainOptions
 from shardflow.trainers.train import _warnings
@@ -96,8 +96,9 @@ def test_undamaged_photos_have_no_warning_and_the_pixels_pil_decodes(seed, capfd
     prepared = prepare_encoded(data, ImageOptions(), hashes=True)
     assert prepared.warning is None and prepared.stats.passthrough and prepared.data == data
     image = Image.open(io.BytesIO(data))
-    assert min(image.size) >= HALF_SCALE_SIDE
-    image.draft("RGB", (image.width // 2, image.height // 2))
+    reduction = key_reduction(image.size)
+    assert reduction > 1
+    image.draft("RGB", (image.width // reduction, image.height // reduction))
     assert prepared.hashes == image_hashes(image)
 
 

@@ -100,6 +100,18 @@ def test_copies_are_near_and_distinct_images_are_not():
     assert len({h.exact for h in hashes}) == DISTINCT
 
 
+def test_a_jpeg_and_its_png_copy_are_keyed_at_a_like_resolution():
+    """The JPEG is decoded at a reduced DCT scale, its PNG copy averaged down to the same size: their perceptual
+    hashes stay within 2 of the 6 bits allowed (keyed at full size, the PNG copies of these photos were up to 6
+    bits away)."""
+    options = ImageOptions()
+    for k in range(40):
+        jpeg = _encoded(render_image(k % 2, np.random.default_rng([9, k])), "JPEG", quality=85)
+        png = _encoded(Image.open(io.BytesIO(jpeg)), "PNG")
+        keys = [prepare(data, options, hashes=True).hashes for data in (jpeg, png)]
+        assert duplicates.hamming(np.uint64(keys[0].perceptual), np.uint64(keys[1].perceptual)) <= 2, k
+
+
 def test_look_alikes_in_other_colours_are_not_near_duplicates():
     """Two sample photos whose grayscale structure pHash cannot tell apart (dog.404.jpg and dog.457.jpg of `make
     demo`): their colour thumbnails can."""

@@ -46,6 +46,7 @@ STRUCTURE_TOLERANCE = 9  # max root-mean-square difference (levels) of two near 
 _LOW = 8  # the 8x8 lowest frequencies make the 64 bits
 _DCT = np.cos(np.pi * (2 * np.arange(THUMBNAIL)[None, :] + 1) * np.arange(_LOW)[:, None] / (2 * THUMBNAIL))
 _DCT_2D = np.kron(_DCT, _DCT)  # the 8x8 lowest frequencies of a flattened 32x32 thumbnail, in one product
+KEY_SIDE = 64  # near keys are taken from the image reduced by a power of two to a shorter side of 64-127 px
 BANDS = NEAR_THRESHOLD + 1  # the 64 bits cut into this many bands: near duplicates share one band's value
 _BAND_STARTS = [64 * b // BANDS for b in range(BANDS + 1)]
 BAND_VALUES = 1 << max(stop - start for start, stop in zip(_BAND_STARTS, _BAND_STARTS[1:]))  # a band's values
@@ -62,11 +63,24 @@ class ImageHashes(NamedTuple):
     structure: bytes
 
 
+def key_reduction(size: tuple[int, int]) -> int:
+    """The power of two (1, 2, 4, ...) that brings an image of `size` to a shorter side of `KEY_SIDE` to
+    2 * `KEY_SIDE` - 1 pixels; 1 for a smaller image."""
+    return 1 << max(0, (min(size) // KEY_SIDE).bit_length() - 1)
+
+
 def image_hashes(image: Image.Image) -> ImageHashes:
-    """The exact key, the perceptual hash and the colour and structure thumbnails of a decoded 8-bit L or RGB
-    image."""
+    """The exact key (of every pixel), the perceptual hash and the colour and structure thumbnails (of the image
+    averaged down by `key_reduction`) of a decoded 8-bit L or RGB image.
+
+    Near keys are taken at a like resolution whatever the image's size and format: a JPEG is decoded at that DCT
+    scale to begin with (`images.prepare_encoded`), and its PNG copy, averaged down to the same size, gets keys
+    as close as a second JPEG's would be."""
     exact = hashlib.sha256(f"{image.mode} {image.width}x{image.height} ".encode())
     exact.update(image.tobytes())
+    reduction = key_reduction(image.size)
+    if reduction > 1:
+        image = image.reduce(reduction)
     thumbnail = image.resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX)
     gray = thumbnail.convert("L")
     colour = thumbnail.convert("RGB").reduce(THUMBNAIL // COLOUR_CELLS).tobytes()

@@ -26,12 +26,10 @@ import numpy as np
 import simplejpeg
 from PIL import Image, ImageOps
 
-from shardflow.core.duplicates import ImageHashes, image_hashes
+from shardflow.core.duplicates import ImageHashes, image_hashes, key_reduction
 
 MAX_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (~90 MP)
 MAX_FILE_BYTES = 256 * 1024 * 1024
-HALF_SCALE_SIDE = 128  # JPEGs kept as they are are validated at half scale from this shorter side: smaller ones at
-# full scale, so that their duplicate keys see every pixel (a 28x28 digit's are a 14x14 one's at half scale)
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 EXIF_ORIENTATION = 0x0112
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -129,10 +127,12 @@ def prepare_encoded(data: bytes, options: ImageOptions, hashes: bool = False) ->
         and data.rstrip(b"\x00").endswith(b"\xff\xd9")  # no end-of-image marker: TF refuses what PIL repairs
     )
     size = image.size
-    if keep_bytes and min(size) >= HALF_SCALE_SIDE:
-        # The entropy-coded data is decoded in full at any DCT scale (truncation and corruption still show);
-        # half scale only skips most of the IDCT. Statistics and duplicate keys come from that half-size image.
-        image.draft(image.mode, (size[0] // 2, size[1] // 2))
+    reduction = key_reduction(size)
+    if keep_bytes and reduction > 1:
+        # Decoded at the DCT scale (1/2, 1/4 or 1/8) nearest the duplicate keys' resolution: the entropy-coded data
+        # is decoded in full at any scale (truncation and corruption still show), most of the IDCT is skipped,
+        # and the statistics and keys are taken from the smaller image.
+        image.draft(image.mode, (size[0] // reduction, size[1] // reduction))
     elif options.max_side and image.format == "JPEG":
         image.draft(image.mode, _fit(size, options.max_side))  # decode at a reduced DCT scale
     elif options.size and image.format == "JPEG":
