@@ -32,11 +32,11 @@ from typing import Any
 import apache_beam as beam
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from PIL import Image
 
 from common import markdown_table
 from shardflow.beam_jobs.convert import ConvertOptions, convert
+from shardflow.beam_jobs.local_workers import local_beam_args, local_runner
 from shardflow.beam_jobs.sources import InputFile, list_source
 from shardflow.beam_jobs.splits import DEFAULT_SPLITS, split_for
 from shardflow.core import schema
@@ -143,7 +143,7 @@ def tfds_builder(src: str, out: str) -> int:
         for item in task.files:
             by_split[split_for(item.path, DEFAULT_SPLITS)].append(item)
 
-    class Photos(tfds.core.GeneratorBasedBuilder):
+    class Photos(tfds.core.GeneratorBasedBuilder, skip_registration=True):  # (defined again on each repeat)
         VERSION = tfds.core.Version("1.0.0")
 
         def _info(self) -> tfds.core.DatasetInfo:
@@ -176,14 +176,8 @@ def tfds_builder(src: str, out: str) -> int:
 
 def empty_beam_job(workers: int) -> None:
     """The fixed cost of any local Beam job: start the worker processes, run a tiny reshuffle and grouping."""
-    options = PipelineOptions(
-        [
-            f"--direct_num_workers={workers}",
-            "--direct_running_mode=multi_processing",
-            "--default_sdk_harness_log_level=WARNING",
-        ]
-    )
-    with beam.Pipeline(runner=FnApiRunner(), options=options) as pipeline:
+    options = PipelineOptions(local_beam_args(workers))
+    with beam.Pipeline(runner=local_runner(workers), options=options) as pipeline:
         _ = pipeline | beam.Create(range(workers)) | beam.GroupBy(lambda x: x % 2)
 
 

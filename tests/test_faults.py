@@ -17,6 +17,7 @@ import time
 import psutil
 import pytest
 
+from shardflow.beam_jobs.local_workers import WORKER_MODULE
 from shardflow.beam_jobs.out_lock import LOCK_NAME
 from shardflow.cli import main
 from shardflow.core import metadata
@@ -74,7 +75,7 @@ def beam_workers_of(pid: int) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline", "environ"]):
         try:
-            if "sdk_worker_main" in " ".join(process.info["cmdline"] or ()) and (process.info["environ"] or {}).get(
+            if WORKER_MODULE in " ".join(process.info["cmdline"] or ()) and (process.info["environ"] or {}).get(
                 "SHARDFLOW_TEST_RUN"
             ) == str(pid):
                 found.append(process)

@@ -29,12 +29,12 @@ from typing import Any, NamedTuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 import shardflow
 from shardflow.beam_jobs import csv_labels, duplicate_join, metadata_writer, progress, reject_files, staged, stages
 from shardflow.beam_jobs import splits as splits_lib
-from shardflow.beam_jobs.local_workers import WorkerDied, watched_workers
+from shardflow.beam_jobs.beam_options import BeamOptions
+from shardflow.beam_jobs.local_workers import WorkerDied, local_beam_args, local_runner, watched_workers
 from shardflow.beam_jobs.options import (
     MULTI_LABEL_SPLIT_COUNTS,
     ConvertOptions,
@@ -251,7 +251,7 @@ def _run_and_finalize(
         LocalWorkers(workers, os.path.join(scratch, "progress"), os.path.join(scratch, "claims")) if workers else None
     )
     log = os.path.join(scratch, "beam.log") if local else None
-    runner = FnApiRunner() if local else None
+    runner = local_runner(workers) if workers else None
     pipeline = beam.Pipeline(runner=runner, options=pipeline_options)
     try:
         build(pipeline, listing, options, image_options, name, staging, local)
@@ -732,15 +732,9 @@ def _pipeline_options(beam_args: Sequence[str], workers: int) -> tuple[PipelineO
     process per core unless `workers` says; None with a --runner."""
     beam_args = list(beam_args)
     if any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
-        return PipelineOptions(beam_args), None
+        return BeamOptions(beam_args), None
     workers = workers or os.cpu_count() or 1
-    mode = "multi_processing" if workers > 1 else "in_memory"
-    beam_args += [
-        f"--direct_num_workers={workers}",
-        f"--direct_running_mode={mode}",
-        "--default_sdk_harness_log_level=WARNING",
-    ]
-    return PipelineOptions(beam_args), workers
+    return BeamOptions(beam_args + local_beam_args(workers)), workers
 
 
 if __name__ == "__main__":

@@ -3,21 +3,56 @@
 Beam's in-process runner answers an interrupt by closing its workers and waiting for each worker process to
 exit, but a worker in the middle of a bundle never does; and when a worker process is killed (the
 out-of-memory killer, `kill -9`) the runner may wait for its answer forever. The worker processes are this
-process's children (`sh -c python -m ...sdk_worker_main`), so they are watched and stopped here.
+process's children (`sh -c python -m shardflow.beam_jobs.worker_main`), so they are watched and stopped here.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
+import shlex
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
 import psutil  # a dependency of tensorflow-datasets
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
 STOP_SECONDS = 3.0
-WORKER_MODULE = "sdk_worker_main"  # in the command line of every local Beam worker
+WORKER_MODULE = "shardflow.beam_jobs.worker_main"  # in the command line of every local Beam worker
+
+
+class _ModeWarningFilter(logging.Filter):
+    """Drops Beam's warning that more than one worker wants a multi-processing mode: `local_runner` gives the
+    workers their processes through its environment instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("If direct_num_workers is not equal to 1")
+
+
+_MODE_WARNING = _ModeWarningFilter()
+
+
+def local_runner(workers: int) -> FnApiRunner:
+    """Beam's in-process runner; with more than one worker, each a process running `WORKER_MODULE` (Beam's own
+    multi-processing mode runs its harness module, whose exit the runner waits for)."""
+    if workers == 1:
+        return FnApiRunner()
+    logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner").addFilter(_MODE_WARNING)
+    command = f"{shlex.quote(sys.executable)} -m {WORKER_MODULE}"
+    return FnApiRunner(default_environment=SubprocessSDKEnvironment.from_command_string(command))
+
+
+def local_beam_args(workers: int) -> list[str]:
+    """The Beam flags that go with `local_runner(workers)`."""
+    return [
+        f"--direct_num_workers={workers}",
+        "--direct_running_mode=in_memory",
+        "--default_sdk_harness_log_level=WARNING",
+    ]
 
 
 class WorkerDied(RuntimeError):
@@ -25,7 +60,7 @@ class WorkerDied(RuntimeError):
 
 
 def beam_worker_shells() -> list[psutil.Process]:
-    """This process's children that run a Beam worker (`sh -c python -m ...sdk_worker_main`)."""
+    """This process's children that run a Beam worker (`sh -c python -m shardflow.beam_jobs.worker_main`)."""
     shells = []
     for child in psutil.Process().children():
         with contextlib.suppress(psutil.Error):
