@@ -1,4 +1,5 @@
-"""Beam's local worker processes, watched: Ctrl-C stops them, and a worker that dies fails the job.
+"""Beam's local worker processes, started (`local_runner`: each runs `WORKER_MODULE`) and watched: Ctrl-C stops
+them, and a worker that dies fails the job.
 
 Beam's in-process runner answers an interrupt by closing its workers and waiting for each worker process to
 exit, but a worker in the middle of a bundle never does; and when a worker process is killed (the

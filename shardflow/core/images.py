@@ -127,8 +127,7 @@ def prepare_encoded(data: bytes, options: ImageOptions, hashes: bool = False) ->
         and data.rstrip(b"\x00").endswith(b"\xff\xd9")  # no end-of-image marker: TF refuses what PIL repairs
     )
     size = image.size
-    reduction = key_reduction(size)
-    if keep_bytes and reduction > 1:
+    if keep_bytes and (reduction := key_reduction(size)) > 1:
         # Decoded at the DCT scale (1/2, 1/4 or 1/8) nearest the duplicate keys' resolution: the entropy-coded data
         # is decoded in full at any scale (truncation and corruption still show), most of the IDCT is skipped,
         # and the statistics and keys are taken from the smaller image.
