@@ -69,29 +69,29 @@ def key_reduction(size: tuple[int, int]) -> int:
     return 1 << max(0, (min(size) // KEY_SIDE).bit_length() - 1)
 
 
-def image_hashes(image: Image.Image) -> ImageHashes:
+def image_hashes(image: Image.Image, pixels: np.ndarray | None = None) -> ImageHashes:
     """The exact key (of every pixel), the perceptual hash and the colour and structure thumbnails (of the image
-    averaged down by `key_reduction`) of a decoded 8-bit L or RGB image.
+    averaged down by `key_reduction`) of a decoded 8-bit L or RGB image; `pixels`, when the caller has them, are
+    the image's as a contiguous array (the bytes `image.tobytes()` gives, without its copy).
 
     Near keys are taken at a like resolution whatever the image's size and format: a JPEG is decoded at that DCT
     scale to begin with (`images.prepare_encoded`), and its PNG copy, averaged down to the same size, gets keys
     as close as a second JPEG's would be."""
     exact = hashlib.sha256(f"{image.mode} {image.width}x{image.height} ".encode())
-    exact.update(image.tobytes())
+    exact.update(image.tobytes() if pixels is None else pixels.data)
     reduction = key_reduction(image.size)
     if reduction > 1:
         image = image.reduce(reduction)
     thumbnail = image.resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX)
     gray = thumbnail.convert("L")
-    colour = thumbnail.convert("RGB").reduce(THUMBNAIL // COLOUR_CELLS).tobytes()
+    colour = (thumbnail if thumbnail.mode == "RGB" else thumbnail.convert("RGB")).reduce(THUMBNAIL // COLOUR_CELLS)
     structure = gray.reduce(THUMBNAIL // STRUCTURE_CELLS).tobytes()
-    return ImageHashes(exact.digest()[:16], perceptual_hash(gray), colour, structure)
+    return ImageHashes(exact.digest()[:16], perceptual_hash(gray), colour.tobytes(), structure)
 
 
-def perceptual_hash(image: Image.Image) -> int:
-    """pHash: 64 bits, one per low DCT frequency of a 32x32 grayscale thumbnail, set where it exceeds the median
-    (the constant term left out of the median)."""
-    thumbnail = image.resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX).convert("L")  # resize: none if 32x32
+def perceptual_hash(thumbnail: Image.Image) -> int:
+    """pHash: 64 bits, one per low DCT frequency of a `THUMBNAIL`-square grayscale thumbnail, set where it exceeds
+    the median (the constant term left out of the median)."""
     frequencies = np.round(_DCT_2D @ np.frombuffer(thumbnail.tobytes(), dtype=np.uint8), 6)  # flat: exactly 0
     median = np.partition(frequencies[1:], _LOW * _LOW // 2 - 1)[_LOW * _LOW // 2 - 1]  # of 63: the 32nd
     bits = frequencies > median

@@ -35,6 +35,7 @@ EXIF_ORIENTATION = 0x0112
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 _TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 _LEVELS = np.arange(256, dtype=np.float64)
+_SQUARES = np.square(_LEVELS)
 _SMALLEST = {"colorspace": "GRAY", "min_height": 1, "min_width": 1}  # simplejpeg: luma at 1/8 scale
 _JPEG_FORMATS = ("JPEG", "MPO")  # PIL's names for JPEG files (MPO: a camera's JPEG with extra pictures after it)
 
@@ -138,9 +139,10 @@ def prepare_encoded(data: bytes, options: ImageOptions, hashes: bool = False) ->
         image.draft(
             image.mode, _covering(size, options.size, options.crop_to_aspect_ratio, _orientation(image) in _TURNED)
         )
-    image, warning = _load(data, image)
+    image, pixels, warning = _load(data, image)
     if keep_bytes:
-        prepared = _prepared(data, image, passthrough=True, size=size, hashes=image_hashes(image) if hashes else None)
+        keys = image_hashes(image, pixels) if hashes else None
+        prepared = _prepared(data, image, passthrough=True, size=size, hashes=keys)
     else:
         if _orientation(image) != 1:
             image = ImageOps.exif_transpose(image)
@@ -148,8 +150,9 @@ def prepare_encoded(data: bytes, options: ImageOptions, hashes: bool = False) ->
     return dataclasses.replace(prepared, warning=warning)
 
 
-def _load(data: bytes, image: Image.Image) -> tuple[Image.Image, str | None]:
-    """`image` decoded (at its draft's DCT scale), and libjpeg's warning if it is a JPEG that has one.
+def _load(data: bytes, image: Image.Image) -> tuple[Image.Image, np.ndarray | None, str | None]:
+    """`image` decoded (at its draft's DCT scale), its pixels as an array (the bytes `Image.tobytes` gives) when
+    libjpeg-turbo decoded them, and libjpeg's warning if it is a JPEG that has one.
 
     An L or RGB JPEG without an EXIF turn is decoded by libjpeg-turbo through simplejpeg, strictly: PIL's pixels
     (PIL's libjpeg-turbo at the same scale, with the same defaults) and the check for warnings in one pass. PIL
@@ -166,11 +169,11 @@ def _load(data: bytes, image: Image.Image) -> tuple[Image.Image, str | None]:
         except ValueError:
             pixels = None
         if pixels is not None and pixels.shape[:2] == (image.height, image.width):  # else another DCT scale
-            decoded = Image.fromarray(pixels if image.mode == "RGB" else pixels[..., 0], image.mode)
+            decoded = Image.frombuffer(image.mode, image.size, pixels, "raw", image.mode, 0, 1)
             decoded.info = image.info  # what a re-encode carries over (a JPEG comment, the DPI), as from PIL's
-            return decoded, None
+            return decoded, pixels, None
     _decode(image)
-    return image, jpeg_warning(data) if image.format in _JPEG_FORMATS else None
+    return image, None, jpeg_warning(data) if image.format in _JPEG_FORMATS else None
 
 
 def jpeg_warning(data: bytes) -> str | None:
@@ -314,7 +317,7 @@ def _prepared(
             height=height,
             passthrough=passthrough,
             channel_sum=tuple((histogram @ _LEVELS).tolist()),
-            channel_sumsq=tuple((histogram @ np.square(_LEVELS)).tolist()),
+            channel_sumsq=tuple((histogram @ _SQUARES).tolist()),
             num_pixels=width * height,
         ),
         hashes,
