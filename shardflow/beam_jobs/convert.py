@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -45,7 +46,7 @@ from shardflow.beam_jobs.options import (
 from shardflow.beam_jobs.out_lock import LOCK_NAME, OutputLock, OutputLocked
 from shardflow.beam_jobs.progress import ProgressDisplay, worker_logs_to
 from shardflow.beam_jobs.sources import SourceError, SourceListing, is_remote, list_source, stage_idx
-from shardflow.core import duplicates, metadata, record_index, schema
+from shardflow.core import duplicates, figures, metadata, record_index, schema
 from shardflow.core import labels as labels_lib
 from shardflow.core.images import ImageOptions
 from shardflow.core.messages import did_you_mean
@@ -253,8 +254,10 @@ def _run_and_finalize(
     log = os.path.join(scratch, "beam.log") if local else None
     runner = local_runner(workers) if workers else None
     pipeline = beam.Pipeline(runner=runner, options=pipeline_options)
+    warm_up = threading.Thread(target=figures.warm_up, name="figures warm-up", daemon=True)  # for the card
     try:
         build(pipeline, listing, options, image_options, name, staging, local)
+        warm_up.start()
         if local and log:
             os.makedirs(local.progress, exist_ok=True)
             with (
@@ -278,6 +281,7 @@ def _run_and_finalize(
             runner=type(runner).__name__ if runner else pipeline_options.view_as(StandardOptions).runner,
             options=options.recorded() | {"image": dataclasses.asdict(image_options), "name": name},
         )
+        warm_up.join()  # (matplotlib's settings are global: one thread draws at a time)
         info = finalize(out, staging, listing, image_options, name, started, options, provenance)
     except (ConversionError, OutputLocked, SourceError):
         raise
