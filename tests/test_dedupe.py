@@ -24,7 +24,7 @@ from shardflow.beam_jobs.options import ConvertOptions
 from shardflow.beam_jobs.sources import list_source
 from shardflow.beam_jobs.splits import parse_splits, split_for
 from shardflow.cli import main
-from shardflow.core import duplicates, figures, metadata, pictures
+from shardflow.core import duplicates, figures, metadata, pictures, record_index, record_order, schema
 from shardflow.core.images import ImageOptions, prepare
 from shardflow.testing.sample_data import render_image, write_sample_data
 from shardflow.testing.sample_digits import handwritten_digits
@@ -439,3 +439,18 @@ def test_inspect_draws_the_groups_side_by_side(mislabelled, tmp_path, capsys):
     assert Image.open(tmp_path / "two.png").size == figures.grid_size(2, columns, pictures.DUPLICATE_TILE, 3)
     assert main(["inspect", str(out), "--groups", "2"]) == 2
     assert "--groups N applies to the picture of --duplicates FILE.png" in capsys.readouterr().err
+
+
+def test_stored_images_are_found_by_bisection_and_without_record_indexes_by_reading(mislabelled, tmp_path):
+    out = mislabelled[0] / "out"
+    info = metadata.read(str(out))
+    for split in info.splits:
+        stored = {schema.record_filename(r).decode(): r for r in pictures.stored_records(info, [split])}
+        assert record_order.find_records(info, [*stored, "cat/not-stored.jpg"], split) == stored
+    groups = metadata.read_duplicates(str(out))
+    drawn = pictures.duplicates_picture(info, groups)
+    unindexed = tmp_path / "unindexed"
+    shutil.copytree(out, unindexed)
+    shutil.rmtree(unindexed / record_index.FOLDER)
+    assert record_order.find_records(metadata.read(str(unindexed)), ["cat/0.jpg"], metadata.TRAIN) is None
+    assert pictures.duplicates_picture(metadata.read(str(unindexed)), groups) == drawn

@@ -17,10 +17,10 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from shardflow.beam_jobs import records, reject_files, staged, stages
 from shardflow.beam_jobs.sources import list_source
-from shardflow.beam_jobs.splits import stable_hash
 from shardflow.core import metadata, record_index, schema
 from shardflow.core.framing import frame
 from shardflow.core.images import ImageOptions, prepare
+from shardflow.core.record_order import stable_hash
 from shardflow.testing.sample_data import write_sample_data
 
 CLASSES = ("cat", "dog")

@@ -85,7 +85,8 @@ class RecordBatch(NamedTuple):
         return RecordBatch(split or self.split, tuple(self.spills[i] for i in used), paths, rows)
 
     def hash_order(self) -> np.ndarray:
-        """Indices by (path hash, path): the same order whichever workers produced the records."""
+        """Indices by (path hash, path), whichever workers produced the records: the order shards store
+        (`record_order.order_key`, by which readers find a record)."""
         hashes = self.rows["hash"].tolist()
         return np.array(sorted(range(len(self)), key=lambda i: (hashes[i], self.paths[i])), dtype=np.int64)
 

@@ -7,10 +7,10 @@ never on the run, the runner, the worker count or the order in which workers see
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping
 
 from shardflow.core.metadata import TEST, TRAIN, VALIDATION
+from shardflow.core.record_order import stable_hash
 
 DEFAULT_SPLITS = {TRAIN: 0.8, VALIDATION: 0.1, TEST: 0.1}
 KNOWN_SPLITS = (TRAIN, VALIDATION, TEST)  # the names the trainer looks for
@@ -80,12 +80,6 @@ def _parse(text: str, kind: type, parameter: str) -> dict:
     if not values:
         raise ValueError(f"`{parameter}` {text!r}: no splits given")
     return values
-
-
-def stable_hash(path: str | bytes) -> int:
-    """A 64-bit hash of a relative path (str, or its UTF-8 bytes), identical on every machine and Python version."""
-    data = path if isinstance(path, bytes) else path.encode("utf-8", "surrogateescape")
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
 def split_for(path: str | bytes, fractions: Mapping[str, float]) -> str:

@@ -48,7 +48,7 @@ from shardflow.beam_jobs import splits as splits_lib
 from shardflow.beam_jobs.progress import PLANNING, WRITING, Counted, ProgressWriter
 from shardflow.beam_jobs.sources import ReadTask
 from shardflow.beam_jobs.staged import StagedTask, TaskQueue
-from shardflow.core import metadata, record_index, schema
+from shardflow.core import metadata, record_index, record_order, schema
 from shardflow.core.framing import frame
 from shardflow.core.images import ImageOptions, Rejected, prepare
 
@@ -126,7 +126,7 @@ class PrepareRecords(beam.DoFn):
             if prepared.warning:
                 Metrics.counter(NAMESPACE, "damaged JPEGs kept").inc()
                 yield beam.pvalue.TaggedOutput(self.DAMAGED, (path, prepared.warning))
-            path_hash = splits_lib.stable_hash(path)
+            path_hash = record_order.stable_hash(path)
             split = splits_lib.split_of(item.split, path_hash, self._fractions, self._validation_from_train)
             paths[split].append(path)
             rows[split].append(

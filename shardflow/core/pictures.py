@@ -16,7 +16,7 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image
 
-from shardflow.core import figures, files, framing, metadata, schema
+from shardflow.core import figures, files, framing, metadata, record_order, schema
 from shardflow.core.images import central_crop_box
 
 SAMPLE_SIZE = 96  # pixels of each sample in the card's grid (centre-cropped square thumbnails)
@@ -62,20 +62,14 @@ def duplicates_picture(
     """PNG bytes: one row per group of duplicates (`groups` as duplicates.jsonl lists them; leaks first, then
     those whose labels differ, at most `limit`), captioned with its line in the file, its kind and marks, its
     images side by side as stored, each labelled with its split, class and path, the one --dedupe keeps first.
-    The images are found by path in the shards of their splits (opened with `open_file`), which are read until
-    every one is found; one that is not is an empty cell marked "not in shards"."""
+    The images are found by path in the shards of their splits (opened with `open_file`): by bisection
+    (`record_order`), or for a dataset without record indexes by reading its splits until every one is found; one
+    that is not is an empty cell marked "not in shards"."""
     numbered = sorted(enumerate(groups, 1), key=lambda item: (not item[1].leak, not item[1].labels_differ))[:limit]
     shown = {line: group.members[:DUPLICATE_MEMBERS] for line, group in numbered}
-    wanted = {member.path for members in shown.values() for member in members}
-    splits = metadata.split_names({member.split for members in shown.values() for member in members})
+    stored = _stored_by_path(info, [member for members in shown.values() for member in members], open_file)
     parser = _parser(info)
-    found: dict[str, np.ndarray] = {}
-    for record in stored_records(info, splits, open_file):
-        path = schema.record_filename(record).decode("utf-8", "surrogateescape")
-        if path in wanted:
-            found[path] = _whole(info, parser.parse_example(record)[schema.IMAGE], DUPLICATE_TILE)
-            if len(found) == len(wanted):
-                break
+    found = {path: _whole(info, parser.parse_example(r)[schema.IMAGE], DUPLICATE_TILE) for path, r in stored.items()}
     rows, labels = [], []
     for line, group in numbered:
         marks = [
@@ -103,6 +97,27 @@ def stored_records(
         for shard in info.split(split).shards:
             with open_file(files.join(info.data_dir, shard.filename)) as f:
                 yield from framing.unframe(f)
+
+
+def _stored_by_path(
+    info: metadata.DatasetInfo, members: Sequence[metadata.DuplicateMember], open_file: Opener
+) -> dict[str, bytes]:
+    """The serialized records of `members` that are stored, by path: found by bisection (`record_order`), or in a
+    split without record indexes by reading it until they are."""
+    stored: dict[str, bytes] = {}
+    for split in metadata.split_names({member.split for member in members}):
+        paths = {member.path for member in members if member.split == split}
+        records = record_order.find_records(info, paths, split, open_file)
+        if records is None:
+            records = {}
+            for record in stored_records(info, [split], open_file):
+                path = schema.record_filename(record).decode("utf-8", "surrogateescape")
+                if path in paths:
+                    records[path] = record
+                    if len(records) == len(paths):
+                        break
+        stored |= records
+    return stored
 
 
 def _duplicate_label(member: metadata.DuplicateMember, kept: bool, found: bool) -> str:
