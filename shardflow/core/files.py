@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import posixpath
+from collections.abc import Callable
 from typing import IO
+
+Opener = Callable[[str], IO[bytes]]  # opens a dataset's file by path: `open_binary`, or Beam's `FileSystems.open`
 
 
 def is_remote(path: str) -> bool:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import io
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import IO, Any
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -26,7 +26,6 @@ DUPLICATE_TILE = 112  # pixels of each cell in the picture of duplicates (the wh
 DUPLICATE_GROUPS = 20  # groups of duplicates drawn, leaks first (`shardflow inspect --duplicates --groups N`)
 DUPLICATE_MEMBERS = 8  # images drawn per group at most
 DUPLICATE_COLUMNS = 3  # cells per row at least, so that a row's caption fits
-Opener = Callable[[str], IO[bytes]]  # opens a shard by path: the reader's `files.open_binary`, or Beam's filesystems
 
 
 def class_samples(info: metadata.DatasetInfo, records: Iterable[bytes], per_class: int = 4) -> bytes:
@@ -57,7 +56,7 @@ def duplicates_picture(
     info: metadata.DatasetInfo,
     groups: Sequence[metadata.DuplicateGroup],
     limit: int = DUPLICATE_GROUPS,
-    open_file: Opener = files.open_binary,
+    open_file: files.Opener = files.open_binary,
 ) -> bytes:
     """PNG bytes: one row per group of duplicates (`groups` as duplicates.jsonl lists them; leaks first, then
     those whose labels differ, at most `limit`), captioned with its line in the file, its kind and marks, its
@@ -89,7 +88,7 @@ def duplicates_picture(
 
 
 def stored_records(
-    info: metadata.DatasetInfo, splits: Iterable[str], open_file: Opener = files.open_binary
+    info: metadata.DatasetInfo, splits: Iterable[str], open_file: files.Opener = files.open_binary
 ) -> Iterator[bytes]:
     """The serialized records of `splits`, shard after shard (`open_file`: Beam's `FileSystems.open` in the
     conversion's launcher; the reader's files otherwise)."""
@@ -100,7 +99,7 @@ def stored_records(
 
 
 def _stored_by_path(
-    info: metadata.DatasetInfo, members: Sequence[metadata.DuplicateMember], open_file: Opener
+    info: metadata.DatasetInfo, members: Sequence[metadata.DuplicateMember], open_file: files.Opener
 ) -> dict[str, bytes]:
     """The serialized records of `members` that are stored, by path: found by bisection (`record_order`), or in a
     split without record indexes by reading it until they are."""

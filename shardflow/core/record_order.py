@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import IO
 
 from shardflow.core import files, framing, metadata, record_index, schema
-
-Opener = Callable[[str], IO[bytes]]  # opens a file of the dataset by path
 
 
 def stable_hash(path: str | bytes) -> int:
@@ -31,7 +29,7 @@ def order_key(path: str | bytes) -> tuple[int, bytes]:
 
 
 def find_records(
-    info: metadata.DatasetInfo, paths: Iterable[str], split: str, open_file: Opener = files.open_binary
+    info: metadata.DatasetInfo, paths: Iterable[str], split: str, open_file: files.Opener = files.open_binary
 ) -> dict[str, bytes] | None:
     """The serialized records of those of `paths` that are in `split` (`open_file` opens its shards and their record
     indexes); None when a shard has no record index (a dataset converted without them), for the caller to read the
@@ -61,7 +59,7 @@ def find_records(
 class _SplitRecords:
     """A split's records by their number in the split (shard after shard), read one at a time and kept once read."""
 
-    def __init__(self, info: metadata.DatasetInfo, split: str, open_file: Opener):
+    def __init__(self, info: metadata.DatasetInfo, split: str, open_file: files.Opener):
         self._starts: list[tuple[int, str, list[tuple[int, int]]]] = []  # (first number, shard path, index)
         self._count = 0
         for shard in info.split(split).shards:
