@@ -149,3 +149,27 @@ def test_rejects_and_duplicates_are_written_in_utf8_and_undecodable_names_lossle
     assert metadata.read_rejects(str(tmp_path / "out")) == rejects
     duplicates = (tmp_path / "out" / metadata.DUPLICATES).read_bytes()
     assert "dog.写真 (1).jpg".encode() in duplicates and "dog.写真.jpg".encode() in duplicates, duplicates
+
+
+def test_a_folder_that_cannot_be_listed_is_a_reject_not_a_silent_loss(tmp_path):
+    root = tmp_path / "src"
+    for folder in ("cat", "dog"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "0.jpg").write_bytes(encode(noise_image(16, 16)))
+    deep = "cat/" + "/".join(["d" * 250] * 20)  # 5,000 characters: longer than the system's paths may be
+    parent = os.open(root / "cat", os.O_RDONLY)
+    for _ in range(20):  # made a level at a time, each relative to the last (no path that long is ever opened)
+        os.mkdir("d" * 250, dir_fd=parent)
+        child = os.open("d" * 250, os.O_RDONLY, dir_fd=parent)
+        os.close(parent)
+        parent = child
+    image = os.open("1.jpg", os.O_WRONLY | os.O_CREAT, dir_fd=parent)
+    os.write(image, encode(noise_image(16, 16, seed=1)))
+    os.close(image)
+    os.close(parent)
+    assert main(["convert", str(root), str(tmp_path / "out"), "--workers", "1"]) == 0
+    info = metadata.read(str(tmp_path / "out"))
+    assert info.num_records == 2 and info.num_rejected == 1
+    (reject,) = metadata.read_rejects(str(tmp_path / "out"))
+    assert deep.startswith(reject["path"].rstrip("/")) and reject["path"].endswith("/")
+    assert reject["reason"] == "cannot list this folder: File name too long; its files are not converted"

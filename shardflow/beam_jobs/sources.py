@@ -211,9 +211,15 @@ def _is_tar(path: str) -> bool:
 
 def _walk(root: str) -> tuple[list[str], list[tuple[str, str]], list[str]]:
     """Relative POSIX paths of the regular files under root, rejects for symbolic links (never followed:
-    they may point outside the source or loop) and other special files, and the folders (`name/`)."""
+    they may point outside the source or loop), other special files and folders that cannot be listed (their
+    files unknown: a path too long for the system, no permission), and the folders (`name/`)."""
     found, rejects, folders = [], [], []
-    for folder, dirs, files in os.walk(root):
+
+    def unlisted(error: OSError) -> None:
+        relative = os.path.relpath(error.filename, root).replace(os.sep, "/")
+        rejects.append((relative + "/", f"cannot list this folder: {error.strerror}; its files are not converted"))
+
+    for folder, dirs, files in os.walk(root, onerror=unlisted):
         dirs.sort()
         relative = os.path.relpath(folder, root)
 
