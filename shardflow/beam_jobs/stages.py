@@ -105,7 +105,7 @@ class PrepareRecords(beam.DoFn):
         paths, rows = defaultdict(list), defaultdict(list)
         record_bytes = 0
         for item, payload in task.read():
-            path = _transportable(item.path)
+            path = record_order.path_bytes(item.path)
             self._fingerprint ^= input_hash(path, payload)
             try:
                 prepared = self._prepare(payload)
@@ -321,10 +321,6 @@ class WriteShard(beam.DoFn):
 
 def _merge_all_statistics(partials: Iterable[dict[str, Any]]) -> dict[str, Any]:
     return functools.reduce(records.merge_statistics, partials)
-
-
-def _transportable(path: str) -> bytes:
-    return path.encode("utf-8", "surrogateescape")
 
 
 def _write_summary(items: list[tuple[str, Any]], path: str) -> None:

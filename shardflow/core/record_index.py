@@ -105,18 +105,29 @@ def mismatch(text: str, framed_lengths: Sequence[int]) -> str | None:
     return None
 
 
+def entries(text: bytes | str) -> list[tuple[int, int]]:
+    """An index's (offset, size) per record, in order; ValueError unless every line is two whole numbers."""
+    lines = text.splitlines()
+    fields = [line.split() for line in lines]
+    if not all(len(pair) == 2 and pair[0].isdigit() and pair[1].isdigit() for pair in fields):
+        raise ValueError("a record index line is not `offset size`")
+    return [(int(offset), int(size)) for offset, size in fields]
+
+
 def _fits(path: str, shard: Shard) -> bool:
     """Whether the index at `path` has one line `offset size` per record of `shard`, each record starting where the
     one before ends, the last ending where the shard does (what can be told without reading the shard)."""
     with open(path, "rb") as f:
-        lines = f.read().splitlines()
-    end = 0
-    for line in lines:
-        fields = line.split()
-        if len(fields) != 2 or not all(field.isdigit() for field in fields) or int(fields[0]) != end:
+        try:
+            records = entries(f.read())
+        except ValueError:
             return False
-        end += int(fields[1])
-    return len(lines) == shard.num_records and end == shard.num_bytes
+    end = 0
+    for offset, size in records:
+        if offset != end:
+            return False
+        end += size
+    return len(records) == shard.num_records and end == shard.num_bytes
 
 
 def cache_dir() -> str:

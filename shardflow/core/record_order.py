@@ -16,15 +16,19 @@ from typing import IO
 from shardflow.core import files, framing, metadata, record_index, schema
 
 
+def path_bytes(path: str | bytes) -> bytes:
+    """A relative path as records hold it and sort by: UTF-8, surrogate-escaped (a non-UTF-8 name kept as it is)."""
+    return path if isinstance(path, bytes) else path.encode("utf-8", "surrogateescape")
+
+
 def stable_hash(path: str | bytes) -> int:
     """A 64-bit hash of a relative path (str, or its UTF-8 bytes), identical on every machine and Python version."""
-    data = path if isinstance(path, bytes) else path.encode("utf-8", "surrogateescape")
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+    return int.from_bytes(hashlib.blake2b(path_bytes(path), digest_size=8).digest(), "big")
 
 
 def order_key(path: str | bytes) -> tuple[int, bytes]:
     """Where a record of this path sorts among its split's records."""
-    data = path if isinstance(path, bytes) else path.encode("utf-8", "surrogateescape")
+    data = path_bytes(path)
     return stable_hash(data), data
 
 
@@ -64,9 +68,7 @@ class _SplitRecords:
         self._count = 0
         for shard in info.split(split).shards:
             with open_file(files.join(info.data_dir, record_index.index_filename(shard.filename))) as f:
-                index = [
-                    (int(offset), int(length)) for offset, length in map(str.split, f.read().decode().splitlines())
-                ]
+                index = record_index.entries(f.read())
             self._starts.append((self._count, files.join(info.data_dir, shard.filename), index))
             self._count += len(index)
         self._open: dict[str, IO[bytes]] = {}
