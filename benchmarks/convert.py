@@ -177,7 +177,7 @@ def tfds_builder(src: str, out: str) -> int:
 def empty_beam_job(workers: int) -> None:
     """The fixed cost of any local Beam job: start the worker processes, run a tiny reshuffle and grouping."""
     options = PipelineOptions(local_beam_args(workers))
-    with beam.Pipeline(runner=local_runner(workers), options=options) as pipeline:
+    with local_runner(workers) as runner, beam.Pipeline(runner=runner, options=options) as pipeline:
         _ = pipeline | beam.Create(range(workers)) | beam.GroupBy(lambda x: x % 2)
 
 

@@ -144,17 +144,18 @@ def test_ctrl_c_stops_the_workers_and_exits_130(corpus, tmp_path, workers):
 
 
 @pytest.mark.slow
-def test_a_killed_worker_process_ends_the_job_with_one_line(corpus, tmp_path):
+@pytest.mark.parametrize("when", ["waiting", "converting"])  # started before the job: killed before it starts
+def test_a_killed_worker_process_ends_the_job_with_one_line(corpus, tmp_path, when):
     out = tmp_path / "out"
     os.environ["SHARDFLOW_TEST_RUN"] = str(os.getpid())
     try:
         run = start_convert(corpus, out, "--workers", "2", "--image-format", "png")
         deadline = time.monotonic() + 60
         while not beam_workers_of(os.getpid()) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(0.5)
-        python_workers = [w for w in beam_workers_of(os.getpid()) if "python" in w.cmdline()[0]]
-        python_workers[0].kill()  # what the out-of-memory killer does
+            time.sleep(0.05)
+        if when == "converting":
+            wait_until_converting(run, out)
+        beam_workers_of(os.getpid())[0].kill()  # what the out-of-memory killer does
         err = errors_of(run, 90, "the conversion hung after a worker process was killed")
     finally:
         os.environ.pop("SHARDFLOW_TEST_RUN")

@@ -11,6 +11,7 @@ Any worker error, a full disk included, ends the job with one line; Ctrl-C stops
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import errno
@@ -252,22 +253,22 @@ def _run_and_finalize(
         LocalWorkers(workers, os.path.join(scratch, "progress"), os.path.join(scratch, "claims")) if workers else None
     )
     log = os.path.join(scratch, "beam.log") if local else None
-    runner = local_runner(workers) if workers else None
-    pipeline = beam.Pipeline(runner=runner, options=pipeline_options)
     warm_up = threading.Thread(target=figures.warm_up, name="figures warm-up", daemon=True)  # for the card
     try:
-        build(pipeline, listing, options, image_options, name, staging, local)
-        warm_up.start()
-        if local and log:
-            os.makedirs(local.progress, exist_ok=True)
-            with (
-                worker_logs_to(log) as stderr,
-                watched_workers(),
-                ProgressDisplay(local.progress, progress_stages(listing, options), len(listing.rejects), stderr),
-            ):
-                result = pipeline.run()
-                result.wait_until_finish()
-        else:
+        with contextlib.ExitStack() as job:
+            runner = None
+            if local and log:
+                os.makedirs(local.progress, exist_ok=True)
+                stderr = job.enter_context(worker_logs_to(log))  # first: the workers inherit it
+                runner = job.enter_context(local_runner(local.processes))  # its workers start while the job is built
+            pipeline = beam.Pipeline(runner=runner, options=pipeline_options)
+            build(pipeline, listing, options, image_options, name, staging, local)
+            warm_up.start()
+            if local:
+                job.enter_context(watched_workers())
+                job.enter_context(
+                    ProgressDisplay(local.progress, progress_stages(listing, options), len(listing.rejects), stderr)
+                )
             result = pipeline.run()
             result.wait_until_finish()
         counters = stages.counters(result)
