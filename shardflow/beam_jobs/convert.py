@@ -55,6 +55,7 @@ from shardflow.core.messages import did_you_mean
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(: .*)?$")
 _WORKER_GONE = "Channel closed prematurely"  # the runner's words when a worker process vanished
+_POLL_SECONDS = 0.05  # how often the figures' warm-up looks for the workers' first progress
 _GENERIC_NAMES = {"train", "test", "test1", "validation", "val", "data", "images", "raw"}
 logger = logging.getLogger(__name__)
 
@@ -253,9 +254,13 @@ def _run_and_finalize(
         LocalWorkers(workers, os.path.join(scratch, "progress"), os.path.join(scratch, "claims")) if workers else None
     )
     log = os.path.join(scratch, "beam.log") if local else None
-    warm_up = threading.Thread(target=figures.warm_up, name="figures warm-up", daemon=True)  # for the card
+    job_ended = threading.Event()
+    warm_up = threading.Thread(
+        target=_warm_up_figures, args=(local.progress if local else None, job_ended), name="figures", daemon=True
+    )
     try:
         with contextlib.ExitStack() as job:
+            job.callback(job_ended.set)
             runner = None
             if local and log:
                 os.makedirs(local.progress, exist_ok=True)
@@ -291,6 +296,15 @@ def _run_and_finalize(
     if scratch != staging:
         shutil.rmtree(scratch, ignore_errors=True)
     return info
+
+
+def _warm_up_figures(progress: str | None, job_ended: threading.Event) -> None:
+    """`figures.warm_up` for the card, once the local workers report progress (`progress` None: at once): then the
+    launcher has nothing else to do; a thread importing matplotlib while the job is submitted slows that by 0.5 s."""
+    while progress and not os.listdir(progress) and not job_ended.wait(_POLL_SECONDS):
+        pass
+    if not job_ended.is_set():
+        figures.warm_up()
 
 
 def _job_error(error: Exception, out: str, log: str | None) -> ConversionError:
