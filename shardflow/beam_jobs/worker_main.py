@@ -35,6 +35,7 @@ def _wait_for_the_job() -> None:
     if not line:
         os._exit(0)
     os.environ.update(json.loads(line))
+    del sys.argv[1:]  # as a worker Beam starts has them: options read from sys.argv find none
 
 
 if __name__ == "__main__":
