@@ -84,13 +84,16 @@ def png(drawn: Figure) -> bytes:
     """The figure as PNG bytes, RGB (its background is opaque: an alpha channel would only add a quarter to
     compress). matplotlib's one warning per missing character becomes one logged line naming the characters (they
     are drawn as boxes); other warnings pass through."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from PIL import Image
 
+    canvas = drawn.canvas
+    assert isinstance(canvas, FigureCanvasAgg)  # (`figure` made it)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        drawn.canvas.draw()
+        canvas.draw()
     buffer = io.BytesIO()
-    Image.frombuffer("RGBA", drawn.canvas.get_width_height(), drawn.canvas.buffer_rgba()).convert("RGB").save(
+    Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB").save(
         buffer, "png", compress_level=PNG_COMPRESSION, dpi=(DPI, DPI)
     )
     missing = []
