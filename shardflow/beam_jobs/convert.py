@@ -55,7 +55,6 @@ from shardflow.core.messages import did_you_mean
 _DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b(: .*)?$")
 _WORKER_GONE = "Channel closed prematurely"  # the runner's words when a worker process vanished
-_POLL_SECONDS = 0.05  # how often the figures' warm-up looks for the workers' first progress
 _GENERIC_NAMES = {"train", "test", "test1", "validation", "val", "data", "images", "raw"}
 logger = logging.getLogger(__name__)
 
@@ -254,12 +253,11 @@ def _run_and_finalize(
         LocalWorkers(workers, os.path.join(scratch, "progress"), os.path.join(scratch, "claims")) if workers else None
     )
     log = os.path.join(scratch, "beam.log") if local else None
-    job_ended = threading.Event()
-    warm_up = threading.Thread(
-        target=_warm_up_figures, args=(local.progress if local else None, job_ended), name="figures", daemon=True
-    )
+    job_ended, reporting = threading.Event(), threading.Event()
+    warm_up = threading.Thread(target=_warm_up_figures, args=(reporting, job_ended), name="figures", daemon=True)
     try:
         with contextlib.ExitStack() as job:
+            job.callback(reporting.set)  # on leaving, after job_ended (last in, first out): no warm-up then
             job.callback(job_ended.set)
             runner = None
             if local and log:
@@ -272,8 +270,12 @@ def _run_and_finalize(
             if local:
                 job.enter_context(watched_workers())
                 job.enter_context(
-                    ProgressDisplay(local.progress, progress_stages(listing, options), len(listing.rejects), stderr)
+                    ProgressDisplay(
+                        local.progress, progress_stages(listing, options), len(listing.rejects), stderr, reporting
+                    )
                 )
+            else:
+                reporting.set()  # (a remote job: the launcher only waits)
             result = pipeline.run()
             result.wait_until_finish()
         counters = stages.counters(result)
@@ -298,11 +300,10 @@ def _run_and_finalize(
     return info
 
 
-def _warm_up_figures(progress: str | None, job_ended: threading.Event) -> None:
-    """`figures.warm_up` for the card, once the local workers report progress (`progress` None: at once): then the
-    launcher has nothing else to do; a thread importing matplotlib while the job is submitted slows that by 0.5 s."""
-    while progress and not os.listdir(progress) and not job_ended.wait(_POLL_SECONDS):
-        pass
+def _warm_up_figures(reporting: threading.Event, job_ended: threading.Event) -> None:
+    """`figures.warm_up` for the card once the job's workers report (`reporting`; also set when the job ends): the
+    launcher has nothing else to do then; a thread importing matplotlib while the job is submitted slows that 0.5 s."""
+    reporting.wait()
     if not job_ended.is_set():
         figures.warm_up()
 

@@ -99,10 +99,19 @@ class ProgressDisplay:
     """The job's progress, fed from a progress folder by a background thread: each stage of `stages` by name with
     its own count, once its workers report (the local runner runs one stage at a time). On a terminal, a live
     bar per stage; into a file or pipe, no bars: one line per stage, as it ends ("reading images: 70000/70000").
-    `rejected_before`: inputs the listing rejected, counted as read."""
+    `rejected_before`: inputs the listing rejected, counted as read. `reporting`, if given, is set once the workers
+    first report."""
 
-    def __init__(self, folder: str, stages: Sequence[Stage], rejected_before: int = 0, stream: TextIO = sys.stderr):
+    def __init__(
+        self,
+        folder: str,
+        stages: Sequence[Stage],
+        rejected_before: int = 0,
+        stream: TextIO = sys.stderr,
+        reporting: threading.Event | None = None,
+    ):
         self._folder, self._stages, self._stream = folder, {stage.name: stage for stage in stages}, stream
+        self._reporting = reporting
         self._rejected_before = rejected_before
         self._live = _isatty(stream)
         self._seen: list[str] = []  # stages in the order they began
@@ -126,6 +135,8 @@ class ProgressDisplay:
 
     def _update(self, final: bool = False) -> None:
         counts = read_counts(self._folder)
+        if counts and self._reporting is not None:
+            self._reporting.set()
         done, rejected = counts.get(READING, (0, 0))
         counts[READING] = done + self._rejected_before, rejected + self._rejected_before  # (shown from the start)
         began = [name for name in self._stages if name in counts and name not in self._seen]
