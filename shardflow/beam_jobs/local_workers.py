@@ -1,14 +1,16 @@
-"""Beam's local worker processes, started (`local_runner`: each runs `WORKER_MODULE`) and watched: Ctrl-C stops
-them, and a worker that dies fails the job.
+"""Beam's local worker processes, started (`local_runner`: forked by a process that runs `WORKER_MODULE`) and
+watched: Ctrl-C stops them, and a worker that dies fails the job.
 
 A worker spends a second or more importing Beam and the job's code before it can take any work. `local_runner`
-starts its workers at once, to import while the launcher builds and submits the job (`WarmWorkers`); when Beam
-asks for a worker (`WarmWorkerHandler`), one of them gets the environment Beam gives a worker process it starts.
+starts one process at once (`ForkServer`) that imports while the launcher builds and submits the job; when Beam
+asks for a worker (`WarmWorkerHandler`), that process forks one, which gets the environment Beam gives a worker
+process it starts and has nothing left to import.
 
 Beam's in-process runner answers an interrupt by closing its workers and waiting for each worker process to
 exit, but a worker in the middle of a bundle never does; and when a worker process is killed (the
-out-of-memory killer, `kill -9`) the runner may wait for its answer forever. The worker processes are this
-process's children (`python -m shardflow.beam_jobs.worker_main --warm`), so they are watched and stopped here.
+out-of-memory killer, `kill -9`) the runner may wait for its answer forever. The fork server is this process's
+child and the workers its children (all run `python -m shardflow.beam_jobs.worker_main --fork-server FD`), so
+they are watched and stopped here.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import queue
 import re
 import signal
 import subprocess
@@ -33,7 +37,7 @@ from google.protobuf import json_format, text_format
 
 STOP_SECONDS = 3.0
 WORKER_MODULE = "shardflow.beam_jobs.worker_main"  # in the command line of every local Beam worker
-WARM = "--warm"  # its flag: started ahead of the job, it waits for Beam's addresses on its stdin
+FORK_SERVER = "--fork-server"  # its flag (and a file descriptor): it forks the job's workers (`ForkServer`)
 WARM_WORKERS_URN = "shardflow:env:warm_worker_processes:v1"
 
 
@@ -50,19 +54,19 @@ _MODE_WARNING = _ModeWarningFilter()
 
 @contextlib.contextmanager
 def local_runner(workers: int) -> Iterator[FnApiRunner]:
-    """Beam's in-process runner; with more than one worker, each a process running `WORKER_MODULE`, started now
-    (`WarmWorkers`; those the job did not take are stopped on leaving). Worker processes inherit stderr."""
+    """Beam's in-process runner; with more than one worker, each a process forked by a `ForkServer` started now
+    (stopped on leaving, its workers ended). Worker processes inherit stderr."""
     if workers == 1:
         yield FnApiRunner()
         return
     logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner").addFilter(_MODE_WARNING)
-    pool = WarmWorkers(workers)
-    _POOLS[pool.id] = pool
+    server = ForkServer()
+    _SERVERS[server.id] = server
     try:
-        yield FnApiRunner(default_environment=WarmWorkersEnvironment(pool.id))
+        yield FnApiRunner(default_environment=WarmWorkersEnvironment(server.id))
     finally:
-        del _POOLS[pool.id]
-        pool.close()
+        del _SERVERS[server.id]
+        server.close()
 
 
 def local_beam_args(workers: int) -> list[str]:
@@ -74,45 +78,88 @@ def local_beam_args(workers: int) -> list[str]:
     ]
 
 
-class WarmWorkers:
-    """Worker processes started before the job needs them: each imports Beam and the job's code, then waits for
-    the environment Beam gives a worker process (one line of JSON on its stdin)."""
+class ForkServer:
+    """One process (`WORKER_MODULE` with `FORK_SERVER`) that imports Beam and the job's code as soon as it starts,
+    then forks each worker handed the environment Beam gives a worker process; it reports each worker's pid, and
+    its exit status when it ends, through a pipe that a thread here reads."""
 
-    def __init__(self, count: int):
+    def __init__(self) -> None:
         self.id = uuid.uuid4().hex
-        self._lock = threading.Lock()
-        self._waiting = [self._start() for _ in range(count)]
-
-    @staticmethod
-    def _start() -> subprocess.Popen:
+        read_end, write_end = os.pipe()
         with worker_handlers.SUBPROCESS_LOCK:  # (Beam's: one process started at a time, inheriting no other's pipes)
-            return subprocess.Popen([sys.executable, "-m", WORKER_MODULE, WARM], stdin=subprocess.PIPE)
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", WORKER_MODULE, FORK_SERVER, str(write_end)],
+                stdin=subprocess.PIPE,
+                pass_fds=[write_end],
+            )
+        os.close(write_end)
+        self._lock = threading.Lock()  # one hand-over at a time: its answer is the next "started"
+        self._started: queue.Queue[int | None] = queue.Queue()  # pids, in the order the workers were asked for
+        self._ended: dict[int, int] = {}  # pid -> exit status
+        self._forked: list[int] = []
+        self._gone: int | None = None  # the fork server's own exit status, once it has ended
+        self._changed = threading.Condition()
+        self._reports = threading.Thread(target=self._read_reports, args=(read_end,), name="fork_server", daemon=True)
+        self._reports.start()
 
-    def hand_over(self, environment: dict[str, str]) -> subprocess.Popen:
-        """A waiting worker (a new one when none is left), given `environment`: it joins the job."""
+    def hand_over(self, environment: dict[str, str]) -> int | None:
+        """A new worker forked with `environment` (it joins the job): its pid, or None if the server has died."""
+        assert self._process.stdin is not None
         with self._lock:
-            process = self._waiting.pop(0) if self._waiting else self._start()
-        assert process.stdin is not None
-        with contextlib.suppress(BrokenPipeError):  # it died waiting: its exit status tells the runner
-            process.stdin.write(json.dumps(environment).encode() + b"\n")
-            process.stdin.close()
-        return process
+            with contextlib.suppress(BrokenPipeError):  # it died: its exit status is the worker's
+                self._process.stdin.write(json.dumps(environment).encode() + b"\n")
+                self._process.stdin.flush()
+            return self._started.get()
+
+    def wait(self, pid: int | None) -> int:
+        """The exit status of worker `pid` once it has ended (as `subprocess.Popen.returncode`); that of the
+        server for a worker it did not live to fork or report (pid None, or the server killed: its orphans are
+        killed too)."""
+        with self._changed:
+            self._changed.wait_for(lambda: pid in self._ended or self._gone is not None)
+            return self._ended[pid] if pid in self._ended else self._gone  # type: ignore[return-value]
 
     def close(self) -> None:
-        """Stop the workers the job did not take."""
-        with self._lock:
-            waiting, self._waiting = self._waiting, []
-        for process in waiting:
-            process.kill()
-            process.wait()
+        """No more workers: the fork server ends once its workers have; stopped at once if none was forked."""
+        assert self._process.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self._process.stdin.close()
+        if not self._forked:
+            self._process.kill()
+        try:
+            self._process.wait(timeout=STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._reports.join()
+
+    def _read_reports(self, read_end: int) -> None:
+        with os.fdopen(read_end, "rb") as reports:
+            for line in reports:
+                what, pid, *status = line.split()
+                if what == b"started":
+                    self._forked.append(int(pid))
+                    self._started.put(int(pid))
+                else:
+                    with self._changed:
+                        self._ended[int(pid)] = int(status[0])
+                        self._changed.notify_all()
+        gone = self._process.wait()
+        with self._changed:
+            self._gone = gone
+            self._changed.notify_all()
+        self._started.put(None)
+        for orphan in set(self._forked) - set(self._ended):  # workers of a killed fork server
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(orphan, signal.SIGKILL)
 
 
-_POOLS: dict[str, WarmWorkers] = {}  # by id: a runner's environment names its pool
+_SERVERS: dict[str, ForkServer] = {}  # by id: a runner's environment names its fork server
 
 
 @environments.Environment.register_urn(WARM_WORKERS_URN, bytes)
 class WarmWorkersEnvironment(environments.Environment):
-    """Beam's environment for the workers of the `WarmWorkers` pool `pool` (in this process)."""
+    """Beam's environment for the workers of the `ForkServer` whose id is `pool` (in this process)."""
 
     def __init__(self, pool: str, capabilities: Any = (), artifacts: Any = (), resource_hints: Any = None):
         super().__init__(capabilities or environments.python_sdk_capabilities(), artifacts, resource_hints)
@@ -136,12 +183,12 @@ class WarmWorkersEnvironment(environments.Environment):
 
 @worker_handlers.WorkerHandler.register_environment(WARM_WORKERS_URN, bytes)
 class WarmWorkerHandler(worker_handlers.GrpcWorkerHandler):
-    """Beam's handle on one worker of a `WarmWorkers` pool: as Beam's own for a worker process it starts, a
+    """Beam's handle on one worker forked by a `ForkServer`: as Beam's own for a worker process it starts, a
     thread named `run_worker` waits for the process and raises when it exits abnormally."""
 
-    def __init__(self, pool: bytes, state: Any, provision_info: Any, grpc_server: Any):
+    def __init__(self, server: bytes, state: Any, provision_info: Any, grpc_server: Any):
         super().__init__(state, provision_info, grpc_server)
-        self._pool = _POOLS[pool.decode()]
+        self._server = _SERVERS[server.decode()]
 
     def start_worker(self) -> None:
         self._thread = threading.Thread(name="run_worker", target=self._run)
@@ -152,7 +199,7 @@ class WarmWorkerHandler(worker_handlers.GrpcWorkerHandler):
 
     def _run(self) -> None:
         control = endpoints_pb2.ApiServiceDescriptor(url=self.control_address)
-        process = self._pool.hand_over(
+        pid = self._server.hand_over(
             {
                 "CONTROL_API_SERVICE_DESCRIPTOR": text_format.MessageToString(control),
                 "LOGGING_API_SERVICE_DESCRIPTOR": text_format.MessageToString(self.logging_api_service_descriptor()),
@@ -160,13 +207,9 @@ class WarmWorkerHandler(worker_handlers.GrpcWorkerHandler):
                 "WORKER_ID": self.worker_id,
             }
         )
-        try:
-            process.wait()
-            if process.returncode:
-                raise RuntimeError(f"Worker subprocess exited with return code {process.returncode}")
-        finally:
-            if process.poll() is None:
-                process.kill()
+        status = self._server.wait(pid)
+        if status:
+            raise RuntimeError(f"Worker subprocess exited with return code {status}")
 
 
 class WorkerDied(RuntimeError):
@@ -174,21 +217,18 @@ class WorkerDied(RuntimeError):
 
 
 def worker_processes() -> list[psutil.Process]:
-    """This process's children that run a Beam worker (`WORKER_MODULE`)."""
+    """This process's children that run `WORKER_MODULE` (fork servers), and their descendants (the workers)."""
     workers = []
     for child in psutil.Process().children():
         with contextlib.suppress(psutil.Error):
             if WORKER_MODULE in " ".join(child.cmdline()):
-                workers.append(child)
+                workers += [child, *child.children(recursive=True)]
     return workers
 
 
 def stop_workers() -> None:
     """Terminate the Beam worker processes; kill those still alive after a few seconds."""
-    children = []
-    for worker in worker_processes():
-        with contextlib.suppress(psutil.Error):
-            children += [worker, *worker.children(recursive=True)]
+    children = worker_processes()
     for child in children:
         with contextlib.suppress(psutil.Error):
             child.terminate()
