@@ -25,12 +25,13 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 import shardflow
 from shardflow.beam_jobs import csv_labels, duplicate_join, metadata_writer, progress, reject_files, staged, stages
@@ -45,7 +46,7 @@ from shardflow.beam_jobs.options import (
     from_arguments,
 )
 from shardflow.beam_jobs.out_lock import LOCK_NAME, OutputLock, OutputLocked
-from shardflow.beam_jobs.progress import ProgressDisplay, worker_logs_to
+from shardflow.beam_jobs.progress import ProgressDisplay, WorkerLog
 from shardflow.beam_jobs.sources import SourceError, SourceListing, is_remote, list_source, stage_idx
 from shardflow.core import duplicates, figures, metadata, record_index, schema
 from shardflow.core import labels as labels_lib
@@ -188,51 +189,55 @@ def convert(
             f"unknown option(s) {', '.join(unknown)}: neither a shardflow convert option nor a "
             f"registered Beam pipeline option (see shardflow convert --help){_did_you_mean(unknown)}"
         )
-    listing = list_source(
-        src,
-        options.layout,
-        unlabeled=options.unlabeled,
-        class_names=options.class_names,
-        zip_encoding=options.zip_encoding,
-        labels=labels_spec(options),
-    )
-    _check_split_options(listing, options)
-    if listing.multi_label and options.split_counts is not None:
-        raise ConversionError(MULTI_LABEL_SPLIT_COUNTS)
-    if options.split_counts is not None and not options.split_counts_allow_fewer:
-        _check_split_counts(_inputs_per_class(listing), options.split_counts, listing.class_names, "inputs")
-    image_options = ImageOptions(
-        channels=options.channels or listing.default_channels,
-        image_format=options.image_format or ("png" if listing.layout == "idx" else "passthrough"),
-        max_side=options.max_side,
-        quality=options.quality,
-        size=options.size,  # type: ignore[arg-type]  # S, "HxW" or (h, w): ImageOptions parses each
-        crop_to_aspect_ratio=options.crop_to_aspect_ratio,
-    )
-    schema.stored_encoding(image_options.image_format)  # validates the name
-    metadata_writer.check_version(options.card.version)
-    name = options.name or _default_name(src)
-    try:
-        lock = _prepare_out(src, out, options.overwrite)
-    except OSError as error:
-        raise _disk_full(error, out) or error  # noqa: B904 (the error itself, or its disk-full wording)
-    try:
-        logger.info(
-            f"{src}: {listing.num_inputs} inputs, layout {listing.layout}, classes {listing.class_names}"
-            + (
-                f"; ignoring {len(listing.ignored)} file(s) beside the data: {', '.join(listing.ignored[:3])}"
-                if listing.ignored
-                else ""
-            )
+    pipeline_options, workers = _pipeline_options(beam_args, options.workers)
+    with _local_job(workers) as local_job:  # (its worker processes import while the source is listed)
+        listing = list_source(
+            src,
+            options.layout,
+            unlabeled=options.unlabeled,
+            class_names=options.class_names,
+            zip_encoding=options.zip_encoding,
+            labels=labels_spec(options),
         )
-        if listing.labels_file:
-            logger.info(labels_lib.source_sentence(listing.labels_file, listing.multi_label))
-        return _run_and_finalize(src, listing, options, image_options, name, out, beam_args, started, lock)
-    except KeyboardInterrupt:
-        raise ConversionInterrupted(f"interrupted; {out} is incomplete, rerun with --overwrite") from None
-    finally:
-        if lock is not None:
-            lock.release()
+        _check_split_options(listing, options)
+        if listing.multi_label and options.split_counts is not None:
+            raise ConversionError(MULTI_LABEL_SPLIT_COUNTS)
+        if options.split_counts is not None and not options.split_counts_allow_fewer:
+            _check_split_counts(_inputs_per_class(listing), options.split_counts, listing.class_names, "inputs")
+        image_options = ImageOptions(
+            channels=options.channels or listing.default_channels,
+            image_format=options.image_format or ("png" if listing.layout == "idx" else "passthrough"),
+            max_side=options.max_side,
+            quality=options.quality,
+            size=options.size,  # type: ignore[arg-type]  # S, "HxW" or (h, w): ImageOptions parses each
+            crop_to_aspect_ratio=options.crop_to_aspect_ratio,
+        )
+        schema.stored_encoding(image_options.image_format)  # validates the name
+        metadata_writer.check_version(options.card.version)
+        name = options.name or _default_name(src)
+        try:
+            lock = _prepare_out(src, out, options.overwrite)
+        except OSError as error:
+            raise _disk_full(error, out) or error  # noqa: B904 (the error itself, or its disk-full wording)
+        try:
+            logger.info(
+                f"{src}: {listing.num_inputs} inputs, layout {listing.layout}, classes {listing.class_names}"
+                + (
+                    f"; ignoring {len(listing.ignored)} file(s) beside the data: {', '.join(listing.ignored[:3])}"
+                    if listing.ignored
+                    else ""
+                )
+            )
+            if listing.labels_file:
+                logger.info(labels_lib.source_sentence(listing.labels_file, listing.multi_label))
+            return _run_and_finalize(
+                src, listing, options, image_options, name, out, started, lock, pipeline_options, local_job
+            )
+        except KeyboardInterrupt:
+            raise ConversionInterrupted(f"interrupted; {out} is incomplete, rerun with --overwrite") from None
+        finally:
+            if lock is not None:
+                lock.release()
 
 
 def _run_and_finalize(
@@ -242,15 +247,17 @@ def _run_and_finalize(
     image_options: ImageOptions,
     name: str,
     out: str,
-    beam_args: Sequence[str],
     started: float,
     lock: OutputLock | None,
+    pipeline_options: PipelineOptions,
+    local_job: LocalJob | None,
 ) -> metadata.DatasetInfo:
     staging = FileSystems.join(out, metadata.STAGING)
-    pipeline_options, workers = _pipeline_options(beam_args, options.workers)
     scratch = staging if not is_remote(out) else tempfile.mkdtemp(prefix="shardflow-")  # progress and log: local
     local = (
-        LocalWorkers(workers, os.path.join(scratch, "progress"), os.path.join(scratch, "claims")) if workers else None
+        LocalWorkers(local_job.workers, os.path.join(scratch, "progress"), os.path.join(scratch, "claims"))
+        if local_job
+        else None
     )
     log = os.path.join(scratch, "beam.log") if local else None
     job_ended, reporting = threading.Event(), threading.Event()
@@ -259,11 +266,10 @@ def _run_and_finalize(
         with contextlib.ExitStack() as job:
             job.callback(reporting.set)  # on leaving, after job_ended (last in, first out): no warm-up then
             job.callback(job_ended.set)
-            runner = None
-            if local and log:
+            runner = local_job.runner if local_job else None
+            if local and local_job and log:
                 os.makedirs(local.progress, exist_ok=True)
-                stderr = job.enter_context(worker_logs_to(log))  # first: the workers inherit it
-                runner = job.enter_context(local_runner(local.processes))  # its workers start while the job is built
+                stderr = job.enter_context(local_job.log.to(log))
             pipeline = beam.Pipeline(runner=runner, options=pipeline_options)
             build(pipeline, listing, options, image_options, name, staging, local)
             warm_up.start()
@@ -298,6 +304,25 @@ def _run_and_finalize(
     if scratch != staging:
         shutil.rmtree(scratch, ignore_errors=True)
     return info
+
+
+class LocalJob(NamedTuple):
+    """What a local job starts before its source is listed: Beam's runner (whose worker processes import
+    meanwhile) and the pipe they log into."""
+
+    workers: int
+    runner: FnApiRunner
+    log: WorkerLog
+
+
+@contextlib.contextmanager
+def _local_job(workers: int | None) -> Iterator[LocalJob | None]:
+    """A `LocalJob` for `workers` local workers (None: a remote runner, nothing to start); stopped on leaving."""
+    if not workers:
+        yield None
+        return
+    with WorkerLog() as log, local_runner(workers, log.write_end) as runner:
+        yield LocalJob(workers, runner, log)
 
 
 def _warm_up_figures(reporting: threading.Event, job_ended: threading.Event) -> None:

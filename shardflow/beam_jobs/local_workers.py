@@ -53,14 +53,14 @@ _MODE_WARNING = _ModeWarningFilter()
 
 
 @contextlib.contextmanager
-def local_runner(workers: int) -> Iterator[FnApiRunner]:
+def local_runner(workers: int, stderr: int | None = None) -> Iterator[FnApiRunner]:
     """Beam's in-process runner; with more than one worker, each a process forked by a `ForkServer` started now
-    (stopped on leaving, its workers ended). Worker processes inherit stderr."""
+    (stopped on leaving, its workers ended), writing to file descriptor `stderr` (None: this process's)."""
     if workers == 1:
         yield FnApiRunner()
         return
     logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner").addFilter(_MODE_WARNING)
-    server = ForkServer()
+    server = ForkServer(stderr)
     _SERVERS[server.id] = server
     try:
         yield FnApiRunner(default_environment=WarmWorkersEnvironment(server.id))
@@ -81,15 +81,17 @@ def local_beam_args(workers: int) -> list[str]:
 class ForkServer:
     """One process (`WORKER_MODULE` with `FORK_SERVER`) that imports Beam and the job's code as soon as it starts,
     then forks each worker handed the environment Beam gives a worker process; it reports each worker's pid, and
-    its exit status when it ends, through a pipe that a thread here reads."""
+    its exit status when it ends, through a pipe that a thread here reads. Its workers write to `stderr` (a file
+    descriptor; None: this process's)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stderr: int | None = None) -> None:
         self.id = uuid.uuid4().hex
         read_end, write_end = os.pipe()
         with worker_handlers.SUBPROCESS_LOCK:  # (Beam's: one process started at a time, inheriting no other's pipes)
             self._process = subprocess.Popen(
                 [sys.executable, "-m", WORKER_MODULE, FORK_SERVER, str(write_end)],
                 stdin=subprocess.PIPE,
+                stderr=stderr,
                 pass_fds=[write_end],
             )
         os.close(write_end)
