@@ -125,17 +125,17 @@ def build(
             listing.label_sets,
         )
     )
-    kept, removed = prepared.records, pipeline | "NoneRemoved" >> beam.Create([])
+    kept, rejects, summarized = prepared.records, [prepared[stages.PrepareRecords.REJECTS]], []
     if options.dedupe:
         deduped = prepared.records | "Dedupe" >> duplicate_join.Dedupe(options.dedupe, num_parts, staging, progress_dir)
-        kept, removed = deduped.kept, deduped.rejects
+        kept = deduped.kept
+        rejects.append(deduped.rejects)
     if options.split_counts is None:
         assigned = kept  # the split was chosen while preparing
-        unselected = pipeline | "NoneUnselected" >> beam.Create([])
     else:
         counted = kept | "TakeCounts" >> stages.TakeCounts(options.split_counts, batch_dir)
         assigned = counted.assigned
-        unselected = counted.unselected | "TagUnselected" >> beam.Map(lambda n: ("unselected", n))
+        summarized.append(counted.unselected | "TagUnselected" >> beam.Map(lambda n: ("unselected", n)))
     found = assigned | "FindDuplicates" >> duplicate_join.FindDuplicates(
         num_parts, FileSystems.join(staging, "parts"), progress_dir
     )
@@ -148,14 +148,14 @@ def build(
     _ = (
         shards | "TagShards" >> beam.Map(lambda s: ("shards", s)),
         planned["stats"] | "TagStats" >> beam.Map(lambda s: ("splits", s)),
-        (prepared[stages.PrepareRecords.REJECTS], removed)
+        tuple(rejects)
         | "AllRejects" >> beam.Flatten()
         | "WriteRejects" >> beam.ParDo(reject_files.WriteRejects(FileSystems.join(staging, "rejects")))
         | "TagRejects" >> beam.Map(lambda path: ("reject_files", path)),
         prepared[stages.PrepareRecords.DAMAGED] | "TagDamaged" >> beam.Map(lambda d: ("damaged", d)),
         found | "TagDuplicates" >> beam.Map(lambda groups: ("duplicates", duplicate_join.summary_groups(groups))),
         prepared[stages.PrepareRecords.FINGERPRINT] | "TagFingerprint" >> beam.Map(lambda h: ("fingerprint", h)),
-        unselected,
+        *summarized,
     ) | "Summarize" >> stages.Summarize(FileSystems.join(staging, "summary.json"))
 
 
