@@ -23,6 +23,7 @@ import io
 import multiprocessing
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -187,6 +188,14 @@ def beam_job(src: str, out: str, workers: int, dedupe: str | None = None) -> int
     return info.num_records
 
 
+def paired_ratio(baseline: list[float], times: list[float]) -> str:
+    """The median of `baseline[i] / times[i]` (runs side by side in round i), with their range when several:
+    robust to a machine whose speed drifts between rounds, as the best of each is not."""
+    ratios = sorted(b / t for b, t in zip(baseline, times))
+    median = statistics.median(ratios)
+    return f"{median:.2f}x" + (f" ({ratios[0]:.2f}-{ratios[-1]:.2f})" if len(ratios) > 1 else "")
+
+
 def cpu_seconds() -> float:
     """CPU seconds of this process and of its children that have ended (Beam's workers, the pool's processes)."""
     times = os.times()
@@ -230,7 +239,9 @@ def main(argv: list[str] | None = None) -> None:
             for name, run in methods.items()
             if name == loop_name or not args.only or any(word in name for word in args.only)
         }
-        results, cpu, floor, images = {}, {}, float("inf"), 0
+        rounds: dict[str, list[float]] = {name: [] for name in methods}
+        cpu: dict[str, float] = {}
+        floor, images = float("inf"), 0
         loads = [os.getloadavg()[0]]
         for _ in range(args.repeats):  # interleaved, so machine noise hits every method alike
             for name, run in methods.items():
@@ -239,16 +250,16 @@ def main(argv: list[str] | None = None) -> None:
                 started, cpu_started = time.perf_counter(), cpu_seconds()
                 records = run(out)
                 images = images or records  # the plain loop's records: every valid input
-                results[name] = min(results.get(name, float("inf")), time.perf_counter() - started)
+                rounds[name].append(time.perf_counter() - started)
                 cpu[name] = min(cpu.get(name, float("inf")), cpu_seconds() - cpu_started)
                 loads.append(os.getloadavg()[0])
             started = time.perf_counter()
             empty_beam_job(2)
             floor = min(floor, time.perf_counter() - started)
-        baseline = results[loop_name]
         print(
             f"\n{images} images, {megabytes:.0f} MB of JPEG, {os.cpu_count()} cores, best of {args.repeats}; "
-            f"load average (1 min) {min(loads):.1f}-{max(loads):.1f} during the run\n"
+            f"load average (1 min) {min(loads):.1f}-{max(loads):.1f} during the run; vs loop: the median of each "
+            "round's ratio to the loop run beside it (their range)\n"
         )
         print(
             markdown_table(
@@ -256,12 +267,12 @@ def main(argv: list[str] | None = None) -> None:
                 [
                     [
                         name,
-                        f"{seconds:.1f}",
-                        f"{images / seconds:.0f}",
-                        f"{baseline / seconds:.2f}x",
+                        f"{min(times):.1f}",
+                        f"{images / min(times):.0f}",
+                        paired_ratio(rounds[loop_name], times) if name != loop_name else "1.00x",
                         f"{1000 * cpu[name] / images:.2f}",
                     ]
-                    for name, seconds in results.items()
+                    for name, times in rounds.items()
                 ]
                 + [["an empty 2-worker Beam job (start-up floor)", f"{floor:.1f}", "", "", ""]],
             )

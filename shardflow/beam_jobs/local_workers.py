@@ -3,7 +3,7 @@ watched: Ctrl-C stops them, and a worker that dies fails the job.
 
 A worker spends a second or more importing Beam and the job's code before it can take any work. `local_runner`
 starts one process at once (`ForkServer`) that imports while the launcher builds and submits the job; when Beam
-asks for a worker (`WarmWorkerHandler`), that process forks one, which gets the environment Beam gives a worker
+asks for a worker (`ForkedWorkerHandler`), that process forks one, which gets the environment Beam gives a worker
 process it starts and has nothing left to import.
 
 Beam's in-process runner answers an interrupt by closing its workers and waiting for each worker process to
@@ -38,7 +38,7 @@ from google.protobuf import json_format, text_format
 STOP_SECONDS = 3.0
 WORKER_MODULE = "shardflow.beam_jobs.worker_main"  # in the command line of every local Beam worker
 FORK_SERVER = "--fork-server"  # its flag (and a file descriptor): it forks the job's workers (`ForkServer`)
-WARM_WORKERS_URN = "shardflow:env:warm_worker_processes:v1"
+FORKED_WORKERS_URN = "shardflow:env:forked_worker_processes:v1"
 
 
 class _ModeWarningFilter(logging.Filter):
@@ -63,7 +63,7 @@ def local_runner(workers: int, stderr: int | None = None) -> Iterator[FnApiRunne
     server = ForkServer(stderr)
     _SERVERS[server.id] = server
     try:
-        yield FnApiRunner(default_environment=WarmWorkersEnvironment(server.id))
+        yield FnApiRunner(default_environment=ForkedWorkersEnvironment(server.id))
     finally:
         del _SERVERS[server.id]
         server.close()
@@ -159,8 +159,8 @@ class ForkServer:
 _SERVERS: dict[str, ForkServer] = {}  # by id: a runner's environment names its fork server
 
 
-@environments.Environment.register_urn(WARM_WORKERS_URN, bytes)
-class WarmWorkersEnvironment(environments.Environment):
+@environments.Environment.register_urn(FORKED_WORKERS_URN, bytes)
+class ForkedWorkersEnvironment(environments.Environment):
     """Beam's environment for the workers of the `ForkServer` whose id is `pool` (in this process)."""
 
     def __init__(self, pool: str, capabilities: Any = (), artifacts: Any = (), resource_hints: Any = None):
@@ -174,17 +174,17 @@ class WarmWorkersEnvironment(environments.Environment):
         return hash((super().__hash__(), self.pool))
 
     def to_runner_api_parameter(self, context: Any) -> tuple[str, bytes]:
-        return WARM_WORKERS_URN, self.pool.encode()
+        return FORKED_WORKERS_URN, self.pool.encode()
 
     @staticmethod
     def from_runner_api_parameter(
         payload: bytes, capabilities: Any, artifacts: Any, resource_hints: Any, context: Any
-    ) -> WarmWorkersEnvironment:
-        return WarmWorkersEnvironment(payload.decode(), capabilities, artifacts, resource_hints)
+    ) -> ForkedWorkersEnvironment:
+        return ForkedWorkersEnvironment(payload.decode(), capabilities, artifacts, resource_hints)
 
 
-@worker_handlers.WorkerHandler.register_environment(WARM_WORKERS_URN, bytes)
-class WarmWorkerHandler(worker_handlers.GrpcWorkerHandler):
+@worker_handlers.WorkerHandler.register_environment(FORKED_WORKERS_URN, bytes)
+class ForkedWorkerHandler(worker_handlers.GrpcWorkerHandler):
     """Beam's handle on one worker forked by a `ForkServer`: as Beam's own for a worker process it starts, a
     thread named `run_worker` waits for the process and raises when it exits abnormally."""
 
@@ -278,7 +278,7 @@ def watched_workers() -> Iterator[None]:
 
 
 class _WorkerWatch:
-    """Each worker process is waited for by a thread named `run_worker` (`WarmWorkerHandler`, as Beam's own) that
+    """Each worker process is waited for by a thread named `run_worker` (`ForkedWorkerHandler`, as Beam's own) that
     raises "Worker subprocess exited with return code N" when it ends abnormally (and nothing else notices): that
     interrupts the launcher's main thread here (a real SIGINT: `_thread.interrupt_main` would not wake a blocked
     wait), which then stops the other workers."""
