@@ -4,11 +4,13 @@ that it imports while the launcher builds the job; the job runs in workers it fo
 from __future__ import annotations
 
 import os
+import signal
+import threading
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from shardflow.beam_jobs.local_workers import local_beam_args, local_runner, worker_processes
+from shardflow.beam_jobs.local_workers import ForkServer, local_beam_args, local_runner, worker_processes
 
 
 def test_the_job_runs_in_workers_forked_by_the_server_started_before_it(tmp_path):
@@ -34,3 +36,18 @@ def test_a_fork_server_no_job_used_is_stopped():
     with local_runner(2):
         (idle,) = worker_processes()
     assert not idle.is_running() and not worker_processes()
+
+
+def test_a_dead_fork_server_answers_every_worker_asked_of_it():
+    server = ForkServer()
+    try:
+        (process,) = worker_processes()
+        process.kill()
+        answers: list[int | None] = []
+        for _ in range(2):  # (the second used to wait for ever)
+            asking = threading.Thread(target=lambda: answers.append(server.hand_over({})), daemon=True)
+            asking.start()
+            asking.join(timeout=30)
+        assert answers == [None, None] and server.wait(None) == -signal.SIGKILL
+    finally:
+        server.close()

@@ -108,6 +108,8 @@ class ForkServer:
         """A new worker forked with `environment` (it joins the job): its pid, or None if the server has died."""
         assert self._process.stdin is not None
         with self._lock:
+            if self._gone is not None:  # (its one None answered an earlier hand-over)
+                return None
             with contextlib.suppress(BrokenPipeError):  # it died: its exit status is the worker's
                 self._process.stdin.write(json.dumps(environment).encode() + b"\n")
                 self._process.stdin.flush()

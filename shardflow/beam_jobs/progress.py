@@ -247,19 +247,20 @@ class WorkerLog:
             while chunk := pipe.read(65536):
                 held.append(chunk)
                 if self._path is not None:
-                    log = self._write(log, held)
+                    log = _write(log, self._path, held)
         if held and self._path is not None:
-            log = self._write(log, held)
+            log = _write(log, self._path, held)
         if log is not None:
             log.close()
 
-    def _write(self, log: BinaryIO | None, held: list[bytes]) -> BinaryIO | None:
-        """`held` appended to the log (opened on first use), then cleared; on disk full (or no log) dropped."""
-        try:
-            log = log or open(self._path or "", "ab", buffering=0)
-            for chunk in held:
-                log.write(chunk)
-        except OSError:  # disk full: keep draining so no writer ever blocks
-            pass
-        held.clear()
-        return log
+
+def _write(log: BinaryIO | None, path: str, held: list[bytes]) -> BinaryIO | None:
+    """`held` appended to `log` (`path`, opened on first use), then cleared; what the file refuses is dropped."""
+    try:
+        log = log or open(path, "ab", buffering=0)
+        for chunk in held:
+            log.write(chunk)
+    except OSError:  # disk full: keep draining so no writer ever blocks
+        pass
+    held.clear()
+    return log
