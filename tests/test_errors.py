@@ -53,6 +53,17 @@ def test_convert_mistakes(tree, tmp_path, capsys, files, extra, expected):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+@pytest.mark.parametrize("extra", [[], ["--dedupe", "near"]])
+def test_a_source_whose_every_file_is_rejected_ends_with_each_reason(tmp_path, capsys, extra):
+    for name in ("cat/0.jpg", "cat/1.jpg", "dog/0.jpg"):  # no records: no duplicate keys, parts or groups either
+        (tmp_path / "src" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / name).write_bytes(b"not a JPEG")
+    assert main(["convert", str(tmp_path / "src"), str(tmp_path / "out"), "--workers", "2", *extra]) == 2
+    error = capsys.readouterr().err
+    assert "error: no input became a record (3 rejected; see the reasons below)" in error
+    assert "dog/0.jpg: not an image" in error and "Traceback" not in error
+
+
 def test_out_inside_src(tree, capsys):
     src = tree("cat.0.jpg", "dog.0.jpg")
     assert main(["convert", str(src), str(src / "out")]) == 2

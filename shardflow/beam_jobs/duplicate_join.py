@@ -239,7 +239,7 @@ class FindDuplicates(beam.PTransform):
         value_parts = (
             batches
             | "CountBandValues" >> beam.Map(band_counts)
-            | "SumCounts" >> beam.CombineGlobally(sum_counts)
+            | "SumCounts" >> beam.CombineGlobally(sum_counts).without_defaults()  # (no records: no parts to plan)
             | "PlanParts" >> beam.Map(plan_parts, self._num_parts)
         )
         return (
@@ -248,7 +248,7 @@ class FindDuplicates(beam.PTransform):
             >> beam.FlatMap(key_parts, self._num_parts, self._part_dir, beam.pvalue.AsSingleton(value_parts))
             | "GroupByPart" >> beam.GroupByKey()
             | "FindPairs" >> beam.ParDo(Counted(_pairs_of_part, self._progress_dir, self._stage))
-            | "GatherPairs" >> beam.CombineGlobally(_concatenate)
+            | "GatherPairs" >> beam.CombineGlobally(_concatenate).without_defaults()  # (none: `Summarize` has none)
             | "GroupPairs" >> beam.Map(group_pairs)
         )
 

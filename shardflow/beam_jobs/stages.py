@@ -48,7 +48,7 @@ from shardflow.beam_jobs import splits as splits_lib
 from shardflow.beam_jobs.progress import PLANNING, WRITING, Counted, ProgressWriter
 from shardflow.beam_jobs.sources import ReadTask
 from shardflow.beam_jobs.staged import StagedTask, TaskQueue
-from shardflow.core import metadata, record_index, record_order, schema
+from shardflow.core import duplicates, metadata, record_index, record_order, schema
 from shardflow.core.framing import frame
 from shardflow.core.images import ImageOptions, Rejected, prepare
 
@@ -325,6 +325,7 @@ def _merge_all_statistics(partials: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
     summary: dict[str, Any] = {"shards": [], "splits": [], "reject_files": [], "damaged": [], "unselected": 0}
+    summary["duplicates"] = {kind: [] for kind in duplicates.KINDS}  # (no record: no groups were found)
     fingerprint = 0
     for kind, value in items:
         if kind == "duplicates":
@@ -424,7 +425,7 @@ class PlanShards(beam.PTransform):
             cut
             | "RangeSizes" >> beam.MapTuple(lambda key, value: (key, value[1:]))
             | "SumRange" >> beam.CombinePerKey(lambda sizes: tuple(map(sum, zip(*sizes))))
-            | "AllSizes" >> beam.combiners.ToDict()
+            | "AllSizes" >> beam.CombineGlobally(beam.combiners.ToDictCombineFn()).without_defaults()
         )
         sorted_ranges = (
             cut
