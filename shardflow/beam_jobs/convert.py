@@ -190,7 +190,7 @@ def convert(
             f"registered Beam pipeline option (see shardflow convert --help){_did_you_mean(unknown)}"
         )
     pipeline_options, workers = _pipeline_options(beam_args, options.workers)
-    with _local_job(workers) as local_job:  # (its worker processes import while the source is listed)
+    with _local_job(workers) as local_job:  # (its fork server imports while the source is listed)
         listing = list_source(
             src,
             options.layout,
