@@ -1,6 +1,7 @@
 """Shared by the benchmark scripts: sample corpora in a scratch folder, the tutorials' input pipelines
 (ImageDataGenerator, image_dataset_from_directory and Keras' augmentation layers), timing an input, and Markdown
-tables for the README. TensorFlow and Keras are imported by the functions that need them."""
+tables for the README, ratios of methods run side by side. TensorFlow and Keras are imported by the functions
+that need them."""
 
 from __future__ import annotations
 
@@ -83,6 +84,12 @@ def images_per_second(batches: Iterator, count: int, seconds: float) -> float:
 def batch_images(batch: Any) -> int:
     """The number of images in a batch (an array, or a tuple of arrays with the images first)."""
     return len(batch[0] if isinstance(batch, tuple) else batch)
+
+
+def paired_ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:
+    """Each round's numerator over its denominator (two methods run side by side in that round), sorted: their
+    median is robust to a machine whose speed drifts between rounds, as the ratio of each one's best is not."""
+    return sorted(a / b for a, b in zip(numerators, denominators))
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -35,7 +35,7 @@ import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image
 
-from common import markdown_table
+from common import markdown_table, paired_ratios
 from shardflow.beam_jobs.convert import ConvertOptions, convert
 from shardflow.beam_jobs.local_workers import local_beam_args, local_runner
 from shardflow.beam_jobs.sources import InputFile, list_source
@@ -189,11 +189,9 @@ def beam_job(src: str, out: str, workers: int, dedupe: str | None = None) -> int
 
 
 def paired_ratio(baseline: list[float], times: list[float]) -> str:
-    """The median of `baseline[i] / times[i]` (runs side by side in round i), with their range when several:
-    robust to a machine whose speed drifts between rounds, as the best of each is not."""
-    ratios = sorted(b / t for b, t in zip(baseline, times))
-    median = statistics.median(ratios)
-    return f"{median:.2f}x" + (f" ({ratios[0]:.2f}-{ratios[-1]:.2f})" if len(ratios) > 1 else "")
+    """The median of the rounds' `baseline / times` (`paired_ratios`), with their range when several."""
+    ratios = paired_ratios(baseline, times)
+    return f"{statistics.median(ratios):.2f}x" + (f" ({ratios[0]:.2f}-{ratios[-1]:.2f})" if len(ratios) > 1 else "")
 
 
 def cpu_seconds() -> float:

@@ -28,6 +28,7 @@ from common import (
     keras_augmentation,
     keras_image_dataset,
     markdown_table,
+    paired_ratios,
     sample_corpus,
 )
 from shardflow.beam_jobs.convert import ConvertOptions, convert
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
 
         def paired(name: str, other: str) -> float:
             """The median over rounds of one method's rate over another's in the same round."""
-            return statistics.median(a / b for a, b in zip(rounds[name], rounds[other]))
+            return statistics.median(paired_ratios(rounds[name], rounds[other]))
 
         fixed = "shardflow load, --size 150 (decode only)"
         print(

@@ -267,13 +267,12 @@ def _run_and_finalize(
             job.callback(reporting.set)  # on leaving, after job_ended (last in, first out): no warm-up then
             job.callback(job_ended.set)
             runner = local_job.runner if local_job else None
-            if local and local_job and log:
-                os.makedirs(local.progress, exist_ok=True)
-                stderr = job.enter_context(local_job.log.to(log))
             pipeline = beam.Pipeline(runner=runner, options=pipeline_options)
             build(pipeline, listing, options, image_options, name, staging, local)
             warm_up.start()
-            if local:
+            if local_job and local and log:
+                os.makedirs(local.progress, exist_ok=True)
+                stderr = job.enter_context(local_job.log.to(log))
                 job.enter_context(watched_workers())
                 job.enter_context(
                     ProgressDisplay(
