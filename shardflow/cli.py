@@ -377,17 +377,22 @@ def _convert(args, beam_args) -> int | None:
 
 
 def _convert_now(args, beam_args) -> int | None:
-    from shardflow.beam_jobs.convert import ConversionInterrupted, convert
-    from shardflow.beam_jobs.options import from_arguments
+    from shardflow.beam_jobs.fork_server import started_ahead
+    from shardflow.beam_jobs.options import local_workers
 
-    if args.like:
-        return _convert_like(args, beam_args)
-    options = from_arguments(args)
-    try:
-        info = convert(args.src, args.out, options, beam_args)
-    except ConversionInterrupted as interrupted:
-        print(f"shardflow convert: {interrupted}", file=sys.stderr)
-        return INTERRUPTED
+    # A local job's fork server imports Beam while this process does: its workers start a second sooner.
+    with started_ahead() if (local_workers(beam_args, args.workers) or 1) > 1 else contextlib.nullcontext():
+        from shardflow.beam_jobs.convert import ConversionInterrupted, convert
+        from shardflow.beam_jobs.options import from_arguments
+
+        if args.like:
+            return _convert_like(args, beam_args)
+        options = from_arguments(args)
+        try:
+            info = convert(args.src, args.out, options, beam_args)
+        except ConversionInterrupted as interrupted:
+            print(f"shardflow convert: {interrupted}", file=sys.stderr)
+            return INTERRUPTED
     print(_summary_text(info, args.out))
     return 0
 

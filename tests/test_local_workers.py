@@ -1,16 +1,22 @@
 """The local runner's worker processes (`local_runner`): a fork server started before the job is submitted, so
-that it imports while the launcher builds the job; the job runs in workers it forks, and none is left after it."""
+that it imports while the launcher builds the job (the CLI's, while the launcher imports Beam: `started_ahead`);
+the job runs in workers it forks, and none is left after it."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from shardflow.beam_jobs.local_workers import ForkServer, local_beam_args, local_runner, worker_processes
+from shardflow.beam_jobs.convert import ConvertOptions, convert
+from shardflow.beam_jobs.fork_server import ForkServer, started_ahead
+from shardflow.beam_jobs.local_workers import local_beam_args, local_runner, worker_processes
+from shardflow.core import metadata
 
 
 def test_the_job_runs_in_workers_forked_by_the_server_started_before_it(tmp_path):
@@ -51,3 +57,32 @@ def test_a_dead_fork_server_answers_every_worker_asked_of_it():
         assert answers == [None, None] and server.wait(None) == -signal.SIGKILL
     finally:
         server.close()
+
+
+def test_a_conversion_takes_the_fork_server_started_ahead_of_it(kaggle_dir, tmp_path):
+    with started_ahead():
+        (ahead,) = worker_processes()
+        info = convert(str(kaggle_dir), str(tmp_path / "out"), ConvertOptions(workers=2))
+        assert not ahead.is_running() and not worker_processes()  # the job ran in its workers, and stopped it
+    assert info.num_records == 60 == metadata.read(str(tmp_path / "out")).num_records
+
+
+def test_a_fork_server_started_ahead_that_no_job_takes_is_stopped():
+    with started_ahead():
+        (idle,) = worker_processes()
+    assert not idle.is_running() and not worker_processes()
+
+
+def test_the_cli_can_start_the_fork_server_before_it_imports_beam():
+    imported = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, shardflow.cli, shardflow.beam_jobs.fork_server, shardflow.beam_jobs.options\n"
+            "print(*(name for name in sys.modules if name.startswith('apache_beam')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert imported == []

@@ -37,6 +37,7 @@ import shardflow
 from shardflow.beam_jobs import csv_labels, duplicate_join, metadata_writer, progress, reject_files, staged, stages
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.beam_jobs.beam_options import BeamOptions
+from shardflow.beam_jobs.fork_server import ForkServer, take_started
 from shardflow.beam_jobs.local_workers import WorkerDied, local_beam_args, local_runner, watched_workers
 from shardflow.beam_jobs.options import (
     MULTI_LABEL_SPLIT_COUNTS,
@@ -44,10 +45,12 @@ from shardflow.beam_jobs.options import (
     add_arguments,
     argument_names,
     from_arguments,
+    local_workers,
 )
 from shardflow.beam_jobs.out_lock import LOCK_NAME, OutputLock, OutputLocked
-from shardflow.beam_jobs.progress import ProgressDisplay, WorkerLog
+from shardflow.beam_jobs.progress import ProgressDisplay
 from shardflow.beam_jobs.sources import SourceError, SourceListing, is_remote, list_source, stage_idx
+from shardflow.beam_jobs.worker_log import WorkerLog
 from shardflow.core import duplicates, figures, metadata, record_index, schema
 from shardflow.core import labels as labels_lib
 from shardflow.core.images import ImageOptions
@@ -316,12 +319,16 @@ class LocalJob(NamedTuple):
 
 @contextlib.contextmanager
 def _local_job(workers: int | None) -> Iterator[LocalJob | None]:
-    """A `LocalJob` for `workers` local workers (None: a remote runner, nothing to start); stopped on leaving."""
+    """A `LocalJob` for `workers` local workers (None: a remote runner, nothing to start), its fork server the one
+    started ahead (`fork_server.started_ahead`) if any; stopped on leaving."""
     if not workers:
         yield None
         return
-    with WorkerLog() as log, local_runner(workers, log.write_end) as runner:
-        yield LocalJob(workers, runner, log)
+    started = take_started() if workers > 1 else None
+    with started.log if started else WorkerLog() as log:
+        server = (started.server if started else ForkServer(log.write_end)) if workers > 1 else None
+        with local_runner(workers, server) as runner:
+            yield LocalJob(workers, runner, log)
 
 
 def _warm_up_figures(reporting: threading.Event, job_ended: threading.Event) -> None:
@@ -772,13 +779,9 @@ def _did_you_mean(unknown: list[str]) -> str:
 
 
 def _pipeline_options(beam_args: Sequence[str], workers: int) -> tuple[PipelineOptions, int | None]:
-    """Beam options and, with no --runner, the number of local workers: the in-process FnApiRunner with one worker
-    process per core unless `workers` says; None with a --runner."""
-    beam_args = list(beam_args)
-    if any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
-        return BeamOptions(beam_args), None
-    workers = workers or os.cpu_count() or 1
-    return BeamOptions(beam_args + local_beam_args(workers)), workers
+    """Beam options and the number of local workers (`options.local_workers`: None with a --runner)."""
+    local = local_workers(beam_args, workers)
+    return BeamOptions([*beam_args, *(local_beam_args(local) if local else ())]), local
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """Beam's local worker processes, started (`local_runner`: forked by a process that runs `WORKER_MODULE`) and
 watched: Ctrl-C stops them, and a worker that dies fails the job.
 
-A worker spends a second or more importing Beam and the job's code before it can take any work. `local_runner`
-starts one process at once (`ForkServer`) that imports while the launcher builds and submits the job; when Beam
-asks for a worker (`ForkedWorkerHandler`), that process forks one, which gets the environment Beam gives a worker
-process it starts and has nothing left to import.
+A worker spends a second or more importing Beam and the job's code before it can take any work. The workers are
+forked by one process (`fork_server.ForkServer`) that imports while the launcher builds and submits the job: when
+Beam asks for a worker (`ForkedWorkerHandler`), that process forks one, which gets the environment Beam gives a
+worker process it starts and has nothing left to import.
 
 Beam's in-process runner answers an interrupt by closing its workers and waiting for each worker process to
 exit, but a worker in the middle of a bundle never does; and when a worker process is killed (the
@@ -16,16 +16,10 @@ they are watched and stopped here.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
-import queue
 import re
 import signal
-import subprocess
-import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,9 +29,8 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner, worker_ha
 from apache_beam.transforms import environments
 from google.protobuf import json_format, text_format
 
-STOP_SECONDS = 3.0
-WORKER_MODULE = "shardflow.beam_jobs.worker_main"  # in the command line of every local Beam worker
-FORK_SERVER = "--fork-server"  # its flag (and a file descriptor): it forks the job's workers (`ForkServer`)
+from shardflow.beam_jobs.fork_server import STOP_SECONDS, WORKER_MODULE, ForkServer
+
 FORKED_WORKERS_URN = "shardflow:env:forked_worker_processes:v1"
 
 
@@ -53,14 +46,14 @@ _MODE_WARNING = _ModeWarningFilter()
 
 
 @contextlib.contextmanager
-def local_runner(workers: int, stderr: int | None = None) -> Iterator[FnApiRunner]:
-    """Beam's in-process runner; with more than one worker, each a process forked by a `ForkServer` started now
-    (stopped on leaving, its workers ended), writing to file descriptor `stderr` (None: this process's)."""
+def local_runner(workers: int, server: ForkServer | None = None) -> Iterator[FnApiRunner]:
+    """Beam's in-process runner; with more than one worker, each a process forked by `server` (None: a `ForkServer`
+    started now, writing to this process's stderr), stopped on leaving, its workers ended."""
     if workers == 1:
         yield FnApiRunner()
         return
     logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner").addFilter(_MODE_WARNING)
-    server = ForkServer(stderr)
+    server = server or ForkServer()
     _SERVERS[server.id] = server
     try:
         yield FnApiRunner(default_environment=ForkedWorkersEnvironment(server.id))
@@ -76,86 +69,6 @@ def local_beam_args(workers: int) -> list[str]:
         "--direct_running_mode=in_memory",
         "--default_sdk_harness_log_level=WARNING",
     ]
-
-
-class ForkServer:
-    """One process (`WORKER_MODULE` with `FORK_SERVER`) that imports Beam and the job's code as soon as it starts,
-    then forks each worker handed the environment Beam gives a worker process; it reports each worker's pid, and
-    its exit status when it ends, through a pipe that a thread here reads. Its workers write to `stderr` (a file
-    descriptor; None: this process's)."""
-
-    def __init__(self, stderr: int | None = None) -> None:
-        self.id = uuid.uuid4().hex
-        read_end, write_end = os.pipe()
-        with worker_handlers.SUBPROCESS_LOCK:  # (Beam's: one process started at a time, inheriting no other's pipes)
-            self._process = subprocess.Popen(
-                [sys.executable, "-m", WORKER_MODULE, FORK_SERVER, str(write_end)],
-                stdin=subprocess.PIPE,
-                stderr=stderr,
-                pass_fds=[write_end],
-            )
-        os.close(write_end)
-        self._lock = threading.Lock()  # one hand-over at a time: its answer is the next "started"
-        self._started: queue.Queue[int | None] = queue.Queue()  # pids, in the order the workers were asked for
-        self._ended: dict[int, int] = {}  # pid -> exit status
-        self._forked: list[int] = []
-        self._gone: int | None = None  # the fork server's own exit status, once it has ended
-        self._changed = threading.Condition()
-        self._reports = threading.Thread(target=self._read_reports, args=(read_end,), name="fork_server", daemon=True)
-        self._reports.start()
-
-    def hand_over(self, environment: dict[str, str]) -> int | None:
-        """A new worker forked with `environment` (it joins the job): its pid, or None if the server has died."""
-        assert self._process.stdin is not None
-        with self._lock:
-            if self._gone is not None:  # (its one None answered an earlier hand-over)
-                return None
-            with contextlib.suppress(BrokenPipeError):  # it died: its exit status is the worker's
-                self._process.stdin.write(json.dumps(environment).encode() + b"\n")
-                self._process.stdin.flush()
-            return self._started.get()
-
-    def wait(self, pid: int | None) -> int:
-        """The exit status of worker `pid` once it has ended (as `subprocess.Popen.returncode`); that of the
-        server for a worker it did not live to fork or report (pid None, or the server killed: its orphans are
-        killed too)."""
-        with self._changed:
-            self._changed.wait_for(lambda: pid in self._ended or self._gone is not None)
-            return self._ended[pid] if pid in self._ended else self._gone  # type: ignore[return-value]
-
-    def close(self) -> None:
-        """No more workers: the fork server ends once its workers have; stopped at once if none was forked."""
-        assert self._process.stdin is not None
-        with contextlib.suppress(BrokenPipeError):
-            self._process.stdin.close()
-        if not self._forked:
-            self._process.kill()
-        try:
-            self._process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._reports.join()
-
-    def _read_reports(self, read_end: int) -> None:
-        with os.fdopen(read_end, "rb") as reports:
-            for line in reports:
-                what, pid, *status = line.split()
-                if what == b"started":
-                    self._forked.append(int(pid))
-                    self._started.put(int(pid))
-                else:
-                    with self._changed:
-                        self._ended[int(pid)] = int(status[0])
-                        self._changed.notify_all()
-        gone = self._process.wait()
-        with self._changed:
-            self._gone = gone
-            self._changed.notify_all()
-        self._started.put(None)
-        for orphan in set(self._forked) - set(self._ended):  # workers of a killed fork server
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(orphan, signal.SIGKILL)
 
 
 _SERVERS: dict[str, ForkServer] = {}  # by id: a runner's environment names its fork server

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from shardflow.beam_jobs import splits as splits_lib
@@ -288,6 +289,14 @@ def argument_names() -> list[str]:
     for field in dataclasses.fields(ConvertOptions):
         names += [f.name for f in dataclasses.fields(DatasetCard)] if field.name == "card" else [field.name]
     return names
+
+
+def local_workers(beam_args: Sequence[str], workers: int) -> int | None:
+    """How many local worker processes a conversion with Beam options `beam_args` runs: with no --runner, Beam's
+    in-process runner and `workers` (0: one per core); None with a --runner."""
+    if any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
+        return None
+    return workers or os.cpu_count() or 1
 
 
 def check_zip_encoding(name: str) -> None:

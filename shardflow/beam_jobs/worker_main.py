@@ -1,5 +1,5 @@
 """A local Beam worker process that ends as soon as its work is done; with `--fork-server FD`, the process that
-forks the job's workers (`local_workers.ForkServer`).
+forks the job's workers (`fork_server.ForkServer`).
 
 Beam's in-process runner closes its worker processes one after another, waiting for each to exit; a worker that
 has imported TensorFlow takes about 0.3 s to tear its interpreter down, time in which nothing is left to do: the
@@ -20,7 +20,7 @@ import sys
 
 from apache_beam.runners.worker import sdk_worker_main
 
-from shardflow.beam_jobs.local_workers import FORK_SERVER
+from shardflow.beam_jobs.fork_server import FORK_SERVER
 
 
 def main() -> None:
