@@ -1,6 +1,6 @@
 """The conversion as the dataset grows: each process's peak memory (the launcher, which locally is also Beam's
-runner, and every worker: peak RSS, and peak anonymous memory, which leaves out mapped files such as the IDX
-images and the libraries) and seconds per image, for distinct small images in class folders and in IDX files.
+runner, every worker, and the fork server that forks them: peak RSS, and peak anonymous memory, which leaves out
+mapped files such as the IDX images and the libraries) and seconds per image, for distinct small images in class folders and in IDX files.
 A job whose stages are distributed keeps every process's peak flat as the image count grows tenfold. Then
 `shardflow verify` of each dataset beside its ceiling: the same shards read with both CRCs and SHA-256, then
 parsed and decoded in parallel batches by tf.data.
@@ -27,6 +27,7 @@ import psutil
 from PIL import Image
 
 from common import markdown_table
+from shardflow.beam_jobs.fork_server import FORK_SERVER
 
 CLASSES = 10
 SIDE = 32
@@ -101,14 +102,18 @@ def _memory(pid: int) -> tuple[int, int]:
     return fields.get("VmHWM", 0), fields.get("RssAnon", 0)
 
 
-def convert_measured(src: str, out: str, workers: int) -> tuple[float, tuple[int, int], list[tuple[int, int]]]:
+def convert_measured(
+    src: str, out: str, workers: int
+) -> tuple[float, tuple[int, int], list[tuple[int, int]], tuple[int, int]]:
     """Run `shardflow convert` and sample every process of it: (seconds, the launcher's (peak RSS, peak anonymous
-    memory), each Python worker's, largest first). Anonymous memory is sampled every 0.2 s."""
+    memory), each Python worker's, largest first, the fork server's (the workers' parent; (0, 0) if none)).
+    Anonymous memory is sampled every 0.2 s."""
     command = [sys.executable, "-m", "shardflow.cli", "convert", src, out, "--workers", str(workers)]
     started = time.perf_counter()
     log = tempfile.TemporaryFile()  # not a pipe: nobody reads it until the end, and a full pipe blocks the job
     launcher = psutil.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
     peaks: dict[int, tuple[int, int]] = {}
+    servers: set[int] = set()
     while launcher.poll() is None:
         try:
             children = launcher.children(recursive=True)
@@ -117,6 +122,8 @@ def convert_measured(src: str, out: str, workers: int) -> tuple[float, tuple[int
         for process in [launcher, *children]:
             try:
                 if process.pid == launcher.pid or process.name().startswith("python"):
+                    if process.pid not in peaks and FORK_SERVER in process.cmdline():
+                        servers.add(process.pid)
                     rss, anonymous = _memory(process.pid)
                     before = peaks.get(process.pid, (0, 0))
                     peaks[process.pid] = (max(before[0], rss), max(before[1], anonymous))
@@ -127,7 +134,8 @@ def convert_measured(src: str, out: str, workers: int) -> tuple[float, tuple[int
     if launcher.returncode:
         log.seek(0)
         raise SystemExit(f"convert failed: {log.read().decode(errors='replace')[-2000:]}")
-    return seconds, peaks.pop(launcher.pid, (0, 0)), sorted(peaks.values(), reverse=True)
+    server = max([peaks.pop(pid) for pid in servers], default=(0, 0))
+    return seconds, peaks.pop(launcher.pid, (0, 0)), sorted(peaks.values(), reverse=True), server
 
 
 VERIFY = """
@@ -185,8 +193,8 @@ def main(argv: list[str] | None = None) -> None:
             out = tempfile.mkdtemp(prefix="shardflow-scale-out-")
             try:
                 print(f"converting {source} {n:,}...", file=sys.stderr)
-                seconds, launcher, workers = convert_measured(src, os.path.join(out, "data"), args.workers)
-                verify = ceiling = float("nan")
+                seconds, launcher, workers, server = convert_measured(src, os.path.join(out, "data"), args.workers)
+                verify = ceiling = 0.0
                 if not args.no_verify:
                     print(f"verifying {source} {n:,}...", file=sys.stderr)
                     verify = seconds_of(VERIFY, os.path.join(out, "data"))
@@ -201,9 +209,12 @@ def main(argv: list[str] | None = None) -> None:
                     f"{seconds / n * 1e6:.0f}",
                     _mib(launcher),
                     ", ".join(map(_mib, workers)),
-                    f"{verify:.1f}",
-                    f"{ceiling:.1f}",
-                    f"{verify / ceiling:.2f}",
+                    _mib(server),
+                    *(
+                        [f"{verify:.1f}", f"{ceiling:.1f}", f"{verify / ceiling:.2f}"]
+                        if not args.no_verify
+                        else ["", "", ""]
+                    ),
                 ]
             )
             print(" | ".join(rows[-1]), file=sys.stderr)
@@ -216,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
                 "µs per image",
                 "launcher peak MiB (anonymous)",
                 "workers' peaks MiB (anonymous)",
+                "fork server's",
                 "verify s",
                 "read+CRC+SHA+decode s",
                 "verify / that",

@@ -129,7 +129,7 @@ def started_ahead() -> Iterator[None]:
         if started in _STARTED:
             _STARTED.remove(started)
             started.server.close()
-            log.__exit__()
+            log.close()
 
 
 def take_started() -> Started | None:

@@ -24,7 +24,7 @@ class WorkerLog:
     A pipe, not the file itself: a worker reports a failed bundle only after printing its traceback to stderr,
     and when that print fails (the log's disk is full, the very error being reported) the worker never answers
     and the runner waits forever. A pipe write cannot fail that way; the thread drops what the file refuses.
-    Closed on leaving the `with`: the thread ends once the workers are gone too.
+    Closed on leaving the `with` (`close`).
     """
 
     def __init__(self) -> None:
@@ -37,6 +37,10 @@ class WorkerLog:
         return self
 
     def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """This process's end of the pipe closed: the thread ends once the workers are gone too."""
         os.close(self.write_end)
         self._pump.join(timeout=PUMP_JOIN_SECONDS)
 
