@@ -1,9 +1,9 @@
 """The conversion as the dataset grows: each process's peak memory (the launcher, which locally is also Beam's
 runner, every worker, and the fork server that forks them: peak RSS, and peak anonymous memory, which leaves out
-mapped files such as the IDX images and the libraries) and seconds per image, for distinct small images in class folders and in IDX files.
-A job whose stages are distributed keeps every process's peak flat as the image count grows tenfold. Then
-`shardflow verify` of each dataset beside its ceiling: the same shards read with both CRCs and SHA-256, then
-parsed and decoded in parallel batches by tf.data.
+mapped files such as the IDX images and the libraries) and seconds per image, for distinct small images in class
+folders and in IDX files. A job whose stages are distributed keeps every process's peak flat as the image count
+grows tenfold. Then `shardflow verify` of each dataset beside its ceiling: the same shards read with both CRCs and
+SHA-256, then parsed and decoded in parallel batches by tf.data.
 
 The sources are written once into `--cache` (default /tmp/shardflow-scale) and reused by later runs: 32x32
 JPEGs of smooth random colour fields in 10 class folders, and IDX files of 28x28 images (like MNIST's). Usage:
@@ -122,7 +122,8 @@ def convert_measured(
         for process in [launcher, *children]:
             try:
                 if process.pid == launcher.pid or process.name().startswith("python"):
-                    if process.pid not in peaks and FORK_SERVER in process.cmdline():
+                    # The fork server is the launcher's child; its workers, its children, have its command line.
+                    if process.ppid() == launcher.pid and FORK_SERVER in process.cmdline():
                         servers.add(process.pid)
                     rss, anonymous = _memory(process.pid)
                     before = peaks.get(process.pid, (0, 0))
