@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pathlib
+import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -28,49 +32,51 @@ def start(log, *args: str) -> subprocess.Popen:
         )
 
 
-@pytest.mark.slow
-def test_portable_runner_gives_the_same_dataset(kaggle_dir, pets_dataset, tmp_path):
-    # Each service binds a free port itself (port 0) and says which: no port is picked before it is bound.
+@contextlib.contextmanager
+def job_server_and_pool(folder: pathlib.Path) -> Iterator[tuple[list[subprocess.Popen], list[str]]]:
+    """Beam's job server and an external worker pool (logs job.log, pool.log in `folder`), and the `convert` flags
+    that send a job to them; both stopped on leaving. Each binds a free port itself (port 0) and says which: no
+    port is picked before it is bound."""
     services = [
         start(
-            tmp_path / "job.log",
+            folder / "job.log",
             "apache_beam.runners.portability.local_job_service_main",
             "--port",
             "0",
             "--port_file",
-            str(tmp_path / "job.port"),
+            str(folder / "job.port"),
         ),
-        start(tmp_path / "pool.log", "apache_beam.runners.worker.worker_pool_main", "--service_port", "0"),
+        start(folder / "pool.log", "apache_beam.runners.worker.worker_pool_main", "--service_port", "0"),
     ]
     try:
-        job_port = wait_for_output(tmp_path / "job.port", r"^(\d+)$", services[0]).group(1)
+        job_port = wait_for_output(folder / "job.port", r"^(\d+)$", services[0]).group(1)
         pool_port = wait_for_output(
-            tmp_path / "pool.log", r"worker pool servicer at port: localhost:(\d+)", services[1]
+            folder / "pool.log", r"worker pool servicer at port: localhost:(\d+)", services[1]
         ).group(1)
-        assert (
-            main(
-                [
-                    "convert",
-                    str(kaggle_dir),
-                    str(tmp_path / "portable"),
-                    "--name",
-                    "pets",
-                    "--runner",
-                    "PortableRunner",
-                    "--job_endpoint",
-                    f"localhost:{job_port}",
-                    "--environment_type",
-                    "EXTERNAL",
-                    "--environment_config",
-                    f"localhost:{pool_port}",
-                ]
-            )
-            == 0
+        yield (
+            services,
+            [
+                "--runner",
+                "PortableRunner",
+                "--job_endpoint",
+                f"localhost:{job_port}",
+                "--environment_type",
+                "EXTERNAL",
+                "--environment_config",
+                f"localhost:{pool_port}",
+            ],
         )
     finally:
         for service in services:
-            os.killpg(service.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # (a test may have killed it)
+                os.killpg(service.pid, signal.SIGTERM)
             service.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_portable_runner_gives_the_same_dataset(kaggle_dir, pets_dataset, tmp_path):
+    with job_server_and_pool(tmp_path) as (_, flags):
+        assert main(["convert", str(kaggle_dir), str(tmp_path / "portable"), "--name", "pets", *flags]) == 0
     # the job server ran the job, and the pool's workers did its work
     assert (
         "Completed job in" in (tmp_path / "job.log").read_text()
@@ -111,3 +117,26 @@ def test_a_job_endpoint_nobody_listens_on_fails_the_conversion(kaggle_dir, tmp_p
     assert error.startswith("shardflow convert: error: ") and "Traceback" not in error
     with pytest.raises(metadata.DatasetError):
         metadata.read(str(tmp_path / "out"))
+
+
+@pytest.mark.slow
+def test_a_job_server_that_dies_mid_job_fails_the_conversion_saying_why(kaggle_dir, tmp_path):
+    out = tmp_path / "out"
+    with job_server_and_pool(tmp_path) as (services, flags):
+        run = subprocess.Popen(
+            [sys.executable, "-m", "shardflow.cli", "convert", str(kaggle_dir), str(out), *flags],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_for_output(tmp_path / "pool.log", "Starting worker with command", services[1])  # the job runs
+        os.killpg(services[0].pid, signal.SIGKILL)
+        _, err = run.communicate(timeout=120)
+    assert run.returncode == 2  # (Beam's thread that read the job's messages prints its traceback meanwhile)
+    assert re.search(
+        r"shardflow convert: error: the Beam job failed: the connection to the runner ended: UNAVAILABLE: "
+        rf"[^\n]+ \({re.escape(str(out))} is left incomplete\)\n",
+        err,
+    ), err[-3000:]
+    with pytest.raises(metadata.DatasetError):
+        metadata.read(str(out))

@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 import apache_beam as beam
+import grpc
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
@@ -347,6 +348,8 @@ def _job_error(error: Exception, out: str, log: str | None) -> ConversionError:
         return full
     if isinstance(error, WorkerDied):
         return ConversionError(f"the Beam job failed: {error} ({out} is left incomplete; Beam's log: {log})")
+    if isinstance(error, grpc.RpcError) and isinstance(error, grpc.Call):  # a job server's: its status says why
+        text = f"the connection to the runner ended: {error.code().name}: {error.details()}"
     if _WORKER_GONE in text:
         text = "a Beam worker process died (killed, or out of memory?)"
     raised = [line.strip() for line in text.splitlines() if _EXCEPTION_LINE.match(line.strip())]
