@@ -140,3 +140,22 @@ def test_a_job_server_that_dies_mid_job_fails_the_conversion_saying_why(kaggle_d
     ), err[-3000:]
     with pytest.raises(metadata.DatasetError):
         metadata.read(str(out))
+
+
+@pytest.mark.slow
+def test_a_job_longer_than_the_job_server_timeout_says_to_pass_a_longer_one(kaggle_dir, tmp_path):
+    out = tmp_path / "out"
+    with job_server_and_pool(tmp_path) as (_, flags):
+        run = subprocess.run(
+            [sys.executable, "-m", "shardflow.cli", "convert", str(kaggle_dir), str(out), *flags]
+            + ["--job_server_timeout", "2"],  # (Beam's default, 300 s, for the whole job; a worker starts in 2-3 s)
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert run.returncode == 2
+    assert re.search(
+        r"shardflow convert: error: the Beam job failed: the connection to the runner ended: DEADLINE_EXCEEDED: "
+        r"[^\n]+; a job on a job server may run --job_server_timeout seconds \(300 unless given\): pass more ",
+        run.stderr,
+    ), run.stderr[-3000:]

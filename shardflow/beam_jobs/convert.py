@@ -350,6 +350,8 @@ def _job_error(error: Exception, out: str, log: str | None) -> ConversionError:
         return ConversionError(f"the Beam job failed: {error} ({out} is left incomplete; Beam's log: {log})")
     if isinstance(error, grpc.RpcError) and isinstance(error, grpc.Call):  # a job server's: its status says why
         text = f"the connection to the runner ended: {error.code().name}: {error.details()}"
+        if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # (Beam waits for the job's state that long at most)
+            text += "; a job on a job server may run --job_server_timeout seconds (300 unless given): pass more"
     if _WORKER_GONE in text:
         text = "a Beam worker process died (killed, or out of memory?)"
     raised = [line.strip() for line in text.splitlines() if _EXCEPTION_LINE.match(line.strip())]
