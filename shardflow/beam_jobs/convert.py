@@ -38,7 +38,7 @@ import shardflow
 from shardflow.beam_jobs import csv_labels, duplicate_join, metadata_writer, progress, reject_files, staged, stages
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.beam_jobs.beam_options import BeamOptions
-from shardflow.beam_jobs.fork_server import ForkServer, take_started
+from shardflow.beam_jobs.fork_server import take_started
 from shardflow.beam_jobs.local_workers import WorkerDied, local_beam_args, local_runner, watched_workers
 from shardflow.beam_jobs.options import (
     MULTI_LABEL_SPLIT_COUNTS,
@@ -325,11 +325,12 @@ def _local_job(workers: int | None) -> Iterator[LocalJob | None]:
     if not workers:
         yield None
         return
-    started = take_started() if workers > 1 else None
-    with started.log if started else WorkerLog() as log:
-        server = (started.server if started else ForkServer(log.write_end)) if workers > 1 else None
-        with local_runner(workers, server) as runner:
-            yield LocalJob(workers, runner, log)
+    started = take_started() if workers > 1 else None  # (one worker: Beam's, in this process)
+    with (
+        started.log if started else WorkerLog() as log,
+        local_runner(workers, started.server if started else None) as runner,
+    ):
+        yield LocalJob(workers, runner, log)
 
 
 def _warm_up_figures(reporting: threading.Event, job_ended: threading.Event) -> None:

@@ -107,10 +107,16 @@ class ForkServer:
 
 
 class Started(NamedTuple):
-    """A fork server started ahead of its job, and the log it writes to."""
+    """A fork server and the log it writes to."""
 
     server: ForkServer
     log: WorkerLog
+
+    @classmethod
+    def now(cls) -> Started:
+        """A fork server started now, writing to a new log."""
+        log = WorkerLog()
+        return cls(ForkServer(log.write_end), log)
 
 
 _STARTED: list[Started] = []  # started ahead, not yet taken by a job
@@ -120,8 +126,7 @@ _STARTED: list[Started] = []  # started ahead, not yet taken by a job
 def started_ahead() -> Iterator[None]:
     """A fork server and its log started now, for the next local job with several workers to take
     (`take_started`); both closed on leaving if no job took them."""
-    log = WorkerLog()
-    started = Started(ForkServer(log.write_end), log)
+    started = Started.now()
     _STARTED.append(started)
     try:
         yield
@@ -129,10 +134,10 @@ def started_ahead() -> Iterator[None]:
         if started in _STARTED:
             _STARTED.remove(started)
             started.server.close()
-            log.close()
+            started.log.close()
 
 
-def take_started() -> Started | None:
-    """The fork server started ahead (`started_ahead`), if any, now the caller's to close (its server, then its
-    log)."""
-    return _STARTED.pop() if _STARTED else None
+def take_started() -> Started:
+    """The fork server started ahead (`started_ahead`) if any, else one started now: the caller's to close (its
+    server, then its log)."""
+    return _STARTED.pop() if _STARTED else Started.now()
