@@ -10,9 +10,12 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent import futures
 
+import grpc
 import pytest
 
+from shardflow.beam_jobs import job_server
 from shardflow.cli import main
 from shardflow.core import metadata
 from tests.conftest import dead_port, wait_for_output
@@ -91,32 +94,46 @@ def test_portable_runner_gives_the_same_dataset(kaggle_dir, pets_dataset, tmp_pa
     assert portable.num_records == 60
 
 
-@pytest.mark.slow
-def test_a_job_endpoint_nobody_listens_on_fails_the_conversion(kaggle_dir, tmp_path, capsys):
+@pytest.mark.parametrize("given", [[], ["--job_server_timeout", "2"]], ids=["shardflow's wait", "the given wait"])
+def test_a_job_endpoint_nobody_listens_on_fails_the_conversion(kaggle_dir, tmp_path, capsys, monkeypatch, given):
     """--runner is obeyed, not dropped: with nothing at the job endpoint there is no dataset (the local runner would
-    have made one)."""
+    have made one), and the line says where nothing answered."""
+    monkeypatch.setattr(job_server, "CONNECT_SECONDS", 3)  # (60 s for a user: a job server may still be starting)
     holder = dead_port()
+    endpoint = f"localhost:{holder.getsockname()[1]}"
     try:
         code = main(
-            [
-                "convert",
-                str(kaggle_dir),
-                str(tmp_path / "out"),
-                "--runner",
-                "PortableRunner",
-                "--job_endpoint",
-                f"localhost:{holder.getsockname()[1]}",
-                "--job_server_timeout",
-                "5",
-            ]
+            ["convert", str(kaggle_dir), str(tmp_path / "out"), "--runner", "PortableRunner"]
+            + ["--job_endpoint", endpoint, *given]
         )
     finally:
         holder.close()
     assert code == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith("shardflow convert: error: ") and "Traceback" not in error
-    with pytest.raises(metadata.DatasetError):
-        metadata.read(str(tmp_path / "out"))
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"shardflow convert: error: no job server answered at {endpoint} in {3 if not given else 2} s (is it "
+        "running, on that port? --job_server_timeout sets how long to wait)"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_job_on_a_job_server_gets_beams_deadline_only_when_given_one():
+    """Beam takes --job_server_timeout (300 s unless given) as the deadline of the job's state stream: shardflow
+    gives it 30 days unless the user gives one (the 600,000-image conversion took up to 435 s on a job server)."""
+    answering = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    endpoint = f"localhost:{answering.add_insecure_port('localhost:0')}"
+    answering.start()
+    try:
+        on_job_server = ["--runner", "PortableRunner", "--job_endpoint", endpoint]
+        assert job_server.job_server_args(on_job_server) == ["--job_server_timeout", str(30 * 24 * 3600)]
+        assert job_server.job_server_args([*on_job_server, "--job_server_timeout=600"]) == []
+        assert job_server.job_server_args([*on_job_server, "--job-server-timeout", "600"]) == []
+    finally:
+        answering.stop(grace=None)
+    assert job_server.job_server_args(["--runner", "flink", "--flink_master", "[local]"]) == [  # (Beam's own
+        "--job_server_timeout",  # job server: its start is Beam's to wait for)
+        str(30 * 24 * 3600),
+    ]
+    assert job_server.job_server_args([]) == job_server.job_server_args(["--runner", "DirectRunner"]) == []
 
 
 @pytest.mark.slow
@@ -132,11 +149,11 @@ def test_a_job_server_that_dies_mid_job_fails_the_conversion_saying_why(kaggle_d
         wait_for_output(tmp_path / "pool.log", "Starting worker with command", services[1])  # the job runs
         os.killpg(services[0].pid, signal.SIGKILL)
         _, err = run.communicate(timeout=120)
-    assert run.returncode == 2  # (Beam's thread that read the job's messages prints its traceback meanwhile, even
-    assert re.search(  # on the same line as ours)
+    assert run.returncode == 2  # (after the traceback of Beam's thread that read the job's messages)
+    assert re.fullmatch(
         r"shardflow convert: error: the Beam job failed: the connection to the runner ended: UNAVAILABLE: "
         rf"[^\n]+ \({re.escape(str(out))} is left incomplete\)",
-        err,
+        err.strip().splitlines()[-1],
     ), err[-3000:]
     with pytest.raises(metadata.DatasetError):
         metadata.read(str(out))
@@ -148,14 +165,15 @@ def test_a_job_longer_than_the_job_server_timeout_says_to_pass_a_longer_one(kagg
     with job_server_and_pool(tmp_path) as (_, flags):
         run = subprocess.run(
             [sys.executable, "-m", "shardflow.cli", "convert", str(kaggle_dir), str(out), *flags]
-            + ["--job_server_timeout", "2"],  # (Beam's default, 300 s, for the whole job; a worker starts in 2-3 s)
+            + ["--job_server_timeout", "2"],  # (for the whole job, as Beam takes it; a worker starts in 2-3 s)
             capture_output=True,
             text=True,
             timeout=120,
         )
     assert run.returncode == 2
-    assert re.search(
+    assert re.fullmatch(
         r"shardflow convert: error: the Beam job failed: the connection to the runner ended: DEADLINE_EXCEEDED: "
-        r"[^\n]+; a job on a job server may run --job_server_timeout seconds \(300 unless given\): pass more ",
-        run.stderr,
+        rf"[^\n]+; a job on a job server may run --job_server_timeout seconds: pass more \({re.escape(str(out))} "
+        r"is left incomplete\)",
+        run.stderr.strip().splitlines()[-1],
     ), run.stderr[-3000:]

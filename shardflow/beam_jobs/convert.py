@@ -39,6 +39,7 @@ from shardflow.beam_jobs import csv_labels, duplicate_join, metadata_writer, pro
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.beam_jobs.beam_options import BeamOptions
 from shardflow.beam_jobs.fork_server import take_started
+from shardflow.beam_jobs.job_server import JobServerUnreachable, job_server_args
 from shardflow.beam_jobs.local_workers import WorkerDied, local_beam_args, local_runner, watched_workers
 from shardflow.beam_jobs.options import (
     MULTI_LABEL_SPLIT_COUNTS,
@@ -193,6 +194,10 @@ def convert(
             f"unknown option(s) {', '.join(unknown)}: neither a shardflow convert option nor a "
             f"registered Beam pipeline option (see shardflow convert --help){_did_you_mean(unknown)}"
         )
+    try:
+        beam_args = [*beam_args, *job_server_args(beam_args)]
+    except JobServerUnreachable as error:
+        raise ConversionError(str(error)) from None
     pipeline_options, workers = _pipeline_options(beam_args, options.workers)
     with _local_job(workers) as local_job:  # (its fork server imports while the source is listed)
         listing = list_source(
@@ -303,6 +308,7 @@ def _run_and_finalize(
     except (ConversionError, OutputLocked, SourceError):
         raise
     except Exception as error:  # a worker's error is the job's error: one line, the log has the rest
+        _wait_for_beams_message_reader()
         raise _job_error(error, out, log) from None
     if scratch != staging:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -341,6 +347,14 @@ def _warm_up_figures(reporting: threading.Event, job_ended: threading.Event) -> 
         figures.warm_up()
 
 
+def _wait_for_beams_message_reader(seconds: float = 5.0) -> None:
+    """Let the thread in which Beam reads a job server's messages end first (it prints its own traceback when the
+    connection ends): the job's one line then comes last, not in the middle of that traceback."""
+    for thread in threading.enumerate():
+        if thread.name == "wait_until_finish_read":  # (Beam's PortableRunner names it so)
+            thread.join(seconds)
+
+
 def _job_error(error: Exception, out: str, log: str | None) -> ConversionError:
     """One line for a failed job: a full disk says so and where; anything else names the worker's exception."""
     text = f"{type(error).__name__}: {error}"
@@ -352,7 +366,7 @@ def _job_error(error: Exception, out: str, log: str | None) -> ConversionError:
     if isinstance(error, grpc.RpcError) and isinstance(error, grpc.Call):  # a job server's: its status says why
         text = f"the connection to the runner ended: {error.code().name}: {error.details()}"
         if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # (Beam waits for the job's state that long at most)
-            text += "; a job on a job server may run --job_server_timeout seconds (300 unless given): pass more"
+            text += "; a job on a job server may run --job_server_timeout seconds: pass more"
     if _WORKER_GONE in text:
         text = "a Beam worker process died (killed, or out of memory?)"
     raised = [line.strip() for line in text.splitlines() if _EXCEPTION_LINE.match(line.strip())]
