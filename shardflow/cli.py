@@ -23,12 +23,12 @@ from typing import NamedTuple
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
 
 import shardflow  # noqa: E402  (after the environment is set)
+from shardflow.command import INTERRUPTED  # noqa: E402
 from shardflow.core import labels as labels_lib  # noqa: E402
 from shardflow.core import metadata, quiet  # noqa: E402
 from shardflow.core.messages import ShardflowWarning, did_you_mean, in_flags, pad  # noqa: E402
 
 SUMMARY_MAX_CLASSES = 12  # more classes: the end-of-run summary gives their range per split
-INTERRUPTED = 130  # the shell's status for a command stopped by Ctrl-C (128 + SIGINT)
 
 
 class UsageError(Exception):
@@ -68,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError, RuntimeError, FileNotFoundError) as error:
         print(f"shardflow {args.command}: error: {in_flags(str(error), chosen.flags)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # (what the command had written is its to say: `convert` says OUT is incomplete)
+        print(f"shardflow {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED
     except BrokenPipeError:  # `shardflow inspect DATA | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
@@ -369,14 +372,6 @@ def _sample_data(args, _extra) -> None:
 
 
 def _convert(args, beam_args) -> int | None:
-    try:
-        return _convert_now(args, beam_args)
-    except KeyboardInterrupt:  # before OUT was touched (while importing Beam, listing the source)
-        print("shardflow convert: interrupted", file=sys.stderr)
-        return INTERRUPTED
-
-
-def _convert_now(args, beam_args) -> int | None:
     from shardflow.beam_jobs.fork_server import started_ahead
     from shardflow.beam_jobs.options import local_workers
 

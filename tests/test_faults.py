@@ -143,6 +143,27 @@ def test_ctrl_c_stops_the_workers_and_exits_130(corpus, tmp_path, workers):
         os.environ.pop("SHARDFLOW_TEST_RUN")
 
 
+def test_ctrl_c_while_the_command_starts_exits_130_without_a_traceback(pets_dataset):
+    """The `shardflow` command, interrupted while Python imports its modules (TensorFlow Datasets, after numpy)."""
+    run = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "shardflow"), "verify", str(pets_dataset)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
+    )
+    deadline = time.monotonic() + 30
+    while run.poll() is None and time.monotonic() < deadline:
+        with open(f"/proc/{run.pid}/maps") as mapped:
+            if "_multiarray_umath" in mapped.read():  # numpy is in: the imports have begun
+                break
+        time.sleep(0.01)
+    run.send_signal(signal.SIGINT)
+    err = errors_of(run, 30, "the command did not stop after Ctrl-C")
+    assert run.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert last_line(err) in ("shardflow: interrupted", "shardflow verify: interrupted")  # (imports done: main's)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("when", ["waiting", "converting"])  # started before the job: killed before it starts
 def test_a_killed_worker_process_ends_the_job_with_one_line(corpus, tmp_path, when):
