@@ -23,10 +23,9 @@ from typing import NamedTuple
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter off the terminal
 
 import shardflow  # noqa: E402  (after the environment is set)
-from shardflow.command import INTERRUPTED  # noqa: E402
 from shardflow.core import labels as labels_lib  # noqa: E402
 from shardflow.core import metadata, quiet  # noqa: E402
-from shardflow.core.messages import ShardflowWarning, did_you_mean, in_flags, pad  # noqa: E402
+from shardflow.core.messages import INTERRUPTED, ShardflowWarning, did_you_mean, in_flags, pad  # noqa: E402
 
 SUMMARY_MAX_CLASSES = 12  # more classes: the end-of-run summary gives their range per split
 

@@ -1,6 +1,6 @@
 """The package's layers, as the tree shows them, held: imports run downward only (core <- beam_jobs, pipeline <-
-trainers, tools; cli on top), the core imports neither Keras nor Beam, and the tools over a finished dataset
-(verify, diff, inspect) never load Keras.
+trainers, tools; cli on top, and `command`, the entry point, above it), the core imports neither Keras nor Beam,
+and the tools over a finished dataset (verify, diff, inspect) never load Keras.
 
 Imports are read from each module's syntax tree (`ast`): every import statement, at the top, in a function or
 under TYPE_CHECKING, counts; `from shardflow.core import schema` names the module `shardflow.core.schema`; and
@@ -30,6 +30,7 @@ MAY_IMPORT = {
     "trainers": {"core", "pipeline"},
     "tools": {"core", "pipeline"},  # pipeline: preview shows `load`'s augmentation; verify, diff, inspect: below
     "cli": {"core", "testing", "beam_jobs", "pipeline", "trainers", "tools"},
+    "command": {"core", "cli"},  # the `shardflow` command's entry point: cli, imported where Ctrl-C is caught
 }
 KERAS = ("keras", "tf_keras", "tensorflow.keras")
 BEAM = ("apache_beam",)

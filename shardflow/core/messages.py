@@ -13,6 +13,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 
+INTERRUPTED = 130  # a command's exit status when Ctrl-C stopped it, as the shell's (128 + SIGINT)
 _PARAMETER = re.compile(r"`([A-Za-z_]\w*)`")
 
 
