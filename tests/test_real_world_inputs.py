@@ -136,6 +136,16 @@ def test_option_typos_are_refused_before_any_work(kaggle_with_debris, tmp_path, 
     assert not (tmp_path / "out").exists()
 
 
+def test_a_beam_option_with_a_value_beam_refuses_is_one_line(kaggle_with_debris, tmp_path, capsys):
+    """Beam's own parser refuses it, printing the usage of all its ~190 options before the error: one line instead."""
+    argv = ["convert", str(kaggle_with_debris), str(tmp_path / "out"), "--direct_num_workers", "two"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == (
+        "shardflow convert: error: argument --direct_num_workers: invalid int value: 'two'\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_registered_beam_options_pass():
     assert (
         unknown_beam_options(

@@ -16,6 +16,7 @@ import dataclasses
 import datetime
 import errno
 import hashlib
+import io
 import json
 import logging
 import os
@@ -771,14 +772,18 @@ def _prepare_out(src: str, out: str, overwrite: bool) -> OutputLock | None:
 
 def unknown_beam_options(beam_args: Sequence[str]) -> list[str]:
     """The arguments that no registered Beam pipeline option takes (Beam itself would drop them silently):
-    unknown options, single-dash flags and stray words that are no option's value."""
+    unknown options, single-dash flags and stray words that are no option's value. ConversionError for a value
+    Beam refuses (`--job_server_timeout abc`), in argparse's words without Beam's usage of all its options."""
     options = PipelineOptions(list(beam_args))
     beam_logger = logging.getLogger("apache_beam.options.pipeline_options")
     level = beam_logger.level
     beam_logger.setLevel(logging.ERROR)  # its own "Discarding unparseable args" warning
     try:
-        known = options.get_all_options()
-        retained = options.get_all_options(retain_unknown_options=True)
+        with contextlib.redirect_stderr(io.StringIO()) as said:
+            known = options.get_all_options()
+            retained = options.get_all_options(retain_unknown_options=True)
+    except SystemExit:  # (argparse's exit after its usage and "PROG: error: MESSAGE")
+        raise ConversionError(said.getvalue().strip().splitlines()[-1].split(": error: ", 1)[-1]) from None
     finally:
         beam_logger.setLevel(level)
     values = {str(item) for value in retained.values() for item in (value if isinstance(value, list) else [value])}

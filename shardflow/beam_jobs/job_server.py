@@ -61,15 +61,16 @@ def _check_answers(endpoint: str, seconds: int) -> None:
     longer than `_READY_SECONDS`)."""
     with grpc.insecure_channel(endpoint) as channel:
         ready = grpc.channel_ready_future(channel)
-        quick = min(_READY_SECONDS, seconds)
-        if _ready_within(ready, quick):
+        if _ready_within(ready, min(_READY_SECONDS, seconds)):
             return
-        logger.info(f"waiting up to {seconds} s for the job server at {endpoint}")
-        if not _ready_within(ready, seconds - quick):
-            raise JobServerUnreachable(
-                f"no job server answered at {endpoint} in {seconds} s (is it running, on that port? "
-                "--job_server_timeout sets how long to wait)"
-            )
+        if seconds > _READY_SECONDS:
+            logger.info(f"waiting up to {seconds} s for the job server at {endpoint}")
+            if _ready_within(ready, seconds - _READY_SECONDS):
+                return
+    raise JobServerUnreachable(
+        f"no job server answered at {endpoint} in {seconds} s (is it running, on that port? "
+        "--job_server_timeout sets how long to wait)"
+    )
 
 
 def _ready_within(ready: grpc.Future, seconds: float) -> bool:
