@@ -212,32 +212,46 @@ def _is_tar(path: str) -> bool:
 def _walk(root: str) -> tuple[list[str], list[tuple[str, str]], list[str]]:
     """Relative POSIX paths of the regular files under root, rejects for symbolic links (never followed:
     they may point outside the source or loop), other special files and folders that cannot be listed (their
-    files unknown: a path too long for the system, no permission), and the folders (`name/`)."""
+    files unknown: a path too long for the system, no permission), and the folders (`name/`).
+
+    In `os.walk`'s order (top down, names sorted), from `os.scandir`'s entries: their types come with the listing,
+    so a file costs no system call of its own (two per file took a third of the listing's time)."""
     found, rejects, folders = [], [], []
-
-    def unlisted(error: OSError) -> None:
-        relative = os.path.relpath(error.filename, root).replace(os.sep, "/")
-        rejects.append((relative + "/", f"cannot list this folder: {error.strerror}; its files are not converted"))
-
-    for folder, dirs, files in os.walk(root, onerror=unlisted):
-        dirs.sort()
-        relative = os.path.relpath(folder, root)
-
-        def rel(name: str, relative: str = relative) -> str:
-            return name if relative == "." else posixpath.join(relative.replace(os.sep, "/"), name)
-
-        for name in [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
-            rejects.append((rel(name), "symbolic link to a folder, not followed"))
-        for name in sorted(files):
-            path = os.path.join(folder, name)
-            if os.path.islink(path):
-                rejects.append((rel(name), "symbolic link, not followed"))
-            elif os.path.isfile(path):
-                found.append(rel(name))
+    pending = [(root, "")]  # (folder, its path relative to root with a trailing "/"), the next one last
+    while pending:
+        folder, relative = pending.pop()
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as error:
+            unlisted = f"cannot list this folder: {error.strerror}; its files are not converted"
+            rejects.append((relative or "./", unlisted))
+            continue
+        dirs: list[os.DirEntry] = []
+        files: list[os.DirEntry] = []
+        for entry in entries:
+            (dirs if _is_dir(entry) else files).append(entry)
+        for entry in dirs:
+            if entry.is_symlink():
+                rejects.append((relative + entry.name, "symbolic link to a folder, not followed"))
+        for entry in files:
+            if entry.is_symlink():
+                rejects.append((relative + entry.name, "symbolic link, not followed"))
+            elif entry.is_file():
+                found.append(relative + entry.name)
             else:
-                rejects.append((rel(name), "not a regular file"))
-        folders += [rel(name) + "/" for name in dirs]
+                rejects.append((relative + entry.name, "not a regular file"))
+        folders += [relative + entry.name + "/" for entry in dirs]
+        pending += [(entry.path, relative + entry.name + "/") for entry in reversed(dirs) if not entry.is_symlink()]
     return found, rejects, folders
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """A folder, or a symbolic link to one (as `os.walk` sorts them); False when that cannot be told."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def _zip_members(
@@ -391,8 +405,12 @@ def _strip_wrapper(members: list[str]) -> tuple[str, list[str], list[str]]:
 
 
 def _label(src, kind, members, layout, unlabeled, class_names, locations, folders, labels=None) -> SourceListing:
-    debris = sorted(m for m in members if _is_debris(m))
-    members = [m for m in members if not _is_debris(m)]
+    debris: list[str] = []
+    kept: list[str] = []
+    for member in members:
+        (debris if _is_debris(member) else kept).append(member)
+    debris.sort()
+    members = kept
     if not members:
         raise SourceError(
             f"source {src!r} is empty: no files to convert"
