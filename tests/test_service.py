@@ -73,7 +73,7 @@ def test_one_epoch_through_the_service_yields_every_record_once(pets_in_shards, 
         )
     try:
         wait_for_output(log, "imported", reader)
-        time.sleep(10)  # a local read of these 30 records takes about a second (a tf.data service client waits
+        time.sleep(5)  # a local read of these 30 records takes about a second (a tf.data service client waits
         # for its dispatcher: `load` registers the pipeline with it)
         assert "batch of" not in log.read_text() and reader.poll() != 0, log.read_text()
     finally:
