@@ -116,6 +116,15 @@ def test_a_job_endpoint_nobody_listens_on_fails_the_conversion(kaggle_dir, tmp_p
     assert not (tmp_path / "out").exists()
 
 
+def test_the_portable_runner_without_a_job_endpoint_is_refused_before_any_work(kaggle_dir, tmp_path, capsys):
+    assert main(["convert", str(kaggle_dir), str(tmp_path / "out"), "--runner", "PortableRunner"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "shardflow convert: error: --runner PortableRunner sends the job to a job server: give its --job_endpoint "
+        "HOST:PORT"
+    )
+    assert not (tmp_path / "out").exists()  # (Beam itself said so only once the job was submitted, OUT made)
+
+
 def test_a_job_on_a_job_server_gets_beams_deadline_only_when_given_one():
     """Beam takes --job_server_timeout (300 s unless given) as the deadline of the job's state stream: shardflow
     gives it 30 days unless the user gives one (the 600,000-image conversion took up to 435 s on a job server)."""

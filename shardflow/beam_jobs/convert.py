@@ -40,7 +40,7 @@ from shardflow.beam_jobs import csv_labels, duplicate_join, metadata_writer, pro
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.beam_jobs.beam_options import BeamOptions
 from shardflow.beam_jobs.fork_server import take_started
-from shardflow.beam_jobs.job_server import JobServerUnreachable, job_server_args
+from shardflow.beam_jobs.job_server import NoJobServer, job_server_args
 from shardflow.beam_jobs.local_workers import WorkerDied, local_beam_args, local_runner, watched_workers
 from shardflow.beam_jobs.options import (
     MULTI_LABEL_SPLIT_COUNTS,
@@ -197,7 +197,7 @@ def convert(
         )
     try:
         beam_args = [*beam_args, *job_server_args(beam_args)]
-    except JobServerUnreachable as error:
+    except NoJobServer as error:
         raise ConversionError(str(error)) from None
     pipeline_options, workers = _pipeline_options(beam_args, options.workers)
     with _local_job(workers) as local_job:  # (its fork server imports while the source is listed)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import grpc
 from apache_beam.runners.portability.portable_runner import PortableRunner
-from apache_beam.runners.runner import create_runner
+from apache_beam.runners.runner import PipelineRunner, create_runner
 
 CONNECT_SECONDS = 60  # how long an unreachable job server is waited for (a server may still be starting)
 JOB_SECONDS = 30 * 24 * 3600  # Beam's deadline for the job's state and message streams: 30 days
@@ -22,17 +22,20 @@ _READY_SECONDS = 2  # a reachable server answers within this; longer, and the wa
 logger = logging.getLogger(__name__)
 
 
-class JobServerUnreachable(RuntimeError):
-    """Nothing answered at the job endpoint."""
+class NoJobServer(RuntimeError):
+    """No job server to send the job to: none named, or none answering."""
 
 
 def job_server_args(beam_args: Sequence[str]) -> list[str]:
     """The Beam flags to add to `beam_args` for a job on a job server: `--job_server_timeout JOB_SECONDS` unless
-    they give one; none for other runners. JobServerUnreachable when their `--job_endpoint` does not answer within
-    their `--job_server_timeout`, or `CONNECT_SECONDS`."""
+    they give one; none for other runners. NoJobServer when `--runner PortableRunner` has no `--job_endpoint`, or
+    theirs does not answer within their `--job_server_timeout`, or `CONNECT_SECONDS`."""
     given, _ = _parser().parse_known_args(beam_args)
-    if not given.runner or not _on_job_api(given.runner):
+    runner = _runner(given.runner) if given.runner else None
+    if not isinstance(runner, PortableRunner):
         return []
+    if type(runner) is PortableRunner and not given.job_endpoint:  # (Flink's and Spark's start their own server)
+        raise NoJobServer("--runner PortableRunner sends the job to a job server: give its --job_endpoint HOST:PORT")
     if given.job_endpoint and given.job_endpoint != "embed":  # ("embed": Beam's job service in this process)
         _check_answers(given.job_endpoint, given.job_server_timeout or CONNECT_SECONDS)
     return [] if given.job_server_timeout else ["--job_server_timeout", str(JOB_SECONDS)]
@@ -47,17 +50,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _on_job_api(runner: str) -> bool:
-    """Whether Beam's runner named `runner` sends its job to a job server; False for a name Beam does not know (it
-    says so when the pipeline is built)."""
+def _runner(name: str) -> PipelineRunner | None:
+    """Beam's runner named `name`; None for a name Beam does not know (it says so when the pipeline is built)."""
     try:
-        return isinstance(create_runner(runner), PortableRunner)
+        return create_runner(name)
     except (ImportError, ValueError):
-        return False
+        return None
 
 
 def _check_answers(endpoint: str, seconds: int) -> None:
-    """JobServerUnreachable unless a gRPC channel to `endpoint` is ready within `seconds` (said when it takes
+    """NoJobServer unless a gRPC channel to `endpoint` is ready within `seconds` (said when it takes
     longer than `_READY_SECONDS`)."""
     with grpc.insecure_channel(endpoint) as channel:
         ready = grpc.channel_ready_future(channel)
@@ -67,7 +69,7 @@ def _check_answers(endpoint: str, seconds: int) -> None:
             logger.info(f"waiting up to {seconds} s for the job server at {endpoint}")
             if _ready_within(ready, seconds - _READY_SECONDS):
                 return
-    raise JobServerUnreachable(
+    raise NoJobServer(
         f"no job server answered at {endpoint} in {seconds} s (is it running, on that port? "
         "--job_server_timeout sets how long to wait)"
     )
