@@ -149,6 +149,11 @@ def retry_on_port_clash(attempt, tries: int = 3):
     pytest.fail(f"{tries} tries, and each time a port was taken before the server could bind it")
 
 
+def last_line(text: str) -> str:
+    """A command's last line of output (a progress bar's carriage returns count as line ends)."""
+    return text.replace("\r", "\n").strip().splitlines()[-1]
+
+
 def dead_port() -> socket.socket:
     """A socket bound to a localhost port that never listens: connecting to its port is refused for as long as the
     socket stays open (no other process can bind the port meanwhile). Close it when done."""

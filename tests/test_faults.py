@@ -22,7 +22,7 @@ from shardflow.beam_jobs.out_lock import LOCK_NAME
 from shardflow.cli import main
 from shardflow.core import metadata
 from shardflow.testing.sample_data import write_sample_data
-from tests.conftest import photo_subset
+from tests.conftest import last_line, photo_subset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,10 +44,6 @@ def _ctrl_c_as_in_a_terminal() -> None:
     """A shell starts background jobs (`make test &`) with SIGINT ignored, and Python then never raises
     KeyboardInterrupt; the conversion under test gets SIGINT's default, as a command typed in a terminal does."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def last_line(text: str) -> str:
-    return text.replace("\r", "\n").strip().splitlines()[-1]
 
 
 def wait_until_converting(run: subprocess.Popen, out) -> None:

@@ -18,7 +18,7 @@ import pytest
 from shardflow.beam_jobs import job_server
 from shardflow.cli import main
 from shardflow.core import metadata
-from tests.conftest import dead_port, wait_for_output
+from tests.conftest import dead_port, last_line, wait_for_output
 
 
 def start(log, *args: str) -> subprocess.Popen:
@@ -109,7 +109,7 @@ def test_a_job_endpoint_nobody_listens_on_fails_the_conversion(kaggle_dir, tmp_p
     finally:
         holder.close()
     assert code == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+    assert last_line(capsys.readouterr().err) == (
         f"shardflow convert: error: no job server answered at {endpoint} in {3 if not given else 2} s (is it "
         "running, on that port? --job_server_timeout sets how long to wait)"
     )
@@ -118,7 +118,7 @@ def test_a_job_endpoint_nobody_listens_on_fails_the_conversion(kaggle_dir, tmp_p
 
 def test_the_portable_runner_without_a_job_endpoint_is_refused_before_any_work(kaggle_dir, tmp_path, capsys):
     assert main(["convert", str(kaggle_dir), str(tmp_path / "out"), "--runner", "PortableRunner"]) == 2
-    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+    assert last_line(capsys.readouterr().err) == (
         "shardflow convert: error: --runner PortableRunner sends the job to a job server: give its --job_endpoint "
         "HOST:PORT"
     )
@@ -162,7 +162,7 @@ def test_a_job_server_that_dies_mid_job_fails_the_conversion_saying_why(kaggle_d
     assert re.fullmatch(
         r"shardflow convert: error: the Beam job failed: the connection to the runner ended: UNAVAILABLE: "
         rf"[^\n]+ \({re.escape(str(out))} is left incomplete\)",
-        err.strip().splitlines()[-1],
+        last_line(err),
     ), err[-3000:]
     with pytest.raises(metadata.DatasetError):
         metadata.read(str(out))
@@ -184,5 +184,5 @@ def test_a_job_longer_than_the_job_server_timeout_says_to_pass_a_longer_one(kagg
         r"shardflow convert: error: the Beam job failed: the connection to the runner ended: DEADLINE_EXCEEDED: "
         rf"[^\n]+; a job on a job server may run --job_server_timeout seconds: pass more \({re.escape(str(out))} "
         r"is left incomplete\)",
-        run.stderr.strip().splitlines()[-1],
+        last_line(run.stderr),
     ), run.stderr[-3000:]

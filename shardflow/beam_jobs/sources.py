@@ -231,9 +231,12 @@ def _walk(root: str) -> tuple[list[str], list[tuple[str, str]], list[str]]:
         files: list[os.DirEntry] = []
         for entry in entries:
             (dirs if _is_dir(entry) else files).append(entry)
+        entered = []
         for entry in dirs:
             if entry.is_symlink():
                 rejects.append((relative + entry.name, "symbolic link to a folder, not followed"))
+            else:
+                entered.append((entry.path, relative + entry.name + "/"))
         for entry in files:
             if entry.is_symlink():
                 rejects.append((relative + entry.name, "symbolic link, not followed"))
@@ -242,7 +245,7 @@ def _walk(root: str) -> tuple[list[str], list[tuple[str, str]], list[str]]:
             else:
                 rejects.append((relative + entry.name, "not a regular file"))
         folders += [relative + entry.name + "/" for entry in dirs]
-        pending += [(entry.path, relative + entry.name + "/") for entry in reversed(dirs) if not entry.is_symlink()]
+        pending += reversed(entered)
     return found, rejects, folders
 
 
