@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -22,7 +23,7 @@ from shardflow.beam_jobs.out_lock import LOCK_NAME
 from shardflow.cli import main
 from shardflow.core import metadata
 from shardflow.testing.sample_data import write_sample_data
-from tests.conftest import last_line, photo_subset
+from tests.conftest import convert_cli, last_line, photo_subset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -106,13 +107,36 @@ def test_full_disk_stops_with_one_line_and_leaves_out_incomplete(corpus, small_f
     started = time.monotonic()
     run = start_convert(corpus, out, "--workers", "2")
     err = errors_of(run, 90, "the conversion hung on a full disk")
-    assert run.returncode == 2
+    assert run.returncode == 2, err[-3000:]
     assert time.monotonic() - started < 60
     line = last_line(err)
     assert line.startswith("shardflow convert: error: disk full: no space left on ")
     assert str(small_filesystem) in line and "Traceback" not in err
     assert not (out / metadata.DATASET_INFO).exists() and (out / metadata.STAGING).exists()
     assert not (out / LOCK_NAME).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # (Beam's, for the killed worker)
+def test_a_failed_job_leaves_no_thread_drawing_figures(corpus, tmp_path):
+    """The card's figures warm up in a thread once the workers report. Were it still in matplotlib's code as Python
+    exits after the job's error, the process would crash (a segfault or an abort) instead of exiting 2."""
+    out = tmp_path / "out"
+    progress = out / metadata.STAGING / "progress"
+
+    def kill_a_worker_once_converting() -> None:
+        deadline = time.monotonic() + 60
+        while not (progress.is_dir() and any(progress.glob("*.json"))) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        beam_workers_of(os.getpid())[0].kill()
+
+    os.environ["SHARDFLOW_TEST_RUN"] = str(os.getpid())
+    try:
+        threading.Thread(target=kill_a_worker_once_converting, daemon=True).start()
+        assert convert_cli(corpus, out, "--workers", "2", "--image-format", "png") == 2
+    finally:
+        os.environ.pop("SHARDFLOW_TEST_RUN")
+    assert "figures" not in [thread.name for thread in threading.enumerate()]
 
 
 @pytest.mark.slow

@@ -272,14 +272,18 @@ def _run_and_finalize(
     log = os.path.join(scratch, "beam.log") if local else None
     job_ended, reporting = threading.Event(), threading.Event()
     warm_up = threading.Thread(target=_warm_up_figures, args=(reporting, job_ended), name="figures", daemon=True)
+    warm_up.start()  # (it waits for `reporting`)
     try:
         with contextlib.ExitStack() as job:
-            job.callback(reporting.set)  # on leaving, after job_ended (last in, first out): no warm-up then
+            # On leaving, last in first out: the job has ended (no warm-up from now), reporting is set (a waiting
+            # warm-up returns), then the warm-up is over, however the job ended. matplotlib's settings are global
+            # (one thread draws at a time), and a thread still in matplotlib's code as Python exits crashes it.
+            job.callback(warm_up.join)
+            job.callback(reporting.set)
             job.callback(job_ended.set)
             runner = local_job.runner if local_job else None
             pipeline = beam.Pipeline(runner=runner, options=pipeline_options)
             build(pipeline, listing, options, image_options, name, staging, local)
-            warm_up.start()
             if local_job and local and log:
                 os.makedirs(local.progress, exist_ok=True)
                 stderr = job.enter_context(local_job.log.to(log))
@@ -304,7 +308,6 @@ def _run_and_finalize(
             runner=type(runner).__name__ if runner else pipeline_options.view_as(StandardOptions).runner,
             options=options.recorded() | {"image": dataclasses.asdict(image_options), "name": name},
         )
-        warm_up.join()  # (matplotlib's settings are global: one thread draws at a time)
         info = finalize(out, staging, listing, image_options, name, started, options, provenance)
     except (ConversionError, OutputLocked, SourceError):
         raise
