@@ -27,7 +27,7 @@ from shardflow.trainers.options import TrainOptions
 from shardflow.trainers.train import train
 
 RECORDER = pathlib.Path(__file__).with_name("batch_recorder.py")
-STEPS = 33  # 3 epochs of 11 batches (85 training images, batch 8); then the throughput probe trains 12 more steps
+STEPS = 33  # 3 epochs of 11 batches (85 training images, batch 8); then the throughput probe trains 5-12 more
 ARGS = ["--model", "small_convnet", "--epochs", "3", "--image-size", "32", "--batch-size", "8", "--seed", "3"]
 ARGS += ["--augment", "seed004"]
 FEATURES = ["--model", "features", "--base", "vgg16", "--weights", "none", "--epochs", "5", "--patience", "1"]

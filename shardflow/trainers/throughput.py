@@ -12,7 +12,9 @@ import time
 import keras
 import tensorflow as tf
 
-PROBE_STEPS = 10
+PROBE_STEPS = 10  # at most, the first not timed; the probe ends sooner once PROBE_SECONDS have passed (on a CPU)
+PROBE_SECONDS = 1.0
+MIN_PROBE_STEPS = 3
 
 
 class EpochThroughput(keras.callbacks.Callback):
@@ -28,6 +30,10 @@ class EpochThroughput(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self._ends.append(time.perf_counter())
+
+    def timed_so_far(self) -> tuple[int, float]:
+        """The steps of this epoch timed so far (after its first) and their seconds."""
+        return len(self._ends) - 2, self._ends[-1] - self._ends[min(1, len(self._ends) - 1)]
 
     def on_epoch_end(self, epoch, logs=None):
         ends = self._ends[1:] if len(self._ends) > 2 else self._ends  # a one-step epoch keeps its only step
@@ -45,8 +51,23 @@ def compute_seconds_per_step(trained: keras.Model, batches: tf.data.Dataset) -> 
     data = batches.take(1).cache().repeat()
     trained.fit(data, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)  # fills the cache, warms up
     probe = EpochThroughput(batch_size=1)
-    trained.fit(data, steps_per_epoch=PROBE_STEPS, epochs=1, verbose=0, shuffle=False, callbacks=[probe])
+    callbacks = [probe, _ProbeLimit(probe)]
+    trained.fit(data, steps_per_epoch=PROBE_STEPS, epochs=1, verbose=0, shuffle=False, callbacks=callbacks)
     return probe.epochs[0]["seconds"] / probe.epochs[0]["steps"]
+
+
+class _ProbeLimit(keras.callbacks.Callback):
+    """Ends the probe's epoch once MIN_PROBE_STEPS steps are timed and PROBE_SECONDS have passed since its first
+    step: on a CPU a step of a tutorial model takes 0.1-0.5 s, and ten of them would add seconds to every run."""
+
+    def __init__(self, probe: EpochThroughput):
+        super().__init__()
+        self.probe = probe
+
+    def on_train_batch_end(self, batch, logs=None):
+        steps, seconds = self.probe.timed_so_far()
+        if steps >= MIN_PROBE_STEPS and seconds >= PROBE_SECONDS:
+            self.model.stop_training = True
 
 
 def input_wait_fractions(epochs: list[dict[str, float]], compute_seconds: float) -> list[float]:
