@@ -19,6 +19,7 @@ from shardflow.cli import main
 from shardflow.testing.sample_data import write_sample_data
 from shardflow.trainers import models
 from shardflow.trainers.predict import evaluate
+from shardflow.trainers.throughput import MIN_PROBE_STEPS, PROBE_STEPS, compute_seconds_per_step
 from shardflow.trainers.train import TrainOptions, train
 from tests.conftest import write_idx
 
@@ -400,3 +401,21 @@ def test_the_submission_does_not_depend_on_stdout_and_says_its_label(tiny_pets, 
     assert all(0 <= float(row[1]) <= 1 for row in rows[1:])
     assert f"wrote {count} predictions to {tmp_path / 'sub.csv'} (label: the probability of dog" in job.stderr
     assert f"{test1 / '1.jpg'}: this image is" in job.stdout.splitlines()[0]  # files in the same order
+
+
+def test_the_compute_probe_times_fewer_steps_when_they_are_slow():
+    """A model of microseconds a step is timed over every probe step; one of about a second a step (a CPU's) over
+    MIN_PROBE_STEPS and a little more: the probe adds about a second to the run, not ten."""
+
+    def steps_taken(model: keras.Model, images: tf.Tensor) -> tuple[int, float]:
+        model.compile("sgd", "sparse_categorical_crossentropy")
+        labels = tf.zeros(images.shape[:1], tf.int64)
+        seconds = compute_seconds_per_step(model, tf.data.Dataset.from_tensors((images, labels)))
+        return int(model.optimizer.iterations), seconds
+
+    dense = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    assert steps_taken(dense, tf.zeros((8, 4)))[0] == 2 + PROBE_STEPS  # (2: the warm-up)
+    convolutions = [keras.layers.Conv2D(32, 3, padding="same") for _ in range(3)]  # (2 cores: 0.7 s a step)
+    layers = [keras.Input((128, 128, 3)), *convolutions, keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)]
+    steps, seconds = steps_taken(keras.Sequential(layers), tf.zeros((24, 128, 128, 3)))
+    assert 2 + 1 + MIN_PROBE_STEPS <= steps < 2 + PROBE_STEPS, (steps, seconds)
