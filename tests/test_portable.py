@@ -6,6 +6,7 @@ import contextlib
 import os
 import pathlib
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -21,10 +22,10 @@ from shardflow.core import metadata
 from tests.conftest import dead_port, last_line, wait_for_output
 
 
-def start(log, *args: str) -> subprocess.Popen:
-    """A Beam service in its own process group, its output in the file `log`; workers it spawns run `python`, so
-    the venv comes first."""
-    environment = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+def start(log, *args: str, python_dir: str = os.path.dirname(sys.executable)) -> subprocess.Popen:
+    """A Beam service in its own process group, its output in the file `log`; workers it spawns run the `python`
+    first on its PATH: the one in `python_dir` (the venv's unless given)."""
+    environment = dict(os.environ, PATH=python_dir + os.pathsep + os.environ["PATH"])
     with open(log, "w") as output:
         return subprocess.Popen(
             [sys.executable, "-m", *args],
@@ -36,10 +37,20 @@ def start(log, *args: str) -> subprocess.Popen:
 
 
 @contextlib.contextmanager
-def job_server_and_pool(folder: pathlib.Path) -> Iterator[tuple[list[subprocess.Popen], list[str]]]:
+def job_server_and_pool(
+    folder: pathlib.Path, worker_start_seconds: int = 0
+) -> Iterator[tuple[list[subprocess.Popen], list[str]]]:
     """Beam's job server and an external worker pool (logs job.log, pool.log in `folder`), and the `convert` flags
     that send a job to them; both stopped on leaving. Each binds a free port itself (port 0) and says which: no
-    port is picked before it is bound."""
+    port is picked before it is bound. The pool's workers wait `worker_start_seconds` before they start (a cold
+    container's start)."""
+    python_dir = os.path.dirname(sys.executable)
+    if worker_start_seconds:
+        python_dir = str(folder / "slow-python")
+        os.mkdir(python_dir)
+        python = pathlib.Path(python_dir, "python")
+        python.write_text(f'#!/bin/sh\nsleep {worker_start_seconds}\nexec {shlex.quote(sys.executable)} "$@"\n')
+        python.chmod(0o755)
     services = [
         start(
             folder / "job.log",
@@ -49,7 +60,13 @@ def job_server_and_pool(folder: pathlib.Path) -> Iterator[tuple[list[subprocess.
             "--port_file",
             str(folder / "job.port"),
         ),
-        start(folder / "pool.log", "apache_beam.runners.worker.worker_pool_main", "--service_port", "0"),
+        start(
+            folder / "pool.log",
+            "apache_beam.runners.worker.worker_pool_main",
+            "--service_port",
+            "0",
+            python_dir=python_dir,
+        ),
     ]
     try:
         job_port = wait_for_output(folder / "job.port", r"^(\d+)$", services[0]).group(1)
@@ -171,10 +188,10 @@ def test_a_job_server_that_dies_mid_job_fails_the_conversion_saying_why(kaggle_d
 @pytest.mark.slow
 def test_a_job_longer_than_the_job_server_timeout_says_to_pass_a_longer_one(kaggle_dir, tmp_path):
     out = tmp_path / "out"
-    with job_server_and_pool(tmp_path) as (_, flags):
+    with job_server_and_pool(tmp_path, worker_start_seconds=10) as (_, flags):
         run = subprocess.run(
             [sys.executable, "-m", "shardflow.cli", "convert", str(kaggle_dir), str(out), *flags]
-            + ["--job_server_timeout", "2"],  # (for the whole job, as Beam takes it; a worker starts in 2-3 s)
+            + ["--job_server_timeout", "2"],  # (for the whole job, as Beam takes it: it lasts 10 s and more)
             capture_output=True,
             text=True,
             timeout=120,
