@@ -47,13 +47,16 @@ def _ctrl_c_as_in_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def wait_until_converting(run: subprocess.Popen, out) -> None:
-    """Until the conversion's workers report progress (images are being converted); fails if it ended first."""
+def converting(out) -> bool:
+    """Whether the conversion into `out` has workers reporting progress (images are being converted)."""
     progress = out / metadata.STAGING / "progress"
+    return progress.is_dir() and any(progress.glob("*.json"))
+
+
+def wait_until_converting(run: subprocess.Popen, out) -> None:
+    """Until the conversion's workers report progress; fails if it ended first."""
     deadline = time.monotonic() + 60
-    while (
-        not (progress.is_dir() and any(progress.glob("*.json"))) and run.poll() is None and time.monotonic() < deadline
-    ):
+    while not converting(out) and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert run.poll() is None, "the conversion ended before images were being converted"
 
@@ -122,11 +125,10 @@ def test_a_failed_job_leaves_no_thread_drawing_figures(corpus, tmp_path):
     """The card's figures warm up in a thread once the workers report. Were it still in matplotlib's code as Python
     exits after the job's error, the process would crash (a segfault or an abort) instead of exiting 2."""
     out = tmp_path / "out"
-    progress = out / metadata.STAGING / "progress"
 
     def kill_a_worker_once_converting() -> None:
         deadline = time.monotonic() + 60
-        while not (progress.is_dir() and any(progress.glob("*.json"))) and time.monotonic() < deadline:
+        while not converting(out) and time.monotonic() < deadline:
             time.sleep(0.02)
         beam_workers_of(os.getpid())[0].kill()
 

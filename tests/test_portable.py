@@ -22,9 +22,10 @@ from shardflow.core import metadata
 from tests.conftest import dead_port, last_line, wait_for_output
 
 
-def start(log, *args: str, python_dir: str = os.path.dirname(sys.executable)) -> subprocess.Popen:
+def start(log, *args: str, python_dir: str | None = None) -> subprocess.Popen:
     """A Beam service in its own process group, its output in the file `log`; workers it spawns run the `python`
     first on its PATH: the one in `python_dir` (the venv's unless given)."""
+    python_dir = python_dir or os.path.dirname(sys.executable)
     environment = dict(os.environ, PATH=python_dir + os.pathsep + os.environ["PATH"])
     with open(log, "w") as output:
         return subprocess.Popen(
@@ -44,7 +45,7 @@ def job_server_and_pool(
     that send a job to them; both stopped on leaving. Each binds a free port itself (port 0) and says which: no
     port is picked before it is bound. The pool's workers wait `worker_start_seconds` before they start (a cold
     container's start)."""
-    python_dir = os.path.dirname(sys.executable)
+    python_dir = None
     if worker_start_seconds:
         python_dir = str(folder / "slow-python")
         os.mkdir(python_dir)

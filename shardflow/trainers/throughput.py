@@ -33,11 +33,12 @@ class EpochThroughput(keras.callbacks.Callback):
 
     def timed_so_far(self) -> tuple[int, float]:
         """The steps of this epoch timed so far (after its first) and their seconds."""
-        return len(self._ends) - 2, self._ends[-1] - self._ends[min(1, len(self._ends) - 1)]
+        ends = self._ends[1:] if len(self._ends) > 2 else self._ends  # a one-step epoch keeps its only step
+        return len(ends) - 1, ends[-1] - ends[0]
 
     def on_epoch_end(self, epoch, logs=None):
-        ends = self._ends[1:] if len(self._ends) > 2 else self._ends  # a one-step epoch keeps its only step
-        steps, seconds = len(ends) - 1, max(ends[-1] - ends[0], 1e-9)
+        steps, seconds = self.timed_so_far()
+        seconds = max(seconds, 1e-9)
         self.epochs.append({"seconds": seconds, "steps": steps, "images_per_second": steps * self.batch_size / seconds})
 
 
