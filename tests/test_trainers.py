@@ -8,6 +8,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
@@ -419,3 +420,33 @@ def test_the_compute_probe_times_fewer_steps_when_they_are_slow():
     layers = [keras.Input((128, 128, 3)), *convolutions, keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)]
     steps, seconds = steps_taken(keras.Sequential(layers), tf.zeros((24, 128, 128, 3)))
     assert 2 + 1 + MIN_PROBE_STEPS <= steps < 2 + PROBE_STEPS, (steps, seconds)
+
+
+class StallsOnce(keras.layers.Layer):
+    """Passes its input on; the `stall_on`th time it runs, it first sleeps `seconds` (a busy host's stall)."""
+
+    def __init__(self, stall_on: int, seconds: float):
+        super().__init__()
+        self.stall_on, self.seconds, self.runs = stall_on, seconds, 0
+
+    def _pass(self, x):
+        self.runs += 1
+        if self.runs == self.stall_on:
+            time.sleep(self.seconds)
+        return x
+
+    def call(self, x):
+        y = tf.py_function(self._pass, [x], x.dtype)
+        y.set_shape(x.shape)
+        return y
+
+
+def test_a_stall_in_one_probe_step_does_not_count_as_compute():
+    """The compute-only figure is the model's step: a host's 0.5 s stall in one of the probe's steps of about a
+    millisecond leaves it at milliseconds (CI once saw the figure a third below the epoch's)."""
+    stalls = StallsOnce(stall_on=2 + 4, seconds=0.5)  # the probe's fourth step (2: the warm-up)
+    model = keras.Sequential([keras.Input((4,)), stalls, keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    data = tf.data.Dataset.from_tensors((tf.zeros((8, 4)), tf.zeros((8,), tf.int64)))
+    seconds = compute_seconds_per_step(model, data)
+    assert stalls.runs == 2 + PROBE_STEPS and seconds < 0.02, seconds  # (the mean: 0.056 s)

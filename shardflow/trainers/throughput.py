@@ -7,6 +7,7 @@ own (already traced) train step fed one batch held in memory, so no input pipeli
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import keras
@@ -31,10 +32,15 @@ class EpochThroughput(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         self._ends.append(time.perf_counter())
 
+    def step_seconds(self) -> list[float]:
+        """The seconds of each step of this epoch timed so far (after its first)."""
+        ends = self._ends[1:] if len(self._ends) > 2 else self._ends  # a one-step epoch keeps its only step
+        return [end - start for start, end in zip(ends, ends[1:])]
+
     def timed_so_far(self) -> tuple[int, float]:
         """The steps of this epoch timed so far (after its first) and their seconds."""
-        ends = self._ends[1:] if len(self._ends) > 2 else self._ends  # a one-step epoch keeps its only step
-        return len(ends) - 1, ends[-1] - ends[0]
+        steps = self.step_seconds()
+        return len(steps), sum(steps)
 
     def on_epoch_end(self, epoch, logs=None):
         steps, seconds = self.timed_so_far()
@@ -47,14 +53,15 @@ def compute_seconds_per_step(trained: keras.Model, batches: tf.data.Dataset) -> 
 
     It trains `trained` further: call it once the run is saved. The batches keep the training stream's element spec,
     so the step traced in training is reused, not traced again. Timed like the epochs (`EpochThroughput`: between
-    steps, the first left out), so `fit`'s own start and end do not count as compute.
+    steps, the first left out), so `fit`'s own start and end do not count as compute; the median step, so a stall of
+    the host (another process, a collection) in one of a few steps does not count as compute either.
     """
     data = batches.take(1).cache().repeat()
     trained.fit(data, steps_per_epoch=2, epochs=1, verbose=0, shuffle=False)  # fills the cache, warms up
     probe = EpochThroughput(batch_size=1)
     callbacks = [probe, _ProbeLimit(probe)]
     trained.fit(data, steps_per_epoch=PROBE_STEPS, epochs=1, verbose=0, shuffle=False, callbacks=callbacks)
-    return probe.epochs[0]["seconds"] / probe.epochs[0]["steps"]
+    return statistics.median(probe.step_seconds())
 
 
 class _ProbeLimit(keras.callbacks.Callback):
