@@ -6,6 +6,10 @@ import dataclasses
 import hashlib
 import json
 import pathlib
+import pickle
+import subprocess
+import sys
+import time
 import uuid
 
 import apache_beam as beam
@@ -281,3 +285,36 @@ def test_local_workers_share_one_queue_of_read_tasks(tmp_path):
     taken = [next(slow_reads)] + list(fast_reads)  # the slow worker takes one task while the fast one takes the rest
     assert list(slow_reads) == []
     assert len(taken) == 8 and sorted(t.files[0].path for t in taken) == sorted(t.files[0].path for t in tasks)
+
+
+TAKE_TASKS = """
+import pathlib, pickle, sys, time
+queue = pickle.loads(pathlib.Path(sys.argv[1]).read_bytes())
+pathlib.Path(sys.argv[2]).touch()  # ready
+while not pathlib.Path(sys.argv[3]).exists():  # both start at once
+    time.sleep(0.001)
+pathlib.Path(sys.argv[2]).write_text("\\n".join(task.container for task in queue.read_tasks()))
+"""
+
+
+def test_two_worker_processes_racing_for_tasks_read_each_exactly_once(tmp_path):
+    """Two processes that take tasks from the queue as fast as they can, at the same time: between them they take
+    every one of 3,000 tasks, none twice."""
+    write_sample_data(tmp_path / "src", n=8, seed=4)
+    template = list_source(str(tmp_path / "src")).tasks[0]  # (3,000 copies named by number, never read)
+    tasks = [dataclasses.replace(template, container=str(i)) for i in range(3000)]
+    path = str(tmp_path / "tasks.pickle")
+    queues = staged.task_queues(staged.stage_tasks(tasks, path), path, 2, str(tmp_path / "claims"))
+    go, taken = tmp_path / "go", [tmp_path / f"taken{q.worker}" for q in queues]
+    workers = []
+    for queue, out in zip(queues, taken):
+        (tmp_path / f"queue{queue.worker}").write_bytes(pickle.dumps(queue))
+        command = [sys.executable, "-c", TAKE_TASKS, str(tmp_path / f"queue{queue.worker}"), str(out), str(go)]
+        workers.append(subprocess.Popen(command))
+    while not all(out.exists() for out in taken):
+        time.sleep(0.01)
+    go.touch()
+    assert [worker.wait(timeout=60) for worker in workers] == [0, 0]
+    each = [out.read_text().split() for out in taken]
+    assert all(each), "each process took tasks"
+    assert sorted(map(int, each[0] + each[1])) == list(range(3000))
