@@ -7,6 +7,7 @@ import io
 import pathlib
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -147,6 +148,13 @@ def retry_on_port_clash(attempt, tries: int = 3):
         if outcome is not None:
             return outcome
     pytest.fail(f"{tries} tries, and each time a port was taken before the server could bind it")
+
+
+def ctrl_c_as_in_a_terminal() -> None:
+    """A shell starts background jobs (`make test &`) with SIGINT ignored, and Python then never raises
+    KeyboardInterrupt; a command under test that is sent Ctrl-C gets SIGINT's default, as one typed in a terminal
+    does (`preexec_fn` of its `subprocess.Popen`)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def last_line(text: str) -> str:

@@ -23,7 +23,7 @@ from shardflow.beam_jobs.out_lock import LOCK_NAME
 from shardflow.cli import main
 from shardflow.core import metadata
 from shardflow.testing.sample_data import write_sample_data
-from tests.conftest import convert_cli, last_line, photo_subset
+from tests.conftest import convert_cli, ctrl_c_as_in_a_terminal, last_line, photo_subset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,14 +37,8 @@ def start_convert(*args: str) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        preexec_fn=_ctrl_c_as_in_a_terminal,
+        preexec_fn=ctrl_c_as_in_a_terminal,
     )
-
-
-def _ctrl_c_as_in_a_terminal() -> None:
-    """A shell starts background jobs (`make test &`) with SIGINT ignored, and Python then never raises
-    KeyboardInterrupt; the conversion under test gets SIGINT's default, as a command typed in a terminal does."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def converting(out) -> bool:
@@ -174,7 +168,7 @@ def test_ctrl_c_while_the_command_starts_exits_130_without_a_traceback(pets_data
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_ctrl_c_as_in_a_terminal,
+        preexec_fn=ctrl_c_as_in_a_terminal,
     )
     deadline = time.monotonic() + 30
     while run.poll() is None and time.monotonic() < deadline:

@@ -19,7 +19,7 @@ import pytest
 from shardflow.beam_jobs import job_server
 from shardflow.cli import main
 from shardflow.core import metadata
-from tests.conftest import dead_port, last_line, wait_for_output
+from tests.conftest import ctrl_c_as_in_a_terminal, dead_port, last_line, wait_for_output
 
 
 def start(log, *args: str, python_dir: str | None = None) -> subprocess.Popen:
@@ -39,13 +39,12 @@ def start(log, *args: str, python_dir: str | None = None) -> subprocess.Popen:
 
 @contextlib.contextmanager
 def job_server_and_pool(
-    folder: pathlib.Path, worker_start_seconds: int = 0
+    folder: pathlib.Path, worker_start_seconds: int = 0, python_dir: str | None = None
 ) -> Iterator[tuple[list[subprocess.Popen], list[str]]]:
     """Beam's job server and an external worker pool (logs job.log, pool.log in `folder`), and the `convert` flags
     that send a job to them; both stopped on leaving. Each binds a free port itself (port 0) and says which: no
     port is picked before it is bound. The pool's workers wait `worker_start_seconds` before they start (a cold
-    container's start)."""
-    python_dir = None
+    container's start); they run the `python` in `python_dir` if given."""
     if worker_start_seconds:
         python_dir = str(folder / "slow-python")
         os.mkdir(python_dir)
@@ -95,9 +94,13 @@ def job_server_and_pool(
 
 
 @pytest.mark.slow
-def test_portable_runner_gives_the_same_dataset(kaggle_dir, pets_dataset, tmp_path):
+def test_portable_runner_gives_the_same_dataset_and_shows_its_progress(kaggle_dir, pets_dataset, tmp_path, capsys):
     with job_server_and_pool(tmp_path) as (_, flags):
         assert main(["convert", str(kaggle_dir), str(tmp_path / "portable"), "--name", "pets", *flags]) == 0
+    # the pool's workers report through OUT's staging folder: the same lines as a local conversion's (stderr is
+    # not a terminal here)
+    err = capsys.readouterr().err
+    assert "reading images: 60/60, 0 rejected\n" in err and re.search(r"^writing shards: [1-9] shards$", err, re.M)
     # the job server ran the job, and the pool's workers did its work
     assert (
         "Completed job in" in (tmp_path / "job.log").read_text()
@@ -204,3 +207,35 @@ def test_a_job_longer_than_the_job_server_timeout_says_to_pass_a_longer_one(kagg
         r"is left incomplete\)",
         last_line(run.stderr),
     ), run.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_a_pool_whose_workers_cannot_start_is_said_and_ctrl_c_stops_the_conversion(kaggle_dir, tmp_path):
+    """The pool starts its workers with a `python` that has no Beam: each dies at once, and the job server waits
+    for them without end. The conversion says so once no worker has reported for `SILENT_SECONDS` (3 here, 60
+    for a user), and Ctrl-C ends it, saying OUT is incomplete."""
+    no_beam = tmp_path / "no-beam"
+    no_beam.mkdir()
+    (no_beam / "python").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -S "$@"\n')  # -S: no site-packages
+    (no_beam / "python").chmod(0o755)
+    out, err = tmp_path / "out", tmp_path / "stderr.txt"
+    launcher = "import sys; from shardflow.beam_jobs import progress; progress.SILENT_SECONDS = 3; "
+    launcher += "from shardflow.command import main; sys.exit(main())"
+    with job_server_and_pool(tmp_path, python_dir=str(no_beam)) as (services, flags), open(err, "w") as stderr:
+        run = subprocess.Popen(
+            [sys.executable, "-c", launcher, "convert", str(kaggle_dir), str(out), *flags],
+            stderr=stderr,
+            preexec_fn=ctrl_c_as_in_a_terminal,
+        )
+        try:
+            wait_for_output(tmp_path / "pool.log", "No module named", services[1])  # (each worker's death)
+            wait_for_output(err, "no worker has reported after 3 s", run)
+            run.send_signal(signal.SIGINT)
+            assert run.wait(timeout=60) == 130, err.read_text()
+        finally:
+            run.kill()
+    text = err.read_text()
+    assert "Beam and shardflow" in text and "Ctrl-C stops the conversion here" in text, text
+    assert last_line(text) == f"shardflow convert: interrupted; {out} is incomplete, rerun with --overwrite", text
+    with pytest.raises(metadata.DatasetError):
+        metadata.read(str(out))

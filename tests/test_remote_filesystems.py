@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import posixpath
+import re
 import shutil
 import tarfile
 
@@ -44,6 +45,16 @@ def test_convert_to_a_remote_filesystem(kaggle_dir, tmp_path):
     builder = tfds.builder_from_directory(str(local))
     assert sum(builder.info.splits[s].num_examples for s in builder.info.splits) == 60
     assert len(list(builder.as_dataset(split="test"))) == builder.info.splits["test"].num_examples
+
+
+def test_a_runners_workers_report_progress_through_a_remote_out(kaggle_dir, capsys):
+    """A runner's workers (not shardflow's local ones) write their counts into OUT's staging folder through Beam's
+    filesystems, which the launcher lists and shows: on an object store as on a disk."""
+    out = "memfs://bucket/progress/pets"
+    convert(str(kaggle_dir), out, ConvertOptions(workers=1), ["--runner", "DirectRunner"])
+    err = capsys.readouterr().err
+    assert "reading images: 60/60, 0 rejected\n" in err and re.search(r"^writing shards: [1-9] shards$", err, re.M)
+    assert not [path for path in MemoryFileSystem.files if path.startswith(f"{out}/{metadata.STAGING}")]
 
 
 def test_a_remote_dataset_reads_through_tf_gfile(pets_in_shards):

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -102,8 +103,9 @@ def build(
     staging: str,
     local: LocalWorkers | None = None,
 ) -> None:
-    """Add the conversion stages (`stages`) to `pipeline`; running it fills `staging` (see `finalize`). On the
-    `local` runner, the workers share a queue of read tasks and report their progress."""
+    """Add the conversion stages (`stages`) to `pipeline`; running it fills `staging` (see `finalize`). The workers
+    report their progress into `progress_folder(staging, local)`; on the `local` runner, they share a queue of read
+    tasks."""
     read_tasks = (
         stage_idx(listing.tasks, FileSystems.join(staging, "idx")) if listing.layout == "idx" else listing.tasks
     )
@@ -115,7 +117,7 @@ def build(
     fractions = options.splits if options.split_counts is None else None
     batch_dir = FileSystems.join(staging, "batches")
     num_parts = duplicate_join.parts_for(listing.num_inputs)
-    progress_dir = local.progress if local else None
+    progress_dir = progress_folder(staging, local)
     prepared = (
         pipeline
         | "ListInputs" >> beam.Create(tasks, reshuffle=False)
@@ -165,8 +167,14 @@ def build(
     ) | "Summarize" >> stages.Summarize(FileSystems.join(staging, "summary.json"))
 
 
+def progress_folder(staging: str, local: LocalWorkers | None) -> str:
+    """Where the job's workers report their progress: the `local` runner's folder, or else the staging folder's
+    (the runner's workers, wherever they run, write there already)."""
+    return local.progress if local else FileSystems.join(staging, "progress")
+
+
 def progress_stages(listing: SourceListing, options: ConvertOptions) -> list[progress.Stage]:
-    """The steps of `build`'s job that the local progress display names, with what each counts."""
+    """The steps of `build`'s job that the progress display names, with what each counts."""
     num_parts = duplicate_join.parts_for(listing.num_inputs)
     return [
         progress.Stage(progress.READING, "images", listing.num_inputs),
@@ -284,17 +292,16 @@ def _run_and_finalize(
             runner = local_job.runner if local_job else None
             pipeline = beam.Pipeline(runner=runner, options=pipeline_options)
             build(pipeline, listing, options, image_options, name, staging, local)
+            stages_shown = progress_stages(listing, options), len(listing.rejects)
             if local_job and local and log:
                 os.makedirs(local.progress, exist_ok=True)
                 stderr = job.enter_context(local_job.log.to(log))
                 job.enter_context(watched_workers())
-                job.enter_context(
-                    ProgressDisplay(
-                        local.progress, progress_stages(listing, options), len(listing.rejects), stderr, reporting
-                    )
-                )
+                job.enter_context(ProgressDisplay(local.progress, *stages_shown, stderr, reporting))
             else:
-                reporting.set()  # (a remote job: the launcher only waits)
+                reporting.set()  # (the launcher only waits: nothing to wait for before the figures warm up)
+                folder = progress_folder(staging, None)
+                job.enter_context(ProgressDisplay(folder, *stages_shown, sys.stderr, silent_hint=RUNNER_SILENT))
             result = pipeline.run()
             result.wait_until_finish()
         counters = stages.counters(result)
@@ -317,6 +324,13 @@ def _run_and_finalize(
     if scratch != staging:
         shutil.rmtree(scratch, ignore_errors=True)
     return info
+
+
+RUNNER_SILENT = (
+    "a runner may take minutes to start its workers (Dataflow: 2-5). One whose workers cannot start waits without "
+    "end: see its log, or the worker pool's (the `python` on the pool's PATH needs Beam and shardflow). "
+    "Ctrl-C stops the conversion here (a runner may keep its job: cancel it there)."
+)
 
 
 class LocalJob(NamedTuple):

@@ -1,7 +1,9 @@
-"""Live progress of a local conversion: workers drop small counter files, the launcher sums and shows them.
+"""Live progress of a conversion: workers drop small counter files, the launcher sums and shows them.
 
-Beam's in-process runner blocks until the job ends and its workers are separate processes, so counters
-travel through files in a local folder. Remote runners have their own UI; there, no progress folder is given.
+Beam's runners block until the job ends (the local job service answers for counters only then) and the workers
+are other processes, maybe on other machines, so counters travel through files: in a local folder for local
+workers, in OUT's staging folder (through Beam's filesystems) for a runner's own workers. On an object store a
+worker writes its file every `REMOTE_FLUSH_SECONDS` (Cloud Storage takes about one write a second per object).
 """
 
 from __future__ import annotations
@@ -16,9 +18,15 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple, TextIO
 
 import apache_beam as beam
+from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystems import FileSystems
 from tqdm import tqdm
 
+from shardflow.core.files import is_remote
+
 FLUSH_SECONDS = 0.5
+REMOTE_FLUSH_SECONDS = 10.0
+SILENT_SECONDS = 60  # with no worker's report after this long, `ProgressDisplay` says its `silent_hint`
 READING = "reading images"  # the stages the display names, in the job's order: inputs read (or rejected),
 REMOVING = "removing duplicates"  # parts of the duplicate keys joined (--dedupe),
 GROUPING = "grouping duplicates"  # the same to report the groups,
@@ -36,10 +44,12 @@ class Stage(NamedTuple):
 
 class ProgressWriter:
     """Counts what one worker did in one `stage` (inputs done and rejected, parts, shards...); writes the counts
-    to `folder` at most every half second, and on `flush`. No folder: counts nothing anywhere."""
+    to `folder` (any of Beam's filesystems) at most every `flush_seconds(folder)`, and on `flush`. No folder: counts
+    nothing anywhere."""
 
     def __init__(self, folder: str | None, stage: str = READING):
-        self._path = os.path.join(folder, f"{uuid.uuid4().hex}.json") if folder else None
+        self._path = FileSystems.join(folder, f"{uuid.uuid4().hex}.json") if folder else None
+        self._every = flush_seconds(folder) if folder else 0.0
         self.stage = stage
         self.done = self.rejected = 0
         self._last = 0.0
@@ -47,17 +57,27 @@ class ProgressWriter:
     def add(self, *, rejected: bool = False) -> None:
         self.done += 1
         self.rejected += int(rejected)
-        if time.monotonic() - self._last > FLUSH_SECONDS:
+        if time.monotonic() - self._last > self._every:
             self.flush()
 
     def flush(self) -> None:
         if self._path is None or not self.done:
             return
         self._last = time.monotonic()
+        counts = json.dumps({"stage": self.stage, "done": self.done, "rejected": self.rejected}).encode()
+        if is_remote(self._path):
+            with FileSystems.create(self._path) as f:  # (an object appears whole, once written)
+                f.write(counts)
+            return
         temporary = f"{self._path}.tmp"
-        with open(temporary, "w") as f:
-            json.dump({"stage": self.stage, "done": self.done, "rejected": self.rejected}, f)
+        with open(temporary, "wb") as f:
+            f.write(counts)
         os.replace(temporary, self._path)
+
+
+def flush_seconds(folder: str) -> float:
+    """How often counts are written to, and read from, the progress folder `folder`."""
+    return REMOTE_FLUSH_SECONDS if is_remote(folder) else FLUSH_SECONDS
 
 
 class Counted(beam.DoFn):
@@ -81,16 +101,25 @@ class Counted(beam.DoFn):
 def read_counts(folder: str) -> dict[str, tuple[int, int]]:
     """Per stage, (done, rejected) summed over every worker's counter file."""
     counts: dict[str, tuple[int, int]] = {}
-    for name in os.listdir(folder) if os.path.isdir(folder) else ():
-        if name.endswith(".json"):
-            try:
-                with open(os.path.join(folder, name)) as f:
-                    worker = json.load(f)
-            except (OSError, ValueError):
-                continue  # being replaced right now
-            done, rejected = counts.get(worker["stage"], (0, 0))
-            counts[worker["stage"]] = done + worker["done"], rejected + worker["rejected"]
+    for path in _counter_files(folder):
+        try:
+            with FileSystems.open(path) as f:
+                worker = json.loads(f.read())
+        except (OSError, ValueError, BeamIOError):
+            continue  # being replaced right now
+        done, rejected = counts.get(worker["stage"], (0, 0))
+        counts[worker["stage"]] = done + worker["done"], rejected + worker["rejected"]
     return counts
+
+
+def _counter_files(folder: str) -> list[str]:
+    if not is_remote(folder):
+        names = os.listdir(folder) if os.path.isdir(folder) else []
+        return [os.path.join(folder, name) for name in names if name.endswith(".json")]
+    try:
+        return [found.path for found in FileSystems.match([FileSystems.join(folder, "*.json")])[0].metadata_list]
+    except BeamIOError:
+        return []  # (nothing written yet)
 
 
 class ProgressDisplay:
@@ -98,7 +127,7 @@ class ProgressDisplay:
     its own count, once its workers report (the local runner runs one stage at a time). On a terminal, a live
     bar per stage; into a file or pipe, no bars: one line per stage, as it ends ("reading images: 70000/70000").
     `rejected_before`: inputs the listing rejected, counted as read. `reporting`, if given, is set once the workers
-    first report."""
+    first report. `silent_hint`, if given, is said when no worker has reported for `SILENT_SECONDS`."""
 
     def __init__(
         self,
@@ -107,9 +136,11 @@ class ProgressDisplay:
         rejected_before: int = 0,
         stream: TextIO = sys.stderr,
         reporting: threading.Event | None = None,
+        silent_hint: str | None = None,
     ):
         self._folder, self._stages, self._stream = folder, {stage.name: stage for stage in stages}, stream
-        self._reporting = reporting
+        self._reporting, self._silent_hint = reporting, silent_hint
+        self._started = time.monotonic()
         self._rejected_before = rejected_before
         self._live = _isatty(stream)
         self._seen: list[str] = []  # stages in the order they began
@@ -118,7 +149,8 @@ class ProgressDisplay:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> ProgressDisplay:
-        os.makedirs(self._folder, exist_ok=True)
+        if not is_remote(self._folder):  # (object stores have no folders)
+            os.makedirs(self._folder, exist_ok=True)
         self._thread.start()
         return self
 
@@ -128,13 +160,19 @@ class ProgressDisplay:
         self._update(final=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(FLUSH_SECONDS):
+        while not self._stop.wait(flush_seconds(self._folder)):
             self._update()
 
     def _update(self, final: bool = False) -> None:
         counts = read_counts(self._folder)
         if counts and self._reporting is not None:
             self._reporting.set()
+        if counts:
+            self._silent_hint = None  # (said at most once, and never once a worker has reported)
+        elif self._silent_hint and time.monotonic() - self._started >= SILENT_SECONDS:
+            self._stream.write(f"no worker has reported after {SILENT_SECONDS} s: {self._silent_hint}\n")
+            self._stream.flush()
+            self._silent_hint = None
         done, rejected = counts.get(READING, (0, 0))
         counts[READING] = done + self._rejected_before, rejected + self._rejected_before  # (shown from the start)
         began = [name for name in self._stages if name in counts and name not in self._seen]
