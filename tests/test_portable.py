@@ -15,6 +15,7 @@ from concurrent import futures
 
 import grpc
 import pytest
+from apache_beam.portability.api import beam_job_api_pb2, beam_job_api_pb2_grpc
 
 from shardflow.beam_jobs import job_server
 from shardflow.cli import main
@@ -210,10 +211,10 @@ def test_a_job_longer_than_the_job_server_timeout_says_to_pass_a_longer_one(kagg
 
 
 @pytest.mark.slow
-def test_a_pool_whose_workers_cannot_start_is_said_and_ctrl_c_stops_the_conversion(kaggle_dir, tmp_path):
+def test_a_pool_whose_workers_cannot_start_is_said_and_ctrl_c_cancels_the_job(kaggle_dir, tmp_path):
     """The pool starts its workers with a `python` that has no Beam: each dies at once, and the job server waits
     for them without end. The conversion says so once no worker has reported for `SILENT_SECONDS` (3 here, 60
-    for a user), and Ctrl-C ends it, saying OUT is incomplete."""
+    for a user), and Ctrl-C ends it, cancels the job and says OUT is incomplete."""
     no_beam = tmp_path / "no-beam"
     no_beam.mkdir()
     (no_beam / "python").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -S "$@"\n')  # -S: no site-packages
@@ -234,8 +235,13 @@ def test_a_pool_whose_workers_cannot_start_is_said_and_ctrl_c_stops_the_conversi
             assert run.wait(timeout=60) == 130, err.read_text()
         finally:
             run.kill()
+        # the job is cancelled, not left to the job server (where it would go on writing into OUT's staging folder)
+        with grpc.insecure_channel(flags[flags.index("--job_endpoint") + 1]) as channel:
+            jobs = beam_job_api_pb2_grpc.JobServiceStub(channel).GetJobs(beam_job_api_pb2.GetJobsRequest(), timeout=10)
+        assert [job.state for job in jobs.job_info] == [beam_job_api_pb2.JobState.CANCELLED]
     text = err.read_text()
-    assert "Beam and shardflow" in text and "Ctrl-C stops the conversion here" in text, text
+    assert "Beam and shardflow" in text and "Ctrl-C stops the conversion and cancels the job" in text, text
+    assert "the runner's job is cancelled" in text, text
     assert last_line(text) == f"shardflow convert: interrupted; {out} is incomplete, rerun with --overwrite", text
     with pytest.raises(metadata.DatasetError):
         metadata.read(str(out))

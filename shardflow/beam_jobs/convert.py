@@ -303,7 +303,12 @@ def _run_and_finalize(
                 folder = progress_folder(staging, None)
                 job.enter_context(ProgressDisplay(folder, *stages_shown, sys.stderr, silent_hint=RUNNER_SILENT))
             result = pipeline.run()
-            result.wait_until_finish()
+            try:
+                result.wait_until_finish()
+            except KeyboardInterrupt:
+                if not local_job:
+                    _cancel(result)
+                raise
         counters = stages.counters(result)
         logger.info("Beam counters: " + ", ".join(f"{name} {value}" for name, value in counters.items()))
         if lock is not None:
@@ -326,10 +331,21 @@ def _run_and_finalize(
     return info
 
 
+def _cancel(result: beam.runners.runner.PipelineResult) -> None:
+    """Cancel a runner's job (on Ctrl-C): left running, it would go on writing into OUT's staging folder, where a
+    rerun with --overwrite writes too."""
+    try:
+        result.cancel()
+    except Exception as error:  # (the runner's own error: said, and the interruption goes on)
+        logger.warning(f"could not cancel the runner's job ({type(error).__name__}: {error}): cancel it there")
+    else:
+        logger.info("the runner's job is cancelled")
+
+
 RUNNER_SILENT = (
     "a runner may take minutes to start its workers (Dataflow: 2-5). One whose workers cannot start waits without "
     "end: see its log, or the worker pool's (the `python` on the pool's PATH needs Beam and shardflow). "
-    "Ctrl-C stops the conversion here (a runner may keep its job: cancel it there)."
+    "Ctrl-C stops the conversion and cancels the job."
 )
 
 
