@@ -312,6 +312,7 @@ def test_two_worker_processes_racing_for_tasks_read_each_exactly_once(tmp_path):
         command = [sys.executable, "-c", TAKE_TASKS, str(tmp_path / f"queue{queue.worker}"), str(out), str(go)]
         workers.append(subprocess.Popen(command))
     while not all(out.exists() for out in taken):
+        assert all(worker.poll() is None for worker in workers), "a process ended before it was ready"
         time.sleep(0.01)
     go.touch()
     assert [worker.wait(timeout=60) for worker in workers] == [0, 0]
