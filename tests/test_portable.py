@@ -38,20 +38,24 @@ def start(log, *args: str, python_dir: str | None = None) -> subprocess.Popen:
         )
 
 
+def workers_python(folder: pathlib.Path, first: str = "", flags: str = "") -> str:
+    """The folder `folder`, made, whose `python` runs the shell line `first`, then the venv's Python with `flags`:
+    the Python a worker pool started with `python_dir=folder` starts its workers with."""
+    folder.mkdir()
+    python = folder / "python"
+    python.write_text(f'#!/bin/sh\n{first}\nexec {shlex.quote(sys.executable)} {flags} "$@"\n')
+    python.chmod(0o755)
+    return str(folder)
+
+
 @contextlib.contextmanager
 def job_server_and_pool(
-    folder: pathlib.Path, worker_start_seconds: int = 0, python_dir: str | None = None
+    folder: pathlib.Path, python_dir: str | None = None
 ) -> Iterator[tuple[list[subprocess.Popen], list[str]]]:
     """Beam's job server and an external worker pool (logs job.log, pool.log in `folder`), and the `convert` flags
     that send a job to them; both stopped on leaving. Each binds a free port itself (port 0) and says which: no
-    port is picked before it is bound. The pool's workers wait `worker_start_seconds` before they start (a cold
-    container's start); they run the `python` in `python_dir` if given."""
-    if worker_start_seconds:
-        python_dir = str(folder / "slow-python")
-        os.mkdir(python_dir)
-        python = pathlib.Path(python_dir, "python")
-        python.write_text(f'#!/bin/sh\nsleep {worker_start_seconds}\nexec {shlex.quote(sys.executable)} "$@"\n')
-        python.chmod(0o755)
+    port is picked before it is bound. The pool's workers run the `python` in `python_dir` (`workers_python`) if
+    given, else the venv's."""
     services = [
         start(
             folder / "job.log",
@@ -193,7 +197,8 @@ def test_a_job_server_that_dies_mid_job_fails_the_conversion_saying_why(kaggle_d
 @pytest.mark.slow
 def test_a_job_longer_than_the_job_server_timeout_says_to_pass_a_longer_one(kaggle_dir, tmp_path):
     out = tmp_path / "out"
-    with job_server_and_pool(tmp_path, worker_start_seconds=10) as (_, flags):
+    slow_start = workers_python(tmp_path / "slow-python", first="sleep 10")  # (a cold container's start)
+    with job_server_and_pool(tmp_path, python_dir=slow_start) as (_, flags):
         run = subprocess.run(
             [sys.executable, "-m", "shardflow.cli", "convert", str(kaggle_dir), str(out), *flags]
             + ["--job_server_timeout", "2"],  # (for the whole job, as Beam takes it: it lasts 10 s and more)
@@ -215,14 +220,11 @@ def test_a_pool_whose_workers_cannot_start_is_said_and_ctrl_c_cancels_the_job(ka
     """The pool starts its workers with a `python` that has no Beam: each dies at once, and the job server waits
     for them without end. The conversion says so once no worker has reported for `SILENT_SECONDS` (3 here, 60
     for a user), and Ctrl-C ends it, cancels the job and says OUT is incomplete."""
-    no_beam = tmp_path / "no-beam"
-    no_beam.mkdir()
-    (no_beam / "python").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -S "$@"\n')  # -S: no site-packages
-    (no_beam / "python").chmod(0o755)
+    no_beam = workers_python(tmp_path / "no-beam", flags="-S")  # -S: no site-packages
     out, err = tmp_path / "out", tmp_path / "stderr.txt"
     launcher = "import sys; from shardflow.beam_jobs import progress; progress.SILENT_SECONDS = 3; "
     launcher += "from shardflow.command import main; sys.exit(main())"
-    with job_server_and_pool(tmp_path, python_dir=str(no_beam)) as (services, flags), open(err, "w") as stderr:
+    with job_server_and_pool(tmp_path, python_dir=no_beam) as (services, flags), open(err, "w") as stderr:
         run = subprocess.Popen(
             [sys.executable, "-c", launcher, "convert", str(kaggle_dir), str(out), *flags],
             stderr=stderr,

@@ -292,16 +292,23 @@ def _run_and_finalize(
             runner = local_job.runner if local_job else None
             pipeline = beam.Pipeline(runner=runner, options=pipeline_options)
             build(pipeline, listing, options, image_options, name, staging, local)
-            stages_shown = progress_stages(listing, options), len(listing.rejects)
             if local_job and local and log:
                 os.makedirs(local.progress, exist_ok=True)
-                stderr = job.enter_context(local_job.log.to(log))
+                stderr, first_report, silent_hint = job.enter_context(local_job.log.to(log)), reporting, None
                 job.enter_context(watched_workers())
-                job.enter_context(ProgressDisplay(local.progress, *stages_shown, stderr, reporting))
             else:
                 reporting.set()  # (the launcher only waits: nothing to wait for before the figures warm up)
-                folder = progress_folder(staging, None)
-                job.enter_context(ProgressDisplay(folder, *stages_shown, sys.stderr, silent_hint=RUNNER_SILENT))
+                stderr, first_report, silent_hint = sys.stderr, None, RUNNER_SILENT
+            job.enter_context(
+                ProgressDisplay(
+                    progress_folder(staging, local),
+                    progress_stages(listing, options),
+                    len(listing.rejects),
+                    stderr,
+                    first_report,
+                    silent_hint,
+                )
+            )
             result = pipeline.run()
             try:
                 result.wait_until_finish()
