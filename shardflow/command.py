@@ -3,6 +3,7 @@ Datasets, under a second) ends the command as quietly as one later does."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import sys
@@ -21,7 +22,9 @@ def main() -> int:
     finally:
         if starting:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-    return cli.main()
+    code = cli.main()
+    gc.freeze()  # the exit then collects none of the modules' objects: 0.3 s less after a conversion
+    return code
 
 
 def _interrupted_while_starting(signum: int, frame: FrameType | None) -> NoReturn:

@@ -4,6 +4,8 @@ shows the job reaches its output only through Beam's FileSystems (import this mo
 from __future__ import annotations
 
 import io
+import threading
+import time
 
 from apache_beam.io.filesystem import FileMetadata, FileSystem
 
@@ -77,3 +79,27 @@ class MemoryFileSystem(FileSystem):
         for path in paths:
             for name in [p for p in self.files if p == path or p.startswith(path.rstrip("/") + "/")]:
                 del self.files[name]
+
+
+class SlowMemoryFileSystem(MemoryFileSystem):
+    """`slowmemfs://`: `memfs://` whose every read waits `OPEN_SECONDS` first, as an object store's does (Cloud
+    Storage: tens of milliseconds); `most_at_once` is the most reads that were waiting together."""
+
+    OPEN_SECONDS = 0.03
+    most_at_once = 0
+    _waiting = 0
+    _lock = threading.Lock()
+
+    @classmethod
+    def scheme(cls) -> str:
+        return "slowmemfs"
+
+    def open(self, path, mime_type="application/octet-stream", compression_type=None):
+        cls = SlowMemoryFileSystem
+        with cls._lock:
+            cls._waiting += 1
+            cls.most_at_once = max(cls.most_at_once, cls._waiting)
+        time.sleep(self.OPEN_SECONDS)
+        with cls._lock:
+            cls._waiting -= 1
+        return super().open(path, mime_type, compression_type)

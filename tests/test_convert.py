@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
 import os
 import pty
@@ -26,6 +27,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from shardflow.beam_jobs.convert import ConversionError, ConvertOptions, convert
+from shardflow.beam_jobs.progress import PLANNING, READING, ProgressDisplay, ProgressWriter, Stage
 from shardflow.beam_jobs.splits import split_for
 from shardflow.cli import main
 from shardflow.core import metadata
@@ -427,6 +429,19 @@ def test_progress_on_a_terminal_is_a_bar_per_stage(kaggle_dir, tmp_path):
     names = [bar.split(":")[0] for bar in bars]
     assert _in_a_job_order(names, [name for name in STAGE_NAMES if name != "removing duplicates"]), screen
     assert "100%|" in bars[0] and "60/60" in bars[0] and "rejected=0" in bars[0], bars[0]
+
+
+def test_the_display_says_when_every_image_is_read(tmp_path):
+    """`read` is set once a stage after reading has begun (the card's figures warm up then, on cores the reading
+    kept busy), not while the workers still read."""
+    folder, read = str(tmp_path / "progress"), threading.Event()
+    stages = [Stage(READING, "images", 2), Stage(PLANNING, "ranges")]
+    with ProgressDisplay(folder, stages, stream=io.StringIO(), read=read):
+        ProgressWriter(folder).add()
+    assert not read.is_set()
+    with ProgressDisplay(folder, stages, stream=io.StringIO(), read=read):
+        ProgressWriter(folder, PLANNING).add()
+    assert read.is_set()
 
 
 STAGE_NAMES = ("reading images", "removing duplicates", "grouping duplicates", "planning shards", "writing shards")

@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, TextIO
 
 import apache_beam as beam
@@ -26,6 +27,7 @@ from shardflow.core.files import is_remote
 
 FLUSH_SECONDS = 0.5
 REMOTE_FLUSH_SECONDS = 10.0
+REMOTE_READERS = 32  # counter files read at once from an object store
 SILENT_SECONDS = 60  # with no worker's report after this long, `ProgressDisplay` says its `silent_hint`
 READING = "reading images"  # the stages the display names, in the job's order: inputs read (or rejected),
 REMOVING = "removing duplicates"  # parts of the duplicate keys joined (--dedupe),
@@ -99,17 +101,29 @@ class Counted(beam.DoFn):
 
 
 def read_counts(folder: str) -> dict[str, tuple[int, int]]:
-    """Per stage, (done, rejected) summed over every worker's counter file."""
+    """Per stage, (done, rejected) summed over every worker's counter file. On an object store the files are read
+    `REMOTE_READERS` at a time: a job of many workers leaves thousands (one per worker thread and stage), and one
+    read takes tens of milliseconds."""
+    paths = _counter_files(folder)
+    if is_remote(folder) and len(paths) > 1:
+        with ThreadPoolExecutor(min(len(paths), REMOTE_READERS)) as pool:
+            found = list(pool.map(_read_counter, paths))
+    else:
+        found = [_read_counter(path) for path in paths]
     counts: dict[str, tuple[int, int]] = {}
-    for path in _counter_files(folder):
-        try:
-            with FileSystems.open(path) as f:
-                worker = json.loads(f.read())
-        except (OSError, ValueError, BeamIOError):
-            continue  # being replaced right now
-        done, rejected = counts.get(worker["stage"], (0, 0))
-        counts[worker["stage"]] = done + worker["done"], rejected + worker["rejected"]
+    for worker in found:
+        if worker is not None:
+            done, rejected = counts.get(worker["stage"], (0, 0))
+            counts[worker["stage"]] = done + worker["done"], rejected + worker["rejected"]
     return counts
+
+
+def _read_counter(path: str) -> dict[str, Any] | None:
+    try:
+        with FileSystems.open(path) as f:
+            return json.loads(f.read())
+    except (OSError, ValueError, BeamIOError):
+        return None  # being replaced right now
 
 
 def _counter_files(folder: str) -> list[str]:
@@ -126,8 +140,9 @@ class ProgressDisplay:
     """The job's progress, fed from a progress folder by a background thread: each stage of `stages` by name with
     its own count, once its workers report (the local runner runs one stage at a time). On a terminal, a live
     bar per stage; into a file or pipe, no bars: one line per stage, as it ends ("reading images: 70000/70000").
-    `rejected_before`: inputs the listing rejected, counted as read. `reporting`, if given, is set once the workers
-    first report. `silent_hint`, if given, is said when no worker has reported for `SILENT_SECONDS`."""
+    `rejected_before`: inputs the listing rejected, counted as read. `read`, if given, is set once the reading
+    stage has ended (a later stage has begun). `silent_hint`, if given, is said when no worker has reported for
+    `SILENT_SECONDS`."""
 
     def __init__(
         self,
@@ -135,11 +150,11 @@ class ProgressDisplay:
         stages: Sequence[Stage],
         rejected_before: int = 0,
         stream: TextIO = sys.stderr,
-        reporting: threading.Event | None = None,
+        read: threading.Event | None = None,
         silent_hint: str | None = None,
     ):
         self._folder, self._stages, self._stream = folder, {stage.name: stage for stage in stages}, stream
-        self._reporting, self._silent_hint = reporting, silent_hint
+        self._read, self._silent_hint = read, silent_hint
         self._started = time.monotonic()
         self._rejected_before = rejected_before
         self._live = _isatty(stream)
@@ -165,8 +180,8 @@ class ProgressDisplay:
 
     def _update(self, final: bool = False) -> None:
         counts = read_counts(self._folder)
-        if counts and self._reporting is not None:
-            self._reporting.set()
+        if self._read is not None and any(name != READING for name in counts):
+            self._read.set()
         if counts:
             self._silent_hint = None  # (said at most once, and never once a worker has reported)
         elif self._silent_hint and time.monotonic() - self._started >= SILENT_SECONDS:
