@@ -6,7 +6,9 @@ writer (one process), which stores each file's bytes as they are, without decodi
 every image's duplicate keys and groups them (`FindDuplicates`); one row adds `--dedupe near`. Two more loops run
 the job's own per-image code (validation, statistics, duplicate keys, serialization, TFRecord framing) without
 Beam, in one process and in two processes on half the files each: what two cores give this code on this machine,
-the ceiling for `--workers 2`.
+the ceiling for `--workers 2`. The last two rows time what a user types, each in a new process with its imports
+(TensorFlow's for the loop; Beam's and TFDS's for shardflow, whose workers' fork server starts before them): the
+loop as a script (`hand_loop.py`) and `shardflow convert`; the second is compared with the first.
 Each row also shows the CPU seconds per image of all its processes (robust to other jobs on the machine).
 Usage:
 
@@ -24,6 +26,7 @@ import multiprocessing
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -33,8 +36,8 @@ from typing import Any
 import apache_beam as beam
 import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
-from PIL import Image
 
+import hand_loop
 from common import markdown_table, paired_ratios
 from shardflow.beam_jobs.convert import ConvertOptions, convert
 from shardflow.beam_jobs.local_workers import local_beam_args, local_runner
@@ -98,25 +101,8 @@ def shardflow_loops(src: str, out: str, parts: int) -> int:
 
 
 def plain_record(item: InputFile, data: bytes) -> bytes | None:
-    """What users write today: validate by decoding with PIL, build a tf.train.Example."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            if image.format != "JPEG" or image.mode != "RGB":
-                buffer = io.BytesIO()
-                image.convert("RGB").save(buffer, "JPEG", quality=95)
-                data = buffer.getvalue()
-    except Exception:
-        return None
-    return tf.train.Example(
-        features=tf.train.Features(
-            feature={
-                "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[data])),
-                "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[item.label])),
-                "image/filename": tf.train.Feature(bytes_list=tf.train.BytesList(value=[item.path.encode()])),
-            }
-        )
-    ).SerializeToString()
+    """What users write today (`hand_loop.record`): validate by decoding with PIL, build a tf.train.Example."""
+    return hand_loop.record(item.path, item.label, data)
 
 
 def shardflow_record(records: schema.RecordSchema) -> Callable[[InputFile, bytes], bytes | None]:
@@ -188,6 +174,12 @@ def beam_job(src: str, out: str, workers: int, dedupe: str | None = None) -> int
     return info.num_records
 
 
+def command(argv: list[str]) -> int:
+    """`argv` in a new process, as a user runs it (its imports included); its output is dropped."""
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return 0
+
+
 def paired_ratio(baseline: list[float], times: list[float]) -> str:
     """The median of the rounds' `baseline / times` (`paired_ratios`), with their range when several."""
     ratios = paired_ratios(baseline, times)
@@ -198,6 +190,15 @@ def cpu_seconds() -> float:
     """CPU seconds of this process and of its children that have ended (Beam's workers, the pool's processes)."""
     times = os.times()
     return times.user + times.system + times.children_user + times.children_system
+
+
+LOOP = "plain loop (PIL + tf.io.TFRecordWriter), 1 process"
+SCRIPT = "the same loop as a command: python benchmarks/hand_loop.py (its imports included)"
+
+
+def _baseline(name: str) -> str:
+    """The row a method is compared with: commands with the loop as a command, the others with the loop."""
+    return SCRIPT if "command" in name else LOOP
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -222,20 +223,24 @@ def main(argv: list[str] | None = None) -> None:
             sum(os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(src) for name in names)
             / 2**20
         )
+        shardflow = os.path.join(os.path.dirname(sys.executable), "shardflow")
         methods = {
-            "plain loop (PIL + tf.io.TFRecordWriter), 1 process": lambda out: loop(src, out, plain_record),
+            LOOP: lambda out: loop(src, out, plain_record),
             "TFDS GeneratorBasedBuilder (bytes stored undecoded), 1 process": lambda out: tfds_builder(src, out),
             "shardflow's per-image code in a plain loop, 1 process": lambda out: shardflow_loop(src, out),
             "the same in 2 processes, half the files each (ceiling)": lambda out: shardflow_loops(src, out, 2),
             "shardflow convert --workers 1": lambda out: beam_job(src, out, 1),
             "shardflow convert --workers 2": lambda out: beam_job(src, out, 2),
             "shardflow convert --workers 2 --dedupe near": lambda out: beam_job(src, out, 2, "near"),
+            SCRIPT: lambda out: command([sys.executable, hand_loop.__file__, src, out]),
+            "`shardflow convert SRC OUT --workers 2` as a command (its imports included)": lambda out: command(
+                [shardflow, "convert", src, out, "--workers", "2"]
+            ),
         }
-        loop_name = next(iter(methods))
         methods = {
             name: run
             for name, run in methods.items()
-            if name == loop_name or not args.only or any(word in name for word in args.only)
+            if name == LOOP or not args.only or any(word in name for word in args.only)
         }
         rounds: dict[str, list[float]] = {name: [] for name in methods}
         cpu: dict[str, float] = {}
@@ -257,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"\n{images} images, {megabytes:.0f} MB of JPEG, {os.cpu_count()} cores, best of {args.repeats}; "
             f"load average (1 min) {min(loads):.1f}-{max(loads):.1f} during the run; vs loop: the median of each "
-            "round's ratio to the loop run beside it (their range)\n"
+            "round's ratio to the loop run beside it (their range; a command's: to the loop as a command)\n"
         )
         print(
             markdown_table(
@@ -267,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
                         name,
                         f"{min(times):.1f}",
                         f"{images / min(times):.0f}",
-                        paired_ratio(rounds[loop_name], times) if name != loop_name else "1.00x",
+                        "1.00x" if name in (LOOP, SCRIPT) else paired_ratio(rounds[_baseline(name)], times),
                         f"{1000 * cpu[name] / images:.2f}",
                     ]
                     for name, times in rounds.items()
