@@ -62,4 +62,6 @@ def main(src: str, out: str) -> int:
 
 
 if __name__ == "__main__":
-    print(main(*sys.argv[1:3]))
+    if len(sys.argv) != 3:
+        sys.exit(f"usage: {sys.argv[0]} SRC OUT")
+    print(main(*sys.argv[1:]))

@@ -432,14 +432,14 @@ def test_progress_on_a_terminal_is_a_bar_per_stage(kaggle_dir, tmp_path):
 
 
 def test_the_display_says_when_every_image_is_read(tmp_path):
-    """`read` is set once a stage after reading has begun (the card's figures warm up then, on cores the reading
-    kept busy), not while the workers still read."""
+    """`images_read` is set once a stage after reading has begun (the card's figures warm up then, on cores the
+    reading kept busy), not while the workers still read."""
     folder, read = str(tmp_path / "progress"), threading.Event()
     stages = [Stage(READING, "images", 2), Stage(PLANNING, "ranges")]
-    with ProgressDisplay(folder, stages, stream=io.StringIO(), read=read):
+    with ProgressDisplay(folder, stages, stream=io.StringIO(), images_read=read):
         ProgressWriter(folder).add()
     assert not read.is_set()
-    with ProgressDisplay(folder, stages, stream=io.StringIO(), read=read):
+    with ProgressDisplay(folder, stages, stream=io.StringIO(), images_read=read):
         ProgressWriter(folder, PLANNING).add()
     assert read.is_set()
 

@@ -12,6 +12,7 @@ import tarfile
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from apache_beam.io.filesystems import FileSystems
 
 from shardflow.beam_jobs import progress
 from shardflow.beam_jobs.convert import ConvertOptions, convert
@@ -67,6 +68,7 @@ def test_counts_of_many_workers_on_an_object_store_are_read_side_by_side():
         ProgressWriter(folder).add()
     assert read_counts(folder) == {READING: (300, 0)}
     assert SlowMemoryFileSystem.most_at_once >= progress.REMOTE_READERS // 2
+    FileSystems.delete([folder])
 
 
 def test_a_remote_dataset_reads_through_tf_gfile(pets_in_shards):

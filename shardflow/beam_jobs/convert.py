@@ -278,34 +278,34 @@ def _run_and_finalize(
         else None
     )
     log = os.path.join(scratch, "beam.log") if local else None
-    job_ended, read = threading.Event(), threading.Event()
-    warm_up = threading.Thread(target=_warm_up_figures, args=(read, job_ended), name="figures", daemon=True)
-    warm_up.start()  # (it waits for `read`)
+    job_ended, images_read = threading.Event(), threading.Event()
+    warm_up = threading.Thread(target=_warm_up_figures, args=(images_read, job_ended), name="figures", daemon=True)
+    warm_up.start()  # (it waits for `images_read`)
     try:
         with contextlib.ExitStack() as job:
-            # On leaving, last in first out: the job has ended (no warm-up from now), `read` is set (a waiting
+            # On leaving, last in first out: the job has ended (no warm-up from now), `images_read` is set (a waiting
             # warm-up returns), then the warm-up is over, however the job ended. matplotlib's settings are global
             # (one thread draws at a time), and a thread still in matplotlib's code as Python exits crashes it.
             job.callback(warm_up.join)
-            job.callback(read.set)
+            job.callback(images_read.set)
             job.callback(job_ended.set)
             runner = local_job.runner if local_job else None
             pipeline = beam.Pipeline(runner=runner, options=pipeline_options)
             build(pipeline, listing, options, image_options, name, staging, local)
             if local_job and local and log:
                 os.makedirs(local.progress, exist_ok=True)
-                stderr, read_ended, silent_hint = job.enter_context(local_job.log.to(log)), read, None
+                stderr, silent_hint = job.enter_context(local_job.log.to(log)), None
                 job.enter_context(watched_workers())
             else:
-                read.set()  # (the launcher only waits: nothing to wait for before the figures warm up)
-                stderr, read_ended, silent_hint = sys.stderr, None, RUNNER_SILENT
+                images_read.set()  # (the launcher only waits: nothing to wait for before the figures warm up)
+                stderr, silent_hint = sys.stderr, RUNNER_SILENT
             job.enter_context(
                 ProgressDisplay(
                     progress_folder(staging, local),
                     progress_stages(listing, options),
                     len(listing.rejects),
                     stderr,
-                    read_ended,
+                    images_read,
                     silent_hint,
                 )
             )
@@ -380,11 +380,11 @@ def _local_job(workers: int | None) -> Iterator[LocalJob | None]:
         yield LocalJob(workers, runner, log)
 
 
-def _warm_up_figures(read: threading.Event, job_ended: threading.Event) -> None:
-    """`figures.warm_up` (0.5 CPU s) for the card once the job's workers have read every image (`read`; also set when
-    the job ends): the job's last stages leave the cores idle between them, while reading keeps every core busy and
-    submitting the job keeps the launcher busy."""
-    read.wait()
+def _warm_up_figures(images_read: threading.Event, job_ended: threading.Event) -> None:
+    """`figures.warm_up` (0.5 CPU s) for the card once the job's workers have read every image (`images_read`; also
+    set when the job ends): the job's last stages leave the cores idle between them, while reading keeps every core
+    busy and submitting the job keeps the launcher busy."""
+    images_read.wait()
     if not job_ended.is_set():
         figures.warm_up()
 

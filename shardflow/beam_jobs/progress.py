@@ -140,8 +140,8 @@ class ProgressDisplay:
     """The job's progress, fed from a progress folder by a background thread: each stage of `stages` by name with
     its own count, once its workers report (the local runner runs one stage at a time). On a terminal, a live
     bar per stage; into a file or pipe, no bars: one line per stage, as it ends ("reading images: 70000/70000").
-    `rejected_before`: inputs the listing rejected, counted as read. `read`, if given, is set once the reading
-    stage has ended (a later stage has begun). `silent_hint`, if given, is said when no worker has reported for
+    `rejected_before`: inputs the listing rejected, counted as read. `images_read`, if given, is set once the
+    reading stage has ended (a later stage has begun). `silent_hint`, if given, is said when no worker has reported for
     `SILENT_SECONDS`."""
 
     def __init__(
@@ -150,11 +150,11 @@ class ProgressDisplay:
         stages: Sequence[Stage],
         rejected_before: int = 0,
         stream: TextIO = sys.stderr,
-        read: threading.Event | None = None,
+        images_read: threading.Event | None = None,
         silent_hint: str | None = None,
     ):
         self._folder, self._stages, self._stream = folder, {stage.name: stage for stage in stages}, stream
-        self._read, self._silent_hint = read, silent_hint
+        self._images_read, self._silent_hint = images_read, silent_hint
         self._started = time.monotonic()
         self._rejected_before = rejected_before
         self._live = _isatty(stream)
@@ -180,8 +180,8 @@ class ProgressDisplay:
 
     def _update(self, final: bool = False) -> None:
         counts = read_counts(self._folder)
-        if self._read is not None and any(name != READING for name in counts):
-            self._read.set()
+        if self._images_read is not None and any(name != READING for name in counts):
+            self._images_read.set()
         if counts:
             self._silent_hint = None  # (said at most once, and never once a worker has reported)
         elif self._silent_hint and time.monotonic() - self._started >= SILENT_SECONDS:
