@@ -7,11 +7,12 @@ import io
 import pathlib
 import re
 import shutil
-import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -150,11 +151,15 @@ def retry_on_port_clash(attempt, tries: int = 3):
     pytest.fail(f"{tries} tries, and each time a port was taken before the server could bind it")
 
 
-def ctrl_c_as_in_a_terminal() -> None:
-    """A shell starts background jobs (`make test &`) with SIGINT ignored, and Python then never raises
-    KeyboardInterrupt; a command under test that is sent Ctrl-C gets SIGINT's default, as one typed in a terminal
-    does (`preexec_fn` of its `subprocess.Popen`)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def ctrl_c_as_in_a_terminal(argv: Sequence[str]) -> list[str]:
+    """`argv` started with SIGINT's default, as a command typed in a terminal is: a shell starts background jobs
+    (`make test &`) with SIGINT ignored, and Python then never raises KeyboardInterrupt. A small Python resets it and
+    execs `argv` (the same pid). Not `preexec_fn`: that makes `subprocess` fork this process, and a fork of a pytest
+    process whose gRPC has polled (Beam's runners ran in it) can abort in the child before it execs ("Epoll1Poller
+    ... epoll_wait error: Bad file descriptor": gRPC restarts its poller in the child, whose epoll file descriptor
+    the child then closes; grpc/grpc#43055)."""
+    reset = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])"
+    return [sys.executable, "-c", reset, *argv]
 
 
 def last_line(text: str) -> str:

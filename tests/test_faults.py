@@ -31,13 +31,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def start_convert(*args: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen(
-        [sys.executable, "-m", "shardflow.cli", "convert", *map(str, args)],
+        ctrl_c_as_in_a_terminal([sys.executable, "-m", "shardflow.cli", "convert", *map(str, args)]),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
-        preexec_fn=ctrl_c_as_in_a_terminal,
     )
 
 
@@ -163,12 +162,12 @@ def test_ctrl_c_stops_the_workers_and_exits_130(corpus, tmp_path, workers):
 def test_ctrl_c_while_the_command_starts_exits_130_without_a_traceback(pets_dataset, attempt):
     """The `shardflow` command, interrupted while Python imports its modules (TensorFlow Datasets, after numpy;
     numpy's extension module turned a KeyboardInterrupt in its import into an ImportError and a traceback)."""
+    shardflow = os.path.join(os.path.dirname(sys.executable), "shardflow")
     run = subprocess.Popen(
-        [os.path.join(os.path.dirname(sys.executable), "shardflow"), "verify", str(pets_dataset)],
+        ctrl_c_as_in_a_terminal([shardflow, "verify", str(pets_dataset)]),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=ctrl_c_as_in_a_terminal,
     )
     deadline = time.monotonic() + 30
     while run.poll() is None and time.monotonic() < deadline:

@@ -226,9 +226,8 @@ def test_a_pool_whose_workers_cannot_start_is_said_and_ctrl_c_cancels_the_job(ka
     launcher += "from shardflow.command import main; sys.exit(main())"
     with job_server_and_pool(tmp_path, python_dir=no_beam) as (services, flags), open(err, "w") as stderr:
         run = subprocess.Popen(
-            [sys.executable, "-c", launcher, "convert", str(kaggle_dir), str(out), *flags],
+            ctrl_c_as_in_a_terminal([sys.executable, "-c", launcher, "convert", str(kaggle_dir), str(out), *flags]),
             stderr=stderr,
-            preexec_fn=ctrl_c_as_in_a_terminal,
         )
         try:
             wait_for_output(tmp_path / "pool.log", "No module named", services[1])  # (each worker's death)
