@@ -293,7 +293,6 @@ def _run_and_finalize(
             pipeline = beam.Pipeline(runner=runner, options=pipeline_options)
             build(pipeline, listing, options, image_options, name, staging, local)
             if local_job and local and log:
-                os.makedirs(local.progress, exist_ok=True)
                 stderr, silent_hint = job.enter_context(local_job.log.to(log)), None
                 job.enter_context(watched_workers())
             else:
