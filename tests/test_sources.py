@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import mmap
+import pathlib
+import re
 import shutil
 import subprocess
 import tarfile
@@ -107,6 +110,13 @@ def test_idx_pairs(tmp_path):
     assert [f[2] for f in files(listing)].count("test") == 3
 
 
+def buffer_under(array: np.ndarray) -> object:
+    """What an array's memory belongs to, through its views."""
+    while isinstance(array, np.ndarray):
+        array = array.base
+    return array.obj if isinstance(array, memoryview) else array
+
+
 @pytest.mark.parametrize("gz", [False, True])
 def test_idx_images_are_mapped_not_loaded_and_truncation_is_one_line(tmp_path, gz):
     """Workers index a memory map of the images file (a gzipped one decompressed once into the staging
@@ -118,13 +128,29 @@ def test_idx_images_are_mapped_not_loaded_and_truncation_is_one_line(tmp_path, g
     tasks = stage_idx(listing.tasks, str(tmp_path / "staging"))
     assert (tasks[0].container != listing.tasks[0].container) == gz
     read = list(tasks[0].read())
-    assert all(isinstance(pixels.base, np.memmap) or isinstance(pixels, np.memmap) for _, pixels in read)
+    assert all(isinstance(buffer_under(pixels), mmap.mmap) for _, pixels in read)
     assert np.array_equal(np.stack([pixels for _, pixels in read]), digits)
     images = tmp_path / "src" / ("train-images-idx3-ubyte" + (".gz" if gz else ""))
     data = gzip.decompress(images.read_bytes()) if gz else images.read_bytes()
     images.write_bytes((gzip.compress if gz else bytes)(data[:-100]))
     with pytest.raises(SourceError, match=f"{images}: truncated IDX file"):
         stage_idx(list_source(str(tmp_path / "src")).tasks, str(tmp_path / "staging2"))
+
+
+def resident_file_kib() -> int:
+    """This process's resident pages of files (mapped files included), in KiB: Linux's RssFile."""
+    status = pathlib.Path("/proc/self/status").read_text()
+    return int(re.search(r"^RssFile:\s+(\d+) kB", status, re.M).group(1))
+
+
+def test_a_worker_that_reads_a_whole_idx_file_holds_no_more_of_it_than_a_task(tmp_path):
+    """A mapped file's pages count in a process's resident memory as they are read: without giving each task's
+    pages back, a worker that reads all of ImageNet-sized IDX files would show their whole size."""
+    write_idx(tmp_path, "train", np.ones((50_000, 28, 28)), np.zeros(50_000), gz=False)  # 39,200 KB of pixels
+    tasks = list_source(str(tmp_path)).tasks
+    before = resident_file_kib()
+    assert sum(int(pixels.sum()) for task in tasks for _, pixels in task.read()) == 50_000 * 28 * 28
+    assert resident_file_kib() - before < 5_000
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import functools
 import gzip
 import lzma
 import math
+import mmap
 import os
 import posixpath
 import re
@@ -644,15 +645,31 @@ def _load_idx_labels(path: str) -> np.ndarray:
     return body.reshape(shape)
 
 
-def _idx_images(path: str) -> np.ndarray:
-    """An uncompressed IDX images file mapped into memory (pages read as they are used, evicted as needed); a
-    remote one is copied to a local temporary file first, once per process."""
+@dataclasses.dataclass(frozen=True)
+class _MappedIdx:
+    """An uncompressed IDX images file mapped into memory, and its pixels as an array over the mapping."""
+
+    mapping: mmap.mmap
+    header: int  # bytes before the first image
+    images: np.ndarray
+
+    def release(self, first: int, end: int) -> None:
+        """Drop images `first` to `end - 1` from this process's resident memory; the page cache keeps them, and a
+        later read maps them again. A worker that reads a whole file then stays the size of one that reads a task."""
+        image_bytes = math.prod(self.images.shape[1:])
+        start = (self.header + first * image_bytes) // mmap.PAGESIZE * mmap.PAGESIZE
+        self.mapping.madvise(mmap.MADV_DONTNEED, start, self.header + end * image_bytes - start)
+
+
+def _idx_images(path: str) -> _MappedIdx:
+    """An uncompressed IDX images file mapped into memory (pages read as they are used); a remote one is copied to
+    a local temporary file first, once per process."""
     stat = None if is_remote(path) else os.stat(path)
     return _mapped_idx(path, stat and (stat.st_size, stat.st_mtime_ns))
 
 
 @functools.lru_cache(maxsize=2)
-def _mapped_idx(path: str, version: tuple[int, int] | None) -> np.ndarray:
+def _mapped_idx(path: str, version: tuple[int, int] | None) -> _MappedIdx:
     """`_idx_images`, kept per process for each version (size, modification time) of a local file."""
     if is_remote(path):
         with _open(path) as source, tempfile.NamedTemporaryFile(prefix="shardflow-idx-", delete=False) as copy:
@@ -662,10 +679,12 @@ def _mapped_idx(path: str, version: tuple[int, int] | None) -> np.ndarray:
     else:
         local = path
     shape, header = _check_idx_size(local, path)
-    images = np.memmap(local, dtype=np.uint8, mode="r", offset=header, shape=shape)
+    with open(local, "rb") as f:
+        mapping = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     if local != path:
         os.unlink(local)  # the mapping keeps its pages
-    return images
+    images = np.frombuffer(mapping, dtype=np.uint8, count=math.prod(shape), offset=header).reshape(shape)
+    return _MappedIdx(mapping, header, images)
 
 
 def _read_folder(task: ReadTask):
@@ -734,9 +753,10 @@ def _read_tar_stream(task: ReadTask):
 
 
 def _read_idx(task: ReadTask):
-    images = _idx_images(task.container)
+    mapped = _idx_images(task.container)
     for f in task.files:
-        yield f, images[int(f.member)]
+        yield f, mapped.images[int(f.member)]
+    mapped.release(int(task.files[0].member), int(task.files[-1].member) + 1)  # a task is a run of images
 
 
 _READERS = {
