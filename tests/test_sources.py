@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import zipfile
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 
 from shardflow.beam_jobs.sources import SourceError, list_source, stage_idx
 from tests.conftest import encode, noise_image, write_idx
+from tests.memory_filesystem import MemoryFileSystem
 
 
 def files(listing):
@@ -135,6 +137,23 @@ def test_idx_images_are_mapped_not_loaded_and_truncation_is_one_line(tmp_path, g
     images.write_bytes((gzip.compress if gz else bytes)(data[:-100]))
     with pytest.raises(SourceError, match=f"{images}: truncated IDX file"):
         stage_idx(list_source(str(tmp_path / "src")).tasks, str(tmp_path / "staging2"))
+
+
+def test_a_remote_idx_file_is_read_from_a_local_copy_that_leaves_nothing_behind(tmp_path, monkeypatch):
+    """An IDX images file on an object store (here `memfs://`, as gs:// would be) is copied once per worker to a
+    local temporary file, mapped, and the copy's name removed at once: the pixels are the file's, and no copy is
+    left on the worker's disk."""
+    digits = np.arange(2500 * 28 * 28).reshape(2500, 28, 28) % 253
+    write_idx(tmp_path, "train", digits, np.arange(2500) % 10, gz=False)
+    src = f"memfs://bucket/{tmp_path.name}/mnist"
+    for path in tmp_path.glob("train-*"):
+        MemoryFileSystem.files[f"{src}/{path.name}"] = path.read_bytes()
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    tasks = list_source(src).tasks
+    assert len(tasks) == 3 and all(task.container == f"{src}/train-images-idx3-ubyte" for task in tasks)
+    assert np.array_equal(np.stack([pixels for task in tasks for _, pixels in task.read()]), digits)
+    assert list((tmp_path / "tmp").iterdir()) == []
 
 
 def resident_file_kib() -> int:
