@@ -754,8 +754,9 @@ def _read_tar_stream(task: ReadTask):
 
 def _read_idx(task: ReadTask):
     mapped = _idx_images(task.container)
+    images = mapped.images
     for f in task.files:
-        yield f, mapped.images[int(f.member)]
+        yield f, images[int(f.member)]
     mapped.release(int(task.files[0].member), int(task.files[-1].member) + 1)  # a task is a run of images
 
 
