@@ -32,7 +32,7 @@ import hashlib
 import json
 import math
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -96,6 +96,7 @@ class PrepareRecords(beam.DoFn):
     def start_bundle(self):
         self._spill, self._spill_path, self._offset, self._fingerprint = None, "", 0, 0
         self._pending: dict[str | None, list[records.RecordBatch]] = defaultdict(list)
+        self._pending_records: Counter[str | None] = Counter()  # records in `_pending`, per split
 
     def process(self, tasks: StagedTask | TaskQueue) -> Iterable[Any]:
         for task in tasks.read_tasks():
@@ -143,13 +144,13 @@ class PrepareRecords(beam.DoFn):
         self._records.inc(sum(map(len, paths.values())))  # per task, not per record: each update costs microseconds
         self._record_bytes.inc(record_bytes)
         for split in paths:
-            pending = self._pending[split]
-            pending.append(
+            self._pending[split].append(
                 records.RecordBatch(
                     split, (self._spill_path,), tuple(paths[split]), np.array(rows[split], dtype=self._dtype)
                 )
             )
-            if sum(map(len, pending)) >= self.RECORDS_PER_BATCH:
+            self._pending_records[split] += len(paths[split])
+            if self._pending_records[split] >= self.RECORDS_PER_BATCH:
                 yield self._save(split)
 
     def _prepare(self, payload):
@@ -168,6 +169,7 @@ class PrepareRecords(beam.DoFn):
 
     def _save(self, split: str | None) -> tuple[str | None, str]:
         batch = records.concat(self._pending.pop(split), split)
+        del self._pending_records[split]
         return split, staged.save(batch, FileSystems.join(self._staging, "batches"))
 
     def finish_bundle(self):
@@ -456,11 +458,7 @@ class WriteShards(beam.PTransform):
         self._shard_dir, self._name, self._progress_dir = shard_dir, name, progress_dir
 
     def expand(self, jobs):
-        return (
-            jobs
-            | "SpreadShards" >> beam.Reshuffle()
-            | "Write" >> beam.ParDo(WriteShard(self._shard_dir, self._name, self._progress_dir))
-        )
+        return jobs | "Write" >> beam.ParDo(WriteShard(self._shard_dir, self._name, self._progress_dir))
 
 
 class Summarize(beam.PTransform):
