@@ -376,9 +376,11 @@ def _convert(args, beam_args) -> int | None:
 
     # A local job's fork server imports Beam while this process does: the job starts about 0.6 s sooner.
     with started_ahead() if (local_workers(beam_args, args.workers) or 1) > 1 else contextlib.nullcontext():
-        from shardflow.beam_jobs.convert import ConversionInterrupted, convert
-        from shardflow.beam_jobs.options import from_arguments
+        from shardflow.beam_jobs.frozen_imports import frozen_imports
 
+        with frozen_imports():
+            from shardflow.beam_jobs.convert import ConversionInterrupted, convert
+            from shardflow.beam_jobs.options import from_arguments
         if args.like:
             return _convert_like(args, beam_args)
         options = from_arguments(args)

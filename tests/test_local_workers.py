@@ -4,17 +4,20 @@ the job runs in workers it forks, and none is left after it."""
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
 import sys
 import threading
+from ast import literal_eval
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from shardflow.beam_jobs.convert import ConvertOptions, convert
 from shardflow.beam_jobs.fork_server import ForkServer, started_ahead
+from shardflow.beam_jobs.frozen_imports import frozen_imports
 from shardflow.beam_jobs.local_workers import local_beam_args, local_runner, worker_processes
 from shardflow.core import metadata
 
@@ -36,6 +39,32 @@ def test_the_job_runs_in_workers_forked_by_the_server_started_before_it(tmp_path
     assert ran_in and {parent for _, parent in ran_in} == {server.pid}
     assert server.pid not in {pid for pid, _ in ran_in}
     assert not server.is_running() and not worker_processes()
+
+
+def test_the_workers_collect_garbage_but_not_what_their_imports_made(tmp_path):
+    """Beam's and the job's code, imported once by the fork server, are frozen (`gc.freeze`): a worker's full
+    collections skip them, and its collector still runs for what the job makes."""
+    with local_runner(2) as runner, beam.Pipeline(runner=runner, options=PipelineOptions(local_beam_args(2))) as p:
+        _ = (
+            p
+            | beam.Create(range(8))
+            | beam.Reshuffle()
+            | beam.Map(lambda _: (gc.isenabled(), gc.get_freeze_count()))
+            | beam.Map(lambda state, folder: open(os.path.join(folder, repr(state)), "w").close(), str(tmp_path))
+        )
+    states = {literal_eval(path.name) for path in tmp_path.iterdir()}
+    assert states and all(enabled and frozen > 50_000 for enabled, frozen in states)
+
+
+def test_frozen_imports_collect_nothing_meanwhile_and_freeze_what_they_made():
+    before = gc.get_freeze_count()
+    try:
+        with frozen_imports():
+            assert not gc.isenabled()
+            made = [[index] for index in range(1000)]
+        assert gc.isenabled() and gc.get_freeze_count() >= before + len(made)
+    finally:
+        gc.unfreeze()
 
 
 def test_a_fork_server_no_job_used_is_stopped():

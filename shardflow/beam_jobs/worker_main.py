@@ -18,14 +18,17 @@ import os
 import signal
 import sys
 
-from apache_beam.runners.worker import sdk_worker_main
-
 from shardflow.beam_jobs.fork_server import FORK_SERVER
+from shardflow.beam_jobs.frozen_imports import frozen_imports
 
 
 def main() -> None:
     """Run Beam's SDK harness (in a forked worker, once `_serve_forks` returns in it); once the harness returns
     normally, flush what is buffered and exit at once."""
+    with frozen_imports():
+        from apache_beam.runners.worker import sdk_worker_main
+
+        import shardflow.beam_jobs.convert  # noqa: F401  (what unpickling the job's functions imports)
     if sys.argv[1:2] == [FORK_SERVER]:
         _serve_forks(int(sys.argv[2]))
     sdk_worker_main.main(sys.argv)
@@ -36,10 +39,8 @@ def main() -> None:
 
 
 def _serve_forks(reports: int) -> None:
-    """Import the job's code, then fork a worker per line of stdin; returns only in a worker, with the line's
-    environment set. Ctrl-C is for the workers and the launcher: this process ends when its stdin does."""
-    import shardflow.beam_jobs.convert  # noqa: F401  (what unpickling the job's functions imports)
-
+    """Fork a worker per line of stdin; returns only in a worker, with the line's environment set. Ctrl-C is for
+    the workers and the launcher: this process ends when its stdin does."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGCHLD, lambda *_: _report_ended(reports, os.WNOHANG))
     while line := sys.stdin.readline():
