@@ -5,11 +5,11 @@ Beam's in-process runner closes its worker processes one after another, waiting 
 has imported TensorFlow takes about 0.3 s to tear its interpreter down, time in which nothing is left to do: the
 worker's files are closed and its logs flushed when Beam's harness returns.
 
-The fork server imports Beam and the job's code once (1.2-1.5 CPU s), while the launcher builds the job; then, for
-each line of JSON it reads on stdin (the environment Beam gives a worker process it starts), it forks a worker
-that has nothing left to import. On file descriptor FD it reports "started PID" for each, and "ended PID STATUS"
-(as `subprocess.Popen.returncode`: -N for signal N) when one ends; at the end of its stdin it waits for its
-workers, reports them, and exits.
+The fork server imports Beam and the job's code once (about 1 CPU s; without garbage collection, then frozen:
+`frozen_imports`), while the launcher builds the job; then, for each line of JSON it reads on stdin (the
+environment Beam gives a worker process it starts), it forks a worker that has nothing left to import. On file
+descriptor FD it reports "started PID" for each, and "ended PID STATUS" (as `subprocess.Popen.returncode`: -N for
+signal N) when one ends; at the end of its stdin it waits for its workers, reports them, and exits.
 """
 
 import json
