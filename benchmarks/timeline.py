@@ -2,8 +2,8 @@
 (the local runner runs one stage at a time) and of the metadata and card, for a few calls in one process.
 
 Beam's `FnApiRunner._execute_bundle` (a private method: this script follows Beam's local runner, not an API) and
-shardflow's `metadata_writer.write` are wrapped to note when each starts and ends. A stage's name is Beam's fused
-one, cut to its first transform that is shardflow's. Usage:
+shardflow's `metadata_writer.write` and `convert.finalize` are wrapped to note when each starts and ends. A stage
+is named by the first of its fused transforms that the job names (`ReadAndPrepare/SpreadInputs`). Usage:
 
     .venv/bin/python benchmarks/timeline.py SRC [--calls 3] [--workers 2]
 """
@@ -30,7 +30,9 @@ from shardflow.beam_jobs.convert import ConvertOptions, convert
 Event = tuple[str, float, float]  # what, started, ended (seconds from the call)
 
 
-def noted(function: Callable[..., Any], name: Callable[..., str], events: list[Event], start: list[float]):
+def noted(
+    function: Callable[..., Any], name: Callable[..., str], events: list[Event], start: list[float]
+) -> Callable[..., Any]:
     """`function`, noting in `events` when each call starts and ends (`name` of its arguments)."""
 
     def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -44,7 +46,7 @@ def noted(function: Callable[..., Any], name: Callable[..., str], events: list[E
 
 
 def stage_name(_runner: Any, _context: Any, bundle: Any, _input: Any) -> str:
-    """The first transform of a fused stage named in the job (`ReadAndPrepare/SpreadInputs`, `WriteShards/Write`)."""
+    """The first of a fused stage's transforms that the job names (`ReadAndPrepare/SpreadInputs`)."""
     named = re.findall(r"([A-Z][A-Za-z]*)[-/]([A-Z][A-Za-z]*)", bundle.stage.name)
     return next((f"{outer}/{inner}" for outer, inner in named if outer != "PCollection"), bundle.stage.name[:40])
 
