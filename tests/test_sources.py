@@ -15,6 +15,7 @@ import zipfile
 import numpy as np
 import pytest
 
+from shardflow.beam_jobs import sources
 from shardflow.beam_jobs.sources import SourceError, list_source, stage_idx
 from tests.conftest import encode, noise_image, write_idx
 from tests.memory_filesystem import MemoryFileSystem
@@ -275,3 +276,18 @@ def test_case_twins_and_empty_class_folders_are_warned_about(tmp_path):
         "if they are one)",
         "class folder 'bird/' is empty; no class is made for it",
     ]
+
+
+def test_a_local_input_is_read_whole_even_when_its_size_is_not_what_fstat_said(tmp_path):
+    """A folder's files are read with one read of the size `fstat` gives and a byte more; a file whose size differs
+    (one that grew since, or a kernel file that says 0 bytes) is read on to its end, an empty one is empty."""
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(np.random.default_rng(0).bytes(300_000))
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    assert sources._read_bytes(str(photo)) == photo.read_bytes()
+    assert sources._read_bytes(str(tmp_path / "empty.jpg")) == b""
+    kernel = pathlib.Path("/proc/self/cmdline")  # (fstat: 0 bytes)
+    assert kernel.stat().st_size == 0
+    assert sources._read_bytes(str(kernel)) == kernel.read_bytes() != b""
+    with pytest.raises(IsADirectoryError):
+        sources._read_bytes(str(tmp_path))

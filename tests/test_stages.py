@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -9,6 +10,7 @@ import pathlib
 import pickle
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -285,6 +287,26 @@ def test_local_workers_share_one_queue_of_read_tasks(tmp_path):
     taken = [next(slow_reads)] + list(fast_reads)  # the slow worker takes one task while the fast one takes the rest
     assert list(slow_reads) == []
     assert len(taken) == 8 and sorted(t.files[0].path for t in taken) == sorted(t.files[0].path for t in tasks)
+
+
+def test_threads_of_one_worker_racing_for_tasks_read_each_exactly_once(tmp_path):
+    """A worker process may run bundles in several threads, which one process's record lock does not keep apart:
+    four threads taking tasks as fast as they can take every one of 3,000 tasks, none twice."""
+    write_sample_data(tmp_path / "src", n=8, seed=4)
+    template = list_source(str(tmp_path / "src")).tasks[0]  # (3,000 copies named by number, never read)
+    tasks = [dataclasses.replace(template, container=str(i)) for i in range(3000)]
+    path = str(tmp_path / "tasks.pickle")
+    queues = staged.task_queues(staged.stage_tasks(tasks, path), path, 4, str(tmp_path / "claims"))
+    go = threading.Barrier(len(queues))
+
+    def take(queue: staged.TaskQueue) -> list[int]:
+        go.wait()
+        return [int(task.container) for task in queue.read_tasks()]
+
+    with concurrent.futures.ThreadPoolExecutor(len(queues)) as pool:
+        taken = list(pool.map(take, queues))
+    assert sum(map(bool, taken)) > 1, "several threads took tasks"
+    assert sorted(index for each in taken for index in each) == list(range(3000))
 
 
 TAKE_TASKS = """

