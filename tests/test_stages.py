@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import json
 import pathlib
@@ -91,8 +92,8 @@ def test_read_and_prepare_then_plan_shards(tmp_path):
         reasons = prepared[stages.PrepareRecords.REJECTS] | beam.Map(lambda reject: reject[1])
         assert_that(reasons, equal_to(["empty file (0 bytes)"]), label="the broken one is a reject")
         planned = prepared.records | stages.PlanShards(shard_bytes=60_000, num_ranges=1, batch_dir=staging)
-        splits = planned["stats"] | beam.Map(lambda stats: (stats["split"], stats["num_examples"]))
-        total = splits | "Examples" >> beam.Values() | "Total" >> beam.CombineGlobally(sum)
+        examples = planned["stats"] | beam.MapTuple(lambda split, partial: partial["num_examples"])
+        total = examples | "Total" >> beam.CombineGlobally(sum)
         assert_that(total, equal_to([20]), label="statistics")
         shards = planned["jobs"] | beam.Map(lambda job: job.num_shards > 1) | beam.Distinct()
         assert_that(shards, equal_to([True]), label="small shards: several per split")
@@ -115,7 +116,13 @@ def test_shards_and_statistics_do_not_depend_on_how_many_ranges_sort_them(tmp_pa
                 | f"Write{ranges}" >> stages.WriteShards(f"{staging}/shards{ranges}", "pets")
                 | f"Describe{ranges}" >> beam.Map(lambda s: (s["filename"], s["num_records"], s["sha256"]))
             )
-            stats = planned["stats"] | f"Stats{ranges}" >> beam.Map(lambda s: repr(sorted(s.items())))
+            stats = (
+                planned["stats"]
+                | f"Merge{ranges}"
+                >> beam.CombinePerKey(lambda partials: functools.reduce(records.merge_statistics, partials))
+                | f"Stats{ranges}"
+                >> beam.MapTuple(lambda split, merged: repr(sorted(records.split_statistics(split, merged).items())))
+            )
             outcomes.append(
                 (shards, stats)
                 | f"All{ranges}" >> beam.Flatten()
@@ -196,26 +203,34 @@ def test_write_shards_copies_the_records_with_their_index_and_digest(kaggle_dir,
         assert (shard_dir / record_index.index_filename(shard.name)).read_text() == record_index.scan(str(shard))
 
 
-def test_summarize_gathers_what_every_stage_tagged_into_one_file(tmp_path):
+def test_summarize_gathers_what_every_stage_tagged_into_one_file(kaggle_dir, tmp_path):
     """Tagged values from several stages (none damaged here) -> one summary: lists gathered, the unselected counts
-    summed, the fingerprint shares combined by XOR."""
+    summed, the fingerprint shares combined by XOR, each split's statistics merged from its ranges' partial ones (the
+    same as of all its records at once), and the parts' pairs of duplicates joined into groups."""
     path = str(tmp_path / "summary.json")
+    photos = sorted(kaggle_dir.glob("*.jpg"))[:9]
+    batches = [staged.load(record_batch(tmp_path, part, "train")[0]) for part in (photos[:4], photos[4:])]
     shards = [{"split": "train", "index": i, "filename": f"s{i}"} for i in range(3)]
+    members = [(name.encode(), "train", 0, "batch") for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg")]
     tagged = {
         "shards": shards,
-        "splits": [{"split": "train", "num_examples": 9}],
+        "statistics": [("train", records.partial_statistics(batch)) for batch in batches],
         "reject_files": ["a", "b"],
         "damaged": [],
-        "duplicates": [{"exact": [], "near": []}],
+        "pairs": [[("exact", members[0], members[1])], [("near", members[1], members[2])], []],
         "fingerprint": [0b0110, 0b0011],
         "unselected": [2, 3],
     }
+    whole = records.split_statistics("train", records.partial_statistics(records.concat(batches, "train")))
     expected = {
         "shards": shards,
-        "splits": [{"split": "train", "num_examples": 9}],
+        "splits": [json.loads(json.dumps(whole))],
         "reject_files": ["a", "b"],
         "damaged": [],
-        "duplicates": {"exact": [], "near": []},
+        "duplicates": {
+            "exact": [[["a.jpg", "train", 0], ["b.jpg", "train", 0]]],
+            "near": [[["a.jpg", "train", 0], ["b.jpg", "train", 0], ["c.jpg", "train", 0]]],
+        },
         "unselected": 5,
         "fingerprint": f"{5:064x}",
     }

@@ -144,7 +144,7 @@ def build(
         counted = kept | "TakeCounts" >> stages.TakeCounts(options.split_counts, batch_dir)
         assigned = counted.assigned
         summarized.append(counted.unselected | "TagUnselected" >> beam.Map(lambda n: ("unselected", n)))
-    found = assigned | "FindDuplicates" >> duplicate_join.FindDuplicates(
+    pairs = assigned | "FindPairs" >> duplicate_join.FindPairs(
         num_parts, FileSystems.join(staging, "parts"), progress_dir
     )
     planned = assigned | "PlanShards" >> stages.PlanShards(
@@ -155,13 +155,13 @@ def build(
     )
     _ = (
         shards | "TagShards" >> beam.Map(lambda s: ("shards", s)),
-        planned["stats"] | "TagStats" >> beam.Map(lambda s: ("splits", s)),
+        planned["stats"] | "TagStatistics" >> beam.Map(lambda s: ("statistics", s)),
         tuple(rejects)
         | "AllRejects" >> beam.Flatten()
         | "WriteRejects" >> beam.ParDo(reject_files.WriteRejects(FileSystems.join(staging, "rejects")))
         | "TagRejects" >> beam.Map(lambda path: ("reject_files", path)),
         prepared[stages.PrepareRecords.DAMAGED] | "TagDamaged" >> beam.Map(lambda d: ("damaged", d)),
-        found | "TagDuplicates" >> beam.Map(lambda groups: ("duplicates", duplicate_join.summary_groups(groups))),
+        pairs | "TagPairs" >> beam.Map(lambda part_pairs: ("pairs", part_pairs)),
         prepared[stages.PrepareRecords.FINGERPRINT] | "TagFingerprint" >> beam.Map(lambda h: ("fingerprint", h)),
         *summarized,
     ) | "Summarize" >> stages.Summarize(FileSystems.join(staging, "summary.json"))

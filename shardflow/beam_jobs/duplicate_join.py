@@ -15,6 +15,8 @@
               the thumbnails where the keys are. Only duplicates leave a part.
   GroupPairs  every part's pairs (few: only duplicates) joined into groups (`duplicates.components`), members
               and groups in path order: the same groups as `duplicates.find_groups` over all records at once.
+              `FindDuplicates` does it as a stage of its own, for `Dedupe`; the conversion's summary does it
+              for the groups it reports (`FindPairs` gives it the pairs).
 
 `Dedupe` joins what it drops back to the record batches by their file (`CoGroupByKey`), not by broadcast.
 Each record puts 1 + `duplicates.BANDS` keys of about 350 bytes into the parts; `parts_for` keeps a part near
@@ -226,9 +228,9 @@ def drop_duplicates(joined: tuple[str, dict[str, list[Any]]], batch_dir: str) ->
         yield split, staged.save(batch.take(np.flatnonzero(~dropped)), batch_dir)
 
 
-class FindDuplicates(beam.PTransform):
-    """(split, record batch file) -> one element: per kind, the groups of duplicates (`group_pairs`), each member
-    (path, split, label, record batch file). Parts done are counted as `stage` in `progress_dir`."""
+class FindPairs(beam.PTransform):
+    """(split, record batch file) -> per part, the list of pairs that connect its duplicates (`find_pairs`); the
+    groups they make are `group_pairs` of them all. Parts done are counted as `stage` in `progress_dir`."""
 
     def __init__(self, num_parts: int, part_dir: str, progress_dir: str | None = None, stage: str = GROUPING):
         super().__init__()
@@ -248,7 +250,22 @@ class FindDuplicates(beam.PTransform):
             >> beam.FlatMap(key_parts, self._num_parts, self._part_dir, beam.pvalue.AsSingleton(value_parts))
             | "GroupByPart" >> beam.GroupByKey()
             | "FindPairs" >> beam.ParDo(Counted(_pairs_of_part, self._progress_dir, self._stage))
-            | "GatherPairs" >> beam.CombineGlobally(_concatenate).without_defaults()  # (none: `Summarize` has none)
+        )
+
+
+class FindDuplicates(beam.PTransform):
+    """(split, record batch file) -> one element: per kind, the groups of duplicates (`group_pairs`), each member
+    (path, split, label, record batch file). Parts done are counted as `stage` in `progress_dir`."""
+
+    def __init__(self, num_parts: int, part_dir: str, progress_dir: str | None = None, stage: str = GROUPING):
+        super().__init__()
+        self._find_pairs = FindPairs(num_parts, part_dir, progress_dir, stage)
+
+    def expand(self, batches):
+        return (
+            batches
+            | "FindPairs" >> self._find_pairs
+            | "GatherPairs" >> beam.CombineGlobally(_concatenate).without_defaults()  # (no records: no pairs)
             | "GroupPairs" >> beam.Map(group_pairs)
         )
 

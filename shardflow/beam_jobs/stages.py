@@ -10,16 +10,18 @@ show them by name; tests run each one alone with `TestPipeline` and `assert_that
                   kept, the others rejected as "duplicate of PATH" (so no group is left in two splits).
   TakeCounts      only with --split-counts: exact counts per class, in hash order (one worker per class).
   PlanShards      per split: records in hash order (classes mixed), cut into shards of ~--shard-size-mb,
-                  plus the split's statistics. Records are cut into ranges of path hashes, each range sorted by
-                  one worker and placed in the shards by the ranges' counts alone; statistics are merged from
-                  partial sums (a combiner).
+                  plus each range's partial statistics. Records are cut into ranges of path hashes, each range
+                  sorted by one worker and placed in the shards by the ranges' counts alone (one combiner sums
+                  them).
   WriteShards     each shard copied from the spill files into place, with its SHA-256 and its record index
                   (`record_index`, for DALI's reader).
-  FindDuplicates  the records' duplicate keys (taken while preparing) joined by key across workers
-                  (`duplicate_join`): the groups the dataset holds, reported (and listed in duplicates.jsonl by
-                  the launcher) whether or not --dedupe.
-  Summarize       shard list, statistics, rejects, damaged JPEGs kept and duplicate groups gathered into one
-                  summary file.
+  FindPairs       the records' duplicate keys (taken while preparing) joined by key across workers
+                  (`duplicate_join`): the pairs that connect the duplicates the dataset holds, reported (and
+                  listed in duplicates.jsonl by the launcher) whether or not --dedupe.
+  Summarize       shard list, rejects and damaged JPEGs kept gathered into one summary file, with each split's
+                  statistics merged from its ranges' partial ones and the pairs of duplicates joined into groups
+                  there: a few values per range, shard and part, and only duplicates' pairs. Each of Beam's
+                  stages costs the local runner 13-34 ms before its work; these need none of their own.
 
 Beam `Metrics` counters (namespace "shardflow": records prepared, rejected by reason, record bytes, shards
 written, shard bytes) show the job's progress in Dataflow's and Flink's UIs; `counters` reads them back.
@@ -43,12 +45,12 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.transforms.window import GlobalWindows
 
-from shardflow.beam_jobs import metadata_writer, records, staged
+from shardflow.beam_jobs import duplicate_join, metadata_writer, records, staged
 from shardflow.beam_jobs import splits as splits_lib
 from shardflow.beam_jobs.progress import PLANNING, WRITING, Counted, ProgressWriter
 from shardflow.beam_jobs.sources import ReadTask
 from shardflow.beam_jobs.staged import StagedTask, TaskQueue
-from shardflow.core import duplicates, metadata, record_index, record_order, schema
+from shardflow.core import metadata, record_index, record_order, schema
 from shardflow.core.framing import frame
 from shardflow.core.images import ImageOptions, Rejected, prepare
 
@@ -232,6 +234,16 @@ def cut_by_hash(split_path: tuple[str, str], num_ranges: int, batch_dir: str) ->
         yield (split, number), (staged.save(part, batch_dir), len(part), int(part.rows["length"].sum()))
 
 
+def add_sizes(sizes: Iterable[dict[tuple[str, int], tuple[int, int]]]) -> dict[tuple[str, int], tuple[int, int]]:
+    """Ranges' (records, bytes) added up, range by range."""
+    total: dict[tuple[str, int], tuple[int, int]] = {}
+    for partial in sizes:
+        for key, (count, size) in partial.items():
+            had = total.get(key, (0, 0))
+            total[key] = (had[0] + count, had[1] + size)
+    return total
+
+
 def split_sizes(sizes: dict[tuple[str, int], tuple[int, int]], split: str) -> tuple[int, int, dict[int, int]]:
     """From every range's (records, bytes): the split's records, bytes, and records per range."""
     counts = {number: count for (name, number), (count, _) in sizes.items() if name == split}
@@ -321,17 +333,14 @@ class WriteShard(beam.DoFn):
         }
 
 
-def _merge_all_statistics(partials: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    return functools.reduce(records.merge_statistics, partials)
-
-
 def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
-    summary: dict[str, Any] = {"shards": [], "splits": [], "reject_files": [], "damaged": [], "unselected": 0}
-    summary["duplicates"] = {kind: [] for kind in duplicates.KINDS}  # (no record: no groups were found)
-    fingerprint = 0
+    summary: dict[str, Any] = {"shards": [], "reject_files": [], "damaged": [], "unselected": 0}
+    fingerprint, pairs, statistics = 0, [], defaultdict(list)
     for kind, value in items:
-        if kind == "duplicates":
-            summary[kind] = value
+        if kind == "pairs":
+            pairs += value
+        elif kind == "statistics":
+            statistics[value[0]].append(value[1])
         elif kind == "unselected":
             summary["unselected"] += value
         elif kind == "fingerprint":
@@ -341,6 +350,11 @@ def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
         else:
             summary[kind].append(value)
     summary["fingerprint"] = f"{fingerprint:064x}"
+    summary["splits"] = [
+        records.split_statistics(split, functools.reduce(records.merge_statistics, partials))
+        for split, partials in sorted(statistics.items())
+    ]
+    summary["duplicates"] = duplicate_join.summary_groups(duplicate_join.group_pairs(pairs))
     with FileSystems.create(path) as f:
         f.write(json.dumps(summary).encode())
 
@@ -412,9 +426,9 @@ class TakeCounts(beam.PTransform):
 
 
 class PlanShards(beam.PTransform):
-    """(split, record batch file) -> shard jobs, and tagged "stats", each split's statistics: records cut into
-    `num_ranges` ranges of path hashes, each sorted by one worker, placed in shards by counts alone; ranges sorted
-    are counted in `progress_dir`."""
+    """(split, record batch file) -> shard jobs, and tagged "stats", (split, `records.partial_statistics`) of each
+    range: records cut into `num_ranges` ranges of path hashes, each sorted by one worker, placed in shards by
+    counts alone; ranges sorted are counted in `progress_dir`."""
 
     def __init__(self, shard_bytes: int, num_ranges: int, batch_dir: str, progress_dir: str | None = None):
         super().__init__()
@@ -425,9 +439,8 @@ class PlanShards(beam.PTransform):
         cut = batches | "CutByHash" >> beam.FlatMap(cut_by_hash, self._num_ranges, self._batch_dir)
         sizes = (
             cut
-            | "RangeSizes" >> beam.MapTuple(lambda key, value: (key, value[1:]))
-            | "SumRange" >> beam.CombinePerKey(lambda sizes: tuple(map(sum, zip(*sizes))))
-            | "AllSizes" >> beam.CombineGlobally(beam.combiners.ToDictCombineFn()).without_defaults()
+            | "RangeSizes" >> beam.MapTuple(lambda key, value: {key: value[1:]})
+            | "AllSizes" >> beam.CombineGlobally(add_sizes).without_defaults()
         )
         sorted_ranges = (
             cut
@@ -442,12 +455,7 @@ class PlanShards(beam.PTransform):
             ).with_outputs("stats", main="pieces")
         )
         jobs = sorted_ranges.pieces | "GroupByShard" >> beam.GroupByKey() | "ShardJob" >> beam.Map(shard_job)
-        stats = (
-            sorted_ranges.stats
-            | "MergeStatistics" >> beam.CombinePerKey(_merge_all_statistics)
-            | "SplitStatistics" >> beam.MapTuple(records.split_statistics)
-        )
-        return {"jobs": jobs, "stats": stats}
+        return {"jobs": jobs, "stats": sorted_ranges.stats}
 
 
 class WriteShards(beam.PTransform):
@@ -462,7 +470,9 @@ class WriteShards(beam.PTransform):
 
 
 class Summarize(beam.PTransform):
-    """(kind, value) pairs from every stage -> one summary file at `path` (what `finalize` reads)."""
+    """(kind, value) pairs from every stage -> one summary file at `path` (what `finalize` reads): "statistics",
+    (split, partial statistics), merged per split; "pairs", lists of pairs of duplicates, joined into groups
+    (`duplicate_join.group_pairs`); the rest gathered, added up or combined as each kind needs."""
 
     def __init__(self, path: str):
         super().__init__()
@@ -472,7 +482,7 @@ class Summarize(beam.PTransform):
         return (
             tagged
             | "Gather" >> beam.Flatten()
-            | "ToList" >> beam.combiners.ToList()
+            | "ToList" >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
             | "Write" >> beam.Map(_write_summary, self._path)
         )
 
