@@ -280,6 +280,13 @@ def main(argv: list[str] | None = None) -> None:
                 + [["an empty 2-worker Beam job (start-up floor)", f"{floor:.1f}", "", "", ""]],
             )
         )
+        print("\nEach round's seconds, in the order they ran:\n")
+        print(
+            markdown_table(
+                ["method", *(f"round {i + 1}" for i in range(args.repeats))],
+                [[name, *(f"{t:.1f}" for t in times)] for name, times in rounds.items()],
+            )
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
