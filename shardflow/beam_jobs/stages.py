@@ -482,6 +482,7 @@ class Summarize(beam.PTransform):
         return (
             tagged
             | "Gather" >> beam.Flatten()
+            # (never empty: every reading bundle tags its share of the fingerprint)
             | "ToList" >> beam.CombineGlobally(beam.combiners.ToListCombineFn()).without_defaults()
             | "Write" >> beam.Map(_write_summary, self._path)
         )
