@@ -278,6 +278,7 @@ def test_case_twins_and_empty_class_folders_are_warned_about(tmp_path):
     ]
 
 
+@pytest.mark.skipif(not pathlib.Path("/proc/self/cmdline").exists(), reason="needs Linux's /proc")
 def test_a_local_input_is_read_whole_even_when_its_size_is_not_what_fstat_said(tmp_path):
     """A folder's files are read with one read of the size `fstat` gives and a byte more; a file whose size differs
     (one that grew since, or a kernel file that says 0 bytes) is read on to its end, an empty one is empty."""
