@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import functools
 import hashlib
 import json
 import pathlib
@@ -118,10 +117,11 @@ def test_shards_and_statistics_do_not_depend_on_how_many_ranges_sort_them(tmp_pa
             )
             stats = (
                 planned["stats"]
-                | f"Merge{ranges}"
-                >> beam.CombinePerKey(lambda partials: functools.reduce(records.merge_statistics, partials))
+                | f"BySplit{ranges}" >> beam.GroupByKey()
                 | f"Stats{ranges}"
-                >> beam.MapTuple(lambda split, merged: repr(sorted(records.split_statistics(split, merged).items())))
+                >> beam.MapTuple(
+                    lambda split, partials: repr(sorted(records.split_statistics(split, partials).items()))
+                )
             )
             outcomes.append(
                 (shards, stats)
@@ -221,7 +221,7 @@ def test_summarize_gathers_what_every_stage_tagged_into_one_file(kaggle_dir, tmp
         "fingerprint": [0b0110, 0b0011],
         "unselected": [2, 3],
     }
-    whole = records.split_statistics("train", records.partial_statistics(records.concat(batches, "train")))
+    whole = records.split_statistics("train", [records.partial_statistics(records.concat(batches, "train"))])
     expected = {
         "shards": shards,
         "splits": [json.loads(json.dumps(whole))],

@@ -7,8 +7,9 @@ to a few hundred bytes per record (most of it the duplicate keys' thumbnails).
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -146,9 +147,10 @@ def merge_statistics(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def split_statistics(split: str, partial: dict[str, Any]) -> dict[str, Any]:
+def split_statistics(split: str, partials: Iterable[dict[str, Any]]) -> dict[str, Any]:
     """A split's class counts, per-channel mean/std over all pixels and image-size histogram, from the
-    `partial_statistics` of all its records."""
+    `partial_statistics` of all its records (merged here: `merge_statistics`)."""
+    partial = functools.reduce(merge_statistics, partials)
     total = max(1, partial["pixels"])
     mean = np.array([s / 2**FIXED_POINT_BITS for s in partial["channel_sum"]]) / total
     variance = np.array([s / 2**FIXED_POINT_BITS for s in partial["channel_sumsq"]]) / total - mean**2

@@ -29,7 +29,6 @@ written, shard bytes) show the job's progress in Dataflow's and Flink's UIs; `co
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -350,10 +349,7 @@ def _write_summary(items: list[tuple[str, Any]], path: str) -> None:
         else:
             summary[kind].append(value)
     summary["fingerprint"] = f"{fingerprint:064x}"
-    summary["splits"] = [
-        records.split_statistics(split, functools.reduce(records.merge_statistics, partials))
-        for split, partials in sorted(statistics.items())
-    ]
+    summary["splits"] = [records.split_statistics(split, partials) for split, partials in sorted(statistics.items())]
     summary["duplicates"] = duplicate_join.summary_groups(duplicate_join.group_pairs(pairs))
     with FileSystems.create(path) as f:
         f.write(json.dumps(summary).encode())
